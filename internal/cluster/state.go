@@ -1,0 +1,234 @@
+// Package cluster is the cluster's desired state: the JSON document the CLI
+// writes to <prefix>/clusters/<name>/state.json and every node reads. It holds
+// the types, strict decoding and validation, the pure transitions the CLI
+// applies (add, drain, remove, make active), two-word node names, and the
+// optimistic compare-and-swap update loop over a bucket.Store.
+//
+// docs/state.md documents every field.
+package cluster
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// SchemaVersion is the only state schema this build reads and writes.
+const SchemaVersion = 1
+
+// Defaults applied when a field is zero.
+const (
+	DefaultAppPort        = 8080
+	DefaultHealthPath     = "/healthz"
+	DefaultAdvertInterval = 1 // seconds
+	FirstPriority         = 150
+	PriorityStep          = 10
+	MinPriority           = 1
+	MaxPriority           = 254 // 255 is reserved by VRRP for an address owner
+)
+
+// Role is a node's place in the VRRP group.
+type Role string
+
+// Roles.
+const (
+	RoleActive  Role = "active"
+	RoleStandby Role = "standby"
+)
+
+// Lifecycle is where a node is between creation and removal.
+type Lifecycle string
+
+// Lifecycles.
+const (
+	Provisioning Lifecycle = "provisioning" // droplet requested, not yet serving
+	Ready        Lifecycle = "ready"        // in every HAProxy backend
+	Draining     Lifecycle = "draining"     // kept in backends as drain: no new requests
+	Removing     Lifecycle = "removing"     // out of the backends, droplet being destroyed
+)
+
+// State is the whole desired state of one cluster.
+type State struct {
+	SchemaVersion int       `json:"schema_version"`
+	Generation    int64     `json:"generation"`
+	Name          string    `json:"name"`
+	Region        string    `json:"region"`
+	Size          string    `json:"size"`
+	Image         string    `json:"image"` // snapshot id or distribution slug
+	VPC           VPC       `json:"vpc"`
+	ReservedIP    string    `json:"reserved_ip,omitempty"`
+	FirewallID    string    `json:"firewall_id,omitempty"`
+	DNS           *DNS      `json:"dns,omitempty"`
+	App           App       `json:"app"`
+	HA            HA        `json:"ha"`
+	Nodes         []Node    `json:"nodes"`
+	CreatedAt     time.Time `json:"created_at"`
+	UpdatedAt     time.Time `json:"updated_at"`
+}
+
+// VPC is the cluster's private network.
+type VPC struct {
+	ID      string `json:"id,omitempty"`
+	CIDR    string `json:"cidr,omitempty"`
+	Created bool   `json:"created,omitempty"` // dynia made it, so destroy may delete it
+}
+
+// DNS is the optional A record pointing at the Reserved IP.
+type DNS struct {
+	Domain   string `json:"domain"`
+	Name     string `json:"name"` // record name within Domain ("@" for the apex)
+	RecordID int    `json:"record_id,omitempty"`
+}
+
+// App is the application every node runs.
+type App struct {
+	Image      string            `json:"image,omitempty"`
+	Port       int               `json:"port"`
+	HealthPath string            `json:"health_path"`
+	Env        map[string]string `json:"env,omitempty"`
+}
+
+// HA holds the keepalived settings shared by every node.
+type HA struct {
+	AdvertInterval float64 `json:"advert_interval"` // seconds; VRRPv3 allows fractions
+	Preempt        bool    `json:"preempt"`
+}
+
+// Node is one droplet in the cluster.
+type Node struct {
+	ID        string    `json:"id"`
+	DropletID int       `json:"droplet_id,omitempty"`
+	PublicIP  string    `json:"public_ip,omitempty"`
+	PrivateIP string    `json:"private_ip,omitempty"`
+	Priority  int       `json:"priority"`
+	Role      Role      `json:"role"`
+	Lifecycle Lifecycle `json:"lifecycle"`
+	AppPort   int       `json:"app_port,omitempty"` // overrides App.Port on this node
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Hostname is the droplet name: <cluster>-<node id>.
+func Hostname(cluster, nodeID string) string { return cluster + "-" + nodeID }
+
+// Port is the node's app port: its override, else the cluster's.
+func (n Node) Port(app App) int {
+	if n.AppPort != 0 {
+		return n.AppPort
+	}
+	return app.Port
+}
+
+// Active returns the active node, or nil.
+func (s *State) Active() *Node {
+	for i := range s.Nodes {
+		if s.Nodes[i].Role == RoleActive {
+			return &s.Nodes[i]
+		}
+	}
+	return nil
+}
+
+// Node returns the node with id, or nil.
+func (s *State) Node(id string) *Node {
+	for i := range s.Nodes {
+		if s.Nodes[i].ID == id {
+			return &s.Nodes[i]
+		}
+	}
+	return nil
+}
+
+// New returns the state of a new cluster with defaults filled in.
+func New(name, region, size, image string, now time.Time) *State {
+	s := &State{
+		SchemaVersion: SchemaVersion,
+		Name:          name,
+		Region:        region,
+		Size:          size,
+		Image:         image,
+		Nodes:         []Node{},
+		CreatedAt:     now.UTC(),
+		UpdatedAt:     now.UTC(),
+	}
+	s.applyDefaults()
+	return s
+}
+
+func (s *State) applyDefaults() {
+	if s.App.Port == 0 {
+		s.App.Port = DefaultAppPort
+	}
+	if s.App.HealthPath == "" {
+		s.App.HealthPath = DefaultHealthPath
+	}
+	if s.HA.AdvertInterval == 0 {
+		s.HA.AdvertInterval = DefaultAdvertInterval
+	}
+	if s.Nodes == nil {
+		s.Nodes = []Node{}
+	}
+}
+
+// Decode strictly decodes and validates a state document: unknown fields, an
+// unknown schema_version, or any invalid value is an error naming the field.
+func Decode(b []byte) (*State, error) {
+	var probe struct {
+		SchemaVersion *int `json:"schema_version"`
+	}
+	if err := json.Unmarshal(b, &probe); err != nil {
+		return nil, fmt.Errorf("state: not valid JSON: %w", err)
+	}
+	if probe.SchemaVersion == nil {
+		return nil, &FieldError{Field: "schema_version", Value: "", Reason: "missing"}
+	}
+	if *probe.SchemaVersion != SchemaVersion {
+		return nil, &FieldError{Field: "schema_version", Value: fmt.Sprint(*probe.SchemaVersion),
+			Reason: fmt.Sprintf("unsupported (this build reads %d)", SchemaVersion)}
+	}
+	var s State
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&s); err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("state: trailing data after the JSON document")
+	}
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// Encode validates and writes the canonical JSON form (indented, newline-terminated).
+func (s *State) Encode() ([]byte, error) {
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
+
+// Clone returns a deep copy, so transitions never alias the caller's state.
+func (s *State) Clone() *State {
+	c := *s
+	c.Nodes = append([]Node(nil), s.Nodes...)
+	if c.Nodes == nil {
+		c.Nodes = []Node{}
+	}
+	if s.DNS != nil {
+		d := *s.DNS
+		c.DNS = &d
+	}
+	if s.App.Env != nil {
+		c.App.Env = make(map[string]string, len(s.App.Env))
+		for k, v := range s.App.Env {
+			c.App.Env[k] = v
+		}
+	}
+	return &c
+}

@@ -1,0 +1,109 @@
+// Package nodeconfig is the on-node configuration of dynia-pull
+// (/etc/dynia/pull.json). cloud-init writes it, the sandbox writes it, and
+// dynia-pull reads it. Secrets are never inline: the config names 0600 files.
+package nodeconfig
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+)
+
+// DefaultPath is where cloud-init writes the config on a droplet.
+const DefaultPath = "/etc/dynia/pull.json"
+
+// Config is pull.json. Every path has a default suited to a real droplet;
+// tests and the sandbox override them per node.
+type Config struct {
+	Cluster string `json:"cluster"`
+	NodeID  string `json:"node_id"`
+	// StateURL is s3://bucket/prefix or file://DIR, as the CLI's --state.
+	StateURL string `json:"state_url"`
+	// Endpoint is the S3/Spaces endpoint (https://sgp1.digitaloceanspaces.com).
+	Endpoint  string `json:"endpoint,omitempty"`
+	Region    string `json:"region,omitempty"`
+	PathStyle bool   `json:"path_style,omitempty"`
+	// CredentialsFile holds the Spaces key: JSON {"access_key_id","secret_access_key"}.
+	CredentialsFile string `json:"credentials_file,omitempty"`
+	// DOTokenFile holds the node-scoped DO API token (reserved_ip:update + reads).
+	DOTokenFile string `json:"do_token_file,omitempty"`
+	// DOAPIURL overrides the DO API base URL (sandbox/tests).
+	DOAPIURL string `json:"do_api_url,omitempty"`
+	// MetadataURL overrides http://169.254.169.254 (sandbox/tests).
+	MetadataURL string `json:"metadata_url,omitempty"`
+
+	PollInterval Duration `json:"poll_interval,omitempty"`
+
+	// Where rendered files go and how daemons are run/reloaded.
+	HAProxyConfig    string `json:"haproxy_config,omitempty"`
+	KeepalivedConfig string `json:"keepalived_config,omitempty"`
+	RunDir           string `json:"run_dir,omitempty"` // pid files, sockets, fifo
+	// Supervise makes dynia-pull start and supervise haproxy and keepalived
+	// itself (sandbox, tests, and the node image's default).
+	Supervise     bool   `json:"supervise,omitempty"`
+	HAProxyBin    string `json:"haproxy_bin,omitempty"`
+	KeepalivedBin string `json:"keepalived_bin,omitempty"`
+
+	MetricsAddr string `json:"metrics_addr,omitempty"` // default 127.0.0.1:9321
+	LogLevel    string `json:"log_level,omitempty"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("2s").
+type Duration struct{ time.Duration }
+
+// MarshalJSON writes "2s".
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// UnmarshalJSON reads "2s".
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string like \"2s\": %s", b)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// Load reads and strictly decodes a config file (a typo in a key is an error).
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read node config: %w", err)
+	}
+	return Decode(b)
+}
+
+// Decode strictly decodes pull.json and validates the required fields.
+func Decode(b []byte) (*Config, error) {
+	var c Config
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("node config: %w", err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Validate checks required fields and names the first bad one.
+func (c *Config) Validate() error {
+	switch {
+	case c.Cluster == "":
+		return fmt.Errorf("node config: cluster is empty")
+	case c.NodeID == "":
+		return fmt.Errorf("node config: node_id is empty")
+	case c.StateURL == "":
+		return fmt.Errorf("node config: state_url is empty")
+	case c.PollInterval.Duration < 0:
+		return fmt.Errorf("node config: poll_interval %q is negative", c.PollInterval)
+	}
+	return nil
+}
