@@ -1,0 +1,243 @@
+// Package cloud is what dynia needs from DigitalOcean, built on godo: the
+// VPC, firewall and tags of a cluster, droplets from a snapshot, the reserved
+// IP and its actions, and a DNS record.
+//
+// The *Client is concrete on purpose: each consumer (the CLI, dynia-pull)
+// declares the few methods it uses as a small interface where it uses them,
+// so this package stays free of cobra and of the simulator and dynia-pull can
+// link it.
+//
+// Every wait is ctx-aware polling with backoff: a cancelled context is an
+// error, never a success (doctl's WaitForActive reports success when
+// cancelled; we do not). godo itself retries 429 and 5xx, honouring
+// Retry-After, so the operations here only retry what DO reports as a
+// conflict worth waiting out (a reserved IP's "pending event").
+package cloud
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/digitalocean/godo"
+	"github.com/hashicorp/go-retryablehttp"
+	"golang.org/x/oauth2"
+)
+
+// Tags dynia puts on everything it creates. DO tag names match
+// ^[a-zA-Z0-9_\-:]+$, so ':' is allowed.
+const BaseTag = "dynia"
+
+// ClusterTag is the tag on every droplet of cluster name; the firewall targets it.
+func ClusterTag(name string) string { return "dynia:cluster:" + name }
+
+// NodeTag is the tag naming one node of a cluster by its dynia node id.
+func NodeTag(id string) string { return "dynia:node:" + id }
+
+// Options tune a Client. The zero value talks to api.digitalocean.com with
+// godo's default retry policy.
+type Options struct {
+	// BaseURL points the client at another API root, e.g. the simulator
+	// ("http://127.0.0.1:8080"). A trailing slash is added when missing:
+	// godo silently drops a path prefix without it.
+	BaseURL string
+	// RetryMax is how many times godo retries 429/5xx (0 means 4; negative
+	// disables retries).
+	RetryMax int
+	// RetryWaitMin and RetryWaitMax bound godo's exponential backoff between
+	// retries (defaults 1 s and 30 s). A 429's Retry-After takes precedence.
+	RetryWaitMin, RetryWaitMax time.Duration
+	// RequestTimeout bounds one HTTP attempt (default 60 s).
+	RequestTimeout time.Duration
+	// UserAgent is prepended to godo's own.
+	UserAgent string
+	// Logger receives debug lines about requests and waits (never the token).
+	Logger *slog.Logger
+	// PollInterval is the first delay between polls while waiting for a
+	// droplet or an action (default 1 s); it grows by half each round up to
+	// PollMax (default 5 s).
+	PollInterval, PollMax time.Duration
+	// CreateParallelism bounds concurrent droplet creates (default 5).
+	CreateParallelism int
+}
+
+// Client is dynia's DigitalOcean client. It is safe for concurrent use.
+type Client struct {
+	godo    *godo.Client
+	log     *slog.Logger
+	calls   *callCounter
+	pollMin time.Duration
+	pollMax time.Duration
+	par     int
+}
+
+// New builds a Client for the API token. The token is sent as a bearer token
+// by an oauth2 transport and never appears in errors or logs.
+func New(token string, opts Options) (*Client, error) {
+	token = strings.Trim(strings.TrimSpace(token), "'\"")
+	if token == "" {
+		return nil, errors.New("cloud: new client: empty API token")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.RetryMax == 0 {
+		opts.RetryMax = 4
+	}
+	if opts.RetryWaitMin <= 0 {
+		opts.RetryWaitMin = time.Second
+	}
+	if opts.RetryWaitMax <= 0 {
+		opts.RetryWaitMax = 30 * time.Second
+	}
+	if opts.RetryWaitMax < opts.RetryWaitMin {
+		opts.RetryWaitMax = opts.RetryWaitMin
+	}
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = 60 * time.Second
+	}
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = time.Second
+	}
+	if opts.PollMax <= 0 {
+		opts.PollMax = 5 * time.Second
+	}
+	if opts.PollMax < opts.PollInterval {
+		opts.PollMax = opts.PollInterval
+	}
+	if opts.CreateParallelism <= 0 {
+		opts.CreateParallelism = 5
+	}
+
+	c := &Client{
+		log:     opts.Logger,
+		calls:   newCallCounter(),
+		pollMin: opts.PollInterval,
+		pollMax: opts.PollMax,
+		par:     opts.CreateParallelism,
+	}
+
+	// godo.New with retries requires the client's transport to be an
+	// *oauth2.Transport (it panics otherwise) and keeps only its token
+	// source: it rebuilds the stack as oauth2 -> retryablehttp -> pooled
+	// transport. We add the call counter at the bottom afterwards, so every
+	// attempt on the wire is counted, retries included.
+	ts := oauth2.StaticTokenSource(&oauth2.Token{AccessToken: token, TokenType: "Bearer"})
+	base := oauth2.NewClient(context.Background(), ts)
+	base.Timeout = opts.RequestTimeout
+
+	var godoOpts []godo.ClientOpt
+	if opts.BaseURL != "" {
+		u := opts.BaseURL
+		if !strings.HasSuffix(u, "/") {
+			u += "/"
+		}
+		godoOpts = append(godoOpts, godo.SetBaseURL(u))
+	}
+	if opts.UserAgent != "" {
+		godoOpts = append(godoOpts, godo.SetUserAgent(opts.UserAgent))
+	}
+	if opts.RetryMax > 0 {
+		godoOpts = append(godoOpts, godo.WithRetryAndBackoffs(godo.RetryConfig{
+			RetryMax:     opts.RetryMax,
+			RetryWaitMin: godo.PtrTo(opts.RetryWaitMin.Seconds()),
+			RetryWaitMax: godo.PtrTo(opts.RetryWaitMax.Seconds()),
+			Logger:       retryLogger{opts.Logger},
+		}))
+	}
+	gc, err := godo.New(base, godoOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("cloud: new client: %w", err)
+	}
+	c.installCounter(gc)
+	c.godo = gc
+	return c, nil
+}
+
+// installCounter puts the counting transport under godo's retry layer when it
+// can find it, and around the whole stack otherwise (then a retried request
+// counts once).
+func (c *Client) installCounter(gc *godo.Client) {
+	if ot, ok := gc.HTTPClient.Transport.(*oauth2.Transport); ok {
+		if rt, ok := ot.Base.(*retryablehttp.RoundTripper); ok && rt.Client != nil && rt.Client.HTTPClient != nil {
+			inner := rt.Client.HTTPClient.Transport
+			if inner == nil {
+				inner = http.DefaultTransport
+			}
+			rt.Client.HTTPClient.Transport = &countingTransport{base: inner, counter: c.calls}
+			return
+		}
+		if ot.Base == nil {
+			ot.Base = &countingTransport{base: http.DefaultTransport, counter: c.calls}
+			return
+		}
+	}
+	gc.HTTPClient.Transport = &countingTransport{base: gc.HTTPClient.Transport, counter: c.calls}
+}
+
+// Calls returns how many HTTP requests the client sent, keyed by
+// "METHOD /v2/path-template" (e.g. "GET /v2/droplets/{id}"). Retries count.
+func (c *Client) Calls() map[string]int { return c.calls.snapshot() }
+
+// Total is the sum of Calls.
+func (c *Client) Total() int { return c.calls.total() }
+
+// ResetCalls zeroes the counters (benchmarks measure one phase at a time).
+func (c *Client) ResetCalls() { c.calls.reset() }
+
+// retryLogger adapts slog to retryablehttp's LeveledLogger. retryablehttp
+// logs method and URL only; the Authorization header never reaches it.
+type retryLogger struct{ l *slog.Logger }
+
+func (r retryLogger) Error(msg string, kv ...any) { r.l.Warn("godo: "+msg, kv...) }
+func (r retryLogger) Warn(msg string, kv ...any)  { r.l.Warn("godo: "+msg, kv...) }
+func (r retryLogger) Info(msg string, kv ...any)  { r.l.Debug("godo: "+msg, kv...) }
+func (r retryLogger) Debug(msg string, kv ...any) { r.l.Debug("godo: "+msg, kv...) }
+
+// poll calls check until it reports done, an error, or ctx ends. Delays start
+// at PollInterval and grow by half (with ±10% jitter, so many waiters do not
+// poll in lockstep) up to PollMax. Cancellation is an error, never success.
+func (c *Client) poll(ctx context.Context, what string, check func(ctx context.Context) (bool, error)) error {
+	delay := c.pollMin
+	// Since Go 1.23 a stopped timer can be Reset without draining it.
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for attempt := 1; ; attempt++ {
+		done, err := check(ctx)
+		if err != nil {
+			return err
+		}
+		if done {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("cloud: waiting for %s: %w", what, err)
+		}
+		d := jitter(delay)
+		c.log.Debug("cloud: waiting", "for", what, "attempt", attempt, "next", d)
+		timer.Reset(d)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cloud: waiting for %s: %w", what, ctx.Err())
+		case <-timer.C:
+		}
+		delay = min(delay+delay/2, c.pollMax)
+	}
+}
+
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return d
+	}
+	span := int64(d) / 5
+	if span <= 0 {
+		return d
+	}
+	return d - time.Duration(span/2) + time.Duration(rand.Int64N(span))
+}

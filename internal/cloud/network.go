@@ -1,0 +1,235 @@
+package cloud
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/digitalocean/godo"
+)
+
+// VPC is a DO VPC.
+type VPC struct {
+	ID, Name, Region, IPRange string
+}
+
+// EnsureVPC returns the VPC called name in region, creating it when missing.
+// DO's list has no region filter, so all pages are read and both name and
+// region must match. ipRange may be empty (DO picks one).
+func (c *Client) EnsureVPC(ctx context.Context, name, region, ipRange string) (VPC, bool, error) {
+	op := fmt.Sprintf("ensure VPC %s in %s", name, region)
+	vs, err := listAll(ctx, func(opt *godo.ListOptions) ([]*godo.VPC, *godo.Response, error) {
+		return c.godo.VPCs.List(ctx, opt)
+	})
+	if err != nil {
+		return VPC{}, false, wrap(op+": list", err)
+	}
+	for _, v := range vs {
+		if v != nil && v.Name == name && v.RegionSlug == region {
+			return fromGodoVPC(v), false, nil
+		}
+	}
+	v, _, err := c.godo.VPCs.Create(ctx, &godo.VPCCreateRequest{
+		Name:        name,
+		RegionSlug:  region,
+		IPRange:     ipRange,
+		Description: "dynia cluster network",
+	})
+	if err != nil {
+		return VPC{}, false, wrap(op+": create", err)
+	}
+	c.log.Info("cloud: VPC created", "name", name, "region", region, "id", v.ID, "ip_range", v.IPRange)
+	return fromGodoVPC(v), true, nil
+}
+
+func fromGodoVPC(v *godo.VPC) VPC {
+	return VPC{ID: v.ID, Name: v.Name, Region: v.RegionSlug, IPRange: v.IPRange}
+}
+
+// DeleteVPC deletes a VPC; one already gone is not an error. DO refuses while
+// droplets are still members.
+func (c *Client) DeleteVPC(ctx context.Context, id string) error {
+	_, err := c.godo.VPCs.Delete(ctx, id)
+	if err = wrap("delete VPC "+id, err); err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+// FirewallSpec describes a cluster's firewall.
+type FirewallSpec struct {
+	Name string
+	// Tag is the cluster tag: the firewall applies to droplets carrying it,
+	// and droplets carrying it may talk to each other freely.
+	Tag string
+	// AdminCIDRs may reach SSH (22/tcp). Empty means nobody.
+	AdminCIDRs []string
+	// VPCCIDR, when set, is also allowed everything inbound (the private
+	// network, where VRRP unicast and health checks travel).
+	VPCCIDR string
+}
+
+// Firewall is a DO cloud firewall.
+type Firewall struct {
+	ID, Name string
+	Tags     []string
+}
+
+var anywhere = []string{"0.0.0.0/0", "::/0"}
+
+// firewallRequest builds the rules. Ports "0" means all ports (DO's OpenAPI
+// firewall_rule_base). VRRP (IP protocol 112) cannot be expressed, so all
+// tcp/udp flows between cluster-tagged droplets and the VPC range are
+// allowed, and keepalived runs unicast over the VPC. Outbound is open: a DO
+// firewall with no outbound rules drops all egress.
+func firewallRequest(s FirewallSpec) *godo.FirewallRequest {
+	peers := &godo.Sources{Tags: []string{s.Tag}}
+	if s.VPCCIDR != "" {
+		peers.Addresses = []string{s.VPCCIDR}
+	}
+	in := []godo.InboundRule{
+		{Protocol: "tcp", PortRange: "80", Sources: &godo.Sources{Addresses: anywhere}},
+		{Protocol: "tcp", PortRange: "443", Sources: &godo.Sources{Addresses: anywhere}},
+		{Protocol: "tcp", PortRange: "0", Sources: peers},
+		{Protocol: "udp", PortRange: "0", Sources: peers},
+		{Protocol: "icmp", PortRange: "0", Sources: &godo.Sources{Addresses: anywhere}},
+	}
+	if len(s.AdminCIDRs) > 0 {
+		in = append(in, godo.InboundRule{Protocol: "tcp", PortRange: "22", Sources: &godo.Sources{Addresses: slices.Clone(s.AdminCIDRs)}})
+	}
+	out := []godo.OutboundRule{
+		{Protocol: "tcp", PortRange: "0", Destinations: &godo.Destinations{Addresses: anywhere}},
+		{Protocol: "udp", PortRange: "0", Destinations: &godo.Destinations{Addresses: anywhere}},
+		{Protocol: "icmp", PortRange: "0", Destinations: &godo.Destinations{Addresses: anywhere}},
+	}
+	return &godo.FirewallRequest{Name: s.Name, InboundRules: in, OutboundRules: out, Tags: []string{s.Tag}}
+}
+
+// EnsureFirewall finds the firewall by name and makes its rules and targets
+// match spec: created when missing (true), updated when different, left
+// alone otherwise. The cluster tag is created first when missing, since DO
+// rejects a firewall naming an unknown tag.
+func (c *Client) EnsureFirewall(ctx context.Context, spec FirewallSpec) (Firewall, bool, error) {
+	op := "ensure firewall " + spec.Name
+	if spec.Name == "" || spec.Tag == "" {
+		return Firewall{}, false, fmt.Errorf("cloud: %s: name and tag are required", op)
+	}
+	want := firewallRequest(spec)
+	fws, err := listAll(ctx, func(opt *godo.ListOptions) ([]godo.Firewall, *godo.Response, error) {
+		return c.godo.Firewalls.List(ctx, opt)
+	})
+	if err != nil {
+		return Firewall{}, false, wrap(op+": list", err)
+	}
+	for _, fw := range fws {
+		if fw.Name != spec.Name {
+			continue
+		}
+		if firewallMatches(&fw, want) {
+			return fromGodoFirewall(&fw), false, nil
+		}
+		up, _, err := c.godo.Firewalls.Update(ctx, fw.ID, want)
+		if err != nil {
+			return Firewall{}, false, wrap(op+": update", err)
+		}
+		c.log.Info("cloud: firewall updated", "name", spec.Name, "id", fw.ID)
+		return fromGodoFirewall(up), false, nil
+	}
+	if err := c.EnsureTag(ctx, spec.Tag); err != nil {
+		return Firewall{}, false, fmt.Errorf("cloud: %s: %w", op, err)
+	}
+	fw, _, err := c.godo.Firewalls.Create(ctx, want)
+	if err != nil {
+		return Firewall{}, false, wrap(op+": create", err)
+	}
+	c.log.Info("cloud: firewall created", "name", spec.Name, "id", fw.ID)
+	return fromGodoFirewall(fw), true, nil
+}
+
+func fromGodoFirewall(fw *godo.Firewall) Firewall {
+	return Firewall{ID: fw.ID, Name: fw.Name, Tags: slices.Clone(fw.Tags)}
+}
+
+// firewallMatches compares rules and tag targets as sets, ignoring order and
+// the empty-vs-missing differences of DO's JSON.
+func firewallMatches(fw *godo.Firewall, want *godo.FirewallRequest) bool {
+	var haveIn, wantIn, haveOut, wantOut []string
+	for _, r := range fw.InboundRules {
+		haveIn = append(haveIn, ruleKey(r.Protocol, r.PortRange, r.Sources))
+	}
+	for _, r := range want.InboundRules {
+		wantIn = append(wantIn, ruleKey(r.Protocol, r.PortRange, r.Sources))
+	}
+	for _, r := range fw.OutboundRules {
+		haveOut = append(haveOut, ruleKey(r.Protocol, r.PortRange, (*godo.Sources)(r.Destinations)))
+	}
+	for _, r := range want.OutboundRules {
+		wantOut = append(wantOut, ruleKey(r.Protocol, r.PortRange, (*godo.Sources)(r.Destinations)))
+	}
+	return sameSet(haveIn, wantIn) && sameSet(haveOut, wantOut) &&
+		sameSet(fw.Tags, want.Tags) && len(fw.DropletIDs) == len(want.DropletIDs)
+}
+
+func ruleKey(proto, ports string, s *godo.Sources) string {
+	// DO reports all ports as "0"; some clients send "all" or "1-65535",
+	// and icmp carries no ports at all.
+	switch ports {
+	case "", "all", "1-65535":
+		ports = "0"
+	}
+	if proto == "icmp" {
+		ports = "0"
+	}
+	var parts []string
+	parts = append(parts, proto, ports)
+	if s != nil {
+		parts = append(parts, "a="+sortedJoin(s.Addresses), "t="+sortedJoin(s.Tags),
+			fmt.Sprintf("d=%v", sortedInts(s.DropletIDs)), "l="+sortedJoin(s.LoadBalancerUIDs), "k="+sortedJoin(s.KubernetesIDs))
+	}
+	return strings.Join(parts, "|")
+}
+
+func sortedJoin(s []string) string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return strings.Join(s, ",")
+}
+
+func sortedInts(s []int) []int {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return s
+}
+
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(slices.Compact(a), slices.Compact(b))
+}
+
+// DeleteFirewall deletes a firewall; one already gone is not an error.
+func (c *Client) DeleteFirewall(ctx context.Context, id string) error {
+	_, err := c.godo.Firewalls.Delete(ctx, id)
+	if err = wrap("delete firewall "+id, err); err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+// EnsureTag creates tag when it does not exist.
+func (c *Client) EnsureTag(ctx context.Context, tag string) error {
+	_, _, err := c.godo.Tags.Get(ctx, tag)
+	if err == nil {
+		return nil
+	}
+	if err = wrap("get tag "+tag, err); !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	if _, _, err := c.godo.Tags.Create(ctx, &godo.TagCreateRequest{Name: tag}); err != nil {
+		return wrap("create tag "+tag, err)
+	}
+	return nil
+}
