@@ -56,4 +56,13 @@ var (
 	ErrPrecondition = errors.New("precondition failed")
 	ErrThrottled    = errors.New("throttled by the object store")
 	ErrAccessDenied = errors.New("access denied")
+	// ErrUnsafeStore means the store ignores conditional writes, so two
+	// writers could silently overwrite each other (see Probe, RequireSafe).
+	ErrUnsafeStore = errors.New("object store ignores conditional writes")
 )
+
+// Presigner is implemented by stores that can hand out time-limited GET URLs
+// (the S3 backend). --bootstrap droplets fetch the dynia-pull binary with one.
+type Presigner interface {
+	PresignGet(ctx context.Context, key string, ttl time.Duration) (string, error)
+}
