@@ -50,7 +50,8 @@ type Options struct {
 	// disables retries).
 	RetryMax int
 	// RetryWaitMin and RetryWaitMax bound godo's exponential backoff between
-	// retries (defaults 1 s and 30 s). A 429's Retry-After takes precedence.
+	// retries (defaults 1 s and 30 s). A 429's Retry-After is honoured up
+	// to RetryWaitMax.
 	RetryWaitMin, RetryWaitMax time.Duration
 	// RequestTimeout bounds one HTTP attempt (default 60 s).
 	RequestTimeout time.Duration
@@ -170,6 +171,7 @@ func (c *Client) installCounter(gc *godo.Client) {
 				inner = http.DefaultTransport
 			}
 			rt.Client.HTTPClient.Transport = &countingTransport{base: inner, counter: c.calls}
+			rt.Client.Backoff = cappedBackoff
 			return
 		}
 		if ot.Base == nil {
@@ -178,6 +180,14 @@ func (c *Client) installCounter(gc *godo.Client) {
 		}
 	}
 	gc.HTTPClient.Transport = &countingTransport{base: gc.HTTPClient.Transport, counter: c.calls}
+}
+
+// cappedBackoff is retryablehttp's default (exponential from RetryWaitMin,
+// Retry-After on 429/503) except that Retry-After is capped at RetryWaitMax:
+// a server asking for longer than we are prepared to wait gets one more
+// attempt at our limit rather than a goroutine parked for an hour.
+func cappedBackoff(minWait, maxWait time.Duration, attempt int, resp *http.Response) time.Duration {
+	return min(retryablehttp.DefaultBackoff(minWait, maxWait, attempt, resp), maxWait)
 }
 
 // Calls returns how many HTTP requests the client sent, keyed by
