@@ -1,0 +1,292 @@
+// Package render turns a cluster state and one node's local settings into
+// that node's haproxy.cfg and keepalived.conf.
+//
+// Templates are embedded text/template files with sprig's hermetic function
+// map and missingkey=error, so a render depends only on its inputs. Output is
+// deterministic (nodes sorted by id) and starts with a header naming the
+// cluster, the generation that produced it and a hash of the body. The hash
+// covers the body only, so a new generation that does not change this node's
+// files does not rewrite them or reload a daemon.
+package render
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"net"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"text/template"
+
+	"github.com/Masterminds/sprig/v3"
+
+	"github.com/dynia/dynia/internal/cluster"
+)
+
+//go:embed templates/*.tmpl
+var templateFS embed.FS
+
+var templates = template.Must(template.New("").
+	Funcs(sprig.HermeticTxtFuncMap()).
+	Option("missingkey=error").
+	ParseFS(templateFS, "templates/*.tmpl"))
+
+// HealthURI is answered by HAProxy itself on every node.
+const HealthURI = "/dynia/healthz"
+
+// BackendName is the HAProxy backend holding every app server.
+const BackendName = "app"
+
+// Defaults for Local fields left empty.
+const (
+	DefaultBind      = ":80"
+	DefaultInterface = "eth1" // a droplet's VPC interface
+	DefaultCurl      = "/usr/bin/curl"
+)
+
+// Local is what a render needs beyond the state: facts about this node.
+type Local struct {
+	NodeID string
+	// RunDir holds sockets, pid files, the server state file and the fifo.
+	RunDir string
+	// Bind is HAProxy's frontend address; ":80" serves every local address,
+	// including traffic arriving for the Reserved IP's anchor.
+	Bind string
+	// Interface carries VRRP (the one holding the node's private IP).
+	Interface string
+	// Curl is the absolute path of curl, used by keepalived's health script.
+	Curl string
+}
+
+func (l Local) withDefaults() Local {
+	if l.Bind == "" {
+		l.Bind = DefaultBind
+	}
+	if l.Interface == "" {
+		l.Interface = DefaultInterface
+	}
+	if l.Curl == "" {
+		l.Curl = DefaultCurl
+	}
+	return l
+}
+
+// Paths are the per-node runtime files. Namespaces share PIDs and /run, so
+// every node needs its own (LAB.md).
+type Paths struct {
+	StatsSocket     string // HAProxy admin socket (0600)
+	MasterSocket    string // HAProxy master CLI (reload, show proc)
+	ServerStateFile string
+	HAProxyPid      string
+	KeepalivedPid   string
+	VRRPPid         string
+	CheckersPid     string
+	NotifyFIFO      string
+}
+
+// PathsIn returns the runtime paths inside runDir.
+func PathsIn(runDir string) Paths {
+	j := func(name string) string { return filepath.Join(runDir, name) }
+	return Paths{
+		StatsSocket:     j("haproxy.sock"),
+		MasterSocket:    j("haproxy-master.sock"),
+		ServerStateFile: j("haproxy.state"),
+		HAProxyPid:      j("haproxy.pid"),
+		KeepalivedPid:   j("keepalived.pid"),
+		VRRPPid:         j("keepalived-vrrp.pid"),
+		CheckersPid:     j("keepalived-checkers.pid"),
+		NotifyFIFO:      j("keepalived.fifo"),
+	}
+}
+
+// Backend is one server line of the app backend.
+type Backend struct {
+	ID       string
+	Addr     string
+	Port     int
+	Draining bool
+}
+
+// Backends returns the servers HAProxy routes to: ready and draining nodes,
+// sorted by id.
+func Backends(s *cluster.State) []Backend {
+	var out []Backend
+	for _, n := range sortedNodes(s) {
+		if n.Lifecycle != cluster.Ready && n.Lifecycle != cluster.Draining {
+			continue
+		}
+		out = append(out, Backend{ID: n.ID, Addr: n.PrivateIP, Port: n.Port(s.App), Draining: n.Lifecycle == cluster.Draining})
+	}
+	return out
+}
+
+// Peer is a VRRP peer.
+type Peer struct {
+	ID   string
+	Addr string
+}
+
+// VRRPMembers are the nodes taking part in VRRP: every node with a private
+// IP except those being removed. Provisioning nodes are included so they hear
+// the MASTER's adverts and stay BACKUP instead of electing themselves.
+func VRRPMembers(s *cluster.State) []Peer {
+	var out []Peer
+	for _, n := range sortedNodes(s) {
+		if n.PrivateIP == "" || n.Lifecycle == cluster.Removing {
+			continue
+		}
+		out = append(out, Peer{ID: n.ID, Addr: n.PrivateIP})
+	}
+	return out
+}
+
+func sortedNodes(s *cluster.State) []cluster.Node {
+	nodes := append([]cluster.Node(nil), s.Nodes...)
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].ID < nodes[j].ID })
+	return nodes
+}
+
+// VRID is the cluster's virtual_router_id (1-254), stable per cluster name.
+func VRID(clusterName string) int {
+	h := fnv.New32a()
+	h.Write([]byte(clusterName))
+	return 1 + int(h.Sum32()%254)
+}
+
+// File is one rendered file.
+type File struct {
+	Content []byte
+	Hash    string // of the body, as in the header
+}
+
+// Result is everything rendered for one node.
+type Result struct {
+	HAProxy    File
+	Keepalived File
+	Backends   []Backend
+}
+
+// Render renders both files for l.NodeID. It fails when the node is not in
+// the state or has no private IP yet.
+func Render(s *cluster.State, l Local) (*Result, error) {
+	l = l.withDefaults()
+	self := s.Node(l.NodeID)
+	if self == nil {
+		return nil, fmt.Errorf("render: node %s is not in cluster %s", l.NodeID, s.Name)
+	}
+	if self.PrivateIP == "" {
+		return nil, fmt.Errorf("render: node %s has no private IP yet", l.NodeID)
+	}
+	paths := PathsIn(l.RunDir)
+	backends := Backends(s)
+
+	hp, err := execute("haproxy.cfg.tmpl", s, l.NodeID, map[string]any{
+		"Paths":      paths,
+		"Bind":       l.Bind,
+		"HealthURI":  HealthURI,
+		"HealthPath": s.App.HealthPath,
+		"Backends":   backends,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	var peers []Peer
+	for _, p := range VRRPMembers(s) {
+		if p.ID != self.ID {
+			peers = append(peers, p)
+		}
+	}
+	adv := s.HA.AdvertInterval
+	if adv == 0 {
+		adv = cluster.DefaultAdvertInterval
+	}
+	vrid := VRID(s.Name)
+	kd, err := execute("keepalived.conf.tmpl", s, l.NodeID, map[string]any{
+		"Paths":        paths,
+		"RouterID":     cluster.Hostname(s.Name, self.ID),
+		"CheckCommand": checkCommand(l),
+		"Single":       len(peers) == 0,
+		"Interface":    l.Interface,
+		"VRID":         vrid,
+		"Priority":     self.Priority,
+		"AdvertInt":    strconv.FormatFloat(adv, 'f', -1, 64),
+		"Version3":     adv != math.Trunc(adv),
+		"Preempt":      s.HA.Preempt,
+		"SourceIP":     self.PrivateIP,
+		"Peers":        peers,
+		"DummyVIP":     fmt.Sprintf("169.254.255.%d", vrid),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Result{HAProxy: hp, Keepalived: kd, Backends: backends}, nil
+}
+
+// checkCommand asks HAProxy's own health URI on the frontend's address.
+func checkCommand(l Local) string {
+	host, port, err := net.SplitHostPort(l.Bind)
+	if err != nil {
+		host, port = "", "80"
+	}
+	if host == "" || host == "0.0.0.0" || host == "*" {
+		host = "127.0.0.1"
+	}
+	return fmt.Sprintf("%s -fsS -o /dev/null --max-time 1 http://%s%s", l.Curl, net.JoinHostPort(host, port), HealthURI)
+}
+
+func execute(name string, s *cluster.State, nodeID string, data map[string]any) (File, error) {
+	var body bytes.Buffer
+	if err := templates.ExecuteTemplate(&body, name, data); err != nil {
+		return File{}, fmt.Errorf("render %s: %w", name, err)
+	}
+	h := hashBody(body.Bytes())
+	var out bytes.Buffer
+	fmt.Fprintf(&out, "# dynia cluster=%s node=%s generation=%d sha256=%s\n", s.Name, nodeID, s.Generation, h)
+	out.WriteString("# Written by dynia-pull; local edits are overwritten.\n")
+	out.Write(body.Bytes())
+	return File{Content: out.Bytes(), Hash: h}, nil
+}
+
+const headerLines = 2
+
+func hashBody(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
+
+// FileHash returns the body hash of a file written by Render, recomputed
+// from its body (so a hand edit shows up as a different hash), and ok=false
+// when content does not carry a dynia header.
+func FileHash(content []byte) (hash string, ok bool) {
+	if !bytes.HasPrefix(content, []byte("# dynia ")) {
+		return "", false
+	}
+	rest := content
+	for i := 0; i < headerLines; i++ {
+		nl := bytes.IndexByte(rest, '\n')
+		if nl < 0 {
+			return "", false
+		}
+		rest = rest[nl+1:]
+	}
+	return hashBody(rest), true
+}
+
+// HeaderGeneration returns the generation named in a rendered file's header.
+func HeaderGeneration(content []byte) (int64, bool) {
+	line, _, _ := strings.Cut(string(content), "\n")
+	for _, f := range strings.Fields(line) {
+		if v, ok := strings.CutPrefix(f, "generation="); ok {
+			g, err := strconv.ParseInt(v, 10, 64)
+			return g, err == nil
+		}
+	}
+	return 0, false
+}
