@@ -193,12 +193,14 @@ func (s *fileStore) Delete(ctx context.Context, key string) error {
 	}
 	// Drop directories the delete emptied, like S3 prefixes that vanish
 	// with their last object; the first non-empty parent stops it.
-	for dir := filepath.Dir(p); dir != s.root && strings.HasPrefix(dir, s.root); dir = filepath.Dir(dir) {
-		if os.Remove(dir) != nil {
-			break
-		}
+	dir := filepath.Dir(p)
+	for dir != s.root && strings.HasPrefix(dir, s.root) && os.Remove(dir) == nil {
+		dir = filepath.Dir(dir)
 	}
-	return syncDir(filepath.Dir(p))
+	if err := syncDir(dir); err != nil {
+		return s.fail("delete", key, nil, err)
+	}
+	return nil
 }
 
 func (s *fileStore) List(ctx context.Context, prefix string) ([]Info, error) {

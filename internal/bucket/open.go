@@ -80,6 +80,9 @@ func Open(ctx context.Context, rawURL string, opts Options) (Store, error) {
 	if u.User != nil {
 		return nil, fmt.Errorf("bucket: open %s: credentials do not belong in the store URL; use an access key option or SPACES_ACCESS_KEY_ID/SPACES_SECRET_ACCESS_KEY", u.Redacted())
 	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("bucket: open %s: query parameters and fragments are not supported (endpoint and region are options)", u.Redacted())
+	}
 	switch u.Scheme {
 	case "s3":
 		if u.Host == "" {
