@@ -72,6 +72,7 @@ type Client struct {
 	godo    *godo.Client
 	log     *slog.Logger
 	calls   *callCounter
+	wire    http.RoundTripper // the transport under the counter
 	pollMin time.Duration
 	pollMax time.Duration
 	par     int
@@ -172,14 +173,25 @@ func (c *Client) installCounter(gc *godo.Client) {
 			}
 			rt.Client.HTTPClient.Transport = &countingTransport{base: inner, counter: c.calls}
 			rt.Client.Backoff = cappedBackoff
+			c.wire = inner
 			return
 		}
 		if ot.Base == nil {
 			ot.Base = &countingTransport{base: http.DefaultTransport, counter: c.calls}
+			c.wire = http.DefaultTransport
 			return
 		}
 	}
+	c.wire = gc.HTTPClient.Transport
 	gc.HTTPClient.Transport = &countingTransport{base: gc.HTTPClient.Transport, counter: c.calls}
+}
+
+// CloseIdleConnections closes kept-alive connections (a short-lived CLI
+// does not need it; tests checking for leaked goroutines do).
+func (c *Client) CloseIdleConnections() {
+	if ci, ok := c.wire.(interface{ CloseIdleConnections() }); ok {
+		ci.CloseIdleConnections()
+	}
 }
 
 // cappedBackoff is retryablehttp's default (exponential from RetryWaitMin,

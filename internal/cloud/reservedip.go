@@ -92,12 +92,22 @@ func (c *Client) ListReservedIPs(ctx context.Context) ([]ReservedIP, error) {
 // AssignReservedIP assigns ip to the droplet and waits for the action to
 // complete. While another action holds the IP, DO answers 422 "pending
 // event": that is retried with backoff until ctx ends. An IP may move
-// straight from one droplet to another. Any other refusal is returned as is.
+// straight from one droplet to another. Assigning to the current holder is
+// success. Any other refusal is returned as is (errors.Is ErrUnprocessable).
+// The droplet must be active: DO refuses others.
 func (c *Client) AssignReservedIP(ctx context.Context, ip string, dropletID int) error {
 	op := fmt.Sprintf("assign reserved IP %s to droplet %d", ip, dropletID)
-	return c.ripAction(ctx, op, ip, func(ctx context.Context) (*godo.Action, *godo.Response, error) {
+	err := c.ripAction(ctx, op, ip, func(ctx context.Context) (*godo.Action, *godo.Response, error) {
 		return c.godo.ReservedIPActions.Assign(ctx, ip, dropletID)
 	})
+	if errors.Is(err, ErrUnprocessable) {
+		// DO may refuse to assign an IP to the droplet already holding it;
+		// for the caller that is success.
+		if cur, gerr := c.GetReservedIP(ctx, ip); gerr == nil && cur.DropletID == dropletID && !cur.Locked {
+			return nil
+		}
+	}
+	return err
 }
 
 // UnassignReservedIP detaches ip from its droplet and waits for the action,
