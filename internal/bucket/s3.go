@@ -262,6 +262,13 @@ func (s *s3Store) do(ctx context.Context, op, key string, ifMatch bool, call fun
 	}
 }
 
+// accessCodes are credential errors whatever their status: versitygw
+// answers an unknown access key with 404 XAdminUserNotFound.
+var accessCodes = map[string]bool{
+	"AccessDenied": true, "InvalidAccessKeyId": true, "SignatureDoesNotMatch": true,
+	"XAdminUserNotFound": true,
+}
+
 type classified struct {
 	kind     error  // sentinel or nil
 	detail   string // "HTTP 412 PreconditionFailed"
@@ -288,6 +295,9 @@ func (s *s3Store) classify(err error, ifMatch bool) classified {
 	if status == 0 {
 		// No response at all: connection refused/reset, DNS, TLS, a broken body.
 		return classified{detail: s.scrub(err.Error()), retry: true}
+	}
+	if accessCodes[code] {
+		status = http.StatusForbidden
 	}
 	if msg != "" && (status == 403 || status == 401 || code == "NoSuchBucket") {
 		detail += ": " + s.scrub(msg)
@@ -319,7 +329,7 @@ func (s *s3Store) classify(err error, ifMatch bool) classified {
 func (s *s3Store) fail(op, key string, kind error, detail string, err error) error {
 	e := &Error{Op: op, Store: s.String(), Key: key, Kind: kind, Detail: detail}
 	if err != nil {
-		e.Err = scrubbed{err, s.secret}
+		e.Err = &scrubbed{msg: s.scrub(err.Error()), err: err}
 	}
 	return e
 }
@@ -333,22 +343,15 @@ func (s *s3Store) scrub(text string) string {
 	return strings.ReplaceAll(text, s.secret, "[redacted]")
 }
 
-// scrubbed wraps a cause so even err.Error() of the cause hides the secret.
+// scrubbed wraps a cause with its message already scrubbed; it holds no
+// secret itself, so even %#v of an error is safe.
 type scrubbed struct {
-	err    error
-	secret string
+	msg string
+	err error
 }
 
-func (e scrubbed) Error() string {
-	if e.err == nil {
-		return ""
-	}
-	if e.secret == "" {
-		return e.err.Error()
-	}
-	return strings.ReplaceAll(e.err.Error(), e.secret, "[redacted]")
-}
-func (e scrubbed) Unwrap() error { return e.err }
+func (e *scrubbed) Error() string { return e.msg }
+func (e *scrubbed) Unwrap() error { return e.err }
 
 // optETag turns an ETag into a header value: nil when empty, quoted otherwise
 // (S3 ETags are quoted strings; callers may pass either form).

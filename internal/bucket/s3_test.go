@@ -1,0 +1,311 @@
+package bucket_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"github.com/dynia/dynia/internal/bucket"
+	"github.com/dynia/dynia/internal/testutil"
+)
+
+// s3Options are the options that reach srv (or a proxy in front of it).
+func s3Options(srv *testutil.S3Server) bucket.Options {
+	return bucket.Options{
+		Endpoint:        srv.Endpoint,
+		Region:          srv.Region,
+		AccessKeyID:     srv.AccessKeyID,
+		SecretAccessKey: srv.SecretAccessKey,
+		RetryBaseDelay:  time.Millisecond,
+	}
+}
+
+func openS3(t *testing.T, url string, opts bucket.Options) bucket.Store {
+	t.Helper()
+	s, err := bucket.Open(context.Background(), url, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestS3Conformance(t *testing.T) {
+	t.Parallel()
+	srv := testutil.StartVersityGW(t)
+	var n atomic.Int64
+	runConformance(t, func(t *testing.T) bucket.Store {
+		return openS3(t, srv.URL(fmt.Sprintf("conformance/%d", n.Add(1))), s3Options(srv))
+	})
+}
+
+func TestS3Scoping(t *testing.T) {
+	t.Parallel()
+	srv := testutil.StartVersityGW(t)
+	ctx := context.Background()
+	a := openS3(t, srv.URL("team/a"), s3Options(srv))
+	b := openS3(t, srv.URL("team/b"), s3Options(srv))
+	whole := openS3(t, srv.URL(""), s3Options(srv))
+
+	mustPut(t, a, "clusters/demo/state.json", "A", bucket.Cond{})
+	if _, err := b.Get(ctx, "clusters/demo/state.json", ""); !errors.Is(err, bucket.ErrNotFound) {
+		t.Errorf("store b sees store a's key: %v", err)
+	}
+	if infos, err := b.List(ctx, ""); err != nil || len(infos) != 0 {
+		t.Errorf("b.List = %v, %v; want empty", infos, err)
+	}
+	infos, err := a.List(ctx, "clusters/")
+	if err != nil || len(infos) != 1 || infos[0].Key != "clusters/demo/state.json" {
+		t.Errorf("a.List = %+v, %v; want the relative key", infos, err)
+	}
+	if got := mustGet(t, whole, "team/a/clusters/demo/state.json"); got != "A" {
+		t.Errorf("unscoped store reads %q", got)
+	}
+	// versitygw posix keeps the object as a file: the prefix really is in the key.
+	if _, err := os.Stat(filepath.Join(srv.Dir, srv.Bucket, "team/a/clusters/demo/state.json")); err != nil {
+		t.Errorf("object not at the prefixed key: %v", err)
+	}
+}
+
+func TestS3AccessDenied(t *testing.T) {
+	t.Parallel()
+	srv := testutil.StartVersityGW(t)
+	ctx := context.Background()
+	const wrongSecret = "wrong-" + testSecret
+	for name, opts := range map[string]bucket.Options{
+		"wrong secret": {Endpoint: srv.Endpoint, Region: srv.Region, AccessKeyID: srv.AccessKeyID, SecretAccessKey: wrongSecret},
+		"unknown key":  {Endpoint: srv.Endpoint, Region: srv.Region, AccessKeyID: "NOSUCHKEY", SecretAccessKey: wrongSecret},
+	} {
+		s := openS3(t, srv.URL("p"), opts)
+		_, getErr := s.Get(ctx, "clusters/demo/state.json", "")
+		_, putErr := s.Put(ctx, "clusters/demo/state.json", []byte("x"), bucket.Cond{IfNoneMatch: true})
+		_, listErr := s.List(ctx, "clusters/")
+		for _, err := range []error{getErr, putErr, listErr} {
+			if !errors.Is(err, bucket.ErrAccessDenied) {
+				t.Errorf("%s: %v, want ErrAccessDenied", name, err)
+				continue
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, srv.Bucket) || !strings.Contains(msg, "clusters/") {
+				t.Errorf("%s: %q does not name bucket and key", name, msg)
+			}
+			if strings.Contains(msg, wrongSecret) || strings.Contains(fmt.Sprintf("%+v %#v", err, err), wrongSecret) {
+				t.Errorf("%s: error leaks the secret: %s", name, msg)
+			}
+		}
+		t.Logf("%s: %v", name, getErr)
+	}
+}
+
+func TestS3MissingBucket(t *testing.T) {
+	t.Parallel()
+	srv := testutil.StartVersityGW(t)
+	s := openS3(t, "s3://no-such-bucket/p", s3Options(srv))
+	_, err := s.Get(context.Background(), "state.json", "")
+	if err == nil || errors.Is(err, bucket.ErrNotFound) {
+		t.Fatalf("Get in a missing bucket: %v; want an error that is not ErrNotFound", err)
+	}
+	if !strings.Contains(err.Error(), "no-such-bucket does not exist") {
+		t.Errorf("message %q does not say the bucket is missing", err)
+	}
+}
+
+func TestS3Presign(t *testing.T) {
+	t.Parallel()
+	srv := testutil.StartVersityGW(t)
+	s := openS3(t, srv.URL("dynia"), s3Options(srv))
+	mustPut(t, s, "bin/dynia-pull-v1-linux-amd64", "ELF...", bucket.Cond{})
+	u, err := s.(bucket.Presigner).PresignGet(context.Background(), "bin/dynia-pull-v1-linux-amd64", 5*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(u, srv.SecretAccessKey) {
+		t.Fatal("presigned URL contains the secret")
+	}
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || string(body) != "ELF..." {
+		t.Errorf("GET presigned URL: %d %q", resp.StatusCode, body)
+	}
+}
+
+// slowDown answers like an overloaded Spaces.
+func slowDown(w http.ResponseWriter, status int) {
+	w.Header().Set("Content-Type", "application/xml")
+	w.WriteHeader(status)
+	fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>`)
+}
+
+// TestS3ThrottleRetried: a few 503 SlowDown answers are retried with backoff
+// and then the request goes through to the real server.
+func TestS3ThrottleRetried(t *testing.T) {
+	t.Parallel()
+	srv := testutil.StartVersityGW(t)
+	target, _ := url.Parse(srv.Endpoint)
+	var throttled, passed atomic.Int64
+	proxy := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
+		pr.SetURL(target)
+		pr.Out.Host = pr.In.Host // keep the signed Host header
+	}}
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if throttled.Load() < 3 {
+			throttled.Add(1)
+			slowDown(w, http.StatusServiceUnavailable)
+			return
+		}
+		passed.Add(1)
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+
+	var logs syncBuffer
+	opts := s3Options(srv)
+	opts.Endpoint = front.URL
+	opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	s := openS3(t, srv.URL("p"), opts)
+	mustPut(t, s, "state.json", "v1", bucket.Cond{IfNoneMatch: true})
+	if throttled.Load() != 3 || passed.Load() != 1 {
+		t.Errorf("%d throttled, %d passed; want 3 and 1", throttled.Load(), passed.Load())
+	}
+	if got := strings.Count(logs.String(), "retrying"); got != 3 {
+		t.Errorf("%d retry log lines, want 3:\n%s", got, logs.String())
+	}
+	if strings.Contains(logs.String(), srv.SecretAccessKey) {
+		t.Error("log contains the secret")
+	}
+}
+
+// TestS3ThrottleExhausted needs no S3 server: every answer is a throttle.
+func TestS3ThrottleExhausted(t *testing.T) {
+	t.Parallel()
+	for _, status := range []int{http.StatusServiceUnavailable, http.StatusTooManyRequests} {
+		var requests atomic.Int64
+		front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			requests.Add(1)
+			slowDown(w, status)
+		}))
+		s := openS3(t, "s3://b/p", bucket.Options{
+			Endpoint: front.URL, AccessKeyID: "K", SecretAccessKey: testSecret,
+			MaxRetries: 2, RetryBaseDelay: time.Millisecond,
+		})
+		_, err := s.Put(context.Background(), "state.json", []byte("x"), bucket.Cond{IfMatch: `"abc"`})
+		front.Close()
+		if !errors.Is(err, bucket.ErrThrottled) {
+			t.Errorf("HTTP %d: %v, want ErrThrottled", status, err)
+		}
+		if got := requests.Load(); got != 3 {
+			t.Errorf("HTTP %d: %d requests, want 3 (1 + MaxRetries)", status, got)
+		}
+	}
+}
+
+// TestS3NoRetryOnPrecondition: a 412 is an answer, not a failure.
+func TestS3NoRetryOnPrecondition(t *testing.T) {
+	t.Parallel()
+	var requests atomic.Int64
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		w.WriteHeader(http.StatusPreconditionFailed)
+		fmt.Fprint(w, `<Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message></Error>`)
+	}))
+	t.Cleanup(front.Close)
+	s := openS3(t, "s3://b/p", bucket.Options{Endpoint: front.URL, AccessKeyID: "K", SecretAccessKey: testSecret, RetryBaseDelay: time.Millisecond})
+	_, err := s.Put(context.Background(), "k", []byte("x"), bucket.Cond{IfMatch: `"abc"`})
+	if !errors.Is(err, bucket.ErrPrecondition) || requests.Load() != 1 {
+		t.Errorf("Put: %v after %d requests; want ErrPrecondition after 1", err, requests.Load())
+	}
+}
+
+// TestS3ProbeDetectsIgnoredConditions puts a proxy in front of versitygw
+// that behaves like a store without conditional requests: it drops If-Match
+// and If-None-Match and, because SigV4 signs those headers, re-signs the
+// request with the same credentials so the server accepts it.
+func TestS3ProbeDetectsIgnoredConditions(t *testing.T) {
+	t.Parallel()
+	srv := testutil.StartVersityGW(t)
+	target, _ := url.Parse(srv.Endpoint)
+	signer := v4.NewSigner()
+	creds := aws.Credentials{AccessKeyID: srv.AccessKeyID, SecretAccessKey: srv.SecretAccessKey}
+	var stripped atomic.Int64
+	var signErr atomic.Value
+	proxy := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
+		out := pr.Out
+		pr.SetURL(target)
+		if out.Header.Get("If-Match") == "" && out.Header.Get("If-None-Match") == "" {
+			out.Host = pr.In.Host // untouched: the client's signature stays valid
+			return
+		}
+		stripped.Add(1)
+		out.Header.Del("If-Match")
+		out.Header.Del("If-None-Match")
+		out.Header.Del("Authorization")
+		out.Header.Del("X-Amz-Date")
+		if err := signer.SignHTTP(out.Context(), creds, out, out.Header.Get("X-Amz-Content-Sha256"), "s3", srv.Region, time.Now()); err != nil {
+			signErr.Store(err)
+		}
+	}}
+	front := httptest.NewServer(proxy)
+	t.Cleanup(front.Close)
+
+	opts := s3Options(srv)
+	opts.Endpoint = front.URL
+	s := openS3(t, srv.URL("probe"), opts)
+	res, err := bucket.Probe(context.Background(), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := signErr.Load(); err != nil {
+		t.Fatalf("re-signing: %v", err)
+	}
+	if stripped.Load() == 0 {
+		t.Fatal("the proxy saw no conditional request")
+	}
+	if res.ConditionalWrites {
+		t.Errorf("Probe through a condition-stripping proxy = %+v, want ConditionalWrites=false", res)
+	}
+	t.Logf("problems: %q", res.Problems)
+	assertRefused(t, s)
+
+	// The same store straight to versitygw is safe.
+	direct := openS3(t, srv.URL("probe"), s3Options(srv))
+	if err := bucket.RequireSafe(context.Background(), direct, false); err != nil {
+		t.Errorf("RequireSafe direct: %v", err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
