@@ -412,11 +412,18 @@ func TestPackerCopiesMatch(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		st, err := os.Stat(src)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if *update {
 			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 				t.Fatal(err)
 			}
-			if err := os.WriteFile(dst, want, 0o755); err != nil {
+			if err := os.WriteFile(dst, want, st.Mode().Perm()); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(dst, st.Mode().Perm()); err != nil {
 				t.Fatal(err)
 			}
 			continue

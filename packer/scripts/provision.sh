@@ -14,6 +14,8 @@
 #   DYNIA_PULL_SRC        dynia-pull binary to install (default /tmp/dynia/dynia-pull;
 #                         empty: install none, bootstrap downloads it afterwards)
 #   DYNIA_UNIT_SRC        systemd unit to install (default /tmp/dynia/dynia-pull.service)
+#   DYNIA_EXPECT_VERSION  if set, `dynia-pull version` must print it (the
+#                         snapshot name carries it: a mismatch is a wrong image)
 #
 # Who runs what: dynia-pull supervises haproxy and keepalived itself
 # (pull.json "supervise": true, exactly as in the local sandbox), so the
@@ -25,6 +27,7 @@ set -euo pipefail
 MODE=${DYNIA_PROVISION_MODE:-image}
 PULL_SRC=${DYNIA_PULL_SRC-/tmp/dynia/dynia-pull}
 UNIT_SRC=${DYNIA_UNIT_SRC:-/tmp/dynia/dynia-pull.service}
+EXPECT_VERSION=${DYNIA_EXPECT_VERSION:-}
 
 case $MODE in
 image | bootstrap) ;;
@@ -147,7 +150,12 @@ install -d -m 0755 /usr/local/bin /etc/systemd/system
 install -m 0644 "$UNIT_SRC" /etc/systemd/system/dynia-pull.service
 if [[ -n $PULL_SRC ]]; then
 	install -m 0755 "$PULL_SRC" /usr/local/bin/dynia-pull
-	/usr/local/bin/dynia-pull version >&2
+	version=$(/usr/local/bin/dynia-pull version)
+	log "dynia-pull version: $version"
+	if [[ -n $EXPECT_VERSION && $version != *"$EXPECT_VERSION"* ]]; then
+		log "dynia-pull reports \"$version\", expected $EXPECT_VERSION"
+		exit 1
+	fi
 fi
 if [[ $live == true ]]; then
 	systemctl daemon-reload
