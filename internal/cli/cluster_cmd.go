@@ -1,0 +1,191 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dynia/dynia/internal/cloud"
+)
+
+// NewCmdCluster is `dynia cluster list|get|destroy`.
+func NewCmdCluster(f *Factory) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "cluster",
+		Short: "List, inspect and destroy clusters",
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "list",
+		Short: "List the clusters in the state bucket",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			store, err := f.Store(cmd.Context())
+			if err != nil {
+				return err
+			}
+			names, err := store.List(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if f.Global.Output == "json" {
+				var views []ClusterView
+				for _, n := range names {
+					st, _, err := store.Load(cmd.Context(), n)
+					if err != nil {
+						return err
+					}
+					views = append(views, viewOf(st, nil))
+				}
+				if views == nil {
+					views = []ClusterView{}
+				}
+				return writeJSON(f.IO.Out, views)
+			}
+			for _, n := range names {
+				fmt.Fprintln(f.IO.Out, n)
+			}
+			return nil
+		},
+	})
+	var getName string
+	get := &cobra.Command{
+		Use:   "get --name N",
+		Short: "Show a cluster: region, Reserved IP, active node, generation, nodes",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkName(getName); err != nil {
+				return err
+			}
+			store, err := f.Store(cmd.Context())
+			if err != nil {
+				return err
+			}
+			st, _, err := store.Load(cmd.Context(), getName)
+			if err != nil {
+				return err
+			}
+			rs, err := rows(cmd.Context(), store, st)
+			if err != nil {
+				return err
+			}
+			v := viewOf(st, rs)
+			if f.Global.Output == "json" {
+				return writeJSON(f.IO.Out, v)
+			}
+			fmt.Fprintf(f.IO.Out, "name:         %s\nregion:       %s\nsize:         %s\nreserved ip:  %s\nactive node:  %s\ngeneration:   %d\nnodes:        %d\n",
+				v.Name, v.Region, v.Size, dash(v.ReservedIP), v.ActiveNode, v.Generation, len(v.Nodes))
+			return nil
+		},
+	}
+	get.Flags().StringVar(&getName, "name", "", "cluster name")
+	cmd.AddCommand(get)
+
+	var d destroyOptions
+	destroy := &cobra.Command{
+		Use:   "destroy --name N --confirm",
+		Short: "Destroy everything the cluster created: droplets, Reserved IP, firewall, VPC, state",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkName(d.Name); err != nil {
+				return err
+			}
+			if !d.Confirm {
+				return usagef("--confirm: required to destroy cluster %q", d.Name)
+			}
+			return destroyCluster(cmd.Context(), f, &d)
+		},
+	}
+	destroy.Flags().StringVar(&d.Name, "name", "", "cluster name")
+	destroy.Flags().BoolVar(&d.Confirm, "confirm", false, "really destroy")
+	destroy.Flags().DurationVar(&d.Timeout, "timeout", 5*time.Minute, "overall timeout")
+	cmd.AddCommand(destroy)
+	return cmd
+}
+
+type destroyOptions struct {
+	Name    string
+	Confirm bool
+	Timeout time.Duration
+}
+
+// destroyCluster removes what the cluster made, found by tag and by the
+// state's ids, and the state last, so an interrupted destroy can re-run.
+func destroyCluster(ctx context.Context, f *Factory, o *destroyOptions) error {
+	ctx, cancel := withTimeout(ctx, o.Timeout)
+	defer cancel()
+	p := NewProgress(f.IO, f.Global.Output == "json")
+	store, err := f.WritableStore(ctx)
+	if err != nil {
+		return err
+	}
+	st, _, err := store.Load(ctx, o.Name)
+	if err != nil {
+		return err
+	}
+	cl, err := f.Cloud()
+	if err != nil {
+		return err
+	}
+	if st.ReservedIP != "" {
+		if err := p.Step("release Reserved IP "+st.ReservedIP, func() (string, error) {
+			err := cl.DeleteReservedIP(ctx, st.ReservedIP)
+			if errors.Is(err, cloud.ErrNotFound) {
+				return "already gone", nil
+			}
+			return "", err
+		}); err != nil {
+			return err
+		}
+	}
+	ds, err := cl.ListDropletsByTag(ctx, cloud.ClusterTag(o.Name))
+	if err != nil {
+		return err
+	}
+	if err := destroyDroplets(ctx, cl, ds, p); err != nil {
+		return err
+	}
+	if st.DNS != nil && st.DNS.RecordID != 0 {
+		if err := p.Step("DNS record", func() (string, error) { return "", cl.DeleteDNSRecord(ctx, st.DNS.Domain, st.DNS.RecordID) }); err != nil {
+			return err
+		}
+	}
+	if st.FirewallID != "" {
+		if err := p.Step("firewall "+st.FirewallID, func() (string, error) { return "", ignoreNotFound(cl.DeleteFirewall(ctx, st.FirewallID)) }); err != nil {
+			return err
+		}
+	}
+	if st.VPC.ID != "" && st.VPC.Created {
+		// DO refuses to delete a VPC while droplets are still leaving it.
+		if err := p.Step("VPC "+st.VPC.ID, func() (string, error) {
+			return "", pollUntil(ctx, func() (bool, string, error) {
+				err := ignoreNotFound(cl.DeleteVPC(ctx, st.VPC.ID))
+				if errors.Is(err, cloud.ErrUnprocessable) {
+					return false, "VPC still has members", nil
+				}
+				return err == nil, "", err
+			})
+		}); err != nil {
+			return err
+		}
+	}
+	if err := p.Step("state", func() (string, error) { return "", store.Delete(ctx, o.Name) }); err != nil {
+		return err
+	}
+	if f.Global.Output == "json" {
+		return writeJSON(f.IO.Out, map[string]any{"destroyed": o.Name})
+	}
+	fmt.Fprintf(f.IO.Out, "cluster %s destroyed\n", o.Name)
+	return nil
+}
+
+func ignoreNotFound(err error) error {
+	if errors.Is(err, cloud.ErrNotFound) {
+		return nil
+	}
+	return err
+}

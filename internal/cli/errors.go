@@ -1,0 +1,64 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/dynia/dynia/internal/bucket"
+	"github.com/dynia/dynia/internal/cluster"
+)
+
+// Exit codes (ARCHITECTURE.md): the only place they are decided.
+const (
+	ExitOK       = 0
+	ExitFailure  = 1
+	ExitUsage    = 2 // bad usage or input, detected before any API call
+	ExitConflict = 3 // compare-and-swap kept losing
+	ExitAuth     = 4 // authentication or permission
+)
+
+// UsageError is bad input: one line naming the flag and the value.
+type UsageError struct{ Msg string }
+
+func (e *UsageError) Error() string { return e.Msg }
+
+// usagef builds a UsageError.
+func usagef(format string, args ...any) error {
+	return &UsageError{Msg: fmt.Sprintf(format, args...)}
+}
+
+// flagErr turns a validation error on a flag's value into a UsageError that
+// names the flag: `--name "Bad_Name!": must be …`.
+func flagErr(flag string, err error) error {
+	var fe *cluster.FieldError
+	if errors.As(err, &fe) {
+		return usagef("--%s %q: %s", flag, fe.Value, fe.Reason)
+	}
+	return usagef("--%s: %v", flag, err)
+}
+
+// AuthError marks an authentication or permission failure from any backend.
+type AuthError struct{ Err error }
+
+func (e *AuthError) Error() string { return e.Err.Error() }
+func (e *AuthError) Unwrap() error { return e.Err }
+
+// exitCode maps an error to the process exit code.
+func exitCode(err error) int {
+	var ue *UsageError
+	var ae *AuthError
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.As(err, &ue), errors.Is(err, cluster.ErrClusterNotFound):
+		return ExitUsage
+	case errors.Is(err, cluster.ErrConflict):
+		return ExitConflict
+	case errors.As(err, &ae), errors.Is(err, bucket.ErrAccessDenied):
+		return ExitAuth
+	case errors.Is(err, context.Canceled):
+		return ExitFailure
+	}
+	return ExitFailure
+}

@@ -1,0 +1,221 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/dynia/dynia/internal/bucket"
+	"github.com/dynia/dynia/internal/cloud"
+	"github.com/dynia/dynia/internal/cluster"
+)
+
+// Factory builds what commands need, lazily: a command that fails flag
+// validation never reads the config, opens the bucket or calls the API.
+type Factory struct {
+	IO     *IOStreams
+	Global GlobalOptions
+	Logger *slog.Logger
+	// Getenv is os.Getenv; tests replace it.
+	Getenv func(string) string
+
+	// Overrides for tests: when set, used instead of building from config.
+	StoreOverride bucket.Store
+	CloudOverride *cloud.Client
+	CloudOptions  cloud.Options // merged into the built client's options
+
+	once struct {
+		cfg   sync.Once
+		store sync.Once
+		cloud sync.Once
+	}
+	cfg      *Config
+	ctxCfg   *Context
+	ctxName  string
+	cfgErr   error
+	store    *cluster.Store
+	storeErr error
+	cl       *cloud.Client
+	clErr    error
+}
+
+// NewFactory returns a Factory on the given streams.
+func NewFactory(io *IOStreams) *Factory {
+	return &Factory{IO: io, Getenv: os.Getenv, Logger: slog.New(slog.DiscardHandler)}
+}
+
+// Config loads the config file and resolves the context.
+func (f *Factory) Config() (*Config, *Context, error) {
+	f.once.cfg.Do(func() {
+		path := f.Global.ConfigPath
+		if path == "" {
+			path = f.Getenv("DYNIA_CONFIG")
+		}
+		if path == "" {
+			path = DefaultConfigPath()
+		}
+		f.cfg, f.cfgErr = LoadConfig(path)
+		if f.cfgErr != nil {
+			return
+		}
+		name := f.Global.Context
+		if name == "" {
+			name = f.Getenv("DYNIA_CONTEXT")
+		}
+		f.ctxCfg, f.ctxName, f.cfgErr = f.cfg.Resolve(name)
+	})
+	return f.cfg, f.ctxCfg, f.cfgErr
+}
+
+// StateURL is --state, else $DYNIA_STATE, else the context's.
+func (f *Factory) StateURL() (string, error) {
+	if f.Global.State != "" {
+		return f.Global.State, nil
+	}
+	if v := f.Getenv("DYNIA_STATE"); v != "" {
+		return v, nil
+	}
+	_, c, err := f.Config()
+	if err != nil {
+		return "", err
+	}
+	if c.State == "" {
+		return "", usagef("--state: not set (give --state s3://bucket/prefix, set DYNIA_STATE, or run `dynia sandbox up`)")
+	}
+	return c.State, nil
+}
+
+// CheckStateURL validates --state's shape without touching the network.
+func CheckStateURL(u string) error {
+	if !strings.HasPrefix(u, "s3://") && !strings.HasPrefix(u, "file://") {
+		return usagef("--state %q: must be s3://bucket/prefix or file://DIR", u)
+	}
+	if u == "s3://" || u == "file://" {
+		return usagef("--state %q: missing bucket or directory", u)
+	}
+	return nil
+}
+
+// BucketOptions returns the S3 options of the current context.
+func (f *Factory) BucketOptions() (bucket.Options, error) {
+	_, c, err := f.Config()
+	if err != nil {
+		return bucket.Options{}, err
+	}
+	o := bucket.Options{Endpoint: c.SpacesEndpoint, Region: c.SpacesRegion, PathStyle: c.PathStyle, Logger: f.Logger}
+	if v := f.Getenv("SPACES_ENDPOINT"); v != "" {
+		o.Endpoint = v
+	}
+	if c.SpacesCredentialsFile != "" && f.Getenv("SPACES_ACCESS_KEY_ID") == "" && f.Getenv("AWS_ACCESS_KEY_ID") == "" {
+		id, secret, err := bucket.LoadCredentialsFile(c.SpacesCredentialsFile)
+		if err != nil {
+			return o, err
+		}
+		o.AccessKeyID, o.SecretAccessKey = id, secret
+	}
+	return o, nil
+}
+
+// Store opens the state store (no network I/O until used).
+func (f *Factory) Store(ctx context.Context) (*cluster.Store, error) {
+	f.once.store.Do(func() {
+		if f.StoreOverride != nil {
+			f.store = cluster.NewStore(f.StoreOverride)
+			return
+		}
+		u, err := f.StateURL()
+		if err != nil {
+			f.storeErr = err
+			return
+		}
+		if err := CheckStateURL(u); err != nil {
+			f.storeErr = err
+			return
+		}
+		o, err := f.BucketOptions()
+		if err != nil {
+			f.storeErr = err
+			return
+		}
+		b, err := bucket.Open(ctx, u, o)
+		if err != nil {
+			f.storeErr = fmt.Errorf("open state %s: %w", u, err)
+			return
+		}
+		f.store = cluster.NewStore(b)
+	})
+	return f.store, f.storeErr
+}
+
+// WritableStore is Store plus the check that the bucket honours conditional
+// writes; without that, concurrent writers could silently lose updates.
+func (f *Factory) WritableStore(ctx context.Context) (*cluster.Store, error) {
+	s, err := f.Store(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := bucket.RequireSafe(ctx, s.B, f.Global.AllowUnsafeWrites); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Token returns the DO API token: the context's token file or env name,
+// else DIGITALOCEAN_ACCESS_TOKEN (doctl's), else DIGITALOCEAN_TOKEN.
+func (f *Factory) Token() (string, error) {
+	_, c, err := f.Config()
+	if err != nil {
+		return "", err
+	}
+	if c.TokenFile != "" {
+		b, err := os.ReadFile(c.TokenFile)
+		if err != nil {
+			return "", fmt.Errorf("read token file of context %s: %w", f.ctxName, err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	for _, name := range []string{c.TokenEnv, "DIGITALOCEAN_ACCESS_TOKEN", "DIGITALOCEAN_TOKEN"} {
+		if name == "" {
+			continue
+		}
+		if v := strings.TrimSpace(f.Getenv(name)); v != "" {
+			return v, nil
+		}
+	}
+	return "", &AuthError{Err: fmt.Errorf("no DigitalOcean token: set DIGITALOCEAN_ACCESS_TOKEN (or DIGITALOCEAN_TOKEN)")}
+}
+
+// Cloud returns the DO API client.
+func (f *Factory) Cloud() (*cloud.Client, error) {
+	f.once.cloud.Do(func() {
+		if f.CloudOverride != nil {
+			f.cl = f.CloudOverride
+			return
+		}
+		tok, err := f.Token()
+		if err != nil {
+			f.clErr = err
+			return
+		}
+		_, c, err := f.Config()
+		if err != nil {
+			f.clErr = err
+			return
+		}
+		o := f.CloudOptions
+		if o.BaseURL == "" {
+			o.BaseURL = c.APIURL
+		}
+		if v := f.Getenv("DIGITALOCEAN_API_URL"); v != "" && o.BaseURL == "" {
+			o.BaseURL = v
+		}
+		if o.Logger == nil {
+			o.Logger = f.Logger
+		}
+		f.cl, f.clErr = cloud.New(tok, o)
+	})
+	return f.cl, f.clErr
+}

@@ -1,0 +1,344 @@
+package cli
+
+import (
+	"fmt"
+	"net/netip"
+	"regexp"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dynia/dynia/internal/cluster"
+)
+
+// NewCmdNode is `dynia node …`: the seed's commands.
+func NewCmdNode(f *Factory) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "node",
+		Short: "Create a cluster and add, remove, list and promote its nodes",
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	cmd.AddCommand(NewCmdNodeCreateHA(f, nil))
+	cmd.AddCommand(NewCmdNodeAdd(f, nil))
+	cmd.AddCommand(NewCmdNodeRemove(f, nil))
+	cmd.AddCommand(NewCmdNodeList(f, nil))
+	cmd.AddCommand(NewCmdNodeMakeActive(f, nil))
+	cmd.AddCommand(NewCmdNodeRepairHA(f, nil))
+	return cmd
+}
+
+var sizeRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{1,40}$`)
+
+func checkName(name string) error {
+	if name == "" {
+		return usagef("--name: required")
+	}
+	if err := cluster.ValidateName(name); err != nil {
+		return flagErr("name", err)
+	}
+	return nil
+}
+
+func checkNodeID(id string) error {
+	if id == "" {
+		return usagef("--node: required")
+	}
+	if err := cluster.ValidateNodeID(id); err != nil {
+		return flagErr("node", err)
+	}
+	return nil
+}
+
+func checkTimeout(d time.Duration) error {
+	if d <= 0 {
+		return usagef("--timeout %q: must be positive", d)
+	}
+	return nil
+}
+
+// CreateOptions are create-ha's inputs.
+type CreateOptions struct {
+	Name          string
+	Region        string
+	Size          string
+	Image         string
+	Bootstrap     bool
+	AdminCIDRs    []string
+	NodeTokenFile string
+	DryRun        bool
+	Timeout       time.Duration
+	NoWait        bool
+}
+
+// Validate checks every flag's shape before any I/O.
+func (o *CreateOptions) Validate() error {
+	if err := checkName(o.Name); err != nil {
+		return err
+	}
+	if o.Region == "" {
+		return usagef("--region: required")
+	}
+	if err := cluster.ValidateRegion(o.Region); err != nil {
+		return flagErr("region", err)
+	}
+	if o.Size == "" {
+		return usagef("--size: required")
+	}
+	if !sizeRE.MatchString(o.Size) {
+		return usagef("--size %q: must be a size slug like s-1vcpu-1gb", o.Size)
+	}
+	for _, c := range o.AdminCIDRs {
+		if _, err := netip.ParsePrefix(c); err != nil {
+			return usagef("--admin-cidr %q: not a CIDR (e.g. 203.0.113.7/32)", c)
+		}
+	}
+	if o.Image != "" && o.Bootstrap {
+		return usagef("--image %q: cannot be combined with --bootstrap (which uses a stock Debian image)", o.Image)
+	}
+	return checkTimeout(o.Timeout)
+}
+
+// NewCmdNodeCreateHA is `dynia node create-ha`.
+func NewCmdNodeCreateHA(f *Factory, runF func(*CreateOptions) error) *cobra.Command {
+	o := &CreateOptions{}
+	cmd := &cobra.Command{
+		Use:   "create-ha --name N --region R --size S",
+		Short: "Create a cluster: one node with a Reserved IP attached (re-run to resume)",
+		Example: "  dynia node create-ha --name myapp --region sgp1 --size s-1vcpu-1gb\n" +
+			"  dynia node create-ha --name myapp --region sgp1 --size s-1vcpu-1gb --dry-run",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			if runF != nil {
+				return runF(o)
+			}
+			return createHA(cmd.Context(), f, o)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&o.Name, "name", "", "cluster name (lowercase letters, digits, hyphens)")
+	fl.StringVar(&o.Region, "region", "", "DigitalOcean region slug, e.g. sgp1")
+	fl.StringVar(&o.Size, "size", "", "droplet size slug, e.g. s-1vcpu-1gb")
+	fl.StringVar(&o.Image, "image", "", "image id or name (default: the newest dynia-node-* snapshot in the region)")
+	fl.BoolVar(&o.Bootstrap, "bootstrap", false, "no snapshot: install everything at first boot on debian-12-x64")
+	fl.StringSliceVar(&o.AdminCIDRs, "admin-cidr", nil, "CIDR allowed to reach SSH (repeatable)")
+	fl.StringVar(&o.NodeTokenFile, "node-token-file", "", "file with the node-scoped DO token handed to droplets")
+	fl.BoolVar(&o.DryRun, "dry-run", false, "print the plan and the user-data (secrets masked); change nothing")
+	fl.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "how long to wait for the droplet and the Reserved IP")
+	fl.BoolVar(&o.NoWait, "no-wait", false, "do not wait for the node to report its config applied")
+	return cmd
+}
+
+// AddOptions are `node add`'s inputs.
+type AddOptions struct {
+	Name    string
+	Count   int
+	Timeout time.Duration
+	NoWait  bool
+}
+
+// Validate checks the flags.
+func (o *AddOptions) Validate() error {
+	if err := checkName(o.Name); err != nil {
+		return err
+	}
+	if o.Count < 1 || o.Count > 10 {
+		return usagef("--count %d: must be 1-10", o.Count)
+	}
+	return checkTimeout(o.Timeout)
+}
+
+// NewCmdNodeAdd is `dynia node add`.
+func NewCmdNodeAdd(f *Factory, runF func(*AddOptions) error) *cobra.Command {
+	o := &AddOptions{}
+	cmd := &cobra.Command{
+		Use:     "add --name N [--count K]",
+		Short:   "Add nodes to a cluster (droplets join the VPC and every HAProxy)",
+		Example: "  dynia node add --name myapp\n  dynia node add --name myapp --count 2",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			if runF != nil {
+				return runF(o)
+			}
+			return addNodes(cmd.Context(), f, o)
+		},
+	}
+	cmd.Flags().StringVar(&o.Name, "name", "", "cluster name")
+	cmd.Flags().IntVar(&o.Count, "count", 1, "how many nodes to add (1-10)")
+	cmd.Flags().DurationVar(&o.Timeout, "timeout", 10*time.Minute, "how long to wait for the nodes")
+	cmd.Flags().BoolVar(&o.NoWait, "no-wait", false, "return once the droplets exist; do not wait for every node to apply the change")
+	return cmd
+}
+
+// RemoveOptions are `node remove`'s inputs.
+type RemoveOptions struct {
+	Name    string
+	Node    string
+	Confirm bool
+	Force   bool
+	Timeout time.Duration
+}
+
+// NewCmdNodeRemove is `dynia node remove`.
+func NewCmdNodeRemove(f *Factory, runF func(*RemoveOptions) error) *cobra.Command {
+	o := &RemoveOptions{}
+	cmd := &cobra.Command{
+		Use:     "remove --name N --node ID --confirm",
+		Short:   "Drain a node, move the Reserved IP off it if needed, and destroy it",
+		Example: "  dynia node remove --name myapp --node brave-panda --confirm",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkName(o.Name); err != nil {
+				return err
+			}
+			if err := checkNodeID(o.Node); err != nil {
+				return err
+			}
+			if err := checkTimeout(o.Timeout); err != nil {
+				return err
+			}
+			if !o.Confirm {
+				if !f.IO.InTTY {
+					return usagef("--confirm: required to remove node %q when not on a terminal", o.Node)
+				}
+				ok, err := confirm(f.IO, fmt.Sprintf("Remove node %s from cluster %s and destroy its droplet?", o.Node, o.Name))
+				if err != nil {
+					return err
+				}
+				if !ok {
+					return usagef("--confirm: not confirmed; nothing changed")
+				}
+				o.Confirm = true
+			}
+			if runF != nil {
+				return runF(o)
+			}
+			return removeNode(cmd.Context(), f, o)
+		},
+	}
+	cmd.Flags().StringVar(&o.Name, "name", "", "cluster name")
+	cmd.Flags().StringVar(&o.Node, "node", "", "two-word node id")
+	cmd.Flags().BoolVar(&o.Confirm, "confirm", false, "do not ask")
+	cmd.Flags().BoolVar(&o.Force, "force", false, "allow removing the last node")
+	cmd.Flags().DurationVar(&o.Timeout, "timeout", 5*time.Minute, "how long to wait for draining and the Reserved IP")
+	return cmd
+}
+
+// MakeActiveOptions are `node make-active`'s inputs.
+type MakeActiveOptions struct {
+	Name    string
+	Node    string
+	Timeout time.Duration
+}
+
+// NewCmdNodeMakeActive is `dynia node make-active`.
+func NewCmdNodeMakeActive(f *Factory, runF func(*MakeActiveOptions) error) *cobra.Command {
+	o := &MakeActiveOptions{}
+	cmd := &cobra.Command{
+		Use:     "make-active --name N --node ID",
+		Short:   "Promote a standby: it gets the top priority and the Reserved IP",
+		Example: "  dynia node make-active --name myapp --node brave-panda",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkName(o.Name); err != nil {
+				return err
+			}
+			if err := checkNodeID(o.Node); err != nil {
+				return err
+			}
+			if err := checkTimeout(o.Timeout); err != nil {
+				return err
+			}
+			if runF != nil {
+				return runF(o)
+			}
+			return makeActive(cmd.Context(), f, o)
+		},
+	}
+	cmd.Flags().StringVar(&o.Name, "name", "", "cluster name")
+	cmd.Flags().StringVar(&o.Node, "node", "", "two-word node id")
+	cmd.Flags().DurationVar(&o.Timeout, "timeout", 5*time.Minute, "how long to wait for the Reserved IP")
+	return cmd
+}
+
+// RepairOptions are `node repair-ha`'s inputs.
+type RepairOptions struct {
+	Name      string
+	CheckOnly bool
+	Force     bool
+	Timeout   time.Duration
+}
+
+// NewCmdNodeRepairHA is `dynia node repair-ha`.
+func NewCmdNodeRepairHA(f *Factory, runF func(*RepairOptions) error) *cobra.Command {
+	o := &RepairOptions{}
+	cmd := &cobra.Command{
+		Use:     "repair-ha --name N (--check-only | --force)",
+		Short:   "Compare state, DigitalOcean and node reports; print (and with --force fix) each drift",
+		Example: "  dynia node repair-ha --name myapp --check-only\n  dynia node repair-ha --name myapp --force",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkName(o.Name); err != nil {
+				return err
+			}
+			if o.CheckOnly == o.Force {
+				return usagef("--check-only or --force: give exactly one")
+			}
+			if runF != nil {
+				return runF(o)
+			}
+			return repairHA(cmd.Context(), f, o)
+		},
+	}
+	cmd.Flags().StringVar(&o.Name, "name", "", "cluster name")
+	cmd.Flags().BoolVar(&o.CheckOnly, "check-only", false, "report drift; exit 1 when there is some")
+	cmd.Flags().BoolVar(&o.Force, "force", false, "apply the fixes")
+	cmd.Flags().DurationVar(&o.Timeout, "timeout", 5*time.Minute, "how long to wait for fixes")
+	return cmd
+}
+
+// ListOptions are `node list`'s inputs.
+type ListOptions struct {
+	Name     string
+	Format   string
+	NoHeader bool
+}
+
+// NewCmdNodeList is `dynia node list`.
+func NewCmdNodeList(f *Factory, runF func(*ListOptions) error) *cobra.Command {
+	o := &ListOptions{}
+	cmd := &cobra.Command{
+		Use:     "list --name N",
+		Short:   "List a cluster's nodes with role, priority, addresses and status",
+		Example: "  dynia node list --name myapp\n  dynia node list --name myapp -o json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkName(o.Name); err != nil {
+				return err
+			}
+			if runF != nil {
+				return runF(o)
+			}
+			return listNodes(cmd.Context(), f, o)
+		},
+	}
+	cmd.Flags().StringVar(&o.Name, "name", "", "cluster name")
+	cmd.Flags().StringVar(&o.Format, "format", "", "Go template per node, e.g. '{{.ID}} {{.Status}}'")
+	cmd.Flags().BoolVar(&o.NoHeader, "no-header", false, "omit the table header")
+	return cmd
+}
+
+func confirm(io *IOStreams, question string) (bool, error) {
+	fmt.Fprintf(io.ErrOut, "%s [y/N] ", question)
+	var answer string
+	if _, err := fmt.Fscanln(io.In, &answer); err != nil {
+		return false, nil
+	}
+	return answer == "y" || answer == "Y" || answer == "yes", nil
+}

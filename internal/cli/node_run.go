@@ -1,0 +1,408 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dynia/dynia/internal/cloud"
+	"github.com/dynia/dynia/internal/cluster"
+)
+
+// createHA creates (or resumes creating) a one-node cluster. Every step
+// looks before it creates, so re-running after a crash or Ctrl-C finishes
+// the job without duplicating anything.
+func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
+	ctx, cancel := withTimeout(ctx, o.Timeout)
+	defer cancel()
+	p := NewProgress(f.IO, f.Global.Output == "json")
+	if o.DryRun {
+		return createDryRun(ctx, f, o, p)
+	}
+	store, err := f.WritableStore(ctx)
+	if err != nil {
+		return err
+	}
+	cl, err := f.Cloud()
+	if err != nil {
+		return err
+	}
+	secrets, err := f.loadNodeSecrets(o.NodeTokenFile, p)
+	if err != nil {
+		return err
+	}
+	if err := p.Step("region and size", func() (string, error) {
+		return o.Region + ", " + o.Size, checkCatalog(ctx, cl, o.Region, o.Size)
+	}); err != nil {
+		return err
+	}
+
+	// State first: it names the node, so the droplet can be tagged with
+	// its id at creation and adopted if this run dies.
+	st, _, err := store.Load(ctx, o.Name)
+	switch {
+	case errors.Is(err, cluster.ErrClusterNotFound):
+		var image string
+		if err := p.Step("image", func() (string, error) {
+			image, err = resolveImage(ctx, cl, o.Image, o.Region, o.Bootstrap)
+			return image, err
+		}); err != nil {
+			return err
+		}
+		st = cluster.New(o.Name, o.Region, o.Size, image, time.Now())
+		st, _, err = cluster.AddNodes(st, 1, cluster.NewNamer(0), time.Now())
+		if err != nil {
+			return err
+		}
+		if err := p.Step("cluster state", func() (string, error) {
+			return store.B.String(), store.Create(ctx, st)
+		}); err != nil {
+			return err
+		}
+	case err != nil:
+		return err
+	default:
+		if st.Region != o.Region || st.Size != o.Size {
+			return usagef("--region %q/--size %q: cluster %s exists with region %s and size %s", o.Region, o.Size, o.Name, st.Region, st.Size)
+		}
+		p.Info("cluster %s exists (generation %d): resuming", o.Name, st.Generation)
+	}
+
+	var vpc cloud.VPC
+	if err := p.Step("VPC", func() (string, error) {
+		var created bool
+		vpc, created, err = cl.EnsureVPC(ctx, resourceName(o.Name), o.Region, "")
+		return reuse(vpc.ID+" "+vpc.IPRange, created), err
+	}); err != nil {
+		return err
+	}
+	var fw cloud.Firewall
+	if err := p.Step("firewall", func() (string, error) {
+		var created bool
+		fw, created, err = cl.EnsureFirewall(ctx, cloud.FirewallSpec{
+			Name: resourceName(o.Name), Tag: cloud.ClusterTag(o.Name), AdminCIDRs: o.AdminCIDRs, VPCCIDR: vpc.IPRange,
+		})
+		return reuse(fw.ID, created), err
+	}); err != nil {
+		return err
+	}
+	if _, err := store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
+		if s.VPC.ID == vpc.ID && s.VPC.CIDR == vpc.IPRange && s.FirewallID == fw.ID {
+			return nil, cluster.ErrNoChange
+		}
+		s.VPC = cluster.VPC{ID: vpc.ID, CIDR: vpc.IPRange, Created: s.VPC.Created || s.VPC.ID == ""}
+		s.FirewallID = fw.ID
+		return s, nil
+	}); err != nil {
+		return err
+	}
+
+	st, err = provisionNodes(ctx, f, store, cl, o.Name, secrets, o.Bootstrap, p)
+	if err != nil {
+		return err
+	}
+	active := st.Active()
+	if active == nil || active.DropletID == 0 {
+		return fmt.Errorf("cluster %s has no active node with a droplet; run `dynia node repair-ha --name %s --force`", o.Name, o.Name)
+	}
+	if err := p.Step("reserved IP", func() (string, error) {
+		ip, note, err := ensureReservedIP(ctx, cl, st, active.DropletID)
+		if err != nil {
+			return "", err
+		}
+		st, err = store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
+			if s.ReservedIP == ip {
+				return nil, cluster.ErrNoChange
+			}
+			s.ReservedIP = ip
+			return s, nil
+		})
+		return ip + " → " + active.ID + note, err
+	}); err != nil {
+		return err
+	}
+	if !o.NoWait {
+		if err := waitApplied(ctx, f, store, st, p); err != nil {
+			return err
+		}
+	}
+	return printCluster(f, st)
+}
+
+func reuse(what string, created bool) string {
+	if created {
+		return what + " (created)"
+	}
+	return what + " (reused)"
+}
+
+// ensureReservedIP finds the cluster's RIP (the state's, else one already on
+// the droplet) or creates one assigned to dropletID, and makes sure it is
+// assigned there.
+func ensureReservedIP(ctx context.Context, cl *cloud.Client, st *cluster.State, dropletID int) (string, string, error) {
+	ip := st.ReservedIP
+	if ip == "" {
+		rips, err := cl.ListReservedIPs(ctx)
+		if err != nil {
+			return "", "", err
+		}
+		for _, r := range rips {
+			if r.DropletID == dropletID {
+				return r.IP, " (reused)", nil
+			}
+		}
+		r, err := cl.CreateReservedIP(ctx, dropletID)
+		if err != nil {
+			return "", "", err
+		}
+		return r.IP, " (created)", nil
+	}
+	r, err := cl.GetReservedIP(ctx, ip)
+	if err != nil {
+		return "", "", err
+	}
+	if r.DropletID == dropletID {
+		return ip, " (reused)", nil
+	}
+	if err := cl.AssignReservedIP(ctx, ip, dropletID); err != nil {
+		return "", "", err
+	}
+	return ip, " (reassigned)", nil
+}
+
+func createDryRun(ctx context.Context, f *Factory, o *CreateOptions, p *Progress) error {
+	secrets, err := f.loadNodeSecrets(o.NodeTokenFile, p)
+	if err != nil {
+		return err
+	}
+	st := cluster.New(o.Name, o.Region, o.Size, o.Image, time.Now())
+	st, ids, err := cluster.AddNodes(st, 1, cluster.NewNamer(0), time.Now())
+	if err != nil {
+		return err
+	}
+	ud, err := f.userData(st, ids[0], secrets, o.Bootstrap)
+	if err != nil {
+		return err
+	}
+	image := o.Image
+	if image == "" {
+		image = "newest " + SnapshotPrefix + "* snapshot in " + o.Region
+	}
+	w := f.IO.Out
+	fmt.Fprintf(w, "Plan for cluster %s (dry run: nothing is created):\n", o.Name)
+	fmt.Fprintf(w, "  1. state object %s\n", cluster.StateKey(o.Name))
+	fmt.Fprintf(w, "  2. VPC %s in %s (reused if it exists)\n", resourceName(o.Name), o.Region)
+	fmt.Fprintf(w, "  3. firewall %s on tag %s\n", resourceName(o.Name), cloud.ClusterTag(o.Name))
+	fmt.Fprintf(w, "  4. droplet %s (%s, %s) tagged %v\n", cluster.Hostname(o.Name, ids[0]), o.Size, image, nodeTags(o.Name, ids[0]))
+	fmt.Fprintf(w, "  5. Reserved IP created assigned to it; node %s active, priority %d\n", ids[0], st.Nodes[0].Priority)
+	fmt.Fprintf(w, "User-data (%d bytes, secrets masked):\n", len(ud))
+	_, err = w.Write(maskUserData(ud))
+	return err
+}
+
+// addNodes adds o.Count nodes: ids and priorities by CAS first, droplets
+// next (tagged with their ids), then waits for every node to apply.
+func addNodes(ctx context.Context, f *Factory, o *AddOptions) error {
+	ctx, cancel := withTimeout(ctx, o.Timeout)
+	defer cancel()
+	p := NewProgress(f.IO, f.Global.Output == "json")
+	store, err := f.WritableStore(ctx)
+	if err != nil {
+		return err
+	}
+	if _, _, err := store.Load(ctx, o.Name); err != nil {
+		return err
+	}
+	cl, err := f.Cloud()
+	if err != nil {
+		return err
+	}
+	secrets, err := f.loadNodeSecrets("", p)
+	if err != nil {
+		return err
+	}
+	var added []string
+	if err := p.Step(fmt.Sprintf("add %d node(s) to the state", o.Count), func() (string, error) {
+		_, err := store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
+			next, ids, err := cluster.AddNodes(s, o.Count, cluster.NewNamer(0), time.Now())
+			added = ids
+			return next, err
+		})
+		return fmt.Sprint(added), err
+	}); err != nil {
+		return err
+	}
+	st, err := provisionNodes(ctx, f, store, cl, o.Name, secrets, false, p)
+	if err != nil {
+		return err
+	}
+	if !o.NoWait {
+		if err := waitApplied(ctx, f, store, st, p); err != nil {
+			return err
+		}
+	}
+	return printCluster(f, st)
+}
+
+// removeNode drains a node, hands the RIP on if it holds it, removes it from
+// the state and destroys its droplet. Re-running after a crash continues.
+func removeNode(ctx context.Context, f *Factory, o *RemoveOptions) error {
+	ctx, cancel := withTimeout(ctx, o.Timeout)
+	defer cancel()
+	p := NewProgress(f.IO, f.Global.Output == "json")
+	store, err := f.WritableStore(ctx)
+	if err != nil {
+		return err
+	}
+	st, _, err := store.Load(ctx, o.Name)
+	if err != nil {
+		return err
+	}
+	cl, err := f.Cloud()
+	if err != nil {
+		return err
+	}
+	n := st.Node(o.Node)
+	if n == nil {
+		// Already out of the state: finish a previous run by destroying a
+		// droplet still tagged with the id, or say it is unknown.
+		ds, err := cl.ListDropletsByTag(ctx, cloud.NodeTag(o.Node))
+		if err != nil {
+			return err
+		}
+		var left []cloud.Droplet
+		for _, d := range ds {
+			if hasTag(d.Tags, cloud.ClusterTag(o.Name)) {
+				left = append(left, d)
+			}
+		}
+		if len(left) == 0 {
+			return usagef("--node %q: not a node of cluster %s", o.Node, o.Name)
+		}
+		return destroyDroplets(ctx, cl, left, p)
+	}
+	if len(st.Nodes) == 1 && !o.Force {
+		return usagef("--node %q: the last node of %s; use --force (or `dynia cluster destroy`)", o.Node, o.Name)
+	}
+	if n.Role == cluster.RoleActive && len(st.Nodes) > 1 {
+		next := cluster.NextActive(st, n.ID)
+		if next == nil {
+			return fmt.Errorf("node %s is active and no other node is ready to take the Reserved IP", n.ID)
+		}
+		if err := p.Step("move the Reserved IP to "+next.ID, func() (string, error) {
+			return "", promote(ctx, store, cl, o.Name, next.ID)
+		}); err != nil {
+			return err
+		}
+	}
+	if len(st.Nodes) > 1 {
+		if err := p.Step("drain "+n.ID, func() (string, error) {
+			st, err = store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
+				return cluster.MarkDraining(s, o.Node)
+			})
+			if err != nil {
+				return "", err
+			}
+			return "", waitOthers(ctx, store, st, o.Node)
+		}); err != nil {
+			return err
+		}
+	}
+	if err := p.Step("remove "+n.ID+" from the state", func() (string, error) {
+		st, err = store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
+			return cluster.RemoveNode(s, o.Node)
+		})
+		return "", err
+	}); err != nil {
+		return err
+	}
+	ds, err := cl.ListDropletsByTag(ctx, cloud.NodeTag(o.Node))
+	if err != nil {
+		return err
+	}
+	var mine []cloud.Droplet
+	for _, d := range ds {
+		if hasTag(d.Tags, cloud.ClusterTag(o.Name)) {
+			mine = append(mine, d)
+		}
+	}
+	if err := destroyDroplets(ctx, cl, mine, p); err != nil {
+		return err
+	}
+	_ = store.B.Delete(ctx, cluster.StatusKey(o.Name, o.Node))
+	return printCluster(f, st)
+}
+
+func destroyDroplets(ctx context.Context, cl *cloud.Client, ds []cloud.Droplet, p *Progress) error {
+	for _, d := range ds {
+		if err := p.Step(fmt.Sprintf("destroy droplet %d (%s)", d.ID, d.Name), func() (string, error) {
+			return "", cl.DeleteDroplet(ctx, d.ID)
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// promote assigns the RIP to the node's droplet and then records it as the
+// active node (top priority), so state and RIP holder agree at the end.
+func promote(ctx context.Context, store *cluster.Store, cl *cloud.Client, name, nodeID string) error {
+	st, _, err := store.Load(ctx, name)
+	if err != nil {
+		return err
+	}
+	n := st.Node(nodeID)
+	if n == nil {
+		return usagef("--node %q: not a node of cluster %s", nodeID, name)
+	}
+	if n.Lifecycle != cluster.Ready || n.DropletID == 0 {
+		return usagef("--node %q: is %s; only a ready node can become active", nodeID, n.Lifecycle)
+	}
+	if st.ReservedIP != "" {
+		r, err := cl.GetReservedIP(ctx, st.ReservedIP)
+		if err != nil {
+			return err
+		}
+		if r.DropletID != n.DropletID {
+			if err := cl.AssignReservedIP(ctx, st.ReservedIP, n.DropletID); err != nil {
+				return err
+			}
+		}
+	}
+	_, err = store.Update(ctx, name, func(s *cluster.State) (*cluster.State, error) {
+		return cluster.MakeActive(s, nodeID)
+	})
+	return err
+}
+
+func makeActive(ctx context.Context, f *Factory, o *MakeActiveOptions) error {
+	ctx, cancel := withTimeout(ctx, o.Timeout)
+	defer cancel()
+	p := NewProgress(f.IO, f.Global.Output == "json")
+	store, err := f.WritableStore(ctx)
+	if err != nil {
+		return err
+	}
+	st, _, err := store.Load(ctx, o.Name)
+	if err != nil {
+		return err
+	}
+	if st.Node(o.Node) == nil {
+		return usagef("--node %q: not a node of cluster %s", o.Node, o.Name)
+	}
+	cl, err := f.Cloud()
+	if err != nil {
+		return err
+	}
+	if err := p.Step("make "+o.Node+" active", func() (string, error) {
+		return st.ReservedIP, promote(ctx, store, cl, o.Name, o.Node)
+	}); err != nil {
+		return err
+	}
+	st, _, err = store.Load(ctx, o.Name)
+	if err != nil {
+		return err
+	}
+	return printCluster(f, st)
+}

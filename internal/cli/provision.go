@@ -1,0 +1,313 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dynia/dynia/cloudinit"
+	"github.com/dynia/dynia/internal/cloud"
+	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/nodeconfig"
+)
+
+// SnapshotPrefix is the name prefix of node images built by packer/.
+const SnapshotPrefix = "dynia-node-"
+
+// BootstrapImage is the stock image --bootstrap droplets start from.
+const BootstrapImage = "debian-12-x64"
+
+// resourceName names the VPC and firewall of a cluster.
+func resourceName(cluster string) string { return "dynia-" + cluster }
+
+// nodeTags are set at droplet creation, so a crash right after the create
+// still leaves a droplet that re-running the command finds and adopts.
+func nodeTags(clusterName, nodeID string) []string {
+	return []string{"dynia", cloud.ClusterTag(clusterName), cloud.NodeTag(nodeID)}
+}
+
+// nodeSecrets are what droplets need to read the state and move the RIP.
+type nodeSecrets struct {
+	spacesID, spacesSecret string
+	doToken                string
+}
+
+// loadNodeSecrets reads the node token (--node-token-file, the context's,
+// else the CLI's own token with a warning) and the Spaces key nodes use.
+func (f *Factory) loadNodeSecrets(tokenFile string, p *Progress) (nodeSecrets, error) {
+	var s nodeSecrets
+	_, c, err := f.Config()
+	if err != nil {
+		return s, err
+	}
+	if tokenFile == "" {
+		tokenFile = c.NodeTokenFile
+	}
+	if tokenFile != "" {
+		b, err := os.ReadFile(tokenFile)
+		if err != nil {
+			return s, usagef("--node-token-file %q: %v", tokenFile, errors.Unwrap(err))
+		}
+		s.doToken = strings.TrimSpace(string(b))
+	} else {
+		tok, err := f.Token()
+		if err != nil {
+			return s, err
+		}
+		s.doToken = tok
+		p.Info("warning: no --node-token-file: droplets get the CLI's own token; a token with only reserved_ip:update (and its reads) is safer")
+	}
+	bo, err := f.BucketOptions()
+	if err != nil {
+		return s, err
+	}
+	s.spacesID, s.spacesSecret = bo.AccessKeyID, bo.SecretAccessKey
+	if s.spacesID == "" {
+		for _, pair := range [][2]string{{"SPACES_ACCESS_KEY_ID", "SPACES_SECRET_ACCESS_KEY"}, {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}} {
+			if v := f.Getenv(pair[0]); v != "" {
+				s.spacesID, s.spacesSecret = v, f.Getenv(pair[1])
+				break
+			}
+		}
+	}
+	return s, nil
+}
+
+// userData renders one node's cloud-init.
+func (f *Factory) userData(st *cluster.State, nodeID string, secrets nodeSecrets, bootstrap bool) ([]byte, error) {
+	stateURL, err := f.StateURL()
+	if err != nil {
+		return nil, err
+	}
+	_, c, err := f.Config()
+	if err != nil {
+		return nil, err
+	}
+	endpoint := c.SpacesEndpoint
+	if c.NodeSpacesEndpoint != "" {
+		endpoint = c.NodeSpacesEndpoint
+	}
+	p := cloudinit.Params{
+		Mode:     cloudinit.Snapshot,
+		Cluster:  st.Name,
+		NodeID:   nodeID,
+		Hostname: cluster.Hostname(st.Name, nodeID),
+		Node: nodeconfig.Config{
+			Cluster:     st.Name,
+			NodeID:      nodeID,
+			StateURL:    stateURL,
+			Endpoint:    endpoint,
+			Region:      c.SpacesRegion,
+			PathStyle:   c.PathStyle,
+			DOAPIURL:    c.NodeAPIURL,
+			MetadataURL: c.MetadataURL,
+		},
+		SpacesAccessKeyID:     secrets.spacesID,
+		SpacesSecretAccessKey: secrets.spacesSecret,
+		DOToken:               secrets.doToken,
+	}
+	if bootstrap {
+		p.Mode = cloudinit.Bootstrap
+		p.Distro = BootstrapImage
+		return nil, usagef("--bootstrap: uploading dynia-pull for first-boot installs is not implemented yet; build the image with `make image`")
+	}
+	return cloudinit.Render(p)
+}
+
+// checkCatalog validates --region and --size against the API (read-only
+// calls, before anything is created).
+func checkCatalog(ctx context.Context, cl *cloud.Client, region, size string) error {
+	regions, err := cl.ListRegions(ctx)
+	if err != nil {
+		return err
+	}
+	found := false
+	for _, r := range regions {
+		if r.Slug == region {
+			found = true
+		}
+	}
+	if !found {
+		return usagef("--region %q: not a DigitalOcean region", region)
+	}
+	sizes, err := cl.ListSizes(ctx)
+	if err != nil {
+		return err
+	}
+	for _, s := range sizes {
+		if s.Slug == size {
+			return nil
+		}
+	}
+	return usagef("--size %q: not a DigitalOcean droplet size", size)
+}
+
+// resolveImage picks the droplet image: --image as given (an id, or a
+// snapshot name looked up), else the newest dynia-node-* snapshot.
+func resolveImage(ctx context.Context, cl *cloud.Client, image, region string, bootstrap bool) (string, error) {
+	switch {
+	case bootstrap:
+		return BootstrapImage, nil
+	case image == "":
+		img, err := cl.FindSnapshot(ctx, SnapshotPrefix, region)
+		if err != nil {
+			return "", err
+		}
+		return strconv.Itoa(img.ID), nil
+	case isDigits(image) || strings.HasSuffix(image, "-x64"):
+		return image, nil
+	default:
+		img, err := cl.FindSnapshot(ctx, image, region)
+		if err != nil {
+			return "", err
+		}
+		return strconv.Itoa(img.ID), nil
+	}
+}
+
+func isDigits(s string) bool {
+	_, err := strconv.Atoi(s)
+	return err == nil
+}
+
+// provisionNodes makes sure every provisioning node has a droplet, adopting
+// one tagged with its id if a previous run created it, then waits for the
+// droplets and records their addresses (lifecycle ready). Safe to re-run.
+func provisionNodes(ctx context.Context, f *Factory, store *cluster.Store, cl *cloud.Client, name string, secrets nodeSecrets, bootstrap bool, p *Progress) (*cluster.State, error) {
+	st, _, err := store.Load(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	var pending []cluster.Node
+	for _, n := range st.Nodes {
+		if n.Lifecycle == cluster.Provisioning {
+			pending = append(pending, n)
+		}
+	}
+	if len(pending) == 0 {
+		return st, nil
+	}
+	// Adopt droplets a crashed run created (found by their node tag).
+	dropletOf := map[string]int{}
+	var toCreate []cloud.DropletSpec
+	var createdFor []string
+	err = p.Step(fmt.Sprintf("droplets for %s", ids(pending)), func() (string, error) {
+		adopted := 0
+		for _, n := range pending {
+			ds, err := cl.ListDropletsByTag(ctx, cloud.NodeTag(n.ID))
+			if err != nil {
+				return "", err
+			}
+			for _, d := range ds {
+				if hasTag(d.Tags, cloud.ClusterTag(name)) {
+					dropletOf[n.ID] = d.ID
+					adopted++
+				}
+			}
+			if dropletOf[n.ID] != 0 {
+				continue
+			}
+			ud, err := f.userData(st, n.ID, secrets, bootstrap)
+			if err != nil {
+				return "", err
+			}
+			toCreate = append(toCreate, cloud.DropletSpec{
+				Name: cluster.Hostname(name, n.ID), Region: st.Region, Size: st.Size, Image: st.Image,
+				UserData: string(ud), VPCUUID: st.VPC.ID, Tags: nodeTags(name, n.ID), Monitoring: true,
+			})
+			createdFor = append(createdFor, n.ID)
+		}
+		created, err := cl.CreateDroplets(ctx, toCreate)
+		for _, d := range created {
+			for i, spec := range toCreate {
+				if spec.Name == d.Name {
+					dropletOf[createdFor[i]] = d.ID
+				}
+			}
+		}
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("%d created, %d adopted", len(created), adopted), nil
+	})
+	// Record droplet ids even after a partial failure: the next run adopts
+	// by tag anyway, but the state should say what exists.
+	for id, did := range dropletOf {
+		if _, uerr := store.Update(ctx, name, func(s *cluster.State) (*cluster.State, error) {
+			return cluster.SetDroplet(s, id, did)
+		}); uerr != nil && err == nil {
+			err = uerr
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	var idsToWait []int
+	for _, n := range pending {
+		idsToWait = append(idsToWait, dropletOf[n.ID])
+	}
+	var droplets []cloud.Droplet
+	if err := p.Step("droplets active", func() (string, error) {
+		droplets, err = cl.WaitActive(ctx, idsToWait)
+		return "", err
+	}); err != nil {
+		return nil, err
+	}
+	return store.Update(ctx, name, func(s *cluster.State) (*cluster.State, error) {
+		changed := false
+		for _, d := range droplets {
+			for _, n := range pending {
+				if dropletOf[n.ID] != d.ID {
+					continue
+				}
+				next, err := cluster.SetNodeNetwork(s, n.ID, d.ID, d.PublicIP, d.PrivateIP)
+				if errors.Is(err, cluster.ErrNoChange) {
+					continue
+				}
+				if err != nil {
+					return nil, err
+				}
+				s, changed = next, true
+			}
+		}
+		if !changed {
+			return nil, cluster.ErrNoChange
+		}
+		return s, nil
+	})
+}
+
+func ids(nodes []cluster.Node) string {
+	var out []string
+	for _, n := range nodes {
+		out = append(out, n.ID)
+	}
+	return strings.Join(out, ", ")
+}
+
+func hasTag(tags []string, t string) bool {
+	for _, x := range tags {
+		if x == t {
+			return true
+		}
+	}
+	return false
+}
+
+// randomHex is for names that only need to be unique.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// withTimeout bounds a command's waiting.
+func withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, d)
+}

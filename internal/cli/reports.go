@@ -1,0 +1,137 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dynia/dynia/cloudinit"
+	"github.com/dynia/dynia/internal/bucket"
+	"github.com/dynia/dynia/internal/cluster"
+)
+
+// nodeReport is the part of a node's status.json (written by dynia-pull,
+// see internal/pull) that the CLI reads.
+type nodeReport struct {
+	NodeID            string    `json:"node_id"`
+	AppliedGeneration int64     `json:"applied_generation"`
+	VRRPState         string    `json:"vrrp_state"`
+	Backends          []backend `json:"backends"`
+	AppHealthy        *bool     `json:"app_healthy"`
+	LastError         string    `json:"last_error"`
+	UpdatedAt         time.Time `json:"updated_at"`
+}
+
+type backend struct {
+	ID     string `json:"id"`
+	Status string `json:"status"`
+}
+
+// A node writes its report on every change and otherwise about once a
+// minute (Spaces limits writes per object); three missed beats is stale.
+const reportStaleAfter = 3 * time.Minute
+
+func readReport(ctx context.Context, store *cluster.Store, name, id string) (*nodeReport, error) {
+	obj, err := store.B.Get(ctx, cluster.StatusKey(name, id), "")
+	if errors.Is(err, bucket.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var r nodeReport
+	if err := json.Unmarshal(obj.Body, &r); err != nil {
+		return nil, fmt.Errorf("status of node %s: %w", id, err)
+	}
+	return &r, nil
+}
+
+// waitApplied waits until every node of st that should be serving reports
+// st's generation (or a later one) applied.
+func waitApplied(ctx context.Context, f *Factory, store *cluster.Store, st *cluster.State, p *Progress) error {
+	return p.Step(fmt.Sprintf("nodes apply generation %d", st.Generation), func() (string, error) {
+		return "", pollUntil(ctx, func() (bool, string, error) {
+			var waiting []string
+			for _, n := range st.Nodes {
+				if n.Lifecycle == cluster.Removing {
+					continue
+				}
+				r, err := readReport(ctx, store, st.Name, n.ID)
+				if err != nil {
+					return false, "", err
+				}
+				if r == nil || r.AppliedGeneration < st.Generation {
+					waiting = append(waiting, n.ID)
+				}
+			}
+			return len(waiting) == 0, fmt.Sprintf("waiting for %v", waiting), nil
+		})
+	})
+}
+
+// waitOthers waits until every other node applied st (where id is draining:
+// HAProxy there no longer sends it new requests).
+func waitOthers(ctx context.Context, store *cluster.Store, st *cluster.State, id string) error {
+	return pollUntil(ctx, func() (bool, string, error) {
+		var waiting []string
+		for _, n := range st.Nodes {
+			if n.ID == id || n.Lifecycle != cluster.Ready {
+				continue
+			}
+			r, err := readReport(ctx, store, st.Name, n.ID)
+			if err != nil {
+				return false, "", err
+			}
+			if r == nil || r.AppliedGeneration < st.Generation {
+				waiting = append(waiting, n.ID)
+			}
+		}
+		return len(waiting) == 0, fmt.Sprintf("waiting for %v", waiting), nil
+	})
+}
+
+// pollUntil polls cond with backoff (250 ms to 2 s) until it holds or ctx
+// ends; a cancelled wait is an error naming what it waited for.
+func pollUntil(ctx context.Context, cond func() (bool, string, error)) error {
+	delay := 250 * time.Millisecond
+	for {
+		ok, what, err := cond()
+		if err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%s: %w", what, ctx.Err())
+		case <-t.C:
+		}
+		delay = min(delay*2, 2*time.Second)
+	}
+}
+
+// nodeStatus is the Status column: lifecycle first, then the report.
+func nodeStatus(n cluster.Node, r *nodeReport, gen int64, now time.Time) string {
+	switch n.Lifecycle {
+	case cluster.Provisioning, cluster.Draining, cluster.Removing:
+		return string(n.Lifecycle)
+	}
+	switch {
+	case r == nil:
+		return "stale"
+	case now.Sub(r.UpdatedAt) > reportStaleAfter:
+		return "stale"
+	case r.VRRPState == "FAULT", r.AppHealthy != nil && !*r.AppHealthy:
+		return "down"
+	case r.AppliedGeneration < gen:
+		return "up (applying)"
+	}
+	return "up"
+}
+
+func maskUserData(ud []byte) []byte { return cloudinit.Mask(ud) }

@@ -1,0 +1,130 @@
+// Package cli is the dynia command tree (cobra on pflag). Each noun has its
+// own file; every command is built by NewCmdX(f) and does its work in a
+// function that tests call directly. Run is what main and tests call.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+// Version and Commit are stamped by the build (-ldflags -X).
+var (
+	Version = "dev"
+	Commit  = "none"
+)
+
+// GlobalOptions are the persistent flags every command sees.
+type GlobalOptions struct {
+	Output            string // text | json
+	State             string // --state, env DYNIA_STATE
+	Context           string // --context
+	ConfigPath        string // --config
+	AllowUnsafeWrites bool
+}
+
+// Main runs dynia and returns the process exit code.
+func Main(ctx context.Context, args []string, io *IOStreams) int {
+	f := NewFactory(io)
+	root := NewCmdRoot(f)
+	root.SetArgs(args)
+	root.SetIn(io.In)
+	root.SetOut(io.Out)
+	root.SetErr(io.ErrOut)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	if isCobraUsageError(err) {
+		err = &UsageError{Msg: err.Error()}
+	}
+	printError(f, err)
+	return exitCode(err)
+}
+
+// printError writes one line (or a JSON object under -o json) to stderr.
+func printError(f *Factory, err error) {
+	msg := strings.ReplaceAll(err.Error(), "\n", " ")
+	if f.Global.Output == "json" {
+		b, _ := json.Marshal(map[string]any{"error": msg, "exit_code": exitCode(err)})
+		fmt.Fprintln(f.IO.ErrOut, string(b))
+		return
+	}
+	fmt.Fprintln(f.IO.ErrOut, "error: "+msg)
+}
+
+// cobra reports flag and argument problems as plain errors; they are usage.
+func isCobraUsageError(err error) bool {
+	var ue *UsageError
+	if errors.As(err, &ue) {
+		return false
+	}
+	s := err.Error()
+	for _, p := range []string{"unknown flag", "unknown shorthand flag", "unknown command", "invalid argument",
+		"flag needs an argument", "required flag", "accepts ", "requires at least", "requires at most", "if any flags in the group"} {
+		if strings.Contains(s, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// NewCmdRoot builds the whole command tree.
+func NewCmdRoot(f *Factory) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "dynia",
+		Short:         "Run a stateless app on DigitalOcean: one droplet today, HA tomorrow",
+		Long:          "dynia runs a stateless Docker app on DigitalOcean behind one Reserved IP that never changes,\nwith HAProxy, keepalived and health checks, growing from one droplet to many without SSH.",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			switch f.Global.Output {
+			case "text", "json":
+			default:
+				return usagef("--output %q: must be text or json", f.Global.Output)
+			}
+			return nil
+		},
+	}
+	pf := root.PersistentFlags()
+	pf.StringVarP(&f.Global.Output, "output", "o", "text", "output format: text or json")
+	pf.StringVar(&f.Global.State, "state", "", "state location: s3://bucket/prefix or file://DIR (env DYNIA_STATE)")
+	pf.StringVar(&f.Global.Context, "context", "", "config context to use (default: the current one)")
+	pf.StringVar(&f.Global.ConfigPath, "config", "", "config file (default ~/.config/dynia/config.yaml)")
+	pf.BoolVar(&f.Global.AllowUnsafeWrites, "allow-unsafe-writes", false, "write even when the store ignores conditional writes (unsafe with concurrent writers)")
+
+	root.AddCommand(NewCmdVersion(f))
+	root.AddCommand(NewCmdNode(f))
+	root.AddCommand(NewCmdCluster(f))
+	return root
+}
+
+// NewCmdVersion prints the version.
+func NewCmdVersion(f *Factory) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the dynia version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.Global.Output == "json" {
+				return writeJSON(f.IO.Out, map[string]string{"version": Version, "commit": Commit})
+			}
+			fmt.Fprintf(f.IO.Out, "dynia %s (%s)\n", Version, Commit)
+			return nil
+		},
+	}
+}
+
+func writeJSON(w interface{ Write([]byte) (int, error) }, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}

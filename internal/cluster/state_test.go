@@ -1,0 +1,123 @@
+package cluster
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden")
+
+var t0 = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+
+// sample builds a three-node cluster the way the CLI would.
+func sample(t *testing.T) *State {
+	t.Helper()
+	s := New("myapp", "sgp1", "s-1vcpu-1gb", "123456", t0)
+	s.VPC = VPC{ID: "5a4981aa-9653-4bd1-bef5-d6bff52042e4", CIDR: "10.10.0.0/24", Created: true}
+	s.ReservedIP = "198.51.100.10"
+	s.FirewallID = "bb4b2611-3d72-467b-8602-280330ecd65c"
+	s.DNS = &DNS{Domain: "example.com", Name: "app", RecordID: 7}
+	s.App.Image = "ghcr.io/acme/app:1.2.3"
+	s.App.Env = map[string]string{"LOG_LEVEL": "info"}
+	s, _, err := AddNodes(s, 3, NewNamer(1), t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range s.Nodes {
+		s, err = SetNodeNetwork(s, n.ID, 1000+i, "198.51.100."+itoa(20+i), "10.10.0."+itoa(11+i))
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Generation = 5
+	return s
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+func TestStateGolden(t *testing.T) {
+	t.Parallel()
+	s := sample(t)
+	got, err := s.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join("testdata", "state.golden")
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(string(want), string(got)); diff != "" {
+		t.Fatalf("state JSON differs from %s (-want +got):\n%s", path, diff)
+	}
+	back, err := Decode(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(s, back); diff != "" {
+		t.Fatalf("round trip (-want +got):\n%s", diff)
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	t.Parallel()
+	good, err := sample(t).Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(good)
+	tests := []struct {
+		name, from, to, wantErr string
+	}{
+		{"unknown schema", `"schema_version": 1`, `"schema_version": 2`, `schema_version "2"`},
+		{"missing schema", `"schema_version": 1,`, ``, `schema_version "": missing`},
+		{"unknown field", `"generation": 5`, `"generation": 5, "surprise": true`, `unknown field "surprise"`},
+		{"bad ip", `"private_ip": "10.10.0.12"`, `"private_ip": "10.10.0.x"`, `nodes[1].private_ip "10.10.0.x"`},
+		{"dup private ip", `"private_ip": "10.10.0.12"`, `"private_ip": "10.10.0.11"`, `nodes[1].private_ip "10.10.0.11": same as node`},
+		{"dup priority", `"priority": 140`, `"priority": 150`, `nodes[1].priority "150": same as node`},
+		{"two active", `"role": "standby"`, `"role": "active"`, `two active nodes`},
+		{"bad role", `"role": "standby"`, `"role": "leader"`, `role "leader"`},
+		{"bad lifecycle", `"lifecycle": "ready"`, `"lifecycle": "gone"`, `lifecycle "gone"`},
+		{"bad reserved ip", `"reserved_ip": "198.51.100.10"`, `"reserved_ip": "::1"`, `reserved_ip "::1"`},
+		{"truncated", `"nodes"`, `"nodes`, `not valid JSON`},
+		{"bad name", `"name": "myapp"`, `"name": "My_App"`, `name "My_App"`},
+		{"priority range", `"priority": 130`, `"priority": 255`, `nodes[2].priority "255"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if !strings.Contains(doc, tc.from) {
+				t.Fatalf("test setup: %q not in document", tc.from)
+			}
+			bad := strings.Replace(doc, tc.from, tc.to, 1)
+			_, err := Decode([]byte(bad))
+			if err == nil {
+				t.Fatal("Decode accepted a bad state")
+			}
+			if !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("error %q does not mention %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestDecodeNodeWithoutPrivateIP(t *testing.T) {
+	t.Parallel()
+	s := sample(t)
+	s.Nodes[0].PrivateIP = ""
+	if err := s.Validate(); err == nil || !strings.Contains(err.Error(), "nodes[0].private_ip") {
+		t.Fatalf("want an error naming nodes[0].private_ip, got %v", err)
+	}
+}

@@ -1,0 +1,179 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/dynia/dynia/internal/bucket"
+)
+
+// Keys in the bucket, relative to the store's prefix.
+func StateKey(name string) string          { return "clusters/" + name + "/state.json" }
+func StatusKey(name, nodeID string) string { return "clusters/" + name + "/nodes/" + nodeID + "/status.json" }
+func ClusterPrefix(name string) string     { return "clusters/" + name + "/" }
+
+// ErrClusterNotFound means no state object exists for the cluster.
+var ErrClusterNotFound = errors.New("cluster not found")
+
+// ErrConflict means a compare-and-swap kept losing to other writers.
+var ErrConflict = errors.New("state changed concurrently too many times")
+
+// Store reads and writes cluster state with compare-and-swap on the ETag.
+type Store struct {
+	B bucket.Store
+	// MaxAttempts bounds Update's read-mutate-write loop (default 40).
+	MaxAttempts int
+	// Now stamps updated_at; default time.Now.
+	Now func() time.Time
+
+	conflicts atomic.Int64
+}
+
+// NewStore wraps a bucket.
+func NewStore(b bucket.Store) *Store { return &Store{B: b} }
+
+// Conflicts counts lost compare-and-swaps (retried) since the Store was made.
+func (s *Store) Conflicts() int64 { return s.conflicts.Load() }
+
+func (s *Store) now() time.Time {
+	if s.Now != nil {
+		return s.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+// Load reads and strictly decodes a cluster's state and returns its ETag.
+func (s *Store) Load(ctx context.Context, name string) (*State, string, error) {
+	obj, err := s.B.Get(ctx, StateKey(name), "")
+	if errors.Is(err, bucket.ErrNotFound) {
+		return nil, "", fmt.Errorf("%w: %s (no %s in %s)", ErrClusterNotFound, name, StateKey(name), s.B)
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("read state of %s: %w", name, err)
+	}
+	st, err := Decode(obj.Body)
+	if err != nil {
+		return nil, "", fmt.Errorf("state of %s: %w", name, err)
+	}
+	return st, obj.ETag, nil
+}
+
+// Create writes a new cluster's state, only if none exists (If-None-Match: *).
+func (s *Store) Create(ctx context.Context, st *State) error {
+	st = st.Clone()
+	st.Generation = 1
+	st.UpdatedAt = s.now()
+	b, err := st.Encode()
+	if err != nil {
+		return err
+	}
+	if _, err := s.B.Put(ctx, StateKey(st.Name), b, bucket.Cond{IfNoneMatch: true}); err != nil {
+		if errors.Is(err, bucket.ErrPrecondition) {
+			return fmt.Errorf("create cluster %s: state already exists: %w", st.Name, err)
+		}
+		return fmt.Errorf("create cluster %s: %w", st.Name, err)
+	}
+	return nil
+}
+
+// Update runs the optimistic loop: read, mutate (pure), write with If-Match
+// and generation+1; when another writer won, re-read and run mutate again.
+// A mutate that returns ErrNoChange writes nothing and returns the current
+// state. Any other mutate error is returned as is.
+func (s *Store) Update(ctx context.Context, name string, mutate func(*State) (*State, error)) (*State, error) {
+	attempts := s.MaxAttempts
+	if attempts <= 0 {
+		attempts = 40
+	}
+	for attempt := 0; attempt < attempts; attempt++ {
+		cur, etag, err := s.Load(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		next, err := mutate(cur.Clone())
+		if errors.Is(err, ErrNoChange) {
+			return cur, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		next.Generation = cur.Generation + 1
+		next.UpdatedAt = s.now()
+		b, err := next.Encode()
+		if err != nil {
+			return nil, fmt.Errorf("update %s: new state invalid: %w", name, err)
+		}
+		_, err = s.B.Put(ctx, StateKey(name), b, bucket.Cond{IfMatch: etag})
+		if err == nil {
+			return next, nil
+		}
+		if !errors.Is(err, bucket.ErrPrecondition) {
+			return nil, fmt.Errorf("update %s: %w", name, err)
+		}
+		s.conflicts.Add(1)
+		if err := sleepJitter(ctx, attempt); err != nil {
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("update %s: %w (%d attempts)", name, ErrConflict, attempts)
+}
+
+// sleepJitter waits a full-jitter exponential backoff: random in
+// [0, min(1s, 10ms·2^attempt)], so racing writers spread out.
+func sleepJitter(ctx context.Context, attempt int) error {
+	ceiling := 10 * time.Millisecond << min(attempt, 7)
+	ceiling = min(ceiling, time.Second)
+	t := time.NewTimer(rand.N(ceiling) + time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// Delete removes every object of the cluster: state last, so a crash midway
+// leaves a cluster that can still be found and destroyed again.
+func (s *Store) Delete(ctx context.Context, name string) error {
+	objs, err := s.B.List(ctx, ClusterPrefix(name))
+	if err != nil {
+		return fmt.Errorf("delete cluster %s: %w", name, err)
+	}
+	for _, o := range objs {
+		if o.Key == StateKey(name) {
+			continue
+		}
+		if err := s.B.Delete(ctx, o.Key); err != nil {
+			return fmt.Errorf("delete cluster %s: %w", name, err)
+		}
+	}
+	if err := s.B.Delete(ctx, StateKey(name)); err != nil {
+		return fmt.Errorf("delete cluster %s: %w", name, err)
+	}
+	return nil
+}
+
+// List returns the names of every cluster in the bucket, sorted.
+func (s *Store) List(ctx context.Context) ([]string, error) {
+	objs, err := s.B.List(ctx, "clusters/")
+	if err != nil {
+		return nil, fmt.Errorf("list clusters: %w", err)
+	}
+	var names []string
+	for _, o := range objs {
+		rest, ok := strings.CutPrefix(o.Key, "clusters/")
+		if !ok {
+			continue
+		}
+		if name, ok := strings.CutSuffix(rest, "/state.json"); ok && !strings.Contains(name, "/") {
+			names = append(names, name)
+		}
+	}
+	return names, nil
+}

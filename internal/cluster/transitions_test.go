@@ -1,0 +1,153 @@
+package cluster
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func prios(s *State) map[string]int {
+	m := map[string]int{}
+	for _, n := range s.Nodes {
+		m[n.ID] = n.Priority
+	}
+	return m
+}
+
+func TestAddNodesPriorities(t *testing.T) {
+	t.Parallel()
+	s := New("myapp", "sgp1", "s-1vcpu-1gb", "img", t0)
+	s, ids, err := AddNodes(s, 3, NewNamer(3), t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []int{150, 140, 130}
+	for i, id := range ids {
+		n := s.Node(id)
+		if n.Priority != want[i] {
+			t.Errorf("node %d priority %d, want %d", i, n.Priority, want[i])
+		}
+		if n.Lifecycle != Provisioning {
+			t.Errorf("node %d lifecycle %s, want provisioning", i, n.Lifecycle)
+		}
+	}
+	if s.Active() == nil || s.Active().ID != ids[0] {
+		t.Fatalf("first node should be active, got %+v", s.Active())
+	}
+	// Fill up to the floor and past it: priorities stay unique and in range.
+	s, _, err = AddNodes(s, 40, NewNamer(4), t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Validate(); err != nil {
+		t.Fatalf("after 43 nodes: %v", err)
+	}
+	for _, n := range s.Nodes {
+		if n.Role == RoleActive && n.ID != ids[0] {
+			t.Fatalf("a second node became active: %s", n.ID)
+		}
+	}
+}
+
+func TestAddNodesRejectsBadCount(t *testing.T) {
+	t.Parallel()
+	s := New("myapp", "sgp1", "s-1vcpu-1gb", "img", t0)
+	if _, _, err := AddNodes(s, 0, NewNamer(1), t0); err == nil {
+		t.Fatal("count 0 accepted")
+	}
+}
+
+func TestAddDoesNotAliasInput(t *testing.T) {
+	t.Parallel()
+	s := sample(t)
+	before := s.Clone()
+	if _, _, err := AddNodes(s, 2, NewNamer(9), t0); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(before, s); diff != "" {
+		t.Fatalf("AddNodes changed its input:\n%s", diff)
+	}
+}
+
+func TestMakeActive(t *testing.T) {
+	t.Parallel()
+	s := sample(t)
+	old := s.Active().ID
+	third := s.Nodes[2].ID
+	before := prios(s)
+	next, err := MakeActive(s, third)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.Active().ID != third {
+		t.Fatalf("active is %s, want %s", next.Active().ID, third)
+	}
+	if p := next.Node(third).Priority; p != 150 {
+		t.Fatalf("new active priority %d, want the top 150", p)
+	}
+	if p := next.Node(old).Priority; p != before[third] {
+		t.Fatalf("old active priority %d, want swapped %d", p, before[third])
+	}
+	if next.Node(old).Role != RoleStandby {
+		t.Fatal("old active is still active")
+	}
+	if err := next.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := MakeActive(next, third); !errors.Is(err, ErrNoChange) {
+		t.Fatalf("making the active node active again: %v, want ErrNoChange", err)
+	}
+	if _, err := MakeActive(next, "no-such"); err == nil {
+		t.Fatal("unknown node accepted")
+	}
+	drained, _ := MarkDraining(next, old)
+	if _, err := MakeActive(drained, old); err == nil {
+		t.Fatal("a draining node became active")
+	}
+}
+
+func TestRemove(t *testing.T) {
+	t.Parallel()
+	s := sample(t)
+	active := s.Active().ID
+	standby := s.Nodes[1].ID
+	if _, err := RemoveNode(s, active); err == nil {
+		t.Fatal("removed the active node while others exist")
+	}
+	next, err := RemoveNode(s, standby)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.Node(standby) != nil || len(next.Nodes) != 2 {
+		t.Fatalf("node still there: %+v", next.Nodes)
+	}
+	if _, err := RemoveNode(next, standby); !errors.Is(err, ErrNoChange) {
+		t.Fatalf("second remove: %v, want ErrNoChange", err)
+	}
+	if got := NextActive(next, active); got == nil || got.ID == active {
+		t.Fatalf("NextActive = %+v", got)
+	}
+	single := New("solo", "nyc3", "s-1vcpu-1gb", "img", t0)
+	single, ids, _ := AddNodes(single, 1, NewNamer(2), t0)
+	if _, err := RemoveNode(single, ids[0]); err != nil {
+		t.Fatalf("removing the last node: %v", err)
+	}
+}
+
+func TestDrainingAndRemoving(t *testing.T) {
+	t.Parallel()
+	s := sample(t)
+	id := s.Nodes[1].ID
+	d, err := MarkDraining(s, id)
+	if err != nil || d.Node(id).Lifecycle != Draining {
+		t.Fatalf("drain: %v %+v", err, d)
+	}
+	if _, err := MarkDraining(d, id); !errors.Is(err, ErrNoChange) {
+		t.Fatalf("drain twice: %v", err)
+	}
+	r, err := MarkRemoving(d, id)
+	if err != nil || r.Node(id).Lifecycle != Removing {
+		t.Fatalf("removing: %v", err)
+	}
+}
