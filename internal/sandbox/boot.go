@@ -1,0 +1,155 @@
+package sandbox
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/dynia/dynia/cloudinit"
+	"github.com/dynia/dynia/internal/nodeconfig"
+)
+
+// cloudBooter boots a droplet from its #cloud-config the way cloud-init and
+// the node image would: write_files land under the droplet's own root
+// directory, then dynia-pull and the demo app start from the rewritten
+// pull.json. Everything else in the user-data (packages, runcmd) is the
+// image's business and is skipped: the sandbox's "image" is this machine.
+type cloudBooter struct {
+	plan       plan
+	binary     string // dynia (demo-app)
+	pullBinary string
+	// appPort is where the demo app listens (the cluster's default app port).
+	appPort int
+}
+
+func (b cloudBooter) Boot(_ context.Context, ddir string, userData []byte) ([]procSpec, error) {
+	if len(bytes.TrimSpace(userData)) == 0 {
+		return nil, nil // a bare droplet: network only
+	}
+	cc, err := cloudinit.Parse(userData)
+	if err != nil {
+		return nil, fmt.Errorf("boot: %w", err)
+	}
+	root := filepath.Join(ddir, "root")
+	for _, f := range cc.WriteFiles {
+		if err := writeCloudFile(root, f); err != nil {
+			return nil, fmt.Errorf("boot: %w", err)
+		}
+	}
+	raw, err := os.ReadFile(filepath.Join(root, nodeconfig.DefaultPath))
+	if os.IsNotExist(err) {
+		return nil, nil // not a dynia node
+	}
+	if err != nil {
+		return nil, fmt.Errorf("boot: %w", err)
+	}
+	cfg, err := nodeconfig.Decode(raw)
+	if err != nil {
+		return nil, fmt.Errorf("boot: %w", err)
+	}
+	b.rewrite(cfg, ddir)
+	cfgPath := filepath.Join(ddir, "pull.json")
+	if err := writeJSON(cfgPath, cfg); err != nil {
+		return nil, fmt.Errorf("boot: %w", err)
+	}
+	logs, run := filepath.Join(ddir, "logs"), filepath.Join(ddir, "run")
+	return []procSpec{
+		{
+			Name: "pull", Path: b.pullBinary, Args: []string{"run", "--config", cfgPath},
+			Dir: ddir, LogPath: filepath.Join(logs, "pull.log"), PidPath: filepath.Join(run, "pull.pid"),
+		},
+		{
+			Name: "app", Path: b.binary,
+			Args: []string{"sandbox", "demo-app", "--listen", ":" + strconv.Itoa(b.appPort), "--id", cfg.NodeID},
+			Dir:  ddir, LogPath: filepath.Join(logs, "app.log"), PidPath: filepath.Join(run, "app.pid"),
+		},
+	}, nil
+}
+
+// rewrite points the node config at the droplet's directory and at the
+// sandbox's cloud, as if the droplet had its own filesystem.
+func (b cloudBooter) rewrite(c *nodeconfig.Config, ddir string) {
+	root := filepath.Join(ddir, "root")
+	rooted := func(p, def string) string {
+		if p == "" {
+			p = def
+		}
+		if p == "" {
+			return ""
+		}
+		return filepath.Join(root, filepath.Clean("/"+p))
+	}
+	c.CredentialsFile = rooted(c.CredentialsFile, "")
+	c.DOTokenFile = rooted(c.DOTokenFile, "")
+	c.HAProxyConfig = rooted(c.HAProxyConfig, "/etc/haproxy/haproxy.cfg")
+	c.KeepalivedConfig = rooted(c.KeepalivedConfig, "/etc/keepalived/keepalived.conf")
+	c.RunDir = filepath.Join(ddir, "run")
+	c.Supervise = true
+	c.DOAPIURL = b.plan.APIURL()
+	c.MetadataURL = b.plan.MetadataURL()
+	if c.Endpoint == "" && strings.HasPrefix(c.StateURL, "s3://") {
+		c.Endpoint = b.plan.S3URL()
+	}
+}
+
+// writeCloudFile writes one write_files entry under root with its mode.
+func writeCloudFile(root string, f cloudinit.File) error {
+	if !filepath.IsAbs(f.Path) {
+		return fmt.Errorf("write_files: path %q is not absolute", f.Path)
+	}
+	content, err := decodeContent(f.Encoding, f.Content)
+	if err != nil {
+		return fmt.Errorf("write_files %s: %w", f.Path, err)
+	}
+	mode := os.FileMode(0o644)
+	if f.Permissions != "" {
+		v, err := strconv.ParseUint(f.Permissions, 8, 32)
+		if err != nil {
+			return fmt.Errorf("write_files %s: permissions %q: %w", f.Path, f.Permissions, err)
+		}
+		mode = os.FileMode(v) & os.ModePerm
+	}
+	dst := filepath.Join(root, filepath.Clean(f.Path))
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return fmt.Errorf("write_files %s: %w", f.Path, err)
+	}
+	if err := writeFileAtomic(dst, content, mode); err != nil {
+		return fmt.Errorf("write_files %s: %w", f.Path, err)
+	}
+	return nil
+}
+
+// decodeContent handles cloud-init's encodings.
+func decodeContent(enc, content string) ([]byte, error) {
+	switch strings.ToLower(enc) {
+	case "", "text/plain":
+		return []byte(content), nil
+	case "b64", "base64":
+		return base64.StdEncoding.DecodeString(content)
+	case "gz", "gzip":
+		return gunzip([]byte(content))
+	case "gz+b64", "gzip+base64", "gz+base64", "gzip+b64":
+		b, err := base64.StdEncoding.DecodeString(content)
+		if err != nil {
+			return nil, err
+		}
+		return gunzip(b)
+	}
+	return nil, fmt.Errorf("unsupported encoding %q", enc)
+}
+
+func gunzip(b []byte) ([]byte, error) {
+	r, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return io.ReadAll(r)
+}

@@ -1,0 +1,14 @@
+// Package sandbox turns one Linux machine into a small DigitalOcean: the DO
+// API and metadata simulators (internal/dosim), an S3 store (versitygw), and
+// droplets that are network namespaces running the real dynia-pull (with
+// HAProxy and keepalived) and a demo app.
+//
+// Everything of the simulated cloud lives in one router namespace
+// (<prefix>-rt) linked to the root namespace by one veth: the VPC bridges,
+// 169.254.169.254, and the `dynia sandbox serve` process (Serve), which owns
+// the simulator and reacts to its hooks by creating, powering and deleting
+// droplet namespaces (<prefix>-d<ID>) and by moving Reserved IP routes.
+// Up creates the router and starts Serve; Down removes everything either of
+// them made, from what they recorded on disk, even after a crash.
+// docs/sandbox.md has the network picture.
+package sandbox

@@ -1,0 +1,279 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// procSpec is one process the sandbox runs. Processes are always found again
+// by the PID they were started with (recorded with the kernel's start time,
+// so a reused PID is never mistaken for ours), never by name.
+type procSpec struct {
+	Name    string   // component: pull, app, versitygw, serve
+	NetNS   string   // run via `ip netns exec NetNS` ("" = the caller's namespace)
+	Path    string   // program
+	Args    []string // arguments
+	Env     []string // extra environment (secrets go here, never in Args)
+	Dir     string   // working directory
+	LogPath string   // stdout+stderr, appended, 0600
+	PidPath string   // "PID STARTTIME\n", 0600
+	// Detached outlives its starter (the serve process after `sandbox up`
+	// returns): own session, no parent-death signal.
+	Detached bool
+}
+
+func (s procSpec) command() *exec.Cmd {
+	name, args := s.Path, s.Args
+	if s.NetNS != "" {
+		// `ip netns exec` execs the program in place: the PID we get is the
+		// program's own.
+		name, args = "ip", append([]string{"netns", "exec", s.NetNS, s.Path}, s.Args...)
+	}
+	cmd := exec.Command(name, args...)
+	cmd.Dir = s.Dir
+	cmd.Env = append(os.Environ(), s.Env...)
+	// Own process group: stopping it also stops its children (haproxy and
+	// keepalived under dynia-pull). Pdeathsig: a crashed supervisor does not
+	// leave the process running unsupervised.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if s.Detached {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	}
+	return cmd
+}
+
+// startProc starts s once, records its PID and returns the running command.
+func startProc(s procSpec) (*exec.Cmd, error) {
+	if err := os.MkdirAll(filepath.Dir(s.LogPath), 0o700); err != nil {
+		return nil, fmt.Errorf("start %s: %w", s.Name, err)
+	}
+	logf, err := os.OpenFile(s.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: open log: %w", s.Name, err)
+	}
+	defer logf.Close() // the child holds its own descriptor
+	cmd := s.command()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", s.Name, err)
+	}
+	if err := writePidFile(s.PidPath, cmd.Process.Pid); err != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_ = cmd.Wait()
+		return nil, fmt.Errorf("start %s: %w", s.Name, err)
+	}
+	return cmd, nil
+}
+
+func writePidFile(path string, pid int) error {
+	start, err := procStartTime(pid)
+	if err != nil {
+		return fmt.Errorf("pid file %s: %w", path, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("pid file: %w", err)
+	}
+	return writeFileAtomic(path, []byte(fmt.Sprintf("%d %d\n", pid, start)), 0o600)
+}
+
+// readPidFile returns the PID recorded in path if that process still runs
+// (same start time); 0 if it is gone or the file is missing.
+func readPidFile(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read pid file: %w", err)
+	}
+	var pid int
+	var start uint64
+	if _, err := fmt.Sscanf(string(b), "%d %d", &pid, &start); err != nil || pid <= 1 {
+		return 0, fmt.Errorf("pid file %s: malformed", path)
+	}
+	now, err := procStartTime(pid)
+	if err != nil || now != start {
+		return 0, nil // exited (or the PID now belongs to someone else)
+	}
+	return pid, nil
+}
+
+// procStartTime reads field 22 (starttime) of /proc/PID/stat.
+func procStartTime(pid int) (uint64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	return strconv.ParseUint(f[19], 10, 64)
+}
+
+// stopPid stops a process we started and its process group: SIGTERM, then
+// SIGKILL after grace. grace 0 kills at once (a power cut).
+func stopPid(pid int, grace time.Duration) {
+	if pid <= 1 {
+		return
+	}
+	start, err := procStartTime(pid)
+	if err != nil {
+		return
+	}
+	alive := func() bool {
+		s, err := procStartTime(pid)
+		if err != nil || s != start {
+			return false
+		}
+		// A zombie (our child not yet reaped) counts as gone.
+		b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if i := strings.LastIndexByte(string(b), ')'); i >= 0 && i+2 < len(b) && b[i+2] == 'Z' {
+			return false
+		}
+		return true
+	}
+	if grace > 0 {
+		_ = syscall.Kill(-pid, syscall.SIGTERM)
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+		deadline := time.Now().Add(grace)
+		for alive() && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	_ = syscall.Kill(-pid, syscall.SIGKILL)
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+}
+
+// stopPidFile stops the process a pid file names and removes the file.
+func stopPidFile(path string, grace time.Duration) error {
+	pid, err := readPidFile(path)
+	if err != nil {
+		return err
+	}
+	stopPid(pid, grace)
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove pid file: %w", err)
+	}
+	return nil
+}
+
+// supervised keeps one process running: restarted with backoff when it
+// exits, until Stop.
+type supervised struct {
+	spec procSpec
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	stopped bool
+	stopCh  chan struct{}
+	done    chan struct{}
+}
+
+const (
+	restartMin   = 500 * time.Millisecond
+	restartMax   = 30 * time.Second
+	restartReset = time.Minute // a run this long resets the backoff
+)
+
+func supervise(spec procSpec, log *slog.Logger) *supervised {
+	p := &supervised{spec: spec, log: log.With("component", spec.Name), stopCh: make(chan struct{}), done: make(chan struct{})}
+	go p.loop()
+	return p
+}
+
+func (p *supervised) loop() {
+	defer close(p.done)
+	delay := restartMin
+	for {
+		p.mu.Lock()
+		if p.stopped {
+			p.mu.Unlock()
+			return
+		}
+		cmd, err := startProc(p.spec)
+		p.cmd = cmd
+		p.mu.Unlock()
+		began := time.Now()
+		if err != nil {
+			p.log.Error("process failed to start", "err", err)
+		} else {
+			p.log.Info("process started", "pid", cmd.Process.Pid)
+			err = cmd.Wait()
+			p.mu.Lock()
+			p.cmd = nil
+			stopped := p.stopped
+			p.mu.Unlock()
+			if stopped {
+				return
+			}
+			p.log.Warn("process exited; restarting", "err", err, "after", delay)
+		}
+		if time.Since(began) > restartReset {
+			delay = restartMin
+		}
+		select {
+		case <-p.stopCh:
+			return
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, restartMax)
+	}
+}
+
+// Stop ends supervision and stops the process (and its group); grace 0
+// kills at once.
+func (p *supervised) Stop(ctx context.Context, grace time.Duration) {
+	p.mu.Lock()
+	if !p.stopped {
+		p.stopped = true
+		close(p.stopCh)
+	}
+	cmd := p.cmd
+	p.mu.Unlock()
+	if cmd != nil {
+		stopPid(cmd.Process.Pid, grace)
+	}
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+	}
+	_ = os.Remove(p.spec.PidPath)
+}
+
+// writeFileAtomic writes via a temp file in the same directory and renames.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

@@ -1,0 +1,524 @@
+package sandbox
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// DefaultDir holds the sandbox's state, logs and secrets (0700).
+const DefaultDir = "/var/lib/dynia/sandbox"
+
+// Options configure Up.
+type Options struct {
+	// Dir holds config, status (with tokens), logs and droplet roots.
+	// Default DefaultDir.
+	Dir string
+	// Prefix names namespaces (<prefix>-rt, <prefix>-d<ID>) and the root
+	// namespace's veth (<prefix>-h). Default "dynia"; tests use unique ones.
+	Prefix string
+	// PublicRange is where public IPs and Reserved IPs come from (default
+	// 198.51.100.0/24). It is checked against the machine's routes and
+	// addresses first.
+	PublicRange string
+	// Binary is the dynia binary: it runs `sandbox serve` and
+	// `sandbox demo-app`. Default: the running executable.
+	Binary string
+	// PullBinary is dynia-pull. Default: "dynia-pull" next to Binary, else PATH.
+	PullBinary string
+	// VersitygwBinary is the S3 gateway. Default: PATH, then ~/go/bin.
+	VersitygwBinary string
+	// Version names the snapshot image registered in the simulator
+	// (dynia-node-<Version>), which the CLI finds by default. Default "dev".
+	Version string
+	// Regions limits the simulator's regions (default: the simulator's).
+	Regions []string
+	// ActionDelay makes simulated actions (Reserved IP assignment, power)
+	// take this long (the 5 s assignment measurement). Default 0: instant.
+	ActionDelay time.Duration
+	// ReadyTimeout bounds how long Up waits for the API (default 60 s).
+	ReadyTimeout time.Duration
+	// Logger receives progress (default: discard).
+	Logger *slog.Logger
+}
+
+// Info is what `dynia sandbox status -o json` prints. Field names are a
+// stable surface (ARCHITECTURE.md): add fields, never rename them.
+type Info struct {
+	APIURL          string `json:"api_url"`
+	Token           string `json:"token"`
+	NodeToken       string `json:"node_token"`
+	MetadataURL     string `json:"metadata_url"`
+	S3Endpoint      string `json:"s3_endpoint"`
+	S3Region        string `json:"s3_region"`
+	Bucket          string `json:"bucket"`
+	AccessKeyID     string `json:"access_key_id"`
+	SecretAccessKey string `json:"secret_access_key"`
+	StateURL        string `json:"state_url"`
+	// Image is the snapshot the simulator offers in every region.
+	Image           string `json:"image"`
+	Dir             string `json:"dir"`
+	Prefix          string `json:"prefix"`
+	PublicRange     string `json:"public_range"`
+	RouterNamespace string `json:"router_namespace"`
+	ServePID        int    `json:"serve_pid"`
+	// Running is true when the serve process is alive.
+	Running     bool         `json:"running"`
+	Droplets    []Droplet    `json:"droplets"`
+	ReservedIPs []ReservedIP `json:"reserved_ips"`
+}
+
+// Droplet is one simulated droplet as the sandbox runs it.
+type Droplet struct {
+	ID        int    `json:"id"`
+	Name      string `json:"name"`
+	Namespace string `json:"namespace"`
+	PrivateIP string `json:"private_ip"`
+	PublicIP  string `json:"public_ip"`
+	Status    string `json:"status"` // new, active, off
+}
+
+// ReservedIP is a Reserved IP and its holder (0 = unassigned).
+type ReservedIP struct {
+	IP        string `json:"ip"`
+	DropletID int    `json:"droplet_id"`
+}
+
+// config is Options as Up hands them to Serve (config.json).
+type config struct {
+	Prefix          string        `json:"prefix"`
+	PublicRange     string        `json:"public_range"`
+	Binary          string        `json:"binary"`
+	PullBinary      string        `json:"pull_binary"`
+	VersitygwBinary string        `json:"versitygw_binary"`
+	Version         string        `json:"version"`
+	Regions         []string      `json:"regions,omitempty"`
+	ActionDelay     time.Duration `json:"action_delay,omitempty"`
+}
+
+// manifest records what Up made in the root namespace, written before it is
+// made, so Down can undo it even when nothing else survived.
+type manifest struct {
+	Prefix      string `json:"prefix"`
+	PublicRange string `json:"public_range"`
+	RouterNS    string `json:"router_ns"`
+	HostVeth    string `json:"host_veth"`
+}
+
+// Layout of Dir.
+func configPath(dir string) string   { return filepath.Join(dir, "config.json") }
+func manifestPath(dir string) string { return filepath.Join(dir, "manifest.json") }
+func statusPath(dir string) string   { return filepath.Join(dir, "status.json") }
+func servePidPath(dir string) string { return filepath.Join(dir, "run", "serve.pid") }
+func dropletsDir(dir string) string  { return filepath.Join(dir, "droplets") }
+func dropletDir(dir string, id int) string {
+	return filepath.Join(dropletsDir(dir), strconv.Itoa(id))
+}
+
+func (o *Options) defaults() error {
+	if o.Dir == "" {
+		o.Dir = DefaultDir
+	}
+	abs, err := filepath.Abs(o.Dir)
+	if err != nil {
+		return fmt.Errorf("sandbox dir: %w", err)
+	}
+	o.Dir = abs
+	if o.Prefix == "" {
+		o.Prefix = DefaultPrefix
+	}
+	if o.PublicRange == "" {
+		o.PublicRange = DefaultPublicRange
+	}
+	if o.Version == "" {
+		o.Version = "dev"
+	}
+	if o.ReadyTimeout == 0 {
+		o.ReadyTimeout = 60 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.Binary == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("find dynia binary: %w", err)
+		}
+		o.Binary = exe
+	}
+	if o.PullBinary == "" {
+		o.PullBinary = findBinary("dynia-pull", filepath.Dir(o.Binary))
+	}
+	if o.VersitygwBinary == "" {
+		o.VersitygwBinary = findBinary("versitygw", "")
+	}
+	for name, p := range map[string]string{"dynia": o.Binary, "dynia-pull": o.PullBinary, "versitygw": o.VersitygwBinary} {
+		if p == "" {
+			return fmt.Errorf("sandbox needs %s: not found (run `make build` and `make deps`)", name)
+		}
+		if _, err := os.Stat(p); err != nil {
+			return fmt.Errorf("sandbox needs %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// findBinary looks in first (if set), then PATH, then ~/go/bin.
+func findBinary(name, first string) string {
+	if first != "" {
+		if p := filepath.Join(first, name); isExecutable(p) {
+			return p
+		}
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		abs, _ := filepath.Abs(p)
+		return abs
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		if p := filepath.Join(home, "go", "bin", name); isExecutable(p) {
+			return p
+		}
+	}
+	return ""
+}
+
+func isExecutable(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir() && st.Mode()&0o111 != 0
+}
+
+// Up creates the router namespace, its link to the root namespace and the
+// guard route, starts `dynia sandbox serve` inside the router namespace and
+// waits until the API answers. When the sandbox in Dir already runs, it
+// returns its Info; leftovers of a crashed one are removed first.
+func Up(ctx context.Context, opts Options) (*Info, error) {
+	if err := opts.defaults(); err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	p, err := newPlan(opts.Prefix, opts.PublicRange)
+	if err != nil {
+		return nil, err
+	}
+	if info, err := Status(opts.Dir); err == nil && info.Running {
+		if info.Prefix != p.Prefix || info.PublicRange != p.Public.String() {
+			return nil, fmt.Errorf("a sandbox already runs in %s with prefix %s and range %s; run `dynia sandbox down` first", opts.Dir, info.Prefix, info.PublicRange)
+		}
+		if err := waitReady(ctx, opts.Dir, p, 10*time.Second); err != nil {
+			return nil, err
+		}
+		return Status(opts.Dir)
+	}
+	if _, err := os.Stat(manifestPath(opts.Dir)); err == nil {
+		log.Info("removing the leftovers of a sandbox that is not running", "dir", opts.Dir)
+		if err := Down(ctx, opts.Dir); err != nil {
+			return nil, fmt.Errorf("clean up the previous sandbox: %w", err)
+		}
+	}
+	if netnsExists(p.RouterNS()) || linkExists(ctx, p.HostVeth()) {
+		return nil, fmt.Errorf("namespace %s or link %s already exists but no sandbox in %s owns it (another --dir? use another prefix or remove them)", p.RouterNS(), p.HostVeth(), opts.Dir)
+	}
+	if err := checkMachineRange(ctx, p); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(opts.Dir, "run"), 0o700); err != nil {
+		return nil, fmt.Errorf("create sandbox dir: %w", err)
+	}
+	if err := os.Chmod(opts.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create sandbox dir: %w", err)
+	}
+	if err := writeJSON(manifestPath(opts.Dir), manifest{Prefix: p.Prefix, PublicRange: p.Public.String(), RouterNS: p.RouterNS(), HostVeth: p.HostVeth()}); err != nil {
+		return nil, err
+	}
+	cfg := config{Prefix: p.Prefix, PublicRange: p.Public.String(), Binary: opts.Binary, PullBinary: opts.PullBinary,
+		VersitygwBinary: opts.VersitygwBinary, Version: opts.Version, Regions: opts.Regions, ActionDelay: opts.ActionDelay}
+	if err := writeJSON(configPath(opts.Dir), cfg); err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*Info, error) {
+		if derr := Down(context.WithoutCancel(ctx), opts.Dir); derr != nil {
+			log.Error("clean up after failed sandbox up", "err", derr)
+		}
+		return nil, err
+	}
+	log.Info("creating router namespace", "namespace", p.RouterNS(), "public_range", p.Public)
+	if err := setupRouter(ctx, p); err != nil {
+		return fail(err)
+	}
+	log.Info("starting the simulated cloud", "api", p.APIURL())
+	// nsenter enters only the network namespace: serve must share the root
+	// mount namespace, or the droplet namespaces it creates (bind mounts
+	// under /run/netns) would be invisible outside it (`ip netns exec`
+	// would give it a private one).
+	serve := procSpec{
+		Name: "serve", Path: "nsenter",
+		Args:     []string{"--net=/run/netns/" + p.RouterNS(), "--", opts.Binary, "sandbox", "serve", "--dir", opts.Dir},
+		Dir:      opts.Dir,
+		LogPath:  filepath.Join(opts.Dir, "logs", "serve.log"),
+		PidPath:  servePidPath(opts.Dir),
+		Detached: true,
+	}
+	cmd, err := startProc(serve)
+	if err != nil {
+		return fail(err)
+	}
+	_ = cmd.Process.Release()
+	if err := waitReady(ctx, opts.Dir, p, opts.ReadyTimeout); err != nil {
+		return fail(fmt.Errorf("%w (see %s)", err, serve.LogPath))
+	}
+	log.Info("sandbox is up", "api", p.APIURL())
+	return Status(opts.Dir)
+}
+
+// checkMachineRange refuses a public range the machine already uses.
+func checkMachineRange(ctx context.Context, p plan) error {
+	routes, err := run(ctx, "ip", "-j", "-4", "route", "show", "table", "all")
+	if err != nil {
+		return fmt.Errorf("check public range: %w", err)
+	}
+	addrs, err := run(ctx, "ip", "-j", "-4", "addr", "show")
+	if err != nil {
+		return fmt.Errorf("check public range: %w", err)
+	}
+	return checkRangeFree(p.Public, []byte(routes), []byte(addrs))
+}
+
+// waitReady waits for serve's status file and an answer from the API.
+func waitReady(ctx context.Context, dir string, p plan, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	client := &http.Client{Timeout: 2 * time.Second}
+	delay := 20 * time.Millisecond
+	var last error
+	for {
+		pid, _ := readPidFile(servePidPath(dir))
+		if pid == 0 {
+			return errors.New("sandbox serve process exited")
+		}
+		if _, err := os.Stat(statusPath(dir)); err == nil {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.APIURL()+"/v2/regions", nil)
+			resp, err := client.Do(req)
+			if err == nil {
+				resp.Body.Close()
+				return nil
+			}
+			last = err
+		} else {
+			last = errors.New("serve has not written its status yet")
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("sandbox API not ready after %v: %v", timeout, last)
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 500*time.Millisecond)
+	}
+}
+
+// Status reads the sandbox's status as Serve last wrote it and checks that
+// serve still runs. A directory without a sandbox is an error wrapping
+// os.ErrNotExist.
+func Status(dir string) (*Info, error) {
+	if dir == "" {
+		dir = DefaultDir
+	}
+	b, err := os.ReadFile(statusPath(dir))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("no sandbox in %s (run `dynia sandbox up`): %w", dir, os.ErrNotExist)
+		}
+		return nil, fmt.Errorf("read sandbox status: %w", err)
+	}
+	var info Info
+	if err := json.Unmarshal(b, &info); err != nil {
+		return nil, fmt.Errorf("read sandbox status: %w", err)
+	}
+	pid, _ := readPidFile(servePidPath(dir))
+	info.ServePID, info.Running = pid, pid != 0
+	if info.Droplets == nil {
+		info.Droplets = []Droplet{}
+	}
+	if info.ReservedIPs == nil {
+		info.ReservedIPs = []ReservedIP{}
+	}
+	return &info, nil
+}
+
+// Down stops every process and removes every namespace, veth, route and file
+// the sandbox in dir made. It is idempotent and works after a crash: it
+// reads the manifest and the droplet records, not the serve process.
+func Down(ctx context.Context, dir string) error {
+	if dir == "" {
+		dir = DefaultDir
+	}
+	var m manifest
+	if err := readJSON(manifestPath(dir), &m); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return removeFiles(dir)
+		}
+		return err
+	}
+	var errs []error
+	// Serve first, gracefully: it stops the droplets' processes itself.
+	if err := stopPidFile(servePidPath(dir), 15*time.Second); err != nil {
+		errs = append(errs, err)
+	}
+	pidFiles, _ := filepath.Glob(filepath.Join(dir, "run", "*.pid"))
+	more, _ := filepath.Glob(filepath.Join(dropletsDir(dir), "*", "run", "*.pid"))
+	for _, f := range append(pidFiles, more...) {
+		if err := stopPidFile(f, 5*time.Second); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	recs, _ := filepath.Glob(filepath.Join(dropletsDir(dir), "*", "droplet.json"))
+	for _, f := range recs {
+		var d dropletNet
+		if err := readJSON(f, &d); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := deleteNetns(ctx, d.NS); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if m.RouterNS != "" {
+		if err := deleteNetns(ctx, m.RouterNS); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// Deleting the router namespace takes the veth pair and its routes with
+	// it; this covers a namespace that was already gone.
+	if m.HostVeth != "" && linkExists(ctx, m.HostVeth) {
+		if err := ip(ctx, "link", "del", m.HostVeth); err != nil {
+			errs = append(errs, fmt.Errorf("delete %s: %w", m.HostVeth, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("sandbox down: %w", err)
+	}
+	return removeFiles(dir)
+}
+
+// removeFiles deletes what the sandbox wrote in dir, then dir if empty; it
+// never removes files it does not know.
+func removeFiles(dir string) error {
+	var errs []error
+	for _, name := range []string{"droplets", "run", "logs", "s3", "config.json", "status.json", "manifest.json"} {
+		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) && !isNotEmpty(err) {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("remove sandbox files: %w", err)
+	}
+	return nil
+}
+
+func isNotEmpty(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "directory not empty")
+}
+
+// Logs opens a log: dropletRef is a droplet id, name or namespace ("" or
+// "sandbox" for the cloud's own logs); component is pull, app, haproxy,
+// keepalived (droplets) or serve, versitygw (the cloud). The caller closes it.
+func Logs(dir, dropletRef, component string) (io.ReadCloser, error) {
+	if dir == "" {
+		dir = DefaultDir
+	}
+	if component == "" {
+		component = "pull"
+	}
+	if strings.ContainsAny(component, "/.") {
+		return nil, fmt.Errorf("log component %q: invalid", component)
+	}
+	if dropletRef == "" || dropletRef == "sandbox" {
+		f, err := os.Open(filepath.Join(dir, "logs", component+".log"))
+		if err != nil {
+			return nil, fmt.Errorf("sandbox log %s: %w", component, err)
+		}
+		return f, nil
+	}
+	id, err := resolveDroplet(dir, dropletRef)
+	if err != nil {
+		return nil, err
+	}
+	ddir := dropletDir(dir, id)
+	for _, p := range []string{
+		filepath.Join(ddir, "logs", component+".log"),
+		// dynia-pull's own files for the daemons it supervises.
+		filepath.Join(ddir, "run", component+".log"),
+	} {
+		if f, err := os.Open(p); err == nil {
+			return f, nil
+		}
+	}
+	return nil, fmt.Errorf("droplet %d has no %s log (components: pull, app, haproxy, keepalived): %w", id, component, os.ErrNotExist)
+}
+
+// resolveDroplet finds a droplet by id, name or namespace in the status.
+func resolveDroplet(dir, ref string) (int, error) {
+	info, err := Status(dir)
+	if err != nil {
+		return 0, err
+	}
+	for _, d := range info.Droplets {
+		if strconv.Itoa(d.ID) == ref || d.Name == ref || d.Namespace == ref {
+			return d.ID, nil
+		}
+	}
+	// A droplet already deleted still has its logs until Down.
+	if id, err := strconv.Atoi(ref); err == nil {
+		if _, err := os.Stat(dropletDir(dir, id)); err == nil {
+			return id, nil
+		}
+	}
+	return 0, fmt.Errorf("no droplet %q in the sandbox: %w", ref, os.ErrNotExist)
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", filepath.Base(path), err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := writeFileAtomic(path, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	return nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand never fails on Linux
+	}
+	return hex.EncodeToString(b)
+}
