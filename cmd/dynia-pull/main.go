@@ -1,0 +1,151 @@
+// Command dynia-pull runs on every node of a dynia cluster: it polls the
+// cluster's state object and converges HAProxy and keepalived on it.
+// See docs/pull.md.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/nodeconfig"
+	"github.com/dynia/dynia/internal/pull"
+	"github.com/dynia/dynia/internal/render"
+)
+
+// version is set at build time: -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+// Exit codes. `once` reports what it did through them.
+const (
+	exitOK      = 0  // success; for once: nothing changed
+	exitFailed  = 1  // the command failed (for once: nothing was applied)
+	exitUsage   = 2  // bad flags or arguments
+	exitChanged = 10 // once: new files were installed and daemons reloaded
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	os.Exit(Main(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `usage: dynia-pull <command> [flags]
+
+commands:
+  run                          poll the state object and converge this node (the daemon)
+  once                         apply once; exit 0 unchanged, 10 changed, 1 failed
+  render --state FILE --node ID  print the files this node would write; no reload
+  check                        check config, credentials, bucket and tools
+  version                      print the version
+`
+
+// Main runs one command and returns its exit code.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	cmd, args := args[0], args[1:]
+	fs := flag.NewFlagSet("dynia-pull "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", nodeconfig.DefaultPath, "node config file (pull.json)")
+	var statePath, nodeID, runDir, iface string
+	if cmd == "render" {
+		fs.StringVar(&statePath, "state", "", "state JSON file (required)")
+		fs.StringVar(&nodeID, "node", "", "node id to render for (required)")
+		fs.StringVar(&runDir, "run-dir", pull.DefaultRunDir, "run dir for sockets, pid files and fifo")
+		fs.StringVar(&iface, "interface", render.DefaultInterface, "VRRP interface")
+	}
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "dynia-pull %s: unexpected arguments %q\n", cmd, fs.Args())
+		return exitUsage
+	}
+	log := newLogger(stderr)
+
+	switch cmd {
+	case "run":
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		reload := make(chan struct{})
+		go func() {
+			for range hup {
+				reload <- struct{}{}
+			}
+		}()
+		if err := pull.Run(ctx, pull.RunOptions{ConfigPath: *configPath, Logger: log, Version: version, Reload: reload}); err != nil {
+			log.Error("dynia-pull stopped", "err", err)
+			return exitFailed
+		}
+		return exitOK
+	case "once":
+		res, err := pull.Once(ctx, *configPath, log, version)
+		switch {
+		case err != nil:
+			return exitFailed
+		case res == pull.Changed:
+			return exitChanged
+		}
+		return exitOK
+	case "render":
+		if statePath == "" || nodeID == "" {
+			fmt.Fprintln(stderr, "dynia-pull render: --state and --node are required")
+			return exitUsage
+		}
+		return renderCmd(statePath, render.Local{NodeID: nodeID, RunDir: runDir, Interface: iface}, stdout, stderr)
+	case "check":
+		if err := pull.Check(ctx, *configPath, stdout); err != nil {
+			fmt.Fprintln(stderr, "dynia-pull check:", err)
+			return exitFailed
+		}
+		return exitOK
+	case "version":
+		fmt.Fprintln(stdout, "dynia-pull", version)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "dynia-pull: unknown command %q\n%s", cmd, usage)
+	return exitUsage
+}
+
+func renderCmd(statePath string, l render.Local, stdout, stderr io.Writer) int {
+	b, err := os.ReadFile(statePath)
+	if err == nil {
+		var st *cluster.State
+		if st, err = cluster.Decode(b); err == nil {
+			var res *render.Result
+			if res, err = render.Render(st, l); err == nil {
+				fmt.Fprintf(stdout, "==> haproxy.cfg <==\n%s\n==> keepalived.conf <==\n%s", res.HAProxy.Content, res.Keepalived.Content)
+				return exitOK
+			}
+		}
+	}
+	fmt.Fprintln(stderr, "dynia-pull render:", err)
+	return exitFailed
+}
+
+// newLogger logs JSON unless w is a terminal.
+func newLogger(w io.Writer) *slog.Logger {
+	level := slog.LevelInfo
+	if os.Getenv("DYNIA_PULL_DEBUG") != "" {
+		level = slog.LevelDebug
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if f, ok := w.(*os.File); ok {
+		if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err == nil {
+			return slog.New(slog.NewTextHandler(w, opts))
+		}
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}

@@ -1,0 +1,583 @@
+// Package pull is dynia-pull's daemon: it polls the cluster's state object
+// and converges this node on it. Each change set is rendered (internal/render),
+// staged next to its target, checked by the real tool (haproxy -c,
+// keepalived -t), fsynced and renamed into place, then each daemon is
+// reloaded once: HAProxy through its master socket, keepalived with SIGHUP.
+// Drain flips also go through HAProxy's runtime API so they act at once, and
+// `show servers state` is saved before each reload so they survive it.
+//
+// Nothing bad is ever applied: a state that fails validation, a render a
+// tool rejects or a reload that fails leaves the last good config serving;
+// the reason is logged, counted and reported in status.json. keepalived's
+// state changes arrive through its notify fifo; becoming MASTER calls the
+// ReservedIPClaimer hook.
+package pull
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/dynia/dynia/internal/bucket"
+	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/render"
+)
+
+// ReservedIPClaimer moves the cluster's Reserved IP to this node. It is
+// called when keepalived makes the node MASTER; the DO API implementation
+// is wired in by the caller.
+type ReservedIPClaimer interface {
+	Claim(ctx context.Context, reason string) error
+}
+
+// Daemon converges one node. Create it with New; Run polls until ctx ends,
+// Step applies once.
+type Daemon struct {
+	log     *slog.Logger
+	nodeID  string
+	version string
+	claimer ReservedIPClaimer
+	paths   render.Paths
+	m       *metrics
+	sup     *supervisor
+	kick    chan struct{}
+	claims  chan string
+
+	mu    sync.Mutex // guards set (live-reloadable fields) and store
+	set   Settings
+	store bucket.Store
+
+	// Loop state, touched only by the goroutine running Step/Run.
+	etag       string
+	lastFull   time.Time
+	lastReload time.Time
+	failures   int
+	// needReload is set when files were installed but a reload failed, so
+	// the next apply reloads even though the files on disk already match.
+	needReload struct{ haproxy, keepalived bool }
+
+	amu          sync.Mutex // guards applied, lastPollOK, firstApplied
+	applied      *cluster.State
+	lastPollOK   time.Time
+	firstApplied bool
+
+	smu    sync.Mutex // guards status
+	status Status
+}
+
+// Options are a Daemon's collaborators.
+type Options struct {
+	Logger  *slog.Logger
+	Version string
+	// Claimer is called on becoming MASTER; nil means no Reserved IP handling.
+	Claimer ReservedIPClaimer
+}
+
+// New returns a daemon for the given settings and store.
+func New(set Settings, store bucket.Store, opts Options) *Daemon {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("cluster", set.Cluster, "node", set.NodeID)
+	d := &Daemon{
+		log: log, nodeID: set.NodeID, version: opts.Version, claimer: opts.Claimer,
+		paths: render.PathsIn(set.RunDir), set: set, store: store,
+		sup: newSupervisor(log), kick: make(chan struct{}, 1), claims: make(chan string, 1),
+	}
+	d.m = newMetrics(d.sinceLastPoll)
+	d.status = Status{NodeID: set.NodeID, Cluster: set.Cluster, VRRPState: VRRPUnknown, Version: opts.Version, Backends: []BackendStatus{}}
+	return d
+}
+
+func (d *Daemon) current() (Settings, bucket.Store) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.set, d.store
+}
+
+// Reconfigure swaps in a new store (new credentials) and poll interval.
+// Paths, node identity and supervise mode need a restart.
+func (d *Daemon) Reconfigure(set Settings, store bucket.Store) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	old := d.set
+	if set.Cluster != old.Cluster || set.NodeID != old.NodeID || set.RunDir != old.RunDir ||
+		set.HAProxyConfig != old.HAProxyConfig || set.KeepalivedConfig != old.KeepalivedConfig ||
+		set.Supervise != old.Supervise || set.MetricsAddr != old.MetricsAddr {
+		d.log.Warn("node config changed fields that need a restart; keeping the old values for them")
+	}
+	d.set.PollInterval = set.PollInterval
+	d.set.HAProxyBin, d.set.KeepalivedBin = set.HAProxyBin, set.KeepalivedBin
+	d.store = store
+	d.etag = "" // read the state again through the new store
+	d.log.Info("node config reloaded", "store", store.String(), "poll_interval", set.PollInterval)
+}
+
+func (d *Daemon) sinceLastPoll() float64 {
+	d.amu.Lock()
+	defer d.amu.Unlock()
+	if d.lastPollOK.IsZero() {
+		return -1
+	}
+	return time.Since(d.lastPollOK).Seconds()
+}
+
+func (d *Daemon) healthy() error {
+	set, _ := d.current()
+	d.amu.Lock()
+	defer d.amu.Unlock()
+	if !d.firstApplied {
+		return errors.New("no state applied yet")
+	}
+	if age := time.Since(d.lastPollOK); age > staleAfter(set.PollInterval) {
+		return fmt.Errorf("last successful poll %v ago", age.Round(time.Second))
+	}
+	return nil
+}
+
+// Result says what one Step did.
+type Result int
+
+// Step results.
+const (
+	Unchanged Result = iota // nothing to do (not modified, or identical render)
+	Changed                 // files replaced and daemons reloaded
+)
+
+// ApplyError is a refused or failed apply; Reason is the metric label.
+type ApplyError struct {
+	Reason string // poll, decode, wrong_cluster, render, zero_backends, validate_haproxy, validate_keepalived, install, reload_haproxy, reload_keepalived
+	Err    error
+}
+
+func (e *ApplyError) Error() string { return e.Reason + ": " + e.Err.Error() }
+func (e *ApplyError) Unwrap() error { return e.Err }
+
+// Prepare makes the run dir and notify fifo, and in supervise mode starts
+// the daemons from the configs already on disk (the last good ones) so a
+// restarted dynia-pull serves at once.
+func (d *Daemon) Prepare(ctx context.Context) error {
+	set, _ := d.current()
+	if err := os.MkdirAll(set.RunDir, 0o755); err != nil {
+		return fmt.Errorf("create run dir: %w", err)
+	}
+	if err := ensureFIFO(d.paths.NotifyFIFO); err != nil {
+		return err
+	}
+	if set.Supervise {
+		d.superviseStart(ctx)
+	}
+	return nil
+}
+
+// superviseStart starts each daemon whose config exists and is not running.
+func (d *Daemon) superviseStart(ctx context.Context) {
+	set, _ := d.current()
+	if _, err := os.Stat(set.HAProxyConfig); err == nil {
+		d.sup.start(ctx, "haproxy", set.HAProxyBin, []string{"-W", "-db",
+			"-S", d.paths.MasterSocket + ",mode,600", "-f", set.HAProxyConfig, "-p", d.paths.HAProxyPid})
+	}
+	if _, err := os.Stat(set.KeepalivedConfig); err == nil {
+		d.sup.start(ctx, "keepalived", set.KeepalivedBin, []string{"-n", "-l", "-f", set.KeepalivedConfig,
+			"-p", d.paths.KeepalivedPid, "-r", d.paths.VRRPPid, "-c", d.paths.CheckersPid})
+	}
+}
+
+// Run polls and applies until ctx ends. In supervise mode it then stops
+// the daemons it started; otherwise they keep running with the last good
+// config.
+func (d *Daemon) Run(ctx context.Context) error {
+	if err := d.Prepare(ctx); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			if err := readFIFO(ctx, d.paths.NotifyFIFO, d.onVRRP); err != nil {
+				d.log.Error("notify fifo", "err", err)
+				time.Sleep(time.Second)
+			}
+		}
+	}()
+	go func() { defer wg.Done(); d.reportLoop(ctx) }()
+	go func() { defer wg.Done(); d.claimLoop(ctx) }()
+	defer d.sup.wait()
+
+	for {
+		set, _ := d.current()
+		force := time.Since(d.lastFull) >= fullRenderEvery
+		_, err := d.Step(ctx, force)
+		if err == nil && force {
+			d.lastFull = time.Now()
+		}
+		wait := jitter(set.PollInterval, 0.2)
+		if err != nil && ctx.Err() == nil {
+			var ae *ApplyError
+			if errors.As(err, &ae) && ae.Reason == "decode" {
+				d.failures = 0 // a bad object waits for the next one, at the normal pace
+			} else {
+				d.failures++
+				wait = backoff(set.PollInterval, d.failures)
+			}
+		} else {
+			d.failures = 0
+		}
+		select {
+		case <-ctx.Done():
+			d.log.Info("stopping")
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+// jitter spreads d by ±frac so nodes do not poll in lockstep.
+func jitter(d time.Duration, frac float64) time.Duration {
+	return time.Duration(float64(d) * (1 - frac + 2*frac*rand.Float64()))
+}
+
+// backoff is base·2^(n-1) capped at maxBackoff, with jitter in its upper half.
+func backoff(base time.Duration, n int) time.Duration {
+	d := base
+	for i := 1; i < n && d < maxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, maxBackoff)
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+}
+
+// Step polls once and applies a new state. With force, the state is read
+// without If-None-Match and re-rendered, repairing hand edits on disk.
+func (d *Daemon) Step(ctx context.Context, force bool) (Result, error) {
+	set, store := d.current()
+	etag := d.etag
+	if force {
+		etag = ""
+	}
+	d.m.polls.Inc()
+	obj, err := store.Get(ctx, cluster.StateKey(set.Cluster), etag)
+	if errors.Is(err, bucket.ErrNotModified) {
+		d.m.notModified.Inc()
+		d.pollOK()
+		return Unchanged, nil
+	}
+	if err != nil {
+		d.m.pollErrors.Inc()
+		return Unchanged, d.fail(0, &ApplyError{"poll", err})
+	}
+	d.pollOK()
+	st, err := cluster.Decode(obj.Body)
+	if err != nil {
+		// Remember the ETag: the same bad object is reported once, and the
+		// next write by the CLI is picked up at the normal pace.
+		d.etag = obj.ETag
+		return Unchanged, d.fail(0, &ApplyError{"decode", err})
+	}
+	if st.Name != set.Cluster {
+		d.etag = obj.ETag
+		return Unchanged, d.fail(st.Generation, &ApplyError{"wrong_cluster", fmt.Errorf("state is for cluster %q, this node is in %q", st.Name, set.Cluster)})
+	}
+	res, err := d.Apply(ctx, st)
+	if err != nil {
+		return Unchanged, err // fail() already recorded it; ETag not kept, so it is retried
+	}
+	d.etag = obj.ETag
+	return res, nil
+}
+
+func (d *Daemon) pollOK() {
+	d.amu.Lock()
+	d.lastPollOK = time.Now()
+	d.amu.Unlock()
+}
+
+// fail records a refused or failed apply: one log line, a metric and the
+// status report. The last good config keeps serving.
+func (d *Daemon) fail(gen int64, err *ApplyError) error {
+	d.m.applyFailures.WithLabelValues(err.Reason).Inc()
+	log := d.log
+	if gen != 0 {
+		log = log.With("generation", gen)
+	}
+	log.Error("state not applied; last good config keeps serving", "reason", err.Reason, "err", err.Err)
+	now := time.Now().UTC()
+	changed := false
+	d.updateStatus(func(s *Status) {
+		changed = s.LastError != err.Error()
+		s.LastError, s.LastErrorAt = err.Error(), &now
+	})
+	if changed {
+		d.kickStatus()
+	}
+	return err
+}
+
+// Apply renders st for this node and installs what changed.
+func (d *Daemon) Apply(ctx context.Context, st *cluster.State) (Result, error) {
+	set, _ := d.current()
+	log := d.log.With("generation", st.Generation)
+	self := st.Node(set.NodeID)
+	local := render.Local{NodeID: set.NodeID, RunDir: set.RunDir}
+	if self != nil {
+		local.Interface = interfaceWith(self.PrivateIP)
+	}
+	res, err := render.Render(st, local)
+	if err != nil {
+		return Unchanged, d.fail(st.Generation, &ApplyError{"render", err})
+	}
+	d.amu.Lock()
+	prev := d.applied
+	d.amu.Unlock()
+	if len(res.Backends) == 0 && prev != nil && len(render.Backends(prev)) > 0 &&
+		self.Lifecycle != cluster.Provisioning && self.Lifecycle != cluster.Removing {
+		return Unchanged, d.fail(st.Generation, &ApplyError{"zero_backends",
+			errors.New("the state leaves no backend while this node is in service")})
+	}
+
+	type job struct {
+		path, tmp string
+		content   []byte
+		validate  func(context.Context, string, string) error
+		bin       string
+		reason    string
+	}
+	var jobs []*job
+	for _, j := range []*job{
+		{path: set.HAProxyConfig, content: res.HAProxy.Content, validate: validateHAProxy, bin: set.HAProxyBin, reason: "haproxy"},
+		{path: set.KeepalivedConfig, content: res.Keepalived.Content, validate: validateKeepalived, bin: set.KeepalivedBin, reason: "keepalived"},
+	} {
+		if cur, err := os.ReadFile(j.path); err == nil {
+			h, ok := render.FileHash(cur)
+			want, _ := render.FileHash(j.content)
+			if ok && h == want {
+				continue
+			}
+		}
+		jobs = append(jobs, j)
+	}
+	if len(jobs) == 0 && !d.needReload.haproxy && !d.needReload.keepalived {
+		d.applied1(st, res)
+		return Unchanged, nil
+	}
+
+	// Stage and validate everything before touching any target.
+	cleanup := func() {
+		for _, j := range jobs {
+			if j.tmp != "" {
+				os.Remove(j.tmp)
+			}
+		}
+	}
+	for _, j := range jobs {
+		tmp, err := stageFile(j.path, j.content, 0o644)
+		if err != nil {
+			cleanup()
+			return Unchanged, d.fail(st.Generation, &ApplyError{"install", err})
+		}
+		j.tmp = tmp
+		if err := j.validate(ctx, j.bin, tmp); err != nil {
+			cleanup()
+			return Unchanged, d.fail(st.Generation, &ApplyError{"validate_" + j.reason, err})
+		}
+	}
+
+	reloadHA, reloadKA := d.needReload.haproxy, d.needReload.keepalived
+	for _, j := range jobs {
+		if j.reason == "keepalived" {
+			reloadKA = true
+		}
+		if j.reason == "haproxy" {
+			reloadHA = true
+			// Act on drains now, and carry states over the reload.
+			if err := setServerStates(ctx, d.paths.StatsSocket, res.Backends); err != nil {
+				log.Debug("runtime server states not set (haproxy not running?)", "err", err)
+			} else if err := dumpServerState(ctx, d.paths.StatsSocket, d.paths.ServerStateFile); err != nil {
+				log.Warn("save server state before reload", "err", err)
+			}
+		}
+		if err := commitFile(j.tmp, j.path); err != nil {
+			j.tmp = ""
+			cleanup()
+			return Unchanged, d.fail(st.Generation, &ApplyError{"install", err})
+		}
+		j.tmp = ""
+	}
+
+	d.needReload.haproxy, d.needReload.keepalived = reloadHA, reloadKA
+	if err := d.reload(ctx, log, reloadHA, reloadKA, res.Backends); err != nil {
+		return Unchanged, d.fail(st.Generation, err)
+	}
+	d.needReload.haproxy, d.needReload.keepalived = false, false
+	d.applied1(st, res)
+	d.m.applies.Inc()
+	now := time.Now().UTC()
+	d.updateStatus(func(s *Status) {
+		s.LastError, s.LastErrorAt, s.LastApplyAt = "", nil, &now
+	})
+	d.kickStatus()
+	log.Info("applied", "files", len(jobs), "backends", len(res.Backends),
+		"haproxy_hash", res.HAProxy.Hash, "keepalived_hash", res.Keepalived.Hash)
+	return Changed, nil
+}
+
+// applied1 records st as the node's applied state (files on disk match it).
+func (d *Daemon) applied1(st *cluster.State, res *render.Result) {
+	d.amu.Lock()
+	d.applied = st
+	d.firstApplied = true
+	d.amu.Unlock()
+	d.m.generation.Set(float64(st.Generation))
+	d.updateStatus(func(s *Status) {
+		s.AppliedGeneration = st.Generation
+		s.HAProxyConfigHash = res.HAProxy.Hash
+		s.KeepalivedConfigHash = res.Keepalived.Hash
+	})
+}
+
+// reload reloads the changed daemons once, no sooner than
+// minReloadInterval after the previous reload.
+func (d *Daemon) reload(ctx context.Context, log *slog.Logger, haproxy, keepalived bool, backends []render.Backend) *ApplyError {
+	set, _ := d.current()
+	if wait := minReloadInterval - time.Since(d.lastReload); wait > 0 {
+		select {
+		case <-ctx.Done():
+			return &ApplyError{"reload_haproxy", ctx.Err()}
+		case <-time.After(wait):
+		}
+	}
+	defer func() { d.lastReload = time.Now() }()
+	if set.Supervise {
+		d.superviseStart(ctx) // first apply: start what was not running
+	}
+	if haproxy {
+		began := time.Now()
+		if _, err := os.Stat(d.paths.MasterSocket); err != nil {
+			log.Info("haproxy not running yet; it will load the new config when it starts")
+		} else if err := reloadHAProxy(ctx, d.paths.MasterSocket); err != nil {
+			return &ApplyError{"reload_haproxy", err}
+		} else {
+			d.m.reloadSeconds.WithLabelValues("haproxy").Observe(time.Since(began).Seconds())
+			// The new worker loaded the saved states; set them again for
+			// servers that were not in the old worker.
+			setServerStates(ctx, d.paths.StatsSocket, backends)
+		}
+	}
+	if keepalived {
+		began := time.Now()
+		pid := d.sup.pid("keepalived")
+		if pid == 0 {
+			pid = readPid(d.paths.KeepalivedPid)
+		}
+		if pid == 0 {
+			log.Info("keepalived not running yet; it will load the new config when it starts")
+		} else if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+			return &ApplyError{"reload_keepalived", fmt.Errorf("SIGHUP keepalived pid %d: %w", pid, err)}
+		} else {
+			d.m.reloadSeconds.WithLabelValues("keepalived").Observe(time.Since(began).Seconds())
+		}
+	}
+	return nil
+}
+
+func readPid(path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	var pid int
+	if _, err := fmt.Sscan(string(b), &pid); err != nil || pid <= 0 {
+		return 0
+	}
+	if syscall.Kill(pid, 0) != nil {
+		return 0
+	}
+	return pid
+}
+
+// interfaceWith returns the interface holding ip, or "" (render's default).
+func interfaceWith(ip string) string {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return ""
+	}
+	for _, i := range ifs {
+		addrs, _ := i.Addrs()
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.String() == ip {
+				return i.Name
+			}
+		}
+	}
+	return ""
+}
+
+// onVRRP handles a state line from keepalived's notify fifo.
+func (d *Daemon) onVRRP(state string) {
+	prev := ""
+	d.updateStatus(func(s *Status) {
+		prev = s.VRRPState
+		s.VRRPState = state
+		if state != VRRPMaster {
+			s.ReservedIP.Held = false
+		}
+	})
+	if prev == state {
+		return
+	}
+	d.m.setVRRP(state)
+	d.log.Info("vrrp state", "from", prev, "to", state)
+	if state == VRRPMaster && d.claimer != nil {
+		select {
+		case d.claims <- "vrrp " + prev + " -> MASTER":
+		default: // a claim is already pending
+		}
+	}
+	d.kickStatus()
+}
+
+// claimLoop calls the claimer for each MASTER transition, one at a time, so
+// the fifo reader never blocks on the DO API.
+func (d *Daemon) claimLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case reason := <-d.claims:
+			d.amu.Lock()
+			st := d.applied
+			d.amu.Unlock()
+			if st != nil {
+				if self := st.Node(d.nodeID); self != nil && self.Lifecycle == cluster.Removing {
+					d.log.Info("MASTER while being removed; not claiming the Reserved IP")
+					continue
+				}
+			}
+			err := d.claimer.Claim(ctx, reason)
+			now := time.Now().UTC()
+			d.updateStatus(func(s *Status) {
+				if err != nil {
+					s.LastError, s.LastErrorAt = "claim reserved ip: "+err.Error(), &now
+					return
+				}
+				s.ReservedIP = ReservedIPStatus{Held: s.VRRPState == VRRPMaster, LastMoveAt: &now, LastMoveReason: reason}
+			})
+			if err != nil {
+				d.log.Error("claim reserved ip", "reason", reason, "err", err)
+			} else {
+				d.log.Info("claimed reserved ip", "reason", reason)
+			}
+			d.kickStatus()
+		}
+	}
+}

@@ -1,0 +1,214 @@
+package pull
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	"github.com/dynia/dynia/internal/bucket"
+	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/nodeconfig"
+)
+
+// OpenStore opens the state store named by a node config, with the Spaces
+// key from its credentials file.
+func OpenStore(ctx context.Context, c *nodeconfig.Config, log *slog.Logger) (bucket.Store, error) {
+	opts := bucket.Options{Endpoint: c.Endpoint, Region: c.Region, PathStyle: c.PathStyle, Logger: log}
+	if c.CredentialsFile != "" {
+		id, secret, err := bucket.LoadCredentialsFile(c.CredentialsFile)
+		if err != nil {
+			return nil, err
+		}
+		opts.AccessKeyID, opts.SecretAccessKey = id, secret
+	}
+	return bucket.Open(ctx, c.StateURL, opts)
+}
+
+// RunOptions configure Run.
+type RunOptions struct {
+	ConfigPath string
+	Logger     *slog.Logger
+	Version    string
+	Claimer    ReservedIPClaimer
+	// Reload delivers SIGHUP: re-read the config and credentials.
+	Reload <-chan struct{}
+}
+
+// Run is `dynia-pull run`: load the config, serve metrics, and converge
+// until ctx ends. Changes to the config or credentials file (fsnotify) and
+// Reload re-read both without a restart; a bad new config is logged and
+// the old one kept.
+func Run(ctx context.Context, o RunOptions) error {
+	log := o.Logger
+	cfg, err := nodeconfig.Load(o.ConfigPath)
+	if err != nil {
+		return err
+	}
+	store, err := OpenStore(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	set := SettingsFrom(cfg)
+	d := New(set, store, Options{Logger: log, Version: o.Version, Claimer: o.Claimer})
+
+	ln, err := net.Listen("tcp", set.MetricsAddr)
+	if err != nil {
+		return fmt.Errorf("listen for metrics on %s: %w", set.MetricsAddr, err)
+	}
+	srv := &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	changed := make(chan struct{}, 1)
+	if w, err := watchFiles(log, changed, o.ConfigPath, cfg.CredentialsFile); err != nil {
+		log.Warn("not watching config files; SIGHUP still reloads", "err", err)
+	} else {
+		defer w.Close()
+	}
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-o.Reload:
+			case <-changed:
+			}
+			reconfigure(ctx, log, o.ConfigPath, d, &cfg)
+		}
+	}()
+	log.Info("dynia-pull running", "version", o.Version, "store", store.String(),
+		"supervise", set.Supervise, "metrics", set.MetricsAddr, "poll_interval", set.PollInterval)
+	return d.Run(ctx)
+}
+
+func reconfigure(ctx context.Context, log *slog.Logger, path string, d *Daemon, cur **nodeconfig.Config) {
+	cfg, err := nodeconfig.Load(path)
+	if err == nil {
+		var store bucket.Store
+		if store, err = OpenStore(ctx, cfg, log); err == nil {
+			d.Reconfigure(SettingsFrom(cfg), store)
+			*cur = cfg
+			return
+		}
+	}
+	log.Error("node config not reloaded; keeping the old one", "err", err)
+	now := time.Now().UTC()
+	d.updateStatus(func(s *Status) { s.LastError, s.LastErrorAt = "node config: "+err.Error(), &now })
+	d.kickStatus()
+}
+
+// watchFiles signals changed when one of files is written, replaced or
+// removed. It watches the directories: editors and cloud-init replace files
+// by rename, which a watch on the file itself would miss.
+func watchFiles(log *slog.Logger, changed chan<- struct{}, files ...string) (*fsnotify.Watcher, error) {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return nil, err
+	}
+	names := map[string]bool{}
+	for _, f := range files {
+		if f == "" {
+			continue
+		}
+		abs, err := filepath.Abs(f)
+		if err != nil {
+			continue
+		}
+		names[abs] = true
+		if err := w.Add(filepath.Dir(abs)); err != nil {
+			w.Close()
+			return nil, fmt.Errorf("watch %s: %w", filepath.Dir(abs), err)
+		}
+	}
+	go func() {
+		for {
+			select {
+			case ev, ok := <-w.Events:
+				if !ok {
+					return
+				}
+				if names[ev.Name] && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename|fsnotify.Remove) != 0 {
+					select {
+					case changed <- struct{}{}:
+					default:
+					}
+				}
+			case err, ok := <-w.Errors:
+				if !ok {
+					return
+				}
+				log.Warn("config watch", "err", err)
+			}
+		}
+	}()
+	return w, nil
+}
+
+// Once is `dynia-pull once`: one forced poll and apply. It reloads the
+// daemons if they run but never starts them.
+func Once(ctx context.Context, configPath string, log *slog.Logger, version string) (Result, error) {
+	cfg, err := nodeconfig.Load(configPath)
+	if err != nil {
+		return Unchanged, err
+	}
+	store, err := OpenStore(ctx, cfg, log)
+	if err != nil {
+		return Unchanged, err
+	}
+	set := SettingsFrom(cfg)
+	set.Supervise = false
+	d := New(set, store, Options{Logger: log, Version: version})
+	if err := d.Prepare(ctx); err != nil {
+		return Unchanged, err
+	}
+	res, err := d.Step(ctx, true)
+	if err == nil {
+		d.writeStatus(ctx)
+	}
+	return res, err
+}
+
+// Check is `dynia-pull check`: config, credentials, store reachability and
+// tools, one line each on w. It returns an error when any check fails.
+func Check(ctx context.Context, configPath string, w io.Writer) error {
+	failed := 0
+	line := func(name string, err error) {
+		if err != nil {
+			failed++
+			fmt.Fprintf(w, "✗ %s: %v\n", name, err)
+			return
+		}
+		fmt.Fprintf(w, "✓ %s\n", name)
+	}
+	cfg, err := nodeconfig.Load(configPath)
+	line("config "+configPath, err)
+	if err != nil {
+		return errors.New("check failed")
+	}
+	set := SettingsFrom(cfg)
+	store, err := OpenStore(ctx, cfg, slog.New(slog.DiscardHandler))
+	line("credentials and store URL", err)
+	if err == nil {
+		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		_, err = store.Get(cctx, cluster.StateKey(cfg.Cluster), "")
+		cancel()
+		line("state object "+cluster.StateKey(cfg.Cluster)+" in "+store.String(), err)
+	}
+	for _, bin := range []string{set.HAProxyBin, set.KeepalivedBin, "/usr/bin/curl"} {
+		_, err := exec.LookPath(bin)
+		line("tool "+bin, err)
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d check(s) failed", failed)
+	}
+	return nil
+}

@@ -1,0 +1,62 @@
+package pull
+
+import (
+	"time"
+
+	"github.com/dynia/dynia/internal/nodeconfig"
+)
+
+// Defaults for pull.json fields left empty, suited to a droplet.
+const (
+	DefaultPollInterval     = 2 * time.Second
+	DefaultHAProxyConfig    = "/etc/haproxy/haproxy.cfg"
+	DefaultKeepalivedConfig = "/etc/keepalived/keepalived.conf"
+	DefaultRunDir           = "/run/dynia"
+	DefaultMetricsAddr      = "127.0.0.1:9321"
+
+	maxBackoff        = 30 * time.Second
+	fullRenderEvery   = 5 * time.Minute
+	minReloadInterval = 500 * time.Millisecond
+	statusEvery       = time.Minute     // heartbeat when nothing changed
+	statusMinGap      = 2 * time.Second // coalesces bursts of changes into one PUT
+	toolTimeout       = 15 * time.Second
+)
+
+// Settings is pull.json with defaults applied.
+type Settings struct {
+	Cluster          string
+	NodeID           string
+	PollInterval     time.Duration
+	HAProxyConfig    string
+	KeepalivedConfig string
+	RunDir           string
+	Supervise        bool
+	HAProxyBin       string
+	KeepalivedBin    string
+	MetricsAddr      string
+}
+
+// SettingsFrom applies defaults to a node config.
+func SettingsFrom(c *nodeconfig.Config) Settings {
+	s := Settings{
+		Cluster: c.Cluster, NodeID: c.NodeID, PollInterval: c.PollInterval.Duration,
+		HAProxyConfig: c.HAProxyConfig, KeepalivedConfig: c.KeepalivedConfig, RunDir: c.RunDir,
+		Supervise: c.Supervise, HAProxyBin: c.HAProxyBin, KeepalivedBin: c.KeepalivedBin,
+		MetricsAddr: c.MetricsAddr,
+	}
+	def := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
+	}
+	if s.PollInterval <= 0 {
+		s.PollInterval = DefaultPollInterval
+	}
+	def(&s.HAProxyConfig, DefaultHAProxyConfig)
+	def(&s.KeepalivedConfig, DefaultKeepalivedConfig)
+	def(&s.RunDir, DefaultRunDir)
+	def(&s.HAProxyBin, "haproxy")
+	def(&s.KeepalivedBin, "keepalived")
+	def(&s.MetricsAddr, DefaultMetricsAddr)
+	return s
+}

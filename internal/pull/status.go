@@ -1,0 +1,154 @@
+package pull
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/dynia/dynia/internal/bucket"
+	"github.com/dynia/dynia/internal/cluster"
+)
+
+// Status is what a node reports to clusters/<name>/nodes/<id>/status.json
+// after each apply, on each VRRP change and otherwise once a minute.
+// `dynia node list` reads it. Fields are only ever added, never renamed.
+type Status struct {
+	NodeID               string           `json:"node_id"`
+	Cluster              string           `json:"cluster"`
+	AppliedGeneration    int64            `json:"applied_generation"`
+	HAProxyConfigHash    string           `json:"haproxy_config_hash"`
+	KeepalivedConfigHash string           `json:"keepalived_config_hash"`
+	VRRPState            string           `json:"vrrp_state"` // MASTER, BACKUP, FAULT or UNKNOWN
+	Backends             []BackendStatus  `json:"backends"`
+	AppHealthy           bool             `json:"app_healthy"`
+	Version              string           `json:"version"`
+	LastError            string           `json:"last_error,omitempty"` // empty once an apply succeeds again
+	LastErrorAt          *time.Time       `json:"last_error_at,omitempty"`
+	LastApplyAt          *time.Time       `json:"last_apply_at,omitempty"`
+	ReservedIP           ReservedIPStatus `json:"reserved_ip"`
+	UpdatedAt            time.Time        `json:"updated_at"`
+}
+
+// ReservedIPStatus is this node's view of the cluster's Reserved IP.
+type ReservedIPStatus struct {
+	Held           bool       `json:"held"`
+	LastMoveAt     *time.Time `json:"last_move_at,omitempty"`
+	LastMoveReason string     `json:"last_move_reason,omitempty"`
+}
+
+// DecodeStatus reads a status.json (tolerating fields added later).
+func DecodeStatus(b []byte) (*Status, error) {
+	var s Status
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("node status: %w", err)
+	}
+	return &s, nil
+}
+
+// snapshot returns a copy of the current status.
+func (d *Daemon) snapshot() Status {
+	d.smu.Lock()
+	defer d.smu.Unlock()
+	s := d.status
+	s.Backends = append([]BackendStatus(nil), s.Backends...)
+	return s
+}
+
+func (d *Daemon) updateStatus(f func(*Status)) {
+	d.smu.Lock()
+	f(&d.status)
+	d.smu.Unlock()
+}
+
+// kickStatus asks the reporter to write soon (coalesced).
+func (d *Daemon) kickStatus() {
+	select {
+	case d.kick <- struct{}{}:
+	default:
+	}
+}
+
+// reportLoop writes status.json on kicks (at most one per statusMinGap) and
+// as a heartbeat every statusEvery, because Spaces limits PUTs per object.
+func (d *Daemon) reportLoop(ctx context.Context) {
+	tick := time.NewTicker(statusEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.kick:
+		case <-tick.C:
+		}
+		d.writeStatus(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(statusMinGap):
+		}
+	}
+}
+
+func (d *Daemon) writeStatus(ctx context.Context) {
+	d.refreshHealth(ctx)
+	s := d.snapshot()
+	s.UpdatedAt = time.Now().UTC()
+	d.updateStatus(func(st *Status) { st.UpdatedAt = s.UpdatedAt })
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		d.log.Error("encode status", "err", err)
+		return
+	}
+	set, store := d.current()
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := store.Put(pctx, cluster.StatusKey(set.Cluster, set.NodeID), append(b, '\n'), bucket.Cond{}); err != nil {
+		d.m.statusErrors.Inc()
+		d.log.Warn("write status report", "err", err)
+		return
+	}
+	d.m.statusWrites.Inc()
+}
+
+// refreshHealth updates backend health (HAProxy's view) and the node's own
+// app health (probed directly, so a provisioning node can report it before
+// it is in any backend).
+func (d *Daemon) refreshHealth(ctx context.Context) {
+	backends, err := showBackends(ctx, d.paths.StatsSocket)
+	if err != nil {
+		backends = nil
+	}
+	healthy := false
+	if url := d.appHealthURL(); url != "" {
+		hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		if req, err := http.NewRequestWithContext(hctx, http.MethodGet, url, nil); err == nil {
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+				healthy = resp.StatusCode == http.StatusOK
+			}
+		}
+	}
+	d.updateStatus(func(s *Status) {
+		s.Backends = backends
+		s.AppHealthy = healthy
+	})
+}
+
+func (d *Daemon) appHealthURL() string {
+	d.amu.Lock()
+	st := d.applied
+	d.amu.Unlock()
+	if st == nil {
+		return ""
+	}
+	n := st.Node(d.nodeID)
+	if n == nil || n.PrivateIP == "" {
+		return ""
+	}
+	return "http://" + net.JoinHostPort(n.PrivateIP, strconv.Itoa(n.Port(st.App))) + st.App.HealthPath
+}
