@@ -4,6 +4,12 @@
 // Every write that matters is conditional: Put with IfMatch is compare-and-swap
 // on the ETag, Put with IfNoneMatch is create-only. Errors are typed so callers
 // can tell a lost race (ErrPrecondition) from a missing object or a throttle.
+//
+// Open("s3://bucket/prefix" or "file:///dir") returns a Store scoped to the
+// prefix: callers use relative keys such as "clusters/demo/state.json".
+// Conditional writes are the whole safety story, and DigitalOcean does not
+// document them, so every command that writes state first calls RequireSafe,
+// which probes the store and refuses one that ignores If-Match.
 package bucket
 
 import (

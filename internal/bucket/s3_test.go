@@ -218,22 +218,77 @@ func TestS3ThrottleExhausted(t *testing.T) {
 	}
 }
 
-// TestS3NoRetryOnPrecondition: a 412 is an answer, not a failure.
-func TestS3NoRetryOnPrecondition(t *testing.T) {
+// TestS3ErrorMapping checks how answers map to sentinels and which are
+// retried, against a fake server (no S3 needed). A 412 is an answer, not a
+// failure: it must never be retried.
+func TestS3ErrorMapping(t *testing.T) {
 	t.Parallel()
-	var requests atomic.Int64
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		requests.Add(1)
-		w.WriteHeader(http.StatusPreconditionFailed)
-		fmt.Fprint(w, `<Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message></Error>`)
-	}))
-	t.Cleanup(front.Close)
-	s := openS3(t, "s3://b/p", bucket.Options{Endpoint: front.URL, AccessKeyID: "K", SecretAccessKey: testSecret, RetryBaseDelay: time.Millisecond})
-	_, err := s.Put(context.Background(), "k", []byte("x"), bucket.Cond{IfMatch: `"abc"`})
-	if !errors.Is(err, bucket.ErrPrecondition) || requests.Load() != 1 {
-		t.Errorf("Put: %v after %d requests; want ErrPrecondition after 1", err, requests.Load())
+	for _, tc := range []struct {
+		name     string
+		status   int
+		code     string
+		op       string // get, put, put-if-match, delete
+		want     error  // nil: an error wrapping no sentinel; errNone: success
+		requests int64
+	}{
+		{"412", 412, "PreconditionFailed", "put-if-match", bucket.ErrPrecondition, 1},
+		{"409 conflict", 409, "ConditionalRequestConflict", "put-if-match", bucket.ErrPrecondition, 1},
+		{"404 on If-Match", 404, "NoSuchKey", "put-if-match", bucket.ErrPrecondition, 1},
+		{"404 on get", 404, "NoSuchKey", "get", bucket.ErrNotFound, 1},
+		{"404 on delete", 404, "NoSuchKey", "delete", errNone, 1},
+		{"304", 304, "", "get", bucket.ErrNotModified, 1},
+		{"403", 403, "AccessDenied", "put", bucket.ErrAccessDenied, 1},
+		{"400", 400, "InvalidArgument", "put", nil, 1},
+		{"500 retried", 500, "InternalError", "get", nil, 3},
+		{"503 retried", 503, "SlowDown", "delete", bucket.ErrThrottled, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var requests atomic.Int64
+			front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				requests.Add(1)
+				w.Header().Set("Content-Type", "application/xml")
+				w.WriteHeader(tc.status)
+				if tc.status != 304 {
+					fmt.Fprintf(w, `<Error><Code>%s</Code><Message>test message</Message></Error>`, tc.code)
+				}
+			}))
+			t.Cleanup(front.Close)
+			s := openS3(t, "s3://b/p", bucket.Options{Endpoint: front.URL, AccessKeyID: "K", SecretAccessKey: testSecret,
+				MaxRetries: 2, RetryBaseDelay: time.Millisecond})
+			ctx := context.Background()
+			var err error
+			switch tc.op {
+			case "get":
+				_, err = s.Get(ctx, "k", `"etag"`)
+			case "put":
+				_, err = s.Put(ctx, "k", []byte("x"), bucket.Cond{})
+			case "put-if-match":
+				_, err = s.Put(ctx, "k", []byte("x"), bucket.Cond{IfMatch: `"etag"`})
+			case "delete":
+				err = s.Delete(ctx, "k")
+			}
+			switch {
+			case tc.want == errNone:
+				if err != nil {
+					t.Errorf("%s: %v, want success", tc.op, err)
+				}
+			case tc.want == nil:
+				var be *bucket.Error
+				if !errors.As(err, &be) || be.Kind != nil {
+					t.Errorf("%s: %v, want a *bucket.Error without a sentinel", tc.op, err)
+				}
+			case !errors.Is(err, tc.want):
+				t.Errorf("%s: %v, want %v", tc.op, err, tc.want)
+			}
+			if got := requests.Load(); got != tc.requests {
+				t.Errorf("%d requests, want %d", got, tc.requests)
+			}
+		})
 	}
 }
+
+var errNone = errors.New("no error")
 
 // TestS3ProbeDetectsIgnoredConditions puts a proxy in front of versitygw
 // that behaves like a store without conditional requests: it drops If-Match
