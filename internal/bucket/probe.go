@@ -38,15 +38,11 @@ func Probe(ctx context.Context, store Store) (res ProbeResult, err error) {
 	key := ProbePrefix + hex.EncodeToString(rnd[:])
 	body := func(step string) []byte { return []byte("dynia probe " + key + " " + step + "\n") }
 
-	// 1. create: this also proves reachability and write permission.
-	etag1, err := store.Put(ctx, key, body("create"), Cond{IfNoneMatch: true})
-	if errors.Is(err, ErrPrecondition) {
-		return res, fmt.Errorf("probe %s: create-only put of a fresh random key was refused: %w", store, err)
-	}
-	if err != nil {
-		return res, fmt.Errorf("probe %s: cannot write a scratch object: %w", store, err)
-	}
+	wrote := false
 	defer func() {
+		if !wrote {
+			return // nothing to clean up, and maybe no store to reach
+		}
 		// Clean up even if ctx was cancelled meanwhile.
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
@@ -54,6 +50,25 @@ func Probe(ctx context.Context, store Store) (res ProbeResult, err error) {
 			problem("deleting the probe object failed: %v", derr)
 		}
 	}()
+
+	// 1. create: this also proves reachability and write permission.
+	etag1, err := store.Put(ctx, key, body("create"), Cond{IfNoneMatch: true})
+	switch {
+	case err == nil:
+		wrote = true
+	case errors.Is(err, ErrPrecondition):
+		return res, fmt.Errorf("probe %s: create-only put of a fresh random key was refused: %w", store, err)
+	case errors.Is(err, ErrAccessDenied), errors.Is(err, ErrThrottled), ctx.Err() != nil:
+		return res, fmt.Errorf("probe %s: cannot write a scratch object: %w", store, err)
+	default:
+		// Maybe the store rejects conditional headers outright (501/400).
+		if _, perr := store.Put(ctx, key, body("plain"), Cond{}); perr != nil {
+			return res, fmt.Errorf("probe %s: cannot write a scratch object: %w", store, err)
+		}
+		wrote = true
+		problem("a create-only put (If-None-Match: *) failed (%v) while a plain put works: the store does not support conditional writes", err)
+		return res, nil
+	}
 	current := etag1
 	unsafe := false
 
