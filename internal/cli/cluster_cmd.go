@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -164,6 +165,11 @@ func destroyCluster(ctx context.Context, f *Factory, o *destroyOptions) error {
 		if err := p.Step("VPC "+st.VPC.ID, func() (string, error) {
 			return "", pollUntil(ctx, func() (bool, string, error) {
 				err := ignoreNotFound(cl.DeleteVPC(ctx, st.VPC.ID))
+				if err != nil && strings.Contains(err.Error(), "default VPC") {
+					// DO makes the first VPC of a region its default and
+					// never deletes a default VPC; it costs nothing to keep.
+					return true, "", nil
+				}
 				if errors.Is(err, cloud.ErrUnprocessable) {
 					return false, "VPC still has members", nil
 				}

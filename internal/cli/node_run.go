@@ -70,9 +70,11 @@ func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
 	}
 
 	var vpc cloud.VPC
+	var vpcCreated bool
 	if err := p.Step("VPC", func() (string, error) {
 		var created bool
 		vpc, created, err = cl.EnsureVPC(ctx, resourceName(o.Name), o.Region, "")
+		vpcCreated = created
 		return reuse(vpc.ID+" "+vpc.IPRange, created), err
 	}); err != nil {
 		return err
@@ -91,7 +93,7 @@ func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
 		if s.VPC.ID == vpc.ID && s.VPC.CIDR == vpc.IPRange && s.FirewallID == fw.ID {
 			return nil, cluster.ErrNoChange
 		}
-		s.VPC = cluster.VPC{ID: vpc.ID, CIDR: vpc.IPRange, Created: s.VPC.Created || s.VPC.ID == ""}
+		s.VPC = cluster.VPC{ID: vpc.ID, CIDR: vpc.IPRange, Created: s.VPC.Created || vpcCreated}
 		s.FirewallID = fw.ID
 		return s, nil
 	}); err != nil {

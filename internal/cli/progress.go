@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -28,7 +29,10 @@ func (p *Progress) Step(name string, fn func() (string, error)) error {
 	}
 	detail, err := fn()
 	el := time.Since(start).Round(10 * time.Millisecond)
+	var ue *UsageError
 	switch {
+	case errors.As(err, &ue):
+		// Bad input is reported once, by the error line itself.
 	case err != nil:
 		if p.tty {
 			fmt.Fprintf(p.w, "✗ %s (%v)\n", name, el)

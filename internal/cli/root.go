@@ -30,7 +30,13 @@ type GlobalOptions struct {
 
 // Main runs dynia and returns the process exit code.
 func Main(ctx context.Context, args []string, io *IOStreams) int {
-	f := NewFactory(io)
+	return Run(ctx, NewFactory(io), args)
+}
+
+// Run runs dynia with a prepared Factory (tests inject environment and
+// backends through it) and returns the exit code.
+func Run(ctx context.Context, f *Factory, args []string) int {
+	io := f.IO
 	root := NewCmdRoot(f)
 	root.SetArgs(args)
 	root.SetIn(io.In)

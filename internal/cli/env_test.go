@@ -1,0 +1,192 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dynia/dynia/internal/bucket"
+	"github.com/dynia/dynia/internal/cloud"
+	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/dosim"
+	"github.com/dynia/dynia/internal/testutil"
+)
+
+// testEnv is a simulated DigitalOcean (dosim) and a real S3 server
+// (versitygw), with a dynia config whose current context points at both.
+type testEnv struct {
+	t      *testing.T
+	sim    *dosim.Server
+	api    *httptest.Server
+	s3     *testutil.S3Server
+	cfg    string
+	env    map[string]string
+	bucket bucket.Store
+}
+
+const fullToken = "test-full-token"
+const nodeToken = "test-node-token"
+
+func newEnv(t *testing.T) *testEnv {
+	t.Helper()
+	testutil.Integration(t)
+	sim := dosim.New(dosim.Options{})
+	sim.AddToken(fullToken, dosim.FullScopes()...)
+	sim.AddToken(nodeToken, dosim.NodeScopes()...)
+	for _, r := range []string{"sgp1", "nyc3"} {
+		sim.RegisterImage(dosim.Image{Name: "dynia-node-test-1", Regions: []string{r}, CreatedAt: time.Now().Add(-time.Hour)})
+	}
+	api := httptest.NewServer(sim)
+	t.Cleanup(api.Close)
+	t.Cleanup(sim.Close)
+	s3 := testutil.StartVersityGW(t)
+	dir := t.TempDir()
+	tokFile := filepath.Join(dir, "node-token")
+	if err := os.WriteFile(tokFile, []byte(nodeToken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	credFile := filepath.Join(dir, "spaces.json")
+	cred, _ := json.Marshal(map[string]string{"access_key_id": s3.AccessKeyID, "secret_access_key": s3.SecretAccessKey})
+	if err := os.WriteFile(credFile, cred, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := &Config{path: filepath.Join(dir, "config.yaml"), CurrentContext: "test", Contexts: map[string]*Context{
+		"test": {
+			State: s3.URL("dynia"), SpacesEndpoint: s3.Endpoint, SpacesRegion: s3.Region, PathStyle: true,
+			SpacesCredentialsFile: credFile, APIURL: api.URL, NodeTokenFile: tokFile,
+		},
+	}}
+	if err := c.Save(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := bucket.Open(context.Background(), s3.URL("dynia"), bucket.Options{
+		Endpoint: s3.Endpoint, Region: s3.Region, PathStyle: true, AccessKeyID: s3.AccessKeyID, SecretAccessKey: s3.SecretAccessKey,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testEnv{t: t, sim: sim, api: api, s3: s3, cfg: c.path, bucket: b,
+		env: map[string]string{"DIGITALOCEAN_ACCESS_TOKEN": fullToken}}
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// run runs dynia in-process, like the binary, against the environment.
+func (e *testEnv) run(args ...string) result {
+	e.t.Helper()
+	var out, errOut bytes.Buffer
+	f := NewFactory(&IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
+	f.Getenv = func(k string) string { return e.env[k] }
+	f.CloudOptions = cloud.Options{RetryWaitMin: 5 * time.Millisecond, RetryWaitMax: 50 * time.Millisecond,
+		PollInterval: 10 * time.Millisecond, PollMax: 50 * time.Millisecond}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	code := Run(ctx, f, append([]string{"--config", e.cfg}, args...))
+	return result{code, out.String(), errOut.String()}
+}
+
+func (e *testEnv) mustRun(args ...string) result {
+	e.t.Helper()
+	r := e.run(args...)
+	if r.code != 0 {
+		e.t.Fatalf("dynia %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	}
+	return r
+}
+
+func (e *testEnv) state(name string) *cluster.State {
+	e.t.Helper()
+	st, _, err := cluster.NewStore(e.bucket).Load(context.Background(), name)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return st
+}
+
+// fakeNodes stands in for dynia-pull on every node (the sandbox tests run
+// the real one): each node reports the current generation applied.
+func (e *testEnv) fakeNodes(name string) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		store := cluster.NewStore(e.bucket)
+		for ctx.Err() == nil {
+			if st, _, err := store.Load(ctx, name); err == nil {
+				for _, n := range st.Nodes {
+					b, _ := json.Marshal(map[string]any{"node_id": n.ID, "applied_generation": st.Generation,
+						"vrrp_state": map[bool]string{true: "MASTER", false: "BACKUP"}[n.Role == cluster.RoleActive],
+						"updated_at": time.Now().UTC()})
+					_, _ = e.bucket.Put(ctx, cluster.StatusKey(name, n.ID), b, bucket.Cond{})
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+	return func() { cancel(); wg.Wait() }
+}
+
+// consistent checks state, simulator and RIP agree.
+func (e *testEnv) consistent(name string) *cluster.State {
+	e.t.Helper()
+	st := e.state(name)
+	drops := map[int]dosim.Droplet{}
+	for _, d := range e.sim.Droplets() {
+		drops[d.ID] = d
+	}
+	tagged := 0
+	for _, d := range drops {
+		for _, tg := range d.Tags {
+			if tg == cloud.ClusterTag(name) {
+				tagged++
+			}
+		}
+	}
+	if tagged != len(st.Nodes) {
+		e.t.Fatalf("%d droplets tagged for %s, state has %d nodes", tagged, name, len(st.Nodes))
+	}
+	for _, n := range st.Nodes {
+		if _, ok := drops[n.DropletID]; !ok {
+			e.t.Fatalf("node %s: droplet %d not in the simulator", n.ID, n.DropletID)
+		}
+	}
+	if st.ReservedIP != "" {
+		var holder int
+		for _, r := range e.sim.ReservedIPs() {
+			if r.IP == st.ReservedIP {
+				holder = r.DropletID
+			}
+		}
+		if a := st.Active(); a == nil || a.DropletID != holder {
+			e.t.Fatalf("Reserved IP %s on droplet %d, state's active node %+v", st.ReservedIP, holder, a)
+		}
+	}
+	return st
+}
+
+func (e *testEnv) String() string { return fmt.Sprintf("env(%s)", e.api.URL) }
+
+type cloudDropletSpec = cloud.DropletSpec
+
+// NewFactoryForTest builds a Factory wired to the environment.
+func NewFactoryForTest(e *testEnv) *Factory {
+	f := NewFactory(&IOStreams{In: strings.NewReader(""), Out: &bytes.Buffer{}, ErrOut: &bytes.Buffer{}})
+	f.Getenv = func(k string) string { return e.env[k] }
+	f.Global.ConfigPath = e.cfg
+	return f
+}

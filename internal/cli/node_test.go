@@ -1,0 +1,200 @@
+package cli
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// TestBadInput: each invalid flag value exits 2 with one line naming the
+// value, and nothing is written: no mutating API call, no state object.
+func TestBadInput(t *testing.T) {
+	e := newEnv(t)
+	e.mustRun("node", "create-ha", "--name", "exists", "--region", "sgp1", "--size", "s-1vcpu-1gb", "--no-wait")
+	tests := []struct {
+		name string
+		args []string
+		want string // in the one error line
+		// readOnlyCalls: reading /v2/regions or /v2/sizes is allowed (the
+		// check needs them); anything else is not.
+		readOnlyCalls bool
+	}{
+		{"bad cluster name", []string{"node", "create-ha", "--name", "Bad_Name!", "--region", "sgp1", "--size", "s-1vcpu-1gb"}, `--name "Bad_Name!"`, false},
+		{"missing name", []string{"node", "create-ha", "--region", "sgp1", "--size", "s-1vcpu-1gb"}, `--name: required`, false},
+		{"region shape", []string{"node", "create-ha", "--name", "ok", "--region", "Singapore", "--size", "s-1vcpu-1gb"}, `--region "Singapore"`, false},
+		{"unknown region", []string{"node", "create-ha", "--name", "ok", "--region", "xyz9", "--size", "s-1vcpu-1gb"}, `--region "xyz9"`, true},
+		{"unknown size", []string{"node", "create-ha", "--name", "ok", "--region", "sgp1", "--size", "s-99vcpu-1tb"}, `--size "s-99vcpu-1tb"`, true},
+		{"size shape", []string{"node", "create-ha", "--name", "ok", "--region", "sgp1", "--size", "HUGE!"}, `--size "HUGE!"`, false},
+		{"bad cidr", []string{"node", "create-ha", "--name", "ok", "--region", "sgp1", "--size", "s-1vcpu-1gb", "--admin-cidr", "1.2.3.4"}, `--admin-cidr "1.2.3.4"`, false},
+		{"count 0", []string{"node", "add", "--name", "exists", "--count", "0"}, `--count 0`, false},
+		{"count 11", []string{"node", "add", "--name", "exists", "--count", "11"}, `--count 11`, false},
+		{"count text", []string{"node", "add", "--name", "exists", "--count", "two"}, `"two"`, false},
+		{"unknown node", []string{"node", "remove", "--name", "exists", "--node", "blue-whale", "--confirm"}, `--node "blue-whale"`, true},
+		{"bad node id", []string{"node", "make-active", "--name", "exists", "--node", "Blue Whale"}, `--node "Blue Whale"`, false},
+		{"remove without confirm", []string{"node", "remove", "--name", "exists", "--node", "blue-whale"}, `--confirm`, false},
+		{"no such cluster", []string{"node", "add", "--name", "ghost"}, `ghost`, false},
+		{"repair needs a mode", []string{"node", "repair-ha", "--name", "exists"}, `--check-only or --force`, false},
+		{"bad output", []string{"node", "list", "--name", "exists", "-o", "yaml"}, `--output "yaml"`, false},
+		{"unknown flag", []string{"node", "add", "--name", "exists", "--colour", "red"}, `unknown flag: --colour`, false},
+		{"bad state url", []string{"--state", "ftp://x", "node", "list", "--name", "exists"}, `--state "ftp://x"`, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(e.sim.Calls())
+			objsBefore, _ := e.bucket.List(t.Context(), "")
+			r := e.run(tc.args...)
+			if r.code != ExitUsage {
+				t.Fatalf("exit %d, want 2\nstderr: %s", r.code, r.stderr)
+			}
+			lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+			if len(lines) != 1 || !strings.Contains(lines[0], tc.want) {
+				t.Fatalf("stderr %q: want one line containing %q", r.stderr, tc.want)
+			}
+			for _, c := range e.sim.Calls()[before:] {
+				if !tc.readOnlyCalls || c.Method != "GET" {
+					t.Errorf("API call on bad input: %s %s", c.Method, c.Path)
+				}
+			}
+			objsAfter, _ := e.bucket.List(t.Context(), "")
+			if len(objsAfter) != len(objsBefore) {
+				t.Errorf("bucket changed on bad input: %d → %d objects", len(objsBefore), len(objsAfter))
+			}
+		})
+	}
+}
+
+// TestNodeLifecycle drives the seed's commands end to end against the
+// simulator and versitygw, checking state, simulator and list agree.
+func TestNodeLifecycle(t *testing.T) {
+	e := newEnv(t)
+	stop := e.fakeNodes("myapp")
+	defer stop()
+
+	e.mustRun("node", "create-ha", "--name", "myapp", "--region", "sgp1", "--size", "s-1vcpu-1gb")
+	st := e.consistent("myapp")
+	if len(st.Nodes) != 1 || st.ReservedIP == "" || st.Nodes[0].Priority != 150 {
+		t.Fatalf("after create-ha: %+v", st)
+	}
+	// Re-running create-ha reuses everything.
+	calls := len(e.sim.Calls())
+	r := e.mustRun("node", "create-ha", "--name", "myapp", "--region", "sgp1", "--size", "s-1vcpu-1gb")
+	for _, c := range e.sim.Calls()[calls:] {
+		if c.Method == "POST" {
+			t.Errorf("second create-ha created something: %s %s", c.Method, c.Path)
+		}
+	}
+	if !strings.Contains(r.stderr, "reused") {
+		t.Errorf("second create-ha does not say it reused: %s", r.stderr)
+	}
+
+	e.mustRun("node", "add", "--name", "myapp", "--count", "2")
+	st = e.consistent("myapp")
+	if len(st.Nodes) != 3 {
+		t.Fatalf("after add --count 2: %d nodes", len(st.Nodes))
+	}
+
+	r = e.mustRun("node", "list", "--name", "myapp", "-o", "json")
+	var rows []NodeRow
+	if err := json.Unmarshal([]byte(r.stdout), &rows); err != nil {
+		t.Fatalf("list -o json: %v\n%s", err, r.stdout)
+	}
+	if len(rows) != 3 || rows[0].Role != "active" || rows[0].Status != "up" || rows[0].PrivateIP == "" {
+		t.Fatalf("list rows: %+v", rows)
+	}
+	r = e.mustRun("node", "list", "--name", "myapp")
+	if !strings.HasPrefix(r.stdout, "NODE ID\tROLE\tPRIORITY\tPUBLIC IP\tPRIVATE IP\tSTATUS") {
+		t.Fatalf("list header: %q", r.stdout)
+	}
+	if !strings.Contains(r.stderr, "matches the state") {
+		t.Fatalf("list does not confirm the RIP holder: %q", r.stderr)
+	}
+
+	standby := rows[2].ID
+	e.mustRun("node", "make-active", "--name", "myapp", "--node", standby)
+	st = e.consistent("myapp")
+	if st.Active().ID != standby || st.Active().Priority != 150 {
+		t.Fatalf("make-active: active %+v", st.Active())
+	}
+
+	// Remove a standby, then the active node.
+	other := rows[1].ID
+	e.mustRun("node", "remove", "--name", "myapp", "--node", other, "--confirm")
+	st = e.consistent("myapp")
+	if st.Node(other) != nil || len(st.Nodes) != 2 {
+		t.Fatalf("after removing a standby: %+v", st.Nodes)
+	}
+	e.mustRun("node", "remove", "--name", "myapp", "--node", standby, "--confirm")
+	st = e.consistent("myapp")
+	if st.Node(standby) != nil || len(st.Nodes) != 1 || st.Active() == nil {
+		t.Fatalf("after removing the active node: %+v", st.Nodes)
+	}
+	if r := e.run("node", "remove", "--name", "myapp", "--node", st.Nodes[0].ID, "--confirm"); r.code != ExitUsage {
+		t.Fatalf("removing the last node without --force: exit %d", r.code)
+	}
+
+	r = e.mustRun("cluster", "get", "--name", "myapp", "-o", "json")
+	var view ClusterView
+	if err := json.Unmarshal([]byte(r.stdout), &view); err != nil || view.ReservedIP != st.ReservedIP || view.ActiveNode != st.Nodes[0].ID {
+		t.Fatalf("cluster get: %v %+v", err, view)
+	}
+
+	e.mustRun("cluster", "destroy", "--name", "myapp", "--confirm")
+	if n := len(e.sim.Droplets()); n != 0 {
+		t.Fatalf("%d droplets left after destroy", n)
+	}
+	if n := len(e.sim.ReservedIPs()); n != 0 {
+		t.Fatalf("%d reserved IPs left after destroy", n)
+	}
+	if n := len(e.sim.Firewalls()); n != 0 {
+		t.Fatalf("%d firewalls left after destroy", n)
+	}
+	if r := e.run("cluster", "get", "--name", "myapp"); r.code != ExitUsage {
+		t.Fatalf("cluster get after destroy: exit %d", r.code)
+	}
+}
+
+// TestRepairHA injects drift behind dynia's back and checks repair-ha finds
+// and fixes each.
+func TestRepairHA(t *testing.T) {
+	e := newEnv(t)
+	stop := e.fakeNodes("fixme")
+	defer stop()
+	e.mustRun("node", "create-ha", "--name", "fixme", "--region", "nyc3", "--size", "s-1vcpu-1gb")
+	e.mustRun("node", "add", "--name", "fixme", "--count", "2")
+	if r := e.run("node", "repair-ha", "--name", "fixme", "--check-only"); r.code != 0 {
+		t.Fatalf("clean cluster: exit %d: %s %s", r.code, r.stdout, r.stderr)
+	}
+	st := e.state("fixme")
+	// 1. A standby's droplet deleted behind our back.
+	var victim = st.Nodes[2]
+	e.sim.DeleteDropletBehindBack(victim.DropletID)
+	// 2. The RIP unassigned.
+	e.sim.UnassignReservedIP(st.ReservedIP)
+	// 3. An orphan droplet tagged for the cluster.
+	cl, err := NewFactoryForTest(e).Cloud()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.CreateDroplets(t.Context(), []cloudDropletSpec{{Name: "fixme-lost-cat", Region: "nyc3", Size: "s-1vcpu-1gb",
+		Image: "debian-12-x64", Tags: nodeTags("fixme", "lost-cat")}}); err != nil {
+		t.Fatal(err)
+	}
+
+	r := e.run("node", "repair-ha", "--name", "fixme", "--check-only")
+	if r.code != ExitFailure {
+		t.Fatalf("check-only with drift: exit %d", r.code)
+	}
+	for _, want := range []string{"no longer exists", "not on the active node", "no node of the state owns it"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("check-only output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	e.mustRun("node", "repair-ha", "--name", "fixme", "--force")
+	st = e.consistent("fixme")
+	if len(st.Nodes) != 2 || st.Node(victim.ID) != nil {
+		t.Fatalf("after repair: %+v", st.Nodes)
+	}
+	if r := e.run("node", "repair-ha", "--name", "fixme", "--check-only"); r.code != 0 {
+		t.Fatalf("drift left after --force: %s", r.stdout)
+	}
+}
