@@ -346,7 +346,7 @@ func (s *Server) dropletJSON(d *droplet) map[string]any {
 	return map[string]any{
 		"id": d.ID, "name": d.Name, "memory": sz.Memory, "vcpus": sz.VCPUs, "disk": sz.Disk,
 		"disk_info": []any{map[string]any{"type": "local", "size": map[string]any{"amount": sz.Disk, "unit": "gib"}}},
-		"locked": false, "status": d.Status, "created_at": d.CreatedAt.Format(time.RFC3339),
+		"locked":    false, "status": d.Status, "created_at": d.CreatedAt.Format(time.RFC3339),
 		"features": features, "backup_ids": []int{}, "next_backup_window": nil, "snapshot_ids": []int{},
 		"image": img, "volume_ids": []string{}, "size": s.sizeJSON(sz), "size_slug": sz.Slug,
 		"networks": map[string]any{"v4": v4, "v6": []any{}}, "region": s.regionJSON(d.Region),
@@ -477,25 +477,62 @@ func (s *Server) postDropletAction(q *request) {
 		if !ok {
 			return notFound()
 		}
-		for _, a := range s.actions {
-			if a.ResourceType == "droplet" && a.ResourceID == d.ID && a.Status == "in-progress" {
-				return fail(http.StatusUnprocessableEntity, "Droplet already has a pending event.")
-			}
+		a, msg := s.dropletActionLocked(d, req.Type)
+		if a == nil {
+			return fail(http.StatusUnprocessableEntity, "%s", msg)
 		}
-		var apply func()
-		switch req.Type {
-		case "power_off", "shutdown":
-			apply = func() { s.powerLocked(d, false) }
-		case "power_on":
-			apply = func() { s.powerLocked(d, true) }
-		case "reboot", "power_cycle":
-			apply = func() {}
-		default:
-			return fail(http.StatusUnprocessableEntity, "Action type %q is not supported by the simulator.", req.Type)
-		}
-		a := s.newActionLocked(req.Type, d.ID, "droplet", d.Region, s.opts.ActionDelay, apply)
 		return http.StatusCreated, map[string]any{"action": s.actionJSON(a)}
 	})
+}
+
+// postDropletActionByTag runs an action on every droplet with ?tag_name=.
+func (s *Server) postDropletActionByTag(q *request) {
+	tag := q.r.URL.Query().Get("tag_name")
+	var req struct {
+		Type string `json:"type"`
+	}
+	if !q.decode(&req) {
+		return
+	}
+	q.do(func() (int, any) {
+		if tag == "" {
+			return fail(http.StatusUnprocessableEntity, "tag_name is required.")
+		}
+		out := []map[string]any{}
+		for _, id := range sortedKeys(s.droplets) {
+			d := s.droplets[id]
+			if !containsString(d.Tags, tag) {
+				continue
+			}
+			a, msg := s.dropletActionLocked(d, req.Type)
+			if a == nil {
+				return fail(http.StatusUnprocessableEntity, "%s", msg)
+			}
+			out = append(out, s.actionJSON(a))
+		}
+		return http.StatusCreated, map[string]any{"actions": out}
+	})
+}
+
+// dropletActionLocked starts action typ on d, or explains why it cannot.
+func (s *Server) dropletActionLocked(d *droplet, typ string) (*action, string) {
+	for _, a := range s.actions {
+		if a.ResourceType == "droplet" && a.ResourceID == d.ID && a.Status == "in-progress" {
+			return nil, "Droplet already has a pending event."
+		}
+	}
+	var apply func()
+	switch typ {
+	case "power_off", "shutdown":
+		apply = func() { s.powerLocked(d, false) }
+	case "power_on":
+		apply = func() { s.powerLocked(d, true) }
+	case "reboot", "power_cycle":
+		apply = func() {}
+	default:
+		return nil, fmt.Sprintf("Action type %q is not supported by the simulator.", typ)
+	}
+	return s.newActionLocked(typ, d.ID, "droplet", d.Region, s.opts.ActionDelay, apply), ""
 }
 
 func (s *Server) powerLocked(d *droplet, on bool) {

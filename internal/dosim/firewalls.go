@@ -137,6 +137,9 @@ func (s *Server) validateFirewallLocked(req *firewallRequest) string {
 				return msg
 			}
 		case "icmp":
+			if r.Ports != "" && r.Ports != "0" {
+				return "ports must be 0 or omitted for icmp."
+			}
 		default:
 			return "protocol must be one of tcp, udp or icmp."
 		}
@@ -201,6 +204,17 @@ func validPorts(p string) string {
 	return ""
 }
 
+// normalizeRules stores icmp rules with ports "0", as DO returns them.
+func normalizeRules(rules []FirewallRule) []FirewallRule {
+	out := append([]FirewallRule(nil), rules...)
+	for i := range out {
+		if out[i].Protocol == "icmp" {
+			out[i].Ports = "0"
+		}
+	}
+	return out
+}
+
 func (s *Server) listFirewalls(q *request) {
 	q.do(func() (int, any) {
 		var out []map[string]any
@@ -230,7 +244,7 @@ func (s *Server) createFirewall(q *request) {
 		if msg := s.validateFirewallLocked(&req); msg != "" {
 			return fail(http.StatusBadRequest, "%s", msg)
 		}
-		fw := &firewall{Firewall{ID: newUUID(), Name: req.Name, InboundRules: req.InboundRules, OutboundRules: req.OutboundRules,
+		fw := &firewall{Firewall{ID: newUUID(), Name: req.Name, InboundRules: normalizeRules(req.InboundRules), OutboundRules: normalizeRules(req.OutboundRules),
 			DropletIDs: dedupeInts(req.DropletIDs), Tags: dedupe(req.Tags), CreatedAt: s.opts.Now().UTC()}}
 		s.firewalls[fw.ID] = fw
 		return http.StatusAccepted, map[string]any{"firewall": s.firewallJSON(fw, "waiting")}
@@ -250,7 +264,7 @@ func (s *Server) updateFirewall(q *request) {
 		if msg := s.validateFirewallLocked(&req); msg != "" {
 			return fail(http.StatusBadRequest, "%s", msg)
 		}
-		fw.Name, fw.InboundRules, fw.OutboundRules = req.Name, req.InboundRules, req.OutboundRules
+		fw.Name, fw.InboundRules, fw.OutboundRules = req.Name, normalizeRules(req.InboundRules), normalizeRules(req.OutboundRules)
 		fw.DropletIDs, fw.Tags = dedupeInts(req.DropletIDs), dedupe(req.Tags)
 		return http.StatusOK, map[string]any{"firewall": s.firewallJSON(fw, "waiting")}
 	})
@@ -369,12 +383,12 @@ func (s *Server) firewallRules(add bool) func(*request) {
 				if msg := s.validateFirewallLocked(&probe); msg != "" {
 					return fail(http.StatusBadRequest, "%s", msg)
 				}
-				fw.InboundRules = append(fw.InboundRules, req.InboundRules...)
-				fw.OutboundRules = append(fw.OutboundRules, req.OutboundRules...)
+				fw.InboundRules = append(fw.InboundRules, normalizeRules(req.InboundRules)...)
+				fw.OutboundRules = append(fw.OutboundRules, normalizeRules(req.OutboundRules)...)
 				return http.StatusNoContent, nil
 			}
-			fw.InboundRules = removeRules(fw.InboundRules, req.InboundRules)
-			fw.OutboundRules = removeRules(fw.OutboundRules, req.OutboundRules)
+			fw.InboundRules = removeRules(fw.InboundRules, normalizeRules(req.InboundRules))
+			fw.OutboundRules = removeRules(fw.OutboundRules, normalizeRules(req.OutboundRules))
 			return http.StatusNoContent, nil
 		})
 	}

@@ -52,6 +52,7 @@ func routes(s *Server) []route {
 		op("GET", "/v2/droplets", sv.listDroplets, "droplet:read"),
 		op("POST", "/v2/droplets", sv.createDroplets, "droplet:create"),
 		op("DELETE", "/v2/droplets", sv.deleteDropletsByTag, "droplet:delete"),
+		op("POST", "/v2/droplets/actions", sv.postDropletActionByTag, "droplet:update"),
 		op("GET", "/v2/droplets/{id}", sv.getDroplet, "droplet:read"),
 		op("DELETE", "/v2/droplets/{id}", sv.deleteDroplet, "droplet:delete"),
 		op("GET", "/v2/droplets/{id}/actions", sv.listDropletActions, "droplet:read"),

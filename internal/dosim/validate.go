@@ -58,6 +58,20 @@ var specErrata = []erratum{
 	{"firewall.tags: godo sends null when unset; the allOf wrapper drops existing_tags_array's nullable", func(doc *openapi3.T) error {
 		return setNullableAllOf(doc, "firewall", "tags")
 	}},
+	{"firewall_rule_base requires ports, but DO accepts icmp rules without them (godo omits an empty PortRange); tcp/udp still need ports in the simulator", func(doc *openapi3.T) error {
+		s := doc.Components.Schemas["firewall_rule_base"]
+		if s == nil || s.Value == nil {
+			return errors.New("schema firewall_rule_base not found")
+		}
+		var req []string
+		for _, r := range s.Value.Required {
+			if r != "ports" {
+				req = append(req, r)
+			}
+		}
+		s.Value.Required = req
+		return nil
+	}},
 }
 
 func setNullable(doc *openapi3.T, schema, prop string) error {
