@@ -1,0 +1,320 @@
+package pull
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dynia/dynia/internal/bucket"
+	"github.com/dynia/dynia/internal/cluster"
+)
+
+// memStore is an in-memory bucket.Store with ETags.
+type memStore struct {
+	mu   sync.Mutex
+	objs map[string][]byte
+	tags map[string]string
+	n    int
+	err  error // returned by every call when set
+}
+
+func newMemStore() *memStore { return &memStore{objs: map[string][]byte{}, tags: map[string]string{}} }
+
+func (m *memStore) Get(_ context.Context, key, ifNoneMatch string) (*bucket.Object, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return nil, m.err
+	}
+	b, ok := m.objs[key]
+	if !ok {
+		return nil, bucket.ErrNotFound
+	}
+	if ifNoneMatch != "" && ifNoneMatch == m.tags[key] {
+		return nil, bucket.ErrNotModified
+	}
+	return &bucket.Object{Body: b, ETag: m.tags[key]}, nil
+}
+
+func (m *memStore) Put(_ context.Context, key string, body []byte, _ bucket.Cond) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return "", m.err
+	}
+	m.n++
+	m.objs[key] = append([]byte(nil), body...)
+	m.tags[key] = strings.Repeat("e", m.n)
+	return m.tags[key], nil
+}
+func (m *memStore) Delete(context.Context, string) error                 { return nil }
+func (m *memStore) List(context.Context, string) ([]bucket.Info, error) { return nil, nil }
+func (m *memStore) String() string                                      { return "mem://" }
+
+func testState(gen int64, n int) *cluster.State {
+	s := cluster.New("shop", "sgp1", "s-1vcpu-1gb", "img", time.Unix(0, 0))
+	s.Generation = gen
+	ids := []string{"amber-fox", "brisk-owl", "calm-heron"}
+	for i := 0; i < n; i++ {
+		role := cluster.RoleStandby
+		if i == 0 {
+			role = cluster.RoleActive
+		}
+		s.Nodes = append(s.Nodes, cluster.Node{ID: ids[i], PrivateIP: "10.9.0." + string(rune('1'+i)),
+			Priority: 150 - 10*i, Role: role, Lifecycle: cluster.Ready})
+	}
+	return s
+}
+
+func putState(t *testing.T, m *memStore, s *cluster.State) {
+	t.Helper()
+	b, err := s.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Put(context.Background(), cluster.StateKey(s.Name), b, bucket.Cond{})
+}
+
+// newTestDaemon uses /bin/true (or /bin/false) as haproxy and keepalived:
+// validation passes (or fails) and nothing is running to reload.
+func newTestDaemon(t *testing.T, tool string) (*Daemon, *memStore, Settings) {
+	t.Helper()
+	bin, err := exec.LookPath(tool)
+	if err != nil {
+		t.Skip(tool, "not found")
+	}
+	dir := t.TempDir()
+	set := Settings{Cluster: "shop", NodeID: "amber-fox", PollInterval: time.Second,
+		HAProxyConfig: filepath.Join(dir, "etc/haproxy.cfg"), KeepalivedConfig: filepath.Join(dir, "etc/keepalived.conf"),
+		RunDir: filepath.Join(dir, "run"), HAProxyBin: bin, KeepalivedBin: bin}
+	m := newMemStore()
+	return New(set, m, Options{Version: "test"}), m, set
+}
+
+func TestStepAppliesAndSkips(t *testing.T) {
+	t.Parallel()
+	d, m, set := newTestDaemon(t, "true")
+	ctx := context.Background()
+	putState(t, m, testState(1, 2))
+	if res, err := d.Step(ctx, false); err != nil || res != Changed {
+		t.Fatalf("first step = %v, %v; want Changed", res, err)
+	}
+	hp, _ := os.ReadFile(set.HAProxyConfig)
+	if !strings.Contains(string(hp), "server brisk-owl 10.9.0.2:8080 check weight 100") {
+		t.Errorf("haproxy.cfg lacks brisk-owl:\n%s", hp)
+	}
+	if res, err := d.Step(ctx, false); err != nil || res != Unchanged {
+		t.Fatalf("not-modified step = %v, %v", res, err)
+	}
+	// A new generation with the same content is applied without rewriting.
+	putState(t, m, testState(2, 2))
+	if res, err := d.Step(ctx, false); err != nil || res != Unchanged {
+		t.Fatalf("same-content step = %v, %v", res, err)
+	}
+	if g := d.snapshot().AppliedGeneration; g != 2 {
+		t.Errorf("applied generation = %d, want 2", g)
+	}
+	// A hand edit is repaired by a forced step.
+	os.WriteFile(set.HAProxyConfig, append(hp, "# edit\n"...), 0o644)
+	if res, err := d.Step(ctx, true); err != nil || res != Changed {
+		t.Fatalf("forced step = %v, %v", res, err)
+	}
+	// Draining renders weight 0.
+	s := testState(3, 2)
+	s.Node("brisk-owl").Lifecycle = cluster.Draining
+	putState(t, m, s)
+	if res, err := d.Step(ctx, false); err != nil || res != Changed {
+		t.Fatalf("drain step = %v, %v", res, err)
+	}
+	hp, _ = os.ReadFile(set.HAProxyConfig)
+	if !strings.Contains(string(hp), "server brisk-owl 10.9.0.2:8080 check weight 0") {
+		t.Errorf("draining node not at weight 0:\n%s", hp)
+	}
+	entries, _ := os.ReadDir(filepath.Dir(set.HAProxyConfig))
+	if len(entries) != 2 {
+		t.Errorf("leftover staged files: %v", entries)
+	}
+}
+
+func TestBadInputKeepsLastGood(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name, reason string
+		body         string
+	}{
+		{"corrupt json", "decode", `{"schema_version": 1, "nodes": [`},
+		{"unknown schema", "decode", `{"schema_version": 99}`},
+		{"wrong cluster", "wrong_cluster", ""},
+		{"node missing", "render", ""},
+		{"duplicate ip", "decode", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			d, m, set := newTestDaemon(t, "true")
+			putState(t, m, testState(1, 2))
+			if _, err := d.Step(ctx, false); err != nil {
+				t.Fatal(err)
+			}
+			good, _ := os.ReadFile(set.HAProxyConfig)
+			body := []byte(tc.body)
+			switch tc.name {
+			case "wrong cluster":
+				s := testState(2, 2)
+				s.Name = "other"
+				body, _ = s.Encode()
+			case "node missing":
+				s := testState(2, 2)
+				s.Nodes = s.Nodes[1:]
+				body, _ = s.Encode()
+			case "duplicate ip":
+				s := testState(2, 2)
+				b, _ := s.Encode()
+				body = []byte(strings.Replace(string(b), "10.9.0.2", "10.9.0.1", 1))
+			}
+			m.Put(ctx, cluster.StateKey("shop"), body, bucket.Cond{})
+			_, err := d.Step(ctx, false)
+			var ae *ApplyError
+			if !errors.As(err, &ae) || ae.Reason != tc.reason {
+				t.Fatalf("err = %v; want reason %s", err, tc.reason)
+			}
+			now, _ := os.ReadFile(set.HAProxyConfig)
+			if string(now) != string(good) {
+				t.Error("config on disk changed")
+			}
+			if st := d.snapshot(); st.LastError == "" || st.AppliedGeneration != 1 {
+				t.Errorf("status = %+v", st)
+			}
+		})
+	}
+}
+
+func TestToolRejectsRender(t *testing.T) {
+	t.Parallel()
+	d, m, set := newTestDaemon(t, "false")
+	putState(t, m, testState(1, 1))
+	_, err := d.Step(context.Background(), false)
+	var ae *ApplyError
+	if !errors.As(err, &ae) || ae.Reason != "validate_haproxy" {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := os.Stat(set.HAProxyConfig); !os.IsNotExist(err) {
+		t.Error("rejected config was installed")
+	}
+	entries, _ := os.ReadDir(filepath.Dir(set.HAProxyConfig))
+	if len(entries) != 0 {
+		t.Errorf("staged files left: %v", entries)
+	}
+}
+
+func TestPollErrorAndStatus(t *testing.T) {
+	t.Parallel()
+	d, m, _ := newTestDaemon(t, "true")
+	ctx := context.Background()
+	m.err = bucket.ErrAccessDenied
+	_, err := d.Step(ctx, false)
+	var ae *ApplyError
+	if !errors.As(err, &ae) || ae.Reason != "poll" {
+		t.Fatalf("err = %v", err)
+	}
+	m.err = nil
+	putState(t, m, testState(1, 1))
+	if _, err := d.Step(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if d.snapshot().LastError != "" {
+		t.Error("error not cleared after a good apply")
+	}
+	d.writeStatus(ctx)
+	obj, err := m.Get(ctx, cluster.StatusKey("shop", "amber-fox"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := DecodeStatus(obj.Body)
+	if err != nil || st.AppliedGeneration != 1 || st.NodeID != "amber-fox" || st.VRRPState != VRRPUnknown {
+		t.Errorf("status = %+v, %v", st, err)
+	}
+	if err := d.healthy(); err != nil {
+		t.Errorf("healthy: %v", err)
+	}
+}
+
+func TestParseStat(t *testing.T) {
+	t.Parallel()
+	out := "# pxname,svname,qcur,status,weight\nhttp,FRONTEND,,OPEN,\napp,a-b,,UP,100\napp,c-d,,DOWN 1/2,100\napp,e-f,,DRAIN,0\napp,g-h,,UP,0\napp,i-j,,MAINT,100\napp,BACKEND,,UP,100\n"
+	got, err := parseStat(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "a-b=UP c-d=DOWN e-f=DRAIN g-h=DRAIN i-j=MAINT"
+	var parts []string
+	for _, b := range got {
+		parts = append(parts, b.ID+"="+b.Status)
+	}
+	if s := strings.Join(parts, " "); s != want {
+		t.Errorf("got %s, want %s", s, want)
+	}
+}
+
+func TestParseNotify(t *testing.T) {
+	t.Parallel()
+	for line, want := range map[string]string{
+		`INSTANCE "dynia" MASTER 150`: VRRPMaster, `INSTANCE "dynia" BACKUP 140`: VRRPBackup,
+		`INSTANCE "dynia" FAULT 0`: VRRPFault, `INSTANCE "dynia" STOP 0`: VRRPUnknown, `GROUP "g" MASTER`: "",
+	} {
+		if got, _ := parseNotify(line); got != want {
+			t.Errorf("parseNotify(%q) = %q, want %q", line, got, want)
+		}
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	t.Parallel()
+	for n := 1; n < 12; n++ {
+		d := backoff(2*time.Second, n)
+		if d <= 0 || d > maxBackoff {
+			t.Errorf("backoff(%d) = %v", n, d)
+		}
+	}
+	if d := backoff(2*time.Second, 10); d < maxBackoff/2 {
+		t.Errorf("backoff(10) = %v, want near the cap", d)
+	}
+}
+
+type fakeClaimer struct{ calls chan string }
+
+func (f fakeClaimer) Claim(_ context.Context, reason string) error { f.calls <- reason; return nil }
+
+func TestMasterClaims(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	c := fakeClaimer{make(chan string, 4)}
+	d := New(Settings{Cluster: "shop", NodeID: "amber-fox", RunDir: dir, PollInterval: time.Second}, newMemStore(), Options{Claimer: c})
+	if err := ensureFIFO(d.paths.NotifyFIFO); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go readFIFO(ctx, d.paths.NotifyFIFO, d.onVRRP)
+	go d.claimLoop(ctx)
+	f, err := os.OpenFile(d.paths.NotifyFIFO, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("INSTANCE \"dynia\" BACKUP 150\nINSTANCE \"dynia\" MASTER 150\n")
+	f.Close()
+	select {
+	case r := <-c.calls:
+		if !strings.Contains(r, "MASTER") {
+			t.Errorf("reason %q", r)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no claim")
+	}
+}
