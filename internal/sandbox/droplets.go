@@ -200,7 +200,16 @@ func (m *manager) Delete(ctx context.Context, id int) error {
 	}
 	delete(m.droplets, id)
 	m.stopLocked(ctx, rd, 0)
-	err := removeDroplet(ctx, m.plan.RouterNS(), rd.net)
+	var err error
+	// DO unassigns a deleted droplet's Reserved IP; the simulator's hook
+	// says so too, but never leave a route to a vanished address.
+	for ip, holder := range m.rips {
+		if holder == id {
+			m.rips[ip] = 0
+			err = errors.Join(err, routeReservedIP(ctx, m.plan.RouterNS(), ip, nil))
+		}
+	}
+	err = errors.Join(err, removeDroplet(ctx, m.plan.RouterNS(), rd.net))
 	ddir := dropletDir(m.dir, id)
 	for _, name := range []string{"root", "run", "pull.json", "droplet.json"} {
 		if rerr := os.RemoveAll(filepath.Join(ddir, name)); rerr != nil {

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -457,17 +458,41 @@ func Logs(dir, dropletRef, component string) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	ddir := dropletDir(dir, id)
-	for _, p := range []string{
-		filepath.Join(ddir, "logs", component+".log"),
-		// dynia-pull's own files for the daemons it supervises.
-		filepath.Join(ddir, "run", component+".log"),
-	} {
-		if f, err := os.Open(p); err == nil {
-			return f, nil
+	logs := filepath.Join(dropletDir(dir, id), "logs")
+	if f, err := os.Open(filepath.Join(logs, component+".log")); err == nil {
+		return f, nil
+	}
+	if component == "haproxy" || component == "keepalived" {
+		// dynia-pull supervises them and logs their output as its own
+		// lines, tagged with the component.
+		f, err := os.Open(filepath.Join(logs, "pull.log"))
+		if err != nil {
+			return nil, fmt.Errorf("droplet %d %s log: %w", id, component, err)
 		}
+		return filterLines(f, component), nil
 	}
 	return nil, fmt.Errorf("droplet %d has no %s log (components: pull, app, haproxy, keepalived): %w", id, component, os.ErrNotExist)
+}
+
+// filterLines passes the lines of r tagged with component (JSON or text slog).
+func filterLines(r io.ReadCloser, component string) io.ReadCloser {
+	pr, pw := io.Pipe()
+	tags := []string{`"component":"` + component + `"`, "component=" + component + " "}
+	go func() {
+		defer r.Close()
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 64*1024), 1024*1024)
+		for sc.Scan() {
+			line := sc.Text() + " "
+			if strings.Contains(line, tags[0]) || strings.Contains(line, tags[1]) {
+				if _, err := io.WriteString(pw, sc.Text()+"\n"); err != nil {
+					return
+				}
+			}
+		}
+		pw.CloseWithError(sc.Err())
+	}()
+	return pr
 }
 
 // resolveDroplet finds a droplet by id, name or namespace in the status.
