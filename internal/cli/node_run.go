@@ -100,7 +100,7 @@ func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
 		return err
 	}
 
-	st, err = provisionNodes(ctx, f, store, cl, o.Name, secrets, o.Bootstrap, p)
+	st, err = provisionNodes(ctx, f, store, cl, o.Name, nil, secrets, o.Bootstrap, p)
 	if err != nil {
 		return err
 	}
@@ -235,9 +235,9 @@ func addNodes(ctx context.Context, f *Factory, o *AddOptions) error {
 	}); err != nil {
 		return err
 	}
-	st, err := provisionNodes(ctx, f, store, cl, o.Name, secrets, false, p)
+	st, err := provisionNodes(ctx, f, store, cl, o.Name, added, secrets, false, p)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w (nodes %v are in the state; `dynia node repair-ha --name %s --force` finishes them)", err, added, o.Name)
 	}
 	if !o.NoWait {
 		if err := waitApplied(ctx, f, store, st, p); err != nil {

@@ -176,17 +176,23 @@ func isDigits(s string) bool {
 	return err == nil
 }
 
-// provisionNodes makes sure every provisioning node has a droplet, adopting
-// one tagged with its id if a previous run created it, then waits for the
-// droplets and records their addresses (lifecycle ready). Safe to re-run.
-func provisionNodes(ctx context.Context, f *Factory, store *cluster.Store, cl *cloud.Client, name string, secrets nodeSecrets, bootstrap bool, p *Progress) (*cluster.State, error) {
+// provisionNodes makes sure the given provisioning nodes (all of them when
+// only is nil) have a droplet, adopting one tagged with the node's id if a
+// previous run created it, then waits for the droplets and records their
+// addresses (lifecycle ready). Safe to re-run. A command provisions only
+// the nodes it added, so concurrent adds never create for each other.
+func provisionNodes(ctx context.Context, f *Factory, store *cluster.Store, cl *cloud.Client, name string, only []string, secrets nodeSecrets, bootstrap bool, p *Progress) (*cluster.State, error) {
 	st, _, err := store.Load(ctx, name)
 	if err != nil {
 		return nil, err
 	}
+	want := map[string]bool{}
+	for _, id := range only {
+		want[id] = true
+	}
 	var pending []cluster.Node
 	for _, n := range st.Nodes {
-		if n.Lifecycle == cluster.Provisioning {
+		if n.Lifecycle == cluster.Provisioning && (only == nil || want[n.ID]) {
 			pending = append(pending, n)
 		}
 	}

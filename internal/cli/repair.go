@@ -22,9 +22,29 @@ var errDrift = errors.New("drift found")
 
 // findDrift compares the state with DO: droplets by tag, the RIP holder,
 // the firewall. Each drift carries the fix --force applies.
-func findDrift(ctx context.Context, store *cluster.Store, cl *cloud.Client, st *cluster.State) ([]drift, error) {
+func findDrift(ctx context.Context, f *Factory, store *cluster.Store, cl *cloud.Client, st *cluster.State) ([]drift, error) {
 	name := st.Name
 	var out []drift
+	// Nodes an interrupted create-ha or add left provisioning.
+	for _, n := range st.Nodes {
+		if n.Lifecycle != cluster.Provisioning {
+			continue
+		}
+		id := n.ID
+		out = append(out, drift{
+			What: fmt.Sprintf("node %s is still provisioning (an interrupted create-ha or add?)", id),
+			Fix:  "finish provisioning it",
+			do: func(ctx context.Context) error {
+				p := NewProgress(f.IO, f.Global.Output == "json")
+				secrets, err := f.loadNodeSecrets("", p)
+				if err != nil {
+					return err
+				}
+				_, err = provisionNodes(ctx, f, store, cl, name, []string{id}, secrets, false, p)
+				return err
+			},
+		})
+	}
 	tagged, err := cl.ListDropletsByTag(ctx, cloud.ClusterTag(name))
 	if err != nil {
 		return nil, err
@@ -66,6 +86,8 @@ func findDrift(ctx context.Context, store *cluster.Store, cl *cloud.Client, st *
 		n := st.Node(nodeID)
 		switch {
 		case n != nil && n.DropletID == d.ID:
+		case n != nil && n.DropletID == 0 && n.Lifecycle == cluster.Provisioning:
+			// The provisioning fix above adopts it by tag.
 		case n != nil && n.DropletID == 0:
 			did := d.ID
 			out = append(out, drift{
@@ -190,7 +212,7 @@ func repairHA(ctx context.Context, f *Factory, o *RepairOptions) error {
 	if err != nil {
 		return err
 	}
-	drifts, err := findDrift(ctx, store, cl, st)
+	drifts, err := findDrift(ctx, f, store, cl, st)
 	if err != nil {
 		return err
 	}
