@@ -107,6 +107,7 @@ func NewCmdRoot(f *Factory) *cobra.Command {
 	root.AddCommand(NewCmdVersion(f))
 	root.AddCommand(NewCmdNode(f))
 	root.AddCommand(NewCmdCluster(f))
+	root.AddCommand(NewCmdSandbox(f))
 	return root
 }
 

@@ -1,0 +1,217 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dynia/dynia/internal/sandbox"
+	"github.com/dynia/dynia/internal/sandbox/demoapp"
+)
+
+// SandboxContext is the config context `sandbox up` writes and selects.
+const SandboxContext = "sandbox"
+
+// NewCmdSandbox is `dynia sandbox up|status|down|logs` (plus the hidden
+// serve and demo-app, which the sandbox itself runs).
+func NewCmdSandbox(f *Factory) *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "sandbox",
+		Short: "A simulated DigitalOcean on this Linux machine (root): try everything with no account",
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	cmd.PersistentFlags().StringVar(&dir, "dir", sandbox.DefaultDir, "sandbox state directory")
+
+	var up sandbox.Options
+	var actionDelay time.Duration
+	upCmd := &cobra.Command{
+		Use:   "up",
+		Short: "Start the simulated cloud and make the `sandbox` context current",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if runtime.GOOS != "linux" || os.Geteuid() != 0 {
+				return usagef("sandbox up: needs root on Linux (network namespaces)")
+			}
+			if actionDelay < 0 {
+				return usagef("--action-delay %q: must not be negative", actionDelay)
+			}
+			up.Dir, up.ActionDelay, up.Version = dir, actionDelay, Version
+			up.Logger = slog.New(slog.NewTextHandler(f.IO.ErrOut, &slog.HandlerOptions{Level: slog.LevelInfo}))
+			var info *sandbox.Info
+			p := NewProgress(f.IO, f.Global.Output == "json")
+			if err := p.Step("sandbox up", func() (string, error) {
+				var err error
+				info, err = sandbox.Up(cmd.Context(), up)
+				if err != nil {
+					return "", err
+				}
+				return info.APIURL, nil
+			}); err != nil {
+				return err
+			}
+			if err := p.Step("context "+SandboxContext, func() (string, error) {
+				return "", writeSandboxContext(f, info)
+			}); err != nil {
+				return err
+			}
+			return printSandbox(f, info)
+		},
+	}
+	upCmd.Flags().StringVar(&up.PublicRange, "public-range", "198.51.100.0/24", "simulated public range (Reserved and public IPs); must be unused on this machine")
+	upCmd.Flags().DurationVar(&actionDelay, "action-delay", 0, "how long a simulated Reserved IP assignment takes")
+	upCmd.Flags().StringVar(&up.PullBinary, "pull-binary", "", "dynia-pull binary (default: next to dynia, else PATH)")
+	cmd.AddCommand(upCmd)
+
+	cmd.AddCommand(&cobra.Command{
+		Use:   "status",
+		Short: "Show the sandbox: API, S3, droplets, Reserved IPs",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			info, err := sandbox.Status(dir)
+			if err != nil {
+				return err
+			}
+			return printSandbox(f, info)
+		},
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "down",
+		Short: "Remove every namespace, route, process and file of the sandbox (idempotent)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := sandbox.Down(cmd.Context(), dir); err != nil {
+				return err
+			}
+			if cfg, _, err := f.Config(); err == nil && cfg.Contexts[SandboxContext] != nil {
+				delete(cfg.Contexts, SandboxContext)
+				if cfg.CurrentContext == SandboxContext {
+					cfg.CurrentContext = ""
+				}
+				if err := cfg.Save(); err != nil {
+					return err
+				}
+			}
+			fmt.Fprintln(f.IO.Out, "sandbox down")
+			return nil
+		},
+	})
+	var component string
+	logs := &cobra.Command{
+		Use:   "logs DROPLET",
+		Short: "Print a droplet's logs (id or name); --component haproxy|keepalived|pull|app",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			switch component {
+			case "", "haproxy", "keepalived", "pull", "app":
+			default:
+				return usagef("--component %q: must be haproxy, keepalived, pull or app", component)
+			}
+			rc, err := sandbox.Logs(dir, args[0], component)
+			if err != nil {
+				return err
+			}
+			defer rc.Close()
+			_, err = io.Copy(f.IO.Out, rc)
+			return err
+		},
+	}
+	logs.Flags().StringVar(&component, "component", "", "one component's log (default: all)")
+	cmd.AddCommand(logs)
+
+	cmd.AddCommand(&cobra.Command{
+		Use:    "serve",
+		Hidden: true, // run by `sandbox up` inside the router namespace
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			lg := slog.New(slog.NewJSONHandler(f.IO.ErrOut, nil))
+			return sandbox.Serve(cmd.Context(), sandbox.ServeOptions{Dir: dir, Logger: lg})
+		},
+	})
+	var listen, id string
+	demo := &cobra.Command{
+		Use:    "demo-app",
+		Hidden: true, // the sandbox's stand-in app on every droplet
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return demoapp.Run(cmd.Context(), listen, id)
+		},
+	}
+	demo.Flags().StringVar(&listen, "listen", ":8080", "address")
+	demo.Flags().StringVar(&id, "id", "", "node id to answer with")
+	cmd.AddCommand(demo)
+	return cmd
+}
+
+// writeSandboxContext records the sandbox as context `sandbox` and makes it
+// current, so `dynia node create-ha …` goes there with no other flags. The
+// tokens and keys go to 0600 files the context names, not into the config.
+func writeSandboxContext(f *Factory, info *sandbox.Info) error {
+	cfg, _, err := f.Config()
+	if err != nil {
+		return err
+	}
+	secrets := filepath.Join(info.Dir, "cli")
+	if err := os.MkdirAll(secrets, 0o700); err != nil {
+		return err
+	}
+	write := func(name string, b []byte) (string, error) {
+		p := filepath.Join(secrets, name)
+		return p, writeFileAtomic(p, b, 0o600)
+	}
+	tokFile, err := write("token", []byte(info.Token))
+	if err != nil {
+		return err
+	}
+	nodeTokFile, err := write("node-token", []byte(info.NodeToken))
+	if err != nil {
+		return err
+	}
+	cred, _ := json.Marshal(map[string]string{"access_key_id": info.AccessKeyID, "secret_access_key": info.SecretAccessKey})
+	credFile, err := write("spaces.json", cred)
+	if err != nil {
+		return err
+	}
+	cfg.Contexts[SandboxContext] = &Context{
+		State: info.StateURL, SpacesEndpoint: info.S3Endpoint, SpacesRegion: info.S3Region, PathStyle: true,
+		SpacesCredentialsFile: credFile, APIURL: info.APIURL, TokenFile: tokFile, NodeTokenFile: nodeTokFile,
+		MetadataURL: info.MetadataURL,
+	}
+	cfg.CurrentContext = SandboxContext
+	return cfg.Save()
+}
+
+// printSandbox prints status; secrets are shown only in JSON (which tests
+// and scripts read) and never in the text view.
+func printSandbox(f *Factory, info *sandbox.Info) error {
+	if f.Global.Output == "json" {
+		return writeJSON(f.IO.Out, info)
+	}
+	w := f.IO.Out
+	state := "stopped"
+	if info.Running {
+		state = "running"
+	}
+	fmt.Fprintf(w, "sandbox %s (%s)\n  api:      %s\n  metadata: %s\n  s3:       %s (bucket %s)\n  state:    %s\n  image:    %s\n",
+		state, info.Dir, info.APIURL, info.MetadataURL, info.S3Endpoint, info.Bucket, info.StateURL, info.Image)
+	for _, d := range info.Droplets {
+		fmt.Fprintf(w, "  droplet %d %s %s private %s public %s (%s)\n", d.ID, d.Name, d.Status, d.PrivateIP, d.PublicIP, d.Namespace)
+	}
+	var rips []string
+	for _, r := range info.ReservedIPs {
+		rips = append(rips, fmt.Sprintf("%s→%d", r.IP, r.DropletID))
+	}
+	if len(rips) > 0 {
+		fmt.Fprintf(w, "  reserved IPs: %s\n", strings.Join(rips, ", "))
+	}
+	return nil
+}
