@@ -101,11 +101,30 @@ func readPidFile(path string) (int, error) {
 	if _, err := fmt.Sscanf(string(b), "%d %d", &pid, &start); err != nil || pid <= 1 {
 		return 0, fmt.Errorf("pid file %s: malformed", path)
 	}
-	now, err := procStartTime(pid)
-	if err != nil || now != start {
+	if !procAlive(pid, start) {
 		return 0, nil // exited (or the PID now belongs to someone else)
 	}
 	return pid, nil
+}
+
+// procAlive reports whether pid still is the process that started at start
+// and has not exited (a zombie waiting to be reaped counts as exited).
+func procAlive(pid int, start uint64) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return false
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 || f[0] == "Z" || f[0] == "X" {
+		return false
+	}
+	now, err := strconv.ParseUint(f[19], 10, 64)
+	return err == nil && now == start
 }
 
 // procStartTime reads field 22 (starttime) of /proc/PID/stat.
@@ -136,18 +155,7 @@ func stopPid(pid int, grace time.Duration) {
 	if err != nil {
 		return
 	}
-	alive := func() bool {
-		s, err := procStartTime(pid)
-		if err != nil || s != start {
-			return false
-		}
-		// A zombie (our child not yet reaped) counts as gone.
-		b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if i := strings.LastIndexByte(string(b), ')'); i >= 0 && i+2 < len(b) && b[i+2] == 'Z' {
-			return false
-		}
-		return true
-	}
+	alive := func() bool { return procAlive(pid, start) }
 	if grace > 0 {
 		_ = syscall.Kill(-pid, syscall.SIGTERM)
 		_ = syscall.Kill(pid, syscall.SIGTERM)

@@ -275,7 +275,9 @@ func Up(ctx context.Context, opts Options) (*Info, error) {
 	if err != nil {
 		return fail(err)
 	}
-	_ = cmd.Process.Release()
+	// Reap it if it exits while this process still runs (tests; the CLI
+	// exits right after Up and init inherits it).
+	go func() { _ = cmd.Wait() }()
 	if err := waitReady(ctx, opts.Dir, p, opts.ReadyTimeout); err != nil {
 		return fail(fmt.Errorf("%w (see %s)", err, serve.LogPath))
 	}
@@ -418,6 +420,13 @@ func removeFiles(dir string) error {
 	var errs []error
 	for _, name := range []string{"droplets", "run", "logs", "s3", "config.json", "status.json", "manifest.json"} {
 		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// Temp files of an atomic write cut short by a crash.
+	tmps, _ := filepath.Glob(filepath.Join(dir, ".*.tmp*"))
+	for _, f := range tmps {
+		if err := os.Remove(f); err != nil {
 			errs = append(errs, err)
 		}
 	}

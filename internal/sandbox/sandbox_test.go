@@ -206,7 +206,9 @@ func TestSandbox(t *testing.T) {
 	if rc, err := Logs(dir, strconv.Itoa(id), "pull"); err != nil {
 		t.Errorf("Logs pull: %v", err)
 	} else {
+		b, _ := io.ReadAll(io.LimitReader(rc, 4000))
 		rc.Close()
+		t.Logf("dynia-pull log (start):\n%s", b)
 	}
 
 	// A Reserved IP created on the droplet answers with its app.
@@ -255,4 +257,50 @@ func TestSandbox(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(ddir, "root")); !os.IsNotExist(err) {
 		t.Errorf("deleted droplet's root (with secrets) left: %v", err)
 	}
+}
+
+// TestDownAfterCrash kills the serve process outright and checks that Down
+// still removes everything, from the manifest and droplet records alone.
+func TestDownAfterCrash(t *testing.T) {
+	testutil.NeedRoot(t)
+	vgw := testutil.NeedBinary(t, "versitygw")
+	ctx := context.Background()
+	p := testPlan(t)
+	dir := filepath.Join(t.TempDir(), "sandbox")
+	bin := testBinary(t)
+	opts := Options{Dir: dir, Prefix: p.Prefix, PublicRange: p.Public.String(), Binary: bin,
+		PullBinary: bin, VersitygwBinary: vgw, Logger: testLogger(t)}
+	t.Cleanup(func() {
+		if err := Down(ctx, dir); err != nil {
+			t.Errorf("Down: %v", err)
+		}
+		assertClean(t, p, dir)
+	})
+	info, err := Up(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := createDroplet(t, info, "bare", "")
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if !netnsExists(p.DropletNS(id)) {
+			return fmt.Errorf("no namespace for droplet %d yet", id)
+		}
+		return nil
+	})
+	stopPid(info.ServePID, 0) // SIGKILL: no graceful shutdown
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if st, _ := Status(dir); st != nil && st.Running {
+			return fmt.Errorf("serve still running")
+		}
+		return nil
+	})
+	// Up over the wreck cleans it and starts afresh.
+	info2, err := Up(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info2.Token == info.Token || netnsExists(p.DropletNS(id)) {
+		t.Errorf("Up after a crash reused the old sandbox")
+	}
+	stopPid(info2.ServePID, 0)
 }
