@@ -39,3 +39,16 @@ func godoClient(t *testing.T, hs *httptest.Server, token string) *godo.Client {
 	}
 	return c
 }
+
+// newRawSim starts a simulator without the spec validator, for tests that
+// deliberately send requests the spec forbids.
+func newRawSim(t *testing.T, opts Options) (*Server, *httptest.Server) {
+	t.Helper()
+	s := New(opts)
+	hs := httptest.NewServer(s)
+	t.Cleanup(func() {
+		hs.Close()
+		s.Close()
+	})
+	return s, hs
+}

@@ -231,6 +231,9 @@ func (v *SpecValidator) Wrap(next http.Handler) http.Handler {
 
 		tw := &teeWriter{ResponseWriter: w}
 		next.ServeHTTP(tw, r)
+		if r.Context().Err() != nil {
+			return // the client went away; nothing was answered
+		}
 		if tw.status == 0 {
 			tw.status = http.StatusOK
 		}
