@@ -59,16 +59,16 @@ func (b cloudBooter) Boot(_ context.Context, ddir string, userData []byte) ([]pr
 	if err := writeJSON(cfgPath, cfg); err != nil {
 		return nil, fmt.Errorf("boot: %w", err)
 	}
-	logs, run := filepath.Join(ddir, "logs"), filepath.Join(ddir, "run")
+	logs := filepath.Join(ddir, "logs")
 	return []procSpec{
 		{
 			Name: "pull", Path: b.pullBinary, Args: []string{"run", "--config", cfgPath},
-			Dir: ddir, LogPath: filepath.Join(logs, "pull.log"), PidPath: filepath.Join(run, "pull.pid"),
+			Dir: ddir, LogPath: filepath.Join(logs, "pull.log"), PidPath: filepath.Join(ddir, "pids", "pull.pid"),
 		},
 		{
 			Name: "app", Path: b.binary,
 			Args: []string{"sandbox", "demo-app", "--listen", ":" + strconv.Itoa(b.appPort), "--id", cfg.NodeID},
-			Dir:  ddir, LogPath: filepath.Join(logs, "app.log"), PidPath: filepath.Join(run, "app.pid"),
+			Dir:  ddir, LogPath: filepath.Join(logs, "app.log"), PidPath: filepath.Join(ddir, "pids", "app.pid"),
 		},
 	}, nil
 }

@@ -211,7 +211,7 @@ func (m *manager) Delete(ctx context.Context, id int) error {
 	}
 	err = errors.Join(err, removeDroplet(ctx, m.plan.RouterNS(), rd.net))
 	ddir := dropletDir(m.dir, id)
-	for _, name := range []string{"root", "run", "pull.json", "droplet.json"} {
+	for _, name := range []string{"root", "run", "pids", "pull.json", "droplet.json"} {
 		if rerr := os.RemoveAll(filepath.Join(ddir, name)); rerr != nil {
 			err = errors.Join(err, rerr)
 		}

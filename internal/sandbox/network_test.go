@@ -19,7 +19,7 @@ type appBooter struct{ bin string }
 func (b appBooter) Boot(_ context.Context, ddir string, userData []byte) ([]procSpec, error) {
 	return []procSpec{{
 		Name: "app", Path: b.bin, Args: []string{"sandbox", "demo-app", "--listen", ":8080", "--id", string(userData)},
-		Dir: ddir, LogPath: filepath.Join(ddir, "logs", "app.log"), PidPath: filepath.Join(ddir, "run", "app.pid"),
+		Dir: ddir, LogPath: filepath.Join(ddir, "logs", "app.log"), PidPath: filepath.Join(ddir, "pids", "app.pid"),
 	}}, nil
 }
 

@@ -170,10 +170,9 @@ func stopPid(pid int, grace time.Duration) {
 
 // stopPidFile stops the process a pid file names and removes the file.
 func stopPidFile(path string, grace time.Duration) error {
-	pid, err := readPidFile(path)
-	if err != nil {
-		return err
-	}
+	// A malformed file cannot name a process we could safely signal: it is
+	// just removed, so Down always finishes.
+	pid, _ := readPidFile(path)
 	stopPid(pid, grace)
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove pid file: %w", err)

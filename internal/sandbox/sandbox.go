@@ -379,7 +379,9 @@ func Down(ctx context.Context, dir string) error {
 		errs = append(errs, err)
 	}
 	pidFiles, _ := filepath.Glob(filepath.Join(dir, "run", "*.pid"))
-	more, _ := filepath.Glob(filepath.Join(dropletsDir(dir), "*", "run", "*.pid"))
+	// droplets/*/pids holds the sandbox's own pid files; droplets/*/run
+	// belongs to dynia-pull.
+	more, _ := filepath.Glob(filepath.Join(dropletsDir(dir), "*", "pids", "*.pid"))
 	for _, f := range append(pidFiles, more...) {
 		if err := stopPidFile(f, 5*time.Second); err != nil {
 			errs = append(errs, err)

@@ -183,7 +183,7 @@ func TestSandbox(t *testing.T) {
 		t.Errorf("pull.json not rewritten for the sandbox: %+v", cfg)
 	}
 	testutil.WaitFor(t, 15*time.Second, func() error {
-		pid, _ := readPidFile(filepath.Join(ddir, "run", "pull.pid"))
+		pid, _ := readPidFile(filepath.Join(ddir, "pids", "pull.pid"))
 		if pid == 0 {
 			return fmt.Errorf("dynia-pull not running")
 		}
