@@ -26,7 +26,9 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	env := map[string]string{"DOSIM_TOKEN": "secret"}
 	done := make(chan error, 1)
 	var stderr bytes.Buffer
-	go func() { done <- run(ctx, []string{"-api", api, "-metadata", md}, &stderr, func(k string) string { return env[k] }) }()
+	go func() {
+		done <- run(ctx, []string{"-api", api, "-metadata", md}, &stderr, func(k string) string { return env[k] })
+	}()
 	var resp *http.Response
 	var err error
 	for i := 0; i < 200; i++ {
