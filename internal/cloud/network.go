@@ -16,8 +16,9 @@ type VPC struct {
 }
 
 // EnsureVPC returns the VPC called name in region, creating it when missing.
-// DO's list has no region filter, so all pages are read and both name and
-// region must match. ipRange may be empty (DO picks one).
+// DO's list has no region filter, so all pages are read. VPC names are unique
+// per account: the name in another region is an error (name VPCs per region,
+// e.g. "dynia-<cluster>-<region>"). ipRange may be empty (DO picks one).
 func (c *Client) EnsureVPC(ctx context.Context, name, region, ipRange string) (VPC, bool, error) {
 	op := fmt.Sprintf("ensure VPC %s in %s", name, region)
 	vs, err := listAll(ctx, func(opt *godo.ListOptions) ([]*godo.VPC, *godo.Response, error) {
@@ -27,9 +28,15 @@ func (c *Client) EnsureVPC(ctx context.Context, name, region, ipRange string) (V
 		return VPC{}, false, wrap(op+": list", err)
 	}
 	for _, v := range vs {
-		if v != nil && v.Name == name && v.RegionSlug == region {
-			return fromGodoVPC(v), false, nil
+		if v == nil || v.Name != name {
+			continue
 		}
+		if v.RegionSlug != region {
+			// VPC names are unique per account: a create would get 409.
+			return VPC{}, false, fmt.Errorf("cloud: %s: the name is taken by VPC %s in %s (VPC names are unique per account; put the region in the name)",
+				op, v.ID, v.RegionSlug)
+		}
+		return fromGodoVPC(v), false, nil
 	}
 	v, _, err := c.godo.VPCs.Create(ctx, &godo.VPCCreateRequest{
 		Name:        name,
@@ -49,7 +56,9 @@ func fromGodoVPC(v *godo.VPC) VPC {
 }
 
 // DeleteVPC deletes a VPC; one already gone is not an error. DO refuses while
-// droplets are still members.
+// droplets are still members, and refuses a region's default VPC (the first
+// created there) with a 403 — which errors.Is ErrAuth although the token is
+// fine: read the APIError's message.
 func (c *Client) DeleteVPC(ctx context.Context, id string) error {
 	_, err := c.godo.VPCs.Delete(ctx, id)
 	if err = wrap("delete VPC "+id, err); err != nil && !errors.Is(err, ErrNotFound) {

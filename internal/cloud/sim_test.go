@@ -34,8 +34,23 @@ type env struct {
 // all-scopes token. Small retry and poll waits keep the tests quick.
 func newEnv(t *testing.T, opts dosim.Options) *env {
 	t.Helper()
+	// Every exchange is checked against DO's OpenAPI subset: the requests
+	// godo sends for each cloud operation, and the simulator's answers.
+	v, err := dosim.NewSpecValidator(dosim.SpecPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Validator = v
 	sim := dosim.New(opts)
 	ts := httptest.NewServer(sim)
+	t.Cleanup(func() {
+		if err := v.Err(); err != nil {
+			t.Errorf("OpenAPI violations:\n%v", err)
+		}
+		if len(v.Checked()) == 0 {
+			t.Error("the spec validator checked nothing")
+		}
+	})
 	t.Cleanup(ts.Close)
 	t.Cleanup(sim.Close)
 	sim.AddToken(adminToken, dosim.FullScopes()...)
@@ -352,9 +367,15 @@ func TestEnsureVPCAndFirewallAreIdempotent(t *testing.T) {
 	if calls := e.c.Calls(); calls["POST /v2/vpcs"] != 0 || e.c.Total() != 1 {
 		t.Errorf("second EnsureVPC made calls %v, want one list", calls)
 	}
-	other, created, err := e.c.EnsureVPC(ctx, "dynia-beta", "ams3", "")
+	// VPC names are unique per account: the same name in another region is
+	// refused before any create is attempted.
+	e.c.ResetCalls()
+	if _, _, err := e.c.EnsureVPC(ctx, "dynia-beta", "ams3", ""); err == nil || !strings.Contains(err.Error(), "taken") || e.c.Calls()["POST /v2/vpcs"] != 0 {
+		t.Fatalf("same name in another region: %v, calls %v", err, e.c.Calls())
+	}
+	other, created, err := e.c.EnsureVPC(ctx, "dynia-beta-ams3", "ams3", "")
 	if err != nil || !created || other.ID == v1.ID || other.Region != "ams3" {
-		t.Fatalf("same name in another region: %+v created=%v %v", other, created, err)
+		t.Fatalf("VPC in another region: %+v created=%v %v", other, created, err)
 	}
 
 	spec := cloud.FirewallSpec{Name: "dynia-beta", Tag: cloud.ClusterTag("beta"), AdminCIDRs: []string{"192.0.2.10/32"}, VPCCIDR: v1.IPRange}
@@ -391,10 +412,18 @@ func TestEnsureVPCAndFirewallAreIdempotent(t *testing.T) {
 	if err := e.c.DeleteFirewall(ctx, f1.ID); err != nil {
 		t.Errorf("deleting a deleted firewall: %v", err)
 	}
-	if err := e.c.DeleteVPC(ctx, other.ID); err != nil {
+	// The first VPC of a region becomes its default, which DO never deletes.
+	if err := e.c.DeleteVPC(ctx, other.ID); err == nil {
+		t.Error("deleted a region's default VPC")
+	}
+	spare, _, err := e.c.EnsureVPC(ctx, "dynia-beta-spare", "ams3", "")
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.c.DeleteVPC(ctx, other.ID); err != nil {
+	if err := e.c.DeleteVPC(ctx, spare.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.c.DeleteVPC(ctx, spare.ID); err != nil {
 		t.Errorf("deleting a deleted VPC: %v", err)
 	}
 }
