@@ -20,8 +20,24 @@ import (
 	"github.com/dynia/dynia/internal/testutil"
 )
 
-// api calls the sandbox's DO API with the CLI token.
+// api calls the sandbox's DO API with the CLI token; an error status fails
+// the test.
 func api(t *testing.T, info *Info, method, path string, body any, out any) int {
+	t.Helper()
+	code, b := apiTry(t, info, method, path, body)
+	if code >= 300 {
+		t.Fatalf("%s %s: %d: %s", method, path, code, b)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			t.Fatalf("%s %s: decode: %v", method, path, err)
+		}
+	}
+	return code
+}
+
+// apiTry calls the API and returns the status and body.
+func apiTry(t *testing.T, info *Info, method, path string, body any) (int, []byte) {
 	t.Helper()
 	var r io.Reader
 	if body != nil {
@@ -37,15 +53,7 @@ func api(t *testing.T, info *Info, method, path string, body any, out any) int {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode >= 300 {
-		t.Fatalf("%s %s: %s: %s", method, path, resp.Status, b)
-	}
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			t.Fatalf("%s %s: decode: %v", method, path, err)
-		}
-	}
-	return resp.StatusCode
+	return resp.StatusCode, b
 }
 
 func createDroplet(t *testing.T, info *Info, name, userData string) int {
