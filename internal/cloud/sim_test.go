@@ -47,6 +47,7 @@ func newEnv(t *testing.T, opts dosim.Options) *env {
 		if err := v.Err(); err != nil {
 			t.Errorf("OpenAPI violations:\n%v", err)
 		}
+		t.Logf("exchanges validated against the spec: %v", v.Checked())
 		if len(v.Checked()) == 0 {
 			t.Error("the spec validator checked nothing")
 		}
