@@ -405,9 +405,16 @@ func Down(ctx context.Context, dir string) error {
 	}
 	// Deleting the router namespace takes the veth pair and its routes with
 	// it; this covers a namespace that was already gone.
-	if m.HostVeth != "" && linkExists(ctx, m.HostVeth) {
-		if err := ip(ctx, "link", "del", m.HostVeth); err != nil {
-			errs = append(errs, fmt.Errorf("delete %s: %w", m.HostVeth, err))
+	// The kernel tears a namespace down asynchronously: give the veth a
+	// moment to vanish before deleting it by hand.
+	if m.HostVeth != "" {
+		for i := 0; i < 50 && linkExists(ctx, m.HostVeth); i++ {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if linkExists(ctx, m.HostVeth) {
+			if err := ip(ctx, "link", "del", m.HostVeth); err != nil && linkExists(ctx, m.HostVeth) {
+				errs = append(errs, fmt.Errorf("delete %s: %w", m.HostVeth, err))
+			}
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
