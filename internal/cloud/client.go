@@ -177,8 +177,11 @@ func (c *Client) installCounter(gc *godo.Client) {
 			return
 		}
 		if ot.Base == nil {
-			ot.Base = &countingTransport{base: http.DefaultTransport, counter: c.calls}
-			c.wire = http.DefaultTransport
+			// Retries disabled: oauth2 would use the shared default
+			// transport; give this client its own.
+			wire := http.DefaultTransport.(*http.Transport).Clone()
+			ot.Base = &countingTransport{base: wire, counter: c.calls}
+			c.wire = wire
 			return
 		}
 	}

@@ -608,3 +608,24 @@ func TestCatalogAndAccount(t *testing.T) {
 		t.Fatalf("Account = %+v, %v", acct, err)
 	}
 }
+
+func TestRetriesDisabled(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, dosim.Options{})
+	ctx := ctxT(t)
+	c, err := cloud.New(adminToken, cloud.Options{BaseURL: e.url, RetryMax: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.CloseIdleConnections)
+	if _, err := c.Account(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.sim.InjectFault(dosim.Fault{PathPrefix: "/v2/account", Status: http.StatusServiceUnavailable, Count: 1})
+	if _, err := c.Account(ctx); err == nil {
+		t.Fatal("503 without retries succeeded")
+	}
+	if n := c.Calls()["GET /v2/account"]; n != 2 {
+		t.Errorf("calls %v, want 2 GET /v2/account", c.Calls())
+	}
+}
