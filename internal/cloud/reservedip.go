@@ -29,8 +29,10 @@ func fromGodoRIP(r *godo.ReservedIP) ReservedIP {
 	return out
 }
 
-// CreateReservedIP reserves an IP assigned to the droplet and waits until the
-// assignment shows (DO answers droplet:null, locked:true until it completes).
+// CreateReservedIP reserves an IP assigned to the droplet (which must be
+// active) and waits until the assignment shows: DO answers droplet:null,
+// locked:true until it completes. If the wait fails, the result still names
+// the IP, so the caller can release it.
 func (c *Client) CreateReservedIP(ctx context.Context, dropletID int) (ReservedIP, error) {
 	op := fmt.Sprintf("create reserved IP for droplet %d", dropletID)
 	r, _, err := c.godo.ReservedIPs.Create(ctx, &godo.ReservedIPCreateRequest{DropletID: dropletID})
