@@ -31,6 +31,10 @@ func socketCmd(ctx context.Context, path, cmd string) (string, error) {
 	if _, err := io.WriteString(c, cmd+"\n"); err != nil {
 		return "", fmt.Errorf("haproxy socket %s: send %q: %w", path, cmd, err)
 	}
+	// The master CLI answers and closes only once our side is shut.
+	if uc, ok := c.(*net.UnixConn); ok {
+		uc.CloseWrite()
+	}
 	b, err := io.ReadAll(c)
 	if err != nil {
 		return string(b), fmt.Errorf("haproxy socket %s: read answer to %q: %w", path, cmd, err)

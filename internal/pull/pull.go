@@ -21,6 +21,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -300,6 +301,21 @@ func (d *Daemon) pollOK() {
 	d.amu.Lock()
 	d.lastPollOK = time.Now()
 	d.amu.Unlock()
+	d.clearError("poll")
+}
+
+// clearError clears the reported error once its cause is gone: any error
+// after a good apply, a poll error after a good poll (prefix "" matches all).
+func (d *Daemon) clearError(prefix string) {
+	cleared := false
+	d.updateStatus(func(s *Status) {
+		if s.LastError != "" && strings.HasPrefix(s.LastError, prefix) {
+			s.LastError, s.LastErrorAt, cleared = "", nil, true
+		}
+	})
+	if cleared {
+		d.kickStatus()
+	}
 }
 
 // fail records a refused or failed apply: one log line, a metric and the
@@ -423,7 +439,7 @@ func (d *Daemon) Apply(ctx context.Context, st *cluster.State) (Result, error) {
 	d.m.applies.Inc()
 	now := time.Now().UTC()
 	d.updateStatus(func(s *Status) {
-		s.LastError, s.LastErrorAt, s.LastApplyAt = "", nil, &now
+		s.LastApplyAt = &now
 	})
 	d.kickStatus()
 	log.Info("applied", "files", len(jobs), "backends", len(res.Backends),
@@ -438,6 +454,7 @@ func (d *Daemon) applied1(st *cluster.State, res *render.Result) {
 	d.firstApplied = true
 	d.amu.Unlock()
 	d.m.generation.Set(float64(st.Generation))
+	d.clearError("")
 	d.updateStatus(func(s *Status) {
 		s.AppliedGeneration = st.Generation
 		s.HAProxyConfigHash = res.HAProxy.Hash

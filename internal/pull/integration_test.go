@@ -1,0 +1,436 @@
+package pull_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dynia/dynia/internal/bucket"
+	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/pull"
+	"github.com/dynia/dynia/internal/testutil"
+)
+
+// TestMain doubles as the demo app: with DYNIA_TEST_APP=<id> the test
+// binary serves "<id>\n" on :8080 and 200 on /healthz, inside a namespace.
+func TestMain(m *testing.M) {
+	if id := os.Getenv("DYNIA_TEST_APP"); id != "" {
+		http.ListenAndServe(":8080", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintln(w, id)
+		}))
+		os.Exit(1)
+	}
+	code := m.Run()
+	if pullBinDir != "" {
+		os.RemoveAll(pullBinDir)
+	}
+	os.Exit(code)
+}
+
+var (
+	buildOnce  sync.Once
+	pullBinDir string
+	pullBin    string
+	buildErr   error
+)
+
+// buildPull builds cmd/dynia-pull once per test binary.
+func buildPull(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		pullBinDir, buildErr = os.MkdirTemp("", "dynia-pull-bin-")
+		if buildErr != nil {
+			return
+		}
+		pullBin = filepath.Join(pullBinDir, "dynia-pull")
+		out, err := exec.Command("go", "build", "-o", pullBin, "github.com/dynia/dynia/cmd/dynia-pull").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build dynia-pull: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return pullBin
+}
+
+// env is a running cluster: namespaces, versitygw, apps and dynia-pulls.
+type env struct {
+	t      *testing.T
+	lab    *testutil.NetLab
+	store  bucket.Store
+	state  *cluster.State
+	ids    []string
+	pulled int // nodes 0..pulled-1 run dynia-pull
+	client *http.Client
+	dir    string
+}
+
+var nodeIDs = []string{"amber-fox", "brisk-owl", "calm-heron", "dusty-lynx", "eager-mole", "fuzzy-newt",
+	"gentle-orca", "happy-puma", "icy-quail", "jolly-raven", "keen-seal"}
+
+// newEnv starts nodes namespaces; the first pulled run dynia-pull in
+// supervise mode with every node ready, the rest only the app.
+func newEnv(t *testing.T, nodes, pulled int, poll time.Duration) *env {
+	testutil.NeedRoot(t)
+	testutil.NeedBinary(t, "haproxy")
+	testutil.NeedBinary(t, "keepalived")
+	testutil.NeedBinary(t, "curl")
+	bin := buildPull(t)
+	s3 := testutil.StartVersityGW(t)
+	lab := testutil.NewNetLab(t, nodes)
+	e := &env{t: t, lab: lab, pulled: pulled, dir: t.TempDir(),
+		client: &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
+
+	// versitygw listens on 127.0.0.1; nodes reach it through a forwarder on
+	// the root namespace's lab address.
+	fwd := forward(t, lab.RootAddr.String()+":0", strings.TrimPrefix(s3.Endpoint, "http://"))
+	var err error
+	e.store, err = bucket.Open(t.Context(), s3.URL("dynia"), bucket.Options{Endpoint: s3.Endpoint, Region: s3.Region,
+		PathStyle: true, AccessKeyID: s3.AccessKeyID, SecretAccessKey: s3.SecretAccessKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.state = cluster.New("it", "sgp1", "s-1vcpu-1gb", "img", time.Now())
+	for i, n := range lab.Nodes {
+		id := nodeIDs[i]
+		e.ids = append(e.ids, id)
+		e.state.Nodes = append(e.state.Nodes, cluster.Node{ID: id, PrivateIP: n.Addr.String(),
+			Priority: 200 - 10*i, Role: cluster.RoleStandby, Lifecycle: cluster.Ready})
+		e.start(id, n.Command(os.Args[0]), "DYNIA_TEST_APP="+id)
+	}
+	e.state.Nodes[0].Role = cluster.RoleActive
+	e.put()
+
+	creds := filepath.Join(e.dir, "creds.json")
+	b, _ := json.Marshal(map[string]string{"access_key_id": s3.AccessKeyID, "secret_access_key": s3.SecretAccessKey})
+	os.WriteFile(creds, b, 0o600)
+	for i := 0; i < pulled; i++ {
+		id, n := e.ids[i], lab.Nodes[i]
+		d := filepath.Join(e.dir, id)
+		os.MkdirAll(d, 0o755)
+		// haproxy through a wrapper that refuses to start while d/haproxy.down
+		// exists: the failover check keeps a killed haproxy dead although
+		// dynia-pull restarts it.
+		haproxy, _ := exec.LookPath("haproxy")
+		wrapper := filepath.Join(d, "haproxy")
+		os.WriteFile(wrapper, []byte("#!/bin/sh\n[ -e "+filepath.Join(d, "haproxy.down")+" ] && exit 1\nexec "+haproxy+" \"$@\"\n"), 0o755)
+		cfg := map[string]any{
+			"cluster": "it", "node_id": id, "state_url": s3.URL("dynia"), "endpoint": "http://" + fwd,
+			"region": s3.Region, "path_style": true, "credentials_file": creds, "poll_interval": poll.String(),
+			"haproxy_config": filepath.Join(d, "haproxy.cfg"), "keepalived_config": filepath.Join(d, "keepalived.conf"),
+			"run_dir": filepath.Join(d, "run"), "supervise": true, "haproxy_bin": wrapper, "metrics_addr": n.Addr.String() + ":9321",
+		}
+		b, _ := json.Marshal(cfg)
+		os.WriteFile(filepath.Join(d, "pull.json"), b, 0o644)
+		e.start("pull-"+id, n.Command(bin, "run", "--config", filepath.Join(d, "pull.json")))
+	}
+	return e
+}
+
+// start runs cmd until the test ends, logging its output to a file that is
+// printed when the test fails.
+func (e *env) start(name string, cmd *exec.Cmd, env ...string) {
+	t := e.t
+	logPath := filepath.Join(e.dir, name+".log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.Env = append(os.Environ(), env...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		f.Close()
+		if t.Failed() && strings.HasPrefix(name, "pull-") {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("%s log (tail):\n%s", name, tail(string(b), 40))
+		}
+	})
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (e *env) put() time.Time {
+	e.t.Helper()
+	e.state.Generation++
+	b, err := e.state.Encode()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := e.store.Put(context.Background(), cluster.StateKey("it"), b, bucket.Cond{}); err != nil {
+		e.t.Fatal(err)
+	}
+	return time.Now()
+}
+
+// serves returns the app ids node i's HAProxy answered in rounds requests.
+func (e *env) serves(i, rounds int) (map[string]int, error) {
+	got := map[string]int{}
+	for r := 0; r < rounds; r++ {
+		resp, err := e.client.Get("http://" + e.lab.Nodes[i].Addr.String() + ":80/")
+		if err != nil {
+			return got, err
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return got, fmt.Errorf("node %s: status %d", e.ids[i], resp.StatusCode)
+		}
+		got[strings.TrimSpace(string(b))]++
+	}
+	return got, nil
+}
+
+// converge waits until every pulled node serves exactly want (ids) and
+// returns how long it took since `since`.
+func (e *env) converge(since time.Time, want ...string) time.Duration {
+	e.t.Helper()
+	sort.Strings(want)
+	testutil.WaitFor(e.t, 60*time.Second, func() error {
+		for i := 0; i < e.pulled; i++ {
+			got, err := e.serves(i, 3*len(want))
+			if err != nil {
+				return err
+			}
+			var ids []string
+			for id := range got {
+				ids = append(ids, id)
+			}
+			sort.Strings(ids)
+			if strings.Join(ids, ",") != strings.Join(want, ",") {
+				return fmt.Errorf("node %s serves %v, want %v", e.ids[i], ids, want)
+			}
+		}
+		return nil
+	})
+	return time.Since(since)
+}
+
+func (e *env) status(i int) (*pull.Status, error) {
+	resp, err := e.client.Get("http://" + e.lab.Nodes[i].Addr.String() + ":9321/status")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return pull.DecodeStatus(b)
+}
+
+func (e *env) setLifecycle(id string, lc cluster.Lifecycle) {
+	for i := range e.state.Nodes {
+		if e.state.Nodes[i].ID == id {
+			e.state.Nodes[i].Lifecycle = lc
+		}
+	}
+}
+
+func p95(ds []time.Duration) time.Duration {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[(len(s)*95+99)/100-1]
+}
+
+// TestCluster runs three nodes with real dynia-pull, haproxy and keepalived
+// in namespaces and a fourth app-only node that is added, drained and
+// removed.
+func TestCluster(t *testing.T) {
+	testutil.Integration(t)
+	const poll = time.Second
+	e := newEnv(t, 4, 3, poll)
+	a, b, c, d := e.ids[0], e.ids[1], e.ids[2], e.ids[3]
+
+	// Start: the fourth node is still provisioning.
+	e.setLifecycle(d, cluster.Provisioning)
+	took := e.converge(e.put(), a, b, c)
+	t.Logf("first convergence (daemons started from nothing): %v", took)
+
+	// Add, drain, remove.
+	e.setLifecycle(d, cluster.Ready)
+	t.Logf("add %s: every node routes to it after %v", d, e.converge(e.put(), a, b, c, d))
+	e.setLifecycle(d, cluster.Draining)
+	t.Logf("drain %s: no node routes new requests to it after %v", d, e.converge(e.put(), a, b, c))
+	e.setLifecycle(d, cluster.Ready)
+	e.converge(e.put(), a, b, c, d)
+	e.setLifecycle(d, cluster.Removing)
+	t.Logf("remove %s: no node routes to it after %v", d, e.converge(e.put(), a, b, c))
+
+	// 20 changes under a bounded request loop: 0 failed requests.
+	var ok, failed atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := 0; w < 3; w++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			for n := 0; n < 100000; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := e.serves(i, 1); err != nil {
+					failed.Add(1)
+					t.Logf("request to %s failed: %v", e.ids[i], err)
+				} else {
+					ok.Add(1)
+				}
+			}
+		}(w)
+	}
+	var times []time.Duration
+	for i := 0; i < 20; i++ {
+		want := []string{a, b, c}
+		switch i % 3 {
+		case 0:
+			e.setLifecycle(d, cluster.Ready)
+			want = append(want, d)
+		case 1:
+			e.setLifecycle(d, cluster.Draining)
+		case 2:
+			e.setLifecycle(d, cluster.Removing)
+		}
+		times = append(times, e.converge(e.put(), want...))
+	}
+	close(stop)
+	wg.Wait()
+	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+	t.Logf("20 changes: %d requests, %d failed; convergence p50 %v p95 %v max %v (poll %v)",
+		ok.Load()+failed.Load(), failed.Load(), times[len(times)/2], p95(times), times[len(times)-1], poll)
+	if failed.Load() != 0 {
+		t.Errorf("%d requests failed during 20 state changes", failed.Load())
+	}
+
+	// A corrupt state: every node keeps serving and reports the error.
+	e.store.Put(t.Context(), cluster.StateKey("it"), []byte(`{"schema_version": 1, "nodes": [`), bucket.Cond{})
+	testutil.WaitFor(t, 30*time.Second, func() error {
+		for i := 0; i < e.pulled; i++ {
+			st, err := e.status(i)
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(st.LastError, "decode") {
+				return fmt.Errorf("node %s last_error %q", e.ids[i], st.LastError)
+			}
+		}
+		return nil
+	})
+	if _, err := e.serves(0, 6); err != nil {
+		t.Errorf("node stopped serving after a corrupt state: %v", err)
+	}
+	e.setLifecycle(d, cluster.Ready)
+	e.converge(e.put(), a, b, c, d)
+	for i := 0; i < e.pulled; i++ {
+		if st, err := e.status(i); err != nil || st.LastError != "" || st.AppliedGeneration != e.state.Generation {
+			t.Errorf("node %s after the fix: %+v %v", e.ids[i], st, err)
+		}
+	}
+	// The status report reaches the bucket.
+	testutil.WaitFor(t, 30*time.Second, func() error {
+		obj, err := e.store.Get(t.Context(), cluster.StatusKey("it", a), "")
+		if err != nil {
+			return err
+		}
+		st, err := pull.DecodeStatus(obj.Body)
+		if err != nil || st.AppliedGeneration != e.state.Generation {
+			return fmt.Errorf("status.json %+v %v", st, err)
+		}
+		return nil
+	})
+
+	// Kill the MASTER's haproxy: another node becomes MASTER.
+	master := -1
+	testutil.WaitFor(t, 30*time.Second, func() error {
+		n := 0
+		for i := 0; i < e.pulled; i++ {
+			if st, err := e.status(i); err == nil && st.VRRPState == pull.VRRPMaster {
+				master = i
+				n++
+			}
+		}
+		if n != 1 {
+			return fmt.Errorf("%d MASTERs", n)
+		}
+		return nil
+	})
+	pidb, err := os.ReadFile(filepath.Join(e.dir, e.ids[master], "run", "haproxy.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	fmt.Sscan(string(pidb), &pid)
+	os.WriteFile(filepath.Join(e.dir, e.ids[master], "haproxy.down"), nil, 0o644)
+	killed := time.Now()
+	// dynia-pull runs haproxy in its own process group: kill master and workers.
+	if err := syscall.Kill(-pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill haproxy group %d: %v", pid, err)
+	}
+	testutil.WaitFor(t, 30*time.Second, func() error {
+		for i := 0; i < e.pulled; i++ {
+			if st, err := e.status(i); err == nil && i != master && st.VRRPState == pull.VRRPMaster {
+				return nil
+			}
+		}
+		return fmt.Errorf("no new MASTER yet")
+	})
+	t.Logf("haproxy of MASTER %s killed: another node MASTER after %v (advert_int 1 s, bound 3x1+2 = 5 s)",
+		e.ids[master], time.Since(killed))
+}
+
+// forward accepts on listen and copies each connection to target.
+func forward(t *testing.T, listen, target string) string {
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				u, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				go io.Copy(u, c)
+				io.Copy(c, u)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
