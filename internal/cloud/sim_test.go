@@ -407,8 +407,14 @@ func TestEnsureVPCAndFirewallAreIdempotent(t *testing.T) {
 		t.Errorf("after update, EnsureFirewall: created=%v %v calls %v", created, err, e.c.Calls())
 	}
 
+	if got, err := e.c.GetFirewall(ctx, f1.ID); err != nil || got.ID != f1.ID || got.Name != spec.Name {
+		t.Fatalf("GetFirewall = %+v, %v", got, err)
+	}
 	if err := e.c.DeleteFirewall(ctx, f1.ID); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := e.c.GetFirewall(ctx, f1.ID); !errors.Is(err, cloud.ErrNotFound) {
+		t.Fatalf("GetFirewall after delete: %v, want ErrNotFound", err)
 	}
 	if err := e.c.DeleteFirewall(ctx, f1.ID); err != nil {
 		t.Errorf("deleting a deleted firewall: %v", err)
