@@ -781,3 +781,45 @@ func TestImagesPrivateSnapshots(t *testing.T) {
 		t.Fatalf("image outside its regions: %v", err)
 	}
 }
+
+func TestHookMayCallBack(t *testing.T) {
+	t.Parallel()
+	var s *Server
+	var mu sync.Mutex
+	var seen []int
+	s = New(Options{OnReservedIPAssign: func(ip string, id int) {
+		mu.Lock()
+		seen = append(seen, id)
+		mu.Unlock()
+		if id != 0 {
+			// A hook reading state and causing drift must not deadlock.
+			_ = s.Droplets()
+			s.UnassignReservedIP(ip)
+		}
+	}})
+	hs := httptest.NewServer(s)
+	defer hs.Close()
+	defer s.Close()
+	c := godoClient(t, hs, "tok")
+	d := createDroplet(t, c, "a", "nyc3")
+	rip, _, err := c.ReservedIPs.Create(context.Background(), &godo.ReservedIPCreateRequest{DropletID: d.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int
+	for i := 0; i < 1000; i++ {
+		mu.Lock()
+		got = append([]int(nil), seen...)
+		mu.Unlock()
+		if len(got) == 2 {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if len(got) != 2 || got[0] != d.ID || got[1] != 0 {
+		t.Fatalf("hook saw %v", got)
+	}
+	if r := s.ReservedIPs()[0]; r.IP != rip.IP || r.DropletID != 0 {
+		t.Fatalf("reserved IP %+v", r)
+	}
+}

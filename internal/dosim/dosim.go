@@ -111,7 +111,9 @@ type Server struct {
 	usedPublic     map[netip.Addr]bool
 	usedAnchor     map[netip.Addr]bool
 	timers         map[*time.Timer]bool
-	hooks          []func()
+	hooks          []func() // queued by the current update
+	hookQueue      []func() // awaiting delivery, in order
+	delivering     bool
 	closed         bool
 	validatorHTTP  http.Handler
 	metadataHandle http.Handler
@@ -315,17 +317,44 @@ func (s *Server) Calls() []Call {
 	return append([]Call(nil), s.calls...)
 }
 
-// update runs f under the lock, then fires the hooks f queued, outside it.
+// update runs f under the lock (after advancing time-driven state), then
+// delivers the hooks f queued, outside the lock. Hooks are delivered one at a
+// time in the order their changes happened: if another goroutine is already
+// delivering, it also delivers ours (so they may run just after this call
+// returns), and a hook that calls back into the server never deadlocks.
 func (s *Server) update(f func()) {
 	s.mu.Lock()
 	s.advanceLocked()
 	f()
-	hooks := s.hooks
+	s.hookQueue = append(s.hookQueue, s.hooks...)
 	s.hooks = nil
-	s.mu.Unlock()
-	for _, h := range hooks {
-		h()
+	if s.delivering {
+		s.mu.Unlock()
+		return
 	}
+	s.delivering = true
+	for len(s.hookQueue) > 0 {
+		h := s.hookQueue[0]
+		s.hookQueue = s.hookQueue[1:]
+		s.mu.Unlock()
+		s.deliver(h)
+		s.mu.Lock()
+	}
+	s.delivering = false
+	s.mu.Unlock()
+}
+
+// deliver runs one hook; a panicking hook does not wedge delivery.
+func (s *Server) deliver(h func()) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.mu.Lock()
+			s.delivering = false
+			s.mu.Unlock()
+			panic(r)
+		}
+	}()
+	h()
 }
 
 // queueHook schedules fn to run after the lock is released. Caller holds mu.
