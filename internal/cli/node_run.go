@@ -73,7 +73,7 @@ func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
 	var vpcCreated bool
 	if err := p.Step("VPC", func() (string, error) {
 		var created bool
-		vpc, created, err = cl.EnsureVPC(ctx, resourceName(o.Name), o.Region, "")
+		vpc, created, err = cl.EnsureVPC(ctx, vpcName(o.Name, o.Region), o.Region, "")
 		vpcCreated = created
 		return reuse(vpc.ID+" "+vpc.IPRange, created), err
 	}); err != nil {
@@ -194,7 +194,7 @@ func createDryRun(ctx context.Context, f *Factory, o *CreateOptions, p *Progress
 	w := f.IO.Out
 	fmt.Fprintf(w, "Plan for cluster %s (dry run: nothing is created):\n", o.Name)
 	fmt.Fprintf(w, "  1. state object %s\n", cluster.StateKey(o.Name))
-	fmt.Fprintf(w, "  2. VPC %s in %s (reused if it exists)\n", resourceName(o.Name), o.Region)
+	fmt.Fprintf(w, "  2. VPC %s (reused if it exists)\n", vpcName(o.Name, o.Region))
 	fmt.Fprintf(w, "  3. firewall %s on tag %s\n", resourceName(o.Name), cloud.ClusterTag(o.Name))
 	fmt.Fprintf(w, "  4. droplet %s (%s, %s) tagged %v\n", cluster.Hostname(o.Name, ids[0]), o.Size, image, nodeTags(o.Name, ids[0]))
 	fmt.Fprintf(w, "  5. Reserved IP created assigned to it; node %s active, priority %d\n", ids[0], st.Nodes[0].Priority)

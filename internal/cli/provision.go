@@ -23,8 +23,12 @@ const SnapshotPrefix = "dynia-node-"
 // BootstrapImage is the stock image --bootstrap droplets start from.
 const BootstrapImage = "debian-12-x64"
 
-// resourceName names the VPC and firewall of a cluster.
+// resourceName names the firewall of a cluster.
 func resourceName(cluster string) string { return "dynia-" + cluster }
+
+// vpcName names the cluster's VPC; DO wants VPC names unique per account,
+// so the region is part of it.
+func vpcName(cluster, region string) string { return "dynia-" + cluster + "-" + region }
 
 // nodeTags are set at droplet creation, so a crash right after the create
 // still leaves a droplet that re-running the command finds and adopts.

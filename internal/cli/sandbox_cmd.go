@@ -70,6 +70,8 @@ func NewCmdSandbox(f *Factory) *cobra.Command {
 	upCmd.Flags().StringVar(&up.PublicRange, "public-range", "198.51.100.0/24", "simulated public range (Reserved and public IPs); must be unused on this machine")
 	upCmd.Flags().DurationVar(&actionDelay, "action-delay", 0, "how long a simulated Reserved IP assignment takes")
 	upCmd.Flags().StringVar(&up.PullBinary, "pull-binary", "", "dynia-pull binary (default: next to dynia, else PATH)")
+	upCmd.Flags().StringVar(&up.Prefix, "prefix", "", "name prefix of namespaces and links (tests run several sandboxes)")
+	_ = upCmd.Flags().MarkHidden("prefix")
 	cmd.AddCommand(upCmd)
 
 	cmd.AddCommand(&cobra.Command{

@@ -1,0 +1,244 @@
+// Package e2e drives the built dynia binary like a user, against the local
+// sandbox: a simulated DigitalOcean whose droplets are network namespaces
+// running the real dynia-pull, HAProxy and keepalived.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dynia/dynia/internal/testutil"
+)
+
+var binDir string
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	binDir = os.Getenv("DYNIA_BIN_DIR")
+	if binDir == "" {
+		dir, err := os.MkdirTemp("", "dynia-e2e-bin")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		for _, c := range []string{"dynia", "dynia-pull"} {
+			cmd := exec.Command("go", "build", "-o", filepath.Join(dir, c), "../cmd/"+c)
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				fmt.Fprintf(os.Stderr, "build %s: %v\n%s", c, err, out)
+				return 1
+			}
+		}
+		binDir = dir
+	}
+	return m.Run()
+}
+
+// sandboxEnv is one sandbox of the test's own: its own dir, name prefix,
+// public range and config file, so it never touches a user's sandbox.
+type sandboxEnv struct {
+	t      *testing.T
+	dir    string
+	config string
+	info   sandboxInfo
+}
+
+type sandboxInfo struct {
+	APIURL   string `json:"api_url"`
+	Token    string `json:"token"`
+	Droplets []struct {
+		ID        int    `json:"id"`
+		Name      string `json:"name"`
+		Namespace string `json:"namespace"`
+		PrivateIP string `json:"private_ip"`
+		PublicIP  string `json:"public_ip"`
+		Status    string `json:"status"`
+	} `json:"droplets"`
+	ReservedIPs []struct {
+		IP        string `json:"ip"`
+		DropletID int    `json:"droplet_id"`
+	} `json:"reserved_ips"`
+	Prefix      string `json:"prefix"`
+	PublicRange string `json:"public_range"`
+}
+
+func upSandbox(t *testing.T, prefix, publicRange string, extra ...string) *sandboxEnv {
+	t.Helper()
+	testutil.NeedRoot(t)
+	for _, b := range []string{"haproxy", "keepalived", "versitygw", "ip", "iptables"} {
+		testutil.NeedBinary(t, b)
+	}
+	dir := t.TempDir()
+	e := &sandboxEnv{t: t, dir: filepath.Join(dir, "sandbox"), config: filepath.Join(dir, "config.yaml")}
+	t.Cleanup(func() {
+		if t.Failed() {
+			e.dumpLogs()
+		}
+		if r := e.run("sandbox", "down"); r.code != 0 {
+			t.Errorf("sandbox down: exit %d: %s", r.code, r.stderr)
+		}
+	})
+	args := append([]string{"sandbox", "up", "--prefix", prefix, "--public-range", publicRange}, extra...)
+	e.mustRun(args...)
+	e.refresh()
+	return e
+}
+
+func (e *sandboxEnv) refresh() sandboxInfo {
+	e.t.Helper()
+	r := e.mustRun("sandbox", "status", "-o", "json")
+	var info sandboxInfo
+	if err := json.Unmarshal([]byte(r.stdout), &info); err != nil {
+		e.t.Fatalf("sandbox status -o json: %v\n%s", err, r.stdout)
+	}
+	e.info = info
+	return info
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func (e *sandboxEnv) run(args ...string) result {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	full := append([]string{"--config", e.config}, args...)
+	if args[0] == "sandbox" {
+		full = append([]string{"--config", e.config, "sandbox", "--dir", e.dir}, args[1:]...)
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "dynia"), full...)
+	cmd.Env = append(os.Environ(), "PATH="+binDir+":"+os.Getenv("PATH")+":/root/go/bin:/usr/sbin:/sbin")
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		e.t.Fatalf("run dynia: %v", err)
+	}
+	return result{code, out.String(), errOut.String()}
+}
+
+func (e *sandboxEnv) mustRun(args ...string) result {
+	e.t.Helper()
+	start := time.Now()
+	r := e.run(args...)
+	if r.code != 0 {
+		e.t.Fatalf("dynia %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	}
+	e.t.Logf("dynia %s (%v)", strings.Join(args, " "), time.Since(start).Round(time.Millisecond))
+	return r
+}
+
+func (e *sandboxEnv) dumpLogs() {
+	info := e.info
+	for _, d := range info.Droplets {
+		r := e.run("sandbox", "logs", fmt.Sprint(d.ID))
+		out := r.stdout
+		if len(out) > 6000 {
+			out = out[len(out)-6000:]
+		}
+		e.t.Logf("=== logs of droplet %d (%s):\n%s", d.ID, d.Name, out)
+	}
+}
+
+// get does one request with a short timeout; it returns the body's first line.
+func get(url string) (string, error) {
+	c := &http.Client{Timeout: 700 * time.Millisecond}
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	_, _ = b.ReadFrom(resp.Body)
+	if resp.StatusCode != 200 {
+		return "", fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return strings.TrimSpace(b.String()), nil
+}
+
+// loadLoop sends requests to url every interval until stopped or max is
+// reached (always bounded), recording each outcome.
+type loadLoop struct {
+	mu      sync.Mutex
+	samples []sample
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+type sample struct {
+	at   time.Time
+	ok   bool
+	body string
+}
+
+func startLoad(url string, interval time.Duration, max time.Duration) *loadLoop {
+	l := &loadLoop{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		deadline := time.Now().Add(max)
+		for time.Now().Before(deadline) {
+			select {
+			case <-l.stop:
+				return
+			default:
+			}
+			body, err := get(url)
+			l.mu.Lock()
+			l.samples = append(l.samples, sample{time.Now(), err == nil, body})
+			l.mu.Unlock()
+			time.Sleep(interval)
+		}
+	}()
+	return l
+}
+
+// finish stops the loop and returns (requests, failures, outage) where the
+// outage is first failure → first success after the last failure run.
+func (l *loadLoop) finish() (total, failed int, outage time.Duration, answered map[string]int) {
+	close(l.stop)
+	<-l.done
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	answered = map[string]int{}
+	var firstFail time.Time
+	for _, s := range l.samples {
+		total++
+		if !s.ok {
+			failed++
+			if firstFail.IsZero() {
+				firstFail = s.at
+			}
+			continue
+		}
+		answered[s.body]++
+		if !firstFail.IsZero() {
+			if d := s.at.Sub(firstFail); d > outage {
+				outage = d
+			}
+			firstFail = time.Time{}
+		}
+	}
+	if !firstFail.IsZero() {
+		outage = -1 // never recovered
+	}
+	return
+}

@@ -1,0 +1,275 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dynia/dynia/internal/cloud"
+	"github.com/dynia/dynia/internal/testutil"
+)
+
+type nodeRow struct {
+	ID        string `json:"id"`
+	Role      string `json:"role"`
+	Priority  int    `json:"priority"`
+	PublicIP  string `json:"public_ip"`
+	PrivateIP string `json:"private_ip"`
+	Status    string `json:"status"`
+	DropletID int    `json:"droplet_id"`
+	VRRPState string `json:"vrrp_state"`
+}
+
+func (e *sandboxEnv) nodes(name string) []nodeRow {
+	e.t.Helper()
+	var rows []nodeRow
+	if err := json.Unmarshal([]byte(e.mustRun("node", "list", "--name", name, "-o", "json").stdout), &rows); err != nil {
+		e.t.Fatal(err)
+	}
+	return rows
+}
+
+func (e *sandboxEnv) reservedIP(name string) string {
+	e.t.Helper()
+	var v struct {
+		ReservedIP string `json:"reserved_ip"`
+	}
+	if err := json.Unmarshal([]byte(e.mustRun("cluster", "get", "--name", name, "-o", "json").stdout), &v); err != nil {
+		e.t.Fatal(err)
+	}
+	return v.ReservedIP
+}
+
+func (e *sandboxEnv) cloud() *cloud.Client {
+	e.t.Helper()
+	c, err := cloud.New(e.info.Token, cloud.Options{BaseURL: e.info.APIURL, PollInterval: 50 * time.Millisecond})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return c
+}
+
+// ripHolder is the droplet holding the Reserved IP, per the simulated DO.
+func (e *sandboxEnv) ripHolder(ip string) int {
+	e.t.Helper()
+	r, err := e.cloud().GetReservedIP(context.Background(), ip)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return r.DropletID
+}
+
+// TestSandboxCluster is the product's main promise, end to end: a cluster
+// created and grown in the sandbox serves through its Reserved IP, and
+// keeps serving when the active droplet is powered off.
+func TestSandboxCluster(t *testing.T) {
+	e := upSandbox(t, "dyt1", "198.18.41.0/24")
+
+	start := time.Now()
+	e.mustRun("node", "create-ha", "--name", "demo", "--region", "nyc3", "--size", "s-1vcpu-1gb", "--timeout", "2m")
+	rip := e.reservedIP("demo")
+	url := "http://" + rip + "/"
+	testutil.WaitFor(t, 30*time.Second, func() error { _, err := get(url); return err })
+	t.Logf("create-ha returned after %v; Reserved IP %s answers", time.Since(start).Round(time.Millisecond), rip)
+
+	e.mustRun("node", "add", "--name", "demo", "--count", "2", "--timeout", "2m")
+	rows := e.nodes("demo")
+	if len(rows) != 3 {
+		t.Fatalf("%d nodes after add --count 2", len(rows))
+	}
+	seen := map[string]bool{}
+	testutil.WaitFor(t, 30*time.Second, func() error {
+		for range 12 {
+			if body, err := get(url); err == nil {
+				seen[body] = true
+			}
+		}
+		for _, r := range rows {
+			if !seen[r.ID] {
+				return fmt.Errorf("app of %s not reached through the Reserved IP yet (seen %v)", r.ID, seen)
+			}
+		}
+		return nil
+	})
+	for _, r := range rows {
+		if r.Status != "up" && r.Status != "up (applying)" {
+			t.Errorf("node %s status %q", r.ID, r.Status)
+		}
+	}
+
+	t.Run("power off the active droplet", func(t *testing.T) {
+		active := rows[0]
+		if active.Role != "active" || e.ripHolder(rip) != active.DropletID {
+			t.Fatalf("before: active %+v, RIP on droplet %d", active, e.ripHolder(rip))
+		}
+		load := startLoad(url, 50*time.Millisecond, 90*time.Second)
+		time.Sleep(time.Second)
+		if err := e.cloud().PowerOff(context.Background(), active.DropletID); err != nil {
+			t.Fatal(err)
+		}
+		testutil.WaitFor(t, 60*time.Second, func() error {
+			if h := e.ripHolder(rip); h == active.DropletID || h == 0 {
+				return fmt.Errorf("Reserved IP still on %d", h)
+			}
+			_, err := get(url)
+			return err
+		})
+		time.Sleep(2 * time.Second)
+		total, failed, outage, answered := load.finish()
+		t.Logf("OUTAGE power-off: %v (%d of %d requests failed; answered by %v)", outage, failed, total, answered)
+		if outage < 0 {
+			t.Fatal("service did not resume")
+		}
+		if answered[active.ID] > 0 && len(answered) == 1 {
+			t.Fatal("only the powered-off node answered")
+		}
+		if err := e.cloud().PowerOn(context.Background(), active.DropletID); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("make-active under load", func(t *testing.T) {
+		rows := e.nodes("demo")
+		var target nodeRow
+		holder := e.ripHolder(rip)
+		for _, r := range rows {
+			if r.DropletID != holder && r.Status == "up" {
+				target = r
+			}
+		}
+		if target.ID == "" {
+			t.Fatalf("no up standby to promote: %+v", rows)
+		}
+		load := startLoad(url, 50*time.Millisecond, 60*time.Second)
+		time.Sleep(500 * time.Millisecond)
+		e.mustRun("node", "make-active", "--name", "demo", "--node", target.ID)
+		time.Sleep(2 * time.Second)
+		total, failed, outage, _ := load.finish()
+		t.Logf("OUTAGE make-active: %v (%d of %d requests failed)", outage, failed, total)
+		if h := e.ripHolder(rip); h != target.DropletID {
+			t.Fatalf("RIP on %d, want %s's droplet %d", h, target.ID, target.DropletID)
+		}
+		// The state agrees with the holder, and stays so (no node fights).
+		time.Sleep(3 * time.Second)
+		if h := e.ripHolder(rip); h != target.DropletID {
+			t.Fatalf("RIP moved back to %d after make-active", h)
+		}
+		if got := e.nodes("demo")[0]; got.ID != target.ID || got.Role != "active" {
+			t.Fatalf("state's active node %+v, want %s", got, target.ID)
+		}
+	})
+
+	t.Run("remove a standby under load", func(t *testing.T) {
+		rows := e.nodes("demo")
+		standby := rows[len(rows)-1]
+		load := startLoad(url, 50*time.Millisecond, 60*time.Second)
+		e.mustRun("node", "remove", "--name", "demo", "--node", standby.ID, "--confirm")
+		time.Sleep(2 * time.Second)
+		total, failed, _, _ := load.finish()
+		t.Logf("remove standby: %d of %d requests failed", failed, total)
+		if failed != 0 {
+			t.Errorf("removing a standby lost %d requests", failed)
+		}
+	})
+
+	t.Run("remove the active node under load", func(t *testing.T) {
+		rows := e.nodes("demo")
+		active := rows[0]
+		load := startLoad(url, 50*time.Millisecond, 60*time.Second)
+		e.mustRun("node", "remove", "--name", "demo", "--node", active.ID, "--confirm")
+		time.Sleep(2 * time.Second)
+		total, failed, outage, _ := load.finish()
+		t.Logf("OUTAGE remove active: %v (%d of %d requests failed)", outage, failed, total)
+		rows = e.nodes("demo")
+		if len(rows) != 1 || e.ripHolder(rip) != rows[0].DropletID {
+			t.Fatalf("after removing the active node: %+v, RIP on %d", rows, e.ripHolder(rip))
+		}
+		if _, err := get(url); err != nil {
+			t.Fatalf("Reserved IP does not answer after removing the active node: %v", err)
+		}
+	})
+}
+
+// TestVRRPCut: VRRP between two healthy nodes is cut for a while; the
+// Reserved IP moves at most once and the service keeps answering.
+func TestVRRPCut(t *testing.T) {
+	e := upSandbox(t, "dyt2", "198.18.42.0/24")
+	e.mustRun("node", "create-ha", "--name", "split", "--region", "nyc3", "--size", "s-1vcpu-1gb", "--timeout", "2m")
+	e.mustRun("node", "add", "--name", "split", "--timeout", "2m")
+	rip := e.reservedIP("split")
+	url := "http://" + rip + "/"
+	testutil.WaitFor(t, 30*time.Second, func() error { _, err := get(url); return err })
+	rows := e.nodes("split")
+	info := e.refresh()
+	ns := ""
+	for _, d := range info.Droplets {
+		if d.ID == rows[1].DropletID {
+			ns = d.Namespace
+		}
+	}
+	if ns == "" {
+		t.Fatalf("no namespace for %+v", rows[1])
+	}
+	cut := []string{"netns", "exec", ns, "iptables", "-I", "INPUT", "-p", "vrrp", "-j", "DROP"}
+	if out, err := exec.Command("ip", cut...).CombinedOutput(); err != nil {
+		t.Fatalf("cut VRRP: %v: %s", err, out)
+	}
+	cutFor := 60 * time.Second
+	if s := os.Getenv("DYNIA_VRRP_CUT"); s != "" {
+		cutFor, _ = time.ParseDuration(s)
+	}
+	before := e.ripHolder(rip)
+	moves := 0
+	load := startLoad(url, 100*time.Millisecond, cutFor+10*time.Second)
+	deadline := time.Now().Add(cutFor)
+	last := before
+	for time.Now().Before(deadline) {
+		if h := e.ripHolder(rip); h != last {
+			moves++
+			last = h
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	uncut := strings.Replace(strings.Join(cut, " "), "-I", "-D", 1)
+	if out, err := exec.Command("ip", strings.Fields(uncut)...).CombinedOutput(); err != nil {
+		t.Fatalf("restore VRRP: %v: %s", err, out)
+	}
+	total, failed, outage, _ := load.finish()
+	t.Logf("VRRP cut for %v: Reserved IP moved %d time(s); %d of %d requests failed (longest outage %v)", cutFor, moves, failed, total, outage)
+	if moves > 1 {
+		t.Errorf("the Reserved IP moved %d times during the VRRP cut", moves)
+	}
+	if outage < 0 {
+		t.Error("service did not keep answering")
+	}
+}
+
+// TestSandboxDownLeavesNothing: after down, no namespace, link, route,
+// process or file of the sandbox remains.
+func TestSandboxDownLeavesNothing(t *testing.T) {
+	e := upSandbox(t, "dyt3", "198.18.43.0/24")
+	e.mustRun("node", "create-ha", "--name", "gone", "--region", "nyc3", "--size", "s-1vcpu-1gb", "--timeout", "2m")
+	e.mustRun("sandbox", "down")
+	e.mustRun("sandbox", "down") // idempotent
+	if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), "dyt3") {
+		t.Errorf("namespaces left: %s", out)
+	}
+	if out, _ := exec.Command("ip", "link").Output(); strings.Contains(string(out), "dyt3") {
+		t.Errorf("links left: %s", out)
+	}
+	if out, _ := exec.Command("ip", "route").Output(); strings.Contains(string(out), "198.18.43.") {
+		t.Errorf("routes left: %s", out)
+	}
+	if _, err := os.Stat(e.dir); !os.IsNotExist(err) {
+		entries, _ := os.ReadDir(e.dir)
+		t.Errorf("sandbox dir left: %v (%d entries)", err, len(entries))
+	}
+	if out, _ := exec.Command("pgrep", "-f", e.dir).Output(); len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("processes of the sandbox left: %s", out)
+	}
+}
