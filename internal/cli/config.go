@@ -117,7 +117,7 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	tmp := f.Name()
-	defer os.Remove(tmp)
+	defer func() { _ = os.Remove(tmp) }() // gone after a successful rename
 	if err := f.Chmod(mode); err != nil {
 		f.Close()
 		return err

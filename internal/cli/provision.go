@@ -2,8 +2,6 @@ package cli
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -308,13 +306,6 @@ func hasTag(tags []string, t string) bool {
 		}
 	}
 	return false
-}
-
-// randomHex is for names that only need to be unique.
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // withTimeout bounds a command's waiting.

@@ -13,9 +13,11 @@ import (
 )
 
 // Keys in the bucket, relative to the store's prefix.
-func StateKey(name string) string          { return "clusters/" + name + "/state.json" }
-func StatusKey(name, nodeID string) string { return "clusters/" + name + "/nodes/" + nodeID + "/status.json" }
-func ClusterPrefix(name string) string     { return "clusters/" + name + "/" }
+func StateKey(name string) string { return "clusters/" + name + "/state.json" }
+func StatusKey(name, nodeID string) string {
+	return "clusters/" + name + "/nodes/" + nodeID + "/status.json"
+}
+func ClusterPrefix(name string) string { return "clusters/" + name + "/" }
 
 // ErrClusterNotFound means no state object exists for the cluster.
 var ErrClusterNotFound = errors.New("cluster not found")

@@ -194,4 +194,3 @@ func nodeByDroplet(st *cluster.State, id int) *cluster.Node {
 	}
 	return nil
 }
-
