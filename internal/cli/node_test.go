@@ -198,3 +198,18 @@ func TestRepairHA(t *testing.T) {
 		t.Fatalf("drift left after --force: %s", r.stdout)
 	}
 }
+
+func TestStateCheck(t *testing.T) {
+	e := newEnv(t)
+	r := e.mustRun("state", "check", "-o", "json")
+	var got struct {
+		ConditionalWrites bool     `json:"conditional_writes"`
+		Problems          []string `json:"problems"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil || !got.ConditionalWrites {
+		t.Fatalf("state check on versitygw: %v %+v", err, got)
+	}
+	if strings.Contains(r.stdout+r.stderr, e.s3.SecretAccessKey) {
+		t.Fatal("state check printed the secret key")
+	}
+}

@@ -108,6 +108,7 @@ func NewCmdRoot(f *Factory) *cobra.Command {
 	root.AddCommand(NewCmdNode(f))
 	root.AddCommand(NewCmdCluster(f))
 	root.AddCommand(NewCmdSandbox(f))
+	root.AddCommand(NewCmdState(f))
 	return root
 }
 
