@@ -40,7 +40,8 @@ lint: ## golangci-lint (pinned in tools/go.mod), go vet, gofmt, go mod tidy
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))"
 	$(GO) mod tidy -diff
-	cd tools && $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint run --config ../.golangci.yml ../...
+	@test -x bin/golangci-lint || (cd tools && $(GO) build -o ../bin/golangci-lint github.com/golangci/golangci-lint/v2/cmd/golangci-lint)
+	bin/golangci-lint run --config .golangci.yml ./...
 
 bench: build ## benchmarks; results go to docs/benchmarks.md by hand
 	@for s in hack/bench.d/*.sh; do [ -e "$$s" ] || continue; echo "== $$s"; bash "$$s" || exit 1; done
