@@ -77,6 +77,7 @@ type env struct {
 	pulled int // nodes 0..pulled-1 run dynia-pull
 	client *http.Client
 	dir    string
+	pids   []int // dynia-pull processes
 }
 
 var nodeIDs = []string{"amber-fox", "brisk-owl", "calm-heron", "dusty-lynx", "eager-mole", "fuzzy-newt",
@@ -136,14 +137,14 @@ func newEnv(t *testing.T, nodes, pulled int, poll time.Duration) *env {
 		}
 		b, _ := json.Marshal(cfg)
 		os.WriteFile(filepath.Join(d, "pull.json"), b, 0o644)
-		e.start("pull-"+id, n.Command(bin, "run", "--config", filepath.Join(d, "pull.json")))
+		e.pids = append(e.pids, e.start("pull-"+id, n.Command(bin, "run", "--config", filepath.Join(d, "pull.json"))))
 	}
 	return e
 }
 
 // start runs cmd until the test ends, logging its output to a file that is
 // printed when the test fails.
-func (e *env) start(name string, cmd *exec.Cmd, env ...string) {
+func (e *env) start(name string, cmd *exec.Cmd, env ...string) int {
 	t := e.t
 	logPath := filepath.Join(e.dir, name+".log")
 	f, err := os.Create(logPath)
@@ -171,6 +172,7 @@ func (e *env) start(name string, cmd *exec.Cmd, env ...string) {
 			t.Logf("%s log (tail):\n%s", name, tail(string(b), 40))
 		}
 	})
+	return cmd.Process.Pid
 }
 
 func tail(s string, n int) string {

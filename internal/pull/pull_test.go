@@ -53,7 +53,7 @@ func (m *memStore) Put(_ context.Context, key string, body []byte, _ bucket.Cond
 	m.tags[key] = strings.Repeat("e", m.n)
 	return m.tags[key], nil
 }
-func (m *memStore) Delete(context.Context, string) error                 { return nil }
+func (m *memStore) Delete(context.Context, string) error                { return nil }
 func (m *memStore) List(context.Context, string) ([]bucket.Info, error) { return nil, nil }
 func (m *memStore) String() string                                      { return "mem://" }
 
