@@ -5,7 +5,7 @@ VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo d
 COMMIT     ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo none)
 LDFLAGS    := -s -w -X github.com/dynia/dynia/internal/cli.Version=$(VERSION) \
               -X github.com/dynia/dynia/internal/cli.Commit=$(COMMIT) \
-              -X github.com/dynia/dynia/internal/pull.Version=$(VERSION)
+              -X main.version=$(VERSION)
 export PATH := $(PATH):/root/go/bin:$(HOME)/go/bin
 export CGO_ENABLED := 0
 # Tests bring their own timeouts; this bounds the whole run (rule: < 20 min).

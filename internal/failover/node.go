@@ -21,8 +21,6 @@ type Node struct {
 	Claimer *Claimer
 	Store   *cluster.Store
 	Cluster string
-	// OnResult receives what each claim did (for the status report).
-	OnResult func(Result)
 }
 
 // NewNode builds the DO-backed claimer from a node's config: the node token
@@ -49,28 +47,22 @@ func NewNode(cfg *nodeconfig.Config, store bucket.Store, log *slog.Logger) (*Nod
 	}, nil
 }
 
-// Claim is called on a MASTER transition.
-func (n *Node) Claim(ctx context.Context, reason string) error {
+// Claim is called on a MASTER transition (pull.ReservedIPClaimer).
+func (n *Node) Claim(ctx context.Context, reason string) (bool, string, error) {
 	st, _, err := n.Store.Load(ctx, n.Cluster)
 	if err != nil {
-		return err
+		return false, "", err
 	}
 	res, err := n.Claimer.Claim(ctx, st, reason)
-	if err == nil && n.OnResult != nil {
-		n.OnResult(res)
-	}
-	return err
+	return res.Moved, res.Reason, err
 }
 
-// Check is called periodically while MASTER.
-func (n *Node) Check(ctx context.Context) error {
+// Check is called every few seconds while MASTER (pull.ReservedIPClaimer).
+func (n *Node) Check(ctx context.Context) (bool, string, error) {
 	st, _, err := n.Store.Load(ctx, n.Cluster)
 	if err != nil {
-		return err
+		return false, "", err
 	}
 	res, err := n.Claimer.Check(ctx, st)
-	if err == nil && n.OnResult != nil && res.Moved {
-		n.OnResult(res)
-	}
-	return err
+	return res.Moved, res.Reason, err
 }

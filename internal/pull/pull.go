@@ -35,8 +35,16 @@ import (
 // called when keepalived makes the node MASTER; the DO API implementation
 // is wired in by the caller.
 type ReservedIPClaimer interface {
-	Claim(ctx context.Context, reason string) error
+	// Claim is called on a MASTER transition: move the IP here if it
+	// should be; moved says whether it did, note why (or why not).
+	Claim(ctx context.Context, reason string) (moved bool, note string, err error)
+	// Check is called every CheckEvery while MASTER: the level-triggered
+	// repair of a MASTER that does not hold the IP.
+	Check(ctx context.Context) (moved bool, note string, err error)
 }
+
+// CheckEvery is how often a MASTER checks that it holds the Reserved IP.
+const CheckEvery = 5 * time.Second
 
 // Daemon converges one node. Create it with New; Run polls until ctx ends,
 // Step applies once.
@@ -563,37 +571,67 @@ func (d *Daemon) onVRRP(state string) {
 	d.kickStatus()
 }
 
-// claimLoop calls the claimer for each MASTER transition, one at a time, so
-// the fifo reader never blocks on the DO API.
+// claimLoop calls the claimer for each MASTER transition, and every
+// CheckEvery while MASTER, one call at a time, so the fifo reader never
+// blocks on the DO API.
 func (d *Daemon) claimLoop(ctx context.Context) {
+	if d.claimer == nil {
+		return
+	}
+	tick := time.NewTicker(CheckEvery)
+	defer tick.Stop()
 	for {
+		var reason string
 		select {
 		case <-ctx.Done():
 			return
-		case reason := <-d.claims:
-			d.amu.Lock()
-			st := d.applied
-			d.amu.Unlock()
-			if st != nil {
-				if self := st.Node(d.nodeID); self != nil && self.Lifecycle == cluster.Removing {
-					d.log.Info("MASTER while being removed; not claiming the Reserved IP")
-					continue
-				}
+		case reason = <-d.claims:
+		case <-tick.C:
+			d.smu.Lock()
+			master := d.status.VRRPState == VRRPMaster
+			d.smu.Unlock()
+			if !master {
+				continue
 			}
-			err := d.claimer.Claim(ctx, reason)
-			now := time.Now().UTC()
-			d.updateStatus(func(s *Status) {
-				if err != nil {
-					s.LastError, s.LastErrorAt = "claim reserved ip: "+err.Error(), &now
-					return
-				}
-				s.ReservedIP = ReservedIPStatus{Held: s.VRRPState == VRRPMaster, LastMoveAt: &now, LastMoveReason: reason}
-			})
+			reason = "check"
+		}
+		d.amu.Lock()
+		st := d.applied
+		d.amu.Unlock()
+		if st != nil {
+			if self := st.Node(d.nodeID); self != nil && self.Lifecycle == cluster.Removing {
+				d.log.Debug("MASTER while being removed; not claiming the Reserved IP")
+				continue
+			}
+		}
+		var moved bool
+		var note string
+		var err error
+		if reason == "check" {
+			moved, note, err = d.claimer.Check(ctx)
+		} else {
+			moved, note, err = d.claimer.Claim(ctx, reason)
+		}
+		now := time.Now().UTC()
+		d.updateStatus(func(s *Status) {
 			if err != nil {
-				d.log.Error("claim reserved ip", "reason", reason, "err", err)
-			} else {
-				d.log.Info("claimed reserved ip", "reason", reason)
+				s.LastError, s.LastErrorAt = "claim reserved ip: "+err.Error(), &now
+				return
 			}
+			s.ReservedIP.Held = s.VRRPState == VRRPMaster && (moved || note == "already here")
+			if moved {
+				s.ReservedIP.LastMoveAt, s.ReservedIP.LastMoveReason = &now, note
+			}
+		})
+		switch {
+		case err != nil:
+			d.log.Error("claim reserved ip", "reason", reason, "err", err)
+		case moved:
+			d.log.Info("reserved ip moved here", "reason", reason, "note", note)
+		case reason != "check":
+			d.log.Info("reserved ip not moved", "reason", reason, "note", note)
+		}
+		if moved || reason != "check" {
 			d.kickStatus()
 		}
 	}

@@ -289,7 +289,12 @@ func TestBackoff(t *testing.T) {
 
 type fakeClaimer struct{ calls chan string }
 
-func (f fakeClaimer) Claim(_ context.Context, reason string) error { f.calls <- reason; return nil }
+func (f fakeClaimer) Claim(_ context.Context, reason string) (bool, string, error) {
+	f.calls <- reason
+	return true, reason, nil
+}
+
+func (f fakeClaimer) Check(context.Context) (bool, string, error) { return false, "already here", nil }
 
 func TestMasterClaims(t *testing.T) {
 	t.Parallel()
