@@ -4,15 +4,20 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -297,18 +302,17 @@ func copyFile(t *testing.T, src, dst string, mode fs.FileMode) {
 	}
 }
 
-// TestProvisionInChroot runs packer/scripts/provision.sh for real in a
-// Debian 12 root, as Packer would on the build droplet, then checks the
-// result and applies create-ha's snapshot-mode user-data to it.
-func TestProvisionInChroot(t *testing.T) {
-	testutil.NeedRoot(t)
-	testutil.NeedBinary(t, "unshare")
-	testutil.NeedBinary(t, "chroot")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
+// harnessPolicy is the test's own policy-rc.d: provision.sh must leave it.
+const harnessPolicy = "#!/bin/sh\n# image test harness\nexit 101\n"
 
+// prepareRoot unpacks the cached base root into a temp dir and makes it
+// look like a fresh droplet to apt: sources with bookworm-updates and
+// security from this machine's mirrors, the host's resolver, service starts
+// blocked. dpkg runs with force-unsafe-io (test-only, the root is thrown
+// away); dropUnsafeIO removes that before the assertions.
+func prepareRoot(ctx context.Context, t *testing.T) string {
+	t.Helper()
 	archive, security := hostMirrors(t)
-	start := time.Now()
 	tarball := baseRoot(ctx, t, archive)
 	root := filepath.Join(t.TempDir(), "root")
 	if err := os.Mkdir(root, 0o755); err != nil {
@@ -317,9 +321,6 @@ func TestProvisionInChroot(t *testing.T) {
 	if _, err := runCmd(ctx, t, nil, "tar", "-C", root, "--numeric-owner", "-xf", tarball); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("base root ready: %v", time.Since(start).Round(100*time.Millisecond))
-
-	// As on a droplet: updates and security suites; resolver from the host.
 	sources := fmt.Sprintf(`Types: deb
 URIs: %s
 Suites: bookworm bookworm-updates
@@ -337,9 +338,33 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 		t.Fatal(err)
 	}
 	copyFile(t, "/etc/resolv.conf", filepath.Join(root, "etc/resolv.conf"), 0o644)
-	// The harness's own policy-rc.d: provision.sh must leave it alone.
-	policy := "#!/bin/sh\n# image test harness\nexit 101\n"
-	writeFile(t, filepath.Join(root, "usr/sbin/policy-rc.d"), policy, 0o755)
+	writeFile(t, filepath.Join(root, "usr/sbin/policy-rc.d"), harnessPolicy, 0o755)
+	writeFile(t, filepath.Join(root, unsafeIOPath), "force-unsafe-io\n", 0o644)
+	return root
+}
+
+const unsafeIOPath = "etc/dpkg/dpkg.cfg.d/image-check-unsafe-io"
+
+func dropUnsafeIO(t *testing.T, root string) {
+	t.Helper()
+	if err := os.Remove(filepath.Join(root, unsafeIOPath)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestProvisionInChroot runs packer/scripts/provision.sh for real in a
+// Debian 12 root, as Packer would on the build droplet, then checks the
+// result and applies create-ha's snapshot-mode user-data to it.
+func TestProvisionInChroot(t *testing.T) {
+	testutil.NeedRoot(t)
+	testutil.NeedBinary(t, "unshare")
+	testutil.NeedBinary(t, "chroot")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+
+	start := time.Now()
+	root := prepareRoot(ctx, t)
+	t.Logf("base root ready: %v", time.Since(start).Round(100*time.Millisecond))
 
 	bin, real := dyniaPull(ctx, t)
 	// What Packer's file provisioners upload.
@@ -347,9 +372,6 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 	copyFile(t, "files/dynia-pull.service", filepath.Join(root, "tmp/dynia/dynia-pull.service"), 0o644)
 	copyFile(t, "scripts/provision.sh", filepath.Join(root, "root/provision.sh"), 0o755)
 
-	// Test-only speedup: dpkg skips fsync (the root is thrown away anyway).
-	unsafeIO := filepath.Join(root, "etc/dpkg/dpkg.cfg.d/image-check-unsafe-io")
-	writeFile(t, unsafeIO, "force-unsafe-io\n", 0o644)
 	provStart := time.Now()
 	out, err := inChroot(ctx, t, root, []string{
 		"DYNIA_PROVISION_MODE=image",
@@ -360,9 +382,7 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 	if err != nil {
 		t.Fatalf("provision.sh failed: %v", err)
 	}
-	if err := os.Remove(unsafeIO); err != nil {
-		t.Fatal(err)
-	}
+	dropUnsafeIO(t, root)
 	t.Logf("provision.sh: %v (whole check so far %v)", time.Since(provStart).Round(100*time.Millisecond), time.Since(start).Round(100*time.Millisecond))
 	for _, line := range strings.Split(out, "\n") {
 		if strings.HasPrefix(line, "Fetched ") || strings.HasPrefix(line, "provision: dynia-pull version") {
@@ -413,7 +433,7 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 				t.Errorf("/%s ships with the image", f)
 			}
 		}
-		if got, err := os.ReadFile(filepath.Join(root, "usr/sbin/policy-rc.d")); err != nil || string(got) != policy {
+		if got, err := os.ReadFile(filepath.Join(root, "usr/sbin/policy-rc.d")); err != nil || string(got) != harnessPolicy {
 			t.Errorf("provision.sh touched the harness's policy-rc.d (%v)", err)
 		}
 	})
@@ -507,22 +527,7 @@ func applyUserData(ctx context.Context, t *testing.T, root string, real bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range cc.WriteFiles {
-		mode, err := strconv.ParseUint(f.Permissions, 8, 32)
-		if err != nil {
-			t.Fatalf("%s: permissions %q: %v", f.Path, f.Permissions, err)
-		}
-		if f.Owner != "root:root" || f.Encoding != "" {
-			t.Errorf("%s: owner %q encoding %q", f.Path, f.Owner, f.Encoding)
-		}
-		dst := filepath.Join(root, f.Path)
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(dst, []byte(f.Content), fs.FileMode(mode)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeFiles(t, root, cc)
 
 	pullJSON := filepath.Join(root, cloudinit.PullConfigPath)
 	cfg, err := nodeconfig.Load(pullJSON)
@@ -551,6 +556,31 @@ func applyUserData(ctx context.Context, t *testing.T, root string, real bool) {
 		t.Errorf("dynia-pull check: %v", err)
 	} else {
 		t.Logf("dynia-pull check: %s", strings.TrimSpace(out))
+	}
+}
+
+// writeFiles does what cloud-init's write_files does with dynia's entries
+// (plain-text content, octal permissions, root:root — we run as root).
+func writeFiles(t *testing.T, root string, cc *cloudinit.Config) {
+	t.Helper()
+	for _, f := range cc.WriteFiles {
+		mode, err := strconv.ParseUint(f.Permissions, 8, 32)
+		if err != nil {
+			t.Fatalf("%s: permissions %q: %v", f.Path, f.Permissions, err)
+		}
+		if f.Owner != "root:root" || f.Encoding != "" {
+			t.Errorf("%s: owner %q encoding %q", f.Path, f.Owner, f.Encoding)
+		}
+		dst := filepath.Join(root, f.Path)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dst, []byte(f.Content), fs.FileMode(mode)); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dst, fs.FileMode(mode)); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -599,4 +629,127 @@ func dpkgInstalled(t *testing.T, root string) map[string]bool {
 		}
 	}
 	return installed
+}
+
+// TestBootstrapInChroot runs a --bootstrap droplet's first boot in a fresh
+// Debian root: the user-data's files are written, then its runcmd
+// (bootstrap.sh) provisions the node, downloads dynia-pull from a
+// "presigned URL" served on loopback, checks its sha256 and enables the
+// unit. A second boot with a tampered download must fail and keep the
+// installed binary.
+func TestBootstrapInChroot(t *testing.T) {
+	testutil.NeedRoot(t)
+	testutil.NeedBinary(t, "unshare")
+	testutil.NeedBinary(t, "chroot")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	start := time.Now()
+	root := prepareRoot(ctx, t)
+	binPath, _ := dyniaPull(ctx, t)
+	bin, err := os.ReadFile(binPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(bin)
+
+	const signature = "X-Amz-Signature=0123abcd"
+	var hits atomic.Int32
+	var tampered atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		if r.URL.Path != "/bin/dynia-pull-linux-amd64" || !strings.Contains(r.URL.RawQuery, signature) {
+			http.Error(w, "bad presigned URL", http.StatusForbidden)
+			return
+		}
+		if tampered.Load() {
+			w.Write([]byte("#!/bin/sh\necho tampered\n"))
+			return
+		}
+		w.Write(bin)
+	}))
+	t.Cleanup(srv.Close)
+
+	ud, err := cloudinit.Render(cloudinit.Params{
+		Mode:     cloudinit.Bootstrap,
+		Cluster:  "myapp",
+		NodeID:   "brave-panda",
+		Hostname: "myapp-brave-panda",
+		Node:     nodeconfig.Config{StateURL: "s3://dynia-state/dynia"},
+		DOToken:  "dop_v1_bootstrapcheck",
+		// A presigned URL carries its signature in the query.
+		PullBinaryURL:    srv.URL + "/bin/dynia-pull-linux-amd64?X-Amz-Algorithm=AWS4-HMAC-SHA256&" + signature,
+		PullBinarySHA256: hex.EncodeToString(sum[:]),
+		Distro:           "debian-12-x64",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := cloudinit.Parse(ud)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cc.RunCmd) != 1 {
+		t.Fatalf("runcmd = %v, want one command", cc.RunCmd)
+	}
+	boot := func() (string, error) {
+		writeFiles(t, root, cc)
+		return inChroot(ctx, t, root, nil, cc.RunCmd[0]...)
+	}
+	out, err := boot()
+	if err != nil {
+		t.Fatalf("first boot: %v", err)
+	}
+	dropUnsafeIO(t, root)
+	t.Logf("bootstrap first boot: %v", time.Since(start).Round(100*time.Millisecond))
+
+	installed := filepath.Join(root, cloudinit.PullBinaryPath)
+	got, err := os.ReadFile(installed)
+	if err != nil || !bytes.Equal(got, bin) {
+		t.Fatalf("installed dynia-pull differs from the served one (%v)", err)
+	}
+	if st, _ := os.Stat(installed); st == nil || st.Mode().Perm() != 0o755 {
+		t.Errorf("dynia-pull mode: %v", st)
+	}
+	if _, err := os.Stat(filepath.Join(root, cloudinit.PullBinaryURLPath)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the presigned URL file is left behind (%v)", err)
+	}
+	if strings.Contains(out, signature) {
+		t.Error("bootstrap output shows the presigned URL")
+	}
+	if _, err := os.Lstat(filepath.Join(root, "etc/systemd/system/multi-user.target.wants/dynia-pull.service")); err != nil {
+		t.Errorf("dynia-pull.service not enabled: %v", err)
+	}
+	if target, _ := os.Readlink(filepath.Join(root, "etc/systemd/system/haproxy.service")); target != "/dev/null" {
+		t.Errorf("haproxy.service not masked (%q)", target)
+	}
+	pkgs := dpkgInstalled(t, root)
+	for _, p := range []string{"haproxy", "keepalived", "docker.io", "curl"} {
+		if !pkgs[p] {
+			t.Errorf("package %s not installed", p)
+		}
+	}
+	if _, err := nodeconfig.Load(filepath.Join(root, cloudinit.PullConfigPath)); err != nil {
+		t.Error(err)
+	}
+	if n := hits.Load(); n != 1 {
+		t.Errorf("%d downloads, want 1", n)
+	}
+
+	// A tampered download: the sha256 check fails, nothing is replaced.
+	tampered.Store(true)
+	out, err = boot()
+	if err == nil {
+		t.Fatalf("boot with a tampered download succeeded:\n%s", out)
+	}
+	if !strings.Contains(err.Error(), "FAILED") {
+		t.Errorf("tampered boot failed, but not at the checksum: %v", err)
+	}
+	if got, _ := os.ReadFile(installed); !bytes.Equal(got, bin) {
+		t.Error("a tampered download replaced dynia-pull")
+	}
+	leftovers, _ := filepath.Glob(filepath.Join(root, "usr/local/bin/.dynia-pull.*"))
+	if len(leftovers) > 0 {
+		t.Errorf("temporary downloads left: %v", leftovers)
+	}
+	t.Logf("bootstrap check: %v", time.Since(start).Round(100*time.Millisecond))
 }

@@ -31,5 +31,11 @@ chmod 0755 "$tmp"
 mv -f "$tmp" "$DEST"
 rm -f "$URL_FILE"
 "$DEST" version >&2
-systemctl enable --now dynia-pull.service
-echo "bootstrap: dynia-pull started" >&2
+if [[ -d /run/systemd/system ]]; then
+	systemctl enable --now dynia-pull.service
+	echo "bootstrap: dynia-pull started" >&2
+else
+	# Not booted with systemd (the image test's chroot): enable only.
+	systemctl enable dynia-pull.service
+	echo "bootstrap: dynia-pull enabled (no running systemd to start it)" >&2
+fi
