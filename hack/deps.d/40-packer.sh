@@ -10,6 +10,11 @@
 # A second run does nothing but stat files.
 set -euo pipefail
 
+# The sandbox does not build images.
+if [[ ${DYNIA_DEPS_PROFILE:-} == sandbox ]]; then
+	exit 0
+fi
+
 PACKER_VERSION=1.9.4
 PLUGIN_VERSION=1.4.1
 CACHE=/root/.cache/dynia

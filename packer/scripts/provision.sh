@@ -47,6 +47,9 @@ if [[ -d /run/systemd/system ]] && ! systemd-detect-virt --quiet --chroot 2>/dev
 fi
 
 export DEBIAN_FRONTEND=noninteractive
+# Ubuntu 24.04 ships needrestart, which would restart services (cloud-init's
+# own, in bootstrap mode) from apt's hook: we restart what we change ourselves.
+export NEEDRESTART_SUSPEND=1 NEEDRESTART_MODE=l
 apt_get() {
 	# DO images run apt-daily at boot; wait for its lock instead of failing.
 	apt-get -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef \
