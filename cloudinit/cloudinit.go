@@ -21,6 +21,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/nodeconfig"
 )
 
@@ -69,7 +70,7 @@ type Params struct {
 	Mode     Mode // "" means Snapshot
 	Cluster  string
 	NodeID   string
-	Hostname string // cluster.Hostname(Cluster, NodeID)
+	Hostname string // "" means cluster.Hostname(Cluster, NodeID)
 
 	// Node is pull.json. Render fills Cluster/NodeID when empty, points
 	// CredentialsFile/DOTokenFile at the files below when their secret is
@@ -136,6 +137,9 @@ const header = "#cloud-config\n"
 func Render(p Params) ([]byte, error) {
 	if p.Mode == "" {
 		p.Mode = Snapshot
+	}
+	if p.Hostname == "" && p.Cluster != "" && p.NodeID != "" {
+		p.Hostname = cluster.Hostname(p.Cluster, p.NodeID)
 	}
 	if err := p.check(); err != nil {
 		return nil, err

@@ -129,6 +129,15 @@ func TestRenderDefaultsToSnapshot(t *testing.T) {
 	}
 }
 
+func TestRenderDefaultsHostname(t *testing.T) {
+	t.Parallel()
+	p := params(Snapshot)
+	p.Hostname = ""
+	if got, want := render(t, p), render(t, params(Snapshot)); !bytes.Equal(got, want) {
+		t.Error("empty Hostname did not default to <cluster>-<node id>")
+	}
+}
+
 func TestParseRoundTrip(t *testing.T) {
 	t.Parallel()
 	for name, p := range variants() {
