@@ -4,11 +4,12 @@
 #   packer/   packer fmt -check and validate with the real Packer 1.9.4 + DO
 #             plugin 1.4.1; provision.sh run for real in a debootstrapped
 #             bookworm root (root needed), then create-ha's snapshot-mode
-#             user-data applied to it and `dynia-pull check` run there.
+#             user-data applied to it and `dynia-pull check` run there; a
+#             --bootstrap first boot (download, sha256, tampered download).
 #   cloudinit/ golden user-data, Mask, Parse, and `cloud-init schema` on
 #             every rendered variant.
 # Prerequisites: `make deps` (hack/deps.d/40-packer.sh, 30-cloudinit.sh).
-# About 30 s warm; the first run debootstraps and caches the base root.
+# About 70 s warm; the first run debootstraps and caches the base root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=$PATH:/usr/local/go/bin:/root/go/bin
