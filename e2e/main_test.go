@@ -161,7 +161,7 @@ func (e *sandboxEnv) dumpLogs() {
 
 // get does one request with a short timeout; it returns the body's first line.
 func get(url string) (string, error) {
-	c := &http.Client{Timeout: 700 * time.Millisecond}
+	c := &http.Client{Timeout: 2 * time.Second}
 	resp, err := c.Get(url)
 	if err != nil {
 		return "", err
@@ -186,6 +186,7 @@ type loadLoop struct {
 
 type sample struct {
 	at   time.Time
+	took time.Duration
 	ok   bool
 	body string
 }
@@ -201,9 +202,10 @@ func startLoad(url string, interval time.Duration, max time.Duration) *loadLoop 
 				return
 			default:
 			}
+			t0 := time.Now()
 			body, err := get(url)
 			l.mu.Lock()
-			l.samples = append(l.samples, sample{time.Now(), err == nil, body})
+			l.samples = append(l.samples, sample{t0, time.Since(t0), err == nil, body})
 			l.mu.Unlock()
 			time.Sleep(interval)
 		}
@@ -241,4 +243,33 @@ func (l *loadLoop) finish() (total, failed int, outage time.Duration, answered m
 		outage = -1 // never recovered
 	}
 	return
+}
+
+// healthyFor reports nil once the last n samples all succeeded.
+func (l *loadLoop) healthyFor(n int) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.samples) < n {
+		return fmt.Errorf("only %d samples", len(l.samples))
+	}
+	for _, s := range l.samples[len(l.samples)-n:] {
+		if !s.ok {
+			return fmt.Errorf("a failure among the last %d requests", n)
+		}
+	}
+	return nil
+}
+
+// slowest is the longest a successful request took: a failover that no
+// request failed through still shows up here.
+func (l *loadLoop) slowest() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var m time.Duration
+	for _, s := range l.samples {
+		if s.ok && s.took > m {
+			m = s.took
+		}
+	}
+	return m
 }

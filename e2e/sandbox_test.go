@@ -96,11 +96,15 @@ func TestSandboxCluster(t *testing.T) {
 		}
 		return nil
 	})
-	for _, r := range rows {
-		if r.Status != "up" && r.Status != "up (applying)" {
-			t.Errorf("node %s status %q", r.ID, r.Status)
+	// A new node is "down" until HAProxy's health checks pass (rise 2 × 2 s).
+	testutil.WaitFor(t, 60*time.Second, func() error {
+		for _, r := range e.nodes("demo") {
+			if r.Status != "up" {
+				return fmt.Errorf("node %s status %q", r.ID, r.Status)
+			}
 		}
-	}
+		return nil
+	})
 
 	t.Run("power off the active droplet", func(t *testing.T) {
 		active := rows[0]
@@ -116,12 +120,10 @@ func TestSandboxCluster(t *testing.T) {
 			if h := e.ripHolder(rip); h == active.DropletID || h == 0 {
 				return fmt.Errorf("Reserved IP still on %d", h)
 			}
-			_, err := get(url)
-			return err
+			return load.healthyFor(20)
 		})
-		time.Sleep(2 * time.Second)
 		total, failed, outage, answered := load.finish()
-		t.Logf("OUTAGE power-off: %v (%d of %d requests failed; answered by %v)", outage, failed, total, answered)
+		t.Logf("OUTAGE power-off: %v (%d of %d requests failed; slowest answer %v; answered by %v)", outage, failed, total, load.slowest(), answered)
 		if outage < 0 {
 			t.Fatal("service did not resume")
 		}
