@@ -91,6 +91,11 @@ func NewCmdSandbox(f *Factory) *cobra.Command {
 		Short: "Remove every namespace, route, process and file of the sandbox (idempotent)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// The context's token and key files (written by up) go first, so
+			// Down finds the directory as it left it.
+			if err := os.RemoveAll(filepath.Join(dir, "cli")); err != nil {
+				return err
+			}
 			if err := sandbox.Down(cmd.Context(), dir); err != nil {
 				return err
 			}
