@@ -27,6 +27,9 @@ type Factory struct {
 	CloudOverride *cloud.Client
 	CloudOptions  cloud.Options // merged into the built client's options
 
+	// nodeTokenFile is create-ha's --node-token-file, for this run.
+	nodeTokenFile string
+
 	once struct {
 		cfg   sync.Once
 		store sync.Once

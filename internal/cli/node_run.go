@@ -28,9 +28,12 @@ func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
 	if err != nil {
 		return err
 	}
-	secrets, err := f.loadNodeSecrets(o.NodeTokenFile, p)
-	if err != nil {
-		return err
+	if o.NodeTokenFile != "" {
+		// Validate it before anything is created; prepareBoot reads it.
+		if _, err := f.loadNodeSecrets(o.NodeTokenFile, p); err != nil {
+			return err
+		}
+		f.nodeTokenFile = o.NodeTokenFile
 	}
 	if err := p.Step("region and size", func() (string, error) {
 		return o.Region + ", " + o.Size, checkCatalog(ctx, cl, o.Region, o.Size)
@@ -100,7 +103,7 @@ func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
 		return err
 	}
 
-	st, err = provisionNodes(ctx, f, store, cl, o.Name, nil, secrets, o.Bootstrap, p)
+	st, err = provisionNodes(ctx, f, store, cl, o.Name, nil, p)
 	if err != nil {
 		return err
 	}
@@ -174,20 +177,24 @@ func ensureReservedIP(ctx context.Context, cl *cloud.Client, st *cluster.State, 
 }
 
 func createDryRun(ctx context.Context, f *Factory, o *CreateOptions, p *Progress) error {
-	secrets, err := f.loadNodeSecrets(o.NodeTokenFile, p)
-	if err != nil {
-		return err
+	f.nodeTokenFile = o.NodeTokenFile
+	image := o.Image
+	if o.Bootstrap {
+		image = BootstrapImage
 	}
-	st := cluster.New(o.Name, o.Region, o.Size, o.Image, time.Now())
+	st := cluster.New(o.Name, o.Region, o.Size, image, time.Now())
 	st, ids, err := cluster.AddNodes(st, 1, cluster.NewNamer(0), time.Now())
 	if err != nil {
 		return err
 	}
-	ud, err := f.userData(st, ids[0], secrets, o.Bootstrap)
+	boot, err := f.prepareBoot(ctx, nil, st, p, true)
 	if err != nil {
 		return err
 	}
-	image := o.Image
+	ud, err := f.userData(st, ids[0], boot)
+	if err != nil {
+		return err
+	}
 	if image == "" {
 		image = "newest " + SnapshotPrefix + "* snapshot in " + o.Region
 	}
@@ -220,10 +227,6 @@ func addNodes(ctx context.Context, f *Factory, o *AddOptions) error {
 	if err != nil {
 		return err
 	}
-	secrets, err := f.loadNodeSecrets("", p)
-	if err != nil {
-		return err
-	}
 	var added []string
 	if err := p.Step(fmt.Sprintf("add %d node(s) to the state", o.Count), func() (string, error) {
 		_, err := store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
@@ -235,7 +238,7 @@ func addNodes(ctx context.Context, f *Factory, o *AddOptions) error {
 	}); err != nil {
 		return err
 	}
-	st, err := provisionNodes(ctx, f, store, cl, o.Name, added, secrets, false, p)
+	st, err := provisionNodes(ctx, f, store, cl, o.Name, added, p)
 	if err != nil {
 		return fmt.Errorf("%w (nodes %v are in the state; `dynia node repair-ha --name %s --force` finishes them)", err, added, o.Name)
 	}

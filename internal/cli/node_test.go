@@ -1,9 +1,18 @@
 package cli
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/dynia/dynia/cloudinit"
 )
 
 // TestBadInput: each invalid flag value exits 2 with one line naming the
@@ -211,5 +220,71 @@ func TestStateCheck(t *testing.T) {
 	}
 	if strings.Contains(r.stdout+r.stderr, e.s3.SecretAccessKey) {
 		t.Fatal("state check printed the secret key")
+	}
+}
+
+func TestCreateDryRun(t *testing.T) {
+	e := newEnv(t)
+	before := len(e.sim.Calls())
+	r := e.mustRun("node", "create-ha", "--name", "plan", "--region", "sgp1", "--size", "s-1vcpu-1gb", "--dry-run")
+	if !strings.Contains(r.stdout, "Plan for cluster plan") || !strings.Contains(r.stdout, "#cloud-config") {
+		t.Fatalf("dry run output:\n%s", r.stdout)
+	}
+	for _, secret := range []string{nodeToken, e.s3.SecretAccessKey} {
+		if strings.Contains(r.stdout+r.stderr, secret) {
+			t.Fatalf("dry run printed a secret")
+		}
+	}
+	if n := len(e.sim.Calls()) - before; n != 0 {
+		t.Fatalf("dry run made %d API calls", n)
+	}
+	if objs, _ := e.bucket.List(t.Context(), ""); len(objs) != 0 {
+		t.Fatalf("dry run wrote %d objects", len(objs))
+	}
+}
+
+// TestCreateBootstrap: with --bootstrap the droplet starts from a stock
+// image and its user-data fetches the dynia-pull the CLI uploaded, through
+// a presigned URL, checking its sha256.
+func TestCreateBootstrap(t *testing.T) {
+	e := newEnv(t)
+	bin := filepath.Join(t.TempDir(), "dynia-pull")
+	content := []byte("#!/bin/sh\necho pretend dynia-pull\n")
+	if err := os.WriteFile(bin, content, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e.env["DYNIA_PULL_BINARY"] = bin
+	e.mustRun("node", "create-ha", "--name", "boot", "--region", "sgp1", "--size", "s-1vcpu-1gb", "--bootstrap", "--no-wait")
+	ds := e.sim.Droplets()
+	if len(ds) != 1 || ds[0].ImageSlug != "debian-12-x64" {
+		t.Fatalf("droplets: %+v", ds)
+	}
+	cfg, err := cloudinit.Parse([]byte(ds[0].UserData))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var url, sum string
+	for _, f := range cfg.WriteFiles {
+		switch f.Path {
+		case cloudinit.PullBinaryURLPath:
+			url = strings.TrimSpace(f.Content)
+		case cloudinit.PullBinarySHA256Path:
+			sum = strings.Fields(f.Content)[0]
+		}
+	}
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got, _ := io.ReadAll(resp.Body)
+	want := sha256.Sum256(content)
+	if resp.StatusCode != 200 || !bytes.Equal(got, content) || sum != hex.EncodeToString(want[:]) {
+		t.Fatalf("presigned download: %d, %d bytes, sha %s", resp.StatusCode, len(got), sum)
+	}
+	// A second node reuses the uploaded binary (no second PUT of it).
+	r := e.mustRun("node", "add", "--name", "boot", "--no-wait")
+	if !strings.Contains(r.stderr, "(unchanged)") {
+		t.Fatalf("second upload not skipped: %s", r.stderr)
 	}
 }

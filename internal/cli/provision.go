@@ -2,14 +2,21 @@ package cli
 
 import (
 	"context"
+	"crypto/md5"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/dynia/dynia/cloudinit"
+	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/nodeconfig"
@@ -49,6 +56,9 @@ func (f *Factory) loadNodeSecrets(tokenFile string, p *Progress) (nodeSecrets, e
 		return s, err
 	}
 	if tokenFile == "" {
+		tokenFile = f.nodeTokenFile
+	}
+	if tokenFile == "" {
 		tokenFile = c.NodeTokenFile
 	}
 	if tokenFile != "" {
@@ -81,8 +91,98 @@ func (f *Factory) loadNodeSecrets(tokenFile string, p *Progress) (nodeSecrets, e
 	return s, nil
 }
 
+// nodeBoot is what every new droplet's user-data carries.
+type nodeBoot struct {
+	secrets nodeSecrets
+	// Bootstrap clusters (stock image): where droplets fetch dynia-pull.
+	bootstrap        bool
+	pullURL, pullSHA string
+}
+
+// isBootstrapImage: a distribution slug means no dynia snapshot, so the
+// droplet installs everything at first boot.
+func isBootstrapImage(image string) bool { return strings.HasSuffix(image, "-x64") }
+
+// pullBinaryKey is where the CLI uploads dynia-pull for bootstrap droplets.
+func pullBinaryKey(version string) string {
+	return "bin/dynia-pull-" + version + "-linux-" + runtime.GOARCH
+}
+
+// pullBinaryPath finds the dynia-pull to upload: $DYNIA_PULL_BINARY, next
+// to this dynia, else on PATH.
+func (f *Factory) pullBinaryPath() (string, error) {
+	if p := f.Getenv("DYNIA_PULL_BINARY"); p != "" {
+		return p, nil
+	}
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), "dynia-pull")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath("dynia-pull")
+	if err != nil {
+		return "", fmt.Errorf("--bootstrap needs the dynia-pull binary next to dynia or on PATH (make build puts both in bin/)")
+	}
+	return p, nil
+}
+
+// prepareBoot loads the node secrets and, for a bootstrap cluster, uploads
+// dynia-pull to the bucket (only when its content changed: Spaces limits
+// writes per object) and presigns a GET for the droplets.
+func (f *Factory) prepareBoot(ctx context.Context, store *cluster.Store, st *cluster.State, p *Progress, dryRun bool) (nodeBoot, error) {
+	secrets, err := f.loadNodeSecrets("", p)
+	if err != nil {
+		return nodeBoot{}, err
+	}
+	boot := nodeBoot{secrets: secrets, bootstrap: isBootstrapImage(st.Image)}
+	if !boot.bootstrap {
+		return boot, nil
+	}
+	path, err := f.pullBinaryPath()
+	if err != nil {
+		return boot, err
+	}
+	bin, err := os.ReadFile(path)
+	if err != nil {
+		return boot, err
+	}
+	sum := sha256.Sum256(bin)
+	boot.pullSHA = hex.EncodeToString(sum[:])
+	if dryRun {
+		boot.pullURL = "https://presigned-url.invalid/" + pullBinaryKey(Version)
+		return boot, nil
+	}
+	key := pullBinaryKey(Version)
+	md := md5.Sum(bin)
+	etag := `"` + hex.EncodeToString(md[:]) + `"`
+	err = p.Step("upload dynia-pull for first boot", func() (string, error) {
+		infos, err := store.B.List(ctx, key)
+		if err != nil {
+			return "", err
+		}
+		for _, in := range infos {
+			if in.Key == key && in.ETag == etag {
+				return key + " (unchanged)", nil
+			}
+		}
+		_, err = store.B.Put(ctx, key, bin, bucket.Cond{})
+		return fmt.Sprintf("%s (%d bytes)", key, len(bin)), err
+	})
+	if err != nil {
+		return boot, err
+	}
+	ps, ok := store.B.(bucket.Presigner)
+	if !ok {
+		return boot, fmt.Errorf("--bootstrap needs an S3/Spaces state store (droplets download dynia-pull through a presigned URL); %s cannot presign", store.B)
+	}
+	// Droplets fetch it within minutes of creation; a day is generous.
+	boot.pullURL, err = ps.PresignGet(ctx, key, 24*time.Hour)
+	return boot, err
+}
+
 // userData renders one node's cloud-init.
-func (f *Factory) userData(st *cluster.State, nodeID string, secrets nodeSecrets, bootstrap bool) ([]byte, error) {
+func (f *Factory) userData(st *cluster.State, nodeID string, boot nodeBoot) ([]byte, error) {
 	stateURL, err := f.StateURL()
 	if err != nil {
 		return nil, err
@@ -110,14 +210,14 @@ func (f *Factory) userData(st *cluster.State, nodeID string, secrets nodeSecrets
 			DOAPIURL:    c.NodeAPIURL,
 			MetadataURL: c.MetadataURL,
 		},
-		SpacesAccessKeyID:     secrets.spacesID,
-		SpacesSecretAccessKey: secrets.spacesSecret,
-		DOToken:               secrets.doToken,
+		SpacesAccessKeyID:     boot.secrets.spacesID,
+		SpacesSecretAccessKey: boot.secrets.spacesSecret,
+		DOToken:               boot.secrets.doToken,
 	}
-	if bootstrap {
+	if boot.bootstrap {
 		p.Mode = cloudinit.Bootstrap
-		p.Distro = BootstrapImage
-		return nil, usagef("--bootstrap: uploading dynia-pull for first-boot installs is not implemented yet; build the image with `make image`")
+		p.Distro = st.Image
+		p.PullBinaryURL, p.PullBinarySHA256 = boot.pullURL, boot.pullSHA
 	}
 	return cloudinit.Render(p)
 }
@@ -183,7 +283,7 @@ func isDigits(s string) bool {
 // previous run created it, then waits for the droplets and records their
 // addresses (lifecycle ready). Safe to re-run. A command provisions only
 // the nodes it added, so concurrent adds never create for each other.
-func provisionNodes(ctx context.Context, f *Factory, store *cluster.Store, cl *cloud.Client, name string, only []string, secrets nodeSecrets, bootstrap bool, p *Progress) (*cluster.State, error) {
+func provisionNodes(ctx context.Context, f *Factory, store *cluster.Store, cl *cloud.Client, name string, only []string, p *Progress) (*cluster.State, error) {
 	st, _, err := store.Load(ctx, name)
 	if err != nil {
 		return nil, err
@@ -200,6 +300,10 @@ func provisionNodes(ctx context.Context, f *Factory, store *cluster.Store, cl *c
 	}
 	if len(pending) == 0 {
 		return st, nil
+	}
+	boot, err := f.prepareBoot(ctx, store, st, p, false)
+	if err != nil {
+		return nil, err
 	}
 	// Adopt droplets a crashed run created (found by their node tag).
 	dropletOf := map[string]int{}
@@ -221,7 +325,7 @@ func provisionNodes(ctx context.Context, f *Factory, store *cluster.Store, cl *c
 			if dropletOf[n.ID] != 0 {
 				continue
 			}
-			ud, err := f.userData(st, n.ID, secrets, bootstrap)
+			ud, err := f.userData(st, n.ID, boot)
 			if err != nil {
 				return "", err
 			}

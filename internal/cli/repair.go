@@ -36,11 +36,7 @@ func findDrift(ctx context.Context, f *Factory, store *cluster.Store, cl *cloud.
 			Fix:  "finish provisioning it",
 			do: func(ctx context.Context) error {
 				p := NewProgress(f.IO, f.Global.Output == "json")
-				secrets, err := f.loadNodeSecrets("", p)
-				if err != nil {
-					return err
-				}
-				_, err = provisionNodes(ctx, f, store, cl, name, []string{id}, secrets, false, p)
+				_, err := provisionNodes(ctx, f, store, cl, name, []string{id}, p)
 				return err
 			},
 		})
