@@ -51,7 +51,7 @@ func run(m *testing.M) int {
 // sandboxEnv is one sandbox of the test's own: its own dir, name prefix,
 // public range and config file, so it never touches a user's sandbox.
 type sandboxEnv struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	config string
 	info   sandboxInfo
@@ -76,7 +76,7 @@ type sandboxInfo struct {
 	PublicRange string `json:"public_range"`
 }
 
-func upSandbox(t *testing.T, prefix, publicRange string, extra ...string) *sandboxEnv {
+func upSandbox(t testing.TB, prefix, publicRange string, extra ...string) *sandboxEnv {
 	t.Helper()
 	testutil.NeedRoot(t)
 	for _, b := range []string{"haproxy", "keepalived", "versitygw", "ip", "iptables"} {
