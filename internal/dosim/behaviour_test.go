@@ -37,8 +37,15 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
+// reply is what tests inspect of a raw answer; call has already read and
+// closed the body, so it hands back no *http.Response.
+type reply struct {
+	StatusCode int
+	Header     http.Header
+}
+
 // call sends a raw API request and decodes a JSON answer into a map.
-func call(t *testing.T, hs *httptest.Server, method, path, token string, body any) (*http.Response, map[string]any) {
+func call(t *testing.T, hs *httptest.Server, method, path, token string, body any) (reply, map[string]any) {
 	t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -68,7 +75,7 @@ func call(t *testing.T, hs *httptest.Server, method, path, token string, body an
 	if resp.StatusCode == http.StatusNoContent && len(raw) != 0 {
 		t.Fatalf("%s %s: 204 with body %q", method, path, raw)
 	}
-	return resp, m
+	return reply{StatusCode: resp.StatusCode, Header: resp.Header}, m
 }
 
 func createDroplet(t *testing.T, c *godo.Client, name, region string, tags ...string) *godo.Droplet {
@@ -462,7 +469,7 @@ func TestPerPageCapped(t *testing.T) {
 				names2[j] = names[j] + "-" + strconv.Itoa(k)
 			}
 			if resp, _ := call(t, hs, "POST", "/v2/droplets", "tok", map[string]any{"names": names2, "region": "nyc3", "size": "s-1vcpu-1gb", "image": "debian-12-x64"}); resp.StatusCode != 202 {
-				t.Fatal(resp.Status)
+				t.Fatalf("create: %d", resp.StatusCode)
 			}
 		}
 	}

@@ -233,7 +233,7 @@ func (s *Server) ListenAndServe(ctx context.Context, apiAddr, metadataAddr strin
 		ln, err := net.Listen("tcp", x.addr)
 		if err != nil {
 			for _, hs := range servers {
-				hs.Close()
+				_ = hs.Close() // the listen error below is the one worth reporting
 			}
 			return fmt.Errorf("dosim: listen on %s: %w", x.addr, err)
 		}
@@ -249,7 +249,11 @@ func (s *Server) ListenAndServe(ctx context.Context, apiAddr, metadataAddr strin
 	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	for _, hs := range servers {
-		hs.Shutdown(shutCtx)
+		if err := hs.Shutdown(shutCtx); err != nil {
+			// Connections still open after the grace period; the simulator
+			// is going away regardless, so note it rather than fail.
+			s.opts.Logger.Warn("dosim: shutdown", "err", err)
+		}
 	}
 	s.Close()
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -188,8 +188,8 @@ func (s *Server) createDroplets(q *request) {
 				Status: "new", Tags: dedupe(req.Tags), UserData: req.UserData, SSHKeys: keys, VPCUUID: vpc.ID,
 				PublicNetworking: public, Monitoring: req.Monitoring, IPv6: req.IPv6, CreatedAt: now.Truncate(time.Second),
 			}}
-			if err := s.allocNetworksLocked(d, vpc); err != nil {
-				return fail(http.StatusUnprocessableEntity, "%v", err)
+			if msg := s.allocNetworksLocked(d, vpc); msg != "" {
+				return fail(http.StatusUnprocessableEntity, "%s", msg)
 			}
 			s.nextDropletID++
 			d.activeAt = now.Add(s.opts.DropletActiveDelay)
@@ -243,8 +243,10 @@ func (q *request) abs(path string) string {
 	return scheme + "://" + q.r.Host + path
 }
 
-// allocNetworksLocked gives d a public, anchor and private address.
-func (s *Server) allocNetworksLocked(d *droplet, vpc *VPC) error {
+// allocNetworksLocked gives d a public, anchor and private address. When a
+// range is exhausted it returns DigitalOcean's message for the 422 answer
+// (worded as DO words it, hence not an error value); "" means success.
+func (s *Server) allocNetworksLocked(d *droplet, vpc *VPC) string {
 	pfx := netip.MustParsePrefix(vpc.IPRange)
 	used := map[netip.Addr]bool{}
 	for _, o := range s.droplets {
@@ -254,24 +256,24 @@ func (s *Server) allocNetworksLocked(d *droplet, vpc *VPC) error {
 	}
 	priv, ok := allocFrom(pfx, 2, used)
 	if !ok {
-		return fmt.Errorf("The VPC %s has no free addresses.", vpc.Name)
+		return fmt.Sprintf("The VPC %s has no free addresses.", vpc.Name)
 	}
 	d.PrivateIPv4, d.PrivateNetmask, d.PrivateGateway = priv.String(), netmask(pfx), pfx.Masked().Addr().Next().String()
 	if !d.PublicNetworking {
-		return nil
+		return ""
 	}
 	pub, ok := allocFrom(s.opts.PublicRange, 2, s.usedPublic)
 	if !ok {
-		return fmt.Errorf("No public IPv4 addresses are available in %s.", d.Region)
+		return fmt.Sprintf("No public IPv4 addresses are available in %s.", d.Region)
 	}
 	anchor, ok := allocFrom(s.opts.AnchorRange, 2, s.usedAnchor)
 	if !ok {
-		return fmt.Errorf("No anchor IPv4 addresses are available.")
+		return "No anchor IPv4 addresses are available."
 	}
 	s.usedPublic[pub], s.usedAnchor[anchor] = true, true
 	d.PublicIPv4, d.PublicNetmask, d.PublicGateway = pub.String(), netmask(s.opts.PublicRange), s.opts.PublicRange.Masked().Addr().Next().String()
 	d.AnchorIPv4, d.AnchorNetmask = anchor.String(), netmask(s.opts.AnchorRange)
-	return nil
+	return ""
 }
 
 // allocFrom returns the first address of pfx at or after offset skip that is

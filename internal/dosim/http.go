@@ -40,7 +40,7 @@ func op(method, path string, h func(*request), scopes ...string) route {
 
 // routes returns the route table. s may be nil (FullScopes only reads scopes).
 func routes(s *Server) []route {
-	var sv *Server = s
+	sv := s
 	if sv == nil {
 		sv = &Server{}
 	}
@@ -441,14 +441,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func (q *request) json(status int, v any) { writeJSON(q.w, status, v) }
 
-func (q *request) noContent() { q.w.WriteHeader(http.StatusNoContent) }
-
 func (q *request) fail(status int, format string, args ...any) {
 	writeError(q.w, q.w.Header().Get("x-request-id"), status, errorID(status), fmt.Sprintf(format, args...))
-}
-
-func (q *request) notFound() {
-	q.fail(http.StatusNotFound, "The resource you were accessing could not be found.")
 }
 
 // decode reads a JSON body into v; on error it answers 400 and returns false.
