@@ -276,12 +276,18 @@ func validHostname(h string) bool {
 			return false
 		}
 		for _, r := range label {
-			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+			if !isHostnameRune(r) {
 				return false
 			}
 		}
 	}
 	return true
+}
+
+// isHostnameRune reports whether r may appear in a hostname label (RFC 1123:
+// ASCII letters, digits and hyphens).
+func isHostnameRune(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-'
 }
 
 func contains(list []string, s string) bool {

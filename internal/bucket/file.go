@@ -154,7 +154,9 @@ func (s *fileStore) writeAtomic(key string, body []byte) error {
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name()) // no-op after a successful rename
+	// Best-effort cleanup of a failed write; after a successful rename the
+	// name is gone and Remove fails with ENOENT, which is expected.
+	defer func() { _ = os.Remove(tmp.Name()) }()
 	if _, err := tmp.Write(body); err != nil {
 		tmp.Close()
 		return err
