@@ -77,6 +77,8 @@ func openS3(_ context.Context, bucket, prefix string, opts Options) (*s3Store, e
 	}
 	if opts.HTTPClient != nil {
 		s3opts.HTTPClient = opts.HTTPClient
+	} else {
+		s3opts.HTTPClient = defaultHTTPClient()
 	}
 	client := s3.New(s3opts)
 	return &s3Store{
@@ -375,4 +377,16 @@ func contentType(key string) string {
 	default:
 		return "application/octet-stream"
 	}
+}
+
+// defaultHTTPClient bounds each attempt, so a connection that stalls (a lost
+// SYN, a half-open socket) fails fast into do()'s retry with a fresh
+// connection instead of eating the caller's whole deadline. The SDK's
+// default waits 30 s for a dial and forever for response headers.
+func defaultHTTPClient() *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DialContext = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	tr.TLSHandshakeTimeout = 10 * time.Second
+	tr.ResponseHeaderTimeout = 20 * time.Second
+	return &http.Client{Transport: tr}
 }
