@@ -47,7 +47,7 @@ func stageFile(path string, data []byte, perm os.FileMode) (string, error) {
 		err = cerr
 	}
 	if err != nil {
-		os.Remove(tmp)
+		_ = os.Remove(tmp) // best effort: the write error is the one to report
 		return "", fmt.Errorf("stage %s: %w", path, err)
 	}
 	return tmp, nil
@@ -56,11 +56,13 @@ func stageFile(path string, data []byte, perm os.FileMode) (string, error) {
 // commitFile renames a staged file over path and fsyncs the directory.
 func commitFile(tmp, path string) error {
 	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
+		_ = os.Remove(tmp) // best effort: the rename error is the one to report
 		return fmt.Errorf("install %s: %w", path, err)
 	}
+	// The new file is in place and visible. Syncing the directory only makes
+	// the rename survive a power cut, so it is best effort, not a failed install.
 	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		d.Sync()
+		_ = d.Sync()
 		d.Close()
 	}
 	return nil

@@ -24,16 +24,20 @@ func socketCmd(ctx context.Context, path, cmd string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("haproxy socket %s: %w", path, err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }() // the answer is read; nothing to learn from Close
 	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl)
+		// Without a deadline a silent HAProxy would block ReadAll forever.
+		if err := c.SetDeadline(dl); err != nil {
+			return "", fmt.Errorf("haproxy socket %s: set deadline: %w", path, err)
+		}
 	}
 	if _, err := io.WriteString(c, cmd+"\n"); err != nil {
 		return "", fmt.Errorf("haproxy socket %s: send %q: %w", path, cmd, err)
 	}
 	// The master CLI answers and closes only once our side is shut.
+	// If CloseWrite fails the peer has already gone, which ReadAll sees too.
 	if uc, ok := c.(*net.UnixConn); ok {
-		uc.CloseWrite()
+		_ = uc.CloseWrite()
 	}
 	b, err := io.ReadAll(c)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -53,7 +54,7 @@ func newMetrics(sinceLastPoll func() float64) *metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "dynia_pull_seconds_since_last_successful_poll",
 			Help: "Seconds since the state object was last read (or found unchanged)."}, sinceLastPoll),
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.setVRRP(VRRPUnknown)
 	return m
 }
@@ -84,7 +85,9 @@ func (d *Daemon) Handler() http.Handler {
 	mux.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		s := d.snapshot()
-		json.NewEncoder(w).Encode(s)
+		// An encode error means the client went away mid-answer; there is
+		// no one left to tell.
+		_ = json.NewEncoder(w).Encode(s)
 	})
 	return mux
 }

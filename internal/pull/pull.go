@@ -399,7 +399,7 @@ func (d *Daemon) Apply(ctx context.Context, st *cluster.State) (Result, error) {
 	cleanup := func() {
 		for _, j := range jobs {
 			if j.tmp != "" {
-				os.Remove(j.tmp)
+				_ = os.Remove(j.tmp) // best effort: the failure being returned matters more
 			}
 		}
 	}
@@ -495,7 +495,9 @@ func (d *Daemon) reload(ctx context.Context, log *slog.Logger, haproxy, keepaliv
 			d.m.reloadSeconds.WithLabelValues("haproxy").Observe(time.Since(began).Seconds())
 			// The new worker loaded the saved states; set them again for
 			// servers that were not in the old worker.
-			setServerStates(ctx, d.paths.StatsSocket, backends)
+			if err := setServerStates(ctx, d.paths.StatsSocket, backends); err != nil {
+				log.Warn("runtime server states not set after reload", "err", err)
+			}
 		}
 	}
 	if keepalived {

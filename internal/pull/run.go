@@ -65,14 +65,18 @@ func Run(ctx context.Context, o RunOptions) error {
 		return fmt.Errorf("listen for metrics on %s: %w", set.MetricsAddr, err)
 	}
 	srv := &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	defer srv.Close()
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server stopped", "addr", set.MetricsAddr, "err", err)
+		}
+	}()
+	defer func() { _ = srv.Close() }() // shutting down; nothing to do about a close error
 
 	changed := make(chan struct{}, 1)
 	if w, err := watchFiles(log, changed, o.ConfigPath, cfg.CredentialsFile); err != nil {
 		log.Warn("not watching config files; SIGHUP still reloads", "err", err)
 	} else {
-		defer w.Close()
+		defer func() { _ = w.Close() }() // shutting down; nothing to do about a close error
 	}
 	go func() {
 		for {
@@ -125,7 +129,7 @@ func watchFiles(log *slog.Logger, changed chan<- struct{}, files ...string) (*fs
 		}
 		names[abs] = true
 		if err := w.Add(filepath.Dir(abs)); err != nil {
-			w.Close()
+			_ = w.Close() // the Add error is the one to report
 			return nil, fmt.Errorf("watch %s: %w", filepath.Dir(abs), err)
 		}
 	}

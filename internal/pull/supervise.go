@@ -3,8 +3,10 @@ package pull
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
+	"os"
 	"os/exec"
 	"sync"
 	"syscall"
@@ -89,7 +91,7 @@ func (s *supervisor) runOnce(ctx context.Context, log *slog.Logger, name, bin st
 			log.Info(sc.Text())
 		}
 	}()
-	defer pw.Close()
+	defer func() { _ = pw.Close() }() // ends the log reader; PipeWriter.Close never fails
 	if err := cmd.Start(); err != nil {
 		return err
 	}
@@ -102,12 +104,17 @@ func (s *supervisor) runOnce(ctx context.Context, log *slog.Logger, name, bin st
 	case err := <-done:
 		return err
 	case <-ctx.Done():
-		cmd.Process.Signal(syscall.SIGTERM)
+		// ErrProcessDone means it exited by itself; done delivers that.
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			log.Warn("stop: SIGTERM", "pid", cmd.Process.Pid, "err", err)
+		}
 		select {
 		case err := <-done:
 			return err
 		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
+			if err := cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+				log.Warn("stop: SIGKILL", "pid", cmd.Process.Pid, "err", err)
+			}
 			return <-done
 		}
 	}

@@ -26,7 +26,12 @@ func ensureFIFO(path string) error {
 		return nil
 	}
 	if err == nil {
-		os.Remove(path) // a stale regular file or socket
+		// A stale regular file or socket. If it stays, Mkfifo below would
+		// fail with EEXIST, which is ignored, and keepalived would write
+		// into the wrong kind of file.
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove stale notify fifo %s: %w", path, err)
+		}
 	}
 	if err := syscall.Mkfifo(path, 0o600); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("create notify fifo %s: %w", path, err)
