@@ -150,6 +150,8 @@ func gunzip(b []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer r.Close()
+	// ReadAll reports corrupt or truncated data (checksums included);
+	// closing the in-memory reader has nothing to add.
+	defer func() { _ = r.Close() }()
 	return io.ReadAll(r)
 }

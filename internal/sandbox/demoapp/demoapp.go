@@ -26,7 +26,8 @@ func Handler(nodeID string) http.Handler {
 		w.Header().Set("Cache-Control", "no-store")
 		if _, ok := r.URL.Query()["json"]; ok {
 			w.Header().Set("Content-Type", "application/json")
-			json.NewEncoder(w).Encode(map[string]string{
+			// An encode error means the client went away; no one to tell.
+			_ = json.NewEncoder(w).Encode(map[string]string{
 				"node_id": nodeID, "hostname": host, "path": r.URL.Path, "remote_addr": r.RemoteAddr,
 			})
 			return
