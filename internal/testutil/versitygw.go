@@ -133,7 +133,7 @@ func startVersity(t testing.TB, bin, addr string, srv *S3Server, logPath string)
 		}
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
-			c.Close()
+			_ = c.Close() // only probing that it listens
 			t.Cleanup(func() {
 				kill()
 				if t.Failed() {
@@ -161,7 +161,7 @@ func freeLoopbackAddr() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }() // only borrowing a free port number
 	return l.Addr().String(), nil
 }
 
