@@ -33,6 +33,10 @@ type backend struct {
 // minute (Spaces limits writes per object); three missed beats is stale.
 const reportStaleAfter = 3 * time.Minute
 
+// startupGrace is how long a new node may be unhealthy and still be shown as
+// "starting" rather than "down".
+const startupGrace = 2 * time.Minute
+
 func readReport(ctx context.Context, store *cluster.Store, name, id string) (*nodeReport, error) {
 	obj, err := store.B.Get(ctx, cluster.StatusKey(name, id), "")
 	if errors.Is(err, bucket.ErrNotFound) {
@@ -127,6 +131,11 @@ func nodeStatus(n cluster.Node, r *nodeReport, gen int64, now time.Time) string 
 	case now.Sub(r.UpdatedAt) > reportStaleAfter:
 		return "stale"
 	case r.VRRPState == "FAULT", r.AppHealthy != nil && !*r.AppHealthy:
+		// A node that just joined is unhealthy until HAProxy's checks pass
+		// (rise 2 × inter 2 s) and its app starts: say so, not "down".
+		if now.Sub(n.CreatedAt) < startupGrace {
+			return "starting"
+		}
 		return "down"
 	case r.AppliedGeneration < gen:
 		return "up (applying)"
