@@ -74,7 +74,7 @@ func newEnv(t *testing.T) *testEnv {
 		t.Fatal(err)
 	}
 	return &testEnv{t: t, sim: sim, api: api, s3: s3, cfg: c.path, bucket: b,
-		env: map[string]string{"DIGITALOCEAN_ACCESS_TOKEN": fullToken}}
+		env: map[string]string{"DIGITALOCEAN_ACCESS_TOKEN": fullToken, "DYNIA_JOURNAL_DIR": filepath.Join(dir, "journal")}}
 }
 
 type result struct {

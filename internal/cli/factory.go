@@ -45,6 +45,15 @@ type Factory struct {
 	clErr    error
 }
 
+// journalDir is where `node add` keeps its crash journal ($DYNIA_JOURNAL_DIR
+// overrides it for tests).
+func (f *Factory) journalDir() string {
+	if d := f.Getenv("DYNIA_JOURNAL_DIR"); d != "" {
+		return d
+	}
+	return journalDir()
+}
+
 // NewFactory returns a Factory on the given streams.
 func NewFactory(io *IOStreams) *Factory {
 	return &Factory{IO: io, Getenv: os.Getenv, Logger: slog.New(slog.DiscardHandler)}

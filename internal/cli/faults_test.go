@@ -2,6 +2,7 @@ package cli
 
 import (
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -38,8 +39,9 @@ func TestCommandsSurviveFaults(t *testing.T) {
 }
 
 // TestInterruptedAddResumes: an add that dies after creating droplets (here
-// by its timeout, while droplets never become active) leaves a state that
-// repair-ha --force completes with exactly the nodes asked for.
+// by its timeout, while droplet reads hang) leaves a state that re-running
+// the same command completes with exactly the nodes asked for; repair-ha
+// --force does the same for a second interrupted add.
 func TestInterruptedAddResumes(t *testing.T) {
 	e := newEnv(t)
 	stop := e.fakeNodes("halfway")
@@ -56,18 +58,37 @@ func TestInterruptedAddResumes(t *testing.T) {
 	if len(st.Nodes) != 3 {
 		t.Fatalf("after the interrupted add: %d nodes in the state", len(st.Nodes))
 	}
-	e.mustRun("node", "repair-ha", "--name", "halfway", "--force")
+	r = e.mustRun("node", "add", "--name", "halfway", "--count", "2")
+	if !strings.Contains(r.stderr, "resuming") {
+		t.Errorf("re-run does not say it resumes: %s", r.stderr)
+	}
 	st = e.consistent("halfway")
 	if len(st.Nodes) != 3 {
-		t.Fatalf("after repair: %d nodes, want 3", len(st.Nodes))
+		t.Fatalf("after re-running add: %d nodes, want 3", len(st.Nodes))
+	}
+	// A second interrupted add, finished by repair-ha instead.
+	e.sim.InjectFault(dosim.Fault{Method: "GET", PathPrefix: "/v2/droplets/", Latency: 3 * time.Second})
+	if r := e.run("node", "add", "--name", "halfway", "--timeout", "1s"); r.code == 0 {
+		t.Fatal("add with hanging droplet reads succeeded")
+	}
+	e.sim.ClearFaults()
+	e.mustRun("node", "repair-ha", "--name", "halfway", "--force")
+	st = e.consistent("halfway")
+	if len(st.Nodes) != 4 {
+		t.Fatalf("after repair: %d nodes, want 4", len(st.Nodes))
 	}
 	for _, n := range st.Nodes {
 		if n.Lifecycle != "ready" {
 			t.Fatalf("node %s is %s after repair", n.ID, n.Lifecycle)
 		}
 	}
-	if got := len(e.sim.Droplets()); got != 3 {
-		t.Fatalf("%d droplets, want 3 (no duplicates)", got)
+	if got := len(e.sim.Droplets()); got != 4 {
+		t.Fatalf("%d droplets, want 4 (no duplicates)", got)
+	}
+	// The second add's journal is stale now: a new add adds a new node.
+	e.mustRun("node", "add", "--name", "halfway")
+	if st := e.consistent("halfway"); len(st.Nodes) != 5 {
+		t.Fatalf("after a fresh add: %d nodes, want 5", len(st.Nodes))
 	}
 }
 

@@ -227,21 +227,58 @@ func addNodes(ctx context.Context, f *Factory, o *AddOptions) error {
 	if err != nil {
 		return err
 	}
-	var added []string
-	if err := p.Step(fmt.Sprintf("add %d node(s) to the state", o.Count), func() (string, error) {
-		_, err := store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
-			next, ids, err := cluster.AddNodes(s, o.Count, cluster.NewNamer(0), time.Now())
-			added = ids
-			return next, err
-		})
-		return fmt.Sprint(added), err
-	}); err != nil {
+	stateURL, _ := f.StateURL()
+	jdir := f.journalDir()
+	j, err := resumeAdd(jdir, stateURL, o.Name, o.Count)
+	if err != nil {
 		return err
+	}
+	if j != nil && !unfinished(ctx, store, o.Name, j.Nodes) {
+		j.release(true) // finished meanwhile (repair-ha): nothing to resume
+		j = nil
+	}
+	var added []string
+	if j != nil {
+		added = j.Nodes
+		p.Info("resuming an interrupted `node add --count %d`: nodes %v", o.Count, added)
+		// Ids the crashed run journaled but never wrote to the state are
+		// added now; the rest are already there.
+		if _, err := store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
+			return cluster.AddNamedNodes(s, added, time.Now())
+		}); err != nil {
+			j.release(false)
+			return err
+		}
+	} else {
+		if j, err = newAddJournal(jdir, stateURL, o.Name, o.Count); err != nil {
+			return err
+		}
+		if err := p.Step(fmt.Sprintf("add %d node(s) to the state", o.Count), func() (string, error) {
+			_, err := store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
+				next, ids, err := cluster.AddNodes(s, o.Count, cluster.NewNamer(0), time.Now())
+				if err != nil {
+					return nil, err
+				}
+				// Journal the ids before the state names them, so a crash
+				// after the write still knows which nodes this add owns.
+				if err := j.record(ids); err != nil {
+					return nil, fmt.Errorf("add journal: %w", err)
+				}
+				added = ids
+				return next, nil
+			})
+			return fmt.Sprint(added), err
+		}); err != nil {
+			j.release(false)
+			return err
+		}
 	}
 	st, err := provisionNodes(ctx, f, store, cl, o.Name, added, p)
 	if err != nil {
-		return fmt.Errorf("%w (nodes %v are in the state; `dynia node repair-ha --name %s --force` finishes them)", err, added, o.Name)
+		j.release(false)
+		return fmt.Errorf("%w (nodes %v are in the state; re-run the same command, or `dynia node repair-ha --name %s --force`, to finish them)", err, added, o.Name)
 	}
+	j.release(true)
 	if !o.NoWait {
 		if err := waitApplied(ctx, f, store, st, p); err != nil {
 			return err
@@ -410,4 +447,19 @@ func makeActive(ctx context.Context, f *Factory, o *MakeActiveOptions) error {
 		return err
 	}
 	return printCluster(f, st)
+}
+
+// unfinished reports whether any of the nodes is missing from the state or
+// still provisioning: what a resumed add has left to do.
+func unfinished(ctx context.Context, store *cluster.Store, name string, ids []string) bool {
+	st, _, err := store.Load(ctx, name)
+	if err != nil {
+		return true // let the resume path report the error
+	}
+	for _, id := range ids {
+		if n := st.Node(id); n == nil || n.Lifecycle == cluster.Provisioning {
+			return true
+		}
+	}
+	return false
 }

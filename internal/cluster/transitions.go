@@ -24,12 +24,9 @@ func AddNodes(s *State, count int, namer *Namer, now time.Time) (*State, []strin
 	if count < 1 {
 		return nil, nil, fieldErr("count", fmt.Sprint(count), "must be at least 1")
 	}
-	next := s.Clone()
 	taken := map[string]bool{}
-	used := map[int]bool{}
-	for _, n := range next.Nodes {
+	for _, n := range s.Nodes {
 		taken[n.ID] = true
-		used[n.Priority] = true
 	}
 	var ids []string
 	for range count {
@@ -37,9 +34,33 @@ func AddNodes(s *State, count int, namer *Namer, now time.Time) (*State, []strin
 		if err != nil {
 			return nil, nil, err
 		}
+		taken[id] = true
+		ids = append(ids, id)
+	}
+	next, err := AddNamedNodes(s, ids, now)
+	return next, ids, err
+}
+
+// AddNamedNodes is AddNodes with the ids chosen by the caller (an add
+// resumed after a crash re-adds the ids it had journaled). Ids already in
+// the cluster are skipped; if none is new, it returns ErrNoChange.
+func AddNamedNodes(s *State, ids []string, now time.Time) (*State, error) {
+	next := s.Clone()
+	used := map[int]bool{}
+	for _, n := range next.Nodes {
+		used[n.Priority] = true
+	}
+	added := 0
+	for _, id := range ids {
+		if err := ValidateNodeID(id); err != nil {
+			return nil, err
+		}
+		if next.Node(id) != nil {
+			continue
+		}
 		prio, err := nextPriority(next.Nodes, used)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		role := RoleStandby
 		if next.Active() == nil {
@@ -48,11 +69,13 @@ func AddNodes(s *State, count int, namer *Namer, now time.Time) (*State, []strin
 		next.Nodes = append(next.Nodes, Node{
 			ID: id, Priority: prio, Role: role, Lifecycle: Provisioning, CreatedAt: now.UTC(),
 		})
-		taken[id] = true
 		used[prio] = true
-		ids = append(ids, id)
+		added++
 	}
-	return next, ids, nil
+	if added == 0 {
+		return nil, ErrNoChange
+	}
+	return next, nil
 }
 
 func nextPriority(nodes []Node, used map[int]bool) (int, error) {
