@@ -151,3 +151,21 @@ func TestDrainingAndRemoving(t *testing.T) {
 		t.Fatalf("removing: %v", err)
 	}
 }
+
+func TestAddNamedNodes(t *testing.T) {
+	t.Parallel()
+	s := sample(t)
+	next, err := AddNamedNodes(s, []string{"misty-owl", s.Nodes[0].ID}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(next.Nodes) != 4 || next.Node("misty-owl").Lifecycle != Provisioning {
+		t.Fatalf("nodes: %+v", next.Nodes)
+	}
+	if _, err := AddNamedNodes(next, []string{"misty-owl"}, t0); !errors.Is(err, ErrNoChange) {
+		t.Fatalf("re-adding: %v, want ErrNoChange", err)
+	}
+	if _, err := AddNamedNodes(next, []string{"Not An Id"}, t0); err == nil {
+		t.Fatal("bad id accepted")
+	}
+}
