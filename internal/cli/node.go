@@ -134,10 +134,11 @@ func NewCmdNodeCreateHA(f *Factory, runF func(*CreateOptions) error) *cobra.Comm
 
 // AddOptions are `node add`'s inputs.
 type AddOptions struct {
-	Name    string
-	Count   int
-	Timeout time.Duration
-	NoWait  bool
+	Name          string
+	Count         int
+	NodeTokenFile string
+	Timeout       time.Duration
+	NoWait        bool
 }
 
 // Validate checks the flags.
@@ -171,6 +172,7 @@ func NewCmdNodeAdd(f *Factory, runF func(*AddOptions) error) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&o.Name, "name", "", "cluster name")
 	cmd.Flags().IntVar(&o.Count, "count", 1, "how many nodes to add (1-10)")
+	cmd.Flags().StringVar(&o.NodeTokenFile, "node-token-file", "", "file with the node-scoped DO token handed to droplets (default: the context's)")
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", 10*time.Minute, "how long to wait for the nodes")
 	cmd.Flags().BoolVar(&o.NoWait, "no-wait", false, "return once the droplets exist; do not wait for every node to apply the change")
 	return cmd

@@ -227,6 +227,12 @@ func addNodes(ctx context.Context, f *Factory, o *AddOptions) error {
 	if err != nil {
 		return err
 	}
+	if o.NodeTokenFile != "" {
+		if _, err := f.loadNodeSecrets(o.NodeTokenFile, p); err != nil {
+			return err
+		}
+		f.nodeTokenFile = o.NodeTokenFile
+	}
 	stateURL, _ := f.StateURL()
 	jdir := f.journalDir()
 	j, err := resumeAdd(jdir, stateURL, o.Name, o.Count)
