@@ -87,9 +87,13 @@ func (s *supervisor) runOnce(ctx context.Context, log *slog.Logger, name, bin st
 	cmd.Stdout, cmd.Stderr = pw, pw
 	go func() {
 		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 0, 4096), 1<<20)
 		for sc.Scan() {
 			log.Info(sc.Text())
 		}
+		// A line past the buffer stops the scanner; keep draining so the
+		// child never blocks writing to a pipe nobody reads.
+		_, _ = io.Copy(io.Discard, pr)
 	}()
 	defer func() { _ = pw.Close() }() // ends the log reader; PipeWriter.Close never fails
 	if err := cmd.Start(); err != nil {
