@@ -120,15 +120,7 @@ func destroyCluster(ctx context.Context, f *Factory, o *destroyOptions) error {
 	ctx, cancel := withTimeout(ctx, o.Timeout)
 	defer cancel()
 	p := NewProgress(f.IO, f.Global.Output == "json")
-	store, err := f.WritableStore(ctx)
-	if err != nil {
-		return err
-	}
-	st, _, err := store.Load(ctx, o.Name)
-	if err != nil {
-		return err
-	}
-	cl, err := f.Cloud()
+	store, st, cl, err := f.openCluster(ctx, o.Name, true)
 	if err != nil {
 		return err
 	}

@@ -231,3 +231,27 @@ func (f *Factory) Cloud() (*cloud.Client, error) {
 	})
 	return f.cl, f.clErr
 }
+
+// openCluster starts every command that acts on an existing cluster: the
+// store (checked for safe writes when write is set), the cluster's state,
+// and the API client, in that order, so a missing cluster is reported
+// before any API call.
+func (f *Factory) openCluster(ctx context.Context, name string, write bool) (*cluster.Store, *cluster.State, *cloud.Client, error) {
+	open := f.Store
+	if write {
+		open = f.WritableStore
+	}
+	store, err := open(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	st, _, err := store.Load(ctx, name)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cl, err := f.Cloud()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return store, st, cl, nil
+}

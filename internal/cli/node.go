@@ -50,6 +50,17 @@ func checkNodeID(id string) error {
 	return nil
 }
 
+// checkNameNode checks the flags every per-node command takes.
+func checkNameNode(name, node string, timeout time.Duration) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	if err := checkNodeID(node); err != nil {
+		return err
+	}
+	return checkTimeout(timeout)
+}
+
 func checkTimeout(d time.Duration) error {
 	if d <= 0 {
 		return usagef("--timeout %q: must be positive", d)
@@ -196,13 +207,7 @@ func NewCmdNodeRemove(f *Factory, runF func(*RemoveOptions) error) *cobra.Comman
 		Example: "  dynia node remove --name myapp --node brave-panda --confirm",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkName(o.Name); err != nil {
-				return err
-			}
-			if err := checkNodeID(o.Node); err != nil {
-				return err
-			}
-			if err := checkTimeout(o.Timeout); err != nil {
+			if err := checkNameNode(o.Name, o.Node, o.Timeout); err != nil {
 				return err
 			}
 			if !o.Confirm {
@@ -248,13 +253,7 @@ func NewCmdNodeMakeActive(f *Factory, runF func(*MakeActiveOptions) error) *cobr
 		Example: "  dynia node make-active --name myapp --node brave-panda",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkName(o.Name); err != nil {
-				return err
-			}
-			if err := checkNodeID(o.Node); err != nil {
-				return err
-			}
-			if err := checkTimeout(o.Timeout); err != nil {
+			if err := checkNameNode(o.Name, o.Node, o.Timeout); err != nil {
 				return err
 			}
 			if runF != nil {

@@ -216,14 +216,7 @@ func addNodes(ctx context.Context, f *Factory, o *AddOptions) error {
 	ctx, cancel := withTimeout(ctx, o.Timeout)
 	defer cancel()
 	p := NewProgress(f.IO, f.Global.Output == "json")
-	store, err := f.WritableStore(ctx)
-	if err != nil {
-		return err
-	}
-	if _, _, err := store.Load(ctx, o.Name); err != nil {
-		return err
-	}
-	cl, err := f.Cloud()
+	store, _, cl, err := f.openCluster(ctx, o.Name, true)
 	if err != nil {
 		return err
 	}
@@ -299,15 +292,7 @@ func removeNode(ctx context.Context, f *Factory, o *RemoveOptions) error {
 	ctx, cancel := withTimeout(ctx, o.Timeout)
 	defer cancel()
 	p := NewProgress(f.IO, f.Global.Output == "json")
-	store, err := f.WritableStore(ctx)
-	if err != nil {
-		return err
-	}
-	st, _, err := store.Load(ctx, o.Name)
-	if err != nil {
-		return err
-	}
-	cl, err := f.Cloud()
+	store, st, cl, err := f.openCluster(ctx, o.Name, true)
 	if err != nil {
 		return err
 	}
@@ -428,20 +413,12 @@ func makeActive(ctx context.Context, f *Factory, o *MakeActiveOptions) error {
 	ctx, cancel := withTimeout(ctx, o.Timeout)
 	defer cancel()
 	p := NewProgress(f.IO, f.Global.Output == "json")
-	store, err := f.WritableStore(ctx)
-	if err != nil {
-		return err
-	}
-	st, _, err := store.Load(ctx, o.Name)
+	store, st, cl, err := f.openCluster(ctx, o.Name, true)
 	if err != nil {
 		return err
 	}
 	if st.Node(o.Node) == nil {
 		return usagef("--node %q: not a node of cluster %s", o.Node, o.Name)
-	}
-	cl, err := f.Cloud()
-	if err != nil {
-		return err
 	}
 	if err := p.Step("make "+o.Node+" active", func() (string, error) {
 		return st.ReservedIP, promote(ctx, store, cl, o.Name, o.Node)

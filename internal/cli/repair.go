@@ -190,21 +190,7 @@ func nodeIDFromTags(tags []string) string {
 func repairHA(ctx context.Context, f *Factory, o *RepairOptions) error {
 	ctx, cancel := withTimeout(ctx, o.Timeout)
 	defer cancel()
-	var store *cluster.Store
-	var err error
-	if o.Force {
-		store, err = f.WritableStore(ctx)
-	} else {
-		store, err = f.Store(ctx)
-	}
-	if err != nil {
-		return err
-	}
-	st, _, err := store.Load(ctx, o.Name)
-	if err != nil {
-		return err
-	}
-	cl, err := f.Cloud()
+	store, st, cl, err := f.openCluster(ctx, o.Name, o.Force)
 	if err != nil {
 		return err
 	}

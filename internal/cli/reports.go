@@ -56,32 +56,23 @@ func readReport(ctx context.Context, store *cluster.Store, name, id string) (*no
 // st's generation (or a later one) applied.
 func waitApplied(ctx context.Context, f *Factory, store *cluster.Store, st *cluster.State, p *Progress) error {
 	return p.Step(fmt.Sprintf("nodes apply generation %d", st.Generation), func() (string, error) {
-		return "", pollUntil(ctx, func() (bool, string, error) {
-			var waiting []string
-			for _, n := range st.Nodes {
-				if n.Lifecycle == cluster.Removing {
-					continue
-				}
-				r, err := readReport(ctx, store, st.Name, n.ID)
-				if err != nil {
-					return false, "", err
-				}
-				if r == nil || r.AppliedGeneration < st.Generation {
-					waiting = append(waiting, n.ID)
-				}
-			}
-			return len(waiting) == 0, fmt.Sprintf("waiting for %v", waiting), nil
-		})
+		return "", waitReports(ctx, store, st, func(n cluster.Node) bool { return n.Lifecycle != cluster.Removing })
 	})
 }
 
-// waitOthers waits until every other node applied st (where id is draining:
-// HAProxy there no longer sends it new requests).
+// waitOthers waits until every other ready node applied st (where id is
+// draining: HAProxy there no longer sends it new requests).
 func waitOthers(ctx context.Context, store *cluster.Store, st *cluster.State, id string) error {
+	return waitReports(ctx, store, st, func(n cluster.Node) bool { return n.ID != id && n.Lifecycle == cluster.Ready })
+}
+
+// waitReports polls the reports of the nodes that match until each has
+// applied st's generation.
+func waitReports(ctx context.Context, store *cluster.Store, st *cluster.State, match func(cluster.Node) bool) error {
 	return pollUntil(ctx, func() (bool, string, error) {
 		var waiting []string
 		for _, n := range st.Nodes {
-			if n.ID == id || n.Lifecycle != cluster.Ready {
+			if !match(n) {
 				continue
 			}
 			r, err := readReport(ctx, store, st.Name, n.ID)
