@@ -46,7 +46,7 @@ type Claimer struct {
 	// HealthURL builds the holder's health URL from its public IP
 	// (default http://<ip>/dynia/healthz, served by HAProxy).
 	HealthURL func(publicIP string) string
-	// HTTP is used for the holder's health check (default: 700 ms timeout: a powered-off holder is silent).
+	// HTTP is used for the holder's health check (default: 300 ms timeout: a healthy holder answers from HAProxy itself in about a millisecond, and a powered-off one is silent, so every millisecond waited here is outage).
 	HTTP *http.Client
 	// CoolOff is the minimum time between two moves by this node (default 10 s).
 	CoolOff time.Duration
@@ -169,7 +169,7 @@ func (c *Claimer) healthy(ctx context.Context, publicIP string) bool {
 	}
 	hc := c.HTTP
 	if hc == nil {
-		hc = &http.Client{Timeout: 700 * time.Millisecond}
+		hc = &http.Client{Timeout: 300 * time.Millisecond}
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
