@@ -46,7 +46,10 @@ type Claimer struct {
 	// HealthURL builds the holder's health URL from its public IP
 	// (default http://<ip>/dynia/healthz, served by HAProxy).
 	HealthURL func(publicIP string) string
-	// HTTP is used for the holder's health check (default: 300 ms timeout: a healthy holder answers from HAProxy itself in about a millisecond, and a powered-off one is silent, so every millisecond waited here is outage).
+	// HTTP is used for the holder's health check. The default times out
+	// after 300 ms: a healthy holder answers from HAProxy itself in about a
+	// millisecond, a powered-off one is silent, and every millisecond
+	// waited here is outage.
 	HTTP *http.Client
 	// CoolOff is the minimum time between two moves by this node (default 10 s).
 	CoolOff time.Duration
