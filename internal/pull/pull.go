@@ -57,14 +57,17 @@ type Daemon struct {
 	m       *metrics
 	sup     *supervisor
 	kick    chan struct{}
+	wake    chan struct{} // Reconfigure: poll now with the new settings
 	claims  chan string
 
-	mu    sync.Mutex // guards set (live-reloadable fields) and store
-	set   Settings
-	store bucket.Store
+	mu       sync.Mutex // guards set (live-reloadable fields), store and storeGen
+	set      Settings
+	store    bucket.Store
+	storeGen int // bumped by Reconfigure: an ETag from an older store is not reused
 
 	// Loop state, touched only by the goroutine running Step/Run.
 	etag       string
+	etagGen    int // the storeGen etag was read from
 	lastFull   time.Time
 	lastReload time.Time
 	failures   int
@@ -99,7 +102,7 @@ func New(set Settings, store bucket.Store, opts Options) *Daemon {
 	d := &Daemon{
 		log: log, nodeID: set.NodeID, version: opts.Version, claimer: opts.Claimer,
 		paths: render.PathsIn(set.RunDir), set: set, store: store,
-		sup: newSupervisor(log), kick: make(chan struct{}, 1), claims: make(chan string, 1),
+		sup: newSupervisor(log), kick: make(chan struct{}, 1), wake: make(chan struct{}, 1), claims: make(chan string, 1),
 	}
 	d.m = newMetrics(d.sinceLastPoll)
 	d.status = Status{NodeID: set.NodeID, Cluster: set.Cluster, VRRPState: VRRPUnknown, Version: opts.Version, Backends: []BackendStatus{}}
@@ -126,8 +129,14 @@ func (d *Daemon) Reconfigure(set Settings, store bucket.Store) {
 	d.set.PollInterval = set.PollInterval
 	d.set.HAProxyBin, d.set.KeepalivedBin = set.HAProxyBin, set.KeepalivedBin
 	d.store = store
-	d.etag = "" // read the state again through the new store
+	d.storeGen++ // Step reads the state again through the new store
 	d.log.Info("node config reloaded", "store", store.String(), "poll_interval", set.PollInterval)
+	// Poll now: the loop may be waiting out an old, longer interval or a
+	// backoff caused by the credentials this reload replaces.
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
 }
 
 func (d *Daemon) sinceLastPoll() float64 {
@@ -247,6 +256,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.log.Info("stopping")
 			return nil
 		case <-time.After(wait):
+		case <-d.wake:
+			d.failures = 0
 		}
 	}
 }
@@ -269,7 +280,12 @@ func backoff(base time.Duration, n int) time.Duration {
 // Step polls once and applies a new state. With force, the state is read
 // without If-None-Match and re-rendered, repairing hand edits on disk.
 func (d *Daemon) Step(ctx context.Context, force bool) (Result, error) {
-	set, store := d.current()
+	d.mu.Lock()
+	set, store, gen := d.set, d.store, d.storeGen
+	d.mu.Unlock()
+	if gen != d.etagGen {
+		d.etag, d.etagGen = "", gen
+	}
 	etag := d.etag
 	if force {
 		etag = ""

@@ -45,6 +45,7 @@ type reloadEnv struct {
 	logs    *logBuffer
 	reload  chan struct{}
 	haproxy string // the rendered haproxy.cfg
+	poll    string // poll_interval written by config
 	gens    map[string]int64
 }
 
@@ -60,7 +61,7 @@ func newReloadEnv(t *testing.T) *reloadEnv {
 	e := &reloadEnv{t: t, s3: s3, dir: dir, tool: tool, logs: &logBuffer{},
 		cfgPath: filepath.Join(dir, "pull.json"), creds: filepath.Join(dir, "creds.json"),
 		reload: make(chan struct{}), haproxy: filepath.Join(dir, "haproxy.cfg"),
-		gens: map[string]int64{}}
+		gens: map[string]int64{}, poll: "200ms"}
 	return e
 }
 
@@ -69,7 +70,7 @@ func (e *reloadEnv) config(prefix string) map[string]any {
 	return map[string]any{
 		"cluster": reloadCluster, "node_id": "amber-fox", "state_url": e.s3.URL(prefix),
 		"endpoint": e.s3.Endpoint, "region": e.s3.Region, "path_style": true,
-		"credentials_file": e.creds, "poll_interval": "200ms",
+		"credentials_file": e.creds, "poll_interval": e.poll,
 		"haproxy_config": e.haproxy, "keepalived_config": filepath.Join(e.dir, "keepalived.conf"),
 		"run_dir": filepath.Join(e.dir, "run"), "supervise": false,
 		"haproxy_bin": e.tool, "keepalived_bin": e.tool, "metrics_addr": e.metrics,
@@ -426,4 +427,21 @@ func freeAddr(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// TestReloadWakesThePoller: a reload takes effect at once, not after the
+// wait the old config scheduled: here a one-hour poll interval is replaced
+// by a short one and another state prefix.
+func TestReloadWakesThePoller(t *testing.T) {
+	e := newReloadEnv(t)
+	genA := e.putState("a", "brisk-owl")
+	genB := e.putState("b", "calm-heron")
+	e.writeCreds(e.creds, e.s3.SecretAccessKey)
+	e.poll = "1h"
+	e.start(e.cfgPath, "a")
+	e.waitApplied(genA, []string{"amber-fox", "brisk-owl"}, nil)
+
+	e.poll = "200ms"
+	writeJSON(t, e.cfgPath, e.config("b"))
+	e.waitApplied(genB, []string{"amber-fox", "calm-heron"}, []string{"brisk-owl"})
 }
