@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -175,8 +176,11 @@ func get(url string) (string, error) {
 	return strings.TrimSpace(b.String()), nil
 }
 
-// loadLoop sends requests to url every interval until stopped or max is
-// reached (always bounded), recording each outcome.
+// loadLoop starts a request to url every interval until stopped or max is
+// reached (always bounded: at most 64 in flight), recording each outcome by
+// its start time. Requests do not wait for each other, so a request hanging
+// on a dead node does not hide when service came back: the outage is
+// measured to within one interval.
 type loadLoop struct {
 	mu      sync.Mutex
 	samples []sample
@@ -195,22 +199,47 @@ func startLoad(url string, interval time.Duration, max time.Duration) *loadLoop 
 	l := &loadLoop{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(l.done)
-		deadline := time.Now().Add(max)
-		for time.Now().Before(deadline) {
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		inflight := make(chan struct{}, 64)
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		deadline := time.After(max)
+		for {
 			select {
 			case <-l.stop:
 				return
-			default:
+			case <-deadline:
+				return
+			case <-tick.C:
 			}
-			t0 := time.Now()
-			body, err := get(url)
-			l.mu.Lock()
-			l.samples = append(l.samples, sample{t0, time.Since(t0), err == nil, body})
-			l.mu.Unlock()
-			time.Sleep(interval)
+			select {
+			case inflight <- struct{}{}:
+			default:
+				continue // 64 requests hanging: skip this tick
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-inflight }()
+				t0 := time.Now()
+				body, err := get(url)
+				l.mu.Lock()
+				l.samples = append(l.samples, sample{t0, time.Since(t0), err == nil, body})
+				l.mu.Unlock()
+			}()
 		}
 	}()
 	return l
+}
+
+// sorted returns the samples by start time (they finish out of order).
+func (l *loadLoop) sorted() []sample {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := append([]sample(nil), l.samples...)
+	sort.Slice(out, func(i, j int) bool { return out[i].at.Before(out[j].at) })
+	return out
 }
 
 // finish stops the loop and returns (requests, failures, outage) where the
@@ -218,11 +247,9 @@ func startLoad(url string, interval time.Duration, max time.Duration) *loadLoop 
 func (l *loadLoop) finish() (total, failed int, outage time.Duration, answered map[string]int) {
 	close(l.stop)
 	<-l.done
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	answered = map[string]int{}
 	var firstFail time.Time
-	for _, s := range l.samples {
+	for _, s := range l.sorted() {
 		total++
 		if !s.ok {
 			failed++
@@ -245,14 +272,13 @@ func (l *loadLoop) finish() (total, failed int, outage time.Duration, answered m
 	return
 }
 
-// healthyFor reports nil once the last n samples all succeeded.
+// healthyFor reports nil once the last n finished samples all succeeded.
 func (l *loadLoop) healthyFor(n int) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.samples) < n {
-		return fmt.Errorf("only %d samples", len(l.samples))
+	samples := l.sorted()
+	if len(samples) < n {
+		return fmt.Errorf("only %d samples", len(samples))
 	}
-	for _, s := range l.samples[len(l.samples)-n:] {
+	for _, s := range samples[len(samples)-n:] {
 		if !s.ok {
 			return fmt.Errorf("a failure among the last %d requests", n)
 		}
