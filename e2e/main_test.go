@@ -242,32 +242,42 @@ func (l *loadLoop) sorted() []sample {
 	return out
 }
 
-// finish stops the loop and returns (requests, failures, outage) where the
-// outage is first failure → first success after the last failure run.
+// finish stops the loop and returns the request counts and the longest
+// outage: from the start of a failed request to the first moment after it
+// that a request got an answer. Answers, not request starts, end an outage:
+// a request sent during the outage may still succeed later (its SYN is
+// retransmitted after the Reserved IP moved), and must not shorten it.
+// outage is -1 if the last request failed.
 func (l *loadLoop) finish() (total, failed int, outage time.Duration, answered map[string]int) {
 	close(l.stop)
 	<-l.done
 	answered = map[string]int{}
-	var firstFail time.Time
-	for _, s := range l.sorted() {
+	samples := l.sorted()
+	recovered := true
+	for i, s := range samples {
 		total++
-		if !s.ok {
-			failed++
-			if firstFail.IsZero() {
-				firstFail = s.at
-			}
+		if s.ok {
+			answered[s.body]++
 			continue
 		}
-		answered[s.body]++
-		if !firstFail.IsZero() {
-			if d := s.at.Sub(firstFail); d > outage {
-				outage = d
-			}
-			firstFail = time.Time{}
+		failed++
+		if i > 0 && !samples[i-1].ok {
+			continue // inside a run of failures already measured from its start
 		}
+		var back time.Time
+		for _, t := range samples[i+1:] {
+			if t.ok && t.at.Add(t.took).After(s.at) && (back.IsZero() || t.at.Add(t.took).Before(back)) {
+				back = t.at.Add(t.took)
+			}
+		}
+		if back.IsZero() {
+			recovered = false
+			continue
+		}
+		outage = max(outage, back.Sub(s.at))
 	}
-	if !firstFail.IsZero() {
-		outage = -1 // never recovered
+	if !recovered {
+		outage = -1
 	}
 	return
 }
