@@ -1,6 +1,3 @@
-// Package e2e drives the built dynia binary like a user, against the local
-// sandbox: a simulated DigitalOcean whose droplets are network namespaces
-// running the real dynia-pull, HAProxy and keepalived.
 package e2e
 
 import (
