@@ -77,10 +77,17 @@ type CreateOptions struct {
 	Bootstrap     bool
 	AdminCIDRs    []string
 	NodeTokenFile string
+	DNSDomain     string
+	DNSRecord     string
 	DryRun        bool
 	Timeout       time.Duration
 	NoWait        bool
 }
+
+var (
+	domainRE    = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$`)
+	dnsRecordRE = regexp.MustCompile(`^(@|[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*)$`)
+)
 
 // Validate checks every flag's shape before any I/O.
 func (o *CreateOptions) Validate() error {
@@ -103,6 +110,12 @@ func (o *CreateOptions) Validate() error {
 		if _, err := netip.ParsePrefix(c); err != nil {
 			return usagef("--admin-cidr %q: not a CIDR (e.g. 203.0.113.7/32)", c)
 		}
+	}
+	if o.DNSDomain != "" && !domainRE.MatchString(o.DNSDomain) {
+		return usagef("--dns-domain %q: not a domain name like example.com", o.DNSDomain)
+	}
+	if o.DNSDomain != "" && !dnsRecordRE.MatchString(o.DNSRecord) {
+		return usagef("--dns-record %q: must be @ (the apex) or a lowercase name like app", o.DNSRecord)
 	}
 	if o.Image != "" && o.Bootstrap {
 		return usagef("--image %q: cannot be combined with --bootstrap (which uses a stock Debian image)", o.Image)
@@ -137,6 +150,8 @@ func NewCmdNodeCreateHA(f *Factory, runF func(*CreateOptions) error) *cobra.Comm
 	fl.BoolVar(&o.Bootstrap, "bootstrap", false, "no snapshot: install everything at first boot on debian-12-x64")
 	fl.StringSliceVar(&o.AdminCIDRs, "admin-cidr", nil, "CIDR allowed to reach SSH (repeatable)")
 	fl.StringVar(&o.NodeTokenFile, "node-token-file", "", "file with the node-scoped DO token handed to droplets")
+	fl.StringVar(&o.DNSDomain, "dns-domain", "", "a DO-managed domain: point an A record in it at the Reserved IP")
+	fl.StringVar(&o.DNSRecord, "dns-record", "@", "the A record's name within --dns-domain (@ is the apex)")
 	fl.BoolVar(&o.DryRun, "dry-run", false, "print the plan and the user-data (secrets masked); change nothing")
 	fl.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "how long to wait for the droplet and the Reserved IP")
 	fl.BoolVar(&o.NoWait, "no-wait", false, "do not wait for the node to report its config applied")

@@ -127,6 +127,25 @@ func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
 	}); err != nil {
 		return err
 	}
+	if o.DNSDomain != "" {
+		if err := p.Step("DNS record", func() (string, error) {
+			id, err := cl.UpsertDNSRecord(ctx, o.DNSDomain, o.DNSRecord, st.ReservedIP)
+			if err != nil {
+				return "", err
+			}
+			want := &cluster.DNS{Domain: o.DNSDomain, Name: o.DNSRecord, RecordID: id}
+			st, err = store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
+				if s.DNS != nil && *s.DNS == *want {
+					return nil, cluster.ErrNoChange
+				}
+				s.DNS = want
+				return s, nil
+			})
+			return fmt.Sprintf("%s.%s → %s", o.DNSRecord, o.DNSDomain, st.ReservedIP), err
+		}); err != nil {
+			return err
+		}
+	}
 	if !o.NoWait {
 		if err := waitApplied(ctx, f, store, st, p); err != nil {
 			return err
@@ -205,6 +224,9 @@ func createDryRun(ctx context.Context, f *Factory, o *CreateOptions, p *Progress
 	fmt.Fprintf(w, "  3. firewall %s on tag %s\n", resourceName(o.Name), cloud.ClusterTag(o.Name))
 	fmt.Fprintf(w, "  4. droplet %s (%s, %s) tagged %v\n", cluster.Hostname(o.Name, ids[0]), o.Size, image, nodeTags(o.Name, ids[0]))
 	fmt.Fprintf(w, "  5. Reserved IP created assigned to it; node %s active, priority %d\n", ids[0], st.Nodes[0].Priority)
+	if o.DNSDomain != "" {
+		fmt.Fprintf(w, "  6. DNS A record %s in %s pointing at the Reserved IP\n", o.DNSRecord, o.DNSDomain)
+	}
 	fmt.Fprintf(w, "User-data (%d bytes, secrets masked):\n", len(ud))
 	_, err = w.Write(maskUserData(ud))
 	return err

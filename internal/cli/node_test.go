@@ -34,6 +34,8 @@ func TestBadInput(t *testing.T) {
 		{"unknown region", []string{"node", "create-ha", "--name", "ok", "--region", "xyz9", "--size", "s-1vcpu-1gb"}, `--region "xyz9"`, true},
 		{"unknown size", []string{"node", "create-ha", "--name", "ok", "--region", "sgp1", "--size", "s-99vcpu-1tb"}, `--size "s-99vcpu-1tb"`, true},
 		{"size shape", []string{"node", "create-ha", "--name", "ok", "--region", "sgp1", "--size", "HUGE!"}, `--size "HUGE!"`, false},
+		{"bad dns domain", []string{"node", "create-ha", "--name", "ok", "--region", "sgp1", "--size", "s-1vcpu-1gb", "--dns-domain", "not a domain"}, `--dns-domain "not a domain"`, false},
+		{"bad dns record", []string{"node", "create-ha", "--name", "ok", "--region", "sgp1", "--size", "s-1vcpu-1gb", "--dns-domain", "example.com", "--dns-record", "App_1"}, `--dns-record "App_1"`, false},
 		{"bad cidr", []string{"node", "create-ha", "--name", "ok", "--region", "sgp1", "--size", "s-1vcpu-1gb", "--admin-cidr", "1.2.3.4"}, `--admin-cidr "1.2.3.4"`, false},
 		{"count 0", []string{"node", "add", "--name", "exists", "--count", "0"}, `--count 0`, false},
 		{"count 11", []string{"node", "add", "--name", "exists", "--count", "11"}, `--count 11`, false},
@@ -286,5 +288,61 @@ func TestCreateBootstrap(t *testing.T) {
 	r := e.mustRun("node", "add", "--name", "boot", "--no-wait")
 	if !strings.Contains(r.stderr, "(unchanged)") {
 		t.Fatalf("second upload not skipped: %s", r.stderr)
+	}
+}
+
+// TestCreateWithDNS: the A record points at the Reserved IP, is reused on a
+// re-run, and goes away with the cluster.
+func TestCreateWithDNS(t *testing.T) {
+	e := newEnv(t)
+	stop := e.fakeNodes("web")
+	defer stop()
+	req, _ := http.NewRequest("POST", e.api.URL+"/v2/domains", strings.NewReader(`{"name":"example.com"}`))
+	req.Header.Set("Authorization", "Bearer "+fullToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 201 {
+		t.Fatalf("create domain: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	args := []string{"node", "create-ha", "--name", "web", "--region", "sgp1", "--size", "s-1vcpu-1gb", "--dns-domain", "example.com", "--dns-record", "app"}
+	e.mustRun(args...)
+	st := e.state("web")
+	if st.DNS == nil || st.DNS.Domain != "example.com" || st.DNS.Name != "app" || st.DNS.RecordID == 0 {
+		t.Fatalf("state DNS: %+v", st.DNS)
+	}
+	records := func() []string {
+		req, _ := http.NewRequest("GET", e.api.URL+"/v2/domains/example.com/records?type=A", nil)
+		req.Header.Set("Authorization", "Bearer "+fullToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body struct {
+			Records []struct {
+				Name string `json:"name"`
+				Data string `json:"data"`
+			} `json:"domain_records"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, r := range body.Records {
+			out = append(out, r.Name+"="+r.Data)
+		}
+		return out
+	}
+	if got := records(); len(got) != 1 || got[0] != "app="+st.ReservedIP {
+		t.Fatalf("A records: %v, want app=%s", got, st.ReservedIP)
+	}
+	e.mustRun(args...) // re-run: the record is reused, not duplicated
+	if got := records(); len(got) != 1 {
+		t.Fatalf("A records after re-run: %v", got)
+	}
+	e.mustRun("cluster", "destroy", "--name", "web", "--confirm")
+	if got := records(); len(got) != 0 {
+		t.Fatalf("A records after destroy: %v", got)
 	}
 }
