@@ -7,8 +7,8 @@
 // them for --dry-run output. Parse is what the local sandbox uses to "boot" a
 // simulated droplet from the exact bytes the CLI sent.
 //
-// The embedded files (files/) are canonical: the Packer recipe keeps
-// identical copies under packer/, checked by TestPackerCopiesMatch.
+// The embedded files (files/) are the only copies: the Packer recipe
+// uploads them from here, so image and --bootstrap nodes share them.
 package cloudinit
 
 import (
@@ -55,7 +55,7 @@ const MaxUserData = 64 << 10
 // Distros accepted for Bootstrap mode (DigitalOcean image slugs).
 var Distros = []string{"debian-12-x64", "ubuntu-24-04-x64"}
 
-// Embedded node files, canonical copies (see the package comment).
+// Embedded node files, shared with packer/ (see the package comment).
 var (
 	//go:embed files/dynia-pull.service
 	Unit []byte

@@ -17,7 +17,7 @@ export PACKER_PLUGIN_PATH=${PACKER_PLUGIN_PATH:-/root/.cache/dynia/packer-plugin
 export DYNIA_REQUIRE_INTEGRATION=1
 export CGO_ENABLED=0
 
-for s in packer/scripts/provision.sh cloudinit/files/provision.sh cloudinit/files/bootstrap.sh; do
+for s in cloudinit/files/provision.sh cloudinit/files/bootstrap.sh; do
 	bash -n "$s"
 done
 go test -count=1 -v -timeout 15m ./packer/ ./cloudinit/

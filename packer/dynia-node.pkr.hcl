@@ -101,14 +101,14 @@ build {
   }
 
   provisioner "file" {
-    source      = "${path.root}/files/dynia-pull.service"
+    source      = "${path.root}/../cloudinit/files/dynia-pull.service"
     destination = "/tmp/dynia/dynia-pull.service"
   }
 
   # The same script provisions --bootstrap droplets at first boot and is run
   # for real in a Debian chroot by `make image-check`.
   provisioner "shell" {
-    script = "${path.root}/scripts/provision.sh"
+    script = "${path.root}/../cloudinit/files/provision.sh"
     environment_vars = [
       "DYNIA_PROVISION_MODE=image",
       "DYNIA_PULL_SRC=/tmp/dynia/dynia-pull",

@@ -352,7 +352,8 @@ func dropUnsafeIO(t *testing.T, root string) {
 	}
 }
 
-// TestProvisionInChroot runs packer/scripts/provision.sh for real in a
+// TestProvisionInChroot runs cloudinit/files/provision.sh (what Packer
+// uploads) for real in a
 // Debian 12 root, as Packer would on the build droplet, then checks the
 // result and applies create-ha's snapshot-mode user-data to it.
 func TestProvisionInChroot(t *testing.T) {
@@ -369,8 +370,8 @@ func TestProvisionInChroot(t *testing.T) {
 	bin, real := dyniaPull(ctx, t)
 	// What Packer's file provisioners upload.
 	copyFile(t, bin, filepath.Join(root, "tmp/dynia/dynia-pull"), 0o755)
-	copyFile(t, "files/dynia-pull.service", filepath.Join(root, "tmp/dynia/dynia-pull.service"), 0o644)
-	copyFile(t, "scripts/provision.sh", filepath.Join(root, "root/provision.sh"), 0o755)
+	copyFile(t, "../cloudinit/files/dynia-pull.service", filepath.Join(root, "tmp/dynia/dynia-pull.service"), 0o644)
+	copyFile(t, "../cloudinit/files/provision.sh", filepath.Join(root, "root/provision.sh"), 0o755)
 
 	provStart := time.Now()
 	out, err := inChroot(ctx, t, root, []string{

@@ -1,9 +1,9 @@
 #!/bin/bash
 # provision.sh: turns a stock Debian 12 / Ubuntu 24.04 droplet into a dynia node.
 #
-# Canonical copy: cloudinit/files/provision.sh. The same script runs
-#   - in Packer (packer/scripts/provision.sh, an identical copy checked by a
-#     test), mode "image": the result is snapshotted;
+# One script, three uses (cloudinit embeds it; Packer uploads this file):
+#   - in Packer (packer/dynia-node.pkr.hcl), mode "image": the result is
+#     snapshotted;
 #   - at first boot of a --bootstrap droplet (written by cloud-init), mode
 #     "bootstrap": the result serves at once;
 #   - in a debootstrap chroot in our tests (hack/image-check.sh), mode "image".
