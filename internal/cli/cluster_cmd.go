@@ -117,7 +117,7 @@ type destroyOptions struct {
 // destroyCluster removes what the cluster made, found by tag and by the
 // state's ids, and the state last, so an interrupted destroy can re-run.
 func destroyCluster(ctx context.Context, f *Factory, o *destroyOptions) error {
-	ctx, cancel := withTimeout(ctx, o.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	p := NewProgress(f.IO, f.Global.Output == "json")
 	store, st, cl, err := f.openCluster(ctx, o.Name, true)

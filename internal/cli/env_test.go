@@ -17,6 +17,7 @@ import (
 	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/dosim"
+	"github.com/dynia/dynia/internal/pull"
 	"github.com/dynia/dynia/internal/testutil"
 )
 
@@ -126,9 +127,12 @@ func (e *testEnv) fakeNodes(name string) (stop func()) {
 		for ctx.Err() == nil {
 			if st, _, err := store.Load(ctx, name); err == nil {
 				for _, n := range st.Nodes {
-					b, _ := json.Marshal(map[string]any{"node_id": n.ID, "applied_generation": st.Generation,
-						"vrrp_state": map[bool]string{true: "MASTER", false: "BACKUP"}[n.Role == cluster.RoleActive],
-						"updated_at": time.Now().UTC()})
+					vrrp := pull.VRRPBackup
+					if n.Role == cluster.RoleActive {
+						vrrp = pull.VRRPMaster
+					}
+					b, _ := json.Marshal(pull.Status{NodeID: n.ID, Cluster: name, AppliedGeneration: st.Generation,
+						VRRPState: vrrp, AppHealthy: true, UpdatedAt: time.Now().UTC()})
 					_, _ = e.bucket.Put(ctx, cluster.StatusKey(name, n.ID), b, bucket.Cond{})
 				}
 			}

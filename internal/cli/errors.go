@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"errors"
 	"fmt"
 
@@ -57,8 +56,6 @@ func exitCode(err error) int {
 		return ExitConflict
 	case errors.As(err, &ae), errors.Is(err, bucket.ErrAccessDenied):
 		return ExitAuth
-	case errors.Is(err, context.Canceled):
-		return ExitFailure
 	}
 	return ExitFailure
 }

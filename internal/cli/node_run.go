@@ -14,7 +14,7 @@ import (
 // looks before it creates, so re-running after a crash or Ctrl-C finishes
 // the job without duplicating anything.
 func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
-	ctx, cancel := withTimeout(ctx, o.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	p := NewProgress(f.IO, f.Global.Output == "json")
 	if o.DryRun {
@@ -235,7 +235,7 @@ func createDryRun(ctx context.Context, f *Factory, o *CreateOptions, p *Progress
 // addNodes adds o.Count nodes: ids and priorities by CAS first, droplets
 // next (tagged with their ids), then waits for every node to apply.
 func addNodes(ctx context.Context, f *Factory, o *AddOptions) error {
-	ctx, cancel := withTimeout(ctx, o.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	p := NewProgress(f.IO, f.Global.Output == "json")
 	store, _, cl, err := f.openCluster(ctx, o.Name, true)
@@ -311,7 +311,7 @@ func addNodes(ctx context.Context, f *Factory, o *AddOptions) error {
 // removeNode drains a node, hands the RIP on if it holds it, removes it from
 // the state and destroys its droplet. Re-running after a crash continues.
 func removeNode(ctx context.Context, f *Factory, o *RemoveOptions) error {
-	ctx, cancel := withTimeout(ctx, o.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	p := NewProgress(f.IO, f.Global.Output == "json")
 	store, st, cl, err := f.openCluster(ctx, o.Name, true)
@@ -432,7 +432,7 @@ func promote(ctx context.Context, store *cluster.Store, cl *cloud.Client, name, 
 }
 
 func makeActive(ctx context.Context, f *Factory, o *MakeActiveOptions) error {
-	ctx, cancel := withTimeout(ctx, o.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	p := NewProgress(f.IO, f.Global.Output == "json")
 	store, st, cl, err := f.openCluster(ctx, o.Name, true)

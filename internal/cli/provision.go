@@ -411,8 +411,3 @@ func hasTag(tags []string, t string) bool {
 	}
 	return false
 }
-
-// withTimeout bounds a command's waiting.
-func withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, d)
-}

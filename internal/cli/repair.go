@@ -188,7 +188,7 @@ func nodeIDFromTags(tags []string) string {
 }
 
 func repairHA(ctx context.Context, f *Factory, o *RepairOptions) error {
-	ctx, cancel := withTimeout(ctx, o.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	store, st, cl, err := f.openCluster(ctx, o.Name, o.Force)
 	if err != nil {

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -10,24 +9,8 @@ import (
 	"github.com/dynia/dynia/cloudinit"
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/pull"
 )
-
-// nodeReport is the part of a node's status.json (written by dynia-pull,
-// see internal/pull) that the CLI reads.
-type nodeReport struct {
-	NodeID            string    `json:"node_id"`
-	AppliedGeneration int64     `json:"applied_generation"`
-	VRRPState         string    `json:"vrrp_state"`
-	Backends          []backend `json:"backends"`
-	AppHealthy        *bool     `json:"app_healthy"`
-	LastError         string    `json:"last_error"`
-	UpdatedAt         time.Time `json:"updated_at"`
-}
-
-type backend struct {
-	ID     string `json:"id"`
-	Status string `json:"status"`
-}
 
 // A node writes its report on every change and otherwise about once a
 // minute (Spaces limits writes per object); three missed beats is stale.
@@ -37,7 +20,9 @@ const reportStaleAfter = 3 * time.Minute
 // "starting" rather than "down".
 const startupGrace = 2 * time.Minute
 
-func readReport(ctx context.Context, store *cluster.Store, name, id string) (*nodeReport, error) {
+// readReport reads a node's status.json (written by dynia-pull); a node that
+// has not reported yet is nil.
+func readReport(ctx context.Context, store *cluster.Store, name, id string) (*pull.Status, error) {
 	obj, err := store.B.Get(ctx, cluster.StatusKey(name, id), "")
 	if errors.Is(err, bucket.ErrNotFound) {
 		return nil, nil
@@ -45,11 +30,11 @@ func readReport(ctx context.Context, store *cluster.Store, name, id string) (*no
 	if err != nil {
 		return nil, err
 	}
-	var r nodeReport
-	if err := json.Unmarshal(obj.Body, &r); err != nil {
-		return nil, fmt.Errorf("status of node %s: %w", id, err)
+	r, err := pull.DecodeStatus(obj.Body)
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %w", id, err)
 	}
-	return &r, nil
+	return r, nil
 }
 
 // waitApplied waits until every node of st that should be serving reports
@@ -111,7 +96,7 @@ func pollUntil(ctx context.Context, cond func() (bool, string, error)) error {
 }
 
 // nodeStatus is the Status column: lifecycle first, then the report.
-func nodeStatus(n cluster.Node, r *nodeReport, gen int64, now time.Time) string {
+func nodeStatus(n cluster.Node, r *pull.Status, gen int64, now time.Time) string {
 	switch n.Lifecycle {
 	case cluster.Provisioning, cluster.Draining, cluster.Removing:
 		return string(n.Lifecycle)
@@ -121,7 +106,7 @@ func nodeStatus(n cluster.Node, r *nodeReport, gen int64, now time.Time) string 
 		return "stale"
 	case now.Sub(r.UpdatedAt) > reportStaleAfter:
 		return "stale"
-	case r.VRRPState == "FAULT", r.AppHealthy != nil && !*r.AppHealthy:
+	case r.VRRPState == pull.VRRPFault, !r.AppHealthy:
 		// A node that just joined is unhealthy until HAProxy's checks pass
 		// (rise 2 × inter 2 s) and its app starts: say so, not "down".
 		if now.Sub(n.CreatedAt) < startupGrace {
