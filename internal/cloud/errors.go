@@ -1,10 +1,14 @@
 package cloud
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
+	"syscall"
 
 	"github.com/digitalocean/godo"
 )
@@ -88,6 +92,22 @@ func wrap(op string, err error) error {
 		}
 	}
 	return fmt.Errorf("cloud: %s: %w", op, err)
+}
+
+// Transient reports whether err may go away by itself: DO's 429 and 5xx
+// answers, and transport failures (connection refused or reset, a timeout)
+// that are not the caller's own cancellation.
+func Transient(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return ae.StatusCode == http.StatusTooManyRequests || ae.StatusCode >= 500
+	}
+	var ne net.Error
+	var oe *net.OpError
+	return errors.As(err, &ne) || errors.As(err, &oe) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // isPendingEvent reports DO's 422 for a second action on a locked reserved IP.

@@ -9,12 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -633,5 +635,68 @@ func TestRetriesDisabled(t *testing.T) {
 	}
 	if n := c.Calls()["GET /v2/account"]; n != 2 {
 		t.Errorf("calls %v, want 2 GET /v2/account", c.Calls())
+	}
+}
+
+// TestWaitsPollThroughTransientErrors: a wait whose poll fails with a 5xx
+// (after godo's retries, none here) polls on, and gives up after
+// five such polls in a row rather than waiting out its deadline.
+func TestWaitsPollThroughTransientErrors(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, dosim.Options{DropletActiveDelay: 50 * time.Millisecond})
+	ctx := ctxT(t)
+	c, err := cloud.New(adminToken, cloud.Options{BaseURL: e.url, RetryMax: -1, PollInterval: 10 * time.Millisecond, PollMax: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.CloseIdleConnections)
+	ds, err := c.CreateDroplets(ctx, []cloud.DropletSpec{{Name: "blip", Region: "fra1", Size: "s-1vcpu-1gb", Image: "debian-12-x64"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.sim.InjectFault(dosim.Fault{Method: "GET", PathPrefix: "/v2/droplets/", Status: http.StatusServiceUnavailable, Count: 4})
+	if _, err := c.WaitActive(ctx, []int{ds[0].ID}); err != nil {
+		t.Fatalf("wait through 4 polls answered 503: %v", err)
+	}
+	e.sim.ClearFaults()
+	e.sim.InjectFault(dosim.Fault{Method: "GET", PathPrefix: "/v2/droplets/", Status: http.StatusServiceUnavailable})
+	c.ResetCalls()
+	_, err = c.WaitActive(ctx, []int{ds[0].ID})
+	var ae *cloud.APIError
+	if !errors.As(err, &ae) || ae.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("wait against an API that stays down: %v, want the 503", err)
+	}
+	if n := c.Calls()["GET /v2/droplets/{id}"]; n != 5 {
+		t.Errorf("polls before giving up: %d, want 5", n)
+	}
+	// A permanent error (404) ends the wait at once.
+	e.sim.ClearFaults()
+	c.ResetCalls()
+	if _, err := c.WaitActive(ctx, []int{999999}); !errors.Is(err, cloud.ErrNotFound) {
+		t.Fatalf("wait for a missing droplet: %v", err)
+	}
+	if n := c.Calls()["GET /v2/droplets/{id}"]; n != 1 {
+		t.Errorf("polls for a missing droplet: %d, want 1", n)
+	}
+}
+
+func TestTransient(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{&cloud.APIError{StatusCode: 429}, true},
+		{&cloud.APIError{StatusCode: 503}, true},
+		{&cloud.APIError{StatusCode: 404}, false},
+		{&cloud.APIError{StatusCode: 422}, false},
+		{fmt.Errorf("get: %w", &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}), true},
+		{fmt.Errorf("get: %w", context.Canceled), false},
+		{context.DeadlineExceeded, false},
+		{errors.New("droplet 3 is archive"), false},
+	} {
+		if got := cloud.Transient(tc.err); got != tc.want {
+			t.Errorf("Transient(%v) = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }

@@ -339,7 +339,9 @@ func (s *Server) rateHeaders(w http.ResponseWriter, token string, count bool) (i
 // cancellation, so a long latency simulates a timeout); a non-zero Status
 // answers it with that status and a DO error body (429 adds retry-after: 1).
 // Count limits how many requests it affects (0 = forever); Rate in (0,1]
-// makes it probabilistic (0 = always).
+// makes it probabilistic (0 = always); Every N > 1 makes it hit only every
+// Nth matching request, a deterministic pattern tests can rely on (a random
+// rate sometimes fails a request on every one of a client's retries).
 type Fault struct {
 	Method     string
 	PathPrefix string
@@ -347,11 +349,13 @@ type Fault struct {
 	Latency    time.Duration
 	Count      int
 	Rate       float64
+	Every      int
 }
 
 type faultState struct {
 	Fault
 	used int
+	seen int // matching requests, for Every
 }
 
 // InjectFault adds a fault. Faults are checked in order; the first match wins.
@@ -381,6 +385,10 @@ func (s *Server) takeFault(r *http.Request) *Fault {
 			continue
 		}
 		if f.Count > 0 && f.used >= f.Count {
+			continue
+		}
+		f.seen++
+		if f.Every > 1 && f.seen%f.Every != 0 {
 			continue
 		}
 		if f.Rate > 0 && f.Rate < 1 && rand.Float64() >= f.Rate {
