@@ -1,11 +1,16 @@
 package cli
 
 import (
+	"context"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/digitalocean/godo"
+	"golang.org/x/oauth2"
 
 	"github.com/dynia/dynia/internal/dosim"
 )
@@ -122,5 +127,43 @@ func TestConcurrentNodeAdds(t *testing.T) {
 	}
 	if err := st.Validate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDestroyDeletesVPCOfCrashedCreate: a create-ha that died after making
+// its VPC but before recording it leaves a VPC with dynia's marker; the
+// re-run adopts it as dynia's own, so destroy deletes it. A user's VPC of
+// the same name without the marker is used but never deleted.
+func TestDestroyDeletesVPCOfCrashedCreate(t *testing.T) {
+	e := newEnv(t)
+	defer e.fakeNodes("crashed")()
+	defer e.fakeNodes("mine")()
+	ctx := context.Background()
+	c, err := godo.New(oauth2.NewClient(ctx, oauth2.StaticTokenSource(&oauth2.Token{AccessToken: fullToken})), godo.SetBaseURL(e.api.URL+"/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first VPC of a region becomes its default, which DO never
+	// deletes: a VPC of someone else's takes that place.
+	for _, v := range []godo.VPCCreateRequest{
+		{Name: "first", RegionSlug: "sgp1"},
+		{Name: vpcName("crashed", "sgp1"), RegionSlug: "sgp1", Description: "dynia cluster network"},
+		{Name: vpcName("mine", "sgp1"), RegionSlug: "sgp1", Description: "my own network"},
+	} {
+		if _, _, err := c.VPCs.Create(ctx, &v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"crashed", "mine"} {
+		e.mustRun("node", "create-ha", "--name", name, "--region", "sgp1", "--size", "s-1vcpu-1gb")
+		e.mustRun("cluster", "destroy", "--name", name, "--confirm")
+	}
+	var left []string
+	for _, v := range e.sim.VPCs() {
+		left = append(left, v.Name)
+	}
+	slices.Sort(left)
+	if want := []string{vpcName("mine", "sgp1"), "first"}; !slices.Equal(left, want) {
+		t.Fatalf("VPCs after destroying both clusters: %v, want %v", left, want)
 	}
 }

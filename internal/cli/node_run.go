@@ -77,7 +77,9 @@ func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
 	if err := p.Step("VPC", func() (string, error) {
 		var created bool
 		vpc, created, err = cl.EnsureVPC(ctx, vpcName(o.Name, o.Region), o.Region, "")
-		vpcCreated = created
+		// A VPC found with dynia's marker was made by an earlier run that
+		// may have died before recording it: it is ours to delete too.
+		vpcCreated = created || vpc.Dynia
 		return reuse(vpc.ID+" "+vpc.IPRange, created), err
 	}); err != nil {
 		return err

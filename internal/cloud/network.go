@@ -13,7 +13,15 @@ import (
 // VPC is a DO VPC.
 type VPC struct {
 	ID, Name, Region, IPRange string
+	// Dynia: the VPC carries dynia's description, so dynia made it (this
+	// run or an earlier one that crashed before recording it) and a
+	// cluster destroy may delete it.
+	Dynia bool
 }
+
+// vpcDescription marks the VPCs dynia creates. VPCs take no tags, and the
+// name alone could be a user's own VPC that happens to match.
+const vpcDescription = "dynia cluster network"
 
 // EnsureVPC returns the VPC called name in region, creating it when missing.
 // DO's list has no region filter, so all pages are read. VPC names are unique
@@ -42,7 +50,7 @@ func (c *Client) EnsureVPC(ctx context.Context, name, region, ipRange string) (V
 		Name:        name,
 		RegionSlug:  region,
 		IPRange:     ipRange,
-		Description: "dynia cluster network",
+		Description: vpcDescription,
 	})
 	if err != nil {
 		return VPC{}, false, wrap(op+": create", err)
@@ -52,7 +60,7 @@ func (c *Client) EnsureVPC(ctx context.Context, name, region, ipRange string) (V
 }
 
 func fromGodoVPC(v *godo.VPC) VPC {
-	return VPC{ID: v.ID, Name: v.Name, Region: v.RegionSlug, IPRange: v.IPRange}
+	return VPC{ID: v.ID, Name: v.Name, Region: v.RegionSlug, IPRange: v.IPRange, Dynia: v.Description == vpcDescription}
 }
 
 // DeleteVPC deletes a VPC; one already gone is not an error. DO refuses while

@@ -359,8 +359,8 @@ func TestEnsureVPCAndFirewallAreIdempotent(t *testing.T) {
 	ctx := ctxT(t)
 
 	v1, created, err := e.c.EnsureVPC(ctx, "dynia-beta", "fra1", "10.30.0.0/20")
-	if err != nil || !created {
-		t.Fatalf("first EnsureVPC: %v created=%v", err, created)
+	if err != nil || !created || !v1.Dynia {
+		t.Fatalf("first EnsureVPC: %v created=%v dynia=%v", err, created, v1.Dynia)
 	}
 	e.c.ResetCalls()
 	v2, created, err := e.c.EnsureVPC(ctx, "dynia-beta", "fra1", "10.30.0.0/20")
