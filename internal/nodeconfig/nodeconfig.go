@@ -45,6 +45,12 @@ type Config struct {
 	Supervise     bool   `json:"supervise,omitempty"`
 	HAProxyBin    string `json:"haproxy_bin,omitempty"`
 	KeepalivedBin string `json:"keepalived_bin,omitempty"`
+	// HAProxyReloadCommand and KeepalivedReloadCommand replace the built-in
+	// reloads (HAProxy's master socket, SIGHUP to keepalived's pid file)
+	// when the daemons are run some other way, e.g.
+	// ["systemctl", "reload", "haproxy"]. An argv, run without a shell.
+	HAProxyReloadCommand    []string `json:"haproxy_reload_command,omitempty"`
+	KeepalivedReloadCommand []string `json:"keepalived_reload_command,omitempty"`
 
 	MetricsAddr string `json:"metrics_addr,omitempty"` // default 127.0.0.1:9321
 	LogLevel    string `json:"log_level,omitempty"`
@@ -104,6 +110,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("node config: state_url is empty")
 	case c.PollInterval.Duration < 0:
 		return fmt.Errorf("node config: poll_interval %q is negative", c.PollInterval)
+	case len(c.HAProxyReloadCommand) > 0 && c.HAProxyReloadCommand[0] == "":
+		return fmt.Errorf("node config: haproxy_reload_command %q has no program", c.HAProxyReloadCommand)
+	case len(c.KeepalivedReloadCommand) > 0 && c.KeepalivedReloadCommand[0] == "":
+		return fmt.Errorf("node config: keepalived_reload_command %q has no program", c.KeepalivedReloadCommand)
 	}
 	return nil
 }

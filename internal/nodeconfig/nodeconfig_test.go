@@ -22,6 +22,8 @@ func TestDecode(t *testing.T) {
 		`{"cluster":"demo","node_id":"x"}`:                                            "state_url is empty",
 		`{"cluster":"demo","node_id":"x","state_url":"s3://b","poll_interval":2}`:     "duration must be a string",
 		`{"cluster":"demo","node_id":"x","state_url":"s3://b","poll_interval":"-1s"}`: "negative",
+		`{"cluster":"demo","node_id":"x","state_url":"s3://b","haproxy_reload_command":[""]}`: `haproxy_reload_command [""] has no program`,
+		`{"cluster":"demo","node_id":"x","state_url":"s3://b","keepalived_reload_command":"systemctl reload keepalived"}`: "keepalived_reload_command",
 	}
 	for doc, want := range tests {
 		if _, err := Decode([]byte(doc)); err == nil || !strings.Contains(err.Error(), want) {

@@ -21,6 +21,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
@@ -128,6 +129,7 @@ func (d *Daemon) Reconfigure(set Settings, store bucket.Store) {
 	}
 	d.set.PollInterval = set.PollInterval
 	d.set.HAProxyBin, d.set.KeepalivedBin = set.HAProxyBin, set.KeepalivedBin
+	d.set.HAProxyReload, d.set.KeepalivedReload = set.HAProxyReload, set.KeepalivedReload
 	d.store = store
 	d.storeGen++ // Step reads the state again through the new store
 	d.log.Info("node config reloaded", "store", store.String(), "poll_interval", set.PollInterval)
@@ -501,7 +503,16 @@ func (d *Daemon) reload(ctx context.Context, log *slog.Logger, haproxy, keepaliv
 	if set.Supervise {
 		d.superviseStart(ctx) // first apply: start what was not running
 	}
-	if haproxy {
+	if haproxy && len(set.HAProxyReload) > 0 {
+		began := time.Now()
+		if err := runReloadCommand(ctx, set.HAProxyReload); err != nil {
+			return &ApplyError{"reload_haproxy", err}
+		}
+		d.m.reloadSeconds.WithLabelValues("haproxy").Observe(time.Since(began).Seconds())
+		if err := setServerStates(ctx, d.paths.StatsSocket, backends); err != nil {
+			log.Warn("runtime server states not set after reload", "err", err)
+		}
+	} else if haproxy {
 		began := time.Now()
 		if _, err := os.Stat(d.paths.MasterSocket); err != nil {
 			log.Info("haproxy not running yet; it will load the new config when it starts")
@@ -516,7 +527,13 @@ func (d *Daemon) reload(ctx context.Context, log *slog.Logger, haproxy, keepaliv
 			}
 		}
 	}
-	if keepalived {
+	if keepalived && len(set.KeepalivedReload) > 0 {
+		began := time.Now()
+		if err := runReloadCommand(ctx, set.KeepalivedReload); err != nil {
+			return &ApplyError{"reload_keepalived", err}
+		}
+		d.m.reloadSeconds.WithLabelValues("keepalived").Observe(time.Since(began).Seconds())
+	} else if keepalived {
 		began := time.Now()
 		pid := d.sup.pid("keepalived")
 		if pid == 0 {
@@ -529,6 +546,23 @@ func (d *Daemon) reload(ctx context.Context, log *slog.Logger, haproxy, keepaliv
 		} else {
 			d.m.reloadSeconds.WithLabelValues("keepalived").Observe(time.Since(began).Seconds())
 		}
+	}
+	return nil
+}
+
+// runReloadCommand runs a reload command from pull.json (an argv, no
+// shell), bounded by toolTimeout; a failure names the command and carries
+// the end of its output.
+func runReloadCommand(ctx context.Context, argv []string) error {
+	ctx, cancel := context.WithTimeout(ctx, toolTimeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
+	if err != nil {
+		msg := strings.TrimSpace(string(out))
+		if len(msg) > 500 {
+			msg = "…" + msg[len(msg)-500:]
+		}
+		return fmt.Errorf("reload command %q: %w: %s", argv, err, msg)
 	}
 	return nil
 }

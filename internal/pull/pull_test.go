@@ -323,3 +323,48 @@ func TestMasterClaims(t *testing.T) {
 		t.Fatal("no claim")
 	}
 }
+
+// TestReloadCommands: reload commands from pull.json replace the built-in
+// reloads, run once per changed file, and a failing one is an apply error
+// naming the command (the new files stay installed: they passed validation).
+func TestReloadCommands(t *testing.T) {
+	t.Parallel()
+	bin, err := exec.LookPath("true")
+	if err != nil {
+		t.Skip("true not found")
+	}
+	dir := t.TempDir()
+	log := filepath.Join(dir, "reloads")
+	set := Settings{Cluster: "shop", NodeID: "amber-fox", PollInterval: time.Second,
+		HAProxyConfig: filepath.Join(dir, "etc/haproxy.cfg"), KeepalivedConfig: filepath.Join(dir, "etc/keepalived.conf"),
+		RunDir: filepath.Join(dir, "run"), HAProxyBin: bin, KeepalivedBin: bin,
+		HAProxyReload:    []string{"sh", "-c", `echo haproxy >> "$0"`, log},
+		KeepalivedReload: []string{"sh", "-c", `echo keepalived >> "$0"`, log}}
+	m := newMemStore()
+	d := New(set, m, Options{Version: "test"})
+	ctx := context.Background()
+	putState(t, m, testState(1, 2))
+	if res, err := d.Step(ctx, false); err != nil || res != Changed {
+		t.Fatalf("first step = %v, %v", res, err)
+	}
+	// Draining a peer changes haproxy.cfg only.
+	s := testState(2, 2)
+	s.Node("brisk-owl").Lifecycle = cluster.Draining
+	putState(t, m, s)
+	if res, err := d.Step(ctx, false); err != nil || res != Changed {
+		t.Fatalf("drain step = %v, %v", res, err)
+	}
+	got, _ := os.ReadFile(log)
+	if want := "haproxy\nkeepalived\nhaproxy\n"; string(got) != want {
+		t.Fatalf("reload commands run:\n%s\nwant:\n%s", got, want)
+	}
+
+	set.HAProxyReload = []string{"sh", "-c", "echo refused >&2; exit 3"}
+	d.Reconfigure(set, m)
+	putState(t, m, testState(3, 2))
+	_, err = d.Step(ctx, false)
+	var ae *ApplyError
+	if !errors.As(err, &ae) || ae.Reason != "reload_haproxy" || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("failing reload command: %v", err)
+	}
+}

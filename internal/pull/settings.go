@@ -33,6 +33,9 @@ type Settings struct {
 	Supervise        bool
 	HAProxyBin       string
 	KeepalivedBin    string
+	// Reload commands replace the built-in reloads when set (pull.json).
+	HAProxyReload    []string
+	KeepalivedReload []string
 	MetricsAddr      string
 }
 
@@ -42,6 +45,7 @@ func SettingsFrom(c *nodeconfig.Config) Settings {
 		Cluster: c.Cluster, NodeID: c.NodeID, PollInterval: c.PollInterval.Duration,
 		HAProxyConfig: c.HAProxyConfig, KeepalivedConfig: c.KeepalivedConfig, RunDir: c.RunDir,
 		Supervise: c.Supervise, HAProxyBin: c.HAProxyBin, KeepalivedBin: c.KeepalivedBin,
+		HAProxyReload: c.HAProxyReloadCommand, KeepalivedReload: c.KeepalivedReloadCommand,
 		MetricsAddr: c.MetricsAddr,
 	}
 	def := func(p *string, v string) {
