@@ -623,6 +623,13 @@ func (d *Daemon) onVRRP(state string) {
 	d.kickStatus()
 }
 
+// isMaster says whether keepalived's last reported state is MASTER.
+func (d *Daemon) isMaster() bool {
+	d.smu.Lock()
+	defer d.smu.Unlock()
+	return d.status.VRRPState == VRRPMaster
+}
+
 // claimLoop calls the claimer for each MASTER transition, and every
 // CheckEvery while MASTER, one call at a time, so the fifo reader never
 // blocks on the DO API.
@@ -639,10 +646,7 @@ func (d *Daemon) claimLoop(ctx context.Context) {
 			return
 		case reason = <-d.claims:
 		case <-tick.C:
-			d.smu.Lock()
-			master := d.status.VRRPState == VRRPMaster
-			d.smu.Unlock()
-			if !master {
+			if !d.isMaster() {
 				continue
 			}
 			reason = "check"
@@ -655,6 +659,16 @@ func (d *Daemon) claimLoop(ctx context.Context) {
 				d.log.Debug("MASTER while being removed; not claiming the Reserved IP")
 				continue
 			}
+		}
+		// A claim queued while MASTER may be read after keepalived moved the
+		// node to BACKUP or FAULT (or after a slow Claim): the new MASTER is
+		// claiming, and taking the IP back would black-hole it. So the VRRP
+		// state is read again right before every DO API call. A transition
+		// during the call itself is left to the new MASTER's claim and
+		// its every-CheckEvery repair.
+		if !d.isMaster() {
+			d.log.Info("no longer MASTER; reserved ip claim dropped", "reason", reason)
+			continue
 		}
 		var moved bool
 		var note string

@@ -3,6 +3,7 @@ package pull
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -321,6 +322,84 @@ func TestMasterClaims(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("no claim")
+	}
+}
+
+// stateClaimer records each call with the VRRP state the daemon had when
+// the call was made.
+type stateClaimer struct {
+	d     *Daemon
+	calls chan string
+}
+
+func (c *stateClaimer) Claim(_ context.Context, reason string) (bool, string, error) {
+	c.calls <- c.d.snapshot().VRRPState + ": " + reason
+	return true, reason, nil
+}
+
+func (c *stateClaimer) Check(context.Context) (bool, string, error) {
+	c.calls <- c.d.snapshot().VRRPState + ": check"
+	return false, "already here", nil
+}
+
+// msgHandler is a slog.Handler passing each record's message to a channel.
+type msgHandler chan string
+
+func (h msgHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h msgHandler) Handle(_ context.Context, r slog.Record) error {
+	select {
+	case h <- r.Message:
+	default: // the test reads only the lines it waits for
+	}
+	return nil
+}
+func (h msgHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h msgHandler) WithGroup(string) slog.Handler      { return h }
+
+// TestNoClaimAfterMaster: a claim queued while MASTER is dropped when the
+// node is BACKUP or FAULT by the time the claim loop reads it; becoming
+// MASTER again claims.
+func TestNoClaimAfterMaster(t *testing.T) {
+	t.Parallel()
+	for _, next := range []string{VRRPBackup, VRRPFault} {
+		t.Run(next, func(t *testing.T) {
+			t.Parallel()
+			logs := make(msgHandler, 64)
+			c := &stateClaimer{calls: make(chan string, 4)}
+			d := New(Settings{Cluster: "shop", NodeID: "amber-fox", RunDir: t.TempDir(), PollInterval: time.Second},
+				newMemStore(), Options{Claimer: c, Logger: slog.New(logs)})
+			c.d = d
+			// What the fifo reader does for "MASTER" then "BACKUP" arriving
+			// before the claim loop gets to run.
+			d.onVRRP(VRRPMaster)
+			d.onVRRP(next)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go d.claimLoop(ctx)
+			timeout := time.After(10 * time.Second)
+		wait:
+			for {
+				select {
+				case call := <-c.calls:
+					t.Fatalf("claimer called after the %s transition (%s)", next, call)
+				case msg := <-logs:
+					if strings.Contains(msg, "claim dropped") {
+						break wait
+					}
+				case <-timeout:
+					t.Fatal("the queued claim was neither dropped nor made")
+				}
+			}
+			d.onVRRP(VRRPMaster)
+			select {
+			case call := <-c.calls:
+				if !strings.HasPrefix(call, VRRPMaster+": vrrp "+next+" -> MASTER") {
+					t.Errorf("call %q; want a claim made as MASTER for the %s -> MASTER transition", call, next)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("no claim after becoming MASTER again")
+			}
+		})
 	}
 }
 
