@@ -72,8 +72,9 @@ type Daemon struct {
 	lastFull   time.Time
 	lastReload time.Time
 	failures   int
-	// needReload is set when files were installed but a reload failed, so
-	// the next apply reloads even though the files on disk already match.
+	// needReload is set before a file is installed and cleared after its
+	// daemon reloaded, so after a failed rename or reload the next apply
+	// reloads even though the files on disk already match.
 	needReload struct{ haproxy, keepalived bool }
 
 	amu          sync.Mutex // guards applied, lastPollOK, firstApplied
@@ -434,13 +435,16 @@ func (d *Daemon) Apply(ctx context.Context, st *cluster.State) (Result, error) {
 		}
 	}
 
-	reloadHA, reloadKA := d.needReload.haproxy, d.needReload.keepalived
+	// Each daemon's pending reload is recorded before its file is renamed:
+	// if a later rename (or the reload) fails, the files already installed
+	// match the next render, and only this flag makes the next apply reload
+	// the daemon instead of leaving it on the old config.
 	for _, j := range jobs {
 		if j.reason == "keepalived" {
-			reloadKA = true
+			d.needReload.keepalived = true
 		}
 		if j.reason == "haproxy" {
-			reloadHA = true
+			d.needReload.haproxy = true
 			// Act on drains now, and carry states over the reload.
 			if err := setServerStates(ctx, d.paths.StatsSocket, res.Backends); err != nil {
 				log.Debug("runtime server states not set (haproxy not running?)", "err", err)
@@ -456,8 +460,7 @@ func (d *Daemon) Apply(ctx context.Context, st *cluster.State) (Result, error) {
 		j.tmp = ""
 	}
 
-	d.needReload.haproxy, d.needReload.keepalived = reloadHA, reloadKA
-	if err := d.reload(ctx, log, reloadHA, reloadKA, res.Backends); err != nil {
+	if err := d.reload(ctx, log, d.needReload.haproxy, d.needReload.keepalived, res.Backends); err != nil {
 		return Unchanged, d.fail(st.Generation, err)
 	}
 	d.needReload.haproxy, d.needReload.keepalived = false, false

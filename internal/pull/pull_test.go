@@ -447,3 +447,58 @@ func TestReloadCommands(t *testing.T) {
 		t.Fatalf("failing reload command: %v", err)
 	}
 }
+
+// TestPartialInstallReloads: when keepalived.conf cannot be renamed into
+// place after haproxy.cfg was, the next apply finds haproxy.cfg already
+// current and must still reload HAProxy, which is running the old config.
+func TestPartialInstallReloads(t *testing.T) {
+	t.Parallel()
+	bin, err := exec.LookPath("true")
+	if err != nil {
+		t.Skip("true not found")
+	}
+	dir := t.TempDir()
+	log := filepath.Join(dir, "reloads")
+	set := Settings{Cluster: "shop", NodeID: "amber-fox", PollInterval: time.Second,
+		HAProxyConfig: filepath.Join(dir, "etc/haproxy.cfg"), KeepalivedConfig: filepath.Join(dir, "etc/keepalived.conf"),
+		RunDir: filepath.Join(dir, "run"), HAProxyBin: bin, KeepalivedBin: bin,
+		HAProxyReload:    []string{"sh", "-c", `echo haproxy >> "$0"`, log},
+		KeepalivedReload: []string{"sh", "-c", `echo keepalived >> "$0"`, log}}
+	m := newMemStore()
+	d := New(set, m, Options{Version: "test"})
+	ctx := context.Background()
+	putState(t, m, testState(1, 2))
+	if _, err := d.Step(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	// A third node changes both files; a directory where keepalived.conf
+	// goes makes its rename fail after haproxy.cfg was renamed.
+	if err := os.Remove(set.KeepalivedConfig); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(set.KeepalivedConfig, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	putState(t, m, testState(2, 3))
+	_, err = d.Step(ctx, false)
+	var ae *ApplyError
+	if !errors.As(err, &ae) || ae.Reason != "install" {
+		t.Fatalf("step with keepalived.conf a directory: %v; want an install error", err)
+	}
+	if hp, _ := os.ReadFile(set.HAProxyConfig); !strings.Contains(string(hp), "server calm-heron") {
+		t.Fatal("haproxy.cfg was not installed before the failing rename; the test does not exercise a partial install")
+	}
+	if err := os.Remove(set.KeepalivedConfig); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := d.Step(ctx, false); err != nil || res != Changed {
+		t.Fatalf("step after the fix = %v, %v", res, err)
+	}
+	got, _ := os.ReadFile(log)
+	if want := "haproxy\nkeepalived\nhaproxy\nkeepalived\n"; string(got) != want {
+		t.Errorf("reloads run:\n%s\nwant:\n%s", got, want)
+	}
+	if st := d.snapshot(); st.LastError != "" || st.AppliedGeneration != 2 {
+		t.Errorf("status after the fix: %+v", st)
+	}
+}
