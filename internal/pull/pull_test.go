@@ -3,10 +3,14 @@ package pull
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -500,5 +504,97 @@ func TestPartialInstallReloads(t *testing.T) {
 	}
 	if st := d.snapshot(); st.LastError != "" || st.AppliedGeneration != 2 {
 		t.Errorf("status after the fix: %+v", st)
+	}
+}
+
+// TestHandler: /healthz is 503 until a first apply and 200 after it;
+// /metrics exports exactly the dynia_pull_* metrics docs/pull.md lists.
+func TestHandler(t *testing.T) {
+	t.Parallel()
+	d, m, set := newTestDaemon(t, "true")
+	// A reload command makes the reload histogram observe something (nothing
+	// runs to reload otherwise), so every documented metric is exported.
+	set.HAProxyReload, set.KeepalivedReload = []string{set.HAProxyBin}, []string{set.KeepalivedBin}
+	d.Reconfigure(set, m)
+	srv := httptest.NewServer(d.Handler())
+	defer srv.Close()
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := srv.Client().Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, string(b)
+	}
+	ctx := context.Background()
+
+	if code, body := get("/healthz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/healthz before any apply = %d %q; want 503", code, body)
+	}
+	m.err = bucket.ErrAccessDenied // a failed poll: apply_failures gets a label
+	if _, err := d.Step(ctx, false); err == nil {
+		t.Fatal("step with a failing store succeeded")
+	}
+	if code, body := get("/healthz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/healthz after a failed poll = %d %q; want 503", code, body)
+	}
+	m.err = nil
+	putState(t, m, testState(1, 2))
+	if res, err := d.Step(ctx, false); err != nil || res != Changed {
+		t.Fatalf("step = %v, %v", res, err)
+	}
+	if code, body := get("/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz after a good apply = %d %q; want 200", code, body)
+	}
+	if code, body := get("/status"); code != http.StatusOK || !strings.Contains(body, `"applied_generation":1`) {
+		t.Errorf("/status = %d %s", code, body)
+	}
+
+	code, body := get("/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics = %d", code)
+	}
+	exported := map[string]bool{}
+	for _, line := range strings.Split(body, "\n") {
+		if f := strings.Fields(line); len(f) >= 3 && f[0] == "#" && f[1] == "TYPE" && strings.HasPrefix(f[2], "dynia_pull_") {
+			exported[f[2]] = true
+		}
+	}
+	doc, err := os.ReadFile("../../docs/pull.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	for _, name := range regexp.MustCompile(`dynia_pull_[a-z_]+[a-z]`).FindAllString(string(doc), -1) {
+		documented[name] = true
+	}
+	if len(documented) == 0 {
+		t.Fatal("docs/pull.md names no dynia_pull_ metric")
+	}
+	for name := range documented {
+		if !exported[name] {
+			t.Errorf("docs/pull.md lists %s; /metrics does not export it", name)
+		}
+	}
+	for name := range exported {
+		if !documented[name] {
+			t.Errorf("/metrics exports %s; docs/pull.md does not list it", name)
+		}
+	}
+	for _, want := range []string{
+		`dynia_pull_applied_generation 1`,
+		`dynia_pull_apply_failures_total{reason="poll"} 1`,
+		`dynia_pull_applies_total 1`,
+		`dynia_pull_vrrp_state{state="UNKNOWN"} 1`,
+		`dynia_pull_reload_duration_seconds_count{daemon="haproxy"} 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 }
