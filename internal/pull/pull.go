@@ -382,6 +382,13 @@ func (d *Daemon) Apply(ctx context.Context, st *cluster.State) (Result, error) {
 	d.amu.Lock()
 	prev := d.applied
 	d.amu.Unlock()
+	// Defence only: no state that passed cluster.Decode and Render reaches
+	// this. The guard needs this node ready or draining (Decode admits no
+	// other lifecycle besides provisioning and removing), render.Backends
+	// keeps every ready and draining node, and Render fails without this
+	// node, so this node itself is a backend. It is kept for the day
+	// Backends learns to leave nodes out (e.g. unhealthy ones): an empty
+	// backend while serving is an outage, never a state to apply.
 	if len(res.Backends) == 0 && prev != nil && len(render.Backends(prev)) > 0 &&
 		self.Lifecycle != cluster.Provisioning && self.Lifecycle != cluster.Removing {
 		return Unchanged, d.fail(st.Generation, &ApplyError{"zero_backends",
