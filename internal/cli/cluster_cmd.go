@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/dynia/dynia/internal/cloud"
+	"github.com/dynia/dynia/internal/cluster"
 )
 
 // NewCmdCluster is `dynia cluster list|get|destroy`.
@@ -124,9 +126,19 @@ func destroyCluster(ctx context.Context, f *Factory, o *destroyOptions) error {
 	if err != nil {
 		return err
 	}
-	if st.ReservedIP != "" {
-		if err := p.Step("release Reserved IP "+st.ReservedIP, func() (string, error) {
-			err := cl.DeleteReservedIP(ctx, st.ReservedIP)
+	ds, err := cl.ListDropletsByTag(ctx, cloud.ClusterTag(o.Name))
+	if err != nil {
+		return err
+	}
+	// The Reserved IP goes before the droplets: once they are gone, an IP
+	// the state never recorded is no longer recognisable as the cluster's.
+	ips, err := clusterReservedIPs(ctx, cl, st, ds)
+	if err != nil {
+		return err
+	}
+	for _, ip := range ips {
+		if err := p.Step("release Reserved IP "+ip, func() (string, error) {
+			err := cl.DeleteReservedIP(ctx, ip)
 			if errors.Is(err, cloud.ErrNotFound) {
 				return "already gone", nil
 			}
@@ -134,10 +146,6 @@ func destroyCluster(ctx context.Context, f *Factory, o *destroyOptions) error {
 		}); err != nil {
 			return err
 		}
-	}
-	ds, err := cl.ListDropletsByTag(ctx, cloud.ClusterTag(o.Name))
-	if err != nil {
-		return err
 	}
 	if err := destroyDroplets(ctx, cl, ds, p); err != nil {
 		return err
@@ -147,8 +155,12 @@ func destroyCluster(ctx context.Context, f *Factory, o *destroyOptions) error {
 			return err
 		}
 	}
-	if st.FirewallID != "" {
-		if err := p.Step("firewall "+st.FirewallID, func() (string, error) { return "", ignoreNotFound(cl.DeleteFirewall(ctx, st.FirewallID)) }); err != nil {
+	fws, err := clusterFirewalls(ctx, cl, st)
+	if err != nil {
+		return err
+	}
+	for _, id := range fws {
+		if err := p.Step("firewall "+id, func() (string, error) { return "", ignoreNotFound(cl.DeleteFirewall(ctx, id)) }); err != nil {
 			return err
 		}
 	}
@@ -179,6 +191,52 @@ func destroyCluster(ctx context.Context, f *Factory, o *destroyOptions) error {
 	}
 	fmt.Fprintf(f.IO.Out, "cluster %s destroyed\n", o.Name)
 	return nil
+}
+
+// clusterReservedIPs is the state's Reserved IP plus any held by one of the
+// cluster's droplets: create-ha creates the IP assigned to its droplet, so
+// one it made but died before recording sits on a droplet tagged for the
+// cluster.
+func clusterReservedIPs(ctx context.Context, cl *cloud.Client, st *cluster.State, ds []cloud.Droplet) ([]string, error) {
+	var out []string
+	if st.ReservedIP != "" {
+		out = append(out, st.ReservedIP)
+	}
+	mine := map[int]bool{}
+	for _, d := range ds {
+		mine[d.ID] = true
+	}
+	rips, err := cl.ListReservedIPs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rips {
+		if r.DropletID != 0 && mine[r.DropletID] && !slices.Contains(out, r.IP) {
+			out = append(out, r.IP)
+		}
+	}
+	return out, nil
+}
+
+// clusterFirewalls is the state's firewall plus one found by the name
+// create-ha gives it that targets the cluster's tag (one made by a create-ha
+// that died before recording it). The tag check keeps a user's firewall
+// that merely shares the name out of it.
+func clusterFirewalls(ctx context.Context, cl *cloud.Client, st *cluster.State) ([]string, error) {
+	var out []string
+	if st.FirewallID != "" {
+		out = append(out, st.FirewallID)
+	}
+	fws, err := cl.ListFirewalls(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, fw := range fws {
+		if fw.Name == resourceName(st.Name) && slices.Contains(fw.Tags, cloud.ClusterTag(st.Name)) && !slices.Contains(out, fw.ID) {
+			out = append(out, fw.ID)
+		}
+	}
+	return out, nil
 }
 
 func ignoreNotFound(err error) error {
