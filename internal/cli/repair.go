@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
@@ -20,8 +21,9 @@ type drift struct {
 // errDrift makes `repair-ha --check-only` exit 1 when it found something.
 var errDrift = errors.New("drift found")
 
-// findDrift compares the state with DO: droplets by tag, the RIP holder,
-// the firewall. Each drift carries the fix --force applies.
+// findDrift compares the state with DO and the node reports: droplets by
+// tag, the VPC, the RIP holder against the node that should hold it, the
+// firewall. Each drift carries the fix --force applies (nil do: none safe).
 func findDrift(ctx context.Context, f *Factory, store *cluster.Store, cl *cloud.Client, st *cluster.State) ([]drift, error) {
 	name := st.Name
 	var out []drift
@@ -103,32 +105,67 @@ func findDrift(ctx context.Context, f *Factory, store *cluster.Store, cl *cloud.
 			})
 		}
 	}
-	// The Reserved IP belongs on the active node (or, if that one vanished,
-	// on the next ready node by priority).
-	if st.ReservedIP != "" {
-		target := st.Active()
-		if target == nil || vanished[target.ID] || target.DropletID == 0 {
-			if target != nil {
-				target = cluster.NextActive(st, target.ID)
-			} else {
-				target = cluster.NextActive(st, "")
+	if st.VPC.ID != "" {
+		if _, err := cl.GetVPC(ctx, st.VPC.ID); err != nil {
+			if !errors.Is(err, cloud.ErrNotFound) {
+				return nil, err
 			}
+			// DO cannot move a droplet into another VPC, and new nodes are
+			// created in the state's: a new VPC would mean replacing every
+			// node, which repair-ha will not do on its own.
+			out = append(out, drift{
+				What: fmt.Sprintf("VPC %s (%s) no longer exists", st.VPC.ID, st.VPC.CIDR),
+				Fix: fmt.Sprintf("none automatic: droplets cannot move into a new VPC and `node add` needs this one; "+
+					"re-create the cluster (`dynia cluster destroy --name %s --confirm`, then `dynia node create-ha`)", name),
+			})
 		}
+	}
+	// The Reserved IP belongs on the active node while it serves; if its
+	// droplet is gone or its report says it is not up, on the ready node
+	// with the highest priority that is up, which then becomes active.
+	if st.ReservedIP != "" {
+		target, why := ripTarget(ctx, store, st, vanished)
 		r, err := cl.GetReservedIP(ctx, st.ReservedIP)
+		active := st.Active()
 		switch {
 		case errors.Is(err, cloud.ErrNotFound):
 			out = append(out, drift{What: fmt.Sprintf("Reserved IP %s no longer exists", st.ReservedIP), Fix: "none automatic: re-run create-ha after clearing it"})
 		case err != nil:
 			return nil, err
-		case target != nil && r.DropletID != target.DropletID:
+		case target == nil:
+			out = append(out, drift{What: fmt.Sprintf("no ready node can hold the Reserved IP %s", st.ReservedIP), Fix: "none automatic: add a node (`dynia node add`)"})
+		case r.DropletID != target.DropletID:
 			tid, tnode := target.DropletID, target.ID
+			what := fmt.Sprintf("Reserved IP %s is on droplet %d, not on the active node %s (droplet %d)", st.ReservedIP, r.DropletID, tnode, tid)
+			if why != "" {
+				what = fmt.Sprintf("Reserved IP %s is on droplet %d and %s; node %s (droplet %d) is up", st.ReservedIP, r.DropletID, why, tnode, tid)
+			}
 			out = append(out, drift{
-				What: fmt.Sprintf("Reserved IP %s is on droplet %d, not on the active node %s (droplet %d)", st.ReservedIP, r.DropletID, tnode, tid),
-				Fix:  "assign it to " + tnode,
+				What: what,
+				Fix:  "assign it to " + tnode + " and make it the active node",
 				do: func(ctx context.Context) error {
 					if err := cl.AssignReservedIP(ctx, st.ReservedIP, tid); err != nil {
 						return err
 					}
+					_, err := store.Update(ctx, name, func(s *cluster.State) (*cluster.State, error) { return cluster.MakeActive(s, tnode) })
+					return err
+				},
+			})
+		case active == nil || active.ID != target.ID:
+			// The IP already sits on the node that should be active (a
+			// failover the state did not record): the state follows it.
+			tnode := target.ID
+			what := fmt.Sprintf("the state has no active node, but Reserved IP %s is on node %s", st.ReservedIP, tnode)
+			if active != nil {
+				what = fmt.Sprintf("the state calls %s active, but Reserved IP %s is on node %s", active.ID, st.ReservedIP, tnode)
+				if why != "" {
+					what += " (" + why + ")"
+				}
+			}
+			out = append(out, drift{
+				What: what,
+				Fix:  "make " + tnode + " the active node in the state",
+				do: func(ctx context.Context) error {
 					_, err := store.Update(ctx, name, func(s *cluster.State) (*cluster.State, error) { return cluster.MakeActive(s, tnode) })
 					return err
 				},
@@ -158,6 +195,62 @@ func findDrift(ctx context.Context, f *Factory, store *cluster.Store, cl *cloud.
 		}
 	}
 	return out, nil
+}
+
+// ripTarget is the node the Reserved IP belongs on, and when that is not the
+// state's active node, why: the active node while its report says up; else
+// the highest-priority ready node whose report says up; else (no report says
+// up: a cluster still starting, or reports not flowing) the active node if
+// its droplet exists, or the highest-priority ready node whose droplet does.
+// Moving the IP between nodes none of which is known to serve would only
+// add a failover.
+func ripTarget(ctx context.Context, store *cluster.Store, st *cluster.State, vanished map[string]bool) (*cluster.Node, string) {
+	now := time.Now()
+	status := map[string]string{}
+	candidate := func(n *cluster.Node) bool {
+		return n != nil && n.Lifecycle == cluster.Ready && n.DropletID != 0 && !vanished[n.ID]
+	}
+	for _, n := range st.Nodes {
+		if !candidate(&n) {
+			continue
+		}
+		// An unreadable report counts as not up, like a missing one.
+		if r, err := readReport(ctx, store, st.Name, n.ID); err == nil {
+			status[n.ID] = nodeStatus(n, r, st.Generation, now)
+		} else {
+			status[n.ID] = "unreadable report"
+		}
+	}
+	up := func(n *cluster.Node) bool { return candidate(n) && strings.HasPrefix(status[n.ID], "up") }
+	active := st.Active()
+	if up(active) {
+		return active, ""
+	}
+	why := "the state has no active node"
+	switch {
+	case active == nil:
+	case vanished[active.ID] || active.DropletID == 0:
+		why = fmt.Sprintf("the active node %s has no droplet", active.ID)
+	case active.Lifecycle != cluster.Ready:
+		why = fmt.Sprintf("the active node %s is %s", active.ID, active.Lifecycle)
+	default:
+		why = fmt.Sprintf("the active node %s is %s", active.ID, status[active.ID])
+	}
+	byPriority := cluster.SortedByPriority(st.Nodes)
+	for _, n := range byPriority {
+		if up(st.Node(n.ID)) {
+			return st.Node(n.ID), why
+		}
+	}
+	if candidate(active) {
+		return active, ""
+	}
+	for _, n := range byPriority {
+		if candidate(st.Node(n.ID)) {
+			return st.Node(n.ID), why
+		}
+	}
+	return nil, why
 }
 
 // removeEvenIfActive drops a node whose droplet is gone, even if the state
@@ -218,6 +311,7 @@ func repairHA(ctx context.Context, f *Factory, o *RepairOptions) error {
 		return nil
 	}
 	p := NewProgress(f.IO, false)
+	manual := 0
 	for _, d := range drifts {
 		if o.CheckOnly {
 			if f.Global.Output != "json" {
@@ -226,7 +320,8 @@ func repairHA(ctx context.Context, f *Factory, o *RepairOptions) error {
 			continue
 		}
 		if d.do == nil {
-			p.Info("drift: %s (no automatic fix)", d.What)
+			p.Info("drift: %s (no automatic fix: %s)", d.What, d.Fix)
+			manual++
 			continue
 		}
 		if err := p.Step(d.Fix+" ("+d.What+")", func() (string, error) { return "", d.do(ctx) }); err != nil {
@@ -240,5 +335,11 @@ func repairHA(ctx context.Context, f *Factory, o *RepairOptions) error {
 	if err != nil {
 		return err
 	}
-	return printCluster(f, st)
+	if err := printCluster(f, st); err != nil {
+		return err
+	}
+	if manual > 0 {
+		return fmt.Errorf("cluster %s: %d drift(s) need manual action (see above): %w", o.Name, manual, errDrift)
+	}
+	return nil
 }
