@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,6 +33,22 @@ type testEnv struct {
 	cfg    string
 	env    map[string]string
 	bucket bucket.Store
+	// writes counts the S3 requests other than GET and HEAD that dynia
+	// (not the test's own bucket client) sent: PUTs, DELETEs, POSTs.
+	writes atomic.Int64
+}
+
+// writeCounter passes requests on, counting those that change the bucket.
+type writeCounter struct {
+	next http.RoundTripper
+	n    *atomic.Int64
+}
+
+func (c writeCounter) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		c.n.Add(1)
+	}
+	return c.next.RoundTrip(r)
 }
 
 const fullToken = "test-full-token"
@@ -91,6 +109,7 @@ func (e *testEnv) run(args ...string) result {
 	f.Getenv = func(k string) string { return e.env[k] }
 	f.CloudOptions = cloud.Options{RetryWaitMin: 5 * time.Millisecond, RetryWaitMax: 50 * time.Millisecond,
 		PollInterval: 10 * time.Millisecond, PollMax: 50 * time.Millisecond}
+	f.BucketHTTPClient = &http.Client{Transport: writeCounter{next: http.DefaultTransport, n: &e.writes}}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	code := Run(ctx, f, append([]string{"--config", e.cfg}, args...))
@@ -145,7 +164,7 @@ func (e *testEnv) fakeNodes(name string) (stop func()) {
 	return func() { cancel(); wg.Wait() }
 }
 
-// consistent checks state, simulator and RIP agree.
+// consistent checks state, simulator, RIP and `node list` agree.
 func (e *testEnv) consistent(name string) *cluster.State {
 	e.t.Helper()
 	st := e.state(name)
@@ -178,6 +197,24 @@ func (e *testEnv) consistent(name string) *cluster.State {
 		}
 		if a := st.Active(); a == nil || a.DropletID != holder {
 			e.t.Fatalf("Reserved IP %s on droplet %d, state's active node %+v", st.ReservedIP, holder, a)
+		}
+	}
+	r := e.mustRun("node", "list", "--name", name, "-o", "json")
+	var rows []NodeRow
+	if err := json.Unmarshal([]byte(r.stdout), &rows); err != nil {
+		e.t.Fatalf("node list -o json: %v\n%s", err, r.stdout)
+	}
+	if len(rows) != len(st.Nodes) {
+		e.t.Fatalf("node list shows %d nodes, state has %d: %+v", len(rows), len(st.Nodes), rows)
+	}
+	for _, row := range rows {
+		n := st.Node(row.ID)
+		if n == nil {
+			e.t.Fatalf("node list shows %s, not in the state", row.ID)
+		}
+		if row.Role != string(n.Role) || row.DropletID != n.DropletID || row.Priority != n.Priority ||
+			row.Lifecycle != string(n.Lifecycle) || row.PrivateIP != n.PrivateIP || row.PublicIP != n.PublicIP {
+			e.t.Fatalf("node list row %+v disagrees with the state's node %+v", row, *n)
 		}
 	}
 	return st

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -26,6 +27,9 @@ type Factory struct {
 	StoreOverride bucket.Store
 	CloudOverride *cloud.Client
 	CloudOptions  cloud.Options // merged into the built client's options
+	// BucketHTTPClient, when set, carries every S3 request of the built
+	// store (tests count the writes a command makes with it).
+	BucketHTTPClient *http.Client
 
 	// nodeTokenFile is create-ha's --node-token-file, for this run.
 	nodeTokenFile string
@@ -117,7 +121,8 @@ func (f *Factory) BucketOptions() (bucket.Options, error) {
 	if err != nil {
 		return bucket.Options{}, err
 	}
-	o := bucket.Options{Endpoint: c.SpacesEndpoint, Region: c.SpacesRegion, PathStyle: c.PathStyle, Logger: f.Logger}
+	o := bucket.Options{Endpoint: c.SpacesEndpoint, Region: c.SpacesRegion, PathStyle: c.PathStyle, Logger: f.Logger,
+		HTTPClient: f.BucketHTTPClient}
 	if v := f.Getenv("SPACES_ENDPOINT"); v != "" {
 		o.Endpoint = v
 	}
@@ -232,16 +237,19 @@ func (f *Factory) Cloud() (*cloud.Client, error) {
 	return f.cl, f.clErr
 }
 
-// openCluster starts every command that acts on an existing cluster: the
-// store (checked for safe writes when write is set), the cluster's state,
-// and the API client, in that order, so a missing cluster is reported
-// before any API call.
+// openCluster starts every command that acts on an existing cluster; see
+// openClusterNode.
 func (f *Factory) openCluster(ctx context.Context, name string, write bool) (*cluster.Store, *cluster.State, *cloud.Client, error) {
-	open := f.Store
-	if write {
-		open = f.WritableStore
-	}
-	store, err := open(ctx)
+	return f.openClusterNode(ctx, name, "", write)
+}
+
+// openClusterNode opens the store, loads the cluster's state and builds the
+// API client. Bad input is reported first, with nothing written and no API
+// call: the state is only read until the cluster is known to exist and node
+// (when not empty) to be one of its nodes. Only then, when write is set, does
+// the conditional-write probe put its scratch objects in the bucket.
+func (f *Factory) openClusterNode(ctx context.Context, name, node string, write bool) (*cluster.Store, *cluster.State, *cloud.Client, error) {
+	store, err := f.Store(ctx)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -249,9 +257,17 @@ func (f *Factory) openCluster(ctx context.Context, name string, write bool) (*cl
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	if node != "" && st.Node(node) == nil {
+		return nil, nil, nil, usagef("--node %q: not a node of cluster %s", node, name)
+	}
 	cl, err := f.Cloud()
 	if err != nil {
 		return nil, nil, nil, err
+	}
+	if write {
+		if _, err := f.WritableStore(ctx); err != nil {
+			return nil, nil, nil, err
+		}
 	}
 	return store, st, cl, nil
 }

@@ -20,10 +20,10 @@ func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
 	if o.DryRun {
 		return createDryRun(ctx, f, o, p)
 	}
-	store, err := f.WritableStore(ctx)
-	if err != nil {
-		return err
-	}
+	// Everything that can be bad input is checked before the first write:
+	// the flags (Validate), the node token file, an existing cluster's
+	// region and size (a read of the state), region and size against the
+	// catalog (read-only GETs). Only then does the write probe run.
 	cl, err := f.Cloud()
 	if err != nil {
 		return err
@@ -35,17 +35,31 @@ func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
 		}
 		f.nodeTokenFile = o.NodeTokenFile
 	}
+	store, err := f.Store(ctx)
+	if err != nil {
+		return err
+	}
+	// State first: it names the node, so the droplet can be tagged with
+	// its id at creation and adopted if this run dies.
+	st, _, err := store.Load(ctx, o.Name)
+	exists := err == nil
+	if err != nil && !errors.Is(err, cluster.ErrClusterNotFound) {
+		return err
+	}
+	if exists && (st.Region != o.Region || st.Size != o.Size) {
+		return usagef("--region %q/--size %q: cluster %s exists with region %s and size %s", o.Region, o.Size, o.Name, st.Region, st.Size)
+	}
 	if err := p.Step("region and size", func() (string, error) {
 		return o.Region + ", " + o.Size, checkCatalog(ctx, cl, o.Region, o.Size)
 	}); err != nil {
 		return err
 	}
-
-	// State first: it names the node, so the droplet can be tagged with
-	// its id at creation and adopted if this run dies.
-	st, _, err := store.Load(ctx, o.Name)
-	switch {
-	case errors.Is(err, cluster.ErrClusterNotFound):
+	if _, err := f.WritableStore(ctx); err != nil {
+		return err
+	}
+	if exists {
+		p.Info("cluster %s exists (generation %d): resuming", o.Name, st.Generation)
+	} else {
 		var image string
 		if err := p.Step("image", func() (string, error) {
 			image, err = resolveImage(ctx, cl, o.Image, o.Region, o.Bootstrap)
@@ -63,13 +77,6 @@ func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
 		}); err != nil {
 			return err
 		}
-	case err != nil:
-		return err
-	default:
-		if st.Region != o.Region || st.Size != o.Size {
-			return usagef("--region %q/--size %q: cluster %s exists with region %s and size %s", o.Region, o.Size, o.Name, st.Region, st.Size)
-		}
-		p.Info("cluster %s exists (generation %d): resuming", o.Name, st.Generation)
 	}
 
 	var vpc cloud.VPC
@@ -240,15 +247,15 @@ func addNodes(ctx context.Context, f *Factory, o *AddOptions) error {
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	p := NewProgress(f.IO, f.Global.Output == "json")
-	store, _, cl, err := f.openCluster(ctx, o.Name, true)
-	if err != nil {
-		return err
-	}
 	if o.NodeTokenFile != "" {
 		if _, err := f.loadNodeSecrets(o.NodeTokenFile, p); err != nil {
 			return err
 		}
 		f.nodeTokenFile = o.NodeTokenFile
+	}
+	store, _, cl, err := f.openCluster(ctx, o.Name, true)
+	if err != nil {
+		return err
 	}
 	stateURL, _ := f.StateURL()
 	jdir := f.journalDir()
@@ -310,35 +317,20 @@ func addNodes(ctx context.Context, f *Factory, o *AddOptions) error {
 	return printCluster(f, st)
 }
 
-// removeNode drains a node, hands the RIP on if it holds it, removes it from
-// the state and destroys its droplet. Re-running after a crash continues.
+// removeNode drains a node, hands the RIP on if it holds it, destroys its
+// droplet and removes it from the state. The node stays in the state
+// (lifecycle removing) until its droplet is gone, so a re-run after a crash
+// finds it there and finishes, and an id the state does not know is bad
+// input, reported before any API call.
 func removeNode(ctx context.Context, f *Factory, o *RemoveOptions) error {
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	p := NewProgress(f.IO, f.Global.Output == "json")
-	store, st, cl, err := f.openCluster(ctx, o.Name, true)
+	store, st, cl, err := f.openClusterNode(ctx, o.Name, o.Node, true)
 	if err != nil {
 		return err
 	}
 	n := st.Node(o.Node)
-	if n == nil {
-		// Already out of the state: finish a previous run by destroying a
-		// droplet still tagged with the id, or say it is unknown.
-		ds, err := cl.ListDropletsByTag(ctx, cloud.NodeTag(o.Node))
-		if err != nil {
-			return err
-		}
-		var left []cloud.Droplet
-		for _, d := range ds {
-			if hasTag(d.Tags, cloud.ClusterTag(o.Name)) {
-				left = append(left, d)
-			}
-		}
-		if len(left) == 0 {
-			return usagef("--node %q: not a node of cluster %s", o.Node, o.Name)
-		}
-		return destroyDroplets(ctx, cl, left, p)
-	}
 	if len(st.Nodes) == 1 && !o.Force {
 		return usagef("--node %q: the last node of %s; use --force (or `dynia cluster destroy`)", o.Node, o.Name)
 	}
@@ -353,7 +345,8 @@ func removeNode(ctx context.Context, f *Factory, o *RemoveOptions) error {
 			return err
 		}
 	}
-	if len(st.Nodes) > 1 {
+	// A node already removing was drained by the run that marked it.
+	if len(st.Nodes) > 1 && n.Lifecycle != cluster.Removing {
 		if err := p.Step("drain "+n.ID, func() (string, error) {
 			st, err = store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
 				return cluster.MarkDraining(s, o.Node)
@@ -366,11 +359,8 @@ func removeNode(ctx context.Context, f *Factory, o *RemoveOptions) error {
 			return err
 		}
 	}
-	if err := p.Step("remove "+n.ID+" from the state", func() (string, error) {
-		st, err = store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
-			return cluster.RemoveNode(s, o.Node)
-		})
-		return "", err
+	if _, err := store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
+		return cluster.MarkRemoving(s, o.Node)
 	}); err != nil {
 		return err
 	}
@@ -385,6 +375,14 @@ func removeNode(ctx context.Context, f *Factory, o *RemoveOptions) error {
 		}
 	}
 	if err := destroyDroplets(ctx, cl, mine, p); err != nil {
+		return err
+	}
+	if err := p.Step("remove "+n.ID+" from the state", func() (string, error) {
+		st, err = store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
+			return cluster.RemoveNode(s, o.Node)
+		})
+		return "", err
+	}); err != nil {
 		return err
 	}
 	_ = store.B.Delete(ctx, cluster.StatusKey(o.Name, o.Node))
@@ -437,12 +435,9 @@ func makeActive(ctx context.Context, f *Factory, o *MakeActiveOptions) error {
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	p := NewProgress(f.IO, f.Global.Output == "json")
-	store, st, cl, err := f.openCluster(ctx, o.Name, true)
+	store, st, cl, err := f.openClusterNode(ctx, o.Name, o.Node, true)
 	if err != nil {
 		return err
-	}
-	if st.Node(o.Node) == nil {
-		return usagef("--node %q: not a node of cluster %s", o.Node, o.Name)
 	}
 	if err := p.Step("make "+o.Node+" active", func() (string, error) {
 		return st.ReservedIP, promote(ctx, store, cl, o.Name, o.Node)

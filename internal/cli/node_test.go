@@ -16,17 +16,22 @@ import (
 )
 
 // TestBadInput: each invalid flag value exits 2 with one line naming the
-// value, and nothing is written: no mutating API call, no state object.
+// value, before anything is written or asked of DigitalOcean: no request
+// changes the bucket (the write probe included) and the API sees no call,
+// except the catalog reads that judge --region and --size.
 func TestBadInput(t *testing.T) {
 	e := newEnv(t)
 	e.mustRun("node", "create-ha", "--name", "exists", "--region", "sgp1", "--size", "s-1vcpu-1gb", "--no-wait")
+	if e.writes.Load() == 0 {
+		t.Fatal("the bucket write counter saw none of create-ha's writes")
+	}
 	tests := []struct {
 		name string
 		args []string
 		want string // in the one error line
-		// readOnlyCalls: reading /v2/regions or /v2/sizes is allowed (the
-		// check needs them); anything else is not.
-		readOnlyCalls bool
+		// catalog: GET /v2/regions and /v2/sizes are allowed (they are
+		// how a region or size is known to exist); no other call is.
+		catalog bool
 	}{
 		{"bad cluster name", []string{"node", "create-ha", "--name", "Bad_Name!", "--region", "sgp1", "--size", "s-1vcpu-1gb"}, `--name "Bad_Name!"`, false},
 		{"missing name", []string{"node", "create-ha", "--region", "sgp1", "--size", "s-1vcpu-1gb"}, `--name: required`, false},
@@ -40,7 +45,11 @@ func TestBadInput(t *testing.T) {
 		{"count 0", []string{"node", "add", "--name", "exists", "--count", "0"}, `--count 0`, false},
 		{"count 11", []string{"node", "add", "--name", "exists", "--count", "11"}, `--count 11`, false},
 		{"count text", []string{"node", "add", "--name", "exists", "--count", "two"}, `"two"`, false},
-		{"unknown node", []string{"node", "remove", "--name", "exists", "--node", "blue-whale", "--confirm"}, `--node "blue-whale"`, true},
+		{"unknown node", []string{"node", "remove", "--name", "exists", "--node", "blue-whale", "--confirm"}, `--node "blue-whale"`, false},
+		{"unknown node make-active", []string{"node", "make-active", "--name", "exists", "--node", "blue-whale"}, `--node "blue-whale"`, false},
+		{"remove from no such cluster", []string{"node", "remove", "--name", "ghost", "--node", "blue-whale", "--confirm"}, `ghost`, false},
+		{"create-ha: existing cluster, other size", []string{"node", "create-ha", "--name", "exists", "--region", "sgp1", "--size", "s-2vcpu-2gb"}, `--size "s-2vcpu-2gb"`, false},
+		{"missing node token file", []string{"node", "add", "--name", "exists", "--node-token-file", "/nonexistent/tok"}, `--node-token-file "/nonexistent/tok"`, false},
 		{"bad node id", []string{"node", "make-active", "--name", "exists", "--node", "Blue Whale"}, `--node "Blue Whale"`, false},
 		{"remove without confirm", []string{"node", "remove", "--name", "exists", "--node", "blue-whale"}, `--confirm`, false},
 		{"no such cluster", []string{"node", "add", "--name", "ghost"}, `ghost`, false},
@@ -52,6 +61,7 @@ func TestBadInput(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			before := len(e.sim.Calls())
+			writesBefore := e.writes.Load()
 			objsBefore, _ := e.bucket.List(t.Context(), "")
 			r := e.run(tc.args...)
 			if r.code != ExitUsage {
@@ -62,9 +72,12 @@ func TestBadInput(t *testing.T) {
 				t.Fatalf("stderr %q: want one line containing %q", r.stderr, tc.want)
 			}
 			for _, c := range e.sim.Calls()[before:] {
-				if !tc.readOnlyCalls || c.Method != "GET" {
+				if !tc.catalog || c.Method != "GET" || (c.Path != "/v2/regions" && c.Path != "/v2/sizes") {
 					t.Errorf("API call on bad input: %s %s", c.Method, c.Path)
 				}
+			}
+			if n := e.writes.Load() - writesBefore; n != 0 {
+				t.Errorf("%d bucket write requests on bad input", n)
 			}
 			objsAfter, _ := e.bucket.List(t.Context(), "")
 			if len(objsAfter) != len(objsBefore) {
