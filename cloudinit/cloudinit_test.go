@@ -20,7 +20,7 @@ import (
 	"github.com/dynia/dynia/internal/testutil"
 )
 
-var update = flag.Bool("update", false, "rewrite testdata/*.golden and the packer/ copies of the embedded files")
+var update = flag.Bool("update", false, "rewrite testdata/*.golden")
 
 // Fixed, recognizable secret values: tests look for them in outputs.
 const (

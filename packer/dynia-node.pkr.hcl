@@ -106,9 +106,10 @@ build {
   }
 
   # The same script provisions --bootstrap droplets at first boot and is run
-  # for real in a Debian chroot by `make image-check`.
+  # for real in a Debian chroot by `make image-check`. scripts/provision.sh is
+  # a symlink to cloudinit/files/provision.sh, the one copy (the CLI embeds it).
   provisioner "shell" {
-    script = "${path.root}/../cloudinit/files/provision.sh"
+    script = "${path.root}/scripts/provision.sh"
     environment_vars = [
       "DYNIA_PROVISION_MODE=image",
       "DYNIA_PULL_SRC=/tmp/dynia/dynia-pull",

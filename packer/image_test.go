@@ -352,10 +352,9 @@ func dropUnsafeIO(t *testing.T, root string) {
 	}
 }
 
-// TestProvisionInChroot runs cloudinit/files/provision.sh (what Packer
-// uploads) for real in a
-// Debian 12 root, as Packer would on the build droplet, then checks the
-// result and applies create-ha's snapshot-mode user-data to it.
+// TestProvisionInChroot runs scripts/provision.sh (what Packer uploads)
+// for real in a Debian 12 root, as Packer would on the build droplet, then
+// checks the result and applies create-ha's snapshot-mode user-data to it.
 func TestProvisionInChroot(t *testing.T) {
 	testutil.NeedRoot(t)
 	testutil.NeedBinary(t, "unshare")
@@ -371,7 +370,7 @@ func TestProvisionInChroot(t *testing.T) {
 	// What Packer's file provisioners upload.
 	copyFile(t, bin, filepath.Join(root, "tmp/dynia/dynia-pull"), 0o755)
 	copyFile(t, "../cloudinit/files/dynia-pull.service", filepath.Join(root, "tmp/dynia/dynia-pull.service"), 0o644)
-	copyFile(t, "../cloudinit/files/provision.sh", filepath.Join(root, "root/provision.sh"), 0o755)
+	copyFile(t, "scripts/provision.sh", filepath.Join(root, "root/provision.sh"), 0o755)
 
 	provStart := time.Now()
 	out, err := inChroot(ctx, t, root, []string{

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Node packages dynia-pull drives and its integration tests use.
 set -euo pipefail
-pkgs=(haproxy keepalived iproute2 iptables curl socat wrk procps)
+pkgs=(haproxy keepalived iproute2 iptables curl procps)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,0 +1,1 @@
+../../cloudinit/files/provision.sh
