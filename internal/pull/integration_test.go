@@ -1,12 +1,14 @@
 package pull_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,10 +27,13 @@ import (
 )
 
 // TestMain doubles as the demo app: with DYNIA_TEST_APP=<id> the test
-// binary serves "<id>\n" on :8080 and 200 on /healthz, inside a namespace.
+// binary answers every method and path (GET /healthz, the load client's
+// POSTs) with 200 "<id>\n" on :8080, inside a namespace.
 func TestMain(m *testing.M) {
 	if id := os.Getenv("DYNIA_TEST_APP"); id != "" {
 		http.ListenAndServe(":8080", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// Read the whole body so the connection stays reusable.
+			_, _ = io.Copy(io.Discard, r.Body)
 			fmt.Fprintln(w, id)
 		}))
 		os.Exit(1)
@@ -214,29 +219,77 @@ func (e *env) serves(i, rounds int) (map[string]int, error) {
 	return got, nil
 }
 
+// serving checks that every pulled node answers and routes to exactly want
+// (ids).
+func (e *env) serving(want ...string) error {
+	want = append([]string(nil), want...)
+	sort.Strings(want)
+	for i := 0; i < e.pulled; i++ {
+		got, err := e.serves(i, 3*len(want))
+		if err != nil {
+			return err
+		}
+		var ids []string
+		for id := range got {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		if strings.Join(ids, ",") != strings.Join(want, ",") {
+			return fmt.Errorf("node %s serves %v, want %v", e.ids[i], ids, want)
+		}
+	}
+	return nil
+}
+
 // converge waits until every pulled node serves exactly want (ids) and
 // returns how long it took since `since`.
 func (e *env) converge(since time.Time, want ...string) time.Duration {
 	e.t.Helper()
-	sort.Strings(want)
-	testutil.WaitFor(e.t, 60*time.Second, func() error {
-		for i := 0; i < e.pulled; i++ {
-			got, err := e.serves(i, 3*len(want))
-			if err != nil {
-				return err
-			}
-			var ids []string
-			for id := range got {
-				ids = append(ids, id)
-			}
-			sort.Strings(ids)
-			if strings.Join(ids, ",") != strings.Join(want, ",") {
-				return fmt.Errorf("node %s serves %v, want %v", e.ids[i], ids, want)
-			}
-		}
-		return nil
-	})
+	testutil.WaitFor(e.t, 60*time.Second, func() error { return e.serving(want...) })
 	return time.Since(since)
+}
+
+// post sends one POST through node i's HAProxy on client, which keeps
+// connections alive. The Transport silently re-sends a request that failed
+// on a reused connection when the request is idempotent (GET, HEAD, an
+// Idempotency-Key header) or, if nothing was written yet, when its body can
+// be rewound through GetBody; a POST without GetBody is never re-sent, so
+// every connection HAProxy drops during a reload is counted here.
+func (e *env) post(client *http.Client, i int, reused *atomic.Int64) error {
+	req, err := http.NewRequest(http.MethodPost, "http://"+e.lab.Nodes[i].Addr.String()+":80/", bytes.NewReader([]byte("ping\n")))
+	if err != nil {
+		return err
+	}
+	req.GetBody = nil // NewRequest sets it for a bytes.Reader
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+		GotConn: func(c httptrace.GotConnInfo) {
+			if c.Reused {
+				reused.Add(1)
+			}
+		},
+	}))
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("node %s: read response: %w", e.ids[i], err)
+	}
+	if resp.StatusCode != 200 || !strings.HasSuffix(string(b), "\n") {
+		return fmt.Errorf("node %s: status %d body %q", e.ids[i], resp.StatusCode, b)
+	}
+	return nil
+}
+
+// reported reads node i's status.json from the bucket.
+func (e *env) reported(i int) (*pull.Status, error) {
+	obj, err := e.store.Get(context.Background(), cluster.StatusKey("it", e.ids[i]), "")
+	if err != nil {
+		return nil, err
+	}
+	return pull.DecodeStatus(obj.Body)
 }
 
 func (e *env) status(i int) (*pull.Status, error) {
@@ -287,32 +340,41 @@ func TestCluster(t *testing.T) {
 	e.setLifecycle(d, cluster.Removing)
 	t.Logf("remove %s: no node routes to it after %v", d, e.converge(e.put(), a, b, c))
 
-	// 20 changes under a bounded request loop: 0 failed requests.
-	var ok, failed atomic.Int64
+	// 20 changes under bounded request loops, one per node on new
+	// connections (GET) and one per node on keep-alive connections (POST,
+	// never retried by the client): 0 failed requests. Keep-alive
+	// connections are where a reload drops requests unless HAProxy has
+	// `option idle-close-on-response` (LAB.md).
+	var ok, failed, okKA, failedKA, reusedKA atomic.Int64
+	keepAlive := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 2}}
+	defer keepAlive.CloseIdleConnections()
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for w := 0; w < 3; w++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			for n := 0; n < 100000; n++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if _, err := e.serves(i, 1); err != nil {
-					failed.Add(1)
-					t.Logf("request to %s failed: %v", e.ids[i], err)
-				} else {
-					ok.Add(1)
-				}
+	load := func(i int, what string, req func() error, ok, failed *atomic.Int64) {
+		defer wg.Done()
+		for n := 0; n < 100000; n++ {
+			select {
+			case <-stop:
+				return
+			default:
 			}
-		}(w)
+			if err := req(); err != nil {
+				failed.Add(1)
+				t.Logf("%s request to %s failed: %v", what, e.ids[i], err)
+			} else {
+				ok.Add(1)
+			}
+		}
+	}
+	for w := 0; w < 3; w++ {
+		wg.Add(2)
+		go load(w, "new-connection GET", func() error { _, err := e.serves(w, 1); return err }, &ok, &failed)
+		go load(w, "keep-alive POST", func() error { return e.post(keepAlive, w, &reusedKA) }, &okKA, &failedKA)
 	}
 	var times []time.Duration
+	var want []string // what the last change routes to
 	for i := 0; i < 20; i++ {
-		want := []string{a, b, c}
+		want = []string{a, b, c}
 		switch i % 3 {
 		case 0:
 			e.setLifecycle(d, cluster.Ready)
@@ -327,28 +389,38 @@ func TestCluster(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
-	t.Logf("20 changes: %d requests, %d failed; convergence p50 %v p95 %v max %v (poll %v)",
-		ok.Load()+failed.Load(), failed.Load(), times[len(times)/2], p95(times), times[len(times)-1], poll)
+	t.Logf("20 changes: %d new-connection GETs, %d failed; %d keep-alive POSTs (%d on a reused connection), %d failed; convergence p50 %v p95 %v max %v (poll %v)",
+		ok.Load()+failed.Load(), failed.Load(), okKA.Load()+failedKA.Load(), reusedKA.Load(), failedKA.Load(),
+		times[len(times)/2], p95(times), times[len(times)-1], poll)
 	if failed.Load() != 0 {
-		t.Errorf("%d requests failed during 20 state changes", failed.Load())
+		t.Errorf("%d new-connection requests failed during 20 state changes", failed.Load())
+	}
+	if failedKA.Load() != 0 {
+		t.Errorf("%d keep-alive requests failed during 20 state changes", failedKA.Load())
+	}
+	if reusedKA.Load() == 0 {
+		t.Error("the keep-alive client never reused a connection: it tested nothing")
 	}
 
-	// A corrupt state: every node keeps serving and reports the error.
+	// A corrupt state: every node keeps serving the last good config and
+	// reports the decode error in its status.json in the bucket.
+	good := e.state.Generation
 	e.store.Put(t.Context(), cluster.StateKey("it"), []byte(`{"schema_version": 1, "nodes": [`), bucket.Cond{})
 	testutil.WaitFor(t, 30*time.Second, func() error {
 		for i := 0; i < e.pulled; i++ {
-			st, err := e.status(i)
+			st, err := e.reported(i)
 			if err != nil {
-				return err
+				return fmt.Errorf("node %s status.json: %w", e.ids[i], err)
 			}
-			if !strings.Contains(st.LastError, "decode") {
-				return fmt.Errorf("node %s last_error %q", e.ids[i], st.LastError)
+			if !strings.HasPrefix(st.LastError, "decode") || st.AppliedGeneration != good {
+				return fmt.Errorf("node %s status.json: last_error %q applied_generation %d, want a decode error and %d",
+					e.ids[i], st.LastError, st.AppliedGeneration, good)
 			}
 		}
 		return nil
 	})
-	if _, err := e.serves(0, 6); err != nil {
-		t.Errorf("node stopped serving after a corrupt state: %v", err)
+	if err := e.serving(want...); err != nil {
+		t.Errorf("a node stopped serving the last good config after a corrupt state: %v", err)
 	}
 	e.setLifecycle(d, cluster.Ready)
 	e.converge(e.put(), a, b, c, d)
@@ -357,15 +429,17 @@ func TestCluster(t *testing.T) {
 			t.Errorf("node %s after the fix: %+v %v", e.ids[i], st, err)
 		}
 	}
-	// The status report reaches the bucket.
+	// Every node's report in the bucket converges too.
 	testutil.WaitFor(t, 30*time.Second, func() error {
-		obj, err := e.store.Get(t.Context(), cluster.StatusKey("it", a), "")
-		if err != nil {
-			return err
-		}
-		st, err := pull.DecodeStatus(obj.Body)
-		if err != nil || st.AppliedGeneration != e.state.Generation {
-			return fmt.Errorf("status.json %+v %v", st, err)
+		for i := 0; i < e.pulled; i++ {
+			st, err := e.reported(i)
+			if err != nil {
+				return fmt.Errorf("node %s status.json: %w", e.ids[i], err)
+			}
+			if st.LastError != "" || st.AppliedGeneration != e.state.Generation {
+				return fmt.Errorf("node %s status.json: last_error %q applied_generation %d, want none and %d",
+					e.ids[i], st.LastError, st.AppliedGeneration, e.state.Generation)
+			}
 		}
 		return nil
 	})
