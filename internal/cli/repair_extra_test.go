@@ -1,0 +1,368 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/digitalocean/godo"
+	"golang.org/x/oauth2"
+
+	"github.com/dynia/dynia/internal/bucket"
+	"github.com/dynia/dynia/internal/cloud"
+	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/dosim"
+	"github.com/dynia/dynia/internal/pull"
+)
+
+// simGodo is a plain godo client on the simulator, for what the user (or
+// someone else) does behind dynia's back.
+func simGodo(t *testing.T, e *testEnv) *godo.Client {
+	t.Helper()
+	ctx := context.Background()
+	c, err := godo.New(oauth2.NewClient(ctx, oauth2.StaticTokenSource(&oauth2.Token{AccessToken: fullToken})), godo.SetBaseURL(e.api.URL+"/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// nodeHealth stands in for dynia-pull like fakeNodes, except that the test
+// decides per node whether its report says it is up, down (VRRP FAULT, app
+// unhealthy) or stale (its last report is old).
+type nodeHealth struct {
+	mu    sync.Mutex
+	down  map[string]bool
+	stale map[string]bool
+}
+
+func (h *nodeHealth) set(id string, down, stale bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.down[id], h.stale[id] = down, stale
+}
+
+func (e *testEnv) reportNodes(name string) (*nodeHealth, func()) {
+	h := &nodeHealth{down: map[string]bool{}, stale: map[string]bool{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		store := cluster.NewStore(e.bucket)
+		for ctx.Err() == nil {
+			if st, _, err := store.Load(ctx, name); err == nil {
+				for _, n := range st.Nodes {
+					s := pull.Status{NodeID: n.ID, Cluster: name, AppliedGeneration: st.Generation,
+						VRRPState: pull.VRRPBackup, AppHealthy: true, UpdatedAt: time.Now().UTC()}
+					if n.Role == cluster.RoleActive {
+						s.VRRPState = pull.VRRPMaster
+					}
+					h.mu.Lock()
+					if h.down[n.ID] {
+						s.VRRPState, s.AppHealthy = pull.VRRPFault, false
+					}
+					if h.stale[n.ID] {
+						s.UpdatedAt = time.Now().Add(-time.Hour).UTC()
+					}
+					h.mu.Unlock()
+					b, _ := json.Marshal(s)
+					_, _ = e.bucket.Put(ctx, cluster.StatusKey(name, n.ID), b, bucket.Cond{})
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+	return h, func() { cancel(); wg.Wait() }
+}
+
+// updateState edits a cluster's state directly, as a crash or a hand edit
+// would leave it.
+func (e *testEnv) updateState(name string, mutate func(*cluster.State)) {
+	e.t.Helper()
+	_, err := cluster.NewStore(e.bucket).Update(context.Background(), name, func(s *cluster.State) (*cluster.State, error) {
+		mutate(s)
+		return s, nil
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// waitReported waits until every node's report covers the current state,
+// so repair-ha reads reports of the state it compares.
+func (e *testEnv) waitReported(name string) {
+	e.t.Helper()
+	store := cluster.NewStore(e.bucket)
+	ctx := context.Background()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st := e.state(name)
+		ok := true
+		for _, n := range st.Nodes {
+			r, err := readReport(ctx, store, name, n.ID)
+			if err != nil || r == nil || r.AppliedGeneration < st.Generation {
+				ok = false
+			}
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("nodes of %s never reported generation %d", name, st.Generation)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitStatus waits until node id's Status (as `node list` shows it) is one
+// of want.
+func (e *testEnv) waitStatus(name, id string, want ...string) {
+	e.t.Helper()
+	store := cluster.NewStore(e.bucket)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st := e.state(name)
+		var got string
+		if n := st.Node(id); n != nil {
+			r, err := readReport(context.Background(), store, name, id)
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			got = nodeStatus(*n, r, st.Generation, time.Now())
+		}
+		if slices.Contains(want, got) {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("node %s of %s is %q, want one of %v", id, name, got, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (e *testEnv) ripHolder(ip string) int {
+	for _, r := range e.sim.ReservedIPs() {
+		if r.IP == ip {
+			return r.DropletID
+		}
+	}
+	return -1
+}
+
+// TestDestroyFindsUnrecordedRIPAndFirewall: create-ha died after creating
+// the firewall and the Reserved IP but before recording them (simulated by
+// clearing them from the state). Destroy finds the firewall by its name and
+// cluster tag and the IP by the cluster's droplet holding it, and leaves
+// another cluster's and the user's own alone.
+func TestDestroyFindsUnrecordedRIPAndFirewall(t *testing.T) {
+	e := newEnv(t)
+	defer e.fakeNodes("leaky")()
+	defer e.fakeNodes("keeper")()
+	ctx := context.Background()
+	c := simGodo(t, e)
+	// The user's own firewall and Reserved IP in the same region.
+	if _, _, err := c.Firewalls.Create(ctx, &godo.FirewallRequest{Name: "users-own",
+		InboundRules: []godo.InboundRule{{Protocol: "tcp", PortRange: "22", Sources: &godo.Sources{Addresses: []string{"0.0.0.0/0"}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	userRIP, _, err := c.ReservedIPs.Create(ctx, &godo.ReservedIPCreateRequest{Region: "sgp1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"leaky", "keeper"} {
+		e.mustRun("node", "create-ha", "--name", name, "--region", "sgp1", "--size", "s-1vcpu-1gb")
+	}
+	e.mustRun("node", "add", "--name", "leaky")
+	e.updateState("leaky", func(s *cluster.State) { s.ReservedIP, s.FirewallID = "", "" })
+
+	e.mustRun("cluster", "destroy", "--name", "leaky", "--confirm")
+
+	for _, d := range e.sim.Droplets() {
+		if slices.Contains(d.Tags, cloud.ClusterTag("leaky")) {
+			t.Errorf("droplet %d (%s) of the destroyed cluster left", d.ID, d.Name)
+		}
+	}
+	var fws []string
+	for _, fw := range e.sim.Firewalls() {
+		fws = append(fws, fw.Name)
+	}
+	slices.Sort(fws)
+	if want := []string{"dynia-keeper", "users-own"}; !slices.Equal(fws, want) {
+		t.Errorf("firewalls after destroy: %v, want %v", fws, want)
+	}
+	keeper := e.consistent("keeper")
+	var rips []string
+	for _, r := range e.sim.ReservedIPs() {
+		rips = append(rips, r.IP)
+	}
+	want := []string{keeper.ReservedIP, userRIP.IP}
+	slices.Sort(rips)
+	slices.Sort(want)
+	if !slices.Equal(rips, want) {
+		t.Errorf("Reserved IPs after destroy: %v, want keeper's and the user's %v", rips, want)
+	}
+}
+
+// TestRepairMovesRIPOffAnActiveThatIsNotUp: the RIP target is the active
+// node only while its report says up; otherwise the highest-priority node
+// that is up takes it and the state follows. A failover the state missed
+// (the IP already on a standby that is up) makes the state follow it.
+func TestRepairMovesRIPOffAnActiveThatIsNotUp(t *testing.T) {
+	e := newEnv(t)
+	h, stop := e.reportNodes("wobbly")
+	defer stop()
+	e.mustRun("node", "create-ha", "--name", "wobbly", "--region", "sgp1", "--size", "s-1vcpu-1gb")
+	e.mustRun("node", "add", "--name", "wobbly", "--count", "2")
+	e.waitReported("wobbly")
+	if r := e.run("node", "repair-ha", "--name", "wobbly", "--check-only"); r.code != 0 {
+		t.Fatalf("clean cluster: exit %d: %s %s", r.code, r.stdout, r.stderr)
+	}
+
+	// 1. The active node stops reporting (its droplet still exists).
+	st := e.state("wobbly")
+	old := *st.Active()
+	next := cluster.NextActive(st, old.ID)
+	h.set(old.ID, false, true)
+	e.waitStatus("wobbly", old.ID, "stale")
+	r := e.run("node", "repair-ha", "--name", "wobbly", "--check-only")
+	if r.code != ExitFailure || !strings.Contains(r.stdout, "is stale") || !strings.Contains(r.stdout, "assign it to "+next.ID) {
+		t.Fatalf("check-only with a stale active node: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	e.mustRun("node", "repair-ha", "--name", "wobbly", "--force")
+	st = e.consistent("wobbly")
+	if a := st.Active(); a.ID != next.ID {
+		t.Fatalf("after repair the active node is %s, want %s", a.ID, next.ID)
+	}
+	if r := e.run("node", "repair-ha", "--name", "wobbly", "--check-only"); r.code != 0 {
+		t.Fatalf("drift left after --force: %s", r.stdout)
+	}
+
+	// 2. A failover the state missed: the active node is down and the IP
+	// already moved to the best standby that is up.
+	h.set(old.ID, false, false)
+	st = e.state("wobbly")
+	cur := *st.Active()
+	h.set(cur.ID, true, false)
+	e.waitStatus("wobbly", old.ID, "up")
+	// Just created, a failing node shows as starting rather than down.
+	e.waitStatus("wobbly", cur.ID, "starting", "down")
+	standby := cluster.NextActive(st, cur.ID)
+	cl, err := NewFactoryForTest(e).Cloud()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.AssignReservedIP(t.Context(), st.ReservedIP, standby.DropletID); err != nil {
+		t.Fatal(err)
+	}
+	r = e.run("node", "repair-ha", "--name", "wobbly", "--check-only")
+	if r.code != ExitFailure || !strings.Contains(r.stdout, "the state calls "+cur.ID+" active") {
+		t.Fatalf("check-only after an unrecorded failover: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	before := len(e.sim.Calls())
+	e.mustRun("node", "repair-ha", "--name", "wobbly", "--force")
+	for _, c := range e.sim.Calls()[before:] {
+		if c.Method == http.MethodPost {
+			t.Errorf("following a failover made API call %s %s", c.Method, c.Path)
+		}
+	}
+	if st = e.consistent("wobbly"); st.Active().ID != standby.ID {
+		t.Fatalf("after repair the active node is %s, want %s", st.Active().ID, standby.ID)
+	}
+
+	// 3. The active node's droplet deleted behind dynia's back: the node
+	// leaves the state and the IP goes to the next node that is up.
+	h.set(cur.ID, false, false)
+	e.waitStatus("wobbly", cur.ID, "up")
+	gone := *st.Active()
+	e.sim.DeleteDropletBehindBack(gone.DropletID)
+	r = e.run("node", "repair-ha", "--name", "wobbly", "--check-only")
+	if r.code != ExitFailure || !strings.Contains(r.stdout, "has no droplet") {
+		t.Fatalf("check-only after the active droplet vanished: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	e.mustRun("node", "repair-ha", "--name", "wobbly", "--force")
+	st = e.consistent("wobbly")
+	if len(st.Nodes) != 2 || st.Node(gone.ID) != nil || e.ripHolder(st.ReservedIP) != st.Active().DropletID {
+		t.Fatalf("after repair: %+v", st.Nodes)
+	}
+}
+
+// TestRepairReportsVanishedVPC: a VPC gone from DO (here: a state naming a
+// VPC that does not exist) is reported with a hint; --force cannot fix it
+// and says so with exit 1, changing nothing.
+func TestRepairReportsVanishedVPC(t *testing.T) {
+	e := newEnv(t)
+	defer e.fakeNodes("novpc")()
+	e.mustRun("node", "create-ha", "--name", "novpc", "--region", "sgp1", "--size", "s-1vcpu-1gb")
+	const ghost = "5a4b3c2d-0000-4000-8000-000000000001"
+	e.updateState("novpc", func(s *cluster.State) { s.VPC.ID = ghost })
+	r := e.run("node", "repair-ha", "--name", "novpc", "--check-only")
+	if r.code != ExitFailure || !strings.Contains(r.stdout, "VPC "+ghost) || !strings.Contains(r.stdout, "no longer exists") ||
+		!strings.Contains(r.stdout, "none automatic") {
+		t.Fatalf("check-only with a vanished VPC: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	gen := e.state("novpc").Generation
+	r = e.run("node", "repair-ha", "--name", "novpc", "--force")
+	if r.code != ExitFailure || !strings.Contains(r.stderr, "manual action") || !strings.Contains(r.stderr, "cluster destroy") {
+		t.Fatalf("--force with a vanished VPC: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if st := e.state("novpc"); st.Generation != gen || st.VPC.ID != ghost {
+		t.Fatalf("--force changed the state: generation %d → %d, VPC %s", gen, st.Generation, st.VPC.ID)
+	}
+}
+
+// TestMoreCommandsSurviveFaults: the commands TestCommandsSurviveFaults
+// leaves out (removing the active node, repair-ha, cluster list/get/destroy)
+// finish under the same deterministic 429s and 500s.
+func TestMoreCommandsSurviveFaults(t *testing.T) {
+	e := newEnv(t)
+	defer e.fakeNodes("shaky2")()
+	e.sim.InjectFault(dosim.Fault{PathPrefix: "/v2/", Status: http.StatusTooManyRequests, Every: 7})
+	e.sim.InjectFault(dosim.Fault{PathPrefix: "/v2/", Status: http.StatusInternalServerError, Every: 5})
+	e.mustRun("node", "create-ha", "--name", "shaky2", "--region", "sgp1", "--size", "s-1vcpu-1gb")
+	e.mustRun("node", "add", "--name", "shaky2", "--count", "2")
+	st := e.state("shaky2")
+	active := st.Active().ID
+	e.mustRun("node", "remove", "--name", "shaky2", "--node", active, "--confirm")
+	if st := e.state("shaky2"); len(st.Nodes) != 2 || st.Node(active) != nil || st.Active() == nil {
+		t.Fatalf("after removing the active node: %+v", st.Nodes)
+	}
+	e.waitReported("shaky2")
+	e.mustRun("node", "repair-ha", "--name", "shaky2", "--check-only")
+	e.mustRun("node", "repair-ha", "--name", "shaky2", "--force")
+	if r := e.mustRun("cluster", "list"); !strings.Contains(r.stdout, "shaky2") {
+		t.Fatalf("cluster list: %s", r.stdout)
+	}
+	if r := e.mustRun("cluster", "get", "--name", "shaky2", "-o", "json"); !strings.Contains(r.stdout, st.ReservedIP) {
+		t.Fatalf("cluster get: %s", r.stdout)
+	}
+	e.mustRun("cluster", "destroy", "--name", "shaky2", "--confirm")
+	faulted := 0
+	for _, c := range e.sim.Calls() {
+		if c.Status == 429 || c.Status == 500 {
+			faulted++
+		}
+	}
+	if faulted == 0 {
+		t.Fatal("no fault was injected: the test did not test anything")
+	}
+	t.Logf("%d of %d API calls answered 429/500", faulted, len(e.sim.Calls()))
+	e.sim.ClearFaults()
+	if n := len(e.sim.Droplets()); n != 0 {
+		t.Errorf("%d droplets left after destroy", n)
+	}
+	if n := len(e.sim.Firewalls()); n != 0 {
+		t.Errorf("%d firewalls left after destroy", n)
+	}
+	if n := len(e.sim.ReservedIPs()); n != 0 {
+		t.Errorf("%d Reserved IPs left after destroy", n)
+	}
+}
