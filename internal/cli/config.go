@@ -1,12 +1,15 @@
 package cli
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 
 	"sigs.k8s.io/yaml"
@@ -68,12 +71,113 @@ func LoadConfig(path string) (*Config, error) {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
 	if err := yaml.UnmarshalStrict(b, c); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		// A typo in the file is bad input: exit 2, one line.
+		return nil, usagef("config %s: %s", path, configProblem(b, err))
 	}
 	if c.Contexts == nil {
 		c.Contexts = map[string]*Context{}
 	}
 	return c, nil
+}
+
+// configProblem says in one line what is wrong with a config file that did
+// not decode: the bad key and value when the file is valid YAML, else the
+// parser's message.
+func configProblem(b []byte, err error) string {
+	var raw map[string]any
+	if yaml.Unmarshal(b, &raw) == nil {
+		if msg := badConfigKey(raw); msg != "" {
+			return msg
+		}
+	}
+	msg := strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")
+	msg = strings.TrimPrefix(msg, "error unmarshaling JSON: while decoding JSON: ")
+	return strings.Join(strings.Fields(msg), " ")
+}
+
+// badConfigKey finds the first unknown key or wrongly typed value, in a
+// stable order, naming it by its path (contexts.NAME.KEY).
+func badConfigKey(raw map[string]any) string {
+	for _, k := range sortedKeys(raw) {
+		v := raw[k]
+		switch k {
+		case "current-context":
+			if _, ok := v.(string); !ok && v != nil {
+				return fmt.Sprintf("current-context: %s is not a context name", showValue(v))
+			}
+		case "contexts":
+			if v == nil {
+				continue
+			}
+			ctxs, ok := v.(map[string]any)
+			if !ok {
+				return fmt.Sprintf("contexts: %s is not a map of named contexts", showValue(v))
+			}
+			for _, name := range sortedKeys(ctxs) {
+				if msg := badContextKey(name, ctxs[name]); msg != "" {
+					return msg
+				}
+			}
+		default:
+			return fmt.Sprintf("unknown key %q (known: current-context, contexts)", k)
+		}
+	}
+	return ""
+}
+
+func badContextKey(name string, v any) string {
+	if v == nil {
+		return ""
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return fmt.Sprintf("contexts.%s: %s is not a map of settings", name, showValue(v))
+	}
+	fields := map[string]reflect.Kind{}
+	var known []string
+	t := reflect.TypeFor[Context]()
+	for i := range t.NumField() {
+		tag, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		fields[tag] = t.Field(i).Type.Kind()
+		known = append(known, tag)
+	}
+	for _, k := range sortedKeys(m) {
+		kind, ok := fields[k]
+		switch {
+		case !ok:
+			return fmt.Sprintf("contexts.%s: unknown key %q (known: %s)", name, k, strings.Join(known, ", "))
+		case kind == reflect.Bool:
+			if _, ok := m[k].(bool); !ok {
+				return fmt.Sprintf("contexts.%s.%s: %s is not true or false", name, k, showValue(m[k]))
+			}
+		case kind == reflect.String:
+			if _, ok := m[k].(string); !ok && m[k] != nil {
+				return fmt.Sprintf("contexts.%s.%s: %s is not a string (quote it)", name, k, showValue(m[k]))
+			}
+		}
+	}
+	return ""
+}
+
+func sortedKeys(m map[string]any) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// showValue prints a YAML value compactly on one line.
+func showValue(v any) string {
+	if s, ok := v.(string); ok {
+		return strconv.Quote(s)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return string(b)
 }
 
 // Save writes the config atomically with mode 0600.

@@ -39,11 +39,16 @@ func NewCmdSandbox(f *Factory) *cobra.Command {
 		Short: "Start the simulated cloud and make the `sandbox` context current",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if runtime.GOOS != "linux" || os.Geteuid() != 0 {
-				return usagef("sandbox up: needs root on Linux (network namespaces)")
+			// Flags first, so bad input is exit 2 even without root. A range
+			// in use on this machine is found later, by Up (exit 1).
+			if _, err := sandbox.ParsePublicRange(up.PublicRange); err != nil {
+				return usagef("--public-range %q: %v", up.PublicRange, err)
 			}
 			if actionDelay < 0 {
 				return usagef("--action-delay %q: must not be negative", actionDelay)
+			}
+			if runtime.GOOS != "linux" || os.Geteuid() != 0 {
+				return usagef("sandbox up: needs root on Linux (network namespaces)")
 			}
 			up.Dir, up.ActionDelay, up.Version = dir, actionDelay, Version
 			up.Logger = slog.New(slog.NewTextHandler(f.IO.ErrOut, &slog.HandlerOptions{Level: slog.LevelInfo}))

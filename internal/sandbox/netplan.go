@@ -47,24 +47,37 @@ type plan struct {
 	Public netip.Prefix
 }
 
+// ParsePublicRange checks a public range's shape without touching the
+// machine (the CLI calls it to reject bad --public-range before anything
+// privileged): an IPv4 prefix, /16 to /26, no host bits, clear of the
+// ranges the sandbox must never route. Whether the range is free on this
+// machine is checked later, by Up.
+func ParsePublicRange(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("not a CIDR like %s", DefaultPublicRange)
+	}
+	if !p.Addr().Is4() || p.Bits() < 16 || p.Bits() > 26 {
+		return netip.Prefix{}, fmt.Errorf("want an IPv4 prefix between /16 and /26")
+	}
+	if p.Masked() != p {
+		return netip.Prefix{}, fmt.Errorf("host bits set (did you mean %s?)", p.Masked())
+	}
+	for _, f := range forbiddenRanges {
+		if f.Overlaps(p) {
+			return netip.Prefix{}, fmt.Errorf("overlaps %s, which the sandbox must never route", f)
+		}
+	}
+	return p, nil
+}
+
 func newPlan(prefix, publicRange string) (plan, error) {
 	if !prefixRE.MatchString(prefix) {
 		return plan{}, fmt.Errorf("sandbox prefix %q: want 1-12 lowercase letters/digits starting with a letter", prefix)
 	}
-	p, err := netip.ParsePrefix(publicRange)
+	p, err := ParsePublicRange(publicRange)
 	if err != nil {
 		return plan{}, fmt.Errorf("public range %q: %w", publicRange, err)
-	}
-	if !p.Addr().Is4() || p.Bits() < 16 || p.Bits() > 26 {
-		return plan{}, fmt.Errorf("public range %s: want an IPv4 prefix between /16 and /26", p)
-	}
-	if p.Masked() != p {
-		return plan{}, fmt.Errorf("public range %s: host bits set (did you mean %s?)", p, p.Masked())
-	}
-	for _, f := range forbiddenRanges {
-		if f.Overlaps(p) {
-			return plan{}, fmt.Errorf("public range %s overlaps %s, which the sandbox must never route", p, f)
-		}
 	}
 	return plan{Prefix: prefix, Public: p}, nil
 }
