@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/dynia/dynia/cloudinit"
+	"github.com/dynia/dynia/internal/cluster"
 )
 
 // TestBadInput: each invalid flag value exits 2 with one line naming the
@@ -357,5 +358,37 @@ func TestCreateWithDNS(t *testing.T) {
 	e.mustRun("cluster", "destroy", "--name", "web", "--confirm")
 	if got := records(); len(got) != 0 {
 		t.Fatalf("A records after destroy: %v", got)
+	}
+}
+
+// TestRemoveResumes: a remove that died after marking the node removing
+// (droplet alive, or already destroyed) is finished by running it again,
+// since the node stays in the state until its droplet is gone.
+func TestRemoveResumes(t *testing.T) {
+	e := newEnv(t)
+	stop := e.fakeNodes("again")
+	defer stop()
+	e.mustRun("node", "create-ha", "--name", "again", "--region", "sgp1", "--size", "s-1vcpu-1gb")
+	e.mustRun("node", "add", "--name", "again", "--count", "2")
+	st := e.state("again")
+	store := cluster.NewStore(e.bucket)
+	alive, gone := st.Nodes[1], st.Nodes[2]
+	for _, n := range []cluster.Node{alive, gone} {
+		if _, err := store.Update(t.Context(), "again", func(s *cluster.State) (*cluster.State, error) {
+			return cluster.MarkRemoving(s, n.ID)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.sim.DeleteDropletBehindBack(gone.DropletID)
+	for _, n := range []cluster.Node{alive, gone} {
+		e.mustRun("node", "remove", "--name", "again", "--node", n.ID, "--confirm")
+	}
+	st = e.consistent("again")
+	if len(st.Nodes) != 1 || st.Node(alive.ID) != nil || st.Node(gone.ID) != nil {
+		t.Fatalf("after resumed removes: %+v", st.Nodes)
+	}
+	if r := e.run("node", "remove", "--name", "again", "--node", alive.ID, "--confirm"); r.code != ExitUsage {
+		t.Fatalf("removing a removed node again: exit %d, want 2", r.code)
 	}
 }
