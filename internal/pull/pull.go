@@ -491,11 +491,19 @@ func (d *Daemon) applied1(st *cluster.State, res *render.Result) {
 	d.amu.Unlock()
 	d.m.generation.Set(float64(st.Generation))
 	d.clearError("")
+	newGen := false
 	d.updateStatus(func(s *Status) {
+		newGen = s.AppliedGeneration != st.Generation
 		s.AppliedGeneration = st.Generation
 		s.HAProxyConfigHash = res.HAProxy.Hash
 		s.KeepalivedConfigHash = res.Keepalived.Hash
 	})
+	// Report a new generation at once even when it changed nothing here
+	// (e.g. the Reserved IP recorded): the CLI waits for every node to
+	// report the generation it wrote, and the heartbeat is a minute away.
+	if newGen {
+		d.kickStatus()
+	}
 }
 
 // reload reloads the changed daemons once, no sooner than

@@ -117,10 +117,20 @@ func TestStepAppliesAndSkips(t *testing.T) {
 	if res, err := d.Step(ctx, false); err != nil || res != Unchanged {
 		t.Fatalf("not-modified step = %v, %v", res, err)
 	}
-	// A new generation with the same content is applied without rewriting.
+	// A new generation with the same content is applied without rewriting,
+	// and reported at once (the CLI waits for it).
+	select {
+	case <-d.kick:
+	default:
+	}
 	putState(t, m, testState(2, 2))
 	if res, err := d.Step(ctx, false); err != nil || res != Unchanged {
 		t.Fatalf("same-content step = %v, %v", res, err)
+	}
+	select {
+	case <-d.kick:
+	default:
+		t.Error("a new generation that changed no file asked for no status report")
 	}
 	if g := d.snapshot().AppliedGeneration; g != 2 {
 		t.Errorf("applied generation = %d, want 2", g)
