@@ -82,7 +82,8 @@ type env struct {
 	pulled int // nodes 0..pulled-1 run dynia-pull
 	client *http.Client
 	dir    string
-	pids   []int // dynia-pull processes
+	pids   []int                 // dynia-pull processes
+	done   map[int]chan struct{} // closed when the process start ran exits
 }
 
 var nodeIDs = []string{"amber-fox", "brisk-owl", "calm-heron", "dusty-lynx", "eager-mole", "fuzzy-newt",
@@ -100,6 +101,14 @@ func newEnv(t *testing.T, nodes, pulled int, poll time.Duration) *env {
 	lab := testutil.NewNetLab(t, nodes)
 	e := &env{t: t, lab: lab, pulled: pulled, dir: t.TempDir(),
 		client: &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
+	// dynia-pull leaves haproxy and keepalived running when it stops (the
+	// next one adopts them): stop them after every dynia-pull (cleanups run
+	// last-registered first) and before the temp dir goes.
+	t.Cleanup(func() {
+		for i := 0; i < pulled; i++ {
+			e.killDaemons(i)
+		}
+	})
 
 	// versitygw listens on 127.0.0.1; nodes reach it through a forwarder on
 	// the root namespace's lab address.
@@ -161,10 +170,14 @@ func (e *env) start(name string, cmd *exec.Cmd, env ...string) int {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	if e.done == nil {
+		e.done = map[int]chan struct{}{}
+	}
+	e.done[cmd.Process.Pid] = done
 	t.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(10 * time.Second):
@@ -178,6 +191,41 @@ func (e *env) start(name string, cmd *exec.Cmd, env ...string) int {
 		}
 	})
 	return cmd.Process.Pid
+}
+
+// stop sends SIGTERM to a process start ran and waits until it exited.
+func (e *env) stop(pid int) {
+	e.t.Helper()
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		e.t.Fatalf("SIGTERM %d: %v", pid, err)
+	}
+	select {
+	case <-e.done[pid]:
+	case <-time.After(30 * time.Second):
+		e.t.Fatalf("pid %d still running 30 s after SIGTERM", pid)
+	}
+}
+
+// daemonPid reads node i's haproxy.pid or keepalived.pid (0 if none).
+func (e *env) daemonPid(i int, name string) int {
+	b, err := os.ReadFile(filepath.Join(e.dir, e.ids[i], "run", name+".pid"))
+	if err != nil {
+		return 0
+	}
+	var pid int
+	fmt.Sscan(string(b), &pid)
+	return pid
+}
+
+// killDaemons kills node i's haproxy and keepalived, each with its process
+// group (dynia-pull starts each in its own): master and workers, keepalived
+// and its vrrp and checker children.
+func (e *env) killDaemons(i int) {
+	for _, name := range []string{"keepalived", "haproxy"} {
+		if pid := e.daemonPid(i, name); pid > 1 {
+			_ = syscall.Kill(-pid, syscall.SIGKILL) // ESRCH: already gone
+		}
+	}
 }
 
 func tail(s string, n int) string {

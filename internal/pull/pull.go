@@ -22,6 +22,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -82,8 +83,13 @@ type Daemon struct {
 	lastPollOK   time.Time
 	firstApplied bool
 
-	smu    sync.Mutex // guards status
+	smu    sync.Mutex // guards status and configWarning
 	status Status
+	// configWarning is a problem with pull.json the daemon runs despite
+	// (keys ignored): reported as last_error whenever no other error is,
+	// until a reload of a fixed file clears it.
+	configWarning   string
+	configWarningAt *time.Time
 }
 
 // Options are a Daemon's collaborators.
@@ -182,9 +188,10 @@ type ApplyError struct {
 func (e *ApplyError) Error() string { return e.Reason + ": " + e.Err.Error() }
 func (e *ApplyError) Unwrap() error { return e.Err }
 
-// Prepare makes the run dir and notify fifo, and in supervise mode starts
-// the daemons from the configs already on disk (the last good ones) so a
-// restarted dynia-pull serves at once.
+// Prepare makes the run dir and notify fifo, and in supervise mode adopts
+// the daemons a previous dynia-pull left running, or starts them from the
+// configs already on disk (the last good ones), so a restarted dynia-pull
+// serves at once.
 func (d *Daemon) Prepare(ctx context.Context) error {
 	set, _ := d.current()
 	if err := os.MkdirAll(set.RunDir, 0o755); err != nil {
@@ -199,22 +206,51 @@ func (d *Daemon) Prepare(ctx context.Context) error {
 	return nil
 }
 
-// superviseStart starts each daemon whose config exists and is not running.
+// superviseStart supervises each daemon whose config exists: it adopts one
+// already running from its pid file (left by a previous dynia-pull) or
+// starts it. An adopted daemon whose config changed after it started may
+// not have loaded it (dynia-pull stopped between installing a file and
+// reloading), so the next apply reloads it.
 func (d *Daemon) superviseStart(ctx context.Context) {
 	set, _ := d.current()
-	if _, err := os.Stat(set.HAProxyConfig); err == nil {
-		d.sup.start(ctx, "haproxy", set.HAProxyBin, []string{"-W", "-db",
-			"-S", d.paths.MasterSocket + ",mode,600", "-f", set.HAProxyConfig, "-p", d.paths.HAProxyPid})
-	}
-	if _, err := os.Stat(set.KeepalivedConfig); err == nil {
-		d.sup.start(ctx, "keepalived", set.KeepalivedBin, []string{"-n", "-l", "-f", set.KeepalivedConfig,
-			"-p", d.paths.KeepalivedPid, "-r", d.paths.VRRPPid, "-c", d.paths.CheckersPid})
+	for _, spec := range d.daemonSpecs(set) {
+		fi, err := os.Stat(spec.config)
+		if err != nil {
+			continue
+		}
+		a := d.sup.start(ctx, spec)
+		if a == nil {
+			continue
+		}
+		if spec.name == "keepalived" {
+			d.restoreVRRP(set, a)
+		}
+		if !fi.ModTime().After(a.started) {
+			continue
+		}
+		d.log.Info("adopted daemon may predate its config on disk; reloading it at the next apply",
+			"component", spec.name, "pid", a.pid)
+		if spec.name == "haproxy" {
+			d.needReload.haproxy = true
+		} else {
+			d.needReload.keepalived = true
+		}
 	}
 }
 
-// Run polls and applies until ctx ends. In supervise mode it then stops
-// the daemons it started; otherwise they keep running with the last good
-// config.
+// daemonSpecs returns how supervise mode runs haproxy and keepalived.
+func (d *Daemon) daemonSpecs(set Settings) []daemonSpec {
+	return []daemonSpec{
+		{name: "haproxy", bin: set.HAProxyBin, config: set.HAProxyConfig, pidFile: d.paths.HAProxyPid,
+			args: []string{"-W", "-db", "-S", d.paths.MasterSocket + ",mode,600", "-f", set.HAProxyConfig, "-p", d.paths.HAProxyPid}},
+		{name: "keepalived", bin: set.KeepalivedBin, config: set.KeepalivedConfig, pidFile: d.paths.KeepalivedPid,
+			args: []string{"-n", "-l", "-f", set.KeepalivedConfig, "-p", d.paths.KeepalivedPid, "-r", d.paths.VRRPPid, "-c", d.paths.CheckersPid}},
+	}
+}
+
+// Run polls and applies until ctx ends. HAProxy and keepalived keep
+// running with the last good config: in supervise mode the next Run adopts
+// them.
 func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.Prepare(ctx); err != nil {
 		return err
@@ -333,14 +369,41 @@ func (d *Daemon) pollOK() {
 
 // clearError clears the reported error once its cause is gone: any error
 // after a good apply, a poll error after a good poll (prefix "" matches all).
+// A config warning is never cleared here: it is reported again instead.
 func (d *Daemon) clearError(prefix string) {
 	cleared := false
 	d.updateStatus(func(s *Status) {
-		if s.LastError != "" && strings.HasPrefix(s.LastError, prefix) {
-			s.LastError, s.LastErrorAt, cleared = "", nil, true
+		if s.LastError != "" && s.LastError != d.configWarning && strings.HasPrefix(s.LastError, prefix) {
+			s.LastError, s.LastErrorAt, cleared = d.configWarning, d.configWarningAt, true
 		}
 	})
 	if cleared {
+		d.kickStatus()
+	}
+}
+
+// setConfigWarning records (or, with "", clears) a pull.json problem the
+// daemon runs despite; it stays in last_error until cleared.
+func (d *Daemon) setConfigWarning(msg string) {
+	changed := false
+	d.updateStatus(func(s *Status) {
+		if msg == d.configWarning {
+			return
+		}
+		changed = true
+		old := d.configWarning
+		d.configWarning, d.configWarningAt = msg, nil
+		if msg != "" {
+			now := time.Now().UTC()
+			d.configWarningAt = &now
+		}
+		// Replace the shown error if it is the old warning or none; a
+		// failed apply shown now keeps its place until it clears.
+		if s.LastError == "" || s.LastError == old {
+			s.LastError, s.LastErrorAt = d.configWarning, d.configWarningAt
+		}
+	})
+	if changed {
 		d.kickStatus()
 	}
 }
@@ -617,6 +680,32 @@ func interfaceWith(ip string) string {
 	return ""
 }
 
+// vrrpStateFile holds the last VRRP state keepalived reported, so a
+// dynia-pull that adopts a running keepalived knows its state: keepalived
+// notifies only transitions.
+func vrrpStateFile(set Settings) string { return filepath.Join(set.RunDir, "vrrp.state") }
+
+// restoreVRRP takes the VRRP state an adopted keepalived last reported, if
+// it was recorded since that keepalived started. Transitions while no
+// dynia-pull ran wait in the fifo (keepalived holds it open) and follow.
+func (d *Daemon) restoreVRRP(set Settings, a *adopted) {
+	path := vrrpStateFile(set)
+	fi, err := os.Stat(path)
+	if err != nil || fi.ModTime().Before(a.started) {
+		return
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	state := strings.TrimSpace(string(b))
+	switch state {
+	case VRRPMaster, VRRPBackup, VRRPFault:
+		d.log.Info("vrrp state of the adopted keepalived restored", "state", state, "pid", a.pid)
+		d.onVRRP(state)
+	}
+}
+
 // onVRRP handles a state line from keepalived's notify fifo.
 func (d *Daemon) onVRRP(state string) {
 	prev := ""
@@ -632,6 +721,10 @@ func (d *Daemon) onVRRP(state string) {
 	}
 	d.m.setVRRP(state)
 	d.log.Info("vrrp state", "from", prev, "to", state)
+	set, _ := d.current()
+	if err := writeFileAtomic(vrrpStateFile(set), []byte(state+"\n"), 0o644); err != nil {
+		d.log.Warn("record vrrp state", "err", err)
+	}
 	if state == VRRPMaster && d.claimer != nil {
 		select {
 		case d.claims <- "vrrp " + prev + " -> MASTER":

@@ -1,51 +1,110 @@
 package pull
 
 import (
-	"bufio"
 	"context"
-	"errors"
-	"io"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 )
 
-// supervisor runs haproxy and keepalived as children in supervise mode and
-// restarts them with backoff when they exit. Children get SIGTERM when
-// dynia-pull stops (and, through Pdeathsig, when it dies), so in supervise
-// mode the daemons live and die with dynia-pull.
+// supervisor runs haproxy and keepalived in supervise mode and restarts
+// them with backoff when they exit. The daemons outlive dynia-pull: when it
+// stops (or crashes) they keep serving with the last good config, and the
+// next dynia-pull adopts them through their pid files instead of starting
+// new ones, so an upgrade of dynia-pull causes no VRRP transition.
 type supervisor struct {
 	log *slog.Logger
+	// out receives the daemons' stdout and stderr. It is a file (dynia-pull's
+	// own stderr: journald under systemd), never a pipe we read: a pipe would
+	// close under the daemons when dynia-pull exits.
+	out *os.File
 	wg  sync.WaitGroup
 
 	mu   sync.Mutex
-	pids map[string]int // running child pid by name; 0 while restarting
+	pids map[string]int // running pid by name (child or adopted); 0 while restarting
 }
 
 func newSupervisor(log *slog.Logger) *supervisor {
-	return &supervisor{log: log, pids: map[string]int{}}
+	return &supervisor{log: log, out: os.Stderr, pids: map[string]int{}}
 }
 
-// start runs name (once; later calls are no-ops) until ctx ends.
-func (s *supervisor) start(ctx context.Context, name, bin string, args []string) {
+// daemonSpec is one supervised daemon.
+type daemonSpec struct {
+	name    string   // haproxy or keepalived: log component, and the program adopted
+	bin     string   // program to start
+	args    []string // its arguments; they name config
+	config  string   // its config file: an adopted process must have it in its argv
+	pidFile string   // where it writes its (master) pid
+}
+
+// adopted describes a daemon found running at start.
+type adopted struct {
+	pid     int
+	started time.Time // the process's start time
+}
+
+// start supervises spec (once per name; later calls are no-ops) until ctx
+// ends. A daemon already running from spec.pidFile is adopted rather than
+// started again; start returns it (nil when there was none).
+func (s *supervisor) start(ctx context.Context, spec daemonSpec) *adopted {
 	s.mu.Lock()
-	if _, ok := s.pids[name]; ok {
+	if _, ok := s.pids[spec.name]; ok {
 		s.mu.Unlock()
-		return
+		return nil
 	}
-	s.pids[name] = 0
+	s.pids[spec.name] = 0
 	s.mu.Unlock()
+	log := s.log.With("component", spec.name)
+	var a *adopted
+	pid, tick, err := adoptable(spec)
+	if err != nil {
+		log.Info("not adopting the pid file's process", "pid_file", spec.pidFile, "reason", err)
+	} else if pid != 0 {
+		a = &adopted{pid: pid, started: tickTime(tick)}
+		s.setPid(spec.name, pid)
+		log.Info("adopted running daemon", "pid", pid, "pid_file", spec.pidFile)
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		s.loop(ctx, name, bin, args)
+		if a != nil {
+			if !s.watch(ctx, log, pid, tick) {
+				return
+			}
+			s.setPid(spec.name, 0)
+			log.Warn("adopted daemon exited; starting it", "pid", pid)
+		}
+		s.loop(ctx, log, spec)
 	}()
+	return a
 }
 
-// pid returns the running child's pid, or 0.
+// watch polls an adopted daemon (not our child: no wait status) until it
+// exits, or ctx ends (false: it keeps running).
+func (s *supervisor) watch(ctx context.Context, log *slog.Logger, pid int, tick uint64) bool {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("stopping; leaving the daemon running", "pid", pid)
+			return false
+		case <-t.C:
+			if !procAlive(pid, tick) {
+				return true
+			}
+		}
+	}
+}
+
+// pid returns the running daemon's pid (child or adopted), or 0.
 func (s *supervisor) pid(name string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -58,19 +117,18 @@ func (s *supervisor) setPid(name string, pid int) {
 	s.mu.Unlock()
 }
 
-func (s *supervisor) loop(ctx context.Context, name, bin string, args []string) {
-	log := s.log.With("component", name)
+func (s *supervisor) loop(ctx context.Context, log *slog.Logger, spec daemonSpec) {
 	delay := time.Second
 	for ctx.Err() == nil {
 		began := time.Now()
-		err := s.runOnce(ctx, log, name, bin, args)
+		err := s.runOnce(ctx, log, spec)
 		if ctx.Err() != nil {
 			return
 		}
 		if time.Since(began) > maxBackoff {
 			delay = time.Second // it ran long enough: not a crash loop
 		}
-		log.Warn("child exited; restarting", "err", err, "after", delay)
+		log.Warn("daemon exited; restarting", "err", err, "after", delay)
 		select {
 		case <-ctx.Done():
 			return
@@ -80,49 +138,147 @@ func (s *supervisor) loop(ctx context.Context, name, bin string, args []string) 
 	}
 }
 
-func (s *supervisor) runOnce(ctx context.Context, log *slog.Logger, name, bin string, args []string) error {
-	cmd := exec.Command(bin, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	pr, pw := io.Pipe()
-	cmd.Stdout, cmd.Stderr = pw, pw
-	go func() {
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 0, 4096), 1<<20)
-		for sc.Scan() {
-			log.Info(sc.Text())
-		}
-		// A line past the buffer stops the scanner; keep draining so the
-		// child never blocks writing to a pipe nobody reads.
-		_, _ = io.Copy(io.Discard, pr)
-	}()
-	defer func() { _ = pw.Close() }() // ends the log reader; PipeWriter.Close never fails
+// runOnce starts the daemon and returns when it exits, or when ctx ends,
+// leaving it running.
+func (s *supervisor) runOnce(ctx context.Context, log *slog.Logger, spec daemonSpec) error {
+	cmd := exec.Command(spec.bin, spec.args...)
+	// Own process group, so a signal to dynia-pull's group (a terminal's
+	// ^C) does not reach it; no Pdeathsig: the daemon outlives dynia-pull.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Stdout, cmd.Stderr = s.out, s.out
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	log.Info("started", "pid", cmd.Process.Pid, "args", args)
-	s.setPid(name, cmd.Process.Pid)
-	defer s.setPid(name, 0)
+	pid := cmd.Process.Pid
+	log.Info("started", "pid", pid, "args", spec.args)
+	s.setPid(spec.name, pid)
+	defer s.setPid(spec.name, 0)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
-		// ErrProcessDone means it exited by itself; done delivers that.
-		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-			log.Warn("stop: SIGTERM", "pid", cmd.Process.Pid, "err", err)
-		}
-		select {
-		case err := <-done:
-			return err
-		case <-time.After(5 * time.Second):
-			if err := cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
-				log.Warn("stop: SIGKILL", "pid", cmd.Process.Pid, "err", err)
-			}
-			return <-done
-		}
+		log.Info("stopping; leaving the daemon running", "pid", pid)
+		return nil
 	}
 }
 
-// wait returns when every child has stopped (after ctx ends).
+// wait returns when every supervising goroutine has returned (after ctx
+// ends); the daemons themselves keep running.
 func (s *supervisor) wait() { s.wg.Wait() }
+
+// adoptable returns the pid (and its start time in clock ticks) of the
+// daemon spec.pidFile names if it may be adopted: alive, running the
+// expected program, with this node's config in its argv. A pid file whose
+// pid was reused by another program, or names the same daemon of another
+// node (network namespaces share PIDs and /run), is never adopted. It
+// returns 0 and no error when there is nothing to adopt, and an error
+// saying why a live process was refused.
+func adoptable(spec daemonSpec) (int, uint64, error) {
+	b, err := os.ReadFile(spec.pidFile)
+	if err != nil {
+		return 0, 0, nil
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return 0, 0, nil
+	}
+	tick, err := procStartTick(pid)
+	if err != nil || !procAlive(pid, tick) {
+		return 0, 0, nil // gone
+	}
+	proc := "/proc/" + strconv.Itoa(pid)
+	comm, err := os.ReadFile(proc + "/comm")
+	if err != nil {
+		return 0, 0, nil
+	}
+	if got := strings.TrimSpace(string(comm)); !programMatches(got, spec) {
+		return 0, 0, fmt.Errorf("pid %d runs %q, not %s", pid, got, spec.name)
+	}
+	raw, err := os.ReadFile(proc + "/cmdline")
+	if err != nil {
+		return 0, 0, nil
+	}
+	for _, arg := range strings.Split(string(raw), "\x00") {
+		if arg == spec.config {
+			return pid, tick, nil
+		}
+	}
+	return 0, 0, fmt.Errorf("pid %d is a %s without %s in its arguments", pid, spec.name, spec.config)
+}
+
+// programMatches compares a process's comm (truncated to 15 bytes by the
+// kernel) with the daemon's name and the configured program's base name
+// (a test's wrapper execs the real program, whose name is the comm).
+func programMatches(comm string, spec daemonSpec) bool {
+	for _, want := range []string{spec.name, filepath.Base(spec.bin)} {
+		if len(want) > 15 {
+			want = want[:15]
+		}
+		if comm == want {
+			return true
+		}
+	}
+	return false
+}
+
+// procStat returns the fields of /proc/PID/stat after the command name:
+// [0] is the state, [19] the start time in clock ticks since boot.
+func procStat(pid int) ([]string, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return nil, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return nil, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return nil, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	return f, nil
+}
+
+func procStartTick(pid int) (uint64, error) {
+	f, err := procStat(pid)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseUint(f[19], 10, 64)
+}
+
+// procAlive reports whether pid is still the process that started at tick
+// and has not exited (a zombie counts as exited).
+func procAlive(pid int, tick uint64) bool {
+	f, err := procStat(pid)
+	if err != nil || f[0] == "Z" || f[0] == "X" {
+		return false
+	}
+	now, err := strconv.ParseUint(f[19], 10, 64)
+	return err == nil && now == tick
+}
+
+// clockTicks is USER_HZ, 100 on every Linux architecture Go supports.
+const clockTicks = 100
+
+// tickTime converts a start time in clock ticks since boot to wall time
+// (zero if the boot time is unreadable).
+func tickTime(tick uint64) time.Time {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return time.Time{}
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "btime "); ok {
+			boot, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return time.Time{}
+			}
+			return time.Unix(boot, 0).Add(time.Duration(tick) * time.Second / clockTicks)
+		}
+	}
+	return time.Time{}
+}

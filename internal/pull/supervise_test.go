@@ -1,0 +1,155 @@
+package pull
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// startProc runs name with args in its own process group until the test ends.
+func startProc(t *testing.T, name string, args ...string) int {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_ = cmd.Wait()
+	})
+	return cmd.Process.Pid
+}
+
+func writePid(t *testing.T, path string, pid int) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAdoptionGuard: a pid file is adopted only when it names a live
+// process running the expected program with this node's config in its
+// arguments — never the test itself, a `sleep`, a dead pid, or the same
+// daemon serving another node's config.
+func TestAdoptionGuard(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "haproxy.cfg")
+	spec := daemonSpec{name: "haproxy", bin: "/usr/sbin/haproxy", config: cfg, pidFile: filepath.Join(dir, "haproxy.pid")}
+	adopt := func(pid int) (int, error) {
+		t.Helper()
+		writePid(t, spec.pidFile, pid)
+		got, _, err := adoptable(spec)
+		return got, err
+	}
+
+	if got, _, err := adoptable(spec); got != 0 || err != nil {
+		t.Errorf("no pid file: adopted %d, %v", got, err)
+	}
+	if got, err := adopt(os.Getpid()); got != 0 || err == nil {
+		t.Errorf("the test's own pid: adopted %d, %v; want a refusal", got, err)
+	}
+	sleepPid := startProc(t, "sleep", "60", cfg)
+	if got, err := adopt(sleepPid); got != 0 || err == nil || !strings.Contains(err.Error(), `"sleep"`) {
+		t.Errorf("a sleep naming the config: adopted %d, %v; want a refusal naming sleep", got, err)
+	}
+	// A stand-in "haproxy": a script of that name (its comm), which waits.
+	fake := filepath.Join(dir, "haproxy")
+	if err := os.WriteFile(fake, []byte("#!/bin/sh\nsleep 60\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	other := startProc(t, fake, "-f", filepath.Join(t.TempDir(), "haproxy.cfg"))
+	ours := startProc(t, fake, "-f", cfg)
+	// The kernel sets comm at exec: wait until the script runs.
+	waitComm(t, ours, "haproxy")
+	waitComm(t, other, "haproxy")
+	if got, err := adopt(other); got != 0 || err == nil {
+		t.Errorf("another node's haproxy: adopted %d, %v; want a refusal", got, err)
+	}
+	if got, err := adopt(ours); got != ours || err != nil {
+		t.Errorf("this node's haproxy: adopted %d, %v; want %d", got, err, ours)
+	}
+	// Dead: its pid is gone (reaped), nothing to adopt and nothing to say.
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := adopt(dead.Process.Pid); got != 0 || err != nil {
+		t.Errorf("dead pid: adopted %d, %v", got, err)
+	}
+	writePid(t, spec.pidFile, 0)
+	os.WriteFile(spec.pidFile, []byte("garbage"), 0o644)
+	if got, _, err := adoptable(spec); got != 0 || err != nil {
+		t.Errorf("malformed pid file: adopted %d, %v", got, err)
+	}
+}
+
+func waitComm(t *testing.T, pid int, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+		if strings.TrimSpace(string(b)) == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d comm %q, want %q", pid, b, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestSupervisorAdoptsWatchesAndLeaves: an adopted daemon's pid is what
+// pid() returns (reloads signal it); when it dies the supervisor starts
+// the program itself; when ctx ends the child is left running.
+func TestSupervisorAdoptsWatchesAndLeaves(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "keepalived.conf")
+	os.WriteFile(cfg, nil, 0o644)
+	fake := filepath.Join(dir, "keepalived")
+	// Writes its pid file like keepalived -p, then waits.
+	pidFile := filepath.Join(dir, "keepalived.pid")
+	os.WriteFile(fake, []byte("#!/bin/sh\necho $$ > "+pidFile+"\nsleep 60\n"), 0o755)
+	adoptee := startProc(t, fake, "-f", cfg)
+	waitComm(t, adoptee, "keepalived")
+	writePid(t, pidFile, adoptee)
+
+	sup := newSupervisor(slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	spec := daemonSpec{name: "keepalived", bin: fake, config: cfg, pidFile: pidFile,
+		args: []string{"-f", cfg}}
+	a := sup.start(ctx, spec)
+	if a == nil || a.pid != adoptee || sup.pid("keepalived") != adoptee {
+		t.Fatalf("adopted %+v, pid() %d; want %d", a, sup.pid("keepalived"), adoptee)
+	}
+	if a.started.IsZero() || time.Since(a.started) > time.Minute || time.Until(a.started) > 2*time.Second {
+		t.Errorf("adopted start time %v, want about now", a.started)
+	}
+	// It dies: the supervisor starts its own within a few seconds.
+	syscall.Kill(-adoptee, syscall.SIGKILL)
+	var child int
+	deadline := time.Now().Add(15 * time.Second)
+	for child == 0 || child == adoptee {
+		if time.Now().After(deadline) {
+			t.Fatalf("no new child after the adopted daemon died (pid() %d)", sup.pid("keepalived"))
+		}
+		time.Sleep(50 * time.Millisecond)
+		child = sup.pid("keepalived")
+	}
+	t.Cleanup(func() { syscall.Kill(-child, syscall.SIGKILL) })
+	cancel()
+	sup.wait()
+	time.Sleep(100 * time.Millisecond)
+	if err := syscall.Kill(child, 0); err != nil {
+		t.Errorf("the child %d did not outlive the supervisor: %v", child, err)
+	}
+}
