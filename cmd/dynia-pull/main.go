@@ -160,7 +160,9 @@ func newLogger(w io.Writer) *slog.Logger {
 // MASTER. Without a token (tests, a node that must never move the IP) the
 // daemon runs without it.
 func newClaimer(ctx context.Context, configPath string, log *slog.Logger) (pull.ReservedIPClaimer, error) {
-	cfg, err := nodeconfig.Load(configPath)
+	// The same lenient load as pull.Run: a typo in pull.json must not
+	// leave a running node without failover.
+	cfg, _, err := pull.LoadConfig(configPath)
 	if err != nil || cfg.DOTokenFile == "" {
 		return nil, nil // pull.Run reports a bad config itself
 	}

@@ -46,12 +46,16 @@ type RunOptions struct {
 // Run is `dynia-pull run`: load the config, serve metrics, and converge
 // until ctx ends. Changes to the config or credentials file (fsnotify) and
 // Reload re-read both without a restart; a bad new config is logged and
-// the old one kept.
+// the old one kept. At startup, unknown keys in the config (LoadConfig)
+// are ignored and reported in last_error until a fixed file is reloaded.
 func Run(ctx context.Context, o RunOptions) error {
 	log := o.Logger
-	cfg, err := nodeconfig.Load(o.ConfigPath)
+	cfg, warning, err := LoadConfig(o.ConfigPath)
 	if err != nil {
 		return err
+	}
+	if warning != "" {
+		log.Error("node config has errors; running without the keys it ignores", "err", warning)
 	}
 	store, err := OpenStore(ctx, cfg, log)
 	if err != nil {
@@ -59,6 +63,7 @@ func Run(ctx context.Context, o RunOptions) error {
 	}
 	set := SettingsFrom(cfg)
 	d := New(set, store, Options{Logger: log, Version: o.Version, Claimer: o.Claimer})
+	d.setConfigWarning(warning)
 
 	ln, err := net.Listen("tcp", set.MetricsAddr)
 	if err != nil {
@@ -94,11 +99,15 @@ func Run(ctx context.Context, o RunOptions) error {
 	return d.Run(ctx)
 }
 
+// reconfigure re-reads the config strictly: unlike at startup there is a
+// working config to keep, so a file with an unknown key is refused whole
+// rather than applied without it. A good file clears the startup warning.
 func reconfigure(ctx context.Context, log *slog.Logger, path string, d *Daemon, cur **nodeconfig.Config) {
 	cfg, err := nodeconfig.Load(path)
 	if err == nil {
 		var store bucket.Store
 		if store, err = OpenStore(ctx, cfg, log); err == nil {
+			d.setConfigWarning("")
 			d.Reconfigure(SettingsFrom(cfg), store)
 			*cur = cfg
 			return
@@ -160,9 +169,12 @@ func watchFiles(log *slog.Logger, changed chan<- struct{}, files ...string) (*fs
 // Once is `dynia-pull once`: one forced poll and apply. It reloads the
 // daemons if they run but never starts them.
 func Once(ctx context.Context, configPath string, log *slog.Logger, version string) (Result, error) {
-	cfg, err := nodeconfig.Load(configPath)
+	cfg, warning, err := LoadConfig(configPath)
 	if err != nil {
 		return Unchanged, err
+	}
+	if warning != "" {
+		log.Error("node config has errors; running without the keys it ignores", "err", warning)
 	}
 	store, err := OpenStore(ctx, cfg, log)
 	if err != nil {
@@ -171,6 +183,7 @@ func Once(ctx context.Context, configPath string, log *slog.Logger, version stri
 	set := SettingsFrom(cfg)
 	set.Supervise = false
 	d := New(set, store, Options{Logger: log, Version: version})
+	d.setConfigWarning(warning)
 	if err := d.Prepare(ctx); err != nil {
 		return Unchanged, err
 	}
@@ -193,9 +206,12 @@ func Check(ctx context.Context, configPath string, w io.Writer) error {
 		}
 		fmt.Fprintf(w, "✓ %s\n", name)
 	}
-	cfg, err := nodeconfig.Load(configPath)
+	cfg, warning, err := LoadConfig(configPath)
+	if err == nil && warning != "" {
+		err = errors.New(warning) // runs, but the file needs fixing
+	}
 	line("config "+configPath, err)
-	if err != nil {
+	if cfg == nil {
 		return errors.New("check failed")
 	}
 	set := SettingsFrom(cfg)

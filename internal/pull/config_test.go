@@ -1,0 +1,185 @@
+package pull
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dynia/dynia/internal/bucket"
+	"github.com/dynia/dynia/internal/cluster"
+)
+
+func TestLoadConfig(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	write := func(body string) string {
+		t.Helper()
+		p := filepath.Join(dir, "pull.json")
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	const base = `"cluster": "shop", "node_id": "amber-fox", "state_url": "file:///tmp/x"`
+
+	// Clean: no warning.
+	cfg, warn, err := LoadConfig(write(`{` + base + `, "poll_interval": "3s", "supervise": true}`))
+	if err != nil || warn != "" || cfg.PollInterval.Duration != 3*time.Second || !cfg.Supervise {
+		t.Fatalf("clean config: %+v %q %v", cfg, warn, err)
+	}
+	// A typo: runs with the rest of the file, and says which keys it ignored.
+	p := write(`{` + base + `, "poll_intervall": "3s", "supervise": true, "zzz": 1}`)
+	cfg, warn, err = LoadConfig(p)
+	if err != nil {
+		t.Fatalf("typo: %v", err)
+	}
+	if cfg.NodeID != "amber-fox" || !cfg.Supervise || cfg.PollInterval.Duration != 0 {
+		t.Errorf("typo: config %+v", cfg)
+	}
+	if want := `config ` + p + `: unknown fields "poll_intervall", "zzz" (ignored)`; warn != want {
+		t.Errorf("typo: warning %q, want %q", warn, want)
+	}
+	// Keys match case-insensitively, as encoding/json does: not unknown.
+	if _, warn, err = LoadConfig(write(`{` + base + `, "Supervise": true}`)); err != nil || warn != "" {
+		t.Errorf("case-folded key: %q %v", warn, err)
+	}
+	// Not usable: an error, and no config.
+	for name, body := range map[string]string{
+		"corrupt JSON":            `{` + base + `, "poll_intervall": `,
+		"required field missing":  `{"cluster": "shop", "state_url": "file:///x", "nodeid": "amber-fox"}`,
+		"bad value with a typo":   `{` + base + `, "poll_interval": 5, "zzz": 1}`,
+		"bad value":               `{` + base + `, "poll_interval": "soon"}`,
+		"not an object":           `[1, 2]`,
+		"trailing garbage + typo": `{` + base + `, "zzz": 1} x`,
+	} {
+		if cfg, warn, err := LoadConfig(write(body)); err == nil || cfg != nil || warn != "" {
+			t.Errorf("%s: %+v %q %v; want an error", name, cfg, warn, err)
+		}
+	}
+	if _, _, err := LoadConfig(filepath.Join(dir, "missing.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+// TestConfigWarningIsSticky: the ignored-keys warning is reported as
+// last_error through good applies and failed ones, until cleared.
+func TestConfigWarningIsSticky(t *testing.T) {
+	t.Parallel()
+	d, m, _ := newTestDaemon(t, "true")
+	ctx := context.Background()
+	const warn = `config /etc/dynia/pull.json: unknown field "poll_intervall" (ignored)`
+	d.setConfigWarning(warn)
+	if s := d.snapshot(); s.LastError != warn || s.LastErrorAt == nil {
+		t.Fatalf("after setConfigWarning: %q %v", s.LastError, s.LastErrorAt)
+	}
+	putState(t, m, testState(1, 2))
+	if _, err := d.Step(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if s := d.snapshot(); s.LastError != warn {
+		t.Errorf("after a good apply: last_error %q, want the config warning", s.LastError)
+	}
+	// A failed poll takes its place, and gives it back once polls work.
+	m.err = errors.New("boom")
+	d.Step(ctx, true)
+	if s := d.snapshot(); !strings.HasPrefix(s.LastError, "poll") {
+		t.Errorf("after a failed poll: last_error %q", s.LastError)
+	}
+	m.err = nil
+	if _, err := d.Step(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	if s := d.snapshot(); s.LastError != warn {
+		t.Errorf("after polls recover: last_error %q, want the config warning", s.LastError)
+	}
+	d.setConfigWarning("")
+	if s := d.snapshot(); s.LastError != "" || s.LastErrorAt != nil {
+		t.Errorf("after the fix: last_error %q at %v", s.LastError, s.LastErrorAt)
+	}
+}
+
+// TestRunWithTypoInConfig: `dynia-pull run` with a typo in pull.json runs,
+// reports the ignored key in status.json until the file is fixed and
+// reloaded; a config that cannot be used at all stops Run with an error.
+func TestRunWithTypoInConfig(t *testing.T) {
+	t.Parallel()
+	tool, err := exec.LookPath("true")
+	if err != nil {
+		t.Skip("true not found")
+	}
+	dir := t.TempDir()
+	stateDir := filepath.Join(dir, "bucket")
+	os.MkdirAll(stateDir, 0o755)
+	store, err := bucket.Open(context.Background(), "file://"+stateDir, bucket.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := testState(1, 1)
+	b, _ := st.Encode()
+	store.Put(context.Background(), cluster.StateKey(st.Name), b, bucket.Cond{})
+	cfgPath := filepath.Join(dir, "pull.json")
+	cfg := func(pollKey string) []byte {
+		return []byte(`{"cluster": "shop", "node_id": "amber-fox", "state_url": "file://` + stateDir + `",
+			"` + pollKey + `": "100ms", "haproxy_config": "` + filepath.Join(dir, "haproxy.cfg") + `",
+			"keepalived_config": "` + filepath.Join(dir, "keepalived.conf") + `", "run_dir": "` + filepath.Join(dir, "run") + `",
+			"haproxy_bin": "` + tool + `", "keepalived_bin": "` + tool + `", "metrics_addr": "127.0.0.1:0"}`)
+	}
+	os.WriteFile(cfgPath, cfg("poll_intervall"), 0o644)
+	reported := func() (*Status, error) {
+		obj, err := store.Get(context.Background(), cluster.StatusKey("shop", "amber-fox"), "")
+		if err != nil {
+			return nil, err
+		}
+		return DecodeStatus(obj.Body)
+	}
+	waitStatus := func(what string, ok func(*Status) bool) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			s, err := reported()
+			if err == nil && ok(s) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: last status %+v, %v", what, s, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	reload := make(chan struct{}, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, RunOptions{ConfigPath: cfgPath, Logger: slog.New(slog.DiscardHandler), Version: "test", Reload: reload})
+	}()
+	waitStatus("running with a typo", func(s *Status) bool {
+		return s.AppliedGeneration == 1 && strings.Contains(s.LastError, `unknown field "poll_intervall" (ignored)`)
+	})
+	os.WriteFile(cfgPath, cfg("poll_interval"), 0o644)
+	reload <- struct{}{}
+	waitStatus("after the fix", func(s *Status) bool { return s.LastError == "" && s.AppliedGeneration == 1 })
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run returned %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+
+	// Unusable: Run stops at once with the reason.
+	os.WriteFile(cfgPath, []byte(`{"cluster": "shop", "poll_intervall": `), 0o644)
+	err = Run(context.Background(), RunOptions{ConfigPath: cfgPath, Logger: slog.New(slog.DiscardHandler)})
+	if err == nil || !strings.Contains(err.Error(), "node config") {
+		t.Errorf("corrupt config: Run returned %v, want a node config error", err)
+	}
+}
