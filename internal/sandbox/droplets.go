@@ -146,8 +146,9 @@ func (m *manager) stopLocked(ctx context.Context, rd *runningDroplet, grace time
 	}
 	wg.Wait()
 	rd.sup = nil
-	// Anything left in the namespace (a daemon that left its process group)
-	// is ours too.
+	// Anything left in the namespace is ours too: haproxy and keepalived,
+	// which outlive dynia-pull (it leaves them running for the next one to
+	// adopt), and any other daemon that left its process group.
 	killNetnsPids(ctx, rd.net.NS)
 }
 

@@ -3,8 +3,11 @@ package sandbox
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -118,10 +121,35 @@ func TestTwoNodeDataPath(t *testing.T) {
 		return nil
 	})
 
+	// haproxy and keepalived run in the droplet outside dynia-pull's process
+	// group (they outlive it); their output is in `sandbox logs`.
+	ns0 := p.DropletNS(ids[0])
+	for _, comm := range []string{"haproxy", "keepalived"} {
+		if nsComms(t, ns0)[comm] == 0 {
+			t.Errorf("no %s running in %s: %v", comm, ns0, nsComms(t, ns0))
+		}
+	}
+	if rc, err := Logs(dir, strconv.Itoa(ids[0]), "haproxy"); err != nil {
+		t.Errorf("Logs haproxy: %v", err)
+	} else {
+		b, _ := io.ReadAll(rc)
+		rc.Close()
+		if !strings.Contains(string(b), "[NOTICE]") {
+			t.Errorf("sandbox logs --component haproxy has none of haproxy's own lines:\n%s", b)
+		}
+	}
+
 	api(t, info, "POST", fmt.Sprintf("/v2/droplets/%d/actions", ids[0]), map[string]string{"type": "power_off"}, nil)
 	testutil.WaitFor(t, 10*time.Second, func() error {
 		if d, _ := dropletStatus(t, dir, ids[0]); d.Status != "off" {
 			return fmt.Errorf("status %q, want off", d.Status)
+		}
+		return nil
+	})
+	// A power cut stops every process of the droplet, not only dynia-pull.
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if left := nsComms(t, ns0); len(left) > 0 {
+			return fmt.Errorf("processes left in powered-off %s: %v", ns0, left)
 		}
 		return nil
 	})
@@ -141,4 +169,20 @@ func TestTwoNodeDataPath(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// nsComms counts the processes in a network namespace by program name.
+func nsComms(t *testing.T, ns string) map[string]int {
+	t.Helper()
+	out, err := run(context.Background(), "ip", "netns", "pids", ns)
+	if err != nil {
+		t.Fatalf("ip netns pids %s: %v", ns, err)
+	}
+	comms := map[string]int{}
+	for _, pid := range strings.Fields(out) {
+		if b, err := os.ReadFile("/proc/" + pid + "/comm"); err == nil {
+			comms[strings.TrimSpace(string(b))]++
+		}
+	}
+	return comms
 }

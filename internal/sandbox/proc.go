@@ -42,9 +42,11 @@ func (s procSpec) command() *exec.Cmd {
 	cmd := exec.Command(name, args...)
 	cmd.Dir = s.Dir
 	cmd.Env = append(os.Environ(), s.Env...)
-	// Own process group: stopping it also stops its children (haproxy and
-	// keepalived under dynia-pull). Pdeathsig: a crashed supervisor does not
-	// leave the process running unsupervised.
+	// Own process group, stopped as a whole. haproxy and keepalived are
+	// not in dynia-pull's group: they outlive it by design (the next
+	// dynia-pull adopts them), so stopping a droplet also kills whatever
+	// is left in its namespace (manager.stopLocked). Pdeathsig: a crashed
+	// supervisor does not leave the process running unsupervised.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if s.Detached {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

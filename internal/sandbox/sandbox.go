@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -481,8 +482,9 @@ func Logs(dir, dropletRef, component string) (io.ReadCloser, error) {
 		return f, nil
 	}
 	if component == "haproxy" || component == "keepalived" {
-		// dynia-pull supervises them and logs their output as its own
-		// lines, tagged with the component.
+		// dynia-pull supervises them: its own lines about them carry the
+		// component, and their output goes straight to its stderr (so it
+		// survives a restart of dynia-pull), recognised by its format.
 		f, err := os.Open(filepath.Join(logs, "pull.log"))
 		if err != nil {
 			return nil, fmt.Errorf("droplet %d %s log: %w", id, component, err)
@@ -492,17 +494,27 @@ func Logs(dir, dropletRef, component string) (io.ReadCloser, error) {
 	return nil, fmt.Errorf("droplet %d has no %s log (components: pull, app, haproxy, keepalived): %w", id, component, os.ErrNotExist)
 }
 
-// filterLines passes the lines of r tagged with component (JSON or text slog).
+// daemonLine recognises a daemon's own output lines in pull.log: HAProxy's
+// startup and master messages and its `log stderr format short` lines;
+// keepalived's console log (-l), which starts with a ctime date.
+var daemonLine = map[string]*regexp.Regexp{
+	"haproxy":    regexp.MustCompile(`^(\[(NOTICE|WARNING|ALERT)\]|<\d+>)`),
+	"keepalived": regexp.MustCompile(`^[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}: `),
+}
+
+// filterLines passes the lines of r tagged with component (JSON or text
+// slog) and the component's own output lines.
 func filterLines(r io.ReadCloser, component string) io.ReadCloser {
 	pr, pw := io.Pipe()
 	tags := []string{`"component":"` + component + `"`, "component=" + component + " "}
+	own := daemonLine[component]
 	go func() {
 		defer r.Close()
 		sc := bufio.NewScanner(r)
 		sc.Buffer(make([]byte, 64*1024), 1024*1024)
 		for sc.Scan() {
 			line := sc.Text() + " "
-			if strings.Contains(line, tags[0]) || strings.Contains(line, tags[1]) {
+			if strings.Contains(line, tags[0]) || strings.Contains(line, tags[1]) || (own != nil && own.MatchString(sc.Text())) {
 				if _, err := io.WriteString(pw, sc.Text()+"\n"); err != nil {
 					return
 				}
