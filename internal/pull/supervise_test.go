@@ -57,7 +57,10 @@ func TestAdoptionGuard(t *testing.T) {
 	if got, err := adopt(os.Getpid()); got != 0 || err == nil {
 		t.Errorf("the test's own pid: adopted %d, %v; want a refusal", got, err)
 	}
-	sleepPid := startProc(t, "sleep", "60", cfg)
+	// A sleep whose argv names the config (as argv[0]: sleep itself would
+	// reject an extra argument and exit at once).
+	sleepPid := startProc(t, "bash", "-c", `exec -a "$0" sleep 60`, cfg)
+	waitComm(t, sleepPid, "sleep")
 	if got, err := adopt(sleepPid); got != 0 || err == nil || !strings.Contains(err.Error(), `"sleep"`) {
 		t.Errorf("a sleep naming the config: adopted %d, %v; want a refusal naming sleep", got, err)
 	}
