@@ -224,18 +224,19 @@ func (r retryLogger) Warn(msg string, kv ...any)  { r.l.Warn("godo: "+msg, kv...
 func (r retryLogger) Info(msg string, kv ...any)  { r.l.Debug("godo: "+msg, kv...) }
 func (r retryLogger) Debug(msg string, kv ...any) { r.l.Debug("godo: "+msg, kv...) }
 
-// maxTransientPolls is how many polls in a row a wait survives when each one
-// fails with a transient error after godo's own retries. A wait is read-only
-// (or re-posts an action DO dedups with 422 "pending event"), so trying again
-// on the next tick is safe; the bound keeps an API that stays down from
-// holding a command until its deadline.
+// maxTransientPolls: a wait gives up at the maxTransientPolls-th poll in a
+// row that fails with a transient error after godo's own retries. A wait is
+// read-only (or re-posts an action DO dedups with 422 "pending event"), so
+// trying again on the next tick is safe; the bound keeps an API that stays
+// down from holding a command until its deadline.
 const maxTransientPolls = 5
 
 // poll calls check until it reports done, an error, or ctx ends. Delays start
 // at PollInterval and grow by half (with ±10% jitter, so many waiters do not
 // poll in lockstep) up to PollMax. A transient error (429, 5xx, a dropped
-// connection) that outlasted godo's retries is logged and polled through, up
-// to maxTransientPolls in a row. Cancellation is an error, never success.
+// connection, a request timeout) that outlasted godo's retries is logged and
+// polled through, until maxTransientPolls of them in a row. Cancellation is
+// an error, never success.
 func (c *Client) poll(ctx context.Context, what string, check func(ctx context.Context) (bool, error)) error {
 	delay := c.pollMin
 	// Since Go 1.23 a stopped timer can be Reset without draining it.

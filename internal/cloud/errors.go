@@ -95,10 +95,12 @@ func wrap(op string, err error) error {
 }
 
 // Transient reports whether err may go away by itself: DO's 429 and 5xx
-// answers, and transport failures (connection refused or reset, a timeout)
-// that are not the caller's own cancellation.
+// answers, and transport failures (connection refused or reset, a request
+// timeout). A cancellation is not transient. A request timeout matches
+// context.DeadlineExceeded just as the end of the caller's own deadline
+// does, so callers check their ctx first (poll does).
 func Transient(err error) bool {
-	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if err == nil || errors.Is(err, context.Canceled) {
 		return false
 	}
 	var ae *APIError

@@ -692,11 +692,23 @@ func TestTransient(t *testing.T) {
 		{&cloud.APIError{StatusCode: 422}, false},
 		{fmt.Errorf("get: %w", &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}), true},
 		{fmt.Errorf("get: %w", context.Canceled), false},
-		{context.DeadlineExceeded, false},
 		{errors.New("droplet 3 is archive"), false},
 	} {
 		if got := cloud.Transient(tc.err); got != tc.want {
 			t.Errorf("Transient(%v) = %v, want %v", tc.err, got, tc.want)
 		}
+	}
+	// A request that outlives the client's timeout (RequestTimeout) is
+	// transient; its error matches context.DeadlineExceeded too.
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(5 * time.Second):
+		}
+	}))
+	defer slow.Close()
+	_, err := (&http.Client{Timeout: 50 * time.Millisecond}).Get(slow.URL)
+	if err == nil || !cloud.Transient(err) {
+		t.Errorf("a request timeout: Transient(%v) = false, want true", err)
 	}
 }

@@ -163,6 +163,19 @@ func TestRunWithTypoInConfig(t *testing.T) {
 	waitStatus("running with a typo", func(s *Status) bool {
 		return s.AppliedGeneration == 1 && strings.Contains(s.LastError, `unknown field "poll_intervall" (ignored)`)
 	})
+	// A new typo in a reloaded file is refused whole...
+	os.WriteFile(cfgPath, cfg("poll_intervalll"), 0o644)
+	reload <- struct{}{}
+	waitStatus("a new typo reloaded", func(s *Status) bool {
+		return strings.HasPrefix(s.LastError, "node config: ") && strings.Contains(s.LastError, "poll_intervalll")
+	})
+	// ...but the typo the node already runs with is accepted again (a
+	// Spaces key rotation reloads the unchanged file), still reported.
+	os.WriteFile(cfgPath, cfg("poll_intervall"), 0o644)
+	reload <- struct{}{}
+	waitStatus("the known typo reloaded", func(s *Status) bool {
+		return strings.HasPrefix(s.LastError, "config ") && strings.Contains(s.LastError, `unknown field "poll_intervall" (ignored)`)
+	})
 	os.WriteFile(cfgPath, cfg("poll_interval"), 0o644)
 	reload <- struct{}{}
 	waitStatus("after the fix", func(s *Status) bool { return s.LastError == "" && s.AppliedGeneration == 1 })

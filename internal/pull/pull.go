@@ -813,3 +813,10 @@ func (d *Daemon) claimLoop(ctx context.Context) {
 		}
 	}
 }
+
+// currentConfigWarning is the pull.json problem the daemon runs despite ("" if none).
+func (d *Daemon) currentConfigWarning() string {
+	d.smu.Lock()
+	defer d.smu.Unlock()
+	return d.configWarning
+}

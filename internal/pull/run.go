@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -99,15 +100,22 @@ func Run(ctx context.Context, o RunOptions) error {
 	return d.Run(ctx)
 }
 
-// reconfigure re-reads the config strictly: unlike at startup there is a
-// working config to keep, so a file with an unknown key is refused whole
-// rather than applied without it. A good file clears the startup warning.
+// reconfigure re-reads the config. Unlike at startup there is a working
+// config to keep, so a file with a new unknown key is refused whole rather
+// than applied without it. The same unknown key the node already runs with
+// is accepted again, ignored as before: otherwise a typo nobody has fixed
+// yet would block a rotation of the Spaces key (which also lands here).
+// A good file clears the startup warning.
 func reconfigure(ctx context.Context, log *slog.Logger, path string, d *Daemon, cur **nodeconfig.Config) {
-	cfg, err := nodeconfig.Load(path)
+	cfg, warning, err := LoadConfig(path)
+	if err == nil && warning != "" && warning != d.currentConfigWarning() {
+		err = errors.New(strings.TrimSuffix(warning, " (ignored)")) // refused, not ignored
+	}
 	if err == nil {
 		var store bucket.Store
 		if store, err = OpenStore(ctx, cfg, log); err == nil {
-			d.setConfigWarning("")
+			d.setConfigWarning(warning)
+			d.clearError("node config: ") // an earlier refused reload
 			d.Reconfigure(SettingsFrom(cfg), store)
 			*cur = cfg
 			return
