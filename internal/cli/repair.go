@@ -124,8 +124,8 @@ func findDrift(ctx context.Context, f *Factory, store *cluster.Store, cl *cloud.
 	// droplet is gone or its report says it is not up, on the ready node
 	// with the highest priority that is up, which then becomes active.
 	if st.ReservedIP != "" {
-		target, why := ripTarget(ctx, store, st, vanished)
 		r, err := cl.GetReservedIP(ctx, st.ReservedIP)
+		target, why := ripTarget(ctx, store, st, vanished, r.DropletID)
 		active := st.Active()
 		switch {
 		case errors.Is(err, cloud.ErrNotFound):
@@ -138,7 +138,7 @@ func findDrift(ctx context.Context, f *Factory, store *cluster.Store, cl *cloud.
 			tid, tnode := target.DropletID, target.ID
 			what := fmt.Sprintf("Reserved IP %s is on droplet %d, not on the active node %s (droplet %d)", st.ReservedIP, r.DropletID, tnode, tid)
 			if why != "" {
-				what = fmt.Sprintf("Reserved IP %s is on droplet %d and %s; node %s (droplet %d) is up", st.ReservedIP, r.DropletID, why, tnode, tid)
+				what = fmt.Sprintf("Reserved IP %s is on droplet %d and %s; node %s (droplet %d) should hold it", st.ReservedIP, r.DropletID, why, tnode, tid)
 			}
 			out = append(out, drift{
 				What: what,
@@ -200,11 +200,12 @@ func findDrift(ctx context.Context, f *Factory, store *cluster.Store, cl *cloud.
 // ripTarget is the node the Reserved IP belongs on, and when that is not the
 // state's active node, why: the active node while its report says up; else
 // the highest-priority ready node whose report says up; else (no report says
-// up: a cluster still starting, or reports not flowing) the active node if
-// its droplet exists, or the highest-priority ready node whose droplet does.
-// Moving the IP between nodes none of which is known to serve would only
-// add a failover.
-func ripTarget(ctx context.Context, store *cluster.Store, st *cluster.State, vanished map[string]bool) (*cluster.Node, string) {
+// up: a cluster still starting, or reports not flowing) the ready node that
+// holds it now (holder, a droplet id), then the active node if its droplet
+// exists, then the highest-priority ready node whose droplet does. Moving
+// the IP between nodes none of which is known to serve would only add a
+// failover.
+func ripTarget(ctx context.Context, store *cluster.Store, st *cluster.State, vanished map[string]bool, holder int) (*cluster.Node, string) {
 	now := time.Now()
 	status := map[string]string{}
 	candidate := func(n *cluster.Node) bool {
@@ -240,6 +241,11 @@ func ripTarget(ctx context.Context, store *cluster.Store, st *cluster.State, van
 	for _, n := range byPriority {
 		if up(st.Node(n.ID)) {
 			return st.Node(n.ID), why
+		}
+	}
+	for i := range st.Nodes {
+		if n := &st.Nodes[i]; holder != 0 && n.DropletID == holder && candidate(n) {
+			return n, "no node reports up, so it stays where it is"
 		}
 	}
 	if candidate(active) {

@@ -293,6 +293,37 @@ func TestRepairMovesRIPOffAnActiveThatIsNotUp(t *testing.T) {
 	if len(st.Nodes) != 2 || st.Node(gone.ID) != nil || e.ripHolder(st.ReservedIP) != st.Active().DropletID {
 		t.Fatalf("after repair: %+v", st.Nodes)
 	}
+
+	// 4. No report says up (reports not flowing) and the IP sits on a ready
+	// standby: it stays there, since neither node is known to serve, and
+	// the state follows it.
+	act := *st.Active()
+	var holder cluster.Node
+	for _, n := range st.Nodes {
+		if n.ID != act.ID {
+			holder = n
+		}
+		h.set(n.ID, false, true)
+	}
+	e.waitStatus("wobbly", act.ID, "stale")
+	e.waitStatus("wobbly", holder.ID, "stale")
+	if err := cl.AssignReservedIP(t.Context(), st.ReservedIP, holder.DropletID); err != nil {
+		t.Fatal(err)
+	}
+	r = e.run("node", "repair-ha", "--name", "wobbly", "--check-only")
+	if r.code != ExitFailure || strings.Contains(r.stdout, "assign it to") || !strings.Contains(r.stdout, "stays where it is") {
+		t.Fatalf("check-only with no node up: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	before = len(e.sim.Calls())
+	e.mustRun("node", "repair-ha", "--name", "wobbly", "--force")
+	for _, c := range e.sim.Calls()[before:] {
+		if c.Method == http.MethodPost {
+			t.Errorf("repair with no node up made API call %s %s", c.Method, c.Path)
+		}
+	}
+	if st = e.consistent("wobbly"); st.Active().ID != holder.ID {
+		t.Fatalf("after repair the active node is %s, want the holder %s", st.Active().ID, holder.ID)
+	}
 }
 
 // TestRepairReportsVanishedVPC: a VPC gone from DO (here: a state naming a
