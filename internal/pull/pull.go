@@ -225,7 +225,7 @@ func (d *Daemon) superviseStart(ctx context.Context) {
 		if spec.name == "keepalived" {
 			d.restoreVRRP(set, a)
 		}
-		if !fi.ModTime().After(a.started) {
+		if !changeTime(fi).After(a.started) {
 			continue
 		}
 		d.log.Info("adopted daemon may predate its config on disk; reloading it at the next apply",
@@ -236,6 +236,16 @@ func (d *Daemon) superviseStart(ctx context.Context) {
 			d.needReload.keepalived = true
 		}
 	}
+}
+
+// changeTime is a file's inode change time, which the rename installing a
+// config sets; its modification time is the staged file's, written before
+// validation, and may predate a daemon (re)started meanwhile.
+func changeTime(fi os.FileInfo) time.Time {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return time.Unix(st.Ctim.Sec, st.Ctim.Nsec)
+	}
+	return fi.ModTime()
 }
 
 // daemonSpecs returns how supervise mode runs haproxy and keepalived.

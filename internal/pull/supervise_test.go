@@ -156,3 +156,30 @@ func TestSupervisorAdoptsWatchesAndLeaves(t *testing.T) {
 		t.Errorf("the child %d did not outlive the supervisor: %v", child, err)
 	}
 }
+
+// TestChangeTimeFollowsRename: an installed config's change time is the
+// rename's, even when its modification time (the staged write) is older,
+// so an adopted daemon started in between is still reloaded.
+func TestChangeTimeFollowsRename(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	staged, target := filepath.Join(dir, ".haproxy.cfg.tmp"), filepath.Join(dir, "haproxy.cfg")
+	if err := os.WriteFile(staged, []byte("global\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(staged, old, old); err != nil {
+		t.Fatal(err)
+	}
+	daemonStarted := time.Now().Add(-time.Minute)
+	if err := os.Rename(staged, target); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fi.ModTime().Before(daemonStarted) || !changeTime(fi).After(daemonStarted) {
+		t.Fatalf("mtime %v, change time %v; want the change time after %v", fi.ModTime(), changeTime(fi), daemonStarted)
+	}
+}
