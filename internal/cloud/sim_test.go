@@ -707,7 +707,10 @@ func TestTransient(t *testing.T) {
 		}
 	}))
 	defer slow.Close()
-	_, err := (&http.Client{Timeout: 50 * time.Millisecond}).Get(slow.URL)
+	resp, err := (&http.Client{Timeout: 50 * time.Millisecond}).Get(slow.URL)
+	if err == nil {
+		resp.Body.Close()
+	}
 	if err == nil || !cloud.Transient(err) {
 		t.Errorf("a request timeout: Transient(%v) = false, want true", err)
 	}
