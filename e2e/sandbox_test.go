@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dynia/dynia/internal/cloud"
+	"github.com/dynia/dynia/internal/procstat"
 	"github.com/dynia/dynia/internal/testutil"
 )
 
@@ -315,9 +316,9 @@ func TestSandboxDownLeavesNothing(t *testing.T) {
 	for end := time.Now().Add(5 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		leaked = leaked[:0]
 		for pid, start := range procs {
-			if st, err := procStart(pid); err == nil && st == start && procState(pid) != "Z" {
+			if st, err := procstat.StartTime(pid); err == nil && st == start && procstat.State(pid) != "Z" {
 				cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-				leaked = append(leaked, fmt.Sprintf("%d %s (%s)", pid, procState(pid), bytes.ReplaceAll(cmd, []byte{0}, []byte{' '})))
+				leaked = append(leaked, fmt.Sprintf("%d %s (%s)", pid, procstat.State(pid), bytes.ReplaceAll(cmd, []byte{0}, []byte{' '})))
 			}
 		}
 		if len(leaked) == 0 || time.Now().After(end) {
@@ -381,41 +382,9 @@ func sandboxProcesses(t *testing.T, dir, prefix string) map[int]uint64 {
 	}
 	procs := map[int]uint64{}
 	for pid := range pids {
-		if st, err := procStart(pid); err == nil {
+		if st, err := procstat.StartTime(pid); err == nil {
 			procs[pid] = st
 		}
 	}
 	return procs
-}
-
-// procStart is field 22 of /proc/PID/stat (start time in clock ticks).
-func procStart(pid int) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name (field 2) may hold spaces: count from its ')'.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: malformed", pid)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
-		return 0, fmt.Errorf("/proc/%d/stat: short", pid)
-	}
-	return strconv.ParseUint(f[19], 10, 64)
-}
-
-// procState is field 3 of /proc/PID/stat ("R", "S", "Z", …), "" when gone.
-func procState(pid int) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return ""
-	}
-	if i := bytes.LastIndexByte(b, ')'); i >= 0 {
-		if f := strings.Fields(string(b[i+1:])); len(f) > 0 {
-			return f[0]
-		}
-	}
-	return ""
 }

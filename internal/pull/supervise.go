@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/dynia/dynia/internal/procstat"
 )
 
 // supervisor runs haproxy and keepalived in supervise mode and restarts
@@ -97,7 +99,7 @@ func (s *supervisor) watch(ctx context.Context, log *slog.Logger, pid int, tick 
 			log.Info("stopping; leaving the daemon running", "pid", pid)
 			return false
 		case <-t.C:
-			if !procAlive(pid, tick) {
+			if !procstat.Alive(pid, tick) {
 				return true
 			}
 		}
@@ -184,8 +186,8 @@ func adoptable(spec daemonSpec) (int, uint64, error) {
 	if err != nil || pid <= 1 {
 		return 0, 0, nil
 	}
-	tick, err := procStartTick(pid)
-	if err != nil || !procAlive(pid, tick) {
+	tick, err := procstat.StartTime(pid)
+	if err != nil || !procstat.Alive(pid, tick) {
 		return 0, 0, nil // gone
 	}
 	proc := "/proc/" + strconv.Itoa(pid)
@@ -221,44 +223,6 @@ func programMatches(comm string, spec daemonSpec) bool {
 		}
 	}
 	return false
-}
-
-// procStat returns the fields of /proc/PID/stat after the command name:
-// [0] is the state, [19] the start time in clock ticks since boot.
-func procStat(pid int) ([]string, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return nil, err
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return nil, fmt.Errorf("parse /proc/%d/stat", pid)
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 20 {
-		return nil, fmt.Errorf("parse /proc/%d/stat", pid)
-	}
-	return f, nil
-}
-
-func procStartTick(pid int) (uint64, error) {
-	f, err := procStat(pid)
-	if err != nil {
-		return 0, err
-	}
-	return strconv.ParseUint(f[19], 10, 64)
-}
-
-// procAlive reports whether pid is still the process that started at tick
-// and has not exited (a zombie counts as exited).
-func procAlive(pid int, tick uint64) bool {
-	f, err := procStat(pid)
-	if err != nil || f[0] == "Z" || f[0] == "X" {
-		return false
-	}
-	now, err := strconv.ParseUint(f[19], 10, 64)
-	return err == nil && now == tick
 }
 
 // clockTicks is USER_HZ, 100 on every Linux architecture Go supports.

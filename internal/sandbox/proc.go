@@ -8,11 +8,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/dynia/dynia/internal/procstat"
 )
 
 // procSpec is one process the sandbox runs. Processes are always found again
@@ -78,7 +78,7 @@ func startProc(s procSpec) (*exec.Cmd, error) {
 }
 
 func writePidFile(path string, pid int) error {
-	start, err := procStartTime(pid)
+	start, err := procstat.StartTime(pid)
 	if err != nil {
 		return fmt.Errorf("pid file %s: %w", path, err)
 	}
@@ -103,48 +103,10 @@ func readPidFile(path string) (int, error) {
 	if _, err := fmt.Sscanf(string(b), "%d %d", &pid, &start); err != nil || pid <= 1 {
 		return 0, fmt.Errorf("pid file %s: malformed", path)
 	}
-	if !procAlive(pid, start) {
+	if !procstat.Alive(pid, start) {
 		return 0, nil // exited (or the PID now belongs to someone else)
 	}
 	return pid, nil
-}
-
-// procAlive reports whether pid still is the process that started at start
-// and has not exited (a zombie waiting to be reaped counts as exited).
-func procAlive(pid int, start uint64) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return false
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 20 || f[0] == "Z" || f[0] == "X" {
-		return false
-	}
-	now, err := strconv.ParseUint(f[19], 10, 64)
-	return err == nil && now == start
-}
-
-// procStartTime reads field 22 (starttime) of /proc/PID/stat.
-func procStartTime(pid int) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 20 {
-		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
-	}
-	return strconv.ParseUint(f[19], 10, 64)
 }
 
 // stopPid stops a process we started and its process group: SIGTERM, then
@@ -153,11 +115,11 @@ func stopPid(pid int, grace time.Duration) {
 	if pid <= 1 {
 		return
 	}
-	start, err := procStartTime(pid)
+	start, err := procstat.StartTime(pid)
 	if err != nil {
 		return
 	}
-	alive := func() bool { return procAlive(pid, start) }
+	alive := func() bool { return procstat.Alive(pid, start) }
 	if grace > 0 {
 		_ = syscall.Kill(-pid, syscall.SIGTERM)
 		_ = syscall.Kill(pid, syscall.SIGTERM)
