@@ -417,24 +417,31 @@ func TestNoClaimAfterMaster(t *testing.T) {
 	}
 }
 
-// TestReloadCommands: reload commands from pull.json replace the built-in
-// reloads, run once per changed file, and a failing one is an apply error
-// naming the command (the new files stay installed: they passed validation).
-func TestReloadCommands(t *testing.T) {
-	t.Parallel()
+// newRecordingDaemon is newTestDaemon with reload commands that append the
+// daemon's name to the file log names, one line per reload.
+func newRecordingDaemon(t *testing.T) (d *Daemon, m *memStore, set Settings, log string) {
+	t.Helper()
 	bin, err := exec.LookPath("true")
 	if err != nil {
 		t.Skip("true not found")
 	}
 	dir := t.TempDir()
-	log := filepath.Join(dir, "reloads")
-	set := Settings{Cluster: "shop", NodeID: "amber-fox", PollInterval: time.Second,
+	log = filepath.Join(dir, "reloads")
+	set = Settings{Cluster: "shop", NodeID: "amber-fox", PollInterval: time.Second,
 		HAProxyConfig: filepath.Join(dir, "etc/haproxy.cfg"), KeepalivedConfig: filepath.Join(dir, "etc/keepalived.conf"),
 		RunDir: filepath.Join(dir, "run"), HAProxyBin: bin, KeepalivedBin: bin,
 		HAProxyReload:    []string{"sh", "-c", `echo haproxy >> "$0"`, log},
 		KeepalivedReload: []string{"sh", "-c", `echo keepalived >> "$0"`, log}}
-	m := newMemStore()
-	d := New(set, m, Options{Version: "test"})
+	m = newMemStore()
+	return New(set, m, Options{Version: "test"}), m, set, log
+}
+
+// TestReloadCommands: reload commands from pull.json replace the built-in
+// reloads, run once per changed file, and a failing one is an apply error
+// naming the command (the new files stay installed: they passed validation).
+func TestReloadCommands(t *testing.T) {
+	t.Parallel()
+	d, m, set, log := newRecordingDaemon(t)
 	ctx := context.Background()
 	putState(t, m, testState(1, 2))
 	if res, err := d.Step(ctx, false); err != nil || res != Changed {
@@ -455,7 +462,7 @@ func TestReloadCommands(t *testing.T) {
 	set.HAProxyReload = []string{"sh", "-c", "echo refused >&2; exit 3"}
 	d.Reconfigure(set, m)
 	putState(t, m, testState(3, 2))
-	_, err = d.Step(ctx, false)
+	_, err := d.Step(ctx, false)
 	var ae *ApplyError
 	if !errors.As(err, &ae) || ae.Reason != "reload_haproxy" || !strings.Contains(err.Error(), "refused") {
 		t.Fatalf("failing reload command: %v", err)
@@ -467,19 +474,7 @@ func TestReloadCommands(t *testing.T) {
 // current and must still reload HAProxy, which is running the old config.
 func TestPartialInstallReloads(t *testing.T) {
 	t.Parallel()
-	bin, err := exec.LookPath("true")
-	if err != nil {
-		t.Skip("true not found")
-	}
-	dir := t.TempDir()
-	log := filepath.Join(dir, "reloads")
-	set := Settings{Cluster: "shop", NodeID: "amber-fox", PollInterval: time.Second,
-		HAProxyConfig: filepath.Join(dir, "etc/haproxy.cfg"), KeepalivedConfig: filepath.Join(dir, "etc/keepalived.conf"),
-		RunDir: filepath.Join(dir, "run"), HAProxyBin: bin, KeepalivedBin: bin,
-		HAProxyReload:    []string{"sh", "-c", `echo haproxy >> "$0"`, log},
-		KeepalivedReload: []string{"sh", "-c", `echo keepalived >> "$0"`, log}}
-	m := newMemStore()
-	d := New(set, m, Options{Version: "test"})
+	d, m, set, log := newRecordingDaemon(t)
 	ctx := context.Background()
 	putState(t, m, testState(1, 2))
 	if _, err := d.Step(ctx, false); err != nil {
@@ -494,7 +489,7 @@ func TestPartialInstallReloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	putState(t, m, testState(2, 3))
-	_, err = d.Step(ctx, false)
+	_, err := d.Step(ctx, false)
 	var ae *ApplyError
 	if !errors.As(err, &ae) || ae.Reason != "install" {
 		t.Fatalf("step with keepalived.conf a directory: %v; want an install error", err)
