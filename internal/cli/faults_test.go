@@ -15,35 +15,85 @@ import (
 	"github.com/dynia/dynia/internal/dosim"
 )
 
+// injectAPIFaults answers about a quarter of all API calls with 429 or 500.
+// The faults follow a fixed pattern rather than a random rate: at 30 %
+// random, a call fails all five of godo's attempts about once in 400, which
+// made the fault tests fail about one run in five.
+func (e *testEnv) injectAPIFaults() {
+	e.sim.InjectFault(dosim.Fault{PathPrefix: "/v2/", Status: http.StatusTooManyRequests, Every: 7})
+	e.sim.InjectFault(dosim.Fault{PathPrefix: "/v2/", Status: http.StatusInternalServerError, Every: 5})
+}
+
+// clearAPIFaults removes the faults, failing the test if none was injected
+// (it would not have tested anything).
+func (e *testEnv) clearAPIFaults() {
+	e.t.Helper()
+	faulted := 0
+	for _, c := range e.sim.Calls() {
+		if c.Status == http.StatusTooManyRequests || c.Status == http.StatusInternalServerError {
+			faulted++
+		}
+	}
+	if faulted == 0 {
+		e.t.Fatal("no fault was injected: the test did not test anything")
+	}
+	e.t.Logf("%d of %d API calls answered 429/500", faulted, len(e.sim.Calls()))
+	e.sim.ClearFaults()
+}
+
 // TestCommandsSurviveFaults: with 429s and 500s injected on about a quarter
 // of all calls, every command still finishes (godo retries, dynia's waits
-// poll on). The faults follow a fixed pattern rather than a random rate: at
-// 30% random, a call fails all five of godo's attempts about once in 400,
-// which made this test fail about one run in five.
+// poll on).
 func TestCommandsSurviveFaults(t *testing.T) {
 	e := newEnv(t)
 	stop := e.fakeNodes("shaky")
 	defer stop()
-	e.sim.InjectFault(dosim.Fault{PathPrefix: "/v2/", Status: http.StatusTooManyRequests, Every: 7})
-	e.sim.InjectFault(dosim.Fault{PathPrefix: "/v2/", Status: http.StatusInternalServerError, Every: 5})
+	e.injectAPIFaults()
 	e.mustRun("node", "create-ha", "--name", "shaky", "--region", "sgp1", "--size", "s-1vcpu-1gb")
 	e.mustRun("node", "add", "--name", "shaky", "--count", "2")
 	st := e.state("shaky")
 	e.mustRun("node", "make-active", "--name", "shaky", "--node", st.Nodes[1].ID)
 	e.mustRun("node", "remove", "--name", "shaky", "--node", st.Nodes[2].ID, "--confirm")
 	e.mustRun("node", "list", "--name", "shaky")
-	faulted := 0
-	for _, c := range e.sim.Calls() {
-		if c.Status == 429 || c.Status == 500 {
-			faulted++
-		}
-	}
-	if faulted == 0 {
-		t.Fatal("no fault was injected: the test did not test anything")
-	}
-	t.Logf("%d of %d API calls answered 429/500", faulted, len(e.sim.Calls()))
-	e.sim.ClearFaults()
+	e.clearAPIFaults()
 	e.consistent("shaky")
+}
+
+// TestMoreCommandsSurviveFaults: the commands TestCommandsSurviveFaults
+// leaves out (removing the active node, repair-ha, cluster list/get/destroy)
+// finish under the same deterministic 429s and 500s.
+func TestMoreCommandsSurviveFaults(t *testing.T) {
+	e := newEnv(t)
+	defer e.fakeNodes("shaky2")()
+	e.injectAPIFaults()
+	e.mustRun("node", "create-ha", "--name", "shaky2", "--region", "sgp1", "--size", "s-1vcpu-1gb")
+	e.mustRun("node", "add", "--name", "shaky2", "--count", "2")
+	st := e.state("shaky2")
+	active := st.Active().ID
+	e.mustRun("node", "remove", "--name", "shaky2", "--node", active, "--confirm")
+	if st := e.state("shaky2"); len(st.Nodes) != 2 || st.Node(active) != nil || st.Active() == nil {
+		t.Fatalf("after removing the active node: %+v", st.Nodes)
+	}
+	e.waitReported("shaky2")
+	e.mustRun("node", "repair-ha", "--name", "shaky2", "--check-only")
+	e.mustRun("node", "repair-ha", "--name", "shaky2", "--force")
+	if r := e.mustRun("cluster", "list"); !strings.Contains(r.stdout, "shaky2") {
+		t.Fatalf("cluster list: %s", r.stdout)
+	}
+	if r := e.mustRun("cluster", "get", "--name", "shaky2", "-o", "json"); !strings.Contains(r.stdout, st.ReservedIP) {
+		t.Fatalf("cluster get: %s", r.stdout)
+	}
+	e.mustRun("cluster", "destroy", "--name", "shaky2", "--confirm")
+	e.clearAPIFaults()
+	if n := len(e.sim.Droplets()); n != 0 {
+		t.Errorf("%d droplets left after destroy", n)
+	}
+	if n := len(e.sim.Firewalls()); n != 0 {
+		t.Errorf("%d firewalls left after destroy", n)
+	}
+	if n := len(e.sim.ReservedIPs()); n != 0 {
+		t.Errorf("%d Reserved IPs left after destroy", n)
+	}
 }
 
 // TestInterruptedAddResumes: an add that dies after creating droplets (here
