@@ -135,8 +135,31 @@ func (e *testEnv) state(name string) *cluster.State {
 }
 
 // fakeNodes stands in for dynia-pull on every node (the sandbox tests run
-// the real one): each node reports the current generation applied.
+// the real one): each node reports the current generation applied, up.
 func (e *testEnv) fakeNodes(name string) (stop func()) {
+	_, stop = e.reportNodes(name)
+	return stop
+}
+
+// nodeHealth decides, per node, whether the report reportNodes writes for it
+// says it is up (the default), down (VRRP FAULT, app unhealthy) or stale
+// (its last report is old).
+type nodeHealth struct {
+	mu    sync.Mutex
+	down  map[string]bool
+	stale map[string]bool
+}
+
+func (h *nodeHealth) set(id string, down, stale bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.down[id], h.stale[id] = down, stale
+}
+
+// reportNodes writes every node's status report every 50 ms, as dynia-pull
+// would, with the generation applied and the health h says, until stopped.
+func (e *testEnv) reportNodes(name string) (*nodeHealth, func()) {
+	h := &nodeHealth{down: map[string]bool{}, stale: map[string]bool{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -146,12 +169,20 @@ func (e *testEnv) fakeNodes(name string) (stop func()) {
 		for ctx.Err() == nil {
 			if st, _, err := store.Load(ctx, name); err == nil {
 				for _, n := range st.Nodes {
-					vrrp := pull.VRRPBackup
+					s := pull.Status{NodeID: n.ID, Cluster: name, AppliedGeneration: st.Generation,
+						VRRPState: pull.VRRPBackup, AppHealthy: true, UpdatedAt: time.Now().UTC()}
 					if n.Role == cluster.RoleActive {
-						vrrp = pull.VRRPMaster
+						s.VRRPState = pull.VRRPMaster
 					}
-					b, _ := json.Marshal(pull.Status{NodeID: n.ID, Cluster: name, AppliedGeneration: st.Generation,
-						VRRPState: vrrp, AppHealthy: true, UpdatedAt: time.Now().UTC()})
+					h.mu.Lock()
+					if h.down[n.ID] {
+						s.VRRPState, s.AppHealthy = pull.VRRPFault, false
+					}
+					if h.stale[n.ID] {
+						s.UpdatedAt = time.Now().Add(-time.Hour).UTC()
+					}
+					h.mu.Unlock()
+					b, _ := json.Marshal(s)
 					_, _ = e.bucket.Put(ctx, cluster.StatusKey(name, n.ID), b, bucket.Cond{})
 				}
 			}
@@ -161,7 +192,7 @@ func (e *testEnv) fakeNodes(name string) (stop func()) {
 			}
 		}
 	}()
-	return func() { cancel(); wg.Wait() }
+	return h, func() { cancel(); wg.Wait() }
 }
 
 // consistent checks state, simulator, RIP and `node list` agree.

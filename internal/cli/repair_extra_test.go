@@ -2,21 +2,17 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/digitalocean/godo"
 	"golang.org/x/oauth2"
 
-	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
-	"github.com/dynia/dynia/internal/pull"
 )
 
 // simGodo is a plain godo client on the simulator, for what the user (or
@@ -29,58 +25,6 @@ func simGodo(t *testing.T, e *testEnv) *godo.Client {
 		t.Fatal(err)
 	}
 	return c
-}
-
-// nodeHealth stands in for dynia-pull like fakeNodes, except that the test
-// decides per node whether its report says it is up, down (VRRP FAULT, app
-// unhealthy) or stale (its last report is old).
-type nodeHealth struct {
-	mu    sync.Mutex
-	down  map[string]bool
-	stale map[string]bool
-}
-
-func (h *nodeHealth) set(id string, down, stale bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.down[id], h.stale[id] = down, stale
-}
-
-func (e *testEnv) reportNodes(name string) (*nodeHealth, func()) {
-	h := &nodeHealth{down: map[string]bool{}, stale: map[string]bool{}}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		store := cluster.NewStore(e.bucket)
-		for ctx.Err() == nil {
-			if st, _, err := store.Load(ctx, name); err == nil {
-				for _, n := range st.Nodes {
-					s := pull.Status{NodeID: n.ID, Cluster: name, AppliedGeneration: st.Generation,
-						VRRPState: pull.VRRPBackup, AppHealthy: true, UpdatedAt: time.Now().UTC()}
-					if n.Role == cluster.RoleActive {
-						s.VRRPState = pull.VRRPMaster
-					}
-					h.mu.Lock()
-					if h.down[n.ID] {
-						s.VRRPState, s.AppHealthy = pull.VRRPFault, false
-					}
-					if h.stale[n.ID] {
-						s.UpdatedAt = time.Now().Add(-time.Hour).UTC()
-					}
-					h.mu.Unlock()
-					b, _ := json.Marshal(s)
-					_, _ = e.bucket.Put(ctx, cluster.StatusKey(name, n.ID), b, bucket.Cond{})
-				}
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(50 * time.Millisecond):
-			}
-		}
-	}()
-	return h, func() { cancel(); wg.Wait() }
 }
 
 // updateState edits a cluster's state directly, as a crash or a hand edit
