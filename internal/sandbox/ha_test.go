@@ -31,10 +31,8 @@ func TestTwoNodeDataPath(t *testing.T) {
 	testutil.NeedBinary(t, "keepalived")
 	pullBin := buildPull(t)
 	ctx := context.Background()
-	p := testPlan(t)
-	dir := filepath.Join(t.TempDir(), "sandbox")
-	opts := Options{Dir: dir, Prefix: p.Prefix, PublicRange: p.Public.String(), Binary: testBinary(t),
-		PullBinary: pullBin, VersitygwBinary: vgw, Logger: testLogger(t)}
+	p, opts := testOptions(t, pullBin, vgw)
+	dir := opts.Dir
 	var ids []int
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -107,10 +107,9 @@ func TestSandbox(t *testing.T) {
 	testutil.NeedBinary(t, "keepalived")
 	pullBin := buildPull(t)
 	ctx := context.Background()
-	p := testPlan(t)
-	dir := filepath.Join(t.TempDir(), "sandbox")
-	opts := Options{Dir: dir, Prefix: p.Prefix, PublicRange: p.Public.String(), Binary: testBinary(t),
-		PullBinary: pullBin, VersitygwBinary: vgw, Version: "v0.0.0-test", Logger: testLogger(t)}
+	p, opts := testOptions(t, pullBin, vgw)
+	opts.Version = "v0.0.0-test"
+	dir := opts.Dir
 	t.Cleanup(func() {
 		if t.Failed() {
 			if b, err := os.ReadFile(filepath.Join(dir, "logs", "serve.log")); err == nil {
@@ -273,11 +272,9 @@ func TestDownAfterCrash(t *testing.T) {
 	testutil.NeedRoot(t)
 	vgw := testutil.NeedBinary(t, "versitygw")
 	ctx := context.Background()
-	p := testPlan(t)
-	dir := filepath.Join(t.TempDir(), "sandbox")
-	bin := testBinary(t)
-	opts := Options{Dir: dir, Prefix: p.Prefix, PublicRange: p.Public.String(), Binary: bin,
-		PullBinary: bin, VersitygwBinary: vgw, Logger: testLogger(t)}
+	// The test binary stands in for dynia-pull too: no droplet boots here.
+	p, opts := testOptions(t, testBinary(t), vgw)
+	dir := opts.Dir
 	t.Cleanup(func() {
 		if err := Down(ctx, dir); err != nil {
 			t.Errorf("Down: %v", err)
