@@ -16,9 +16,9 @@ import (
 //
 //	go test -run XXX -bench Failover -benchtime 5x ./e2e
 func BenchmarkFailover(b *testing.B) {
-	for i, delay := range []time.Duration{0, 5 * time.Second} {
+	for _, delay := range []time.Duration{0, 5 * time.Second} {
 		b.Run(fmt.Sprintf("assign=%v", delay), func(b *testing.B) {
-			e := upSandbox(b, fmt.Sprintf("dyb%d", i), fmt.Sprintf("198.18.5%d.0/24", i), "--action-delay", delay.String())
+			e := upSandbox(b, "--action-delay", delay.String())
 			e.mustRun("node", "create-ha", "--name", "bench", "--region", "nyc3", "--size", "s-1vcpu-1gb", "--timeout", "3m")
 			e.mustRun("node", "add", "--name", "bench", "--count", "2", "--timeout", "3m")
 			rip := e.reservedIP("bench")

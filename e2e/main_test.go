@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -74,7 +75,12 @@ type sandboxInfo struct {
 	PublicRange string `json:"public_range"`
 }
 
-func upSandbox(t testing.TB, prefix, publicRange string, extra ...string) *sandboxEnv {
+// upSandbox starts a sandbox of the test's own: a random name prefix and a
+// random /24 of 198.18.0.0/15 (the benchmarking range), so tests running at
+// the same time (two checkouts, -count) never share one. `sandbox up` checks
+// the range against the machine's routes; a range another run took is
+// retried with a new pick.
+func upSandbox(t testing.TB, extra ...string) *sandboxEnv {
 	t.Helper()
 	testutil.NeedRoot(t)
 	for _, b := range []string{"haproxy", "keepalived", "versitygw", "ip", "iptables"} {
@@ -90,10 +96,24 @@ func upSandbox(t testing.TB, prefix, publicRange string, extra ...string) *sandb
 			t.Errorf("sandbox down: exit %d: %s", r.code, r.stderr)
 		}
 	})
-	args := append([]string{"sandbox", "up", "--prefix", prefix, "--public-range", publicRange}, extra...)
-	e.mustRun(args...)
-	e.refresh()
-	return e
+	var r result
+	for try := 0; try < 10; try++ {
+		n := rand.Uint32()
+		prefix := fmt.Sprintf("e%05x", n&0xfffff)
+		rng := fmt.Sprintf("198.%d.%d.0/24", 18+(n>>20)&1, (n>>21)&0xff)
+		args := append([]string{"sandbox", "up", "--prefix", prefix, "--public-range", rng}, extra...)
+		start := time.Now()
+		if r = e.run(args...); r.code == 0 {
+			t.Logf("dynia %s (%v)", strings.Join(args, " "), time.Since(start).Round(time.Millisecond))
+			e.refresh()
+			return e
+		}
+		if !strings.Contains(r.stderr, "in use") && !strings.Contains(r.stderr, "already exists") {
+			break
+		}
+	}
+	t.Fatalf("dynia sandbox up: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	return nil
 }
 
 func (e *sandboxEnv) refresh() sandboxInfo {

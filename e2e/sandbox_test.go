@@ -72,7 +72,7 @@ func (e *sandboxEnv) ripHolder(ip string) int {
 // created and grown in the sandbox serves through its Reserved IP, and
 // keeps serving when the active droplet is powered off.
 func TestSandboxCluster(t *testing.T) {
-	e := upSandbox(t, "dyt1", "198.18.41.0/24")
+	e := upSandbox(t)
 
 	start := time.Now()
 	e.mustRun("node", "create-ha", "--name", "demo", "--region", "nyc3", "--size", "s-1vcpu-1gb", "--timeout", "2m")
@@ -216,7 +216,7 @@ func powerOffActive(t *testing.T, e *sandboxEnv, active nodeRow, rip string) {
 // IP assignment of 5 s (DO's spec example takes ~11 s); the outage grows by
 // about the assignment time, and service still resumes.
 func TestFailoverSlowAssignment(t *testing.T) {
-	e := upSandbox(t, "dyt4", "198.18.44.0/24", "--action-delay", "5s")
+	e := upSandbox(t, "--action-delay", "5s")
 	e.mustRun("node", "create-ha", "--name", "slow", "--region", "nyc3", "--size", "s-1vcpu-1gb", "--timeout", "2m")
 	e.mustRun("node", "add", "--name", "slow", "--timeout", "2m")
 	rip := e.reservedIP("slow")
@@ -234,7 +234,7 @@ func TestFailoverSlowAssignment(t *testing.T) {
 // TestVRRPCut: VRRP between two healthy nodes is cut for a while; the
 // Reserved IP moves at most once and the service keeps answering.
 func TestVRRPCut(t *testing.T) {
-	e := upSandbox(t, "dyt2", "198.18.42.0/24")
+	e := upSandbox(t)
 	e.mustRun("node", "create-ha", "--name", "split", "--region", "nyc3", "--size", "s-1vcpu-1gb", "--timeout", "2m")
 	e.mustRun("node", "add", "--name", "split", "--timeout", "2m")
 	rip := e.reservedIP("split")
@@ -301,7 +301,7 @@ func TestVRRPCut(t *testing.T) {
 // TestSandboxDownLeavesNothing: after down, no namespace, link, route,
 // process or file of the sandbox remains.
 func TestSandboxDownLeavesNothing(t *testing.T) {
-	e := upSandbox(t, "dyt3", "198.18.43.0/24")
+	e := upSandbox(t)
 	e.mustRun("node", "create-ha", "--name", "gone", "--region", "nyc3", "--size", "s-1vcpu-1gb", "--timeout", "2m")
 	procs := sandboxProcesses(t, e.dir, "dyt3")
 	if len(procs) < 4 { // serve, versitygw, and in the droplet dynia-pull, haproxy, keepalived, app
