@@ -16,7 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/dynia/dynia/internal/cluster"
-	"github.com/dynia/dynia/internal/failover"
 	"github.com/dynia/dynia/internal/nodeconfig"
 	"github.com/dynia/dynia/internal/pull"
 	"github.com/dynia/dynia/internal/render"
@@ -86,11 +85,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				reload <- struct{}{}
 			}
 		}()
-		claimer, err := newClaimer(ctx, *configPath, log)
-		if err != nil {
-			log.Error("reserved IP failover disabled", "err", err)
-		}
-		if err := pull.Run(ctx, pull.RunOptions{ConfigPath: *configPath, Logger: log, Version: version, Reload: reload, Claimer: claimer}); err != nil {
+		if err := pull.Run(ctx, pull.RunOptions{ConfigPath: *configPath, Logger: log, Version: version, Reload: reload}); err != nil {
 			log.Error("dynia-pull stopped", "err", err)
 			return exitFailed
 		}
@@ -153,26 +148,4 @@ func newLogger(w io.Writer) *slog.Logger {
 		}
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
-}
-
-// newClaimer wires Reserved IP failover when the node has a DO token: the
-// node moves the IP to itself through the DO API when keepalived makes it
-// MASTER. Without a token (tests, a node that must never move the IP) the
-// daemon runs without it.
-func newClaimer(ctx context.Context, configPath string, log *slog.Logger) (pull.ReservedIPClaimer, error) {
-	// The same lenient load as pull.Run: a typo in pull.json must not
-	// leave a running node without failover.
-	cfg, _, err := pull.LoadConfig(configPath)
-	if err != nil || cfg.DOTokenFile == "" {
-		return nil, nil // pull.Run reports a bad config itself
-	}
-	store, err := pull.OpenStore(ctx, cfg, log)
-	if err != nil {
-		return nil, err
-	}
-	n, err := failover.NewNode(cfg, store, log)
-	if err != nil {
-		return nil, err
-	}
-	return n, nil
 }

@@ -2,6 +2,7 @@ package failover
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -28,6 +29,7 @@ func (h headerRT) RoundTrip(r *http.Request) (*http.Response, error) {
 
 type world struct {
 	sim      *dosim.Server
+	apiURL   string
 	api      *cloud.Client
 	meta     *httptest.Server
 	st       *cluster.State
@@ -45,6 +47,7 @@ func newWorld(t *testing.T) *world {
 	w.sim.AddToken("full", dosim.FullScopes()...)
 	api := httptest.NewServer(w.sim)
 	t.Cleanup(api.Close)
+	w.apiURL = api.URL
 	w.meta = httptest.NewServer(w.sim.MetadataHandler())
 	t.Cleanup(w.meta.Close)
 	full, err := cloud.New("full", cloud.Options{BaseURL: api.URL, PollInterval: 5 * time.Millisecond, PollMax: 20 * time.Millisecond})
@@ -84,12 +87,46 @@ func newWorld(t *testing.T) *world {
 	return w
 }
 
-// claimer is node b's view.
+// claimer is node b's view (brave-owl, droplets[1]).
 func (w *world) claimer(now *time.Time) *Claimer {
 	md := metadata.New(w.meta.URL, &http.Client{Transport: headerRT{w.droplets[1].ID, http.DefaultTransport}})
-	return &Claimer{API: w.api, Metadata: md, CoolOff: time.Minute,
-		HealthURL: func(string) string { return w.health.URL },
-		Now:       func() time.Time { return *now }}
+	c := New("brave-owl", &countingAPI{API: w.api}, md)
+	c.CoolOff = time.Minute
+	c.HealthURL = func(string) string { return w.health.URL }
+	c.Now = func() time.Time { return *now }
+	return c
+}
+
+// countingAPI counts the DO API calls the claimer makes.
+type countingAPI struct {
+	API
+	calls atomic.Int64
+}
+
+func (a *countingAPI) GetReservedIP(ctx context.Context, ip string) (cloud.ReservedIP, error) {
+	a.calls.Add(1)
+	return a.API.GetReservedIP(ctx, ip)
+}
+
+func (a *countingAPI) AssignReservedIP(ctx context.Context, ip string, id int) error {
+	a.calls.Add(1)
+	return a.API.AssignReservedIP(ctx, ip, id)
+}
+
+func calls(c *Claimer) int64 {
+	api, _ := c.client()
+	return api.(*countingAPI).calls.Load()
+}
+
+// deadMetadata answers nothing useful: the metadata service is down.
+type deadMetadata struct{}
+
+func (deadMetadata) DropletID(context.Context) (int, error) {
+	return 0, context.DeadlineExceeded
+}
+
+func (deadMetadata) ReservedIPv4(context.Context) (string, bool, error) {
+	return "", false, context.DeadlineExceeded
 }
 
 func (w *world) holder(t *testing.T) int {
@@ -160,5 +197,100 @@ func TestCheckClaimsWhenMetadataSaysNotHere(t *testing.T) {
 	}
 	if res, _ := c.Check(context.Background(), w.st); res.Moved {
 		t.Fatalf("second check moved again: %+v", res)
+	}
+}
+
+// The claim reads the Reserved IP and the droplet id from the state the
+// node applied: with the metadata service down, a MASTER still takes the
+// IP from a dead holder (the reproduction: a standby whose traffic to
+// 169.254.169.254 is dropped became MASTER and never claimed).
+func TestClaimNeedsNoMetadata(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.healthy.Store(false)
+	now := time.Now()
+	c := w.claimer(&now)
+	c.Metadata = deadMetadata{}
+	res, err := c.Claim(context.Background(), w.st, "vrrp BACKUP -> MASTER")
+	if err != nil || !res.Moved {
+		t.Fatalf("claim with metadata down: %+v %v", res, err)
+	}
+	if w.holder(t) != w.droplets[1].ID {
+		t.Fatal("the reserved IP did not move")
+	}
+	// Check with metadata down relies on the last API read while it is
+	// recent, then reads the API again: no metadata call blocks it.
+	now = now.Add(5 * time.Second)
+	before := calls(c)
+	if res, err := c.Check(context.Background(), w.st); err != nil || !res.Held || res.Moved {
+		t.Fatalf("check after the move: %+v %v", res, err)
+	}
+	if got := calls(c) - before; got != 0 {
+		t.Errorf("check right after a move made %d API calls, want 0", got)
+	}
+	now = now.Add(DefaultCheckBackoffMax + time.Second)
+	if res, err := c.Check(context.Background(), w.st); err != nil || !res.Held {
+		t.Fatalf("check a minute later: %+v %v", res, err)
+	}
+	if got := calls(c) - before; got != 1 {
+		t.Errorf("check after the backoff made %d API calls, want 1", got)
+	}
+}
+
+// A MASTER without the IP while a healthy holder keeps it (VRRP cut) used
+// to read the API every 5 s (720 calls an hour). Now the reads back off to
+// one a minute, and a failed health check of the holder ends the backoff at
+// once.
+func TestCheckBacksOffWhileAHealthyHolderKeepsTheIP(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	now := time.Now()
+	c := w.claimer(&now)
+	ctx := context.Background()
+	res, err := c.Claim(ctx, w.st, "vrrp BACKUP -> MASTER")
+	if err != nil || res.Moved || !res.Yielding {
+		t.Fatalf("claim against a healthy holder: %+v %v", res, err)
+	}
+	start := calls(c)
+	for i := 0; i < 720; i++ { // an hour of checks, 5 s apart
+		now = now.Add(5 * time.Second)
+		res, err := c.Check(ctx, w.st)
+		if err != nil || res.Moved || !res.Yielding {
+			t.Fatalf("check %d: %+v %v", i, res, err)
+		}
+	}
+	if got := calls(c) - start; got > 60 {
+		t.Errorf("an hour of checks made %d DO API calls, want <= 60", got)
+	}
+	w.healthy.Store(false)
+	now = now.Add(5 * time.Second)
+	res, err = c.Check(ctx, w.st)
+	if err != nil || !res.Moved {
+		t.Fatalf("check after the holder failed: %+v %v", res, err)
+	}
+	if w.holder(t) != w.droplets[1].ID {
+		t.Fatal("the reserved IP did not move after the holder failed")
+	}
+}
+
+// Verify says whether the node token works; a bad token is ErrAuth.
+func TestVerifyToken(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	now := time.Now()
+	c := w.claimer(&now)
+	if err := c.Verify(context.Background()); err != nil {
+		t.Fatalf("verify a good token: %v", err)
+	}
+	bad, err := cloud.New("wrong", cloud.Options{BaseURL: w.apiURL, RetryMax: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetAPI(bad, nil)
+	if err := c.Verify(context.Background()); !errors.Is(err, cloud.ErrAuth) {
+		t.Fatalf("verify a bad token: %v, want ErrAuth", err)
+	}
+	if _, err := c.Claim(context.Background(), w.st, "MASTER"); !errors.Is(err, cloud.ErrAuth) {
+		t.Fatalf("claim with a bad token: %v, want ErrAuth", err)
 	}
 }

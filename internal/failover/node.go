@@ -1,31 +1,53 @@
 package failover
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"strings"
 	"time"
 
-	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cloud"
-	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/metadata"
 	"github.com/dynia/dynia/internal/nodeconfig"
 )
 
-// Node adapts a Claimer to dynia-pull: it reads the current state from the
-// bucket on each call, so a claim always acts on the newest node table.
-type Node struct {
-	Claimer *Claimer
-	Store   *cluster.Store
-	Cluster string
+// apiOptions tune the node's DO client for failover: short retries (every
+// second of a claim is outage), quick action polls.
+func apiOptions(cfg *nodeconfig.Config, log *slog.Logger) cloud.Options {
+	return cloud.Options{
+		BaseURL: cfg.DOAPIURL, Logger: log, RetryWaitMin: 200 * time.Millisecond, RetryWaitMax: 3 * time.Second,
+		PollInterval: 200 * time.Millisecond, PollMax: time.Second,
+	}
 }
 
 // NewNode builds the DO-backed claimer from a node's config: the node token
-// from its 0600 file, the metadata service, and the state store.
-func NewNode(cfg *nodeconfig.Config, store bucket.Store, log *slog.Logger) (*Node, error) {
+// from its 0600 file and the metadata service (a short timeout: Check asks
+// it every few seconds and must not stall on an outage). An unreadable
+// token file still gives a claimer, whose calls fail with the reason until
+// Reload finds a good file: the node reports it instead of going quiet.
+func NewNode(cfg *nodeconfig.Config, log *slog.Logger) *Claimer {
+	md := metadata.New(cfg.MetadataURL, &http.Client{Timeout: time.Second})
+	c := New(cfg.NodeID, nil, md)
+	c.Logger = log
+	c.Reload(cfg)
+	return c
+}
+
+// Reload re-reads the node token named by cfg (the file changed).
+func (c *Claimer) Reload(cfg *nodeconfig.Config) {
+	api, err := LoadAPI(cfg, c.Logger)
+	if err != nil {
+		c.SetAPI(nil, err)
+		return
+	}
+	c.SetAPI(api, nil)
+}
+
+// LoadAPI reads the node token file and returns a DO client for it. Called
+// at start and whenever the token file changes (pull.Run watches it).
+func LoadAPI(cfg *nodeconfig.Config, log *slog.Logger) (*cloud.Client, error) {
 	if cfg.DOTokenFile == "" {
 		return nil, fmt.Errorf("failover: node config has no do_token_file")
 	}
@@ -33,36 +55,9 @@ func NewNode(cfg *nodeconfig.Config, store bucket.Store, log *slog.Logger) (*Nod
 	if err != nil {
 		return nil, fmt.Errorf("failover: read node token: %w", err)
 	}
-	api, err := cloud.New(strings.TrimSpace(string(b)), cloud.Options{
-		BaseURL: cfg.DOAPIURL, Logger: log, RetryWaitMin: 200 * time.Millisecond, RetryWaitMax: 3 * time.Second,
-		PollInterval: 200 * time.Millisecond, PollMax: time.Second,
-	})
-	if err != nil {
-		return nil, err
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return nil, fmt.Errorf("failover: node token file %s is empty", cfg.DOTokenFile)
 	}
-	return &Node{
-		Claimer: &Claimer{API: api, Metadata: metadata.New(cfg.MetadataURL, nil), Logger: log},
-		Store:   cluster.NewStore(store),
-		Cluster: cfg.Cluster,
-	}, nil
-}
-
-// Claim is called on a MASTER transition (pull.ReservedIPClaimer).
-func (n *Node) Claim(ctx context.Context, reason string) (bool, string, error) {
-	st, _, err := n.Store.Load(ctx, n.Cluster)
-	if err != nil {
-		return false, "", err
-	}
-	res, err := n.Claimer.Claim(ctx, st, reason)
-	return res.Moved, res.Reason, err
-}
-
-// Check is called every few seconds while MASTER (pull.ReservedIPClaimer).
-func (n *Node) Check(ctx context.Context) (bool, string, error) {
-	st, _, err := n.Store.Load(ctx, n.Cluster)
-	if err != nil {
-		return false, "", err
-	}
-	res, err := n.Claimer.Check(ctx, st)
-	return res.Moved, res.Reason, err
+	return cloud.New(tok, apiOptions(cfg, log))
 }

@@ -3,6 +3,7 @@ package pull
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/testutil"
 )
 
 func TestLoadConfig(t *testing.T) {
@@ -131,27 +133,7 @@ func TestRunWithTypoInConfig(t *testing.T) {
 			"haproxy_bin": "` + tool + `", "keepalived_bin": "` + tool + `", "metrics_addr": "127.0.0.1:0"}`)
 	}
 	os.WriteFile(cfgPath, cfg("poll_intervall"), 0o644)
-	reported := func() (*Status, error) {
-		obj, err := store.Get(context.Background(), cluster.StatusKey("shop", "amber-fox"), "")
-		if err != nil {
-			return nil, err
-		}
-		return DecodeStatus(obj.Body)
-	}
-	waitStatus := func(what string, ok func(*Status) bool) {
-		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			s, err := reported()
-			if err == nil && ok(s) {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: last status %+v, %v", what, s, err)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
+	waitStatus := func(what string, ok func(*Status) bool) { t.Helper(); waitReport(t, store, "shop", "amber-fox", what, ok) }
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -195,4 +177,24 @@ func TestRunWithTypoInConfig(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "node config") {
 		t.Errorf("corrupt config: Run returned %v, want a node config error", err)
 	}
+}
+
+// waitReport waits until the node's status.json in store satisfies ok.
+func waitReport(t *testing.T, store bucket.Store, clusterName, nodeID, what string, ok func(*Status) bool) {
+	t.Helper()
+	var s *Status
+	var err error
+	testutil.WaitFor(t, 30*time.Second, func() error {
+		var obj *bucket.Object
+		if obj, err = store.Get(context.Background(), cluster.StatusKey(clusterName, nodeID), ""); err != nil {
+			return err
+		}
+		if s, err = DecodeStatus(obj.Body); err != nil {
+			return err
+		}
+		if !ok(s) {
+			return fmt.Errorf("%s: last status %+v", what, *s)
+		}
+		return nil
+	})
 }

@@ -22,6 +22,7 @@ type metrics struct {
 	vrrp          *prometheus.GaugeVec
 	statusWrites  prometheus.Counter
 	statusErrors  prometheus.Counter
+	apiCalls      prometheus.Counter
 }
 
 func newMetrics(sinceLastPoll func() float64) *metrics {
@@ -48,9 +49,11 @@ func newMetrics(sinceLastPoll func() float64) *metrics {
 			Name: "dynia_pull_status_writes_total", Help: "status.json reports written."}),
 		statusErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dynia_pull_status_write_errors_total", Help: "status.json reports that failed."}),
+		apiCalls: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dynia_pull_do_api_calls_total", Help: "DigitalOcean API requests made for the Reserved IP (claims, checks, token checks; action polls excluded)."}),
 	}
 	m.reg.MustRegister(m.polls, m.notModified, m.pollErrors, m.applies, m.applyFailures,
-		m.reloadSeconds, m.generation, m.vrrp, m.statusWrites, m.statusErrors,
+		m.reloadSeconds, m.generation, m.vrrp, m.statusWrites, m.statusErrors, m.apiCalls,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "dynia_pull_seconds_since_last_successful_poll",
 			Help: "Seconds since the state object was last read (or found unchanged)."}, sinceLastPoll),

@@ -33,21 +33,6 @@ import (
 	"github.com/dynia/dynia/internal/render"
 )
 
-// ReservedIPClaimer moves the cluster's Reserved IP to this node. It is
-// called when keepalived makes the node MASTER; the DO API implementation
-// is wired in by the caller.
-type ReservedIPClaimer interface {
-	// Claim is called on a MASTER transition: move the IP here if it
-	// should be; moved says whether it did, note why (or why not).
-	Claim(ctx context.Context, reason string) (moved bool, note string, err error)
-	// Check is called every CheckEvery while MASTER: the level-triggered
-	// repair of a MASTER that does not hold the IP.
-	Check(ctx context.Context) (moved bool, note string, err error)
-}
-
-// CheckEvery is how often a MASTER checks that it holds the Reserved IP.
-const CheckEvery = 5 * time.Second
-
 // Daemon converges one node. Create it with New; Run polls until ctx ends,
 // Step applies once.
 type Daemon struct {
@@ -61,6 +46,7 @@ type Daemon struct {
 	kick    chan struct{}
 	wake    chan struct{} // Reconfigure: poll now with the new settings
 	claims  chan string
+	verify  chan struct{} // check the claimer's credentials now (token file replaced)
 
 	mu       sync.Mutex // guards set (live-reloadable fields), store and storeGen
 	set      Settings
@@ -110,7 +96,7 @@ func New(set Settings, store bucket.Store, opts Options) *Daemon {
 	d := &Daemon{
 		log: log, nodeID: set.NodeID, version: opts.Version, claimer: opts.Claimer,
 		paths: render.PathsIn(set.RunDir), set: set, store: store,
-		sup: newSupervisor(log), kick: make(chan struct{}, 1), wake: make(chan struct{}, 1), claims: make(chan string, 1),
+		sup: newSupervisor(log), kick: make(chan struct{}, 1), wake: make(chan struct{}, 1), claims: make(chan string, 1), verify: make(chan struct{}, 1),
 	}
 	d.m = newMetrics(d.sinceLastPoll)
 	d.status = Status{NodeID: set.NodeID, Cluster: set.Cluster, VRRPState: VRRPUnknown, Version: opts.Version, Backends: []BackendStatus{}}
@@ -267,7 +253,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	wg.Add(3)
+	wg.Add(4)
 	go func() {
 		defer wg.Done()
 		for ctx.Err() == nil {
@@ -279,6 +265,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}()
 	go func() { defer wg.Done(); d.reportLoop(ctx) }()
 	go func() { defer wg.Done(); d.claimLoop(ctx) }()
+	go func() { defer wg.Done(); d.verifyLoop(ctx) }()
 	defer d.sup.wait()
 
 	for {
@@ -723,7 +710,7 @@ func (d *Daemon) onVRRP(state string) {
 		prev = s.VRRPState
 		s.VRRPState = state
 		if state != VRRPMaster {
-			s.ReservedIP.Held = false
+			s.ReservedIP.Held, s.ReservedIP.Note = false, ""
 		}
 	})
 	if prev == state {
@@ -742,86 +729,6 @@ func (d *Daemon) onVRRP(state string) {
 		}
 	}
 	d.kickStatus()
-}
-
-// isMaster says whether keepalived's last reported state is MASTER.
-func (d *Daemon) isMaster() bool {
-	d.smu.Lock()
-	defer d.smu.Unlock()
-	return d.status.VRRPState == VRRPMaster
-}
-
-// claimLoop calls the claimer for each MASTER transition, and every
-// CheckEvery while MASTER, one call at a time, so the fifo reader never
-// blocks on the DO API.
-func (d *Daemon) claimLoop(ctx context.Context) {
-	if d.claimer == nil {
-		return
-	}
-	tick := time.NewTicker(CheckEvery)
-	defer tick.Stop()
-	for {
-		var reason string
-		select {
-		case <-ctx.Done():
-			return
-		case reason = <-d.claims:
-		case <-tick.C:
-			if !d.isMaster() {
-				continue
-			}
-			reason = "check"
-		}
-		d.amu.Lock()
-		st := d.applied
-		d.amu.Unlock()
-		if st != nil {
-			if self := st.Node(d.nodeID); self != nil && self.Lifecycle == cluster.Removing {
-				d.log.Debug("MASTER while being removed; not claiming the Reserved IP")
-				continue
-			}
-		}
-		// A claim queued while MASTER may be read after keepalived moved the
-		// node to BACKUP or FAULT (or after a slow Claim): the new MASTER is
-		// claiming, and taking the IP back would black-hole it. So the VRRP
-		// state is read again right before every DO API call. A transition
-		// during the call itself is left to the new MASTER's claim and
-		// its every-CheckEvery repair.
-		if !d.isMaster() {
-			d.log.Info("no longer MASTER; reserved ip claim dropped", "reason", reason)
-			continue
-		}
-		var moved bool
-		var note string
-		var err error
-		if reason == "check" {
-			moved, note, err = d.claimer.Check(ctx)
-		} else {
-			moved, note, err = d.claimer.Claim(ctx, reason)
-		}
-		now := time.Now().UTC()
-		d.updateStatus(func(s *Status) {
-			if err != nil {
-				s.LastError, s.LastErrorAt = "claim reserved ip: "+err.Error(), &now
-				return
-			}
-			s.ReservedIP.Held = s.VRRPState == VRRPMaster && (moved || note == "already here")
-			if moved {
-				s.ReservedIP.LastMoveAt, s.ReservedIP.LastMoveReason = &now, note
-			}
-		})
-		switch {
-		case err != nil:
-			d.log.Error("claim reserved ip", "reason", reason, "err", err)
-		case moved:
-			d.log.Info("reserved ip moved here", "reason", reason, "note", note)
-		case reason != "check":
-			d.log.Info("reserved ip not moved", "reason", reason, "note", note)
-		}
-		if moved || reason != "check" {
-			d.kickStatus()
-		}
-	}
 }
 
 // currentConfigWarning is the pull.json problem the daemon runs despite ("" if none).

@@ -18,6 +18,7 @@ import (
 
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/failover"
 )
 
 // memStore is an in-memory bucket.Store with ETags.
@@ -304,12 +305,16 @@ func TestBackoff(t *testing.T) {
 
 type fakeClaimer struct{ calls chan string }
 
-func (f fakeClaimer) Claim(_ context.Context, reason string) (bool, string, error) {
+func (f fakeClaimer) Claim(_ context.Context, _ *cluster.State, reason string) (failover.Result, error) {
 	f.calls <- reason
-	return true, reason, nil
+	return failover.Result{Moved: true, Held: true, Reason: reason}, nil
 }
 
-func (f fakeClaimer) Check(context.Context) (bool, string, error) { return false, "already here", nil }
+func (f fakeClaimer) Check(context.Context, *cluster.State) (failover.Result, error) {
+	return failover.Result{Held: true, Reason: "already here"}, nil
+}
+
+func (f fakeClaimer) Verify(context.Context) error { return nil }
 
 func TestMasterClaims(t *testing.T) {
 	t.Parallel()
@@ -346,15 +351,17 @@ type stateClaimer struct {
 	calls chan string
 }
 
-func (c *stateClaimer) Claim(_ context.Context, reason string) (bool, string, error) {
+func (c *stateClaimer) Claim(_ context.Context, _ *cluster.State, reason string) (failover.Result, error) {
 	c.calls <- c.d.snapshot().VRRPState + ": " + reason
-	return true, reason, nil
+	return failover.Result{Moved: true, Held: true, Reason: reason}, nil
 }
 
-func (c *stateClaimer) Check(context.Context) (bool, string, error) {
+func (c *stateClaimer) Check(context.Context, *cluster.State) (failover.Result, error) {
 	c.calls <- c.d.snapshot().VRRPState + ": check"
-	return false, "already here", nil
+	return failover.Result{Held: true, Reason: "already here"}, nil
 }
+
+func (c *stateClaimer) Verify(context.Context) error { return nil }
 
 // msgHandler is a slog.Handler passing each record's message to a channel.
 type msgHandler chan string

@@ -17,6 +17,7 @@ import (
 
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/failover"
 	"github.com/dynia/dynia/internal/nodeconfig"
 )
 
@@ -39,7 +40,6 @@ type RunOptions struct {
 	ConfigPath string
 	Logger     *slog.Logger
 	Version    string
-	Claimer    ReservedIPClaimer
 	// Reload delivers SIGHUP: re-read the config and credentials.
 	Reload <-chan struct{}
 }
@@ -63,7 +63,15 @@ func Run(ctx context.Context, o RunOptions) error {
 		return err
 	}
 	set := SettingsFrom(cfg)
-	d := New(set, store, Options{Logger: log, Version: o.Version, Claimer: o.Claimer})
+	// Reserved IP failover needs the node token; a node without one (tests,
+	// a node that must never move the IP) runs without it and says so.
+	var claimer *failover.Claimer
+	var opts = Options{Logger: log, Version: o.Version}
+	if cfg.DOTokenFile != "" {
+		claimer = failover.NewNode(cfg, log)
+		opts.Claimer = claimer
+	}
+	d := New(set, store, opts)
 	d.setConfigWarning(warning)
 
 	ln, err := net.Listen("tcp", set.MetricsAddr)
@@ -79,7 +87,7 @@ func Run(ctx context.Context, o RunOptions) error {
 	defer func() { _ = srv.Close() }() // shutting down; nothing to do about a close error
 
 	changed := make(chan struct{}, 1)
-	if w, err := watchFiles(log, changed, o.ConfigPath, cfg.CredentialsFile); err != nil {
+	if w, err := watchFiles(log, changed, o.ConfigPath, cfg.CredentialsFile, cfg.DOTokenFile); err != nil {
 		log.Warn("not watching config files; SIGHUP still reloads", "err", err)
 	} else {
 		defer func() { _ = w.Close() }() // shutting down; nothing to do about a close error
@@ -93,6 +101,12 @@ func Run(ctx context.Context, o RunOptions) error {
 			case <-changed:
 			}
 			reconfigure(ctx, log, o.ConfigPath, d, &cfg)
+			if claimer != nil {
+				// A replaced token file is picked up by the claimer too,
+				// and checked at once.
+				claimer.Reload(cfg)
+				d.VerifyNow()
+			}
 		}
 	}()
 	log.Info("dynia-pull running", "version", o.Version, "store", store.String(),

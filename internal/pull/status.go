@@ -30,7 +30,18 @@ type Status struct {
 	LastErrorAt          *time.Time       `json:"last_error_at,omitempty"`
 	LastApplyAt          *time.Time       `json:"last_apply_at,omitempty"`
 	ReservedIP           ReservedIPStatus `json:"reserved_ip"`
-	UpdatedAt            time.Time        `json:"updated_at"`
+	// Failover says whether this node could move the Reserved IP to itself
+	// now: its node token was checked (at start, every 10 minutes, when the
+	// file changes, and by every claim).
+	Failover  FailoverStatus `json:"failover"`
+	UpdatedAt time.Time      `json:"updated_at"`
+}
+
+// FailoverStatus is whether the node's claimer can work.
+type FailoverStatus struct {
+	Ready     bool       `json:"ready"`
+	Error     string     `json:"error,omitempty"`
+	CheckedAt *time.Time `json:"checked_at,omitempty"`
 }
 
 // ReservedIPStatus is this node's view of the cluster's Reserved IP.
@@ -38,6 +49,9 @@ type ReservedIPStatus struct {
 	Held           bool       `json:"held"`
 	LastMoveAt     *time.Time `json:"last_move_at,omitempty"`
 	LastMoveReason string     `json:"last_move_reason,omitempty"`
+	// Note is a lasting condition, e.g. MASTER without the IP while a
+	// healthy holder keeps it (VRRP cut between nodes).
+	Note string `json:"note,omitempty"`
 }
 
 // DecodeStatus reads a status.json (tolerating fields added later).

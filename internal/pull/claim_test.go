@@ -1,0 +1,104 @@
+package pull
+
+import (
+	"context"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dynia/dynia/internal/bucket"
+	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/dosim"
+)
+
+// TestBadNodeTokenIsVisibleAndHeals is the reproduction of a standby with
+// an invalid node token: it used to report nothing wrong until a failover
+// onto it failed with 401, and a fixed token file changed nothing until a
+// restart. Now the token is checked at start (status failover.ready false,
+// the API's reason in failover.error) and a replaced file is picked up and
+// checked at once, without a restart.
+func TestBadNodeTokenIsVisibleAndHeals(t *testing.T) {
+	t.Parallel()
+	tool, err := exec.LookPath("true")
+	if err != nil {
+		t.Skip("true not found")
+	}
+	sim := dosim.New(dosim.Options{})
+	sim.AddToken("node-good", dosim.NodeScopes()...)
+	api := httptest.NewServer(sim)
+	t.Cleanup(api.Close)
+	t.Cleanup(sim.Close)
+
+	dir := t.TempDir()
+	stateDir := filepath.Join(dir, "bucket")
+	if err := os.MkdirAll(stateDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	store, err := bucket.Open(context.Background(), "file://"+stateDir, bucket.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := testState(1, 1)
+	b, _ := st.Encode()
+	if _, err := store.Put(context.Background(), cluster.StateKey(st.Name), b, bucket.Cond{}); err != nil {
+		t.Fatal(err)
+	}
+	secrets := filepath.Join(dir, "secrets")
+	if err := os.MkdirAll(secrets, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	tokenFile := filepath.Join(secrets, "do-token")
+	writeToken := func(tok string) {
+		t.Helper()
+		tmp := tokenFile + ".new"
+		if err := os.WriteFile(tmp, []byte(tok), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, tokenFile); err != nil { // as cloud-init or an editor would
+			t.Fatal(err)
+		}
+	}
+	writeToken("node-bad")
+	cfgPath := filepath.Join(dir, "pull.json")
+	cfg := `{"cluster": "shop", "node_id": "amber-fox", "state_url": "file://` + stateDir + `",
+		"poll_interval": "200ms", "haproxy_config": "` + filepath.Join(dir, "haproxy.cfg") + `",
+		"keepalived_config": "` + filepath.Join(dir, "keepalived.conf") + `", "run_dir": "` + filepath.Join(dir, "run") + `",
+		"haproxy_bin": "` + tool + `", "keepalived_bin": "` + tool + `", "metrics_addr": "127.0.0.1:0",
+		"do_token_file": "` + tokenFile + `", "do_api_url": "` + api.URL + `"}`
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, RunOptions{ConfigPath: cfgPath, Logger: slog.New(slog.DiscardHandler), Version: "test"})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+
+	waitReport(t, store, "shop", "amber-fox", "bad token reported", func(s *Status) bool {
+		return !s.Failover.Ready && strings.Contains(s.Failover.Error, "401")
+	})
+	writeToken("node-good")
+	waitReport(t, store, "shop", "amber-fox", "good token picked up", func(s *Status) bool {
+		return s.Failover.Ready && s.Failover.Error == ""
+	})
+	if strings.Contains(reportText(t, store), "node-good") || strings.Contains(reportText(t, store), "node-bad") {
+		t.Error("the status report contains the token")
+	}
+}
+
+func reportText(t *testing.T, store bucket.Store) string {
+	t.Helper()
+	obj, err := store.Get(context.Background(), cluster.StatusKey("shop", "amber-fox"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(obj.Body)
+}
