@@ -91,7 +91,7 @@ type Claimer struct {
 	mu        sync.Mutex
 	api       API
 	apiErr    error // why there is no api (an unreadable token file)
-	dropletID int // from metadata, when the state did not name it
+	dropletID int   // from metadata, when the state did not name it
 	lastMove  time.Time
 	// What the last API read said, so Check can skip the API while a
 	// healthy holder keeps the IP.

@@ -133,7 +133,10 @@ func TestRunWithTypoInConfig(t *testing.T) {
 			"haproxy_bin": "` + tool + `", "keepalived_bin": "` + tool + `", "metrics_addr": "127.0.0.1:0"}`)
 	}
 	os.WriteFile(cfgPath, cfg("poll_intervall"), 0o644)
-	waitStatus := func(what string, ok func(*Status) bool) { t.Helper(); waitReport(t, store, "shop", "amber-fox", what, ok) }
+	waitStatus := func(what string, ok func(*Status) bool) {
+		t.Helper()
+		waitReport(t, store, "shop", "amber-fox", what, ok)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
