@@ -72,16 +72,24 @@ func NewCmdCluster(f *Factory) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rs, err := rows(cmd.Context(), store, st)
+			e, err := observe(cmd.Context(), f, store, st)
 			if err != nil {
 				return err
 			}
-			v := viewOf(st, rs)
+			v := viewOf(st, rows(st, e))
+			if h := e.HolderNode(); h != nil {
+				v.Holder = h.ID
+			}
+			v.Masters = vrrpMasters(st, e)
+			v.RoleNote = roleNote(st, e)
 			if f.Global.Output == "json" {
 				return writeJSON(f.IO.Out, v)
 			}
-			fmt.Fprintf(f.IO.Out, "name:         %s\nregion:       %s\nsize:         %s\nreserved ip:  %s\nactive node:  %s\ngeneration:   %d\nnodes:        %d\n",
-				v.Name, v.Region, v.Size, dash(v.ReservedIP), v.ActiveNode, v.Generation, len(v.Nodes))
+			fmt.Fprintf(f.IO.Out, "name:         %s\nregion:       %s\nsize:         %s\nreserved ip:  %s\nactive node:  %s\nheld by:      %s\nvrrp master:  %s\ngeneration:   %d\nnodes:        %d\n",
+				v.Name, v.Region, v.Size, dash(v.ReservedIP), v.ActiveNode, dash(v.Holder), dash(strings.Join(v.Masters, ", ")), v.Generation, len(v.Nodes))
+			if v.RoleNote != "" {
+				fmt.Fprintln(f.IO.ErrOut, "note: "+v.RoleNote)
+			}
 			return nil
 		},
 	}

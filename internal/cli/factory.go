@@ -268,6 +268,9 @@ func (f *Factory) openClusterNode(ctx context.Context, name, node string, write 
 		if _, err := f.WritableStore(ctx); err != nil {
 			return nil, nil, nil, err
 		}
+		if st, err = followFailover(ctx, f, store, cl, st); err != nil {
+			return nil, nil, nil, err
+		}
 	}
 	return store, st, cl, nil
 }

@@ -6,9 +6,9 @@ import (
 	"strconv"
 	"text/tabwriter"
 	"text/template"
-	"time"
 
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/pull"
 )
 
 // NodeRow is one node as `node list` and `cluster get` show it. JSON names
@@ -19,46 +19,117 @@ type NodeRow struct {
 	Priority  int    `json:"priority"`
 	PublicIP  string `json:"public_ip"`
 	PrivateIP string `json:"private_ip"`
+	// Status is the lifecycle of a node that is not ready, else Health.
 	Status    string `json:"status"`
 	DropletID int    `json:"droplet_id"`
 	Lifecycle string `json:"lifecycle"`
-	VRRPState string `json:"vrrp_state,omitempty"`
-	Applied   int64  `json:"applied_generation"`
-	LastError string `json:"last_error,omitempty"`
+	// Health is the node's observed health (health.go) and HealthReason
+	// the evidence for it.
+	Health       Health `json:"health"`
+	HealthReason string `json:"health_reason,omitempty"`
+	// DropletStatus is DO's (new, active, off, archive; "" unknown).
+	DropletStatus string `json:"droplet_status,omitempty"`
+	// HoldsReservedIP: the DO API says the Reserved IP is on this droplet.
+	HoldsReservedIP bool   `json:"holds_reserved_ip"`
+	VRRPState       string `json:"vrrp_state,omitempty"`
+	FailoverReady   bool   `json:"failover_ready"`
+	Applied         int64  `json:"applied_generation"`
+	LastError       string `json:"last_error,omitempty"`
 }
 
 // ClusterView is `cluster get`'s JSON.
 type ClusterView struct {
-	Name       string    `json:"name"`
-	Region     string    `json:"region"`
-	Size       string    `json:"size"`
-	Image      string    `json:"image"`
-	ReservedIP string    `json:"reserved_ip"`
-	ActiveNode string    `json:"active_node"`
+	Name       string `json:"name"`
+	Region     string `json:"region"`
+	Size       string `json:"size"`
+	Image      string `json:"image"`
+	ReservedIP string `json:"reserved_ip"`
+	ActiveNode string `json:"active_node"`
+	// Holder is the node the DO API says holds the Reserved IP ("" when
+	// unknown or unassigned); Masters are the nodes reporting VRRP MASTER.
+	Holder     string    `json:"reserved_ip_holder,omitempty"`
+	Masters    []string  `json:"vrrp_masters,omitempty"`
+	RoleNote   string    `json:"role_note,omitempty"`
 	Generation int64     `json:"generation"`
 	VPCID      string    `json:"vpc_id"`
 	FirewallID string    `json:"firewall_id"`
+	AdminCIDRs []string  `json:"admin_cidrs,omitempty"`
 	Nodes      []NodeRow `json:"nodes"`
 }
 
-func rows(ctx context.Context, store *cluster.Store, st *cluster.State) ([]NodeRow, error) {
-	now := time.Now()
-	var out []NodeRow
+// rows is the node table from the evidence.
+func rows(st *cluster.State, e *Evidence) []NodeRow {
+	out := []NodeRow{}
 	for _, n := range cluster.SortedByPriority(st.Nodes) {
-		r, err := readReport(ctx, store, st.Name, n.ID)
-		if err != nil {
-			return nil, err
-		}
+		status, h := e.Status(n)
 		row := NodeRow{
 			ID: n.ID, Role: string(n.Role), Priority: n.Priority, PublicIP: n.PublicIP, PrivateIP: n.PrivateIP,
-			Status: nodeStatus(n, r, st.Generation, now), DropletID: n.DropletID, Lifecycle: string(n.Lifecycle),
+			Status: status, DropletID: n.DropletID, Lifecycle: string(n.Lifecycle),
+			Health: h.Health, HealthReason: h.Reason,
+			HoldsReservedIP: e.HolderKnown && e.Holder != 0 && e.Holder == n.DropletID,
 		}
-		if r != nil {
+		if d, ok := e.droplets[n.DropletID]; ok {
+			row.DropletStatus = d.Status
+		}
+		if r := e.Report(n.ID); r != nil {
 			row.VRRPState, row.Applied, row.LastError = r.VRRPState, r.AppliedGeneration, r.LastError
+			row.FailoverReady = r.Failover.Ready
 		}
 		out = append(out, row)
 	}
-	return out, nil
+	return out
+}
+
+// roleNote is one line when the roles as they are differ from the state:
+// the Reserved IP elsewhere than on the active node, or not on a node at
+// all, or several VRRP MASTERs ("" when all agree).
+func roleNote(st *cluster.State, e *Evidence) string {
+	if st.ReservedIP == "" {
+		return ""
+	}
+	if !e.HolderKnown {
+		return fmt.Sprintf("Reserved IP %s: holder unknown (%v)", st.ReservedIP, e.APIErr)
+	}
+	holder := e.HolderNode()
+	active := st.Active()
+	masters := vrrpMasters(st, e)
+	switch {
+	case e.Holder == 0:
+		return fmt.Sprintf("Reserved IP %s is not assigned to any droplet (run `dynia node repair-ha --name %s`)", st.ReservedIP, st.Name)
+	case holder == nil:
+		return fmt.Sprintf("Reserved IP %s is on droplet %d, which is not a node of cluster %s (run `dynia node repair-ha --name %s`)", st.ReservedIP, e.Holder, st.Name, st.Name)
+	case active == nil || active.ID != holder.ID:
+		h := e.Of(*holder)
+		if h.Health.Serves() {
+			return fmt.Sprintf("Reserved IP %s is on %s, not on the state's active node %s: the state is behind a failover (any write, e.g. `dynia node repair-ha --name %s --force`, records %s as active)",
+				st.ReservedIP, holder.ID, activeID(st), st.Name, holder.ID)
+		}
+		return fmt.Sprintf("Reserved IP %s is on %s, which is %s (%s), not on the state's active node %s (run `dynia node repair-ha --name %s`)",
+			st.ReservedIP, holder.ID, h.Health, h.Reason, activeID(st), st.Name)
+	case len(masters) > 1:
+		return fmt.Sprintf("Reserved IP %s is on %s, but %d nodes report VRRP MASTER (%v): VRRP between them is cut", st.ReservedIP, holder.ID, len(masters), masters)
+	}
+	return ""
+}
+
+func vrrpMasters(st *cluster.State, e *Evidence) []string {
+	var out []string
+	for _, n := range cluster.SortedByPriority(st.Nodes) {
+		if r := e.Report(n.ID); r != nil && e.fresh(r) && r.VRRPState == pull.VRRPMaster {
+			out = append(out, n.ID)
+		}
+	}
+	return out
+}
+
+// observe gathers the evidence for a cluster: reports always, the DO half
+// when a token is configured.
+func observe(ctx context.Context, f *Factory, store *cluster.Store, st *cluster.State) (*Evidence, error) {
+	cl, err := f.Cloud()
+	if err != nil {
+		cl = nil // the table still shows what the reports say
+	}
+	return gatherEvidence(ctx, store, cl, st)
 }
 
 func listNodes(ctx context.Context, f *Factory, o *ListOptions) error {
@@ -70,14 +141,12 @@ func listNodes(ctx context.Context, f *Factory, o *ListOptions) error {
 	if err != nil {
 		return err
 	}
-	rs, err := rows(ctx, store, st)
+	e, err := observe(ctx, f, store, st)
 	if err != nil {
 		return err
 	}
+	rs := rows(st, e)
 	if f.Global.Output == "json" {
-		if rs == nil {
-			rs = []NodeRow{}
-		}
 		return writeJSON(f.IO.Out, rs)
 	}
 	if o.Format != "" {
@@ -102,48 +171,30 @@ func listNodes(ctx context.Context, f *Factory, o *ListOptions) error {
 		w = tw
 	}
 	if !o.NoHeader {
-		fmt.Fprintln(w, "NODE ID\tROLE\tPRIORITY\tPUBLIC IP\tPRIVATE IP\tSTATUS")
+		fmt.Fprintln(w, "NODE ID\tROLE\tPRIORITY\tPUBLIC IP\tPRIVATE IP\tSTATUS\tVRRP\tRESERVED IP")
 	}
 	for _, r := range rs {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Role, strconv.Itoa(r.Priority), dash(r.PublicIP), dash(r.PrivateIP), r.Status)
+		holds := "-"
+		if r.HoldsReservedIP {
+			holds = "holds"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Role, strconv.Itoa(r.Priority), dash(r.PublicIP), dash(r.PrivateIP),
+			r.Status, dash(r.VRRPState), holds)
 	}
 	if tw != nil {
 		_ = tw.Flush()
 	}
-	ripLine(ctx, f, st)
-	return nil
-}
-
-// ripLine tells, on stderr, whether the Reserved IP is really on the node
-// the state calls active (one read-only API call; skipped without a token).
-func ripLine(ctx context.Context, f *Factory, st *cluster.State) {
-	if st.ReservedIP == "" {
-		return
-	}
-	active := st.Active()
-	cl, err := f.Cloud()
-	if err != nil {
-		return
-	}
-	r, err := cl.GetReservedIP(ctx, st.ReservedIP)
-	if err != nil {
-		fmt.Fprintf(f.IO.ErrOut, "Reserved IP %s: could not check its holder: %v\n", st.ReservedIP, err)
-		return
-	}
-	switch {
-	case active != nil && r.DropletID == active.DropletID:
-		fmt.Fprintf(f.IO.ErrOut, "Reserved IP %s → %s (matches the state)\n", st.ReservedIP, active.ID)
-	case r.DropletID == 0:
-		fmt.Fprintf(f.IO.ErrOut, "warning: Reserved IP %s is not assigned to any droplet; run `dynia node repair-ha --name %s`\n", st.ReservedIP, st.Name)
-	default:
-		holder := strconv.Itoa(r.DropletID)
-		for _, n := range st.Nodes {
-			if n.DropletID == r.DropletID {
-				holder = n.ID
-			}
+	// Why each node that is not up is what it is, and what differs from
+	// the state, on stderr: stdout stays the table.
+	for _, r := range rs {
+		if r.Health != HealthUp && r.HealthReason != "" {
+			fmt.Fprintf(f.IO.ErrOut, "%s: %s: %s\n", r.ID, r.Health, r.HealthReason)
 		}
-		fmt.Fprintf(f.IO.ErrOut, "note: Reserved IP %s is on %s, the state's active node is %s (failover happened, or run `dynia node repair-ha`)\n", st.ReservedIP, holder, activeID(st))
 	}
+	if note := roleNote(st, e); note != "" {
+		fmt.Fprintln(f.IO.ErrOut, "note: "+note)
+	}
+	return nil
 }
 
 func activeID(st *cluster.State) string {

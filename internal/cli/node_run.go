@@ -354,7 +354,7 @@ func removeNode(ctx context.Context, f *Factory, o *RemoveOptions) error {
 			if err != nil {
 				return "", err
 			}
-			return "", waitOthers(ctx, store, st, o.Node)
+			return "", waitOthers(ctx, store, st, o.Node, p)
 		}); err != nil {
 			return err
 		}

@@ -127,11 +127,11 @@ func TestNodeLifecycle(t *testing.T) {
 		t.Fatalf("list rows: %+v", rows)
 	}
 	r = e.mustRun("node", "list", "--name", "myapp")
-	if !strings.HasPrefix(r.stdout, "NODE ID\tROLE\tPRIORITY\tPUBLIC IP\tPRIVATE IP\tSTATUS") {
+	if !strings.HasPrefix(r.stdout, "NODE ID\tROLE\tPRIORITY\tPUBLIC IP\tPRIVATE IP\tSTATUS\tVRRP\tRESERVED IP\n") {
 		t.Fatalf("list header: %q", r.stdout)
 	}
-	if !strings.Contains(r.stderr, "matches the state") {
-		t.Fatalf("list does not confirm the RIP holder: %q", r.stderr)
+	if strings.Contains(r.stderr, "note:") || !strings.Contains(r.stdout, "\tholds\n") {
+		t.Fatalf("list of a consistent cluster: a note, or no holder shown:\n%s%s", r.stdout, r.stderr)
 	}
 
 	standby := rows[2].ID
@@ -209,7 +209,7 @@ func TestRepairHA(t *testing.T) {
 	if r.code != ExitFailure {
 		t.Fatalf("check-only with drift: exit %d", r.code)
 	}
-	for _, want := range []string{"no longer exists", "not on the active node", "no node of the state owns it"} {
+	for _, want := range []string{"no longer exists", "is on no droplet", "no node of the state owns it"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("check-only output lacks %q:\n%s", want, r.stdout)
 		}

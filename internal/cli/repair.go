@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
@@ -120,57 +119,27 @@ func findDrift(ctx context.Context, f *Factory, store *cluster.Store, cl *cloud.
 			})
 		}
 	}
-	// The Reserved IP belongs on the active node while it serves; if its
-	// droplet is gone or its report says it is not up, on the ready node
-	// with the highest priority that is up, which then becomes active.
+	ev, err := gatherEvidence(ctx, store, cl, st)
+	if err != nil {
+		return nil, err
+	}
 	if st.ReservedIP != "" {
-		r, err := cl.GetReservedIP(ctx, st.ReservedIP)
-		target, why := ripTarget(ctx, store, st, vanished, r.DropletID)
-		active := st.Active()
-		switch {
-		case errors.Is(err, cloud.ErrNotFound):
-			out = append(out, drift{What: fmt.Sprintf("Reserved IP %s no longer exists", st.ReservedIP), Fix: "none automatic: re-run create-ha after clearing it"})
-		case err != nil:
+		d, err := ripDrift(ctx, store, cl, st, ev)
+		if err != nil {
 			return nil, err
-		case target == nil:
-			out = append(out, drift{What: fmt.Sprintf("no ready node can hold the Reserved IP %s", st.ReservedIP), Fix: "none automatic: add a node (`dynia node add`)"})
-		case r.DropletID != target.DropletID:
-			tid, tnode := target.DropletID, target.ID
-			what := fmt.Sprintf("Reserved IP %s is on droplet %d, not on the active node %s (droplet %d)", st.ReservedIP, r.DropletID, tnode, tid)
-			if why != "" {
-				what = fmt.Sprintf("Reserved IP %s is on droplet %d and %s; node %s (droplet %d) should hold it", st.ReservedIP, r.DropletID, why, tnode, tid)
-			}
-			out = append(out, drift{
-				What: what,
-				Fix:  "assign it to " + tnode + " and make it the active node",
-				do: func(ctx context.Context) error {
-					if err := cl.AssignReservedIP(ctx, st.ReservedIP, tid); err != nil {
-						return err
-					}
-					_, err := store.Update(ctx, name, func(s *cluster.State) (*cluster.State, error) { return cluster.MakeActive(s, tnode) })
-					return err
-				},
-			})
-		case active == nil || active.ID != target.ID:
-			// The IP already sits on the node that should be active (a
-			// failover the state did not record): the state follows it.
-			tnode := target.ID
-			what := fmt.Sprintf("the state has no active node, but Reserved IP %s is on node %s", st.ReservedIP, tnode)
-			if active != nil {
-				what = fmt.Sprintf("the state calls %s active, but Reserved IP %s is on node %s", active.ID, st.ReservedIP, tnode)
-				if why != "" {
-					what += " (" + why + ")"
-				}
-			}
-			out = append(out, drift{
-				What: what,
-				Fix:  "make " + tnode + " the active node in the state",
-				do: func(ctx context.Context) error {
-					_, err := store.Update(ctx, name, func(s *cluster.State) (*cluster.State, error) { return cluster.MakeActive(s, tnode) })
-					return err
-				},
-			})
 		}
+		out = append(out, d...)
+	}
+	for _, n := range st.Nodes {
+		r := ev.Report(n.ID)
+		if n.Lifecycle != cluster.Ready || r == nil || !ev.fresh(r) || r.Failover.Ready || r.Failover.CheckedAt == nil {
+			continue
+		}
+		out = append(out, drift{
+			What: fmt.Sprintf("node %s cannot move the Reserved IP to itself: %s", n.ID, r.Failover.Error),
+			Fix: "none automatic: give the node a working token (a token with reserved_ip:update and its reads, in " +
+				"/etc/dynia/do-token on the droplet); the node picks a replaced file up without a restart",
+		})
 	}
 	if st.FirewallID != "" {
 		if _, err := cl.GetFirewall(ctx, st.FirewallID); err != nil {
@@ -197,66 +166,107 @@ func findDrift(ctx context.Context, f *Factory, store *cluster.Store, cl *cloud.
 	return out, nil
 }
 
-// ripTarget is the node the Reserved IP belongs on, and when that is not the
-// state's active node, why: the active node while its report says up; else
-// the highest-priority ready node whose report says up; else (no report says
-// up: a cluster still starting, or reports not flowing) the ready node that
-// holds it now (holder, a droplet id), then the active node if its droplet
-// exists, then the highest-priority ready node whose droplet does. Moving
-// the IP between nodes none of which is known to serve would only add a
-// failover.
-func ripTarget(ctx context.Context, store *cluster.Store, st *cluster.State, vanished map[string]bool, holder int) (*cluster.Node, string) {
-	now := time.Now()
-	status := map[string]string{}
-	candidate := func(n *cluster.Node) bool {
-		return n != nil && n.Lifecycle == cluster.Ready && n.DropletID != 0 && !vanished[n.ID]
-	}
-	for _, n := range st.Nodes {
-		if !candidate(&n) {
-			continue
+// ripDrift compares where the Reserved IP is with where it belongs. It
+// never moves the IP away from a node that serves, and never to a node not
+// proven to serve now (droplet active, fresh report, app healthy, peers'
+// checks passing): a healthy holder stays and the state follows it (a
+// failover the state missed, fixed without any API call); a holder that
+// does not serve loses the IP to the serving node the state prefers (its
+// active node, else the highest priority); when no node is proven to
+// serve, nothing moves.
+func ripDrift(ctx context.Context, store *cluster.Store, cl *cloud.Client, st *cluster.State, ev *Evidence) ([]drift, error) {
+	name := st.Name
+	if !ev.HolderKnown {
+		if errors.Is(ev.APIErr, cloud.ErrNotFound) {
+			return []drift{{What: fmt.Sprintf("Reserved IP %s no longer exists", st.ReservedIP), Fix: "none automatic: re-run create-ha after clearing it"}}, nil
 		}
-		// An unreadable report counts as not up, like a missing one.
-		if r, err := readReport(ctx, store, st.Name, n.ID); err == nil {
-			status[n.ID] = nodeStatus(n, r, st.Generation, now)
-		} else {
-			status[n.ID] = "unreadable report"
-		}
+		return nil, ev.APIErr
 	}
-	up := func(n *cluster.Node) bool { return candidate(n) && strings.HasPrefix(status[n.ID], "up") }
 	active := st.Active()
-	if up(active) {
-		return active, ""
+	holder := ev.HolderNode()
+	describe := func(n *cluster.Node) string {
+		h := ev.Of(*n)
+		if h.Reason == "" {
+			return fmt.Sprintf("%s (%s)", n.ID, h.Health)
+		}
+		return fmt.Sprintf("%s (%s: %s)", n.ID, h.Health, h.Reason)
 	}
-	why := "the state has no active node"
+	serves := func(n *cluster.Node) bool {
+		return n != nil && n.Lifecycle == cluster.Ready && ev.Of(*n).Health.Serves()
+	}
+	if serves(holder) {
+		if active != nil && active.ID == holder.ID {
+			return nil, nil
+		}
+		what := fmt.Sprintf("state behind a failover: Reserved IP %s is on %s, which serves", st.ReservedIP, describe(holder))
+		if active != nil {
+			what += fmt.Sprintf("; the state's active node is %s", describe(active))
+		}
+		tnode := holder.ID
+		return []drift{{
+			What: what,
+			Fix:  "record " + tnode + " as the active node (the Reserved IP stays where it is)",
+			do: func(ctx context.Context) error {
+				_, err := store.Update(ctx, name, func(s *cluster.State) (*cluster.State, error) { return cluster.MakeActive(s, tnode) })
+				return err
+			},
+		}}, nil
+	}
+	where := fmt.Sprintf("droplet %d, not a node of the cluster", ev.Holder)
 	switch {
-	case active == nil:
-	case vanished[active.ID] || active.DropletID == 0:
-		why = fmt.Sprintf("the active node %s has no droplet", active.ID)
-	case active.Lifecycle != cluster.Ready:
-		why = fmt.Sprintf("the active node %s is %s", active.ID, active.Lifecycle)
-	default:
-		why = fmt.Sprintf("the active node %s is %s", active.ID, status[active.ID])
+	case ev.Holder == 0:
+		where = "no droplet"
+	case holder != nil:
+		where = describe(holder)
 	}
-	byPriority := cluster.SortedByPriority(st.Nodes)
-	for _, n := range byPriority {
-		if up(st.Node(n.ID)) {
-			return st.Node(n.ID), why
+	var target *cluster.Node
+	if serves(active) {
+		target = active
+	} else {
+		for _, n := range cluster.SortedByPriority(st.Nodes) {
+			if serves(st.Node(n.ID)) {
+				target = st.Node(n.ID)
+				break
+			}
 		}
 	}
-	for i := range st.Nodes {
-		if n := &st.Nodes[i]; holder != 0 && n.DropletID == holder && candidate(n) {
-			return n, "no node reports up, so it stays where it is"
+	if target == nil {
+		if holder != nil && holder.Lifecycle == cluster.Ready && ev.Of(*holder).Health != HealthDown {
+			// Nobody is proven to serve, the holder included (a cluster
+			// still starting, reports not flowing): moving the IP between
+			// nodes none of which is known to serve would only add a
+			// failover. The state follows placement.
+			if active != nil && active.ID == holder.ID {
+				return nil, nil
+			}
+			tnode := holder.ID
+			return []drift{{
+				What: fmt.Sprintf("Reserved IP %s is on %s, not on the state's active node %s; no node is proven to serve, so it stays where it is",
+					st.ReservedIP, where, activeID(st)),
+				Fix: "record " + tnode + " as the active node (the Reserved IP stays where it is)",
+				do: func(ctx context.Context) error {
+					_, err := store.Update(ctx, name, func(s *cluster.State) (*cluster.State, error) { return cluster.MakeActive(s, tnode) })
+					return err
+				},
+			}}, nil
 		}
+		return []drift{{
+			What: fmt.Sprintf("Reserved IP %s is on %s, and no node is proven to serve", st.ReservedIP, where),
+			Fix:  "none automatic: bring a node back or add one (`dynia node add`)",
+		}}, nil
 	}
-	if candidate(active) {
-		return active, ""
-	}
-	for _, n := range byPriority {
-		if candidate(st.Node(n.ID)) {
-			return st.Node(n.ID), why
-		}
-	}
-	return nil, why
+	tid, tnode := target.DropletID, target.ID
+	return []drift{{
+		What: fmt.Sprintf("Reserved IP %s is on %s; %s serves", st.ReservedIP, where, describe(target)),
+		Fix:  "assign it to " + tnode + " and record " + tnode + " as the active node",
+		do: func(ctx context.Context) error {
+			if err := cl.AssignReservedIP(ctx, st.ReservedIP, tid); err != nil {
+				return err
+			}
+			_, err := store.Update(ctx, name, func(s *cluster.State) (*cluster.State, error) { return cluster.MakeActive(s, tnode) })
+			return err
+		},
+	}}, nil
 }
 
 // removeEvenIfActive drops a node whose droplet is gone, even if the state

@@ -76,11 +76,11 @@ func (e *testEnv) waitStatus(name, id string, want ...string) {
 		st := e.state(name)
 		var got string
 		if n := st.Node(id); n != nil {
-			r, err := readReport(context.Background(), store, name, id)
+			ev, err := gatherEvidence(context.Background(), store, e.cloud(), st)
 			if err != nil {
 				e.t.Fatal(err)
 			}
-			got = nodeStatus(*n, r, st.Generation, time.Now())
+			got, _ = ev.Status(*n)
 		}
 		if slices.Contains(want, got) {
 			return
@@ -177,7 +177,7 @@ func TestRepairMovesRIPOffAnActiveThatIsNotUp(t *testing.T) {
 	h.set(old.ID, false, true)
 	e.waitStatus("wobbly", old.ID, "stale")
 	r := e.run("node", "repair-ha", "--name", "wobbly", "--check-only")
-	if r.code != ExitFailure || !strings.Contains(r.stdout, "is stale") || !strings.Contains(r.stdout, "assign it to "+next.ID) {
+	if r.code != ExitFailure || !strings.Contains(r.stdout, "(stale: last report") || !strings.Contains(r.stdout, "assign it to "+next.ID) {
 		t.Fatalf("check-only with a stale active node: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	e.mustRun("node", "repair-ha", "--name", "wobbly", "--force")
@@ -207,7 +207,8 @@ func TestRepairMovesRIPOffAnActiveThatIsNotUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	r = e.run("node", "repair-ha", "--name", "wobbly", "--check-only")
-	if r.code != ExitFailure || !strings.Contains(r.stdout, "the state calls "+cur.ID+" active") {
+	if r.code != ExitFailure || !strings.Contains(r.stdout, "state behind a failover") ||
+		!strings.Contains(r.stdout, "the state's active node is "+cur.ID) {
 		t.Fatalf("check-only after an unrecorded failover: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	before := len(e.sim.Calls())
@@ -228,7 +229,7 @@ func TestRepairMovesRIPOffAnActiveThatIsNotUp(t *testing.T) {
 	gone := *st.Active()
 	e.sim.DeleteDropletBehindBack(gone.DropletID)
 	r = e.run("node", "repair-ha", "--name", "wobbly", "--check-only")
-	if r.code != ExitFailure || !strings.Contains(r.stdout, "has no droplet") {
+	if r.code != ExitFailure || !strings.Contains(r.stdout, "is on no droplet") {
 		t.Fatalf("check-only after the active droplet vanished: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	e.mustRun("node", "repair-ha", "--name", "wobbly", "--force")
@@ -291,4 +292,14 @@ func TestRepairReportsVanishedVPC(t *testing.T) {
 	if st := e.state("novpc"); st.Generation != gen || st.VPC.ID != ghost {
 		t.Fatalf("--force changed the state: generation %d → %d, VPC %s", gen, st.Generation, st.VPC.ID)
 	}
+}
+
+// cloud is a DO client on the simulator with the operator's token.
+func (e *testEnv) cloud() *cloud.Client {
+	e.t.Helper()
+	cl, err := cloud.New(fullToken, cloud.Options{BaseURL: e.api.URL})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return cl
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/dynia/dynia/cloudinit"
@@ -11,14 +12,6 @@ import (
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/pull"
 )
-
-// A node writes its report on every change and otherwise about once a
-// minute (Spaces limits writes per object); three missed beats is stale.
-const reportStaleAfter = 3 * time.Minute
-
-// startupGrace is how long a new node may be unhealthy and still be shown as
-// "starting" rather than "down".
-const startupGrace = 2 * time.Minute
 
 // readReport reads a node's status.json (written by dynia-pull); a node that
 // has not reported yet is nil.
@@ -41,19 +34,21 @@ func readReport(ctx context.Context, store *cluster.Store, name, id string) (*pu
 // st's generation (or a later one) applied.
 func waitApplied(ctx context.Context, f *Factory, store *cluster.Store, st *cluster.State, p *Progress) error {
 	return p.Step(fmt.Sprintf("nodes apply generation %d", st.Generation), func() (string, error) {
-		return "", waitReports(ctx, store, st, func(n cluster.Node) bool { return n.Lifecycle != cluster.Removing })
+		return "", waitReports(ctx, store, st, p, func(n cluster.Node) bool { return n.Lifecycle != cluster.Removing })
 	})
 }
 
 // waitOthers waits until every other ready node applied st (where id is
 // draining: HAProxy there no longer sends it new requests).
-func waitOthers(ctx context.Context, store *cluster.Store, st *cluster.State, id string) error {
-	return waitReports(ctx, store, st, func(n cluster.Node) bool { return n.ID != id && n.Lifecycle == cluster.Ready })
+func waitOthers(ctx context.Context, store *cluster.Store, st *cluster.State, id string, p *Progress) error {
+	return waitReports(ctx, store, st, p, func(n cluster.Node) bool { return n.ID != id && n.Lifecycle == cluster.Ready })
 }
 
 // waitReports polls the reports of the nodes that match until each has
-// applied st's generation.
-func waitReports(ctx context.Context, store *cluster.Store, st *cluster.State, match func(cluster.Node) bool) error {
+// applied st's generation. Every wait says why: whenever what a waiting
+// node reports changes (its phase, its last error), one line says so.
+func waitReports(ctx context.Context, store *cluster.Store, st *cluster.State, p *Progress, match func(cluster.Node) bool) error {
+	said := map[string]string{}
 	return pollUntil(ctx, func() (bool, string, error) {
 		var waiting []string
 		for _, n := range st.Nodes {
@@ -64,12 +59,35 @@ func waitReports(ctx context.Context, store *cluster.Store, st *cluster.State, m
 			if err != nil {
 				return false, "", err
 			}
-			if r == nil || r.AppliedGeneration < st.Generation {
-				waiting = append(waiting, n.ID)
+			if r != nil && r.AppliedGeneration >= st.Generation {
+				continue
+			}
+			phase := waitPhase(r, st.Generation)
+			waiting = append(waiting, n.ID+": "+phase)
+			if said[n.ID] != phase {
+				said[n.ID] = phase
+				p.Info("  waiting for %s: %s", n.ID, phase)
 			}
 		}
-		return len(waiting) == 0, fmt.Sprintf("waiting for %v", waiting), nil
+		return len(waiting) == 0, "waiting for " + strings.Join(waiting, "; "), nil
 	})
+}
+
+// waitPhase says where a node is on its way to applying generation gen.
+func waitPhase(r *pull.Status, gen int64) string {
+	var phase string
+	switch {
+	case r == nil:
+		phase = "no report yet (booting: cloud-init, then dynia-pull)"
+	case r.AppliedGeneration == 0:
+		phase = "dynia-pull running, nothing applied yet"
+	default:
+		phase = fmt.Sprintf("applied generation %d, not %d yet", r.AppliedGeneration, gen)
+	}
+	if r != nil && r.LastError != "" {
+		phase += "; last error: " + r.LastError
+	}
+	return phase
 }
 
 // pollUntil polls cond with backoff (250 ms to 2 s) until it holds or ctx
@@ -93,30 +111,6 @@ func pollUntil(ctx context.Context, cond func() (bool, string, error)) error {
 		}
 		delay = min(delay*2, 2*time.Second)
 	}
-}
-
-// nodeStatus is the Status column: lifecycle first, then the report.
-func nodeStatus(n cluster.Node, r *pull.Status, gen int64, now time.Time) string {
-	switch n.Lifecycle {
-	case cluster.Provisioning, cluster.Draining, cluster.Removing:
-		return string(n.Lifecycle)
-	}
-	switch {
-	case r == nil:
-		return "stale"
-	case now.Sub(r.UpdatedAt) > reportStaleAfter:
-		return "stale"
-	case r.VRRPState == pull.VRRPFault, !r.AppHealthy:
-		// A node that just joined is unhealthy until HAProxy's checks pass
-		// (rise 2 × inter 2 s) and its app starts: say so, not "down".
-		if now.Sub(n.CreatedAt) < startupGrace {
-			return "starting"
-		}
-		return "down"
-	case r.AppliedGeneration < gen:
-		return "up (applying)"
-	}
-	return "up"
 }
 
 func maskUserData(ud []byte) []byte { return cloudinit.Mask(ud) }

@@ -253,7 +253,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	wg.Add(4)
+	wg.Add(5)
 	go func() {
 		defer wg.Done()
 		for ctx.Err() == nil {
@@ -266,6 +266,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); d.reportLoop(ctx) }()
 	go func() { defer wg.Done(); d.claimLoop(ctx) }()
 	go func() { defer wg.Done(); d.verifyLoop(ctx) }()
+	go func() { defer wg.Done(); d.healthLoop(ctx) }()
 	defer d.sup.wait()
 
 	for {

@@ -128,10 +128,33 @@ func (d *Daemon) writeStatus(ctx context.Context) {
 	d.m.statusWrites.Inc()
 }
 
+// healthEvery is how often the node reads its HAProxy's view of every
+// backend (a local socket, cheap) to report a change at once: the CLI
+// tells a dead node from its peers' checks within seconds instead of
+// waiting for its report to go stale.
+const healthEvery = 2 * time.Second
+
+// healthLoop refreshes backend and app health every healthEvery and asks
+// for a report when either changed.
+func (d *Daemon) healthLoop(ctx context.Context) {
+	tick := time.NewTicker(healthEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if d.refreshHealth(ctx) {
+			d.kickStatus()
+		}
+	}
+}
+
 // refreshHealth updates backend health (HAProxy's view) and the node's own
 // app health (probed directly, so a provisioning node can report it before
-// it is in any backend).
-func (d *Daemon) refreshHealth(ctx context.Context) {
+// it is in any backend); it says whether either changed.
+func (d *Daemon) refreshHealth(ctx context.Context) bool {
 	backends, err := showBackends(ctx, d.paths.StatsSocket)
 	if err != nil {
 		backends = nil
@@ -147,10 +170,25 @@ func (d *Daemon) refreshHealth(ctx context.Context) {
 			}
 		}
 	}
+	changed := false
 	d.updateStatus(func(s *Status) {
+		changed = s.AppHealthy != healthy || !sameBackends(s.Backends, backends)
 		s.Backends = backends
 		s.AppHealthy = healthy
 	})
+	return changed
+}
+
+func sameBackends(a, b []BackendStatus) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }
 
 func (d *Daemon) appHealthURL() string {

@@ -1,0 +1,249 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dynia/dynia/internal/cloud"
+	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/pull"
+)
+
+// Health is what the CLI concludes about a ready node from everything it
+// can see now. Code switches on it; the table prints it.
+type Health string
+
+// Healths, from best to worst.
+const (
+	// HealthUp: droplet active, fresh report, app healthy, on the newest
+	// generation, peers' checks pass, failover ready.
+	HealthUp Health = "up"
+	// HealthApplying: serving, not yet on the newest generation.
+	HealthApplying Health = "applying"
+	// HealthDegraded: serving, but something needs attention (the node
+	// could not move the Reserved IP to itself, or reports an error).
+	HealthDegraded Health = "degraded"
+	// HealthStarting: joined recently and not serving yet.
+	HealthStarting Health = "starting"
+	// HealthDown: not serving: droplet off, peers' checks fail, app
+	// unhealthy or VRRP FAULT.
+	HealthDown Health = "down"
+	// HealthStale: no report for reportStaleAfter and nothing else says
+	// whether it serves.
+	HealthStale Health = "stale"
+	// HealthUnknown: no report at all.
+	HealthUnknown Health = "unknown"
+)
+
+// Serves says whether a node in this health is proven to serve now: what
+// repair-ha requires before it lets a node hold the Reserved IP.
+func (h Health) Serves() bool {
+	return h == HealthUp || h == HealthApplying || h == HealthDegraded
+}
+
+// A node writes its report on every change (VRRP, backend health, errors)
+// and otherwise about once a minute (Spaces limits writes per object);
+// three missed beats is stale.
+const reportStaleAfter = 3 * time.Minute
+
+// startupGrace is how long a new node may be unhealthy and still be shown as
+// "starting" rather than "down".
+const startupGrace = 2 * time.Minute
+
+// Evidence is what the CLI knows about a cluster's nodes right now: the
+// state (desired), the DO API (placement: droplet status, the Reserved
+// IP's holder) and the node reports (observed). The DO half is missing
+// (APIErr set) when there is no token or the API failed: health then rests
+// on the reports alone.
+type Evidence struct {
+	st       *cluster.State
+	reports  map[string]*pull.Status // by node id; nil: no report
+	droplets map[int]cloud.Droplet   // by droplet id, from the cluster tag
+	// Holder is the droplet holding the Reserved IP (0: unassigned), valid
+	// when HolderKnown.
+	Holder      int
+	HolderKnown bool
+	APIErr      error
+	now         time.Time
+}
+
+// NodeHealth is one node's health and the evidence for it, in words.
+type NodeHealth struct {
+	Health Health
+	Reason string
+}
+
+// gatherEvidence reads every node's report and, with cl, the cluster's
+// droplets and the Reserved IP's holder (two API reads). An unreadable
+// report counts as missing; a failed API read leaves the DO half empty.
+func gatherEvidence(ctx context.Context, store *cluster.Store, cl *cloud.Client, st *cluster.State) (*Evidence, error) {
+	e := &Evidence{st: st, reports: map[string]*pull.Status{}, now: time.Now()}
+	for _, n := range st.Nodes {
+		r, err := readReport(ctx, store, st.Name, n.ID)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			continue
+		}
+		e.reports[n.ID] = r
+	}
+	if cl == nil {
+		e.APIErr = errors.New("no DigitalOcean token")
+		return e, nil
+	}
+	ds, err := cl.ListDropletsByTag(ctx, cloud.ClusterTag(st.Name))
+	if err != nil {
+		e.APIErr = err
+		return e, nil
+	}
+	e.droplets = map[int]cloud.Droplet{}
+	for _, d := range ds {
+		e.droplets[d.ID] = d
+	}
+	if st.ReservedIP != "" {
+		r, err := cl.GetReservedIP(ctx, st.ReservedIP)
+		if err != nil {
+			e.APIErr = err
+			return e, nil
+		}
+		e.Holder, e.HolderKnown = r.DropletID, true
+	}
+	return e, nil
+}
+
+// Report is the node's last report (nil if none).
+func (e *Evidence) Report(id string) *pull.Status { return e.reports[id] }
+
+// HolderNode is the node whose droplet holds the Reserved IP, or nil.
+func (e *Evidence) HolderNode() *cluster.Node {
+	if !e.HolderKnown || e.Holder == 0 {
+		return nil
+	}
+	for i := range e.st.Nodes {
+		if e.st.Nodes[i].DropletID == e.Holder {
+			return &e.st.Nodes[i]
+		}
+	}
+	return nil
+}
+
+// fresh says whether r was written within reportStaleAfter.
+func (e *Evidence) fresh(r *pull.Status) bool {
+	return r != nil && e.now.Sub(r.UpdatedAt) <= reportStaleAfter
+}
+
+// peersSee counts the fresh reports of other nodes whose HAProxy checks n:
+// how many see it UP, how many DOWN.
+func (e *Evidence) peersSee(id string) (up, down int) {
+	for peer, r := range e.reports {
+		if peer == id || !e.fresh(r) {
+			continue
+		}
+		for _, b := range r.Backends {
+			if b.ID != id {
+				continue
+			}
+			switch b.Status {
+			case "UP", "DRAIN":
+				up++
+			case "DOWN":
+				down++
+			}
+		}
+	}
+	return up, down
+}
+
+// Of is node n's health. Placement beats observation: a droplet the API
+// says is off is down whatever its last report said; then the peers'
+// checks (a node that stopped reporting cannot say it is dead, its peers
+// can); then its own report.
+func (e *Evidence) Of(n cluster.Node) NodeHealth {
+	if e.droplets != nil && n.DropletID != 0 {
+		d, ok := e.droplets[n.DropletID]
+		switch {
+		case !ok:
+			return NodeHealth{HealthDown, fmt.Sprintf("droplet %d no longer exists", n.DropletID)}
+		case d.Status == "off" || d.Status == "archive":
+			return NodeHealth{HealthDown, fmt.Sprintf("droplet %d is %s", n.DropletID, d.Status)}
+		}
+	}
+	r := e.reports[n.ID]
+	young := e.now.Sub(n.CreatedAt) < startupGrace
+	if r == nil {
+		if young {
+			return NodeHealth{HealthStarting, "no report yet (booting)"}
+		}
+		return NodeHealth{HealthUnknown, "no report from the node"}
+	}
+	if up, down := e.peersSee(n.ID); down > 0 && up == 0 {
+		return NodeHealth{HealthDown, fmt.Sprintf("%d peer(s) fail its health check", down)}
+	}
+	age := e.now.Sub(r.UpdatedAt).Round(time.Second)
+	if !e.fresh(r) {
+		return NodeHealth{HealthStale, fmt.Sprintf("last report %v ago", age)}
+	}
+	if r.VRRPState == pull.VRRPFault || !r.AppHealthy {
+		why := "its app does not answer its health check"
+		if r.VRRPState == pull.VRRPFault {
+			why = "VRRP FAULT (its HAProxy does not answer)"
+		}
+		if young {
+			return NodeHealth{HealthStarting, why}
+		}
+		return NodeHealth{HealthDown, why}
+	}
+	if r.AppliedGeneration < e.st.Generation {
+		return NodeHealth{HealthApplying, fmt.Sprintf("applied generation %d of %d", r.AppliedGeneration, e.st.Generation)}
+	}
+	if !r.Failover.Ready && r.Failover.CheckedAt != nil {
+		return NodeHealth{HealthDegraded, "failover not ready: " + r.Failover.Error}
+	}
+	if r.LastError != "" {
+		return NodeHealth{HealthDegraded, r.LastError}
+	}
+	return NodeHealth{HealthUp, ""}
+}
+
+// Status is the STATUS column: the lifecycle of a node that is not ready,
+// else its health.
+func (e *Evidence) Status(n cluster.Node) (string, NodeHealth) {
+	h := e.Of(n)
+	switch n.Lifecycle {
+	case cluster.Provisioning, cluster.Draining, cluster.Removing:
+		return string(n.Lifecycle), h
+	}
+	return string(h.Health), h
+}
+
+// followFailover makes the state follow an automatic failover before a
+// command writes it: when the Reserved IP sits on a ready node that serves
+// and the state calls another node active, that holder becomes the active
+// node (top priority). The IP is never moved back: the nodes moved it for a
+// reason. A cluster whose placement cannot be read is left as it is.
+func followFailover(ctx context.Context, f *Factory, store *cluster.Store, cl *cloud.Client, st *cluster.State) (*cluster.State, error) {
+	if st.ReservedIP == "" || cl == nil {
+		return st, nil
+	}
+	ev, err := gatherEvidence(ctx, store, cl, st)
+	if err != nil {
+		return nil, err
+	}
+	h := ev.HolderNode()
+	if h == nil || h.Lifecycle != cluster.Ready || h.Role == cluster.RoleActive || !ev.Of(*h).Health.Serves() {
+		return st, nil
+	}
+	id := h.ID
+	p := NewProgress(f.IO, f.Global.Output == "json")
+	err = p.Step(fmt.Sprintf("record %s as the active node (it holds the Reserved IP since a failover; the state said %s)", id, activeID(st)), func() (string, error) {
+		st, err = store.Update(ctx, st.Name, func(s *cluster.State) (*cluster.State, error) { return cluster.MakeActive(s, id) })
+		return "", err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
