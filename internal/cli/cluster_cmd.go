@@ -14,7 +14,48 @@ import (
 	"github.com/dynia/dynia/internal/cluster"
 )
 
-// NewCmdCluster is `dynia cluster list|get|destroy`.
+// updateOptions are `cluster update`'s inputs.
+type updateOptions struct {
+	Name        string
+	AdminCIDRs  []string
+	NoAdminCIDR bool
+	Timeout     time.Duration
+}
+
+// updateCluster records the new settings in the state, then makes the
+// firewall match the state (re-runnable: both steps are idempotent).
+func updateCluster(ctx context.Context, f *Factory, o *updateOptions) error {
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	p := NewProgress(f.IO, f.Global.Output == "json")
+	store, _, cl, err := f.openCluster(ctx, o.Name, true)
+	if err != nil {
+		return err
+	}
+	want := slices.Clone(o.AdminCIDRs)
+	var st *cluster.State
+	if err := p.Step(fmt.Sprintf("admin CIDRs %v in the state", want), func() (string, error) {
+		st, err = store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
+			if slices.Equal(s.AdminCIDRs, want) {
+				return nil, cluster.ErrNoChange
+			}
+			s.AdminCIDRs = want
+			return s, nil
+		})
+		return "", err
+	}); err != nil {
+		return err
+	}
+	if err := p.Step("firewall", func() (string, error) {
+		fw, created, err := cl.EnsureFirewall(ctx, firewallSpec(st))
+		return reuse(fw.ID, created), err
+	}); err != nil {
+		return err
+	}
+	return printCluster(f, st)
+}
+
+// NewCmdCluster is `dynia cluster list|get|update|destroy`.
 func NewCmdCluster(f *Factory) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cluster",
@@ -95,6 +136,38 @@ func NewCmdCluster(f *Factory) *cobra.Command {
 	}
 	get.Flags().StringVar(&getName, "name", "", "cluster name")
 	cmd.AddCommand(get)
+
+	var u updateOptions
+	update := &cobra.Command{
+		Use:   "update --name N [--admin-cidr C ...] [--no-admin-cidr]",
+		Short: "Change cluster settings kept in the state, and apply them (the firewall's SSH sources)",
+		Example: "  dynia cluster update --name myapp --admin-cidr 192.0.2.7/32 --admin-cidr 198.51.100.0/28\n" +
+			"  dynia cluster update --name myapp --no-admin-cidr   # nobody may reach SSH",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkName(u.Name); err != nil {
+				return err
+			}
+			if err := checkAdminCIDRs(u.AdminCIDRs); err != nil {
+				return err
+			}
+			if u.NoAdminCIDR && len(u.AdminCIDRs) > 0 {
+				return usagef("--no-admin-cidr: cannot be combined with --admin-cidr %q", u.AdminCIDRs[0])
+			}
+			if !u.NoAdminCIDR && !cmd.Flags().Changed("admin-cidr") {
+				return usagef("--admin-cidr: nothing to update (give --admin-cidr or --no-admin-cidr)")
+			}
+			if err := checkTimeout(u.Timeout); err != nil {
+				return err
+			}
+			return updateCluster(cmd.Context(), f, &u)
+		},
+	}
+	update.Flags().StringVar(&u.Name, "name", "", "cluster name")
+	update.Flags().StringSliceVar(&u.AdminCIDRs, "admin-cidr", nil, "CIDR allowed to reach SSH (repeatable; replaces the current list)")
+	update.Flags().BoolVar(&u.NoAdminCIDR, "no-admin-cidr", false, "remove every SSH source")
+	update.Flags().DurationVar(&u.Timeout, "timeout", 2*time.Minute, "overall timeout")
+	cmd.AddCommand(update)
 
 	var d destroyOptions
 	destroy := &cobra.Command{

@@ -123,8 +123,16 @@ func (f *Factory) BucketOptions() (bucket.Options, error) {
 	}
 	o := bucket.Options{Endpoint: c.SpacesEndpoint, Region: c.SpacesRegion, PathStyle: c.PathStyle, Logger: f.Logger,
 		HTTPClient: f.BucketHTTPClient}
-	if v := f.Getenv("SPACES_ENDPOINT"); v != "" {
-		o.Endpoint = v
+	// Flag over environment over context, for the endpoint and the region.
+	for _, v := range []string{f.Getenv("SPACES_ENDPOINT"), f.Global.SpacesEndpoint} {
+		if v != "" {
+			o.Endpoint = v
+		}
+	}
+	for _, v := range []string{f.Getenv("SPACES_REGION"), f.Global.SpacesRegion} {
+		if v != "" {
+			o.Region = v
+		}
 	}
 	if c.SpacesCredentialsFile != "" && f.Getenv("SPACES_ACCESS_KEY_ID") == "" && f.Getenv("AWS_ACCESS_KEY_ID") == "" {
 		id, secret, err := bucket.LoadCredentialsFile(c.SpacesCredentialsFile)
@@ -223,18 +231,44 @@ func (f *Factory) Cloud() (*cloud.Client, error) {
 			return
 		}
 		o := f.CloudOptions
-		if o.BaseURL == "" {
-			o.BaseURL = c.APIURL
-		}
-		if v := f.Getenv("DIGITALOCEAN_API_URL"); v != "" && o.BaseURL == "" {
-			o.BaseURL = v
-		}
+		o.BaseURL = f.apiBaseURL(c)
 		if o.Logger == nil {
 			o.Logger = f.Logger
 		}
 		f.cl, f.clErr = cloud.New(tok, o)
 	})
 	return f.cl, f.clErr
+}
+
+// apiBaseURL is where the DO API is: the factory's override, the
+// context's, DIGITALOCEAN_API_URL, else "" (api.digitalocean.com).
+func (f *Factory) apiBaseURL(c *Context) string {
+	switch {
+	case f.CloudOptions.BaseURL != "":
+		return f.CloudOptions.BaseURL
+	case c.APIURL != "":
+		return c.APIURL
+	}
+	return f.Getenv("DIGITALOCEAN_API_URL")
+}
+
+// checkStateReachableByDroplets refuses, as bad input, a file:// state when
+// droplets are real DigitalOcean droplets: they could never read it, and
+// the command would wait for reports that cannot come. A simulator (an API
+// URL other than DO's) may use one.
+func (f *Factory) checkStateReachableByDroplets() error {
+	u, err := f.StateURL()
+	if err != nil || !strings.HasPrefix(u, "file://") || f.CloudOverride != nil {
+		return err
+	}
+	_, c, err := f.Config()
+	if err != nil {
+		return err
+	}
+	if base := f.apiBaseURL(c); base == "" || strings.Contains(base, "api.digitalocean.com") {
+		return usagef("--state %q: droplets on DigitalOcean cannot read a local directory; use a Spaces bucket (s3://bucket/prefix)", u)
+	}
+	return nil
 }
 
 // openCluster starts every command that acts on an existing cluster; see

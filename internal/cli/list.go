@@ -225,6 +225,7 @@ func viewOf(st *cluster.State, rs []NodeRow) ClusterView {
 	v := ClusterView{
 		Name: st.Name, Region: st.Region, Size: st.Size, Image: st.Image, ReservedIP: st.ReservedIP,
 		ActiveNode: activeID(st), Generation: st.Generation, VPCID: st.VPC.ID, FirewallID: st.FirewallID, Nodes: rs,
+		AdminCIDRs: st.AdminCIDRs,
 	}
 	if v.Nodes == nil {
 		for _, n := range cluster.SortedByPriority(st.Nodes) {

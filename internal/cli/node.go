@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"net/netip"
 	"regexp"
 	"time"
 
@@ -106,10 +105,8 @@ func (o *CreateOptions) Validate() error {
 	if !sizeRE.MatchString(o.Size) {
 		return usagef("--size %q: must be a size slug like s-1vcpu-1gb", o.Size)
 	}
-	for _, c := range o.AdminCIDRs {
-		if _, err := netip.ParsePrefix(c); err != nil {
-			return usagef("--admin-cidr %q: not a CIDR (e.g. 203.0.113.7/32)", c)
-		}
+	if err := checkAdminCIDRs(o.AdminCIDRs); err != nil {
+		return err
 	}
 	if o.DNSDomain != "" && !domainRE.MatchString(o.DNSDomain) {
 		return usagef("--dns-domain %q: not a domain name like example.com", o.DNSDomain)
@@ -148,7 +145,7 @@ func NewCmdNodeCreateHA(f *Factory, runF func(*CreateOptions) error) *cobra.Comm
 	fl.StringVar(&o.Size, "size", "", "droplet size slug, e.g. s-1vcpu-1gb")
 	fl.StringVar(&o.Image, "image", "", "image id or name (default: the newest dynia-node-* snapshot in the region)")
 	fl.BoolVar(&o.Bootstrap, "bootstrap", false, "no snapshot: install everything at first boot on debian-12-x64")
-	fl.StringSliceVar(&o.AdminCIDRs, "admin-cidr", nil, "CIDR allowed to reach SSH (repeatable)")
+	fl.StringSliceVar(&o.AdminCIDRs, "admin-cidr", nil, "CIDR allowed to reach SSH (repeatable; kept in the state: a re-run without it keeps them)")
 	fl.StringVar(&o.NodeTokenFile, "node-token-file", "", "file with the node-scoped DO token handed to droplets")
 	fl.StringVar(&o.DNSDomain, "dns-domain", "", "a DO-managed domain: point an A record in it at the Reserved IP")
 	fl.StringVar(&o.DNSRecord, "dns-record", "@", "the A record's name within --dns-domain (@ is the apex)")
@@ -357,4 +354,13 @@ func confirm(io *IOStreams, question string) (bool, error) {
 		return false, nil
 	}
 	return answer == "y" || answer == "Y" || answer == "yes", nil
+}
+
+func checkAdminCIDRs(cidrs []string) error {
+	for _, c := range cidrs {
+		if err := cluster.ValidateAdminCIDR(c); err != nil {
+			return usagef("--admin-cidr %q: %v", c, err)
+		}
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/dynia/dynia/internal/cloud"
@@ -24,6 +25,9 @@ func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
 	// the flags (Validate), the node token file, an existing cluster's
 	// region and size (a read of the state), region and size against the
 	// catalog (read-only GETs). Only then does the write probe run.
+	if err := f.checkStateReachableByDroplets(); err != nil {
+		return err
+	}
 	cl, err := f.Cloud()
 	if err != nil {
 		return err
@@ -91,21 +95,35 @@ func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
 	}); err != nil {
 		return err
 	}
+	// The VPC and, when given, the admin CIDRs go into the state first: the
+	// firewall is built from the state, so a re-run without --admin-cidr
+	// keeps the SSH rule instead of dropping it.
+	st, err = store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
+		want := cluster.VPC{ID: vpc.ID, CIDR: vpc.IPRange, Created: s.VPC.Created || vpcCreated}
+		if s.VPC == want && (o.AdminCIDRs == nil || slices.Equal(s.AdminCIDRs, o.AdminCIDRs)) {
+			return nil, cluster.ErrNoChange
+		}
+		s.VPC = want
+		if o.AdminCIDRs != nil {
+			s.AdminCIDRs = slices.Clone(o.AdminCIDRs)
+		}
+		return s, nil
+	})
+	if err != nil {
+		return err
+	}
 	var fw cloud.Firewall
 	if err := p.Step("firewall", func() (string, error) {
 		var created bool
-		fw, created, err = cl.EnsureFirewall(ctx, cloud.FirewallSpec{
-			Name: resourceName(o.Name), Tag: cloud.ClusterTag(o.Name), AdminCIDRs: o.AdminCIDRs, VPCCIDR: vpc.IPRange,
-		})
+		fw, created, err = cl.EnsureFirewall(ctx, firewallSpec(st))
 		return reuse(fw.ID, created), err
 	}); err != nil {
 		return err
 	}
 	if _, err := store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
-		if s.VPC.ID == vpc.ID && s.VPC.CIDR == vpc.IPRange && s.FirewallID == fw.ID {
+		if s.FirewallID == fw.ID {
 			return nil, cluster.ErrNoChange
 		}
-		s.VPC = cluster.VPC{ID: vpc.ID, CIDR: vpc.IPRange, Created: s.VPC.Created || vpcCreated}
 		s.FirewallID = fw.ID
 		return s, nil
 	}); err != nil {
@@ -161,6 +179,14 @@ func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
 		}
 	}
 	return printCluster(f, st)
+}
+
+// firewallSpec is the cluster's firewall as the state describes it; every
+// command that creates or repairs the firewall builds it here.
+func firewallSpec(st *cluster.State) cloud.FirewallSpec {
+	return cloud.FirewallSpec{
+		Name: resourceName(st.Name), Tag: cloud.ClusterTag(st.Name), AdminCIDRs: slices.Clone(st.AdminCIDRs), VPCCIDR: st.VPC.CIDR,
+	}
 }
 
 func reuse(what string, created bool) string {
@@ -252,6 +278,9 @@ func addNodes(ctx context.Context, f *Factory, o *AddOptions) error {
 			return err
 		}
 		f.nodeTokenFile = o.NodeTokenFile
+	}
+	if err := f.checkStateReachableByDroplets(); err != nil {
+		return err
 	}
 	store, _, cl, err := f.openCluster(ctx, o.Name, true)
 	if err != nil {

@@ -191,7 +191,14 @@ func (f *Factory) userData(st *cluster.State, nodeID string, boot nodeBoot) ([]b
 	if err != nil {
 		return nil, err
 	}
-	endpoint := c.SpacesEndpoint
+	// Nodes read the state where the CLI writes it: the same endpoint,
+	// region and addressing (flag, environment or context), unless the
+	// context names the endpoint as droplets see it.
+	bo, err := f.BucketOptions()
+	if err != nil {
+		return nil, err
+	}
+	endpoint := bo.Endpoint
 	if c.NodeSpacesEndpoint != "" {
 		endpoint = c.NodeSpacesEndpoint
 	}
@@ -205,8 +212,8 @@ func (f *Factory) userData(st *cluster.State, nodeID string, boot nodeBoot) ([]b
 			NodeID:      nodeID,
 			StateURL:    stateURL,
 			Endpoint:    endpoint,
-			Region:      c.SpacesRegion,
-			PathStyle:   c.PathStyle,
+			Region:      bo.Region,
+			PathStyle:   bo.PathStyle,
 			DOAPIURL:    c.NodeAPIURL,
 			MetadataURL: c.MetadataURL,
 		},

@@ -150,7 +150,7 @@ func findDrift(ctx context.Context, f *Factory, store *cluster.Store, cl *cloud.
 				What: fmt.Sprintf("firewall %s no longer exists", st.FirewallID),
 				Fix:  "recreate it",
 				do: func(ctx context.Context) error {
-					fw, _, err := cl.EnsureFirewall(ctx, cloud.FirewallSpec{Name: resourceName(name), Tag: cloud.ClusterTag(name), VPCCIDR: st.VPC.CIDR})
+					fw, _, err := cl.EnsureFirewall(ctx, firewallSpec(st))
 					if err != nil {
 						return err
 					}

@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
+	"regexp"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -26,6 +28,10 @@ type GlobalOptions struct {
 	Context           string // --context
 	ConfigPath        string // --config
 	AllowUnsafeWrites bool
+	// SpacesEndpoint and SpacesRegion override the context's (and
+	// SPACES_ENDPOINT/SPACES_REGION); new droplets get the same.
+	SpacesEndpoint string
+	SpacesRegion   string
 }
 
 // Main runs dynia and returns the process exit code.
@@ -80,6 +86,9 @@ func isCobraUsageError(err error) bool {
 	return false
 }
 
+// spacesRegionRE: a Spaces region slug, or an S3 gateway's (us-east-1).
+var spacesRegionRE = regexp.MustCompile(`^[a-z][a-z0-9-]{1,30}[a-z0-9]$`)
+
 // NewCmdRoot builds the whole command tree.
 func NewCmdRoot(f *Factory) *cobra.Command {
 	root := &cobra.Command{
@@ -94,6 +103,14 @@ func NewCmdRoot(f *Factory) *cobra.Command {
 			default:
 				return usagef("--output %q: must be text or json", f.Global.Output)
 			}
+			if v := f.Global.SpacesEndpoint; v != "" {
+				if u, err := url.Parse(v); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Path != "" && u.Path != "/" {
+					return usagef("--spaces-endpoint %q: want a URL like https://sgp1.digitaloceanspaces.com", v)
+				}
+			}
+			if v := f.Global.SpacesRegion; v != "" && !spacesRegionRE.MatchString(v) {
+				return usagef("--spaces-region %q: want a region like sgp1", v)
+			}
 			return nil
 		},
 	}
@@ -102,6 +119,8 @@ func NewCmdRoot(f *Factory) *cobra.Command {
 	pf.StringVar(&f.Global.State, "state", "", "state location: s3://bucket/prefix or file://DIR (env DYNIA_STATE)")
 	pf.StringVar(&f.Global.Context, "context", "", "config context to use (default: the current one)")
 	pf.StringVar(&f.Global.ConfigPath, "config", "", "config file (default ~/.config/dynia/config.yaml)")
+	pf.StringVar(&f.Global.SpacesEndpoint, "spaces-endpoint", "", "S3 endpoint of the state bucket, e.g. https://sgp1.digitaloceanspaces.com (env SPACES_ENDPOINT)")
+	pf.StringVar(&f.Global.SpacesRegion, "spaces-region", "", "region of the state bucket, e.g. sgp1 (env SPACES_REGION; with no endpoint, https://<region>.digitaloceanspaces.com)")
 	pf.BoolVar(&f.Global.AllowUnsafeWrites, "allow-unsafe-writes", false, "write even when the store ignores conditional writes (unsafe with concurrent writers)")
 
 	root.AddCommand(NewCmdVersion(f))

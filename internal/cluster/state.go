@@ -59,6 +59,8 @@ type State struct {
 	VPC           VPC       `json:"vpc"`
 	ReservedIP    string    `json:"reserved_ip,omitempty"`
 	FirewallID    string    `json:"firewall_id,omitempty"`
+	// AdminCIDRs may reach SSH (22/tcp) through the firewall; empty: nobody.
+	AdminCIDRs []string `json:"admin_cidrs,omitempty"`
 	DNS           *DNS      `json:"dns,omitempty"`
 	App           App       `json:"app"`
 	HA            HA        `json:"ha"`
@@ -224,6 +226,7 @@ func (s *State) Clone() *State {
 		d := *s.DNS
 		c.DNS = &d
 	}
+	c.AdminCIDRs = append([]string(nil), s.AdminCIDRs...)
 	if s.App.Env != nil {
 		c.App.Env = make(map[string]string, len(s.App.Env))
 		for k, v := range s.App.Env {

@@ -77,6 +77,11 @@ func (s *State) Validate() error {
 			return fieldErr("vpc.cidr", s.VPC.CIDR, "not a CIDR")
 		}
 	}
+	for i, c := range s.AdminCIDRs {
+		if err := ValidateAdminCIDR(c); err != nil {
+			return fieldErr(fmt.Sprintf("admin_cidrs[%d]", i), c, "%v", err)
+		}
+	}
 	if s.ReservedIP != "" {
 		if err := checkIPv4(s.ReservedIP); err != nil {
 			return fieldErr("reserved_ip", s.ReservedIP, "%v", err)
@@ -154,6 +159,19 @@ func (s *State) Validate() error {
 		if n.AppPort < 0 || n.AppPort > 65535 {
 			return fieldErr(f("app_port"), fmt.Sprint(n.AppPort), "must be 0 (cluster default) or 1-65535")
 		}
+	}
+	return nil
+}
+
+// ValidateAdminCIDR checks one SSH source range: an IPv4 or IPv6 prefix
+// without host bits (DO's firewall API takes addresses and CIDRs).
+func ValidateAdminCIDR(c string) error {
+	p, err := netip.ParsePrefix(c)
+	if err != nil {
+		return fmt.Errorf("not a CIDR (e.g. 192.0.2.7/32)")
+	}
+	if p.Masked() != p {
+		return fmt.Errorf("host bits set (did you mean %s?)", p.Masked())
 	}
 	return nil
 }
