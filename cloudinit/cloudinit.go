@@ -47,6 +47,10 @@ const (
 	PullBinaryPath        = "/usr/local/bin/dynia-pull"
 	UnitName              = "dynia-pull.service"
 	LibDir                = "/usr/local/lib/dynia"
+	// LogDir holds the daemons' and the app's logs (pull.json log_dir).
+	LogDir = "/var/log/dynia"
+	// CloudInitLog is where cloud-init writes the output of its stages.
+	CloudInitLog = "/var/log/cloud-init-output.log"
 )
 
 // MaxUserData is DigitalOcean's user_data limit.
@@ -156,6 +160,12 @@ func Render(p Params) ([]byte, error) {
 			node.Cluster, node.NodeID, p.Cluster, p.NodeID)
 	}
 	node.Supervise = true
+	if node.LogDir == "" {
+		node.LogDir = LogDir
+	}
+	if node.CloudInitLog == "" {
+		node.CloudInitLog = CloudInitLog
+	}
 	if p.SpacesAccessKeyID != "" {
 		node.CredentialsFile = SpacesCredentialsPath
 	}

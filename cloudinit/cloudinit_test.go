@@ -169,6 +169,7 @@ func TestParseRoundTrip(t *testing.T) {
 			}
 			want := p.Node
 			want.Cluster, want.NodeID, want.Supervise = p.Cluster, p.NodeID, true
+			want.LogDir, want.CloudInitLog = LogDir, CloudInitLog
 			if p.SpacesAccessKeyID != "" {
 				want.CredentialsFile = SpacesCredentialsPath
 			}

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -72,7 +73,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "dynia-pull %s: unexpected arguments %q\n", cmd, fs.Args())
 		return exitUsage
 	}
-	log := newLogger(stderr)
+	// dynia-pull's own lines also go to a ring whose tail `run` uploads
+	// for `dynia node logs`.
+	ring := pull.NewRing()
+	log := newLogger(stderr, ring)
 
 	switch cmd {
 	case "run":
@@ -85,7 +89,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				reload <- struct{}{}
 			}
 		}()
-		if err := pull.Run(ctx, pull.RunOptions{ConfigPath: *configPath, Logger: log, Version: version, Reload: reload}); err != nil {
+		if err := pull.Run(ctx, pull.RunOptions{ConfigPath: *configPath, Logger: log, Version: version, Reload: reload, Logs: ring}); err != nil {
 			log.Error("dynia-pull stopped", "err", err)
 			return exitFailed
 		}
@@ -135,8 +139,8 @@ func renderCmd(statePath string, l render.Local, stdout, stderr io.Writer) int {
 	return exitFailed
 }
 
-// newLogger logs JSON unless w is a terminal.
-func newLogger(w io.Writer) *slog.Logger {
+// newLogger logs JSON unless w is a terminal; ring gets the JSON lines too.
+func newLogger(w io.Writer, ring io.Writer) *slog.Logger {
 	level := slog.LevelInfo
 	if os.Getenv("DYNIA_PULL_DEBUG") != "" {
 		level = slog.LevelDebug
@@ -144,8 +148,30 @@ func newLogger(w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
 	if f, ok := w.(*os.File); ok {
 		if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err == nil {
-			return slog.New(slog.NewTextHandler(w, opts))
+			return slog.New(teeHandler{slog.NewTextHandler(w, opts), slog.NewJSONHandler(ring, opts)})
 		}
 	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	return slog.New(slog.NewJSONHandler(io.MultiWriter(w, ring), opts))
+}
+
+// teeHandler sends each record to two handlers (a terminal's text and the
+// ring's JSON).
+type teeHandler struct{ a, b slog.Handler }
+
+func (t teeHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return t.a.Enabled(ctx, l) || t.b.Enabled(ctx, l)
+}
+
+func (t teeHandler) Handle(ctx context.Context, r slog.Record) error {
+	errA := t.a.Handle(ctx, r.Clone())
+	errB := t.b.Handle(ctx, r)
+	return errors.Join(errA, errB)
+}
+
+func (t teeHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return teeHandler{t.a.WithAttrs(as), t.b.WithAttrs(as)}
+}
+
+func (t teeHandler) WithGroup(name string) slog.Handler {
+	return teeHandler{t.a.WithGroup(name), t.b.WithGroup(name)}
 }

@@ -24,6 +24,7 @@ func NewCmdNode(f *Factory) *cobra.Command {
 	cmd.AddCommand(NewCmdNodeList(f, nil))
 	cmd.AddCommand(NewCmdNodeMakeActive(f, nil))
 	cmd.AddCommand(NewCmdNodeRepairHA(f, nil))
+	cmd.AddCommand(NewCmdNodeLogs(f, nil))
 	return cmd
 }
 

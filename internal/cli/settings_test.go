@@ -141,3 +141,20 @@ func TestFileStateWithRealDORefused(t *testing.T) {
 		}
 	}
 }
+
+func TestLineTime(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		line string
+		ok   bool
+	}{
+		{`{"time":"2026-11-29T10:00:00.123Z","level":"INFO","msg":"x"}`, true},
+		{`2026-11-29T10:00:00Z sandbox cloud-init: write_files /etc/dynia/pull.json`, true},
+		{`Sun Nov 29 10:00:00 2026: (dynia) Entering MASTER STATE`, true},
+		{`[NOTICE]   (1234) : haproxy version is 2.6.12`, false},
+	} {
+		if _, ok := lineTime(tc.line); ok != tc.ok {
+			t.Errorf("lineTime(%q) ok=%v, want %v", tc.line, ok, tc.ok)
+		}
+	}
+}

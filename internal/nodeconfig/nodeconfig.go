@@ -52,6 +52,16 @@ type Config struct {
 	HAProxyReloadCommand    []string `json:"haproxy_reload_command,omitempty"`
 	KeepalivedReloadCommand []string `json:"keepalived_reload_command,omitempty"`
 
+	// LogDir receives the supervised daemons' output (<name>.log) and the
+	// app's; dynia-pull bounds the files and uploads their tails for
+	// `dynia node logs`. Empty: the daemons write to dynia-pull's stderr
+	// and only dynia-pull's own lines are uploaded. cloud-init sets
+	// /var/log/dynia.
+	LogDir string `json:"log_dir,omitempty"`
+	// CloudInitLog is cloud-init's output, uploaded as the cloud-init
+	// component (cloud-init sets /var/log/cloud-init-output.log).
+	CloudInitLog string `json:"cloud_init_log,omitempty"`
+
 	MetricsAddr string `json:"metrics_addr,omitempty"` // default 127.0.0.1:9321
 	LogLevel    string `json:"log_level,omitempty"`
 }

@@ -96,7 +96,7 @@ func New(set Settings, store bucket.Store, opts Options) *Daemon {
 	d := &Daemon{
 		log: log, nodeID: set.NodeID, version: opts.Version, claimer: opts.Claimer,
 		paths: render.PathsIn(set.RunDir), set: set, store: store,
-		sup: newSupervisor(log), kick: make(chan struct{}, 1), wake: make(chan struct{}, 1), claims: make(chan string, 1), verify: make(chan struct{}, 1),
+		sup: newSupervisor(log, set.LogDir), kick: make(chan struct{}, 1), wake: make(chan struct{}, 1), claims: make(chan string, 1), verify: make(chan struct{}, 1),
 	}
 	d.m = newMetrics(d.sinceLastPoll)
 	d.status = Status{NodeID: set.NodeID, Cluster: set.Cluster, VRRPState: VRRPUnknown, Version: opts.Version, Backends: []BackendStatus{}}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -42,6 +43,9 @@ type RunOptions struct {
 	Version    string
 	// Reload delivers SIGHUP: re-read the config and credentials.
 	Reload <-chan struct{}
+	// Logs holds dynia-pull's own recent log lines (the logger writes
+	// through it); its tail is uploaded for `dynia node logs`.
+	Logs *Ring
 }
 
 // Run is `dynia-pull run`: load the config, serve metrics, and converge
@@ -109,6 +113,10 @@ func Run(ctx context.Context, o RunOptions) error {
 			}
 		}
 	}()
+	ship := &shipper{d: d, sources: logSources(o.Logs, set.LogDir, set.CloudInitLog),
+		last: map[string]string{}, at: map[string]time.Time{},
+		secrets: func() []string { return nodeSecrets(cfg) }}
+	go d.logLoop(ctx, ship)
 	log.Info("dynia-pull running", "version", o.Version, "store", store.String(),
 		"supervise", set.Supervise, "metrics", set.MetricsAddr, "poll_interval", set.PollInterval)
 	return d.Run(ctx)
@@ -253,4 +261,21 @@ func Check(ctx context.Context, configPath string, w io.Writer) error {
 		return fmt.Errorf("%d check(s) failed", failed)
 	}
 	return nil
+}
+
+// nodeSecrets are the secrets a node holds, for redacting log tails: the
+// node token and the Spaces key, read from their files now.
+func nodeSecrets(cfg *nodeconfig.Config) []string {
+	var out []string
+	if cfg.DOTokenFile != "" {
+		if b, err := os.ReadFile(cfg.DOTokenFile); err == nil {
+			out = append(out, strings.TrimSpace(string(b)))
+		}
+	}
+	if cfg.CredentialsFile != "" {
+		if id, secret, err := bucket.LoadCredentialsFile(cfg.CredentialsFile); err == nil {
+			out = append(out, id, secret)
+		}
+	}
+	return out
 }

@@ -37,6 +37,8 @@ type Settings struct {
 	HAProxyReload    []string
 	KeepalivedReload []string
 	MetricsAddr      string
+	LogDir           string // daemons' output files; "" = dynia-pull's stderr
+	CloudInitLog     string
 }
 
 // SettingsFrom applies defaults to a node config.
@@ -46,7 +48,7 @@ func SettingsFrom(c *nodeconfig.Config) Settings {
 		HAProxyConfig: c.HAProxyConfig, KeepalivedConfig: c.KeepalivedConfig, RunDir: c.RunDir,
 		Supervise: c.Supervise, HAProxyBin: c.HAProxyBin, KeepalivedBin: c.KeepalivedBin,
 		HAProxyReload: c.HAProxyReloadCommand, KeepalivedReload: c.KeepalivedReloadCommand,
-		MetricsAddr: c.MetricsAddr,
+		MetricsAddr: c.MetricsAddr, LogDir: c.LogDir, CloudInitLog: c.CloudInitLog,
 	}
 	def := func(p *string, v string) {
 		if *p == "" {

@@ -27,14 +27,17 @@ type supervisor struct {
 	// own stderr: journald under systemd), never a pipe we read: a pipe would
 	// close under the daemons when dynia-pull exits.
 	out *os.File
-	wg  sync.WaitGroup
+	// logDir, when set, gets each daemon's output in <name>.log instead
+	// (appended: the file outlives dynia-pull with the daemon).
+	logDir string
+	wg     sync.WaitGroup
 
 	mu   sync.Mutex
 	pids map[string]int // running pid by name (child or adopted); 0 while restarting
 }
 
-func newSupervisor(log *slog.Logger) *supervisor {
-	return &supervisor{log: log, out: os.Stderr, pids: map[string]int{}}
+func newSupervisor(log *slog.Logger, logDir string) *supervisor {
+	return &supervisor{log: log, out: os.Stderr, logDir: logDir, pids: map[string]int{}}
 }
 
 // daemonSpec is one supervised daemon.
@@ -147,7 +150,19 @@ func (s *supervisor) runOnce(ctx context.Context, log *slog.Logger, spec daemonS
 	// Own process group, so a signal to dynia-pull's group (a terminal's
 	// ^C) does not reach it; no Pdeathsig: the daemon outlives dynia-pull.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Stdout, cmd.Stderr = s.out, s.out
+	out := s.out
+	if s.logDir != "" {
+		if err := os.MkdirAll(s.logDir, 0o750); err != nil {
+			return fmt.Errorf("log dir: %w", err)
+		}
+		f, err := os.OpenFile(filepath.Join(s.logDir, spec.name+".log"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		if err != nil {
+			return fmt.Errorf("daemon log: %w", err)
+		}
+		defer f.Close() // the child has its own descriptor
+		out = f
+	}
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		return err
 	}

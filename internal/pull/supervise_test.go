@@ -126,7 +126,7 @@ func TestSupervisorAdoptsWatchesAndLeaves(t *testing.T) {
 	waitComm(t, adoptee, "keepalived")
 	writePid(t, pidFile, adoptee)
 
-	sup := newSupervisor(slog.New(slog.DiscardHandler))
+	sup := newSupervisor(slog.New(slog.DiscardHandler), "")
 	ctx, cancel := context.WithCancel(context.Background())
 	spec := daemonSpec{name: "keepalived", bin: fake, config: cfg, pidFile: pidFile,
 		args: []string{"-f", cfg}}

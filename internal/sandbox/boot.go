@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/dynia/dynia/cloudinit"
 	"github.com/dynia/dynia/internal/nodeconfig"
@@ -38,10 +39,21 @@ func (b cloudBooter) Boot(_ context.Context, ddir string, userData []byte) ([]pr
 		return nil, fmt.Errorf("boot: %w", err)
 	}
 	root := filepath.Join(ddir, "root")
+	// What cloud-init would log: the sandbox's boot steps, so `dynia node
+	// logs --component cloud-init` has the same shape as on a droplet.
+	var bootLog strings.Builder
 	for _, f := range cc.WriteFiles {
 		if err := writeCloudFile(root, f); err != nil {
 			return nil, fmt.Errorf("boot: %w", err)
 		}
+		fmt.Fprintf(&bootLog, "%s sandbox cloud-init: write_files %s (%s)\n", time.Now().UTC().Format(time.RFC3339), f.Path, f.Permissions)
+	}
+	fmt.Fprintf(&bootLog, "%s sandbox cloud-init: packages and runcmd skipped (the image is this machine); starting dynia-pull\n", time.Now().UTC().Format(time.RFC3339))
+	if err := os.MkdirAll(filepath.Join(ddir, "logs"), 0o700); err != nil {
+		return nil, fmt.Errorf("boot: %w", err)
+	}
+	if err := appendFile(filepath.Join(ddir, "logs", "cloud-init.log"), bootLog.String()); err != nil {
+		return nil, fmt.Errorf("boot: %w", err)
 	}
 	raw, err := os.ReadFile(filepath.Join(root, nodeconfig.DefaultPath))
 	if os.IsNotExist(err) {
@@ -91,12 +103,28 @@ func (b cloudBooter) rewrite(c *nodeconfig.Config, ddir string) {
 	c.HAProxyConfig = rooted(c.HAProxyConfig, "/etc/haproxy/haproxy.cfg")
 	c.KeepalivedConfig = rooted(c.KeepalivedConfig, "/etc/keepalived/keepalived.conf")
 	c.RunDir = filepath.Join(ddir, "run")
+	// The droplet's logs dir: `sandbox logs` reads the same files dynia-pull
+	// uploads for `dynia node logs`.
+	c.LogDir = filepath.Join(ddir, "logs")
+	c.CloudInitLog = filepath.Join(ddir, "logs", "cloud-init.log")
 	c.Supervise = true
 	c.DOAPIURL = b.plan.APIURL()
 	c.MetadataURL = b.plan.MetadataURL()
-	if c.Endpoint == "" && strings.HasPrefix(c.StateURL, "s3://") {
-		c.Endpoint = b.plan.S3URL()
+	// The S3 endpoint is left as the CLI wrote it: filling in the
+	// sandbox's would hide a CLI that forgets to tell nodes where the state
+	// is (on DigitalOcean they would fall back to nyc3 and never report).
+}
+
+func appendFile(path, text string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
 	}
+	if _, err := f.WriteString(text); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // writeCloudFile writes one write_files entry under root with its mode.

@@ -1,0 +1,113 @@
+package pull
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRingKeepsWholeLinesUpToTheBound(t *testing.T) {
+	t.Parallel()
+	r := NewRing()
+	line := strings.Repeat("x", 99) + "\n"
+	for i := 0; i < 2*LogTailBytes/len(line); i++ {
+		fmt.Fprintf(r, "%05d%s", i, line[5:])
+	}
+	b, _ := r.snapshot()
+	if len(b) > LogTailBytes {
+		t.Fatalf("ring holds %d bytes, bound %d", len(b), LogTailBytes)
+	}
+	if !bytes.HasSuffix(b, []byte("\n")) || bytes.Count(b, []byte("\n"))*len(line) != len(b) {
+		t.Fatalf("ring does not hold whole lines: %q…", b[:40])
+	}
+	last := fmt.Sprintf("%05d", 2*LogTailBytes/len(line)-1)
+	if !bytes.Contains(b, []byte(last)) {
+		t.Errorf("the newest line %s is missing", last)
+	}
+}
+
+func TestRedact(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ in, secret, want string }{
+		{`token dop_v1_0123456789abcdef0123456789abcdef used`, "", `token [redacted] used`},
+		{`Authorization: Bearer abcdefgh12345678`, "", `Authorization: Bearer [redacted]`},
+		{`{"secret_access_key":"wJalrXUtnFEMI"}`, "", `{"secret_access_key":"[redacted]"}`},
+		{`password=hunter22 next`, "", `password=[redacted] next`},
+		{`the key s3cr3t-v4lue leaked`, "s3cr3t-v4lue", `the key [redacted] leaked`},
+		{`nothing here`, "", `nothing here`},
+	} {
+		got := string(Redact([]byte(tc.in), []string{tc.secret}))
+		if got != tc.want {
+			t.Errorf("Redact(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestShipperUploadsRedactedTails: every source with lines is uploaded with
+// a header, the node's secrets redacted, a file's tail bounded; an
+// unchanged tail is not uploaded again, and an object is not rewritten
+// within logMinGap.
+func TestShipperUploadsRedactedTails(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	store := newMemStore()
+	d := New(Settings{Cluster: "shop", NodeID: "amber-fox", RunDir: dir, PollInterval: time.Second}, store, Options{})
+	ring := NewRing()
+	fmt.Fprintln(ring, `{"msg":"started","token":"node-secret-token-1"}`)
+	haproxyLog := filepath.Join(dir, "haproxy.log")
+	big := strings.Repeat("[NOTICE] haproxy line\n", 2*LogTailBytes/22)
+	if err := os.WriteFile(haproxyLog, []byte(big+"last line with node-secret-token-1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := &shipper{d: d, sources: logSources(ring, dir, filepath.Join(dir, "missing-cloud-init.log")),
+		last: map[string]string{}, at: map[string]time.Time{},
+		secrets: func() []string { return []string{"node-secret-token-1"} }}
+	s.ship(context.Background(), true)
+
+	for _, c := range []string{LogPull, LogHAProxy} {
+		obj, err := store.Get(context.Background(), LogKey("shop", "amber-fox", c), "")
+		if err != nil {
+			t.Fatalf("%s tail not uploaded: %v", c, err)
+		}
+		up, body := ParseLogTail(obj.Body)
+		if time.Since(up) > time.Minute {
+			t.Errorf("%s: header upload time %v", c, up)
+		}
+		if bytes.Contains(obj.Body, []byte("node-secret-token-1")) {
+			t.Errorf("%s tail contains the secret", c)
+		}
+		if len(body) > LogTailBytes {
+			t.Errorf("%s tail is %d bytes, bound %d", c, len(body), LogTailBytes)
+		}
+	}
+	if _, err := store.Get(context.Background(), LogKey("shop", "amber-fox", LogCloudInit), ""); err == nil {
+		t.Error("a missing file was uploaded")
+	}
+	puts := store.puts()
+	s.ship(context.Background(), false)
+	if store.puts() != puts {
+		t.Error("unchanged tails were uploaded again")
+	}
+	fmt.Fprintln(ring, "a new line")
+	s.ship(context.Background(), false)
+	if store.puts() != puts {
+		t.Error("a tail was rewritten within logMinGap")
+	}
+	s.at[LogPull] = time.Now().Add(-2 * logMinGap)
+	s.ship(context.Background(), false)
+	if store.puts() != puts+1 {
+		t.Errorf("%d uploads after the gap, want exactly the changed pull tail", store.puts()-puts)
+	}
+}
+
+// puts counts the writes the store took.
+func (m *memStore) puts() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.n
+}
