@@ -50,23 +50,23 @@ const (
 
 // State is the whole desired state of one cluster.
 type State struct {
-	SchemaVersion int       `json:"schema_version"`
-	Generation    int64     `json:"generation"`
-	Name          string    `json:"name"`
-	Region        string    `json:"region"`
-	Size          string    `json:"size"`
-	Image         string    `json:"image"` // snapshot id or distribution slug
-	VPC           VPC       `json:"vpc"`
-	ReservedIP    string    `json:"reserved_ip,omitempty"`
-	FirewallID    string    `json:"firewall_id,omitempty"`
+	SchemaVersion int    `json:"schema_version"`
+	Generation    int64  `json:"generation"`
+	Name          string `json:"name"`
+	Region        string `json:"region"`
+	Size          string `json:"size"`
+	Image         string `json:"image"` // snapshot id or distribution slug
+	VPC           VPC    `json:"vpc"`
+	ReservedIP    string `json:"reserved_ip,omitempty"`
+	FirewallID    string `json:"firewall_id,omitempty"`
 	// AdminCIDRs may reach SSH (22/tcp) through the firewall; empty: nobody.
-	AdminCIDRs []string `json:"admin_cidrs,omitempty"`
-	DNS           *DNS      `json:"dns,omitempty"`
-	App           App       `json:"app"`
-	HA            HA        `json:"ha"`
-	Nodes         []Node    `json:"nodes"`
-	CreatedAt     time.Time `json:"created_at"`
-	UpdatedAt     time.Time `json:"updated_at"`
+	AdminCIDRs []string  `json:"admin_cidrs,omitempty"`
+	DNS        *DNS      `json:"dns,omitempty"`
+	App        App       `json:"app"`
+	HA         HA        `json:"ha"`
+	Nodes      []Node    `json:"nodes"`
+	CreatedAt  time.Time `json:"created_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
 }
 
 // VPC is the cluster's private network.
