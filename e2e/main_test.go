@@ -57,8 +57,10 @@ type sandboxEnv struct {
 }
 
 type sandboxInfo struct {
-	APIURL   string `json:"api_url"`
-	Token    string `json:"token"`
+	APIURL     string `json:"api_url"`
+	Token      string `json:"token"`
+	NodeToken  string `json:"node_token"`
+	S3Endpoint string `json:"s3_endpoint"`
 	Droplets []struct {
 		ID        int    `json:"id"`
 		Name      string `json:"name"`
@@ -86,7 +88,14 @@ func upSandbox(t testing.TB, extra ...string) *sandboxEnv {
 	for _, b := range []string{"haproxy", "keepalived", "versitygw", "ip", "iptables"} {
 		testutil.NeedBinary(t, b)
 	}
-	dir := t.TempDir()
+	// A short directory: HAProxy binds its master socket at a temporary
+	// name <path>.<pid>.tmp, which must fit a unix socket's 108 bytes, and
+	// t.TempDir() embeds the test's (long) name.
+	dir, err := os.MkdirTemp("", "dy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
 	e := &sandboxEnv{t: t, dir: filepath.Join(dir, "sandbox"), config: filepath.Join(dir, "config.yaml")}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -167,13 +176,18 @@ func (e *sandboxEnv) mustRun(args ...string) result {
 
 func (e *sandboxEnv) dumpLogs() {
 	info := e.info
+	if r := e.run("sandbox", "status", "-o", "json"); r.code == 0 {
+		_ = json.Unmarshal([]byte(r.stdout), &info)
+	}
 	for _, d := range info.Droplets {
-		r := e.run("sandbox", "logs", fmt.Sprint(d.ID))
-		out := r.stdout
-		if len(out) > 6000 {
-			out = out[len(out)-6000:]
+		for _, c := range []string{"pull", "haproxy", "keepalived"} {
+			r := e.run("sandbox", "logs", fmt.Sprint(d.ID), "--component", c)
+			out := r.stdout
+			if len(out) > 6000 {
+				out = out[len(out)-6000:]
+			}
+			e.t.Logf("=== %s log of droplet %d (%s):\n%s", c, d.ID, d.Name, out)
 		}
-		e.t.Logf("=== logs of droplet %d (%s):\n%s", d.ID, d.Name, out)
 	}
 }
 

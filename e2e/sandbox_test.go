@@ -19,14 +19,18 @@ import (
 )
 
 type nodeRow struct {
-	ID        string `json:"id"`
-	Role      string `json:"role"`
-	Priority  int    `json:"priority"`
-	PublicIP  string `json:"public_ip"`
-	PrivateIP string `json:"private_ip"`
-	Status    string `json:"status"`
-	DropletID int    `json:"droplet_id"`
-	VRRPState string `json:"vrrp_state"`
+	ID              string `json:"id"`
+	Role            string `json:"role"`
+	Priority        int    `json:"priority"`
+	PublicIP        string `json:"public_ip"`
+	PrivateIP       string `json:"private_ip"`
+	Status          string `json:"status"`
+	Health          string `json:"health"`
+	HealthReason    string `json:"health_reason"`
+	DropletID       int    `json:"droplet_id"`
+	VRRPState       string `json:"vrrp_state"`
+	HoldsReservedIP bool   `json:"holds_reserved_ip"`
+	FailoverReady   bool   `json:"failover_ready"`
 }
 
 func (e *sandboxEnv) nodes(name string) []nodeRow {
@@ -303,8 +307,9 @@ func TestVRRPCut(t *testing.T) {
 func TestSandboxDownLeavesNothing(t *testing.T) {
 	e := upSandbox(t)
 	e.mustRun("node", "create-ha", "--name", "gone", "--region", "nyc3", "--size", "s-1vcpu-1gb", "--timeout", "2m")
-	procs := sandboxProcesses(t, e.dir, "dyt3")
-	if len(procs) < 4 { // serve, versitygw, and in the droplet dynia-pull, haproxy, keepalived, app
+	prefix, rng := e.info.Prefix, e.info.PublicRange
+	procs := sandboxProcesses(t, e.dir, prefix)
+	if len(procs) < 6 { // serve, versitygw, and in the droplet dynia-pull, haproxy, keepalived, app
 		t.Fatalf("only %d sandbox processes found before down: %v", len(procs), procs)
 	}
 	t.Logf("%d sandbox processes before down", len(procs))
@@ -331,13 +336,13 @@ func TestSandboxDownLeavesNothing(t *testing.T) {
 	if b, err := os.ReadFile(e.config); err == nil && strings.Contains(string(b), "sandbox") {
 		t.Errorf("the sandbox context is still in the config:\n%s", b)
 	}
-	if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), "dyt3") {
+	if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), prefix+"-") {
 		t.Errorf("namespaces left: %s", out)
 	}
-	if out, _ := exec.Command("ip", "link").Output(); strings.Contains(string(out), "dyt3") {
+	if out, _ := exec.Command("ip", "link").Output(); strings.Contains(string(out), prefix+"-") {
 		t.Errorf("links left: %s", out)
 	}
-	if out, _ := exec.Command("ip", "route").Output(); strings.Contains(string(out), "198.18.43.") {
+	if out, _ := exec.Command("ip", "route").Output(); strings.Contains(string(out), strings.TrimSuffix(rng, "0/24")) {
 		t.Errorf("routes left: %s", out)
 	}
 	if _, err := os.Stat(e.dir); !os.IsNotExist(err) {

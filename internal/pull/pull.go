@@ -180,6 +180,12 @@ func (e *ApplyError) Unwrap() error { return e.Err }
 // serves at once.
 func (d *Daemon) Prepare(ctx context.Context) error {
 	set, _ := d.current()
+	// HAProxy binds its sockets at a temporary name <path>.<pid>.tmp
+	// first; a unix socket path holds 107 bytes. Too long a run dir makes
+	// haproxy exit 1 at start with nothing on its output.
+	if n := len(d.paths.MasterSocket) + len(".4194304.tmp"); n > 107 {
+		return fmt.Errorf("run dir %q is too long for HAProxy's sockets (%d bytes of at most 107); use a shorter run_dir", set.RunDir, n)
+	}
 	if err := os.MkdirAll(set.RunDir, 0o755); err != nil {
 		return fmt.Errorf("create run dir: %w", err)
 	}
