@@ -61,7 +61,7 @@ type sandboxInfo struct {
 	Token      string `json:"token"`
 	NodeToken  string `json:"node_token"`
 	S3Endpoint string `json:"s3_endpoint"`
-	Droplets []struct {
+	Droplets   []struct {
 		ID        int    `json:"id"`
 		Name      string `json:"name"`
 		Namespace string `json:"namespace"`
