@@ -431,3 +431,54 @@ func TestOldWorkersEndAtHardStopAfter(t *testing.T) {
 	}
 	l.servesOnly(a, none, 5)
 }
+
+// TestSupervisedStartPrunesServerState: supervise mode prunes the
+// server-state-file against the config before it starts HAProxy cold, so a
+// stale file (left by an older dynia-pull) pins nothing. The stand-in
+// haproxy records the file as it finds it at its start.
+func TestSupervisedStartPrunesServerState(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	set := Settings{Cluster: "shop", NodeID: "amber-fox", PollInterval: time.Second, Supervise: true,
+		HAProxyConfig: filepath.Join(dir, "haproxy.cfg"), KeepalivedConfig: filepath.Join(dir, "keepalived.conf"),
+		RunDir: filepath.Join(dir, "run"), HAProxyBin: filepath.Join(dir, "haproxy"), KeepalivedBin: "keepalived"}
+	d := New(set, newMemStore(), Options{Version: "test"})
+	seen := filepath.Join(dir, "seen")
+	script := "#!/bin/sh\ncat " + d.paths.ServerStateFile + " > " + seen + ".tmp && mv " + seen + ".tmp " + seen + "\nexec sleep 60\n"
+	if err := os.WriteFile(set.HAProxyBin, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := "global\n    server-state-file " + d.paths.ServerStateFile + "\n\nbackend app\n" +
+		"    server amber-fox 10.9.0.1:9090 check weight 100\n    server brisk-owl 10.9.0.2:8080 check weight 100\n"
+	if err := os.WriteFile(set.HAProxyConfig, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(set.RunDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(d.paths.ServerStateFile, []byte(stateDump), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() {
+		pid := d.sup.pid("haproxy")
+		cancel()
+		d.sup.wait()
+		if pid > 0 {
+			_ = syscall.Kill(-pid, syscall.SIGKILL) // the daemon outlives dynia-pull
+		}
+	})
+	if err := d.Prepare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	testutil.WaitFor(t, 30*time.Second, func() error {
+		var err error
+		got, err = os.ReadFile(seen)
+		return err
+	})
+	lines := strings.Split(stateDump, "\n")
+	if want := lines[0] + "\n" + lines[1] + "\n" + lines[3] + "\n"; string(got) != want {
+		t.Fatalf("haproxy started with the server state:\n%s\nwant (amber-fox's port changed, so dropped):\n%s", got, want)
+	}
+}
