@@ -54,6 +54,8 @@ func NewOpID() string {
 func NewStore(b bucket.Store) *Store { return &Store{B: b} }
 
 // Conflicts counts lost compare-and-swaps (retried) since the Store was made.
+// A 412 that turns out to answer this Store's own applied write (counted by
+// LostAnswers) is counted here too: the loop only learns so on its re-read.
 func (s *Store) Conflicts() int64 { return s.conflicts.Load() }
 
 // LostAnswers counts writes that failed to answer but were found applied
