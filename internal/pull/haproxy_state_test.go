@@ -325,20 +325,33 @@ func (l *haproxyLab) openStream() *stream {
 	if err != nil {
 		l.t.Fatal(err)
 	}
-	buf := make([]byte, 64)
-	if _, err := resp.Body.Read(buf); err != nil {
+	// read closes it when the stream ends; a stream still open when the
+	// test ends (it failed) is closed here.
+	l.t.Cleanup(func() { _ = resp.Body.Close() })
+	s := &stream{done: make(chan struct{})}
+	first := make(chan error, 1)
+	go s.read(resp.Body, first)
+	if err := <-first; err != nil {
 		l.t.Fatalf("first chunk of the stream: %v", err)
 	}
-	s := &stream{done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		defer resp.Body.Close()
-		_, s.err = io.Copy(io.Discard, resp.Body)
-		if s.err == nil {
-			s.err = io.EOF
-		}
-	}()
 	return s
+}
+
+// read reports the first chunk on first, then reads body until it ends.
+func (s *stream) read(body io.ReadCloser, first chan<- error) {
+	defer close(s.done)
+	defer body.Close()
+	buf := make([]byte, 64)
+	_, err := body.Read(buf)
+	first <- err
+	if err != nil {
+		s.err = err
+		return
+	}
+	_, s.err = io.Copy(io.Discard, body)
+	if s.err == nil {
+		s.err = io.EOF
+	}
 }
 
 // oldWorkers returns the pids the master lists under "# old workers" in
