@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +20,8 @@ type answerLoser interface {
 	// loseNth loses the answer to the nth conditional write (1-based, from
 	// now on) of cluster name's state.json.
 	loseNth(name string, nth int)
+	// loseDelete loses the answer to the next DELETE of name's state.json.
+	loseDelete(name string)
 	// lostSoFar counts the answers lost so far.
 	lostSoFar() int
 }
@@ -29,6 +32,9 @@ type s3Loser struct{ p *testutil.S3Proxy }
 
 func (l s3Loser) loseNth(name string, nth int) {
 	l.p.LoseAnswer(nth, testutil.ConditionalPut("/"+cluster.StateKey(name)))
+}
+func (l s3Loser) loseDelete(name string) {
+	l.p.LoseAnswer(1, testutil.Request(http.MethodDelete, "/"+cluster.StateKey(name)))
 }
 func (l s3Loser) lostSoFar() int { return len(l.p.Lost()) }
 
@@ -48,15 +54,16 @@ func (e *testEnv) loseS3Answers() answerLoser {
 	return s3Loser{p}
 }
 
-// fileLoser wraps a file:// store: the lost write is applied, then Put
-// returns an error whose outcome the caller cannot know (a reset).
+// fileLoser wraps a file:// store: the lost write is applied, then Put (or
+// Delete) returns an error whose outcome the caller cannot know (a reset).
 type fileLoser struct {
 	bucket.Store
-	mu    sync.Mutex
-	key   string
-	nth   int
-	lost  int
-	armed bool
+	mu        sync.Mutex
+	key       string
+	nth       int
+	lost      int
+	armed     bool
+	deleteKey string
 }
 
 var errAnswerLost = errors.New("connection reset by peer")
@@ -76,6 +83,26 @@ func (l *fileLoser) Put(ctx context.Context, key string, body []byte, cond bucke
 		return etag, err
 	}
 	return "", &bucket.Error{Op: "put", Store: l.String(), Key: key, Err: errAnswerLost}
+}
+
+func (l *fileLoser) Delete(ctx context.Context, key string) error {
+	l.mu.Lock()
+	fire := key == l.deleteKey
+	if fire {
+		l.deleteKey = ""
+		l.lost++
+	}
+	l.mu.Unlock()
+	if err := l.Store.Delete(ctx, key); err != nil || !fire {
+		return err
+	}
+	return &bucket.Error{Op: "delete", Store: l.String(), Key: key, Err: errAnswerLost}
+}
+
+func (l *fileLoser) loseDelete(name string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.deleteKey = cluster.StateKey(name)
 }
 
 func (l *fileLoser) loseNth(name string, nth int) {
@@ -250,17 +277,14 @@ func TestLostAnswers(t *testing.T) {
 }
 
 // runLosingDelete runs cluster destroy with the answer to the state's
-// DELETE lost (S3 only: the file store's Delete is not wrapped) and checks
-// the cluster is gone.
+// DELETE lost and checks the cluster is gone.
 func (e *testEnv) runLosingDelete(l answerLoser, name string) {
 	e.t.Helper()
-	s3, ok := l.(s3Loser)
-	if ok {
-		s3.p.LoseAnswer(1, testutil.Request("DELETE", "/"+cluster.StateKey(name)))
-	}
+	lost := l.lostSoFar()
+	l.loseDelete(name)
 	e.mustRun("cluster", "destroy", "--name", name, "--confirm")
-	if ok && s3.p.Armed() != 0 {
-		e.t.Fatalf("cluster destroy %s: the state's DELETE was not lost: tested nothing", name)
+	if l.lostSoFar() != lost+1 {
+		e.t.Fatalf("cluster destroy %s: the state's DELETE answer was not lost: tested nothing", name)
 	}
 	if _, _, err := cluster.NewStore(e.bucket).Load(context.Background(), name); !errors.Is(err, cluster.ErrClusterNotFound) {
 		e.t.Fatalf("cluster %s after destroy: %v", name, err)

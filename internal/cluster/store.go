@@ -231,7 +231,9 @@ func sleepJitter(ctx context.Context, attempt int) error {
 }
 
 // Delete removes every object of the cluster: state last, so a crash midway
-// leaves a cluster that can still be found and destroyed again.
+// leaves a cluster that can still be found and destroyed again. A delete
+// whose answer was lost (it failed, but the object is gone on re-reading)
+// is done.
 func (s *Store) Delete(ctx context.Context, name string) error {
 	objs, err := s.B.List(ctx, ClusterPrefix(name))
 	if err != nil {
@@ -241,14 +243,30 @@ func (s *Store) Delete(ctx context.Context, name string) error {
 		if o.Key == StateKey(name) {
 			continue
 		}
-		if err := s.B.Delete(ctx, o.Key); err != nil {
+		if err := s.deleteKey(ctx, o.Key); err != nil {
 			return fmt.Errorf("delete cluster %s: %w", name, err)
 		}
 	}
-	if err := s.B.Delete(ctx, StateKey(name)); err != nil {
+	if err := s.deleteKey(ctx, StateKey(name)); err != nil {
 		return fmt.Errorf("delete cluster %s: %w", name, err)
 	}
 	return nil
+}
+
+// deleteKey deletes key; when the delete fails, a re-read that finds the
+// key gone means it was applied and only its answer was lost.
+func (s *Store) deleteKey(ctx context.Context, key string) error {
+	err := s.B.Delete(ctx, key)
+	if err == nil {
+		return nil
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rereadTimeout)
+	defer cancel()
+	if _, gerr := s.B.Get(rctx, key, ""); errors.Is(gerr, bucket.ErrNotFound) {
+		s.lostAnswers.Add(1)
+		return nil
+	}
+	return err
 }
 
 // List returns the names of every cluster in the bucket, sorted.
