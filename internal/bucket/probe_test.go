@@ -50,3 +50,34 @@ func TestProbeUnreachable(t *testing.T) {
 		t.Errorf("RequireSafe on an unreachable store: %v, want a probe error even with allowUnsafe", err)
 	}
 }
+
+// resendConds sends every conditional write twice and returns the second
+// answer, as the S3 backend's retry does when the first answer is lost:
+// a write that was applied answers 412 the second time.
+type resendConds struct{ bucket.Store }
+
+func (s resendConds) Put(ctx context.Context, key string, body []byte, cond bucket.Cond) (string, error) {
+	if cond == (bucket.Cond{}) {
+		return s.Store.Put(ctx, key, body, cond)
+	}
+	_, _ = s.Store.Put(ctx, key, body, cond) // its answer is "lost"
+	return s.Store.Put(ctx, key, body, cond)
+}
+
+// TestProbeLostAnswers: a probe whose writes lose their answers (each
+// retried write gets 412 although it was applied) still finds the store
+// safe, reading back what it wrote instead of calling it unsafe.
+func TestProbeLostAnswers(t *testing.T) {
+	t.Parallel()
+	inner := openFileStore(t)
+	res, err := bucket.Probe(context.Background(), resendConds{inner})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.ConditionalWrites || len(res.Problems) != 0 {
+		t.Errorf("Probe = %+v, want safe with no problem", res)
+	}
+	if infos, err := inner.List(context.Background(), ""); err != nil || len(infos) != 0 {
+		t.Errorf("probe left objects behind: %v %v", infos, err)
+	}
+}

@@ -153,7 +153,8 @@ func (s *s3Store) Put(ctx context.Context, key string, body []byte, cond Cond) (
 	}
 	var etag string
 	// A retried conditional put whose first attempt landed but whose answer
-	// was lost reports ErrPrecondition; callers re-read, which is safe.
+	// was lost reports ErrPrecondition: callers re-read and recognise their
+	// own write (cluster.Store by its operation id, Probe by content).
 	err := s.do(ctx, "put", key, cond.IfMatch != "", func(ctx context.Context) error {
 		in.Body = bytes.NewReader(body)
 		in.ContentLength = aws.Int64(int64(len(body)))

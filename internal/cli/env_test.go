@@ -36,6 +36,9 @@ type testEnv struct {
 	// writes counts the S3 requests other than GET and HEAD that dynia
 	// (not the test's own bucket client) sent: PUTs, DELETEs, POSTs.
 	writes atomic.Int64
+	// store, when set, is the state store every run uses instead of
+	// opening the context's (a file:// store wrapped by a test).
+	store bucket.Store
 }
 
 // writeCounter passes requests on, counting those that change the bucket.
@@ -110,6 +113,7 @@ func (e *testEnv) run(args ...string) result {
 	f.CloudOptions = cloud.Options{RetryWaitMin: 5 * time.Millisecond, RetryWaitMax: 50 * time.Millisecond,
 		PollInterval: 10 * time.Millisecond, PollMax: 50 * time.Millisecond}
 	f.BucketHTTPClient = &http.Client{Transport: writeCounter{next: http.DefaultTransport, n: &e.writes}}
+	f.StoreOverride = e.store
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	code := Run(ctx, f, append([]string{"--config", e.cfg}, args...))

@@ -11,7 +11,9 @@
 // error, never a success (doctl's WaitForActive reports success when
 // cancelled; we do not). godo itself retries 429 and 5xx, honouring
 // Retry-After, so the operations here only retry what DO reports as a
-// conflict worth waiting out (a reserved IP's "pending event").
+// conflict worth waiting out: every action, create and delete that DO can
+// refuse with 422 "pending event" (a droplet or reserved IP another action
+// still holds) goes through one helper, whileBusy.
 package cloud
 
 import (
@@ -63,6 +65,11 @@ type Options struct {
 	// droplet or an action (default 1 s); it grows by half each round up to
 	// PollMax (default 5 s).
 	PollInterval, PollMax time.Duration
+	// BusyWaitMin and BusyWaitMax bound the waits between retries of a
+	// request DO refuses with 422 "pending event" (default PollInterval and
+	// twice PollMax: 1 s growing to 10 s). The retries last as long as the
+	// caller's context.
+	BusyWaitMin, BusyWaitMax time.Duration
 	// CreateParallelism bounds concurrent droplet creates (default 5).
 	CreateParallelism int
 }
@@ -75,6 +82,8 @@ type Client struct {
 	wire    http.RoundTripper // the transport under the counter
 	pollMin time.Duration
 	pollMax time.Duration
+	busyMin time.Duration
+	busyMax time.Duration
 	par     int
 }
 
@@ -112,6 +121,15 @@ func New(token string, opts Options) (*Client, error) {
 	if opts.PollMax < opts.PollInterval {
 		opts.PollMax = opts.PollInterval
 	}
+	if opts.BusyWaitMin <= 0 {
+		opts.BusyWaitMin = opts.PollInterval
+	}
+	if opts.BusyWaitMax <= 0 {
+		opts.BusyWaitMax = 2 * opts.PollMax
+	}
+	if opts.BusyWaitMax < opts.BusyWaitMin {
+		opts.BusyWaitMax = opts.BusyWaitMin
+	}
 	if opts.CreateParallelism <= 0 {
 		opts.CreateParallelism = 5
 	}
@@ -121,6 +139,8 @@ func New(token string, opts Options) (*Client, error) {
 		calls:   newCallCounter(),
 		pollMin: opts.PollInterval,
 		pollMax: opts.PollMax,
+		busyMin: opts.BusyWaitMin,
+		busyMax: opts.BusyWaitMax,
 		par:     opts.CreateParallelism,
 	}
 
@@ -226,8 +246,8 @@ func (r retryLogger) Debug(msg string, kv ...any) { r.l.Debug("godo: "+msg, kv..
 
 // maxTransientPolls: a wait gives up at the maxTransientPolls-th poll in a
 // row that fails with a transient error after godo's own retries. A wait is
-// read-only (or re-posts an action DO dedups with 422 "pending event"), so
-// trying again on the next tick is safe; the bound keeps an API that stays
+// read-only, so trying again on the next tick is safe (whileBusy applies
+// the same bound to actions and deletes); the bound keeps an API that stays
 // down from holding a command until its deadline.
 const maxTransientPolls = 5
 

@@ -108,9 +108,14 @@ func (c *Client) createDroplet(ctx context.Context, s DropletSpec) (Droplet, err
 		Tags:       s.Tags,
 		Monitoring: s.Monitoring,
 	}
-	d, _, err := c.godo.Droplets.Create(ctx, req)
+	var d *godo.Droplet
+	err := c.whileBusy(ctx, op, busyOn{what: "droplet " + s.Name}, false, func(ctx context.Context) error {
+		var err error
+		d, _, err = c.godo.Droplets.Create(ctx, req)
+		return wrap(op, err)
+	})
 	if err != nil {
-		return Droplet{}, wrap(op, err)
+		return Droplet{}, err
 	}
 	c.log.Info("cloud: droplet created", "name", d.Name, "id", d.ID, "region", s.Region)
 	return fromGodoDroplet(d), nil
@@ -174,32 +179,48 @@ func (c *Client) WaitActive(ctx context.Context, ids []int) ([]Droplet, error) {
 	return out, nil
 }
 
-// DeleteDroplet deletes a droplet; one already gone is not an error.
+// DeleteDroplet deletes a droplet; one already gone is not an error. While
+// an event holds it, DO answers 422 "pending event": retried (whileBusy).
 func (c *Client) DeleteDroplet(ctx context.Context, id int) error {
-	_, err := c.godo.Droplets.Delete(ctx, id)
-	if err = wrap(fmt.Sprintf("delete droplet %d", id), err); err != nil && !errors.Is(err, ErrNotFound) {
+	op := fmt.Sprintf("delete droplet %d", id)
+	err := c.whileBusy(ctx, op, busyOn{what: fmt.Sprintf("droplet %d", id), droplet: id}, true, func(ctx context.Context) error {
+		_, err := c.godo.Droplets.Delete(ctx, id)
+		return wrap(op, err)
+	})
+	if err != nil && !errors.Is(err, ErrNotFound) {
 		return err
 	}
 	c.log.Info("cloud: droplet deleted", "id", id)
 	return nil
 }
 
-// PowerOff powers a droplet off and waits for the action.
+// PowerOff powers a droplet off and waits for the action (a pending event
+// retried, as for every droplet action).
 func (c *Client) PowerOff(ctx context.Context, id int) error {
-	op := fmt.Sprintf("power off droplet %d", id)
-	a, _, err := c.godo.DropletActions.PowerOff(ctx, id)
-	if err != nil {
-		return wrap(op, err)
-	}
-	return c.waitAction(ctx, op, a)
+	return c.dropletAction(ctx, fmt.Sprintf("power off droplet %d", id), id, c.godo.DropletActions.PowerOff)
 }
 
 // PowerOn powers a droplet on and waits for the action.
 func (c *Client) PowerOn(ctx context.Context, id int) error {
-	op := fmt.Sprintf("power on droplet %d", id)
-	a, _, err := c.godo.DropletActions.PowerOn(ctx, id)
-	if err != nil {
+	return c.dropletAction(ctx, fmt.Sprintf("power on droplet %d", id), id, c.godo.DropletActions.PowerOn)
+}
+
+// Shutdown shuts a droplet down gracefully (ACPI) and waits for the action.
+func (c *Client) Shutdown(ctx context.Context, id int) error {
+	return c.dropletAction(ctx, fmt.Sprintf("shut down droplet %d", id), id, c.godo.DropletActions.Shutdown)
+}
+
+// dropletAction posts a droplet action, retried while DO answers 422
+// "Droplet already has a pending event." (whileBusy), and waits for it.
+func (c *Client) dropletAction(ctx context.Context, op string, id int, post func(context.Context, int) (*godo.Action, *godo.Response, error)) error {
+	var a *godo.Action
+	err := c.whileBusy(ctx, op, busyOn{what: fmt.Sprintf("droplet %d", id), droplet: id}, true, func(ctx context.Context) error {
+		var err error
+		a, _, err = post(ctx, id)
 		return wrap(op, err)
+	})
+	if err != nil {
+		return err
 	}
 	return c.waitAction(ctx, op, a)
 }

@@ -147,9 +147,14 @@ func (c *Client) EnsureFirewall(ctx context.Context, spec FirewallSpec) (Firewal
 		if firewallMatches(&fw, want) {
 			return fromGodoFirewall(&fw), false, nil
 		}
-		up, _, err := c.godo.Firewalls.Update(ctx, fw.ID, want)
+		var up *godo.Firewall
+		err := c.whileBusy(ctx, op+": update", busyOn{what: "firewall " + fw.ID}, true, func(ctx context.Context) error {
+			var err error
+			up, _, err = c.godo.Firewalls.Update(ctx, fw.ID, want)
+			return wrap(op+": update", err)
+		})
 		if err != nil {
-			return Firewall{}, false, wrap(op+": update", err)
+			return Firewall{}, false, err
 		}
 		c.log.Info("cloud: firewall updated", "name", spec.Name, "id", fw.ID)
 		return fromGodoFirewall(up), false, nil
@@ -157,9 +162,14 @@ func (c *Client) EnsureFirewall(ctx context.Context, spec FirewallSpec) (Firewal
 	if err := c.EnsureTag(ctx, spec.Tag); err != nil {
 		return Firewall{}, false, fmt.Errorf("cloud: %s: %w", op, err)
 	}
-	fw, _, err := c.godo.Firewalls.Create(ctx, want)
+	var fw *godo.Firewall
+	err = c.whileBusy(ctx, op+": create", busyOn{what: "firewall " + spec.Name}, false, func(ctx context.Context) error {
+		var err error
+		fw, _, err = c.godo.Firewalls.Create(ctx, want)
+		return wrap(op+": create", err)
+	})
 	if err != nil {
-		return Firewall{}, false, wrap(op+": create", err)
+		return Firewall{}, false, err
 	}
 	c.log.Info("cloud: firewall created", "name", spec.Name, "id", fw.ID)
 	return fromGodoFirewall(fw), true, nil
@@ -229,8 +239,12 @@ func sameSet(a, b []string) bool {
 
 // DeleteFirewall deletes a firewall; one already gone is not an error.
 func (c *Client) DeleteFirewall(ctx context.Context, id string) error {
-	_, err := c.godo.Firewalls.Delete(ctx, id)
-	if err = wrap("delete firewall "+id, err); err != nil && !errors.Is(err, ErrNotFound) {
+	op := "delete firewall " + id
+	err := c.whileBusy(ctx, op, busyOn{what: "firewall " + id}, true, func(ctx context.Context) error {
+		_, err := c.godo.Firewalls.Delete(ctx, id)
+		return wrap(op, err)
+	})
+	if err != nil && !errors.Is(err, ErrNotFound) {
 		return err
 	}
 	return nil

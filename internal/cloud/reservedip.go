@@ -35,9 +35,14 @@ func fromGodoRIP(r *godo.ReservedIP) ReservedIP {
 // the IP, so the caller can release it.
 func (c *Client) CreateReservedIP(ctx context.Context, dropletID int) (ReservedIP, error) {
 	op := fmt.Sprintf("create reserved IP for droplet %d", dropletID)
-	r, _, err := c.godo.ReservedIPs.Create(ctx, &godo.ReservedIPCreateRequest{DropletID: dropletID})
+	var r *godo.ReservedIP
+	err := c.whileBusy(ctx, op, busyOn{what: fmt.Sprintf("droplet %d", dropletID), droplet: dropletID}, false, func(ctx context.Context) error {
+		var err error
+		r, _, err = c.godo.ReservedIPs.Create(ctx, &godo.ReservedIPCreateRequest{DropletID: dropletID})
+		return wrap(op, err)
+	})
 	if err != nil {
-		return ReservedIP{}, wrap(op, err)
+		return ReservedIP{}, err
 	}
 	ip := r.IP
 	c.log.Info("cloud: reserved IP created", "ip", ip, "droplet", dropletID)
@@ -59,9 +64,15 @@ func (c *Client) CreateReservedIP(ctx context.Context, dropletID int) (ReservedI
 
 // CreateReservedIPInRegion reserves an unassigned IP in region.
 func (c *Client) CreateReservedIPInRegion(ctx context.Context, region string) (ReservedIP, error) {
-	r, _, err := c.godo.ReservedIPs.Create(ctx, &godo.ReservedIPCreateRequest{Region: region})
+	op := "create reserved IP in " + region
+	var r *godo.ReservedIP
+	err := c.whileBusy(ctx, op, busyOn{what: "a reserved IP in " + region}, false, func(ctx context.Context) error {
+		var err error
+		r, _, err = c.godo.ReservedIPs.Create(ctx, &godo.ReservedIPCreateRequest{Region: region})
+		return wrap(op, err)
+	})
 	if err != nil {
-		return ReservedIP{}, wrap("create reserved IP in "+region, err)
+		return ReservedIP{}, err
 	}
 	c.log.Info("cloud: reserved IP created", "ip", r.IP, "region", region)
 	return fromGodoRIP(r), nil
@@ -92,17 +103,18 @@ func (c *Client) ListReservedIPs(ctx context.Context) ([]ReservedIP, error) {
 }
 
 // AssignReservedIP assigns ip to the droplet and waits for the action to
-// complete. While another action holds the IP, DO answers 422 "pending
-// event": that is retried with backoff until ctx ends. An IP may move
+// complete. While another action holds the IP or the droplet, DO answers 422
+// "pending event": that is retried with backoff until ctx ends (whileBusy;
+// then the error is a *BusyError naming which stayed busy). An IP may move
 // straight from one droplet to another. Assigning to the current holder is
 // success. Any other refusal is returned as is (errors.Is ErrUnprocessable).
 // The droplet must be active: DO refuses others.
 func (c *Client) AssignReservedIP(ctx context.Context, ip string, dropletID int) error {
 	op := fmt.Sprintf("assign reserved IP %s to droplet %d", ip, dropletID)
-	err := c.ripAction(ctx, op, ip, func(ctx context.Context) (*godo.Action, *godo.Response, error) {
+	err := c.ripAction(ctx, op, busyOn{what: "reserved IP " + ip, droplet: dropletID}, ip, func(ctx context.Context) (*godo.Action, *godo.Response, error) {
 		return c.godo.ReservedIPActions.Assign(ctx, ip, dropletID)
 	})
-	if errors.Is(err, ErrUnprocessable) {
+	if errors.Is(err, ErrUnprocessable) && !errors.Is(err, ErrBusy) {
 		// DO may refuse to assign an IP to the droplet already holding it;
 		// for the caller that is success.
 		if cur, gerr := c.GetReservedIP(ctx, ip); gerr == nil && cur.DropletID == dropletID && !cur.Locked {
@@ -115,27 +127,19 @@ func (c *Client) AssignReservedIP(ctx context.Context, ip string, dropletID int)
 // UnassignReservedIP detaches ip from its droplet and waits for the action,
 // retrying a pending event like AssignReservedIP.
 func (c *Client) UnassignReservedIP(ctx context.Context, ip string) error {
-	return c.ripAction(ctx, "unassign reserved IP "+ip, ip, func(ctx context.Context) (*godo.Action, *godo.Response, error) {
+	return c.ripAction(ctx, "unassign reserved IP "+ip, busyOn{what: "reserved IP " + ip}, ip, func(ctx context.Context) (*godo.Action, *godo.Response, error) {
 		return c.godo.ReservedIPActions.Unassign(ctx, ip)
 	})
 }
 
-func (c *Client) ripAction(ctx context.Context, op, ip string, post func(context.Context) (*godo.Action, *godo.Response, error)) error {
+// ripAction posts a reserved IP action (retried while busy) and waits for
+// it to complete.
+func (c *Client) ripAction(ctx context.Context, op string, on busyOn, ip string, post func(context.Context) (*godo.Action, *godo.Response, error)) error {
 	var action *godo.Action
-	pending := 0
-	err := c.poll(ctx, op+" (pending event)", func(ctx context.Context) (bool, error) {
+	err := c.whileBusy(ctx, op, on, true, func(ctx context.Context) error {
 		a, _, err := post(ctx)
-		if err != nil {
-			err = wrap(op, err)
-			if isPendingEvent(err) {
-				pending++
-				c.log.Debug("cloud: reserved IP busy, retrying", "ip", ip, "attempt", pending)
-				return false, nil
-			}
-			return false, err
-		}
 		action = a
-		return true, nil
+		return wrap(op, err)
 	})
 	if err != nil {
 		return withCtxErr(ctx, err)
@@ -148,14 +152,19 @@ func (c *Client) ripAction(ctx context.Context, op, ip string, post func(context
 	if err != nil {
 		return err
 	}
-	c.log.Info("cloud: reserved IP action done", "op", op, "pending_retries", pending, "wait", time.Since(start))
+	c.log.Info("cloud: reserved IP action done", "op", op, "wait", time.Since(start))
 	return nil
 }
 
-// DeleteReservedIP releases ip; one already gone is not an error.
+// DeleteReservedIP releases ip; one already gone is not an error. While an
+// action holds it, DO answers 422 "pending event": retried (whileBusy).
 func (c *Client) DeleteReservedIP(ctx context.Context, ip string) error {
-	_, err := c.godo.ReservedIPs.Delete(ctx, ip)
-	if err = wrap("delete reserved IP "+ip, err); err != nil && !errors.Is(err, ErrNotFound) {
+	op := "delete reserved IP " + ip
+	err := c.whileBusy(ctx, op, busyOn{what: "reserved IP " + ip}, true, func(ctx context.Context) error {
+		_, err := c.godo.ReservedIPs.Delete(ctx, ip)
+		return wrap(op, err)
+	})
+	if err != nil && !errors.Is(err, ErrNotFound) {
 		return err
 	}
 	c.log.Info("cloud: reserved IP deleted", "ip", ip)

@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -67,6 +68,29 @@ type State struct {
 	Nodes      []Node    `json:"nodes"`
 	CreatedAt  time.Time `json:"created_at"`
 	UpdatedAt  time.Time `json:"updated_at"`
+	// RecentOps are the operation ids of the last MaxRecentOps writes,
+	// oldest first: a writer whose answer was lost finds its own id here
+	// and knows the write was applied (Store.Update, Store.Create).
+	RecentOps []string `json:"recent_ops,omitempty"`
+}
+
+// MaxRecentOps bounds State.RecentOps: enough for every write a few
+// concurrent commands make while one of them re-reads after a lost answer.
+const MaxRecentOps = 32
+
+// HasOp reports whether the write with operation id op is in the document.
+func (s *State) HasOp(op string) bool {
+	return op != "" && slices.Contains(s.RecentOps, op)
+}
+
+// withOp records op as the newest operation, dropping the oldest beyond
+// MaxRecentOps.
+func (s *State) withOp(op string) {
+	ops := append(slices.Clone(s.RecentOps), op)
+	if len(ops) > MaxRecentOps {
+		ops = ops[len(ops)-MaxRecentOps:]
+	}
+	s.RecentOps = ops
 }
 
 // VPC is the cluster's private network.
@@ -233,5 +257,6 @@ func (s *State) Clone() *State {
 			c.App.Env[k] = v
 		}
 	}
+	c.RecentOps = slices.Clone(s.RecentOps)
 	return &c
 }

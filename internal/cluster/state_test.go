@@ -1,9 +1,11 @@
 package cluster
 
 import (
+	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -119,5 +121,66 @@ func TestDecodeNodeWithoutPrivateIP(t *testing.T) {
 	s.Nodes[0].PrivateIP = ""
 	if err := s.Validate(); err == nil || !strings.Contains(err.Error(), "nodes[0].private_ip") {
 		t.Fatalf("want an error naming nodes[0].private_ip, got %v", err)
+	}
+}
+
+// TestRecentOps: the operation ids a write leaves in the document are
+// bounded to the newest MaxRecentOps and checked by the strict decoder.
+func TestRecentOps(t *testing.T) {
+	t.Parallel()
+	s := sample(t)
+	var ops []string
+	for range MaxRecentOps + 3 {
+		op := NewOpID()
+		ops = append(ops, op)
+		s.withOp(op)
+	}
+	if diff := cmp.Diff(ops[3:], s.RecentOps); diff != "" {
+		t.Fatalf("recent_ops keeps the newest %d (-want +got):\n%s", MaxRecentOps, diff)
+	}
+	if s.HasOp(ops[2]) || !s.HasOp(ops[3]) || s.HasOp("") {
+		t.Fatal("HasOp does not follow recent_ops")
+	}
+	c := s.Clone()
+	c.RecentOps[0] = "x"
+	if s.RecentOps[0] != ops[3] {
+		t.Fatal("Clone shares recent_ops with the original")
+	}
+	b, err := s.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(s.RecentOps, back.RecentOps); diff != "" {
+		t.Fatalf("round trip (-want +got):\n%s", diff)
+	}
+
+	tests := []struct {
+		name    string
+		ops     []string
+		wantErr string
+	}{
+		{"not hex", []string{strings.Repeat("g", 32)}, `recent_ops[0] "` + strings.Repeat("g", 32) + `": must be 32 lowercase hex digits`},
+		{"upper case", []string{strings.Repeat("A", 32)}, `recent_ops[0]`},
+		{"short", []string{"abcd"}, `recent_ops[0] "abcd"`},
+		{"duplicate", []string{ops[5], ops[6], ops[5]}, `recent_ops[2] "` + ops[5] + `": duplicate of recent_ops[0]`},
+		{"too many", append(slices.Clone(ops[:MaxRecentOps]), NewOpID()), `recent_ops "33": more than 32 operation ids`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			bad := s.Clone()
+			bad.RecentOps = tc.ops
+			raw, err := json.Marshal(bad)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = Decode(raw)
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("Decode = %v, want an error containing %q", err, tc.wantErr)
+			}
+		})
 	}
 }

@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -33,14 +35,33 @@ type Store struct {
 	// Now stamps updated_at; default time.Now.
 	Now func() time.Time
 
-	conflicts atomic.Int64
+	conflicts   atomic.Int64
+	lostAnswers atomic.Int64
+}
+
+// opIDBytes is the size of an operation id: 128 random bits, so no two
+// writes ever share one.
+const opIDBytes = 16
+
+// NewOpID returns a fresh operation id: 32 lowercase hex digits.
+func NewOpID() string {
+	var b [opIDBytes]byte
+	_, _ = crand.Read(b[:]) // never fails (crypto/rand, Go 1.24+)
+	return hex.EncodeToString(b[:])
 }
 
 // NewStore wraps a bucket.
 func NewStore(b bucket.Store) *Store { return &Store{B: b} }
 
 // Conflicts counts lost compare-and-swaps (retried) since the Store was made.
+// A 412 that turns out to answer this Store's own applied write (counted by
+// LostAnswers) is counted here too: the loop only learns so on its re-read.
 func (s *Store) Conflicts() int64 { return s.conflicts.Load() }
+
+// LostAnswers counts writes that failed to answer but were found applied
+// on re-reading (their operation id was in the state), since the Store was
+// made.
+func (s *Store) LostAnswers() int64 { return s.lostAnswers.Load() }
 
 func (s *Store) now() time.Time {
 	if s.Now != nil {
@@ -66,36 +87,67 @@ func (s *Store) Load(ctx context.Context, name string) (*State, string, error) {
 }
 
 // Create writes a new cluster's state, only if none exists (If-None-Match: *).
+//
+// The document carries a fresh operation id (State.RecentOps). When the
+// answer to the write is lost (a 5xx or a dropped connection after the store
+// applied it; the bucket's own retry then gets 412), Create re-reads the
+// state and, finding its id there, reports success: the cluster was created
+// once, by this call. A state without the id is another writer's, and the
+// error wraps bucket.ErrPrecondition ("state already exists").
 func (s *Store) Create(ctx context.Context, st *State) error {
 	st = st.Clone()
 	st.Generation = 1
 	st.UpdatedAt = s.now()
+	op := NewOpID()
+	st.RecentOps = nil
+	st.withOp(op)
 	b, err := st.Encode()
 	if err != nil {
 		return err
 	}
-	if _, err := s.B.Put(ctx, StateKey(st.Name), b, bucket.Cond{IfNoneMatch: true}); err != nil {
-		if errors.Is(err, bucket.ErrPrecondition) {
-			return fmt.Errorf("create cluster %s: state already exists: %w", st.Name, err)
-		}
-		return fmt.Errorf("create cluster %s: %w", st.Name, err)
+	_, err = s.B.Put(ctx, StateKey(st.Name), b, bucket.Cond{IfNoneMatch: true})
+	if err == nil {
+		return nil
 	}
-	return nil
+	got, rerr := s.reread(ctx, st.Name, op)
+	if got != nil {
+		return nil
+	}
+	if errors.Is(err, bucket.ErrPrecondition) {
+		return fmt.Errorf("create cluster %s: state already exists: %w", st.Name, err)
+	}
+	return fmt.Errorf("create cluster %s: %w%s", st.Name, err, unknownOutcome(rerr))
 }
 
 // Update runs the optimistic loop: read, mutate (pure), write with If-Match
 // and generation+1; when another writer won, re-read and run mutate again.
 // A mutate that returns ErrNoChange writes nothing and returns the current
 // state. Any other mutate error is returned as is.
+//
+// Every write of one Update carries the same fresh operation id in
+// State.RecentOps, so a write whose answer was lost is recognised instead of
+// applied twice: after a 412 (which is also what the bucket's retry of an
+// applied write gets) the loop's next read finds the id and returns that
+// state; after an error whose outcome is unknown (5xx, timeout, reset, once
+// the bucket's retries are spent) one re-read decides between success and
+// the error. mutate may run more than once; the run whose write was applied
+// is always the last one, so values it records for the caller are that
+// run's.
 func (s *Store) Update(ctx context.Context, name string, mutate func(*State) (*State, error)) (*State, error) {
 	attempts := s.MaxAttempts
 	if attempts <= 0 {
 		attempts = 40
 	}
+	op := NewOpID()
+	sent := false // a write carrying op may have reached the store
 	for attempt := 0; attempt < attempts; attempt++ {
 		cur, etag, err := s.Load(ctx, name)
 		if err != nil {
 			return nil, err
+		}
+		if sent && cur.HasOp(op) {
+			s.lostAnswers.Add(1)
+			return cur, nil
 		}
 		next, err := mutate(cur.Clone())
 		if errors.Is(err, ErrNoChange) {
@@ -106,23 +158,61 @@ func (s *Store) Update(ctx context.Context, name string, mutate func(*State) (*S
 		}
 		next.Generation = cur.Generation + 1
 		next.UpdatedAt = s.now()
+		next.withOp(op)
 		b, err := next.Encode()
 		if err != nil {
 			return nil, fmt.Errorf("update %s: new state invalid: %w", name, err)
 		}
 		_, err = s.B.Put(ctx, StateKey(name), b, bucket.Cond{IfMatch: etag})
+		sent = true
 		if err == nil {
 			return next, nil
 		}
 		if !errors.Is(err, bucket.ErrPrecondition) {
-			return nil, fmt.Errorf("update %s: %w", name, err)
+			got, rerr := s.reread(ctx, name, op)
+			if got != nil {
+				return got, nil
+			}
+			return nil, fmt.Errorf("update %s: %w%s", name, err, unknownOutcome(rerr))
 		}
+		// Another writer won, or this write was applied and only its
+		// answer was lost: the next read tells which.
 		s.conflicts.Add(1)
 		if err := sleepJitter(ctx, attempt); err != nil {
 			return nil, err
 		}
 	}
 	return nil, fmt.Errorf("update %s: %w (%d attempts)", name, ErrConflict, attempts)
+}
+
+// rereadTimeout bounds the read that settles a write's unknown outcome. It
+// runs even when ctx has ended (a timed-out write is exactly the case to
+// settle), on a budget of its own.
+const rereadTimeout = 15 * time.Second
+
+// reread reads the state after a failed write and returns it when it
+// carries op (the write was applied: its answer was lost), else nil and why
+// not (nil error: read fine, op absent).
+func (s *Store) reread(ctx context.Context, name, op string) (*State, error) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rereadTimeout)
+	defer cancel()
+	st, _, err := s.Load(rctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if !st.HasOp(op) {
+		return nil, nil
+	}
+	s.lostAnswers.Add(1)
+	return st, nil
+}
+
+// unknownOutcome says what the re-read after a failed write showed.
+func unknownOutcome(rerr error) string {
+	if rerr == nil {
+		return " (not applied: the state does not carry this write)"
+	}
+	return fmt.Sprintf(" (maybe applied: re-reading the state failed: %v)", rerr)
 }
 
 // sleepJitter waits a full-jitter exponential backoff: random in
@@ -141,7 +231,9 @@ func sleepJitter(ctx context.Context, attempt int) error {
 }
 
 // Delete removes every object of the cluster: state last, so a crash midway
-// leaves a cluster that can still be found and destroyed again.
+// leaves a cluster that can still be found and destroyed again. A delete
+// whose answer was lost (it failed, but the object is gone on re-reading)
+// is done.
 func (s *Store) Delete(ctx context.Context, name string) error {
 	objs, err := s.B.List(ctx, ClusterPrefix(name))
 	if err != nil {
@@ -151,14 +243,30 @@ func (s *Store) Delete(ctx context.Context, name string) error {
 		if o.Key == StateKey(name) {
 			continue
 		}
-		if err := s.B.Delete(ctx, o.Key); err != nil {
+		if err := s.deleteKey(ctx, o.Key); err != nil {
 			return fmt.Errorf("delete cluster %s: %w", name, err)
 		}
 	}
-	if err := s.B.Delete(ctx, StateKey(name)); err != nil {
+	if err := s.deleteKey(ctx, StateKey(name)); err != nil {
 		return fmt.Errorf("delete cluster %s: %w", name, err)
 	}
 	return nil
+}
+
+// deleteKey deletes key; when the delete fails, a re-read that finds the
+// key gone means it was applied and only its answer was lost.
+func (s *Store) deleteKey(ctx context.Context, key string) error {
+	err := s.B.Delete(ctx, key)
+	if err == nil {
+		return nil
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rereadTimeout)
+	defer cancel()
+	if _, gerr := s.B.Get(rctx, key, ""); errors.Is(gerr, bucket.ErrNotFound) {
+		s.lostAnswers.Add(1)
+		return nil
+	}
+	return err
 }
 
 // List returns the names of every cluster in the bucket, sorted.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -148,5 +149,128 @@ func TestCreateTwiceFails(t *testing.T) {
 	names, err := store.List(context.Background())
 	if err != nil || fmt.Sprint(names) != "[once]" {
 		t.Fatalf("List = %v, %v", names, err)
+	}
+}
+
+// lostAnswer wraps a store: the armed conditional write of a state.json is
+// applied and then answered with an error, as when a proxy or the network
+// loses the answer. With retry set, the write is sent a second time first,
+// as the S3 backend's retry does, and the 412 that retry gets is returned.
+// With apply false the write is not applied at all (a plain failure).
+type lostAnswer struct {
+	bucket.Store
+	mu    sync.Mutex
+	armed bool
+	retry bool
+	apply bool
+	fired int
+}
+
+var errLost = errors.New("connection reset by peer (answer lost)")
+
+func (l *lostAnswer) Put(ctx context.Context, key string, body []byte, cond bucket.Cond) (string, error) {
+	l.mu.Lock()
+	fire := l.armed && strings.HasSuffix(key, "/state.json") && (cond.IfMatch != "" || cond.IfNoneMatch)
+	if fire {
+		l.armed = false
+		l.fired++
+	}
+	l.mu.Unlock()
+	if !fire {
+		return l.Store.Put(ctx, key, body, cond)
+	}
+	if !l.apply {
+		return "", &bucket.Error{Op: "put", Store: l.String(), Key: key, Detail: "HTTP 500 InternalError", Err: errLost}
+	}
+	if _, err := l.Store.Put(ctx, key, body, cond); err != nil {
+		return "", err
+	}
+	if l.retry {
+		_, err := l.Store.Put(ctx, key, body, cond)
+		if !errors.Is(err, bucket.ErrPrecondition) {
+			return "", fmt.Errorf("test setup: the retried write got %v, not a precondition failure", err)
+		}
+		return "", err
+	}
+	return "", &bucket.Error{Op: "put", Store: l.String(), Key: key, Detail: "HTTP 500 InternalError", Err: errLost}
+}
+
+func (l *lostAnswer) arm(retry, apply bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.armed, l.retry, l.apply = true, retry, apply
+}
+
+// TestLostAnswers: a Create or Update whose write was applied but whose
+// answer was lost (an error, or the 412 its retry gets) is recognised on
+// re-read by its operation id: it succeeds once, the generation advances
+// by exactly one and the mutation is not applied a second time. A write
+// that was not applied still fails, saying so.
+func TestLostAnswers(t *testing.T) {
+	for _, b := range backends() {
+		t.Run(b.name, func(t *testing.T) {
+			if b.name != "file" {
+				testutil.Integration(t)
+			}
+			l := &lostAnswer{Store: b.open(t)}
+			store := cluster.NewStore(l)
+			ctx := context.Background()
+			for _, retry := range []bool{false, true} {
+				name := fmt.Sprintf("lost-%t", retry)
+				l.arm(retry, true)
+				before := newCluster(t, store, name) // Create's answer is lost
+				if before.Generation != 1 || len(before.Nodes) != 1 || len(before.RecentOps) != 1 {
+					t.Fatalf("retry %t: after a create with a lost answer: generation %d, %d nodes, ops %v",
+						retry, before.Generation, len(before.Nodes), before.RecentOps)
+				}
+				l.arm(retry, true)
+				runs := 0
+				got, err := store.Update(ctx, name, func(s *cluster.State) (*cluster.State, error) {
+					runs++
+					next, _, err := cluster.AddNodes(s, 1, cluster.NewNamer(uint64(runs)), time.Now())
+					return next, err
+				})
+				if err != nil {
+					t.Fatalf("retry %t: update with a lost answer: %v", retry, err)
+				}
+				after, _, err := store.Load(ctx, name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if runs != 1 || len(after.Nodes) != 2 || after.Generation != 2 || got.Generation != 2 || len(got.Nodes) != 2 {
+					t.Fatalf("retry %t: mutate ran %d times; state has %d nodes at generation %d (returned %d at %d); want 1 run, 2 nodes, generation 2",
+						retry, runs, len(after.Nodes), after.Generation, len(got.Nodes), got.Generation)
+				}
+				if l.fired != 2 {
+					t.Fatalf("retry %t: %d answers lost, want 2", retry, l.fired)
+				}
+				l.fired = 0
+			}
+			if n := store.LostAnswers(); n != 4 {
+				t.Fatalf("LostAnswers = %d, want 4", n)
+			}
+
+			// Not applied: the error stands and says so; nothing changed.
+			l.arm(false, false)
+			_, err := store.Update(ctx, "lost-false", func(s *cluster.State) (*cluster.State, error) {
+				next, _, err := cluster.AddNodes(s, 1, cluster.NewNamer(9), time.Now())
+				return next, err
+			})
+			if !errors.Is(err, errLost) || !strings.Contains(err.Error(), "not applied") {
+				t.Fatalf("update whose write failed: %v, want the error and \"not applied\"", err)
+			}
+			l.arm(false, false)
+			err = store.Create(ctx, cluster.New("never", "sgp1", "s-1vcpu-1gb", "42", time.Now()))
+			if !errors.Is(err, errLost) || errors.Is(err, bucket.ErrPrecondition) {
+				t.Fatalf("create whose write failed: %v", err)
+			}
+			if st, _, err := store.Load(ctx, "lost-false"); err != nil || st.Generation != 2 {
+				t.Fatalf("after a failed update: %+v %v", st, err)
+			}
+			// Another writer's state is still "already exists".
+			if err := store.Create(ctx, cluster.New("lost-false", "sgp1", "s-1vcpu-1gb", "42", time.Now())); !errors.Is(err, bucket.ErrPrecondition) {
+				t.Fatalf("create over an existing cluster: %v", err)
+			}
+		})
 	}
 }

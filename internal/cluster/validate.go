@@ -29,6 +29,9 @@ var clusterNameRE = regexp.MustCompile(`^[a-z]([a-z0-9-]{0,28}[a-z0-9])?$`)
 // nodeIDRE matches two-word ids: <adjective>-<animal>.
 var nodeIDRE = regexp.MustCompile(`^[a-z]+-[a-z]+$`)
 
+// opIDRE matches an operation id: opIDBytes random bytes in lowercase hex.
+var opIDRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
+
 // regionRE matches DO region slugs (nyc3, sgp1, ams3).
 var regionRE = regexp.MustCompile(`^[a-z]{3}[0-9]$`)
 
@@ -159,6 +162,19 @@ func (s *State) Validate() error {
 		if n.AppPort < 0 || n.AppPort > 65535 {
 			return fieldErr(f("app_port"), fmt.Sprint(n.AppPort), "must be 0 (cluster default) or 1-65535")
 		}
+	}
+	if len(s.RecentOps) > MaxRecentOps {
+		return fieldErr("recent_ops", fmt.Sprint(len(s.RecentOps)), "more than %d operation ids", MaxRecentOps)
+	}
+	seen := map[string]int{}
+	for i, op := range s.RecentOps {
+		if !opIDRE.MatchString(op) {
+			return fieldErr(fmt.Sprintf("recent_ops[%d]", i), op, "must be %d lowercase hex digits", 2*opIDBytes)
+		}
+		if j, dup := seen[op]; dup {
+			return fieldErr(fmt.Sprintf("recent_ops[%d]", i), op, "duplicate of recent_ops[%d]", j)
+		}
+		seen[op] = i
 	}
 	return nil
 }

@@ -689,6 +689,11 @@ func TestFaultsAndCalls(t *testing.T) {
 	if resp, _ := call(t, hs, "GET", "/v2/account", "tok", nil); resp.StatusCode != 200 {
 		t.Fatalf("after the fault's count: %d", resp.StatusCode)
 	}
+	// A chosen message: DO's 422 for an action a pending event blocks.
+	s.InjectFault(Fault{Method: "GET", PathPrefix: "/v2/account", Status: 422, Message: "Droplet already has a pending event.", Count: 1})
+	if resp, m := call(t, hs, "GET", "/v2/account", "tok", nil); resp.StatusCode != 422 || m["id"] != "unprocessable_entity" || m["message"] != "Droplet already has a pending event." {
+		t.Fatalf("fault with a message: %d %v", resp.StatusCode, m)
+	}
 	// Every 3rd matching request, deterministically.
 	s.InjectFault(Fault{PathPrefix: "/v2/sizes", Status: 503, Every: 3})
 	var got []int
@@ -720,8 +725,9 @@ func TestFaultsAndCalls(t *testing.T) {
 	}
 	s.ClearFaults()
 	calls := slices.DeleteFunc(s.Calls(), func(c Call) bool { return c.Path == "/v2/sizes" })
-	want := []Call{{"GET", "/v2/account", "", 500}, {"GET", "/v2/account", "", 200}, {"GET", "/v2/regions", "", 429}, {"GET", "/v2/regions", "", 200}}
-	if diff := cmp.Diff(want, calls[:4]); diff != "" {
+	want := []Call{{"GET", "/v2/account", "", 500}, {"GET", "/v2/account", "", 200}, {"GET", "/v2/account", "", 422},
+		{"GET", "/v2/regions", "", 429}, {"GET", "/v2/regions", "", 200}}
+	if diff := cmp.Diff(want, calls[:5]); diff != "" {
 		t.Fatalf("calls (-want +got):\n%s", diff)
 	}
 }

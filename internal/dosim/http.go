@@ -222,7 +222,11 @@ func (s *Server) serveAPI(w http.ResponseWriter, hr *http.Request) {
 			if f.Status == http.StatusTooManyRequests {
 				sw.Header().Set("retry-after", "1")
 			}
-			writeError(sw, reqID, f.Status, errorID(f.Status), "injected fault")
+			msg := f.Message
+			if msg == "" {
+				msg = "injected fault"
+			}
+			writeError(sw, reqID, f.Status, errorID(f.Status), msg)
 			return
 		}
 	}
@@ -337,7 +341,10 @@ func (s *Server) rateHeaders(w http.ResponseWriter, token string, count bool) (i
 // Fault is an injected failure for requests whose method (empty = any) and
 // path prefix match. Latency delays the request (honouring client
 // cancellation, so a long latency simulates a timeout); a non-zero Status
-// answers it with that status and a DO error body (429 adds retry-after: 1).
+// answers it with that status and a DO error body (429 adds retry-after: 1)
+// whose message is Message, or "injected fault" (e.g. Status 422 with
+// Message "Droplet already has a pending event." is DO's answer to an
+// action on a droplet or reserved IP that another action still holds).
 // Count limits how many requests it affects (0 = forever); Rate in (0,1]
 // makes it probabilistic (0 = always); Every N > 1 makes it hit only every
 // Nth matching request, a deterministic pattern tests can rely on (a random
@@ -346,6 +353,7 @@ type Fault struct {
 	Method     string
 	PathPrefix string
 	Status     int
+	Message    string
 	Latency    time.Duration
 	Count      int
 	Rate       float64

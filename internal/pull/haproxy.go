@@ -1,11 +1,15 @@
 package pull
 
 import (
+	"bytes"
 	"context"
 	"encoding/csv"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -109,14 +113,135 @@ func setServerStates(ctx context.Context, statsSock string, backends []render.Ba
 	return nil
 }
 
-// dumpServerState writes `show servers state` to the server-state-file that
-// the next worker loads, so drain and health survive the reload.
-func dumpServerState(ctx context.Context, statsSock, path string) error {
+// saveServerState writes the server-state-file that the next HAProxy loads
+// (the worker of the coming reload, or one started cold), so drain and
+// health states survive: `show servers state` from the running worker, or,
+// when none answers, the file as it is. Only servers that newCfg (the
+// haproxy.cfg about to be installed) has in the same backend with the same
+// address and port are kept: HAProxy applies a saved address and port over
+// the configured ones (haproxy/haproxy#985), so carrying a server whose
+// app_port or private IP changed would pin the old one, across reloads and
+// cold starts alike.
+func saveServerState(ctx context.Context, statsSock, path string, newCfg []byte) error {
 	out, err := socketCmd(ctx, statsSock, "show servers state")
 	if err != nil {
-		return err
+		b, rerr := os.ReadFile(path)
+		if errors.Is(rerr, fs.ErrNotExist) {
+			return nil // nothing running, nothing saved: nothing to carry
+		}
+		if rerr != nil {
+			return fmt.Errorf("server state: %w", rerr)
+		}
+		out = string(b)
 	}
-	return writeFileAtomic(path, []byte(out), 0o600)
+	_, servers := configServers(newCfg)
+	return writeFileAtomic(path, filterServerState([]byte(out), servers), 0o600)
+}
+
+// pruneServerState removes from the server-state-file named in the
+// haproxy.cfg at cfgPath every server that config does not have with the
+// same address and port, before HAProxy starts cold from that config. The
+// file is kept consistent when configs are installed (saveServerState);
+// this also covers a file left by an older dynia-pull.
+func pruneServerState(cfgPath string) error {
+	cfg, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return fmt.Errorf("prune server state: %w", err)
+	}
+	path, servers := configServers(cfg)
+	if path == "" {
+		return nil
+	}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("prune server state: %w", err)
+	}
+	pruned := filterServerState(b, servers)
+	if bytes.Equal(pruned, b) {
+		return nil
+	}
+	return writeFileAtomic(path, pruned, 0o600)
+}
+
+// serverKey names a server: its backend and its name.
+type serverKey struct{ backend, server string }
+
+// configServers reads an haproxy.cfg: the global server-state-file and the
+// address:port of every `server` line, by backend and name.
+func configServers(cfg []byte) (stateFile string, servers map[serverKey]string) {
+	servers = map[serverKey]string{}
+	section, name := "", ""
+	for _, line := range strings.Split(string(cfg), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		switch f[0] {
+		case "global", "defaults", "frontend", "backend", "listen", "peers", "resolvers", "userlist", "program", "mailers", "cache", "http-errors", "ring":
+			section, name = f[0], ""
+			if len(f) > 1 {
+				name = f[1]
+			}
+			continue
+		}
+		switch {
+		case section == "global" && f[0] == "server-state-file" && len(f) > 1:
+			stateFile = f[1]
+		case (section == "backend" || section == "listen") && f[0] == "server" && len(f) > 2:
+			servers[serverKey{name, f[1]}] = f[2]
+		}
+	}
+	return stateFile, servers
+}
+
+// filterServerState keeps the lines of a `show servers state` dump whose
+// server is in servers with the same address and port, and the version and
+// header lines. A dump whose header lacks the columns needed to tell keeps
+// no server at all: carrying nothing only costs the saved states, carrying
+// a stale address costs the traffic.
+func filterServerState(dump []byte, servers map[serverKey]string) []byte {
+	var out bytes.Buffer
+	col := map[string]int{}
+	for _, line := range strings.Split(string(dump), "\n") {
+		trimmed := strings.TrimSpace(line)
+		switch {
+		case trimmed == "":
+			continue
+		case strings.HasPrefix(trimmed, "#"):
+			for i, name := range strings.Fields(strings.TrimPrefix(trimmed, "#")) {
+				col[name] = i
+			}
+			out.WriteString(line + "\n")
+			continue
+		case len(col) == 0:
+			if _, err := strconv.Atoi(trimmed); err == nil {
+				out.WriteString(line + "\n") // the version line, before the header
+			}
+			continue
+		}
+		f := strings.Fields(trimmed)
+		get := func(name string) (string, bool) {
+			i, ok := col[name]
+			if !ok || i >= len(f) {
+				return "", false
+			}
+			return f[i], true
+		}
+		be, ok1 := get("be_name")
+		srv, ok2 := get("srv_name")
+		addr, ok3 := get("srv_addr")
+		port, ok4 := get("srv_port")
+		if !ok1 || !ok2 || !ok3 || !ok4 {
+			continue
+		}
+		if want, ok := servers[serverKey{be, srv}]; ok && want == net.JoinHostPort(addr, port) {
+			out.WriteString(line + "\n")
+		}
+	}
+	return out.Bytes()
 }
 
 // BackendStatus is one server as this node's HAProxy sees it.

@@ -244,7 +244,8 @@ func changeTime(fi os.FileInfo) time.Time {
 func (d *Daemon) daemonSpecs(set Settings) []daemonSpec {
 	return []daemonSpec{
 		{name: "haproxy", bin: set.HAProxyBin, config: set.HAProxyConfig, pidFile: d.paths.HAProxyPid,
-			args: []string{"-W", "-db", "-S", d.paths.MasterSocket + ",mode,600", "-f", set.HAProxyConfig, "-p", d.paths.HAProxyPid}},
+			args:     []string{"-W", "-db", "-S", d.paths.MasterSocket + ",mode,600", "-f", set.HAProxyConfig, "-p", d.paths.HAProxyPid},
+			prestart: func() error { return pruneServerState(set.HAProxyConfig) }},
 		{name: "keepalived", bin: set.KeepalivedBin, config: set.KeepalivedConfig, pidFile: d.paths.KeepalivedPid,
 			args: []string{"-n", "-l", "-f", set.KeepalivedConfig, "-p", d.paths.KeepalivedPid, "-r", d.paths.VRRPPid, "-c", d.paths.CheckersPid}},
 	}
@@ -519,10 +520,12 @@ func (d *Daemon) Apply(ctx context.Context, st *cluster.State) (Result, error) {
 		}
 		if j.reason == "haproxy" {
 			d.needReload.haproxy = true
-			// Act on drains now, and carry states over the reload.
+			// Act on drains now, and carry states over the reload for the
+			// servers whose address and port stay.
 			if err := setServerStates(ctx, d.paths.StatsSocket, res.Backends); err != nil {
 				log.Debug("runtime server states not set (haproxy not running?)", "err", err)
-			} else if err := dumpServerState(ctx, d.paths.StatsSocket, d.paths.ServerStateFile); err != nil {
+			}
+			if err := saveServerState(ctx, d.paths.StatsSocket, d.paths.ServerStateFile, j.content); err != nil {
 				log.Warn("save server state before reload", "err", err)
 			}
 		}

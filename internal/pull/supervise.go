@@ -47,6 +47,9 @@ type daemonSpec struct {
 	args    []string // its arguments; they name config
 	config  string   // its config file: an adopted process must have it in its argv
 	pidFile string   // where it writes its (master) pid
+	// prestart, if set, runs before every start (not before an adoption);
+	// an error is logged and the daemon started anyway.
+	prestart func() error
 }
 
 // adopted describes a daemon found running at start.
@@ -146,6 +149,11 @@ func (s *supervisor) loop(ctx context.Context, log *slog.Logger, spec daemonSpec
 // runOnce starts the daemon and returns when it exits, or when ctx ends,
 // leaving it running.
 func (s *supervisor) runOnce(ctx context.Context, log *slog.Logger, spec daemonSpec) error {
+	if spec.prestart != nil {
+		if err := spec.prestart(); err != nil {
+			log.Warn("before start", "err", err)
+		}
+	}
 	cmd := exec.Command(spec.bin, spec.args...)
 	// Own process group, so a signal to dynia-pull's group (a terminal's
 	// ^C) does not reach it; no Pdeathsig: the daemon outlives dynia-pull.
