@@ -13,6 +13,10 @@
 //	DEMO_APP_MODE     ""        healthy
 //	                  "broken"  /healthz answers 500, forever
 //	                  "exit"    exits at once with status 3
+//
+// `demo-app fetch URL` is a one-shot probe instead: it GETs URL (3 s
+// timeout), prints "fetch URL: <status>" or "fetch URL: error: …" and exits
+// 0 on an answer, 1 on none (the tests check what a container can reach).
 package main
 
 import (
@@ -27,6 +31,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == "fetch" {
+		os.Exit(fetch(os.Args[2]))
+	}
 	node := os.Getenv("DYNIA_NODE_ID")
 	version := os.Getenv("DEMO_APP_VERSION")
 	addr := os.Getenv("DEMO_APP_ADDR")
@@ -78,4 +85,16 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Fprintf(os.Stderr, "demo-app %s: stopped\n", version)
+}
+
+func fetch(url string) int {
+	c := &http.Client{Timeout: 3 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		fmt.Printf("fetch %s: error: %v\n", url, err)
+		return 1
+	}
+	_ = resp.Body.Close() // status is all we report
+	fmt.Printf("fetch %s: %s\n", url, resp.Status)
+	return 0
 }
