@@ -43,7 +43,26 @@ const (
 // stopped, a broken release and a crashing one refused, a power cycle,
 // the metadata block, GC, and a tag moved in the registry. The steps
 // depend on each other, so the first failure ends the test.
+//
+// It runs twice: with dockerd's defaults, and with the daemon options
+// docs/image.md proposes for the node image (no userland proxy,
+// live-restore, one download at a time).
 func TestRuntime(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		flags []string
+	}{
+		{"dockerd defaults", nil},
+		{"proposed dockerd options", proposedDockerdFlags},
+	} {
+		t.Run(c.name, func(t *testing.T) { testRuntime(t, c.flags...) })
+	}
+}
+
+// proposedDockerdFlags are docs/image.md's proposal for daemon.json, as flags.
+var proposedDockerdFlags = []string{"--userland-proxy=false", "--live-restore", "--max-concurrent-downloads=1", "--max-concurrent-uploads=1"}
+
+func testRuntime(t *testing.T, dockerdFlags ...string) {
 	testutil.NeedRoot(t)
 	testutil.NeedBinary(t, "curl")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -58,7 +77,7 @@ func TestRuntime(t *testing.T) {
 	if err := BlockMetadata(ctx, ipt); err != nil {
 		t.Fatalf("BlockMetadata before dockerd: %v", err)
 	}
-	d := testutil.StartDockerd(t, node.NS, "--insecure-registry="+reg.Addr)
+	d := testutil.StartDockerd(t, node.NS, append([]string{"--insecure-registry=" + reg.Addr}, dockerdFlags...)...)
 	rt, err := New(Options{Host: d.Host, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
 	if err != nil {
 		t.Fatal(err)
