@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/moby/moby/api/types/registry"
+	"github.com/moby/moby/client"
 )
 
 const (
@@ -393,5 +395,23 @@ func TestBlockMetadataIdempotent(t *testing.T) {
 				t.Errorf("MetadataRule %v does not drop %s", MetadataRule(), MetadataIP)
 			}
 		})
+	}
+}
+
+// TestClientPinned guards the pin: docs/container.md's API version facts
+// (client range 1.40–1.56) are those of moby/moby/client v0.6.2, and a
+// `go mod tidy` once silently moved it to an older release.
+func TestClientPinned(t *testing.T) {
+	mod, err := os.ReadFile("../../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"github.com/moby/moby/client v0.6.2\n", "github.com/moby/moby/api v1.56.1\n"} {
+		if !strings.Contains(string(mod), "\t"+want) {
+			t.Errorf("go.mod does not require %s(update docs/container.md when moving it)", want)
+		}
+	}
+	if MinAPIVersion != "1.40" || client.MaxAPIVersion != "1.56" {
+		t.Errorf("client API range %s–%s, docs say 1.40–1.56", MinAPIVersion, client.MaxAPIVersion)
 	}
 }
