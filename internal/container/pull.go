@@ -131,13 +131,14 @@ func (r *Runtime) imagePresent(ctx context.Context, ref string) (bool, error) {
 
 // isAuthError recognises a registry's refusal: the API's 401 or the
 // messages dockerd passes on from the registry (distribution's
-// UNAUTHORIZED, "no basic auth credentials").
+// UNAUTHORIZED and DENIED, "no basic auth credentials").
 func isAuthError(err error) bool {
 	if cerrdefs.IsUnauthorized(err) || cerrdefs.IsPermissionDenied(err) {
 		return true
 	}
 	msg := strings.ToLower(err.Error())
-	for _, s := range []string{"unauthorized", "authentication required", "no basic auth credentials", "denied"} {
+	// Not a bare "denied": a local "permission denied" is not the registry's.
+	for _, s := range []string{"unauthorized", "authentication required", "no basic auth credentials", "access denied", "access to the resource is denied"} {
 		if strings.Contains(msg, s) {
 			return true
 		}

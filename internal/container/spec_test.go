@@ -415,3 +415,20 @@ func TestClientPinned(t *testing.T) {
 		t.Errorf("client API range %s–%s, docs say 1.40–1.56", MinAPIVersion, client.MaxAPIVersion)
 	}
 }
+
+func TestIsAuthError(t *testing.T) {
+	for _, c := range []struct {
+		msg  string
+		want bool
+	}{
+		{"Error response from daemon: unauthorized: authentication required", true},
+		{`Get "http://10.1.2.1:5000/v2/app/manifests/sha256:x": no basic auth credentials`, true},
+		{"pull access denied for app, repository does not exist or may require 'docker login': denied: requested access to the resource is denied", true},
+		{"open /var/lib/docker/image/overlay2/x: permission denied", false},
+		{"manifest unknown", false},
+	} {
+		if got := isAuthError(errors.New(c.msg)); got != c.want {
+			t.Errorf("isAuthError(%q) = %v, want %v", c.msg, got, c.want)
+		}
+	}
+}
