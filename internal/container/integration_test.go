@@ -213,7 +213,7 @@ func testRuntime(t *testing.T, dockerdFlags ...string) {
 		if got := (Instance{Name: inst.Name, Cluster: inst.Cluster, Node: inst.Node, Release: inst.Release, Image: inst.Image, Digest: inst.Digest, State: inst.State}); got != want {
 			t.Errorf("instance = %+v, want %+v", got, want)
 		}
-		checkHostConfig(t, rt, inst)
+		checkHostConfig(t, rt, inst, DefaultMemory, false)
 		// Re-running Start adopts the running container.
 		again, err := rt.Start(ctx, spec("v1", 1))
 		if err != nil || again.ID != inst.ID {
@@ -223,7 +223,9 @@ func testRuntime(t *testing.T, dockerdFlags ...string) {
 	})
 
 	step("start v2 beside v1", func(t *testing.T) {
-		inst, err := rt.Start(ctx, spec("v2", 2))
+		s := spec("v2", 2)
+		s.Memory, s.ReadOnlyRootfs = 64<<20, true
+		inst, err := rt.Start(ctx, s)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -239,6 +241,7 @@ func testRuntime(t *testing.T, dockerdFlags ...string) {
 		if got, want := get(t, insts["v1"], "/"), nodeID+" v1\n"; got != want {
 			t.Errorf("v1 GET / = %q, want %q (both run)", got, want)
 		}
+		checkHostConfig(t, rt, inst, 64<<20, true)
 		insts["v2"] = inst
 		busy := daemonRSS(t, d)
 		for _, n := range []string{"dockerd", "containerd"} {
@@ -463,7 +466,7 @@ func testRuntime(t *testing.T, dockerdFlags ...string) {
 
 // checkHostConfig asserts the container runs with the runtime's choices,
 // and that the secret env value is in no label.
-func checkHostConfig(t *testing.T, rt *Runtime, inst Instance) {
+func checkHostConfig(t *testing.T, rt *Runtime, inst Instance, memory int64, readOnly bool) {
 	t.Helper()
 	res, err := rt.cli.ContainerInspect(context.Background(), inst.ID, client.ContainerInspectOptions{})
 	if err != nil {
@@ -474,8 +477,11 @@ func checkHostConfig(t *testing.T, rt *Runtime, inst Instance) {
 	if hc.RestartPolicy.Name != container.RestartPolicyUnlessStopped {
 		t.Errorf("restart policy %q, want unless-stopped", hc.RestartPolicy.Name)
 	}
-	if hc.Memory != DefaultMemory || hc.MemorySwap != DefaultMemory {
-		t.Errorf("memory %d swap %d, want %d both", hc.Memory, hc.MemorySwap, DefaultMemory)
+	if hc.Memory != memory || hc.MemorySwap != memory {
+		t.Errorf("memory %d swap %d, want %d both", hc.Memory, hc.MemorySwap, memory)
+	}
+	if hc.ReadonlyRootfs != readOnly || (readOnly && hc.Tmpfs["/tmp"] == "") {
+		t.Errorf("read-only root %v, tmpfs %v; want read-only %v with a /tmp tmpfs", hc.ReadonlyRootfs, hc.Tmpfs, readOnly)
 	}
 	if hc.PidsLimit == nil || *hc.PidsLimit != DefaultPidsLimit {
 		t.Errorf("pids limit %v, want %d", hc.PidsLimit, DefaultPidsLimit)
