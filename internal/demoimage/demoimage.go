@@ -175,7 +175,7 @@ func Binary() ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("demo app build: %w", err)
 	}
-	defer os.RemoveAll(dir) // scratch directory
+	defer func() { _ = os.RemoveAll(dir) }() // scratch directory; a leftover in the temp dir is harmless
 	files := map[string][]byte{
 		"go.mod":  []byte("module dynia-demo-app\n\ngo 1.22\n"),
 		"main.go": appSource,
