@@ -16,7 +16,8 @@ import (
 )
 
 // Log bounds: Logs returns at most MaxLogLines lines, each cut to
-// MaxLogLineBytes, read from at most maxLogBytes of Docker's answer.
+// MaxLogLineBytes, from the last maxLogBytes of at most 4 × maxLogBytes
+// read from Docker's answer.
 const (
 	MaxLogLines     = 1000
 	MaxLogLineBytes = 1024
