@@ -1,0 +1,437 @@
+package testutil
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dynia/dynia/internal/procstat"
+)
+
+// Dockerd is a Docker Engine a test started: Debian's dockerd with a
+// containerd of its own, both inside one network namespace, with every
+// directory, socket and pid file under one temporary directory. The
+// machine's own Docker (if any) is never used or touched.
+//
+// Why a network namespace of its own: dockerd sets `iptables -P FORWARD
+// DROP` and adds its chains in the namespace it runs in, which would
+// silently break bridged traffic between other namespaces (the router
+// namespaces of NetLab and the sandbox) if it ran in the root namespace.
+// Why nsenter --net and not `ip netns exec`: the latter also remounts /sys
+// in a private mount namespace, hiding the cgroup mounts dockerd needs.
+// Why a containerd of its own: without --containerd, dockerd 20.10 uses
+// /run/containerd/containerd.sock when it exists (the system containerd,
+// shared by everyone) and only otherwise starts one; this way the test
+// never depends on, or leaks into, a daemon it did not start.
+type Dockerd struct {
+	NetNS  string // network namespace dockerd runs in
+	Socket string // API socket path
+	Host   string // "unix://" + Socket, for the Docker client
+	Dir    string // the temporary root: data/, exec/, containerd/, *.log
+
+	t        testing.TB
+	extra    []string
+	ownNetNS bool
+
+	mu        sync.Mutex
+	dockerd   *daemonProc
+	container *daemonProc
+}
+
+type daemonProc struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+	err    error
+}
+
+// PID is dockerd's current pid (it changes across PowerCut and Start).
+func (d *Dockerd) PID() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.dockerd == nil {
+		return 0
+	}
+	return d.dockerd.cmd.Process.Pid
+}
+
+// ContainerdPID is the pid of the containerd the test started.
+func (d *Dockerd) ContainerdPID() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.container == nil {
+		return 0
+	}
+	return d.container.cmd.Process.Pid
+}
+
+// StartDockerd starts containerd and dockerd in network namespace netns
+// (created with a unique name, and deleted at cleanup, when netns is "")
+// and waits until the API answers /_ping. extraArgs go to dockerd (e.g.
+// "--insecure-registry=10.1.2.0/24"). Cleanup stops both by pid (SIGTERM,
+// then SIGKILL), kills whatever they left (shims, container processes,
+// docker-proxy), unmounts what they mounted under Dir and removes Dir. It
+// needs root, dockerd, containerd and nsenter; without them it skips, or
+// fails under DYNIA_REQUIRE_INTEGRATION=1.
+func StartDockerd(t testing.TB, netns string, extraArgs ...string) *Dockerd {
+	t.Helper()
+	NeedRoot(t)
+	for _, b := range []string{"dockerd", "containerd", "containerd-shim-runc-v2", "runc", "nsenter", "ip", "iptables"} {
+		NeedBinary(t, b)
+	}
+	// Short: unix socket paths are limited to 108 bytes, and containerd's
+	// ttrpc socket sits three levels down.
+	dir, err := os.MkdirTemp("", "dk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &Dockerd{NetNS: netns, Dir: dir, t: t, extra: extraArgs}
+	d.Socket = filepath.Join(dir, "docker.sock")
+	d.Host = "unix://" + d.Socket
+	t.Cleanup(func() {
+		d.unmountAll()
+		if err := os.RemoveAll(dir); err != nil {
+			t.Logf("dockerd cleanup: %v", err)
+		}
+	})
+	if netns == "" {
+		d.NetNS = fmt.Sprintf("dk%06x", rand.IntN(1<<24))
+		mustRun(t, "ip", "netns", "add", d.NetNS)
+		d.ownNetNS = true
+		t.Cleanup(func() {
+			if out, err := exec.Command("ip", "netns", "del", d.NetNS).CombinedOutput(); err != nil {
+				t.Logf("dockerd cleanup: ip netns del %s: %v %s", d.NetNS, err, out)
+			}
+		})
+		mustRun(t, "ip", "-n", d.NetNS, "link", "set", "lo", "up")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "containerd.toml"), []byte(d.containerdConfig()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.stop)
+	d.Start()
+	return d
+}
+
+// containerdConfig keeps every containerd path under Dir. The CRI plugin
+// (Kubernetes) is disabled: dockerd does not use it, and it costs memory.
+func (d *Dockerd) containerdConfig() string {
+	c := filepath.Join(d.Dir, "containerd")
+	return fmt.Sprintf(`version = 2
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+
+[grpc]
+  address = %q
+
+[ttrpc]
+  address = %q
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = %q
+`, c+"/root", c+"/state", c+"/containerd.sock", c+"/containerd.sock.ttrpc", c+"/opt")
+}
+
+// DockerdArgs are the flags StartDockerd gives dockerd (before extraArgs).
+func (d *Dockerd) DockerdArgs() []string {
+	return []string{
+		"--data-root=" + filepath.Join(d.Dir, "data"),
+		"--exec-root=" + filepath.Join(d.Dir, "exec"),
+		"--host=" + d.Host,
+		"--pidfile=" + filepath.Join(d.Dir, "docker.pid"),
+		"--containerd=" + filepath.Join(d.Dir, "containerd", "containerd.sock"),
+		"--containerd-namespace=moby",
+	}
+}
+
+// Start starts containerd and dockerd (again, after PowerCut: same
+// directories, so the same containers and images) and waits for /_ping.
+func (d *Dockerd) Start() {
+	t := d.t
+	t.Helper()
+	ns := "--net=/run/netns/" + d.NetNS
+	ctd, err := d.spawn("containerd", "nsenter", ns, "containerd", "--config", filepath.Join(d.Dir, "containerd.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.mu.Lock()
+	d.container = ctd
+	d.mu.Unlock()
+	sock := filepath.Join(d.Dir, "containerd", "containerd.sock")
+	d.waitReady("containerd", ctd, func() error {
+		c, err := net.DialTimeout("unix", sock, time.Second)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	})
+
+	args := append([]string{ns, "dockerd"}, d.DockerdArgs()...)
+	dd, err := d.spawn("dockerd", "nsenter", append(args, d.extra...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.mu.Lock()
+	d.dockerd = dd
+	d.mu.Unlock()
+	d.waitReady("dockerd", dd, d.ping)
+}
+
+// spawn starts one daemon with its output appended to Dir/<name>.log.
+// nsenter execs the daemon in place, so the pid is the daemon's.
+func (d *Dockerd) spawn(name, bin string, args ...string) (*daemonProc, error) {
+	logf, err := os.OpenFile(filepath.Join(d.Dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &daemonProc{cmd: cmd, exited: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); close(p.exited) }()
+	return p, nil
+}
+
+func (d *Dockerd) waitReady(name string, p *daemonProc, ready func() error) {
+	t := d.t
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	delay := 10 * time.Millisecond
+	for {
+		select {
+		case <-p.exited:
+			t.Fatalf("%s exited during start (%v):\n%s", name, p.err, d.LogTail(name, 30))
+		default:
+		}
+		err := ready()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not ready after 60s: %v\n%s", name, err, d.LogTail(name, 30))
+		}
+		time.Sleep(delay)
+		if delay < 200*time.Millisecond {
+			delay *= 2
+		}
+	}
+}
+
+// ping is GET /_ping on the API socket.
+func (d *Dockerd) ping() error {
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var dl net.Dialer
+			return dl.DialContext(ctx, "unix", d.Socket)
+		},
+	}}
+	defer c.CloseIdleConnections()
+	resp, err := c.Get("http://docker/_ping")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("/_ping: %s", resp.Status)
+	}
+	return nil
+}
+
+// LogTail returns the last n lines of "dockerd" or "containerd"'s log.
+func (d *Dockerd) LogTail(name string, n int) string {
+	b, err := os.ReadFile(filepath.Join(d.Dir, name+".log"))
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// PowerCut is what a node power cycle does to Docker: dockerd, containerd,
+// the shims, every container process and dockerd's children (docker-proxy)
+// are killed with SIGKILL at once, and their mounts vanish. Nothing is
+// stopped gracefully, so nothing is marked "manually stopped". Start
+// brings the daemons back on the same directories.
+func (d *Dockerd) PowerCut() {
+	d.t.Helper()
+	d.mu.Lock()
+	dd, ctd := d.dockerd, d.container
+	d.dockerd, d.container = nil, nil
+	d.mu.Unlock()
+	var pids []int
+	for _, p := range []*daemonProc{dd, ctd} {
+		if p != nil {
+			pids = append(pids, p.cmd.Process.Pid)
+		}
+	}
+	if dd != nil {
+		pids = append(pids, childrenOf(dd.cmd.Process.Pid)...)
+	}
+	pids = append(pids, d.containerPids()...)
+	for _, pid := range pids {
+		_ = syscall.Kill(pid, syscall.SIGKILL) // ESRCH: already gone
+	}
+	for _, p := range []*daemonProc{dd, ctd} {
+		if p != nil {
+			<-p.exited
+		}
+	}
+	// Shims and container processes are not our children (the shim
+	// daemonizes): wait until they are gone.
+	WaitFor(d.t, 30*time.Second, func() error {
+		for _, pid := range pids {
+			if st := procState(pid); st != "" && st != "Z" {
+				return fmt.Errorf("pid %d still alive (%s)", pid, st)
+			}
+		}
+		return nil
+	})
+	d.unmountAll()
+}
+
+// containerPids are, for every task containerd knows, the container's
+// init process (init.pid in the task's bundle) and its parent, the shim.
+func (d *Dockerd) containerPids() []int {
+	files, _ := filepath.Glob(filepath.Join(d.Dir, "containerd", "state", "io.containerd.runtime.v2.task", "*", "*", "init.pid"))
+	var pids []int
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid <= 1 {
+			continue
+		}
+		pids = append(pids, pid)
+		if pp := parentOf(pid); pp > 1 {
+			pids = append(pids, pp)
+		}
+	}
+	return pids
+}
+
+// stop is the cleanup: SIGTERM dockerd (it stops the containers), then
+// containerd; SIGKILL after a deadline; then PowerCut for anything left.
+func (d *Dockerd) stop() {
+	d.mu.Lock()
+	dd, ctd := d.dockerd, d.container
+	d.mu.Unlock()
+	for _, s := range []struct {
+		p     *daemonProc
+		grace time.Duration
+	}{{dd, 60 * time.Second}, {ctd, 30 * time.Second}} {
+		if s.p == nil {
+			continue
+		}
+		_ = s.p.cmd.Process.Signal(syscall.SIGTERM) // our child, by pid
+		select {
+		case <-s.p.exited:
+		case <-time.After(s.grace):
+			d.t.Logf("dockerd cleanup: pid %d ignored SIGTERM for %v, killing it", s.p.cmd.Process.Pid, s.grace)
+		}
+	}
+	d.PowerCut()
+	if d.t.Failed() {
+		d.t.Logf("dockerd log (%s):\n%s", d.Dir, d.LogTail("dockerd", 40))
+	}
+}
+
+// unmountAll detaches every mount under Dir (overlay root filesystems,
+// shm, network namespace files), deepest first, so Dir can be removed.
+func (d *Dockerd) unmountAll() {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	var mounts []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		mp := unescapeMount(f[4])
+		if mp == d.Dir || strings.HasPrefix(mp, d.Dir+"/") {
+			mounts = append(mounts, mp)
+		}
+	}
+	sort.Slice(mounts, func(i, j int) bool { return len(mounts[i]) > len(mounts[j]) })
+	for _, mp := range mounts {
+		if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+			d.t.Logf("dockerd cleanup: umount %s: %v", mp, err)
+		}
+	}
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space, …).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// procState is the state letter of pid, "" when it is gone.
+func procState(pid int) string { return procstat.State(pid) }
+
+// parentOf is pid's parent pid from /proc/PID/status, 0 when it is gone.
+func parentOf(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "PPid:"); ok {
+			pp, _ := strconv.Atoi(strings.TrimSpace(v))
+			return pp
+		}
+	}
+	return 0
+}
+
+// childrenOf lists the processes whose parent is pid (dockerd's
+// docker-proxy processes), from /proc.
+func childrenOf(pid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	var kids []int
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if parentOf(p) == pid {
+			kids = append(kids, p)
+		}
+	}
+	return kids
+}
