@@ -177,9 +177,9 @@ func TestLostAnswers(t *testing.T) {
 				return e.state(name).Generation - before
 			}
 
-			// create-ha writes 5 times: create, VPC and firewall, droplet
-			// id, addresses, Reserved IP.
-			const createWrites = 5
+			// create-ha writes 6 times: create, VPC (and admin CIDRs),
+			// firewall id, droplet id, addresses, Reserved IP.
+			const createWrites = 6
 			for n := 1; n <= createWrites; n++ {
 				name := fmt.Sprintf("lost-create-%d", n)
 				stop := e.fakeNodes(name)
