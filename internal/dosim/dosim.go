@@ -13,8 +13,9 @@
 // A zero Server is usable and accepts any bearer token with every scope until
 // AddToken is called; New applies Options. Test controls (fault injection,
 // paused actions, droplets that never become active, drift helpers) and hooks
-// (droplet create/delete/power, reserved IP assignment) let tests and the
-// sandbox drive ordering and react to state changes.
+// (droplet create/delete/power/tags, reserved IP assignment, firewall
+// changes) let tests and the sandbox drive ordering and react to state
+// changes.
 package dosim
 
 import (
