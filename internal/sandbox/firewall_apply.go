@@ -139,8 +139,8 @@ func (f *firewaller) syncOnce(ctx context.Context) {
 	}
 }
 
-// applyNft replaces the sandbox's table in a namespace by text (no table
-// when text is ""), in one nft transaction: the namespace never sees a
+// applyNft replaces the sandbox's tables in a namespace by text (none when
+// text is ""), in one nft transaction: the namespace never sees a
 // half-loaded ruleset nor a moment without one. Conntrack entries survive,
 // so established connections keep flowing (DO keeps them when rules
 // change). Other tables (iptables, Docker, a test's own rules) are left
@@ -148,7 +148,7 @@ func (f *firewaller) syncOnce(ctx context.Context) {
 func applyNft(ctx context.Context, ns, text string) error {
 	// "table X" first makes "delete table X" valid when there is none yet
 	// (nft 1.0.6 has no "destroy").
-	script := fmt.Sprintf("table %[1]s %[2]s\ndelete table %[1]s %[2]s\n%[3]s", nftFamily, nftTable, text)
+	script := fmt.Sprintf("table %[1]s %[2]s\ndelete table %[1]s %[2]s\ntable netdev %[2]s\ndelete table netdev %[2]s\n%[3]s", nftFamily, nftTable, text)
 	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(script)
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -19,28 +19,44 @@ import (
 // flow pass). A droplet no firewall targets is not filtered. Rules of every
 // firewall targeting a droplet add up.
 //
-// The sandbox renders that, per droplet, into one nftables table in the
-// droplet's namespace (firewall_apply.go loads it):
+// The sandbox renders that, per droplet, into two nftables tables named
+// cloud_firewall in the droplet's namespace, loaded together in one
+// transaction (firewall_apply.go):
 //
-//   - inbound: a base chain on prerouting at priority mangle (-150): after
-//     conntrack (-200), so `ct state` works, and before any DNAT (-100), so
-//     a rule matches the port the client used even when Docker forwards it
-//     to a container; only packets arriving on eth0.
-//   - outbound: a base chain on postrouting at priority filter (0), before
-//     source NAT (100); only packets leaving by eth0.
+//   - inet: the decisions. Inbound: a base chain on prerouting at priority
+//     mangle (-150), after conntrack (-200), so `ct state` works, and before
+//     any DNAT (-100), so a rule matches the port the client used even when
+//     Docker forwards it to a container; packets arriving on eth0 only,
+//     dropped by policy. Outbound: a base chain on postrouting at priority
+//     filter (0), before source NAT (100); packets leaving by eth0 only.
+//   - netdev, on eth0's egress hook: the outbound drops. A packet dropped
+//     in postrouting makes the sender's own send fail (EPERM for UDP, ICMP
+//     and raw sockets such as keepalived's VRRP), where on DO it leaves and
+//     vanishes. So the outbound chain only marks what it denies (fwDenyMark
+//     on the packet, and on its conntrack entry), and the egress chain,
+//     which runs after the kernel has accepted the send, drops marked
+//     packets: the sender's send succeeds, nothing arrives.
 //
-// Both drop by policy. The order inside each chain: anything not on eth0
-// passes (loopback, a container bridge); IPv6 is dropped (not modelled:
-// the sandbox is IPv4-only, IPv6 rule addresses are ignored); every
-// protocol but TCP, UDP and ICMP is dropped, replies included; then replies
-// (ct state established,related) pass; then the rules. The metadata
-// service (169.254.169.254, link-local on DO's hypervisor) is always
-// reachable. A drop is silent: no RST, no ICMP.
+// The order inside each inet chain: anything not on eth0 passes (loopback,
+// a container bridge); the metadata service (169.254.169.254, link-local on
+// DO's hypervisor) is always reachable; IPv6 is denied (not modelled: the
+// sandbox is IPv4-only, IPv6 rule addresses are ignored); every protocol but
+// TCP, UDP and ICMP is denied, replies included; then replies (ct state
+// established,related) pass; then the rules. A drop is silent: no RST, no
+// ICMP. The conntrack entry of a denied outbound flow exists (the packet was
+// confirmed before egress dropped it) but carries the deny mark, so a
+// "reply" to it is judged by the inbound rules, not let in as established;
+// a later packet of that flow the rules allow clears the mark.
 const (
 	nftFamily = "inet"
 	nftTable  = "cloud_firewall"
 	// nftIface is the droplet's only interface to the cloud.
 	nftIface = "eth0"
+	// fwDenyMark marks a packet (meta mark) and its flow (ct mark) the
+	// outbound chain denied. One bit no other user of marks here sets
+	// (keepalived none, WireGuard its configured fwmark, Docker none
+	// outside swarm); the outbound chain clears it first anyway.
+	fwDenyMark = 0x10000000
 )
 
 // fwSnapshot is the simulator's state a droplet's firewall depends on.
@@ -97,33 +113,44 @@ func renderDroplet(d dosim.Droplet, fws []dosim.Firewall, all []dosim.Droplet, b
 	fmt.Fprintf(&b, "# DigitalOcean Cloud Firewall of droplet %d (%s), rendered by the dynia sandbox\n", d.ID, d.Name)
 	fmt.Fprintf(&b, "# from: %s\n", strings.Join(names, ", "))
 	fmt.Fprintf(&b, "table %s %s {\n", nftFamily, nftTable)
-	chain := func(name, hook, prio, dev, dir string, rules func()) {
-		fmt.Fprintf(&b, "\tchain %s {\n", name)
-		fmt.Fprintf(&b, "\t\ttype filter hook %s priority %s; policy drop;\n", hook, prio)
-		fmt.Fprintf(&b, "\t\t%s != %q accept comment \"only %s is behind the cloud firewall\"\n", dev, nftIface, nftIface)
-		if dir == "out" {
-			fmt.Fprintf(&b, "\t\tip daddr %s accept comment \"metadata service, not subject to the firewall\"\n", metadataIP)
+	mark, keep := fmt.Sprintf("%#08x", fwDenyMark), fmt.Sprintf("%#08x", ^uint32(fwDenyMark))
+	b.WriteString("\tchain inbound {\n")
+	b.WriteString("\t\ttype filter hook prerouting priority mangle; policy drop;\n")
+	fmt.Fprintf(&b, "\t\tiifname != %q accept comment \"only %s is behind the cloud firewall\"\n", nftIface, nftIface)
+	b.WriteString("\t\tmeta nfproto ipv6 drop comment \"IPv6 is not modelled\"\n")
+	b.WriteString("\t\tmeta l4proto != { tcp, udp, icmp } drop comment \"only TCP, UDP and ICMP, replies included\"\n")
+	fmt.Fprintf(&b, "\t\tct state established,related ct mark & %s == 0 accept comment \"stateful: replies to allowed flows\"\n", mark)
+	for _, fw := range fws {
+		for _, r := range fw.InboundRules {
+			writeRule(&b, fw.Name, "inbound", "saddr", r, r.Sources, all, byID)
 		}
-		b.WriteString("\t\tmeta nfproto ipv6 drop comment \"IPv6 is not modelled\"\n")
-		b.WriteString("\t\tmeta l4proto != { tcp, udp, icmp } drop comment \"only TCP, UDP and ICMP, replies included\"\n")
-		b.WriteString("\t\tct state established,related accept comment \"stateful: replies to allowed flows\"\n")
-		rules()
-		b.WriteString("\t}\n")
 	}
-	chain("inbound", "prerouting", "mangle", "iifname", "in", func() {
-		for _, fw := range fws {
-			for _, r := range fw.InboundRules {
-				writeRule(&b, fw.Name, "inbound", "saddr", r, r.Sources, all, byID)
-			}
+	b.WriteString("\t}\n")
+	b.WriteString("\tchain outbound {\n")
+	b.WriteString("\t\ttype filter hook postrouting priority filter; policy accept;\n")
+	fmt.Fprintf(&b, "\t\toifname != %q accept comment \"only %s is behind the cloud firewall\"\n", nftIface, nftIface)
+	fmt.Fprintf(&b, "\t\tmeta mark set meta mark & %s comment \"the deny mark is ours\"\n", keep)
+	fmt.Fprintf(&b, "\t\tct state new ct mark set ct mark & %s comment \"judged again below\"\n", keep)
+	fmt.Fprintf(&b, "\t\tip daddr %s accept comment \"metadata service, not subject to the firewall\"\n", metadataIP)
+	b.WriteString("\t\tmeta nfproto ipv6 goto deny comment \"IPv6 is not modelled\"\n")
+	b.WriteString("\t\tmeta l4proto != { tcp, udp, icmp } goto deny comment \"only TCP, UDP and ICMP, replies included\"\n")
+	b.WriteString("\t\tct state established,related accept comment \"stateful: replies to allowed flows\"\n")
+	for _, fw := range fws {
+		for _, r := range fw.OutboundRules {
+			writeRule(&b, fw.Name, "outbound", "daddr", r, r.Destinations, all, byID)
 		}
-	})
-	chain("outbound", "postrouting", "filter", "oifname", "out", func() {
-		for _, fw := range fws {
-			for _, r := range fw.OutboundRules {
-				writeRule(&b, fw.Name, "outbound", "daddr", r, r.Destinations, all, byID)
-			}
-		}
-	})
+	}
+	b.WriteString("\t\tgoto deny comment \"no rule allows it\"\n")
+	b.WriteString("\t}\n")
+	b.WriteString("\tchain deny {\n")
+	fmt.Fprintf(&b, "\t\tmeta mark set meta mark | %[1]s ct mark set ct mark | %[1]s comment \"dropped on eth0's egress\"\n", mark)
+	b.WriteString("\t}\n")
+	b.WriteString("}\n")
+	fmt.Fprintf(&b, "table netdev %s {\n", nftTable)
+	b.WriteString("\tchain egress {\n")
+	fmt.Fprintf(&b, "\t\ttype filter hook egress device %q priority filter; policy accept;\n", nftIface)
+	fmt.Fprintf(&b, "\t\tmeta mark & %[1]s == %[1]s drop comment \"denied outbound: the send succeeded, the packet vanishes\"\n", mark)
+	b.WriteString("\t}\n")
 	b.WriteString("}\n")
 	return b.String()
 }

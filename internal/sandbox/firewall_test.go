@@ -464,8 +464,10 @@ func TestFirewallEnforcement(t *testing.T) {
 	// allow each other all TCP and UDP) and from the untagged one, while
 	// TCP between the same two passes.
 	vrrpAB, vrrpCB := nonce("vrrp-ab"), nonce("vrrp-cb")
-	if code, out := l.probe("a", "--count", "4", "ipproto", "112", l.priv["b"], vrrpAB); code != probeEPERM {
-		t.Logf("a sending VRRP: exit %d %s (its own outbound chain drops it: EPERM expected)", code, out)
+	// The sender cannot tell: its send succeeds (no EPERM from its own
+	// kernel), the packet vanishes, as on DO.
+	if code, out := l.probe("a", "--count", "4", "ipproto", "112", l.priv["b"], vrrpAB); code != probeAnswered {
+		t.Errorf("a sending VRRP: exit %d %s, want the send to succeed", code, out)
 	}
 	if code, out := l.probe("c", "--count", "4", "ipproto", "112", l.priv["b"], vrrpCB); code != probeAnswered {
 		t.Errorf("c (unfiltered) sending VRRP: exit %d %s", code, out)
@@ -477,9 +479,11 @@ func TestFirewallEnforcement(t *testing.T) {
 		}
 	}
 	// Stateful: a connection a opens to the internet gets its replies,
-	// which no inbound rule allows; the metadata service answers.
+	// which no inbound rule allows, and so does the ICMP error about a UDP
+	// datagram to a closed port (related); the metadata service answers.
 	l.want(probeAnswered, "internet", "a", "tcp", internet)
 	l.want(probeAnswered, "echo reply", "a", "icmp", host)
+	l.want(probeRefused, "", "a", "udp", host+":9", nonce("udp"))
 	if out, err := inNS(p.DropletNS(l.ids["a"]), "curl", "-sf", "-m", "3", "http://169.254.169.254/metadata/v1/id"); err != nil || strings.TrimSpace(out) != strconv.Itoa(l.ids["a"]) {
 		t.Errorf("metadata from a: %q %v", out, err)
 	}
@@ -510,6 +514,9 @@ func TestFirewallEnforcement(t *testing.T) {
 	// connection from the internet it accepts still gets its replies.
 	api(t, info, "PUT", fwPath, fwBody(rules, nil), nil)
 	l.waitFor(probeTimeout, "a", "tcp", internet)
+	// Silently: the datagram is sent (no EPERM) and never arrives (no ICMP
+	// port unreachable comes back).
+	l.want(probeTimeout, "", "a", "udp", host+":9", nonce("udp"))
 	l.want(probeAnswered, "a", "", "tcp", l.pub["a"]+":80")
 	if out, err := inNS(p.DropletNS(l.ids["a"]), "curl", "-sf", "-m", "3", "http://169.254.169.254/metadata/v1/id"); err != nil || strings.TrimSpace(out) != strconv.Itoa(l.ids["a"]) {
 		t.Errorf("metadata from a without outbound rules: %q %v", out, err)
