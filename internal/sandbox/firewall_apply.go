@@ -22,7 +22,8 @@ const (
 	FirewallsOff = "off"
 	// DefaultFirewalls is off until dynia's VRRP travels inside the
 	// WireGuard mesh: DO drops VRRP (IP protocol 112) between droplets a
-	// firewall targets, so enforcing today splits every cluster's brain.
+	// firewall targets, so with enforcement every node of a cluster today
+	// becomes VRRP MASTER.
 	DefaultFirewalls = FirewallsOff
 )
 
@@ -43,11 +44,13 @@ type fwSource interface {
 	Droplets() []dosim.Droplet
 }
 
-// firewaller keeps every droplet namespace's nftables table equal to what
+// firewaller keeps every droplet namespace's nftables tables equal to what
 // renderFirewalls says for it. Sync may be called from anywhere, often and
 // concurrently (simulator hooks, the serve tick): one caller at a time
 // renders and applies; a Sync arriving meanwhile makes that caller go
-// round once more, so the last pass always starts after the last change.
+// round once more, so the last pass always starts after the last change
+// (and a pass that read firewalls and droplets either side of a change is
+// followed by one that reads both after it).
 // Nothing is held while reading the simulator, whose reads may deliver
 // hooks that call Sync again on the same goroutine. A nil *firewaller
 // (enforcement off) does nothing.
@@ -64,7 +67,7 @@ type firewaller struct {
 	dirty   bool
 	running bool
 	// applied is the ruleset text last loaded into each droplet's
-	// namespace ("" or missing: no table). Only the running pass uses it.
+	// namespace ("" or missing: no tables). Only the running pass uses it.
 	applied map[int]string
 }
 

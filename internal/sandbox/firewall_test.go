@@ -248,7 +248,6 @@ func icmpEcho(to string, deadline time.Time) (string, error) {
 // a listener in each.
 type fwLab struct {
 	t    *testing.T
-	info *Info
 	p    plan
 	bin  string
 	logs string // listener logs
@@ -348,7 +347,7 @@ func TestFirewallEnforcement(t *testing.T) {
 	if info.Firewalls != FirewallsEnforce {
 		t.Fatalf("status says firewalls %q, want enforce", info.Firewalls)
 	}
-	l := &fwLab{t: t, info: info, p: p, bin: testBinary(t), logs: t.TempDir(),
+	l := &fwLab{t: t, p: p, bin: testBinary(t), logs: t.TempDir(),
 		ids: map[string]int{}, pub: map[string]string{}, priv: map[string]string{}}
 	const tag = "dynia:cluster:x"
 	for _, n := range []string{"a", "b", "c"} {
