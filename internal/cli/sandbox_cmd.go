@@ -47,6 +47,9 @@ func NewCmdSandbox(f *Factory) *cobra.Command {
 			if actionDelay < 0 {
 				return usagef("--action-delay %q: must not be negative", actionDelay)
 			}
+			if _, err := sandbox.ParseFirewalls(up.Firewalls); err != nil {
+				return usagef("--firewalls %q: %v", up.Firewalls, err)
+			}
 			if runtime.GOOS != "linux" || os.Geteuid() != 0 {
 				return usagef("sandbox up: needs root on Linux (network namespaces)")
 			}
@@ -74,6 +77,8 @@ func NewCmdSandbox(f *Factory) *cobra.Command {
 	}
 	upCmd.Flags().StringVar(&up.PublicRange, "public-range", "198.51.100.0/24", "simulated public range (Reserved and public IPs); must be unused on this machine")
 	upCmd.Flags().DurationVar(&actionDelay, "action-delay", 0, "how long a simulated Reserved IP assignment takes")
+	upCmd.Flags().StringVar(&up.Firewalls, "firewalls", sandbox.DefaultFirewalls,
+		"enforce the simulated DO cloud firewalls on droplet traffic, public and VPC side (enforce|off)")
 	upCmd.Flags().StringVar(&up.PullBinary, "pull-binary", "", "dynia-pull binary (default: next to dynia, else PATH)")
 	upCmd.Flags().StringVar(&up.Prefix, "prefix", "", "name prefix of namespaces and links (tests run several sandboxes)")
 	_ = upCmd.Flags().MarkHidden("prefix")

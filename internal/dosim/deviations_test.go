@@ -3,6 +3,7 @@ package dosim
 import (
 	"context"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -70,6 +71,31 @@ func TestDeviationsDocumented(t *testing.T) {
 	expectErr(err, 403) // default VPC
 	_, _, err = c.Domains.CreateRecord(ctx, "missing.example", &godo.DomainRecordEditRequest{Type: "A", Name: "x", Data: "192.0.2.1"})
 	expectErr(err, 404)
+	// Firewall limits: 50 rules, 10 droplets, 5 tags.
+	var rules []godo.InboundRule
+	for i := 0; i < 51; i++ {
+		rules = append(rules, godo.InboundRule{Protocol: "tcp", PortRange: strconv.Itoa(1000 + i), Sources: &godo.Sources{Addresses: []string{"0.0.0.0/0"}}})
+	}
+	_, _, err = c.Firewalls.Create(ctx, &godo.FirewallRequest{Name: "big", InboundRules: rules})
+	expectErr(err, 422)
+	fw, _, err := c.Firewalls.Create(ctx, &godo.FirewallRequest{Name: "fw", InboundRules: rules[:1]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = c.Firewalls.Update(ctx, fw.ID, &godo.FirewallRequest{Name: "fw", InboundRules: rules})
+	expectErr(err, 422)
+	_, err = c.Firewalls.AddRules(ctx, fw.ID, &godo.FirewallRulesRequest{InboundRules: rules[1:]})
+	expectErr(err, 422)
+	var ids []int
+	var tags []string
+	for i := 0; i < 11; i++ {
+		ids = append(ids, createDroplet(t, c, "f"+strconv.Itoa(i), "nyc3", "t"+strconv.Itoa(i%6)).ID)
+		tags = append(tags, "t"+strconv.Itoa(i%6))
+	}
+	_, err = c.Firewalls.AddDroplets(ctx, fw.ID, ids...)
+	expectErr(err, 422)
+	_, err = c.Firewalls.AddTags(ctx, fw.ID, tags[:6]...)
+	expectErr(err, 422)
 
 	doc, err := os.ReadFile("../../docs/simulator.md")
 	if err != nil {

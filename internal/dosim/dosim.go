@@ -13,8 +13,9 @@
 // A zero Server is usable and accepts any bearer token with every scope until
 // AddToken is called; New applies Options. Test controls (fault injection,
 // paused actions, droplets that never become active, drift helpers) and hooks
-// (droplet create/delete/power, reserved IP assignment) let tests and the
-// sandbox drive ordering and react to state changes.
+// (droplet create/delete/power/tags, reserved IP assignment, firewall
+// changes) let tests and the sandbox drive ordering and react to state
+// changes.
 package dosim
 
 import (
@@ -79,6 +80,15 @@ type Options struct {
 	OnDropletPower func(d Droplet, on bool)
 	// OnReservedIPAssign reports the droplet now holding ip (0 = unassigned).
 	OnReservedIPAssign func(ip string, dropletID int)
+	// OnFirewallChange reports a firewall whose rules or targets changed:
+	// create, update (PUT), delete (deleted=true, fw as it was), rules,
+	// droplets or tags added or removed, and a tag or droplet deleted out
+	// from under it. fw is a snapshot taken with the change.
+	OnFirewallChange func(fw Firewall, deleted bool)
+	// OnDropletTags reports a droplet whose tags changed (POST/DELETE
+	// /v2/tags/{tag}/resources, tag delete). Tags decide which firewalls
+	// target a droplet and which addresses a rule's tag sources mean.
+	OnDropletTags func(d Droplet)
 }
 
 // Server is the simulator. It implements http.Handler for the API (/v2/...);

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/netip"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -433,8 +434,11 @@ func (s *Server) removeDropletLocked(d *droplet) {
 			}
 		}
 	}
-	for _, fw := range s.firewalls {
-		fw.DropletIDs = removeInt(fw.DropletIDs, d.ID)
+	for _, fw := range s.sortedFirewalls() {
+		if slices.Contains(fw.DropletIDs, d.ID) {
+			fw.DropletIDs = removeInt(fw.DropletIDs, d.ID)
+			s.firewallChangedLocked(fw, false)
+		}
 	}
 	if a, err := netip.ParseAddr(d.PublicIPv4); err == nil {
 		delete(s.usedPublic, a)

@@ -1,6 +1,7 @@
 package dosim
 
 import (
+	"fmt"
 	"net/http"
 	"net/netip"
 	"regexp"
@@ -42,21 +43,101 @@ type firewall struct {
 	Firewall
 }
 
+// DO's Cloud Firewall limits (docs.digitalocean.com, Networking → Firewalls
+// → Details → Limits): rules per firewall (inbound and outbound together),
+// sources or destinations per rule, droplets and tags a firewall targets.
+const (
+	firewallMaxRules    = 50
+	firewallMaxSources  = 1000
+	firewallMaxDroplets = 10
+	firewallMaxTags     = 5
+)
+
 // Firewalls returns every firewall, ordered by creation.
 func (s *Server) Firewalls() []Firewall {
 	s.init()
 	var out []Firewall
 	s.update(func() {
 		for _, fw := range s.sortedFirewalls() {
-			c := fw.Firewall
-			c.InboundRules = append([]FirewallRule(nil), fw.InboundRules...)
-			c.OutboundRules = append([]FirewallRule(nil), fw.OutboundRules...)
-			c.DropletIDs = append([]int(nil), fw.DropletIDs...)
-			c.Tags = append([]string(nil), fw.Tags...)
-			out = append(out, c)
+			out = append(out, fw.snapshot())
 		}
 	})
 	return out
+}
+
+// snapshot is a deep copy: hooks and callers never share the server's slices.
+func (fw *firewall) snapshot() Firewall {
+	c := fw.Firewall
+	c.InboundRules = cloneRules(fw.InboundRules)
+	c.OutboundRules = cloneRules(fw.OutboundRules)
+	c.DropletIDs = append([]int(nil), fw.DropletIDs...)
+	c.Tags = append([]string(nil), fw.Tags...)
+	return c
+}
+
+func cloneRules(rules []FirewallRule) []FirewallRule {
+	out := append([]FirewallRule(nil), rules...)
+	for i := range out {
+		out[i].Sources = out[i].Sources.clone()
+		out[i].Destinations = out[i].Destinations.clone()
+	}
+	return out
+}
+
+func (t *FirewallTarget) clone() *FirewallTarget {
+	if t == nil {
+		return nil
+	}
+	return &FirewallTarget{
+		Addresses:        append([]string(nil), t.Addresses...),
+		DropletIDs:       append([]int(nil), t.DropletIDs...),
+		LoadBalancerUIDs: append([]string(nil), t.LoadBalancerUIDs...),
+		KubernetesIDs:    append([]string(nil), t.KubernetesIDs...),
+		Tags:             append([]string(nil), t.Tags...),
+	}
+}
+
+// count is how many sources (or destinations) the target names, of every
+// kind: DO's per-rule limit counts them together [U].
+func (t *FirewallTarget) count() int {
+	if t == nil {
+		return 0
+	}
+	return len(t.Addresses) + len(t.DropletIDs) + len(t.LoadBalancerUIDs) + len(t.KubernetesIDs) + len(t.Tags)
+}
+
+// firewallChangedLocked queues OnFirewallChange with a snapshot of fw as it
+// is now. Caller holds mu.
+func (s *Server) firewallChangedLocked(fw *firewall, deleted bool) {
+	if h := s.opts.OnFirewallChange; h != nil {
+		snap := fw.snapshot()
+		s.queueHook(func() { h(snap, deleted) })
+	}
+}
+
+// firewallLimits checks a firewall as it would be after a change against
+// DO's limits and returns the 422 message ("" = within them).
+func firewallLimits(in, out []FirewallRule, dropletIDs []int, tags []string) string {
+	if n := len(in) + len(out); n > firewallMaxRules {
+		return fmt.Sprintf("A firewall can have at most %d rules (inbound and outbound together); this one would have %d.", firewallMaxRules, n)
+	}
+	for _, r := range in {
+		if n := r.Sources.count(); n > firewallMaxSources {
+			return fmt.Sprintf("A firewall rule can have at most %d sources; an inbound %s rule has %d.", firewallMaxSources, r.Protocol, n)
+		}
+	}
+	for _, r := range out {
+		if n := r.Destinations.count(); n > firewallMaxSources {
+			return fmt.Sprintf("A firewall rule can have at most %d destinations; an outbound %s rule has %d.", firewallMaxSources, r.Protocol, n)
+		}
+	}
+	if n := len(dedupeInts(dropletIDs)); n > firewallMaxDroplets {
+		return fmt.Sprintf("A firewall must have no more than %d droplets (it would have %d); target more through a tag.", firewallMaxDroplets, n)
+	}
+	if n := len(dedupe(tags)); n > firewallMaxTags {
+		return fmt.Sprintf("A firewall must have no more than %d tags (it would have %d).", firewallMaxTags, n)
+	}
+	return ""
 }
 
 func (s *Server) sortedFirewalls() []*firewall {
@@ -244,9 +325,13 @@ func (s *Server) createFirewall(q *request) {
 		if msg := s.validateFirewallLocked(&req); msg != "" {
 			return fail(http.StatusBadRequest, "%s", msg)
 		}
+		if msg := firewallLimits(req.InboundRules, req.OutboundRules, req.DropletIDs, req.Tags); msg != "" {
+			return fail(http.StatusUnprocessableEntity, "%s", msg)
+		}
 		fw := &firewall{Firewall{ID: newUUID(), Name: req.Name, InboundRules: normalizeRules(req.InboundRules), OutboundRules: normalizeRules(req.OutboundRules),
 			DropletIDs: dedupeInts(req.DropletIDs), Tags: dedupe(req.Tags), CreatedAt: s.opts.Now().UTC()}}
 		s.firewalls[fw.ID] = fw
+		s.firewallChangedLocked(fw, false)
 		return http.StatusAccepted, map[string]any{"firewall": s.firewallJSON(fw, "waiting")}
 	})
 }
@@ -264,18 +349,24 @@ func (s *Server) updateFirewall(q *request) {
 		if msg := s.validateFirewallLocked(&req); msg != "" {
 			return fail(http.StatusBadRequest, "%s", msg)
 		}
+		if msg := firewallLimits(req.InboundRules, req.OutboundRules, req.DropletIDs, req.Tags); msg != "" {
+			return fail(http.StatusUnprocessableEntity, "%s", msg)
+		}
 		fw.Name, fw.InboundRules, fw.OutboundRules = req.Name, normalizeRules(req.InboundRules), normalizeRules(req.OutboundRules)
 		fw.DropletIDs, fw.Tags = dedupeInts(req.DropletIDs), dedupe(req.Tags)
+		s.firewallChangedLocked(fw, false)
 		return http.StatusOK, map[string]any{"firewall": s.firewallJSON(fw, "waiting")}
 	})
 }
 
 func (s *Server) deleteFirewall(q *request) {
 	q.do(func() (int, any) {
-		if s.firewalls[q.param("id")] == nil {
+		fw := s.firewalls[q.param("id")]
+		if fw == nil {
 			return notFound()
 		}
-		delete(s.firewalls, q.param("id"))
+		delete(s.firewalls, fw.ID)
+		s.firewallChangedLocked(fw, true)
 		return http.StatusNoContent, nil
 	})
 }
@@ -315,12 +406,18 @@ func (s *Server) firewallDroplets(add bool) func(*request) {
 					return fail(http.StatusBadRequest, "Droplet %d could not be found.", id)
 				}
 			}
+			if add {
+				if msg := firewallLimits(nil, nil, append(append([]int(nil), fw.DropletIDs...), req.DropletIDs...), nil); msg != "" {
+					return fail(http.StatusUnprocessableEntity, "%s", msg)
+				}
+			}
 			for _, id := range req.DropletIDs {
 				fw.DropletIDs = removeInt(fw.DropletIDs, id)
 				if add {
 					fw.DropletIDs = append(fw.DropletIDs, id)
 				}
 			}
+			s.firewallChangedLocked(fw, false)
 			return http.StatusNoContent, nil
 		})
 	}
@@ -346,6 +443,9 @@ func (s *Server) firewallTags(add bool) func(*request) {
 				if msg := s.tagsExistLocked(req.Tags); msg != "" {
 					return fail(http.StatusBadRequest, "%s", msg)
 				}
+				if msg := firewallLimits(nil, nil, nil, append(append([]string(nil), fw.Tags...), req.Tags...)); msg != "" {
+					return fail(http.StatusUnprocessableEntity, "%s", msg)
+				}
 			}
 			for _, t := range req.Tags {
 				var keep []string
@@ -359,6 +459,7 @@ func (s *Server) firewallTags(add bool) func(*request) {
 					fw.Tags = append(fw.Tags, t)
 				}
 			}
+			s.firewallChangedLocked(fw, false)
 			return http.StatusNoContent, nil
 		})
 	}
@@ -383,12 +484,19 @@ func (s *Server) firewallRules(add bool) func(*request) {
 				if msg := s.validateFirewallLocked(&probe); msg != "" {
 					return fail(http.StatusBadRequest, "%s", msg)
 				}
+				in := append(append([]FirewallRule(nil), fw.InboundRules...), req.InboundRules...)
+				out := append(append([]FirewallRule(nil), fw.OutboundRules...), req.OutboundRules...)
+				if msg := firewallLimits(in, out, nil, nil); msg != "" {
+					return fail(http.StatusUnprocessableEntity, "%s", msg)
+				}
 				fw.InboundRules = append(fw.InboundRules, normalizeRules(req.InboundRules)...)
 				fw.OutboundRules = append(fw.OutboundRules, normalizeRules(req.OutboundRules)...)
+				s.firewallChangedLocked(fw, false)
 				return http.StatusNoContent, nil
 			}
 			fw.InboundRules = removeRules(fw.InboundRules, normalizeRules(req.InboundRules))
 			fw.OutboundRules = removeRules(fw.OutboundRules, normalizeRules(req.OutboundRules))
+			s.firewallChangedLocked(fw, false)
 			return http.StatusNoContent, nil
 		})
 	}

@@ -93,17 +93,31 @@ func (s *Server) deleteTag(q *request) {
 			return notFound()
 		}
 		delete(s.tags, t)
-		for _, d := range s.droplets {
-			d.Tags = removeString(d.Tags, t)
+		for _, id := range sortedKeys(s.droplets) {
+			if d := s.droplets[id]; containsString(d.Tags, t) {
+				d.Tags = removeString(d.Tags, t)
+				s.dropletTagsChangedLocked(d)
+			}
 		}
 		for _, im := range s.images {
 			im.Tags = removeString(im.Tags, t)
 		}
-		for _, fw := range s.firewalls {
-			fw.Tags = removeString(fw.Tags, t)
+		for _, fw := range s.sortedFirewalls() {
+			if containsString(fw.Tags, t) {
+				fw.Tags = removeString(fw.Tags, t)
+				s.firewallChangedLocked(fw, false)
+			}
 		}
 		return http.StatusNoContent, nil
 	})
+}
+
+// dropletTagsChangedLocked queues OnDropletTags. Caller holds mu.
+func (s *Server) dropletTagsChangedLocked(d *droplet) {
+	if h := s.opts.OnDropletTags; h != nil {
+		snap := d.snapshot()
+		s.queueHook(func() { h(snap) })
+	}
 }
 
 func removeString(list []string, v string) []string {
@@ -153,9 +167,13 @@ func (s *Server) tagResources(add bool) func(*request) {
 				} else {
 					tags = &s.images[id].Tags
 				}
+				had := containsString(*tags, t)
 				*tags = removeString(*tags, t)
 				if add {
 					*tags = append(*tags, t)
+				}
+				if rs.Type == "droplet" && had != add {
+					s.dropletTagsChangedLocked(s.droplets[id])
 				}
 			}
 			return http.StatusNoContent, nil

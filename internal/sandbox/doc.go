@@ -8,6 +8,9 @@
 // 169.254.169.254, and the `dynia sandbox serve` process (Serve), which owns
 // the simulator and reacts to its hooks by creating, powering and deleting
 // droplet namespaces (<prefix>-d<ID>) and by moving Reserved IP routes.
+// With Options.Firewalls = FirewallsEnforce, the cloud firewalls stored in
+// the simulator are enforced in every droplet namespace with nftables, as
+// DigitalOcean enforces them (firewall_render.go, firewall_apply.go).
 // Up creates the router and starts Serve; Down removes everything either of
 // them made, from what they recorded on disk, even after a crash.
 // docs/sandbox.md has the network picture.

@@ -33,6 +33,9 @@ func TestMain(m *testing.M) {
 }
 
 func fakeDynia(cmd string, args []string) int {
+	if run, ok := testCommands[cmd]; ok {
+		return run(args)
+	}
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	dir := fs.String("dir", "", "")
 	listen := fs.String("listen", ":8080", "")

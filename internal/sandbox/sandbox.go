@@ -50,6 +50,10 @@ type Options struct {
 	// ActionDelay makes simulated actions (Reserved IP assignment, power)
 	// take this long (the 5 s assignment measurement). Default 0: instant.
 	ActionDelay time.Duration
+	// Firewalls is FirewallsEnforce (every droplet's traffic passes only
+	// what the cloud firewalls targeting it allow, as on DO) or
+	// FirewallsOff (stored, not enforced). Default DefaultFirewalls.
+	Firewalls string
 	// ReadyTimeout bounds how long Up waits for the API (default 60 s).
 	ReadyTimeout time.Duration
 	// Logger receives progress (default: discard).
@@ -75,7 +79,9 @@ type Info struct {
 	Prefix          string `json:"prefix"`
 	PublicRange     string `json:"public_range"`
 	RouterNamespace string `json:"router_namespace"`
-	ServePID        int    `json:"serve_pid"`
+	// Firewalls is "enforce" or "off" (Options.Firewalls).
+	Firewalls string `json:"firewalls"`
+	ServePID  int    `json:"serve_pid"`
 	// Running is true when the serve process is alive.
 	Running     bool         `json:"running"`
 	Droplets    []Droplet    `json:"droplets"`
@@ -108,6 +114,7 @@ type config struct {
 	Version         string        `json:"version"`
 	Regions         []string      `json:"regions,omitempty"`
 	ActionDelay     time.Duration `json:"action_delay,omitempty"`
+	Firewalls       string        `json:"firewalls,omitempty"`
 }
 
 // manifest records what Up made in the root namespace, written before it is
@@ -146,6 +153,16 @@ func (o *Options) defaults() error {
 	}
 	if o.Version == "" {
 		o.Version = "dev"
+	}
+	fw, err := ParseFirewalls(o.Firewalls)
+	if err != nil {
+		return fmt.Errorf("sandbox firewalls %q: %w", o.Firewalls, err)
+	}
+	o.Firewalls = fw
+	if fw == FirewallsEnforce {
+		if _, err := exec.LookPath("nft"); err != nil {
+			return fmt.Errorf("sandbox --firewalls %s needs nft (nftables; run `make deps`): %w", fw, err)
+		}
 	}
 	if o.ReadyTimeout == 0 {
 		o.ReadyTimeout = 60 * time.Second
@@ -218,6 +235,9 @@ func Up(ctx context.Context, opts Options) (*Info, error) {
 		if info.Prefix != p.Prefix || info.PublicRange != p.Public.String() {
 			return nil, fmt.Errorf("a sandbox already runs in %s with prefix %s and range %s; run `dynia sandbox down` first", opts.Dir, info.Prefix, info.PublicRange)
 		}
+		if running, _ := ParseFirewalls(info.Firewalls); running != opts.Firewalls {
+			return nil, fmt.Errorf("a sandbox already runs in %s with firewalls %s; run `dynia sandbox down` first to change it", opts.Dir, running)
+		}
 		if err := waitReady(ctx, opts.Dir, p, 10*time.Second); err != nil {
 			return nil, err
 		}
@@ -245,7 +265,8 @@ func Up(ctx context.Context, opts Options) (*Info, error) {
 		return nil, err
 	}
 	cfg := config{Prefix: p.Prefix, PublicRange: p.Public.String(), Binary: opts.Binary, PullBinary: opts.PullBinary,
-		VersitygwBinary: opts.VersitygwBinary, Version: opts.Version, Regions: opts.Regions, ActionDelay: opts.ActionDelay}
+		VersitygwBinary: opts.VersitygwBinary, Version: opts.Version, Regions: opts.Regions, ActionDelay: opts.ActionDelay,
+		Firewalls: opts.Firewalls}
 	if err := writeJSON(configPath(opts.Dir), cfg); err != nil {
 		return nil, err
 	}

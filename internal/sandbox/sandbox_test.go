@@ -56,8 +56,13 @@ func apiTry(t *testing.T, info *Info, method, path string, body any) (int, []byt
 	return resp.StatusCode, b
 }
 
-func createDroplet(t *testing.T, info *Info, name, userData string) int {
+// createDroplet creates a droplet in nyc3 (its default VPC) tagged with
+// tags, "dynia" when none are given.
+func createDroplet(t *testing.T, info *Info, name, userData string, tags ...string) int {
 	t.Helper()
+	if len(tags) == 0 {
+		tags = []string{"dynia"}
+	}
 	var resp struct {
 		Droplet struct {
 			ID int `json:"id"`
@@ -65,7 +70,7 @@ func createDroplet(t *testing.T, info *Info, name, userData string) int {
 	}
 	api(t, info, "POST", "/v2/droplets", map[string]any{
 		"name": name, "region": "nyc3", "size": "s-1vcpu-1gb", "image": "debian-12-x64",
-		"user_data": userData, "tags": []string{"dynia"},
+		"user_data": userData, "tags": tags,
 	}, &resp)
 	return resp.Droplet.ID
 }

@@ -74,6 +74,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		Prefix:          p.Prefix,
 		PublicRange:     p.Public.String(),
 		RouterNamespace: p.RouterNS(),
+		Firewalls:       cfg.Firewalls,
 		ServePID:        os.Getpid(),
 		Running:         true,
 	}
@@ -118,6 +119,15 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	}
 	boot := cloudBooter{plan: p, binary: cfg.Binary, pullBinary: cfg.PullBinary, appPort: demoAppPort}
 	mgr = newManager(opts.Dir, p, boot, log, nil)
+	if info.Firewalls, err = ParseFirewalls(cfg.Firewalls); err != nil {
+		return fmt.Errorf("sandbox serve: firewalls %q: %w", cfg.Firewalls, err)
+	}
+	// fw stays nil (Sync does nothing) unless firewalls are enforced. Its
+	// source is set once the simulator exists; no hook fires before that.
+	var fw *firewaller
+	if info.Firewalls == FirewallsEnforce {
+		fw = newFirewaller(nil, p.DropletNS, log)
+	}
 
 	// Hooks run synchronously inside the simulator's request, outside its
 	// lock: by the time an assign action completes, the route has moved.
@@ -135,6 +145,9 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 			if err != nil {
 				log.Error("create droplet", "droplet", d.ID, "err", err)
 			}
+			// Its own rules, and its addresses in the tag and droplet
+			// sources of everyone else's.
+			fw.Sync(hctx)
 			writeStatus()
 		},
 		OnDropletActive: func(d dosim.Droplet) { mgr.SetStatus(d.ID, d.Status); writeStatus() },
@@ -142,14 +155,18 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 			if err := mgr.Power(hctx, d.ID, on); err != nil {
 				log.Error("power droplet", "droplet", d.ID, "on", on, "err", err)
 			}
+			fw.Sync(hctx)
 			writeStatus()
 		},
 		OnDropletDelete: func(d dosim.Droplet) {
 			if err := mgr.Delete(hctx, d.ID); err != nil {
 				log.Error("delete droplet", "droplet", d.ID, "err", err)
 			}
+			fw.Sync(hctx)
 			writeStatus()
 		},
+		OnFirewallChange: func(dosim.Firewall, bool) { fw.Sync(hctx) },
+		OnDropletTags:    func(dosim.Droplet) { fw.Sync(hctx) },
 		OnReservedIPAssign: func(ip string, id int) {
 			if err := mgr.AssignReservedIP(hctx, ip, id); err != nil {
 				log.Error("assign reserved IP", "ip", ip, "droplet", id, "err", err)
@@ -158,6 +175,9 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 			writeStatus()
 		},
 	})
+	if fw != nil {
+		fw.src = sim
+	}
 	sim.AddToken(info.Token, dosim.FullScopes()...)
 	sim.AddToken(info.NodeToken, dosim.NodeScopes()...)
 	sim.RegisterImage(dosim.Image{Name: info.Image, Description: "dynia node image (sandbox)"})
@@ -165,7 +185,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	errc := make(chan error, 1)
 	go func() { errc <- sim.ListenAndServe(ctx, p.APIAddr(), p.MetadataAddr()) }()
 	writeStatus()
-	log.Info("sandbox serving", "api", info.APIURL, "s3", info.S3Endpoint, "metadata", p.MetadataAddr())
+	log.Info("sandbox serving", "api", info.APIURL, "s3", info.S3Endpoint, "metadata", p.MetadataAddr(), "firewalls", info.Firewalls)
 
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
@@ -180,6 +200,8 @@ loop:
 		case <-tick.C:
 			// Adopt Reserved IPs created without an assign hook.
 			mgr.SyncReservedIPs(ctx, simReservedIPs(sim))
+			// The safety net: a failed apply, or a change no hook reported.
+			fw.Sync(ctx)
 			writeStatus()
 		}
 	}
