@@ -52,6 +52,22 @@ type Config struct {
 	HAProxyReloadCommand    []string `json:"haproxy_reload_command,omitempty"`
 	KeepalivedReloadCommand []string `json:"keepalived_reload_command,omitempty"`
 
+	// Runtime runs the app: "docker" (the node image's; the default) or
+	// "process" (a machine without Docker: AppCommand is started as a
+	// child process per release).
+	Runtime string `json:"runtime,omitempty"`
+	// DockerHost is the Docker Engine API address
+	// (default unix:///var/run/docker.sock).
+	DockerHost string `json:"docker_host,omitempty"`
+	// AppCommand is the process runtime's app, an argv run without a
+	// shell; it gets its address in DYNIA_APP_ADDR (ip:port), its node in
+	// DYNIA_NODE_ID and the release's environment.
+	AppCommand []string `json:"app_command,omitempty"`
+	// ClusterKeyFile holds the cluster's age identity (0600), which opens
+	// the state's sealed secrets (secret env, registry credentials,
+	// certificates).
+	ClusterKeyFile string `json:"cluster_key_file,omitempty"`
+
 	// LogDir receives the supervised daemons' output (<name>.log) and the
 	// app's; dynia-pull bounds the files and uploads their tails for
 	// `dynia node logs`. Empty: the daemons write to dynia-pull's stderr
@@ -65,6 +81,12 @@ type Config struct {
 	MetricsAddr string `json:"metrics_addr,omitempty"` // default 127.0.0.1:9321
 	LogLevel    string `json:"log_level,omitempty"`
 }
+
+// App runtimes (Config.Runtime).
+const (
+	RuntimeDocker  = "docker"
+	RuntimeProcess = "process"
+)
 
 // Duration is a time.Duration written as a Go duration string ("2s").
 type Duration struct{ time.Duration }
@@ -124,6 +146,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("node config: haproxy_reload_command %q has no program", c.HAProxyReloadCommand)
 	case len(c.KeepalivedReloadCommand) > 0 && c.KeepalivedReloadCommand[0] == "":
 		return fmt.Errorf("node config: keepalived_reload_command %q has no program", c.KeepalivedReloadCommand)
+	case c.Runtime != "" && c.Runtime != RuntimeDocker && c.Runtime != RuntimeProcess:
+		return fmt.Errorf("node config: runtime %q: must be %s or %s", c.Runtime, RuntimeDocker, RuntimeProcess)
+	case c.Runtime == RuntimeProcess && (len(c.AppCommand) == 0 || c.AppCommand[0] == ""):
+		return fmt.Errorf("node config: app_command %q: the process runtime needs a program", c.AppCommand)
 	}
 	return nil
 }
