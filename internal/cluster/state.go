@@ -61,13 +61,16 @@ type State struct {
 	ReservedIP    string `json:"reserved_ip,omitempty"`
 	FirewallID    string `json:"firewall_id,omitempty"`
 	// AdminCIDRs may reach SSH (22/tcp) through the firewall; empty: nobody.
-	AdminCIDRs []string  `json:"admin_cidrs,omitempty"`
-	DNS        *DNS      `json:"dns,omitempty"`
-	App        App       `json:"app"`
-	HA         HA        `json:"ha"`
-	Nodes      []Node    `json:"nodes"`
-	CreatedAt  time.Time `json:"created_at"`
-	UpdatedAt  time.Time `json:"updated_at"`
+	AdminCIDRs []string `json:"admin_cidrs,omitempty"`
+	// SecretsRecipient is the cluster key's public half (an age X25519
+	// recipient): the CLI seals secrets to it; nodes hold the identity.
+	SecretsRecipient string    `json:"secrets_recipient,omitempty"`
+	DNS              *DNS      `json:"dns,omitempty"`
+	App              App       `json:"app"`
+	HA               HA        `json:"ha"`
+	Nodes            []Node    `json:"nodes"`
+	CreatedAt        time.Time `json:"created_at"`
+	UpdatedAt        time.Time `json:"updated_at"`
 	// RecentOps are the operation ids of the last MaxRecentOps writes,
 	// oldest first: a writer whose answer was lost finds its own id here
 	// and knows the write was applied (Store.Update, Store.Create).
@@ -107,12 +110,21 @@ type DNS struct {
 	RecordID int    `json:"record_id,omitempty"`
 }
 
-// App is the application every node runs.
+// App is the application every node runs: its releases and how the
+// current one rolls out (app.go).
 type App struct {
-	Image      string            `json:"image,omitempty"`
-	Port       int               `json:"port"`
-	HealthPath string            `json:"health_path"`
-	Env        map[string]string `json:"env,omitempty"`
+	// Port is where every node serves the app on its private IP (HAProxy's
+	// node-local frontend, which forwards to the node's current release);
+	// peers' HAProxies and the firewall use it.
+	Port int `json:"port"`
+	// HealthPath is the health path of releases deployed without one.
+	HealthPath string `json:"health_path"`
+	// Releases are the last MaxReleases releases, oldest first.
+	Releases []Release `json:"releases,omitempty"`
+	// Current is the release nodes converge to (0: none deployed yet).
+	Current int64 `json:"current,omitempty"`
+	// Rollout, while set, orders the nodes' move to Current.
+	Rollout *Rollout `json:"rollout,omitempty"`
 }
 
 // HA holds the keepalived settings shared by every node.
@@ -251,12 +263,7 @@ func (s *State) Clone() *State {
 		c.DNS = &d
 	}
 	c.AdminCIDRs = append([]string(nil), s.AdminCIDRs...)
-	if s.App.Env != nil {
-		c.App.Env = make(map[string]string, len(s.App.Env))
-		for k, v := range s.App.Env {
-			c.App.Env[k] = v
-		}
-	}
+	c.App = s.App.clone()
 	c.RecentOps = slices.Clone(s.RecentOps)
 	return &c
 }

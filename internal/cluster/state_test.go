@@ -26,9 +26,13 @@ func sample(t *testing.T) *State {
 	s.ReservedIP = "198.51.100.10"
 	s.FirewallID = "bb4b2611-3d72-467b-8602-280330ecd65c"
 	s.DNS = &DNS{Domain: "example.com", Name: "app", RecordID: 7}
-	s.App.Image = "ghcr.io/acme/app:1.2.3"
-	s.App.Env = map[string]string{"LOG_LEVEL": "info"}
+	s.AdminCIDRs = []string{"192.0.2.7/32"}
 	s, _, err := AddNodes(s, 3, NewNamer(1), t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _, err = AddRelease(s, Release{Image: "ghcr.io/acme/app@sha256:" + strings.Repeat("ab", 32), Tag: "ghcr.io/acme/app:1.2.3",
+		Port: 8080, Env: map[string]string{"LOG_LEVEL": "info"}}, []string{s.Nodes[2].ID, s.Nodes[1].ID, s.Nodes[0].ID}, DefaultSoakSeconds, t0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -93,8 +93,14 @@ func (s *State) Validate() error {
 	if s.App.Port < 1 || s.App.Port > 65535 {
 		return fieldErr("app.port", fmt.Sprint(s.App.Port), "must be 1-65535")
 	}
-	if !strings.HasPrefix(s.App.HealthPath, "/") || strings.ContainsAny(s.App.HealthPath, " \t\r\n\"'") {
-		return fieldErr("app.health_path", s.App.HealthPath, "must be an absolute path without spaces or quotes")
+	if err := ValidateHealthPath(s.App.HealthPath); err != nil {
+		return fieldErr("app.health_path", s.App.HealthPath, "%v", err)
+	}
+	if err := s.validateApp(); err != nil {
+		return err
+	}
+	if s.SecretsRecipient != "" && !recipientRE.MatchString(s.SecretsRecipient) {
+		return fieldErr("secrets_recipient", s.SecretsRecipient, "not an age X25519 recipient (age1…)")
 	}
 	if s.HA.AdvertInterval < 0.01 || s.HA.AdvertInterval > 255 {
 		return fieldErr("ha.advert_interval", fmt.Sprint(s.HA.AdvertInterval), "must be between 0.01 and 255 seconds")
@@ -178,6 +184,9 @@ func (s *State) Validate() error {
 	}
 	return nil
 }
+
+// recipientRE is an age X25519 recipient: "age1" and 58 bech32 characters.
+var recipientRE = regexp.MustCompile(`^age1[02-9ac-hj-np-z]{58}$`)
 
 // ValidateAdminCIDR checks one SSH source range: an IPv4 or IPv6 prefix
 // without host bits (DO's firewall API takes addresses and CIDRs).
