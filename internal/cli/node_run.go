@@ -8,6 +8,7 @@ import (
 
 	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/nodeconfig"
 )
 
 // createHA creates (or resumes creating) a one-node cluster. Every step
@@ -95,7 +96,8 @@ func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
 	if err := p.Step("firewall", func() (string, error) {
 		var created bool
 		fw, created, err = cl.EnsureFirewall(ctx, cloud.FirewallSpec{
-			Name: resourceName(o.Name), Tag: cloud.ClusterTag(o.Name), AdminCIDRs: o.AdminCIDRs, VPCCIDR: vpc.IPRange,
+			Name: resourceName(o.Name), Tag: cloud.ClusterTag(o.Name), AdminCIDRs: o.AdminCIDRs,
+			AppPort: st.App.Port, MeshPort: nodeconfig.DefaultMeshPort,
 		})
 		return reuse(fw.ID, created), err
 	}); err != nil {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/nodeconfig"
 )
 
 // drift is one difference between the state and DigitalOcean, with its fix.
@@ -181,7 +182,8 @@ func findDrift(ctx context.Context, f *Factory, store *cluster.Store, cl *cloud.
 				What: fmt.Sprintf("firewall %s no longer exists", st.FirewallID),
 				Fix:  "recreate it",
 				do: func(ctx context.Context) error {
-					fw, _, err := cl.EnsureFirewall(ctx, cloud.FirewallSpec{Name: resourceName(name), Tag: cloud.ClusterTag(name), VPCCIDR: st.VPC.CIDR})
+					fw, _, err := cl.EnsureFirewall(ctx, cloud.FirewallSpec{Name: resourceName(name), Tag: cloud.ClusterTag(name),
+						AppPort: st.App.Port, MeshPort: nodeconfig.DefaultMeshPort})
 					if err != nil {
 						return err
 					}

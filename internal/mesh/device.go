@@ -45,6 +45,9 @@ type Config struct {
 	// peer by AllowedIPs. Not valid: unknown yet, addresses left alone.
 	Address netip.Addr
 	Peers   []Peer
+	// KeepPeers leaves the configured peers as they are (Peers is ignored):
+	// for bringing the interface up before a new state is known to be good.
+	KeepPeers bool
 }
 
 // Changes says what Apply changed.
@@ -317,6 +320,9 @@ func diff(cur *wgtypes.Device, c Config) (wgtypes.Config, Changes) {
 	if cur.ListenPort != c.ListenPort {
 		p := c.ListenPort
 		cfg.ListenPort, ch.Keyed = &p, true
+	}
+	if c.KeepPeers {
+		return cfg, ch
 	}
 	have := map[wgtypes.Key]wgtypes.Peer{}
 	for _, p := range cur.Peers {

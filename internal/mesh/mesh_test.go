@@ -155,4 +155,9 @@ func TestDiff(t *testing.T) {
 	if ch.Relinked() {
 		t.Error("a peer change reported as a relink")
 	}
+	// KeepPeers touches key and port only.
+	cfg, ch = diff(cur, Config{PrivateKey: mustKey(t), ListenPort: 51820, KeepPeers: true})
+	if !ch.Keyed || ch.Added+ch.Updated+ch.Removed != 0 || len(cfg.Peers) != 0 {
+		t.Errorf("KeepPeers: %+v %+v", ch, cfg.Peers)
+	}
 }

@@ -6,8 +6,10 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -96,6 +98,22 @@ func (b cloudBooter) rewrite(c *nodeconfig.Config, ddir string) {
 	c.MetadataURL = b.plan.MetadataURL()
 	if c.Endpoint == "" && strings.HasPrefix(c.StateURL, "s3://") {
 		c.Endpoint = b.plan.S3URL()
+	}
+	// The VRRP mesh runs on wireguard-go (this machine's kernel may lack
+	// the wireguard module). Its interface name must be unique on the whole
+	// machine, not just in the droplet's namespace: wireguard-go and wg
+	// keep their UAPI socket in /var/run/wireguard, which every namespace
+	// shares, and concurrent sandboxes number droplets alike. So the name
+	// hashes the droplet's namespace (prefix and droplet id): wg + 8 hex.
+	if !c.MeshDisabled {
+		h := fnv.New32a()
+		h.Write([]byte(b.plan.Prefix + "-d" + filepath.Base(ddir)))
+		c.MeshInterface = fmt.Sprintf("wg%08x", h.Sum32())
+		c.MeshKeyFile = rooted(c.MeshKeyFile, nodeconfig.DefaultMeshKeyFile)
+		c.WireGuardGoBin = "/usr/bin/wireguard-go" // Debian's package; `make deps-sandbox` installs it
+		if p, err := exec.LookPath("wireguard-go"); err == nil {
+			c.WireGuardGoBin = p
+		}
 	}
 }
 
