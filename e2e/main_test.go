@@ -83,7 +83,7 @@ type sandboxInfo struct {
 func upSandbox(t testing.TB, extra ...string) *sandboxEnv {
 	t.Helper()
 	testutil.NeedRoot(t)
-	for _, b := range []string{"haproxy", "keepalived", "versitygw", "ip", "iptables"} {
+	for _, b := range []string{"haproxy", "keepalived", "versitygw", "ip", "iptables", "wireguard-go"} {
 		testutil.NeedBinary(t, b)
 	}
 	dir := t.TempDir()

@@ -45,6 +45,10 @@ type peerKey struct {
 	port    int       // the peer's WireGuard port (its report's mesh.port)
 	known   bool      // key and port are set
 	checked time.Time // last successful read of its report (zero: seeded from the interface)
+	// privateIP is the node's private IP when its key was learned: a new
+	// one means a new droplet under the same node id (repair), with a new
+	// key, so the report is read again at once.
+	privateIP string
 }
 
 // meshState is a daemon's side of the mesh.
@@ -323,16 +327,16 @@ func (d *Daemon) seedKeys(st *cluster.State) {
 				continue
 			}
 			if k := m.keys[p.ID]; k == nil || !k.known {
-				m.keys[p.ID] = &peerKey{key: wp.PublicKey, port: wp.Endpoint.Port, known: true}
+				m.keys[p.ID] = &peerKey{key: wp.PublicKey, port: wp.Endpoint.Port, known: true, privateIP: p.Addr}
 			}
 		}
 	}
 }
 
 // learnKeys reads the status report of every member whose key is unknown
-// (one GET each per poll, so a node joining is learned within a poll of
-// its first report) and of at most one known member whose key was last
-// read keyRecheck ago. A read that fails or finds no key changes nothing:
+// or whose private IP changed since (one GET each per poll, so a node
+// joining or rebuilt is learned within a poll of its first report) and of
+// at most one known member whose key was last read keyRecheck ago. A read that fails or finds no key changes nothing:
 // a known key is only ever replaced by another key read from the report,
 // never dropped while its node is a member.
 func (d *Daemon) learnKeys(ctx context.Context, st *cluster.State) {
@@ -342,19 +346,19 @@ func (d *Daemon) learnKeys(ctx context.Context, st *cluster.State) {
 	var recheck string
 	var oldest time.Time
 	m.mu.Lock()
-	ids := map[string]bool{}
+	ids := map[string]string{} // member id → private IP
 	for _, p := range members {
-		ids[p.ID] = true
+		ids[p.ID] = p.Addr
 		k := m.keys[p.ID]
 		switch {
-		case k == nil || !k.known:
+		case k == nil || !k.known || k.privateIP != p.Addr:
 			unknown = append(unknown, p.ID)
 		case time.Since(k.checked) >= keyRecheck && (recheck == "" || k.checked.Before(oldest)):
 			recheck, oldest = p.ID, k.checked
 		}
 	}
 	for id := range m.keys {
-		if !ids[id] {
+		if _, ok := ids[id]; !ok {
 			delete(m.keys, id) // left the cluster: re-learned if it comes back
 		}
 	}
@@ -377,7 +381,7 @@ func (d *Daemon) learnKeys(ctx context.Context, st *cluster.State) {
 		if !k.known || k.key != key || k.port != port {
 			d.log.Info("mesh peer key learned", "peer", id, "public_key", key.String(), "port", port, "replaces", k.known)
 		}
-		k.key, k.port, k.known, k.checked = key, port, true, time.Now()
+		k.key, k.port, k.known, k.checked, k.privateIP = key, port, true, time.Now(), ids[id]
 		m.mu.Unlock()
 	}
 }

@@ -169,13 +169,23 @@ func TestLearnKeys(t *testing.T) {
 		t.Errorf("calm-heron after failed and keyless re-reads: %+v", k)
 	}
 
+	// A new droplet under the same id (a new private IP) is read again at
+	// the next poll, though its key is not due for a re-check.
+	kb3 := genKey(t).PublicKey()
+	putReport(t, store.memStore, "brisk-owl", &MeshStatus{PublicKey: kb3.String(), Port: 51820})
+	st.Node("brisk-owl").PrivateIP = "10.9.0.22"
+	d.learnKeys(ctx, st)
+	if k := known()["brisk-owl"]; k.key != kb3 || k.privateIP != "10.9.0.22" {
+		t.Errorf("rebuilt brisk-owl: %+v", k)
+	}
+
 	// calm-heron leaves: forgotten (and re-learned should it come back).
 	st.Node("calm-heron").Lifecycle = cluster.Removing
 	d.learnKeys(ctx, st)
 	if _, ok := known()["calm-heron"]; ok {
 		t.Error("a removing node's key is still kept")
 	}
-	if got := meshPeers(st, "amber-fox", known(), genKey(t).PublicKey()); len(got) != 1 || got[0].PublicKey != kb2 {
+	if got := meshPeers(st, "amber-fox", known(), genKey(t).PublicKey()); len(got) != 1 || got[0].PublicKey != kb3 {
 		t.Errorf("peers after calm-heron left: %+v", got)
 	}
 }
