@@ -217,6 +217,7 @@ func cloudFirewall(t *testing.T, n *testutil.NetNode) {
 	}
 	chain out {
 		type filter hook output priority 0; policy accept;
+		oifname "eth1" meta l4proto 112 counter drop
 		oifname "eth1" meta l4proto != { tcp, udp, icmp, ipv6-icmp } counter drop
 	}
 }

@@ -157,6 +157,12 @@ func (d *Daemon) syncMesh(ctx context.Context, st *cluster.State, keepPeers bool
 			return err
 		}
 	}
+	m.mu.Lock()
+	seeded := m.seeded
+	m.mu.Unlock()
+	// Until the interface's own peers were taken over, the learned keys may
+	// miss some of them: never remove a working peer for that.
+	keepPeers = keepPeers || !seeded
 	cfg := mesh.Config{PrivateKey: key, ListenPort: m.set.Port, Address: addr, KeepPeers: keepPeers}
 	if !keepPeers {
 		cfg.Peers = meshPeers(st, d.nodeID, m.knownKeys(), key.PublicKey())

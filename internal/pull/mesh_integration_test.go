@@ -142,9 +142,9 @@ func (e *env) election(nodes []int) (lastStart, settled time.Time, masters int) 
 }
 
 // vrrpDrops reads node i's count of VRRP packets its modelled cloud
-// firewall dropped on the way in.
-func (e *env) vrrpDrops(i int) int {
-	out, err := e.lab.Nodes[i].Command("nft", "list", "chain", "inet", "dofw", "in").CombinedOutput()
+// firewall dropped in chain "in" or "out".
+func (e *env) vrrpDrops(i int, chain string) int {
+	out, err := e.lab.Nodes[i].Command("nft", "list", "chain", "inet", "dofw", chain).CombinedOutput()
 	if err != nil {
 		e.t.Fatalf("nft list on %s: %v\n%s", e.ids[i], err, out)
 	}
@@ -163,7 +163,8 @@ func (e *env) vrrpDrops(i int) int {
 // over a sustained window; that a SIGKILLed MASTER keepalived hands
 // mastership to exactly one other node; that a fourth namespace in the
 // same network, outside the cluster, sending VRRP adverts with priority 254
-// to the nodes' private and mesh addresses changes nothing; and that a
+// to the nodes' private and mesh addresses changes nothing; that a killed
+// wireguard-go is restarted and its new interface configured; and that a
 // node removed from the state is removed as a peer by the others.
 func TestMeshVRRPBehindFirewall(t *testing.T) {
 	testutil.Integration(t)
@@ -211,6 +212,13 @@ func TestMeshVRRPBehindFirewall(t *testing.T) {
 	t.Logf("one MASTER (%s) over the mesh %v after the last keepalived started (%v after the dynia-pulls); %d MASTER transition(s)",
 		e.ids[master], settled.Sub(lastStart).Round(10*time.Millisecond), settled.Sub(e.started).Round(10*time.Millisecond), masters)
 	e.holdsOneMaster(20*time.Second, master, all)
+	// No advert left a node as bare VRRP on the VPC interface: all went
+	// through the mesh.
+	for i := range all {
+		if n := e.vrrpDrops(i, "out"); n != 0 {
+			t.Errorf("%s sent %d VRRP packets on its VPC interface, outside the mesh", e.ids[i], n)
+		}
+	}
 
 	// The reports in the bucket carry the mesh: key, address, port, and a
 	// handshake with both peers.
@@ -269,7 +277,7 @@ vrrp_instance dynia {
 `, attacker.Iface, vrid, attacker.Addr, peers.String(), vrid)
 	confPath := filepath.Join(dir, "keepalived.conf")
 	os.WriteFile(confPath, []byte(conf), 0o644)
-	dropsBefore := []int{e.vrrpDrops(0), e.vrrpDrops(1), e.vrrpDrops(2)}
+	dropsBefore := []int{e.vrrpDrops(0, "in"), e.vrrpDrops(1, "in"), e.vrrpDrops(2, "in")}
 	transitions := func() int {
 		n := 0
 		for i := range all {
@@ -290,7 +298,7 @@ vrrp_instance dynia {
 	})
 	e.holdsOneMaster(10*time.Second, master, all)
 	for i := range all {
-		if got := e.vrrpDrops(i) - dropsBefore[i]; got < 3 {
+		if got := e.vrrpDrops(i, "in") - dropsBefore[i]; got < 3 {
 			t.Errorf("%s dropped %d intruder adverts in 10 s: the intruder was not heard at all", e.ids[i], got)
 		} else {
 			t.Logf("%s: %d intruder VRRP adverts dropped by the firewall, none reached keepalived", e.ids[i], got)
@@ -334,6 +342,50 @@ vrrp_instance dynia {
 	})
 	e.holdsOneMaster(5*time.Second, master, all)
 
+	// A BACKUP's wireguard-go dies, and its interface with it. The
+	// supervisor starts a new one, the next poll configures the new
+	// interface and reloads keepalived, and the node is BACKUP again; the
+	// MASTER never moves.
+	victim := -1
+	for _, i := range all {
+		if i != master {
+			victim = i
+			break
+		}
+	}
+	masterLog := len(e.logLines(master, "vrrp state"))
+	wpid := e.daemonPid(victim, "wireguard-go")
+	wgKilled := time.Now()
+	if err := syscall.Kill(-wpid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill wireguard-go %d of %s: %v", wpid, e.ids[victim], err)
+	}
+	testutil.WaitFor(t, 60*time.Second, func() error {
+		if p := e.daemonPid(victim, "wireguard-go"); p == wpid || p == 0 {
+			return fmt.Errorf("wireguard-go of %s not restarted yet", e.ids[victim])
+		}
+		hs, err := e.handshakes(victim)
+		if err != nil {
+			return err
+		}
+		for _, j := range all {
+			if j != victim && !hs[keys[j]] {
+				return fmt.Errorf("%s: no handshake with %s after the restart: %v", e.ids[victim], e.ids[j], hs)
+			}
+		}
+		m, err := oneMaster(e.vrrpStates(), all)
+		if err == nil && m != master {
+			err = fmt.Errorf("%s MASTER, want %s", e.ids[m], e.ids[master])
+		}
+		return err
+	})
+	t.Logf("wireguard-go of %s killed: mesh and VRRP back after %v", e.ids[victim], time.Since(wgKilled).Round(10*time.Millisecond))
+	if len(e.logLines(victim, "keepalived reloaded: the mesh interface was re-made under it")) == 0 {
+		t.Errorf("%s did not reload keepalived for its new interface", e.ids[victim])
+	}
+	if n := len(e.logLines(master, "vrrp state")) - masterLog; n != 0 {
+		t.Errorf("MASTER %s logged %d VRRP transitions while a BACKUP's wireguard-go restarted", e.ids[master], n)
+	}
+
 	// A BACKUP leaves the state: the others remove it as a peer.
 	gone := -1
 	for _, i := range all {
@@ -365,4 +417,28 @@ vrrp_instance dynia {
 	t.Logf("%s removed from the state: gone from the others' peers after %v (poll %v)",
 		e.ids[gone], time.Since(put).Round(10*time.Millisecond), poll)
 	e.holdsOneMaster(3*time.Second, master, stay)
+}
+
+// TestVPCVRRPBehindFirewallSplits is the control for the test above and the
+// reason for the mesh: with VRRP over the VPC (mesh_disabled) behind the
+// same modelled cloud firewall, the adverts are dropped and every node
+// elects itself MASTER.
+func TestVPCVRRPBehindFirewallSplits(t *testing.T) {
+	testutil.Integration(t)
+	e := newEnvWith(t, 3, 3, time.Second, envOptions{noMesh: true, firewall: true})
+	testutil.WaitFor(t, 60*time.Second, func() error {
+		states := e.vrrpStates()
+		for i, s := range states {
+			if s != pull.VRRPMaster {
+				return fmt.Errorf("%s is %q, want MASTER (no advert crosses the firewall): %v", e.ids[i], s, states)
+			}
+		}
+		return nil
+	})
+	// Each MASTER's adverts die in its own firewall, on the way out.
+	for i := range e.ids[:3] {
+		if n := e.vrrpDrops(i, "out"); n == 0 {
+			t.Errorf("%s's firewall dropped no outgoing VRRP advert", e.ids[i])
+		}
+	}
 }
