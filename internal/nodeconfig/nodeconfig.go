@@ -94,7 +94,7 @@ func ValidateInterfaceName(name string) error {
 		return fmt.Errorf("must be 1-15 characters")
 	}
 	if name == "." || name == ".." {
-		return fmt.Errorf("must not be . or ..")
+		return fmt.Errorf("must not be %q", name)
 	}
 	for _, r := range name {
 		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_=+.-", r)

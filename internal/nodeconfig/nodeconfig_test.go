@@ -29,7 +29,7 @@ func TestDecode(t *testing.T) {
 		`{"cluster":"demo","node_id":"x","state_url":"s3://b","mesh_interface":"wg-1234567890123"}`:                       `mesh_interface "wg-1234567890123" must be 1-15 characters`,
 		`{"cluster":"demo","node_id":"x","state_url":"s3://b","mesh_interface":"wg/0"}`:                                   `mesh_interface "wg/0" may hold only`,
 		`{"cluster":"demo","node_id":"x","state_url":"s3://b","mesh_interface":"wg 0"}`:                                   `mesh_interface "wg 0" may hold only`,
-		`{"cluster":"demo","node_id":"x","state_url":"s3://b","mesh_interface":".."}`:                                     `mesh_interface ".." must not be`,
+		`{"cluster":"demo","node_id":"x","state_url":"s3://b","mesh_interface":".."}`:                                     `mesh_interface ".." must not be ".."`,
 	}
 	for doc, want := range tests {
 		if _, err := Decode([]byte(doc)); err == nil || !strings.Contains(err.Error(), want) {

@@ -91,7 +91,7 @@ func (d *Daemon) prepareMesh(ctx context.Context, set Settings) {
 		return
 	}
 	if _, err := d.meshKey(); err != nil {
-		d.meshFailed(0, err)
+		_ = d.meshFailed(0, err) // reported; every apply tries the key again
 	}
 	if set.Supervise && d.mesh.set.WireGuardGo != "" {
 		d.sup.start(ctx, d.wireguardSpec(set))

@@ -158,11 +158,11 @@ func TestLearnKeys(t *testing.T) {
 	// A failing store or a keyless report never drops a known key.
 	putReport(t, store.memStore, "calm-heron", nil)
 	store.memStore.mu.Lock()
-	store.memStore.err = bucket.ErrNotFound
+	store.err = bucket.ErrNotFound
 	store.memStore.mu.Unlock()
 	d.learnKeys(ctx, st)
 	store.memStore.mu.Lock()
-	store.memStore.err = nil
+	store.err = nil
 	store.memStore.mu.Unlock()
 	d.learnKeys(ctx, st)
 	if k := known()["calm-heron"]; !k.known || k.key != kc {
