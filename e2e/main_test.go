@@ -85,7 +85,7 @@ type sandboxInfo struct {
 func upSandbox(t testing.TB, extra ...string) *sandboxEnv {
 	t.Helper()
 	testutil.NeedRoot(t)
-	for _, b := range []string{"haproxy", "keepalived", "versitygw", "ip", "iptables"} {
+	for _, b := range []string{"haproxy", "keepalived", "versitygw", "ip", "iptables", "nft", "wireguard-go"} {
 		testutil.NeedBinary(t, b)
 	}
 	// A short directory: HAProxy binds its master socket at a temporary

@@ -392,7 +392,7 @@ func TestProvisionInChroot(t *testing.T) {
 
 	t.Run("packages", func(t *testing.T) {
 		installed := dpkgInstalled(t, root)
-		for _, p := range []string{"haproxy", "keepalived", "docker.io", "curl", "ca-certificates", "iproute2", "unattended-upgrades", "cloud-init"} {
+		for _, p := range []string{"haproxy", "keepalived", "docker.io", "curl", "ca-certificates", "iproute2", "wireguard-tools", "unattended-upgrades", "cloud-init"} {
 			if !installed[p] {
 				t.Errorf("package %s is not installed", p)
 			}

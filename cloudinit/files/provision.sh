@@ -82,8 +82,11 @@ apt_get update
 # unattended-upgrades as everything else, no third-party apt repository or
 # key to add. It is older than docker-ce, and dynia only needs `docker run`.
 # --no-install-recommends keeps needrestart (interactive restarts) and git out.
+# wireguard-tools: `wg` to inspect the mesh keepalived's VRRP runs over
+# (dynia-pull configures the kernel's WireGuard through netlink itself; the
+# module ships with the Debian 12 and Ubuntu kernels).
 apt_get install -y --no-install-recommends \
-	haproxy keepalived docker.io curl ca-certificates iproute2 \
+	haproxy keepalived docker.io curl ca-certificates iproute2 wireguard-tools \
 	unattended-upgrades cloud-init
 
 log "handing haproxy and keepalived to dynia-pull"

@@ -44,7 +44,7 @@ const usage = `usage: dynia-pull <command> [flags]
 commands:
   run                          poll the state object and converge this node (the daemon)
   once                         apply once; exit 0 unchanged, 10 changed, 1 failed
-  render --state FILE --node ID  print the files this node would write; no reload
+  render --state FILE --node ID [--mesh=false]  print the files this node would write; no reload
   check                        check config, credentials, bucket and tools
   version                      print the version
 `
@@ -60,11 +60,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", nodeconfig.DefaultPath, "node config file (pull.json)")
 	var statePath, nodeID, runDir, iface string
+	var meshVRRP bool
 	if cmd == "render" {
 		fs.StringVar(&statePath, "state", "", "state JSON file (required)")
 		fs.StringVar(&nodeID, "node", "", "node id to render for (required)")
 		fs.StringVar(&runDir, "run-dir", pull.DefaultRunDir, "run dir for sockets, pid files and fifo")
-		fs.StringVar(&iface, "interface", render.DefaultInterface, "VRRP interface")
+		fs.StringVar(&iface, "interface", "", "VRRP interface (default "+nodeconfig.DefaultMeshInterface+", or "+render.DefaultInterface+" with --mesh=false)")
+		fs.BoolVar(&meshVRRP, "mesh", true, "VRRP over the WireGuard mesh (false: over the VPC interface, as with mesh_disabled)")
 	}
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
@@ -108,7 +110,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "dynia-pull render: --state and --node are required")
 			return exitUsage
 		}
-		return renderCmd(statePath, render.Local{NodeID: nodeID, RunDir: runDir, Interface: iface}, stdout, stderr)
+		return renderCmd(statePath, render.Local{NodeID: nodeID, RunDir: runDir, Interface: iface, Mesh: meshVRRP}, stdout, stderr)
 	case "check":
 		if err := pull.Check(ctx, *configPath, stdout); err != nil {
 			fmt.Fprintln(stderr, "dynia-pull check:", err)

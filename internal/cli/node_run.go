@@ -9,6 +9,7 @@ import (
 
 	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/nodeconfig"
 )
 
 // createHA creates (or resumes creating) a one-node cluster. Every step
@@ -185,7 +186,8 @@ func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
 // command that creates or repairs the firewall builds it here.
 func firewallSpec(st *cluster.State) cloud.FirewallSpec {
 	return cloud.FirewallSpec{
-		Name: resourceName(st.Name), Tag: cloud.ClusterTag(st.Name), AdminCIDRs: slices.Clone(st.AdminCIDRs), VPCCIDR: st.VPC.CIDR,
+		Name: resourceName(st.Name), Tag: cloud.ClusterTag(st.Name), AdminCIDRs: slices.Clone(st.AdminCIDRs),
+		AppPort: st.App.Port, MeshPort: nodeconfig.DefaultMeshPort,
 	}
 }
 

@@ -41,7 +41,7 @@ func BenchmarkClusterCreate(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, _, err := c.EnsureFirewall(ctx, cloud.FirewallSpec{Name: "dynia-" + name, Tag: cloud.ClusterTag(name), AdminCIDRs: []string{"192.0.2.1/32"}, VPCCIDR: vpc.IPRange}); err != nil {
+		if _, _, err := c.EnsureFirewall(ctx, cloud.FirewallSpec{Name: "dynia-" + name, Tag: cloud.ClusterTag(name), AdminCIDRs: []string{"192.0.2.1/32"}, AppPort: 8080, MeshPort: 51820}); err != nil {
 			b.Fatal(err)
 		}
 		var specs []cloud.DropletSpec

@@ -23,7 +23,7 @@ func TestListFirewallsAndGetVPC(t *testing.T) {
 	if _, err := e.c.GetVPC(ctx, "00000000-0000-4000-8000-000000000000"); !errors.Is(err, cloud.ErrNotFound) {
 		t.Fatalf("GetVPC of a missing VPC: %v, want ErrNotFound", err)
 	}
-	fw, _, err := e.c.EnsureFirewall(ctx, cloud.FirewallSpec{Name: "dynia-look", Tag: cloud.ClusterTag("look")})
+	fw, _, err := e.c.EnsureFirewall(ctx, cloud.FirewallSpec{Name: "dynia-look", Tag: cloud.ClusterTag("look"), AppPort: 8080, MeshPort: 51820})
 	if err != nil {
 		t.Fatal(err)
 	}

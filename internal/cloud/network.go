@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/digitalocean/godo"
@@ -75,17 +76,21 @@ func (c *Client) DeleteVPC(ctx context.Context, id string) error {
 	return nil
 }
 
-// FirewallSpec describes a cluster's firewall.
+// FirewallSpec describes a cluster's firewall. docs/architecture.md,
+// Network security, lists the rules it makes.
 type FirewallSpec struct {
 	Name string
 	// Tag is the cluster tag: the firewall applies to droplets carrying it,
-	// and droplets carrying it may talk to each other freely.
+	// and only droplets carrying it reach the app and mesh ports.
 	Tag string
 	// AdminCIDRs may reach SSH (22/tcp). Empty means nobody.
 	AdminCIDRs []string
-	// VPCCIDR, when set, is also allowed everything inbound (the private
-	// network, where VRRP unicast and health checks travel).
-	VPCCIDR string
+	// AppPort is the app's TCP port (the state's app.port, 1-65535): every
+	// node's HAProxy reaches every node's app there over the VPC.
+	AppPort int
+	// MeshPort is WireGuard's UDP port (pull.json mesh_port, 1-65535;
+	// nodeconfig.DefaultMeshPort): keepalived's VRRP between the nodes.
+	MeshPort int
 }
 
 // Firewall is a DO cloud firewall.
@@ -96,21 +101,22 @@ type Firewall struct {
 
 var anywhere = []string{"0.0.0.0/0", "::/0"}
 
-// firewallRequest builds the rules. Ports "0" means all ports (DO's OpenAPI
-// firewall_rule_base). VRRP (IP protocol 112) cannot be expressed, so all
-// tcp/udp flows between cluster-tagged droplets and the VPC range are
-// allowed, and keepalived runs unicast over the VPC. Outbound is open: a DO
-// firewall with no outbound rules drops all egress.
+// firewallRequest builds the rules. A DO Cloud Firewall passes only TCP,
+// UDP and ICMP, on public and VPC traffic alike (DO docs, Firewalls →
+// Details → Limits), so keepalived's VRRP (IP protocol 112) travels inside
+// the WireGuard mesh, which needs only UDP MeshPort between the nodes.
+// Inbound: 80 and 443 and ICMP from anywhere, the app port and the mesh
+// port from the cluster tag only (a droplet in the same VPC but outside
+// the cluster reaches neither), 22 from the admin CIDRs. Outbound is open:
+// a DO firewall with no outbound rules drops all egress. Ports "0" means
+// all ports (DO's OpenAPI firewall_rule_base).
 func firewallRequest(s FirewallSpec) *godo.FirewallRequest {
-	peers := &godo.Sources{Tags: []string{s.Tag}}
-	if s.VPCCIDR != "" {
-		peers.Addresses = []string{s.VPCCIDR}
-	}
+	cluster := &godo.Sources{Tags: []string{s.Tag}}
 	in := []godo.InboundRule{
 		{Protocol: "tcp", PortRange: "80", Sources: &godo.Sources{Addresses: anywhere}},
 		{Protocol: "tcp", PortRange: "443", Sources: &godo.Sources{Addresses: anywhere}},
-		{Protocol: "tcp", PortRange: "0", Sources: peers},
-		{Protocol: "udp", PortRange: "0", Sources: peers},
+		{Protocol: "tcp", PortRange: strconv.Itoa(s.AppPort), Sources: cluster},
+		{Protocol: "udp", PortRange: strconv.Itoa(s.MeshPort), Sources: cluster},
 		{Protocol: "icmp", PortRange: "0", Sources: &godo.Sources{Addresses: anywhere}},
 	}
 	if len(s.AdminCIDRs) > 0 {
@@ -132,6 +138,9 @@ func (c *Client) EnsureFirewall(ctx context.Context, spec FirewallSpec) (Firewal
 	op := "ensure firewall " + spec.Name
 	if spec.Name == "" || spec.Tag == "" {
 		return Firewall{}, false, fmt.Errorf("cloud: %s: name and tag are required", op)
+	}
+	if spec.AppPort < 1 || spec.AppPort > 65535 || spec.MeshPort < 1 || spec.MeshPort > 65535 {
+		return Firewall{}, false, fmt.Errorf("cloud: %s: app port %d and mesh port %d must be 1-65535", op, spec.AppPort, spec.MeshPort)
 	}
 	want := firewallRequest(spec)
 	fws, err := listAll(ctx, func(opt *godo.ListOptions) ([]godo.Firewall, *godo.Response, error) {

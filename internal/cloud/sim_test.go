@@ -381,7 +381,7 @@ func TestEnsureVPCAndFirewallAreIdempotent(t *testing.T) {
 		t.Fatalf("VPC in another region: %+v created=%v %v", other, created, err)
 	}
 
-	spec := cloud.FirewallSpec{Name: "dynia-beta", Tag: cloud.ClusterTag("beta"), AdminCIDRs: []string{"192.0.2.10/32"}, VPCCIDR: v1.IPRange}
+	spec := cloud.FirewallSpec{Name: "dynia-beta", Tag: cloud.ClusterTag("beta"), AdminCIDRs: []string{"192.0.2.10/32"}, AppPort: 8080, MeshPort: 51820}
 	f1, created, err := e.c.EnsureFirewall(ctx, spec)
 	if err != nil || !created {
 		t.Fatalf("first EnsureFirewall: %v created=%v", err, created)

@@ -1,6 +1,7 @@
 package cloud
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/digitalocean/godo"
+	"github.com/google/go-cmp/cmp"
 )
 
 func TestRouteTemplate(t *testing.T) {
@@ -39,7 +41,7 @@ func TestRouteTemplate(t *testing.T) {
 
 func TestFirewallMatchesIgnoresOrderAndSpelling(t *testing.T) {
 	t.Parallel()
-	spec := FirewallSpec{Name: "dynia-x", Tag: ClusterTag("x"), AdminCIDRs: []string{"192.0.2.0/24", "198.18.0.1/32"}, VPCCIDR: "10.10.0.0/20"}
+	spec := FirewallSpec{Name: "dynia-x", Tag: ClusterTag("x"), AdminCIDRs: []string{"192.0.2.0/24", "198.18.0.1/32"}, AppPort: 8080, MeshPort: 51820}
 	want := firewallRequest(spec)
 
 	// What DO returns: same rules, another order, CIDRs reordered, icmp
@@ -65,9 +67,14 @@ func TestFirewallMatchesIgnoresOrderAndSpelling(t *testing.T) {
 		t.Fatal("equivalent firewall reported as different")
 	}
 
-	other := firewallRequest(FirewallSpec{Name: spec.Name, Tag: spec.Tag, AdminCIDRs: []string{"203.0.113.9/32"}, VPCCIDR: spec.VPCCIDR})
+	other := firewallRequest(FirewallSpec{Name: spec.Name, Tag: spec.Tag, AdminCIDRs: []string{"203.0.113.9/32"}, AppPort: 8080, MeshPort: 51820})
 	if firewallMatches(have, other) {
 		t.Fatal("firewall with other admin CIDRs reported as equal")
+	}
+	// A changed app port is a changed firewall (the old rule would let
+	// nobody reach the new port).
+	if firewallMatches(have, firewallRequest(FirewallSpec{Name: spec.Name, Tag: spec.Tag, AdminCIDRs: spec.AdminCIDRs, AppPort: 3000, MeshPort: 51820})) {
+		t.Fatal("firewall with another app port reported as equal")
 	}
 	noOut := *have
 	noOut.OutboundRules = nil
@@ -76,9 +83,14 @@ func TestFirewallMatchesIgnoresOrderAndSpelling(t *testing.T) {
 	}
 }
 
+// TestFirewallRequestRules: VRRP cannot cross a DO firewall, so nodes talk
+// over the WireGuard mesh (UDP 51820) and HAProxy reaches apps on the app
+// port, both from the cluster tag only; no rule admits the VPC range or
+// all ports, so a droplet in the same VPC outside the cluster reaches
+// neither.
 func TestFirewallRequestRules(t *testing.T) {
 	t.Parallel()
-	r := firewallRequest(FirewallSpec{Name: "f", Tag: "dynia:cluster:c", AdminCIDRs: []string{"192.0.2.1/32"}})
+	r := firewallRequest(FirewallSpec{Name: "f", Tag: "dynia:cluster:c", AdminCIDRs: []string{"192.0.2.1/32"}, AppPort: 3000, MeshPort: 51820})
 	var got []string
 	for _, in := range r.InboundRules {
 		got = append(got, fmt.Sprintf("%s/%s a=%v t=%v", in.Protocol, in.PortRange, in.Sources.Addresses, in.Sources.Tags))
@@ -86,16 +98,43 @@ func TestFirewallRequestRules(t *testing.T) {
 	want := []string{
 		"tcp/80 a=[0.0.0.0/0 ::/0] t=[]",
 		"tcp/443 a=[0.0.0.0/0 ::/0] t=[]",
-		"tcp/0 a=[] t=[dynia:cluster:c]",
-		"udp/0 a=[] t=[dynia:cluster:c]",
+		"tcp/3000 a=[] t=[dynia:cluster:c]",
+		"udp/51820 a=[] t=[dynia:cluster:c]",
 		"icmp/0 a=[0.0.0.0/0 ::/0] t=[]",
 		"tcp/22 a=[192.0.2.1/32] t=[]",
 	}
-	if strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Fatalf("inbound rules:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("inbound rules (-want +got):\n%s", diff)
 	}
-	if len(r.OutboundRules) != 3 || len(r.Tags) != 1 || r.Tags[0] != "dynia:cluster:c" {
-		t.Fatalf("outbound %d rules, tags %v", len(r.OutboundRules), r.Tags)
+	var out []string
+	for _, o := range r.OutboundRules {
+		out = append(out, fmt.Sprintf("%s/%s a=%v", o.Protocol, o.PortRange, o.Destinations.Addresses))
+	}
+	if diff := cmp.Diff([]string{"tcp/0 a=[0.0.0.0/0 ::/0]", "udp/0 a=[0.0.0.0/0 ::/0]", "icmp/0 a=[0.0.0.0/0 ::/0]"}, out); diff != "" {
+		t.Fatalf("outbound rules (-want +got):\n%s", diff)
+	}
+	if len(r.Tags) != 1 || r.Tags[0] != "dynia:cluster:c" {
+		t.Fatalf("tags %v", r.Tags)
+	}
+	// Without admin CIDRs nobody gets SSH.
+	for _, in := range firewallRequest(FirewallSpec{Name: "f", Tag: "t", AppPort: 8080, MeshPort: 51820}).InboundRules {
+		if in.PortRange == "22" {
+			t.Errorf("SSH rule without admin CIDRs: %+v", in)
+		}
+	}
+}
+
+func TestEnsureFirewallNeedsPorts(t *testing.T) {
+	t.Parallel()
+	c := &Client{}
+	for _, spec := range []FirewallSpec{
+		{Name: "f", Tag: "t", MeshPort: 51820},
+		{Name: "f", Tag: "t", AppPort: 8080},
+		{Name: "f", Tag: "t", AppPort: 70000, MeshPort: 51820},
+	} {
+		if _, _, err := c.EnsureFirewall(context.Background(), spec); err == nil || !strings.Contains(err.Error(), "must be 1-65535") {
+			t.Errorf("EnsureFirewall(%+v) = %v, want a port error before any API call", spec, err)
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -80,6 +81,54 @@ type Config struct {
 
 	MetricsAddr string `json:"metrics_addr,omitempty"` // default 127.0.0.1:9321
 	LogLevel    string `json:"log_level,omitempty"`
+
+	// The WireGuard mesh keepalived's VRRP runs over (docs/pull.md, Mesh).
+	// MeshInterface is the interface's name (default dynia0): at most 15
+	// characters of [a-zA-Z0-9_=+.-]. wireguard-go and wg keep their UAPI
+	// socket at /var/run/wireguard/<name>.sock, shared by every network
+	// namespace, so nodes sharing a machine (the sandbox) need unique names.
+	MeshInterface string `json:"mesh_interface,omitempty"`
+	// MeshPort is the UDP port WireGuard listens on (default 51820).
+	MeshPort int `json:"mesh_port,omitempty"`
+	// MeshKeyFile holds this node's WireGuard private key (base64, as `wg
+	// genkey` writes it), created 0600 by dynia-pull at first start
+	// (default /var/lib/dynia/wireguard.key). It never leaves the node.
+	MeshKeyFile string `json:"mesh_key_file,omitempty"`
+	// WireGuardGoBin, when set, runs the mesh on the userspace wireguard-go
+	// (started and supervised by dynia-pull in supervise mode) instead of
+	// kernel WireGuard: for hosts without the wireguard module (the sandbox).
+	WireGuardGoBin string `json:"wireguard_go_bin,omitempty"`
+	// MeshDisabled runs VRRP over the VPC interface between private IPs, as
+	// before the mesh. Only for networks that carry VRRP (IP protocol 112):
+	// a DigitalOcean Cloud Firewall does not, so droplets keep the mesh.
+	MeshDisabled bool `json:"mesh_disabled,omitempty"`
+}
+
+// Mesh defaults for the fields left empty.
+const (
+	DefaultMeshInterface = "dynia0"
+	DefaultMeshPort      = 51820 // WireGuard's customary port (wg-quick(8) examples)
+	DefaultMeshKeyFile   = "/var/lib/dynia/wireguard.key"
+)
+
+// ValidateInterfaceName checks a Linux interface name: 1-15 bytes (IFNAMSIZ
+// is 16 with the NUL), from [a-zA-Z0-9_=+.-], and not "." or "..". The
+// kernel allows more (anything but '/', ':' and whitespace); the narrower
+// set keeps names safe in file names and `ip` arguments.
+func ValidateInterfaceName(name string) error {
+	if name == "" || len(name) > 15 {
+		return fmt.Errorf("must be 1-15 characters")
+	}
+	if name == "." || name == ".." {
+		return fmt.Errorf("must not be %q", name)
+	}
+	for _, r := range name {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_=+.-", r)
+		if !ok {
+			return fmt.Errorf("may hold only letters, digits and _=+.-")
+		}
+	}
+	return nil
 }
 
 // App runtimes (Config.Runtime).
@@ -150,6 +199,13 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("node config: runtime %q: must be %s or %s", c.Runtime, RuntimeDocker, RuntimeProcess)
 	case c.Runtime == RuntimeProcess && (len(c.AppCommand) == 0 || c.AppCommand[0] == ""):
 		return fmt.Errorf("node config: app_command %q: the process runtime needs a program", c.AppCommand)
+	case c.MeshPort < 0 || c.MeshPort > 65535:
+		return fmt.Errorf("node config: mesh_port %d must be 1-65535 (0: %d)", c.MeshPort, DefaultMeshPort)
+	}
+	if c.MeshInterface != "" {
+		if err := ValidateInterfaceName(c.MeshInterface); err != nil {
+			return fmt.Errorf("node config: mesh_interface %q %w", c.MeshInterface, err)
+		}
 	}
 	return nil
 }

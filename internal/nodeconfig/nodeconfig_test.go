@@ -24,10 +24,38 @@ func TestDecode(t *testing.T) {
 		`{"cluster":"demo","node_id":"x","state_url":"s3://b","poll_interval":"-1s"}`:                                     "negative",
 		`{"cluster":"demo","node_id":"x","state_url":"s3://b","haproxy_reload_command":[""]}`:                             `haproxy_reload_command [""] has no program`,
 		`{"cluster":"demo","node_id":"x","state_url":"s3://b","keepalived_reload_command":"systemctl reload keepalived"}`: "keepalived_reload_command",
+		`{"cluster":"demo","node_id":"x","state_url":"s3://b","mesh_port":70000}`:                                         "mesh_port 70000 must be 1-65535",
+		`{"cluster":"demo","node_id":"x","state_url":"s3://b","mesh_port":-1}`:                                            "mesh_port -1",
+		`{"cluster":"demo","node_id":"x","state_url":"s3://b","mesh_interface":"wg-1234567890123"}`:                       `mesh_interface "wg-1234567890123" must be 1-15 characters`,
+		`{"cluster":"demo","node_id":"x","state_url":"s3://b","mesh_interface":"wg/0"}`:                                   `mesh_interface "wg/0" may hold only`,
+		`{"cluster":"demo","node_id":"x","state_url":"s3://b","mesh_interface":"wg 0"}`:                                   `mesh_interface "wg 0" may hold only`,
+		`{"cluster":"demo","node_id":"x","state_url":"s3://b","mesh_interface":".."}`:                                     `mesh_interface ".." must not be ".."`,
 	}
 	for doc, want := range tests {
 		if _, err := Decode([]byte(doc)); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Decode(%s) = %v, want an error containing %q", doc, err, want)
+		}
+	}
+}
+
+func TestMeshFields(t *testing.T) {
+	t.Parallel()
+	c, err := Decode([]byte(`{"cluster":"demo","node_id":"x","state_url":"s3://b","mesh_interface":"wg3164444",
+		"mesh_port":51821,"mesh_key_file":"/k","wireguard_go_bin":"/usr/bin/wireguard-go"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MeshInterface != "wg3164444" || c.MeshPort != 51821 || c.MeshKeyFile != "/k" || c.WireGuardGoBin != "/usr/bin/wireguard-go" || c.MeshDisabled {
+		t.Errorf("decoded %+v", c)
+	}
+	for _, name := range []string{"dynia0", "a", "wg_=+.-Z9", "123456789012345"} {
+		if err := ValidateInterfaceName(name); err != nil {
+			t.Errorf("ValidateInterfaceName(%q) = %v", name, err)
+		}
+	}
+	for _, name := range []string{"", ".", "1234567890123456", "wg:0", "wgé"} {
+		if err := ValidateInterfaceName(name); err == nil {
+			t.Errorf("ValidateInterfaceName(%q) accepted", name)
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/testutil"
 )
 
 // TestBenchPull measures convergence latency (state written → every node
@@ -99,4 +100,35 @@ func cpuTicks(pids []int) int {
 		}
 	}
 	return total
+}
+
+// TestBenchElection measures VRRP elections on three fresh nodes, over the
+// WireGuard mesh and over the VPC (mesh_disabled, no firewall): from the
+// last keepalived start to the last VRRP transition, when exactly one node
+// is MASTER. DYNIA_BENCH=1 only (DYNIA_BENCH_RUNS runs per mode, default
+// 3): timings are measurements, not assertions.
+func TestBenchElection(t *testing.T) {
+	if os.Getenv("DYNIA_BENCH") != "1" {
+		t.Skip("set DYNIA_BENCH=1")
+	}
+	runs := 3
+	if v, err := strconv.Atoi(os.Getenv("DYNIA_BENCH_RUNS")); err == nil && v > 0 {
+		runs = v
+	}
+	for _, mode := range []string{"mesh", "vpc"} {
+		var times []time.Duration
+		masters := 0
+		for r := 0; r < runs; r++ {
+			t.Run(fmt.Sprintf("%s-%d", mode, r), func(t *testing.T) {
+				e := newEnvWith(t, 3, 3, time.Second, envOptions{noMesh: mode == "vpc"})
+				all := []int{0, 1, 2}
+				testutil.WaitFor(t, 60*time.Second, func() error { _, err := oneMaster(e.vrrpStates(), all); return err })
+				lastStart, settled, m := e.election(all)
+				times = append(times, settled.Sub(lastStart))
+				masters += m
+			})
+		}
+		fmt.Printf("BENCH election=%s runs=%d keepalived_start_to_one_master median=%v max=%v master_transitions=%d\n",
+			mode, len(times), median(times).Round(10*time.Millisecond), p95all(times).Round(10*time.Millisecond), masters)
+	}
 }

@@ -130,7 +130,8 @@ func TestRunWithTypoInConfig(t *testing.T) {
 		return []byte(`{"cluster": "shop", "node_id": "amber-fox", "state_url": "file://` + stateDir + `",
 			"` + pollKey + `": "100ms", "haproxy_config": "` + filepath.Join(dir, "haproxy.cfg") + `",
 			"keepalived_config": "` + filepath.Join(dir, "keepalived.conf") + `", "run_dir": "` + filepath.Join(dir, "run") + `",
-			"haproxy_bin": "` + tool + `", "keepalived_bin": "` + tool + `", "metrics_addr": "127.0.0.1:0"}`)
+			"haproxy_bin": "` + tool + `", "keepalived_bin": "` + tool + `", "metrics_addr": "127.0.0.1:0",
+			"mesh_disabled": true}`)
 	}
 	os.WriteFile(cfgPath, cfg("poll_intervall"), 0o644)
 	waitStatus := func(what string, ok func(*Status) bool) {

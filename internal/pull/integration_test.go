@@ -84,29 +84,62 @@ type env struct {
 	dir    string
 	pids   []int                 // dynia-pull processes
 	done   map[int]chan struct{} // closed when the process start ran exits
+	opts   envOptions
+	// started is when the dynia-pulls were started.
+	started time.Time
+}
+
+// envOptions shape a cluster beyond its size.
+type envOptions struct {
+	// noMesh runs VRRP over the VPC interface between private IPs
+	// (mesh_disabled), as before the mesh; otherwise over wireguard-go.
+	noMesh bool
+	// firewall makes each node's namespace drop every packet on eth1 that
+	// is not TCP, UDP or ICMP, both ways: a DigitalOcean Cloud Firewall's
+	// protocol limit (DO docs, Firewalls → Details → Limits).
+	firewall bool
 }
 
 var nodeIDs = []string{"amber-fox", "brisk-owl", "calm-heron", "dusty-lynx", "eager-mole", "fuzzy-newt",
 	"gentle-orca", "happy-puma", "icy-quail", "jolly-raven", "keen-seal"}
 
 // newEnv starts nodes namespaces; the first pulled run dynia-pull in
-// supervise mode with every node ready, the rest only the app.
+// supervise mode with every node ready, the rest only the app. VRRP runs
+// over the WireGuard mesh (wireguard-go).
 func newEnv(t *testing.T, nodes, pulled int, poll time.Duration) *env {
+	return newEnvWith(t, nodes, pulled, poll, envOptions{})
+}
+
+func newEnvWith(t *testing.T, nodes, pulled int, poll time.Duration, opts envOptions) *env {
 	testutil.NeedRoot(t)
 	testutil.NeedBinary(t, "haproxy")
 	testutil.NeedBinary(t, "keepalived")
 	testutil.NeedBinary(t, "curl")
+	var wgGo string
+	if !opts.noMesh {
+		wgGo = testutil.NeedBinary(t, "wireguard-go")
+	}
+	if opts.firewall {
+		testutil.NeedBinary(t, "nft")
+	}
 	bin := buildPull(t)
 	s3 := testutil.StartVersityGW(t)
 	lab := testutil.NewNetLab(t, nodes)
-	e := &env{t: t, lab: lab, pulled: pulled, dir: t.TempDir(),
+	e := &env{t: t, lab: lab, pulled: pulled, dir: t.TempDir(), opts: opts,
 		client: &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
+	if opts.firewall {
+		for _, n := range lab.Nodes {
+			cloudFirewall(t, n)
+		}
+	}
 	// dynia-pull leaves haproxy and keepalived running when it stops (the
 	// next one adopts them): stop them after every dynia-pull (cleanups run
 	// last-registered first) and before the temp dir goes.
 	t.Cleanup(func() {
 		for i := 0; i < pulled; i++ {
 			e.killDaemons(i)
+			// A killed wireguard-go leaves its UAPI socket in the shared dir.
+			_ = os.Remove("/var/run/wireguard/" + e.meshInterface(i) + ".sock")
 		}
 	})
 
@@ -149,11 +182,51 @@ func newEnv(t *testing.T, nodes, pulled int, poll time.Duration) *env {
 			"haproxy_config": filepath.Join(d, "haproxy.cfg"), "keepalived_config": filepath.Join(d, "keepalived.conf"),
 			"run_dir": filepath.Join(d, "run"), "supervise": true, "haproxy_bin": wrapper, "metrics_addr": n.Addr.String() + ":9321",
 		}
+		if opts.noMesh {
+			cfg["mesh_disabled"] = true
+		} else {
+			// Unique per node: wireguard-go's UAPI socket dir is shared.
+			cfg["mesh_interface"] = e.meshInterface(i)
+			cfg["mesh_key_file"] = filepath.Join(d, "wireguard.key")
+			cfg["wireguard_go_bin"] = wgGo
+		}
 		b, _ := json.Marshal(cfg)
 		os.WriteFile(filepath.Join(d, "pull.json"), b, 0o644)
+		if i == 0 {
+			e.started = time.Now()
+		}
 		e.pids = append(e.pids, e.start("pull-"+id, n.Command(bin, "run", "--config", filepath.Join(d, "pull.json"))))
 	}
 	return e
+}
+
+// meshInterface is node i's WireGuard interface: the lab's random id makes
+// it unique on the machine (wireguard-go's sockets share one directory).
+func (e *env) meshInterface(i int) string { return fmt.Sprintf("%sw%d", e.lab.ID, i) }
+
+// cloudFirewall models a DigitalOcean Cloud Firewall in node n's namespace:
+// only TCP, UDP and ICMP pass eth1, in and out; everything else (VRRP, IP
+// protocol 112, counted on its own) is counted and dropped.
+func cloudFirewall(t *testing.T, n *testutil.NetNode) {
+	t.Helper()
+	rules := `table inet dofw {
+	chain in {
+		type filter hook input priority 0; policy accept;
+		iifname "eth1" meta l4proto 112 counter drop
+		iifname "eth1" meta l4proto != { tcp, udp, icmp, ipv6-icmp } counter drop
+	}
+	chain out {
+		type filter hook output priority 0; policy accept;
+		oifname "eth1" meta l4proto 112 counter drop
+		oifname "eth1" meta l4proto != { tcp, udp, icmp, ipv6-icmp } counter drop
+	}
+}
+`
+	cmd := n.Command("nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft in %s: %v\n%s", n.NS, err, out)
+	}
 }
 
 // start runs cmd until the test ends, logging its output to a file that is
@@ -206,7 +279,8 @@ func (e *env) stop(pid int) {
 	}
 }
 
-// daemonPid reads node i's haproxy.pid or keepalived.pid (0 if none).
+// daemonPid reads node i's haproxy.pid, keepalived.pid or wireguard-go.pid
+// (0 if none).
 func (e *env) daemonPid(i int, name string) int {
 	b, err := os.ReadFile(filepath.Join(e.dir, e.ids[i], "run", name+".pid"))
 	if err != nil {
@@ -217,11 +291,11 @@ func (e *env) daemonPid(i int, name string) int {
 	return pid
 }
 
-// killDaemons kills node i's haproxy and keepalived, each with its process
-// group (dynia-pull starts each in its own): master and workers, keepalived
-// and its vrrp and checker children.
+// killDaemons kills node i's haproxy, keepalived and wireguard-go, each
+// with its process group (dynia-pull starts each in its own): master and
+// workers, keepalived and its vrrp and checker children.
 func (e *env) killDaemons(i int) {
-	for _, name := range []string{"keepalived", "haproxy"} {
+	for _, name := range []string{"keepalived", "haproxy", "wireguard-go"} {
 		if pid := e.daemonPid(i, name); pid > 1 {
 			_ = syscall.Kill(-pid, syscall.SIGKILL) // ESRCH: already gone
 		}

@@ -43,6 +43,7 @@ type Daemon struct {
 	paths   render.Paths
 	m       *metrics
 	sup     *supervisor
+	mesh    *meshState // nil: VRRP over the VPC interface (mesh_disabled)
 	kick    chan struct{}
 	wake    chan struct{} // Reconfigure: poll now with the new settings
 	claims  chan string
@@ -96,7 +97,7 @@ func New(set Settings, store bucket.Store, opts Options) *Daemon {
 	d := &Daemon{
 		log: log, nodeID: set.NodeID, version: opts.Version, claimer: opts.Claimer,
 		paths: render.PathsIn(set.RunDir), set: set, store: store,
-		sup: newSupervisor(log, set.LogDir), kick: make(chan struct{}, 1), wake: make(chan struct{}, 1), claims: make(chan string, 1), verify: make(chan struct{}, 1),
+		sup: newSupervisor(log, set.LogDir), mesh: newMeshState(set.Mesh), kick: make(chan struct{}, 1), wake: make(chan struct{}, 1), claims: make(chan string, 1), verify: make(chan struct{}, 1),
 	}
 	d.m = newMetrics(d.sinceLastPoll)
 	d.status = Status{NodeID: set.NodeID, Cluster: set.Cluster, VRRPState: VRRPUnknown, Version: opts.Version, Backends: []BackendStatus{}}
@@ -117,7 +118,7 @@ func (d *Daemon) Reconfigure(set Settings, store bucket.Store) {
 	old := d.set
 	if set.Cluster != old.Cluster || set.NodeID != old.NodeID || set.RunDir != old.RunDir ||
 		set.HAProxyConfig != old.HAProxyConfig || set.KeepalivedConfig != old.KeepalivedConfig ||
-		set.Supervise != old.Supervise || set.MetricsAddr != old.MetricsAddr {
+		set.Supervise != old.Supervise || set.MetricsAddr != old.MetricsAddr || !sameMesh(set.Mesh, old.Mesh) {
 		d.log.Warn("node config changed fields that need a restart; keeping the old values for them")
 	}
 	d.set.PollInterval = set.PollInterval
@@ -167,7 +168,7 @@ const (
 
 // ApplyError is a refused or failed apply; Reason is the metric label.
 type ApplyError struct {
-	Reason string // poll, decode, wrong_cluster, render, zero_backends, validate_haproxy, validate_keepalived, install, reload_haproxy, reload_keepalived
+	Reason string // poll, decode, wrong_cluster, render, zero_backends, mesh, validate_haproxy, validate_keepalived, install, reload_haproxy, reload_keepalived
 	Err    error
 }
 
@@ -192,6 +193,7 @@ func (d *Daemon) Prepare(ctx context.Context) error {
 	if err := ensureFIFO(d.paths.NotifyFIFO); err != nil {
 		return err
 	}
+	d.prepareMesh(ctx, set)
 	if set.Supervise {
 		d.superviseStart(ctx)
 	}
@@ -209,6 +211,14 @@ func (d *Daemon) superviseStart(ctx context.Context) {
 		fi, err := os.Stat(spec.config)
 		if err != nil {
 			continue
+		}
+		if spec.name == "keepalived" && !d.sup.supervising(spec.name) && !d.meshReady() {
+			if pid, _, _ := adoptable(spec); pid == 0 {
+				// keepalived exits on a missing interface: the mesh step
+				// starts it once the interface is up with its address.
+				d.log.Info("keepalived waits for the mesh interface", "component", spec.name)
+				continue
+			}
 		}
 		a := d.sup.start(ctx, spec)
 		if a == nil {
@@ -275,6 +285,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); d.verifyLoop(ctx) }()
 	go func() { defer wg.Done(); d.healthLoop(ctx) }()
 	defer d.sup.wait()
+	defer d.closeMesh()
 
 	for {
 		set, _ := d.current()
@@ -283,6 +294,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if err == nil && force {
 			d.lastFull = time.Now()
 		}
+		d.meshPoll(ctx)
 		wait := jitter(set.PollInterval, 0.2)
 		if err != nil && ctx.Err() == nil {
 			var ae *ApplyError
@@ -440,7 +452,9 @@ func (d *Daemon) Apply(ctx context.Context, st *cluster.State) (Result, error) {
 	log := d.log.With("generation", st.Generation)
 	self := st.Node(set.NodeID)
 	local := render.Local{NodeID: set.NodeID, RunDir: set.RunDir}
-	if self != nil {
+	if set.Mesh != nil {
+		local.Mesh, local.Interface = true, set.Mesh.Interface
+	} else if self != nil {
 		local.Interface = interfaceWith(self.PrivateIP)
 	}
 	res, err := render.Render(st, local)
@@ -461,6 +475,14 @@ func (d *Daemon) Apply(ctx context.Context, st *cluster.State) (Result, error) {
 		self.Lifecycle != cluster.Provisioning && self.Lifecycle != cluster.Removing {
 		return Unchanged, d.fail(st.Generation, &ApplyError{"zero_backends",
 			errors.New("the state leaves no backend while this node is in service")})
+	}
+
+	// keepalived -t checks that keepalived.conf's interface exists: bring
+	// the mesh up first. Peers follow once the state is applied (meshPoll).
+	if d.mesh != nil {
+		if err := d.syncMesh(ctx, st, true); err != nil {
+			return Unchanged, d.meshFailed(st.Generation, err)
+		}
 	}
 
 	type job struct {

@@ -74,6 +74,8 @@ func (e *reloadEnv) config(prefix string) map[string]any {
 		"haproxy_config": e.haproxy, "keepalived_config": filepath.Join(e.dir, "keepalived.conf"),
 		"run_dir": filepath.Join(e.dir, "run"), "supervise": false,
 		"haproxy_bin": e.tool, "keepalived_bin": e.tool, "metrics_addr": e.metrics,
+		// No WireGuard interface in the test's own namespace.
+		"mesh_disabled": true,
 	}
 }
 

@@ -17,10 +17,11 @@ import (
 )
 
 // TestRestartLeavesDaemonsServing is `systemctl restart dynia-pull` (an
-// upgrade) on the MASTER: SIGTERM stops dynia-pull but leaves its haproxy
-// and keepalived running, so the node keeps serving and no VRRP transition
-// happens; the next dynia-pull adopts the same processes (same pids) and
-// applies and reloads the following state change through them.
+// upgrade) on the MASTER: SIGTERM stops dynia-pull but leaves its haproxy,
+// keepalived and wireguard-go (the mesh VRRP runs over) running, so the
+// node keeps serving and no VRRP transition happens; the next dynia-pull
+// adopts the same processes (same pids), keeps the mesh peers it finds,
+// and applies and reloads the following state change through them.
 func TestRestartLeavesDaemonsServing(t *testing.T) {
 	testutil.Integration(t)
 	e := newEnv(t, 3, 2, time.Second)
@@ -50,9 +51,9 @@ func TestRestartLeavesDaemonsServing(t *testing.T) {
 	})
 	peer := 1 - master
 	id := e.ids[master]
-	hp, ka := e.daemonPid(master, "haproxy"), e.daemonPid(master, "keepalived")
-	if hp == 0 || ka == 0 {
-		t.Fatalf("MASTER %s: haproxy pid %d, keepalived pid %d", id, hp, ka)
+	hp, ka, wgp := e.daemonPid(master, "haproxy"), e.daemonPid(master, "keepalived"), e.daemonPid(master, "wireguard-go")
+	if hp == 0 || ka == 0 || wgp == 0 {
+		t.Fatalf("MASTER %s: haproxy pid %d, keepalived pid %d, wireguard-go pid %d", id, hp, ka, wgp)
 	}
 	// dynia-pull logs every VRRP transition keepalived notifies.
 	transitions := func(logName string) int {
@@ -87,7 +88,7 @@ func TestRestartLeavesDaemonsServing(t *testing.T) {
 
 	e.stop(e.pids[master])
 	stoppedLog, _ := os.ReadFile(filepath.Join(e.dir, "pull-"+id+".log"))
-	for _, name := range []string{"haproxy", "keepalived"} {
+	for _, name := range []string{"haproxy", "keepalived", "wireguard-go"} {
 		if !strings.Contains(string(stoppedLog), `"component":"`+name+`","pid":`) ||
 			!strings.Contains(string(stoppedLog), "leaving the daemon running") {
 			t.Errorf("dynia-pull did not log leaving %s running:\n%s", name, tail(string(stoppedLog), 10))
@@ -95,7 +96,7 @@ func TestRestartLeavesDaemonsServing(t *testing.T) {
 	}
 	// Without dynia-pull for a while: still serving, same daemons.
 	time.Sleep(3 * time.Second)
-	for name, pid := range map[string]int{"haproxy": hp, "keepalived": ka} {
+	for name, pid := range map[string]int{"haproxy": hp, "keepalived": ka, "wireguard-go": wgp} {
 		if err := syscall.Kill(pid, 0); err != nil {
 			t.Fatalf("%s pid %d gone after dynia-pull stopped: %v", name, pid, err)
 		}
@@ -118,12 +119,18 @@ func TestRestartLeavesDaemonsServing(t *testing.T) {
 		}
 		return nil
 	})
-	if nhp, nka := e.daemonPid(master, "haproxy"), e.daemonPid(master, "keepalived"); nhp != hp || nka != ka {
-		t.Errorf("after restart haproxy pid %d (was %d), keepalived pid %d (was %d): not adopted", nhp, hp, nka, ka)
+	if nhp, nka, nwg := e.daemonPid(master, "haproxy"), e.daemonPid(master, "keepalived"), e.daemonPid(master, "wireguard-go"); nhp != hp || nka != ka || nwg != wgp {
+		t.Errorf("after restart haproxy pid %d (was %d), keepalived pid %d (was %d), wireguard-go pid %d (was %d): not adopted",
+			nhp, hp, nka, ka, nwg, wgp)
 	}
 	newLog, _ := os.ReadFile(filepath.Join(e.dir, "pull-"+id+"-2.log"))
-	if n := strings.Count(string(newLog), "adopted running daemon"); n != 2 {
-		t.Errorf("new dynia-pull logged %d adoptions, want 2:\n%s", n, tail(string(newLog), 20))
+	if n := strings.Count(string(newLog), "adopted running daemon"); n != 3 {
+		t.Errorf("new dynia-pull logged %d adoptions, want 3 (haproxy, keepalived, wireguard-go):\n%s", n, tail(string(newLog), 20))
+	}
+	// It kept the mesh peer it found (and re-read its key) instead of
+	// dropping it while it had no key learned.
+	if strings.Contains(string(newLog), `"peers_removed":1`) {
+		t.Errorf("the restarted dynia-pull removed a mesh peer:\n%s", tail(string(newLog), 20))
 	}
 
 	// A state change is applied and reloaded through the adopted daemons.
@@ -140,8 +147,8 @@ func TestRestartLeavesDaemonsServing(t *testing.T) {
 	if st, err := e.status(peer); err != nil || st.VRRPState != pull.VRRPBackup {
 		t.Errorf("peer %s: %+v %v; want BACKUP", e.ids[peer], st, err)
 	}
-	t.Logf("restart of MASTER %s's dynia-pull: %d requests through its haproxy, %d failed; haproxy %d and keepalived %d adopted",
-		id, ok.Load()+failed.Load(), failed.Load(), hp, ka)
+	t.Logf("restart of MASTER %s's dynia-pull: %d requests through its haproxy, %d failed; haproxy %d, keepalived %d and wireguard-go %d adopted",
+		id, ok.Load()+failed.Load(), failed.Load(), hp, ka, wgp)
 	if failed.Load() != 0 {
 		t.Errorf("%d requests failed", failed.Load())
 	}

@@ -253,7 +253,14 @@ func Check(ctx context.Context, configPath string, w io.Writer) error {
 		cancel()
 		line("state object "+cluster.StateKey(cfg.Cluster)+" in "+store.String(), err)
 	}
-	for _, bin := range []string{set.HAProxyBin, set.KeepalivedBin, "/usr/bin/curl"} {
+	tools := []string{set.HAProxyBin, set.KeepalivedBin, "/usr/bin/curl"}
+	if set.Mesh != nil {
+		tools = append(tools, "ip") // links and addresses of the mesh interface
+		if set.Mesh.WireGuardGo != "" {
+			tools = append(tools, set.Mesh.WireGuardGo)
+		}
+	}
+	for _, bin := range tools {
 		_, err := exec.LookPath(bin)
 		line("tool "+bin, err)
 	}

@@ -39,6 +39,18 @@ type Settings struct {
 	MetricsAddr      string
 	LogDir           string // daemons' output files; "" = dynia-pull's stderr
 	CloudInitLog     string
+	// Mesh is the WireGuard mesh VRRP runs over; nil runs VRRP over the VPC
+	// interface between private IPs (pull.json mesh_disabled).
+	Mesh *MeshSettings
+}
+
+// MeshSettings are pull.json's mesh fields with defaults applied.
+type MeshSettings struct {
+	Interface string // WireGuard interface name
+	Port      int    // UDP listen port
+	KeyFile   string // private key, 0600
+	// WireGuardGo is the wireguard-go program; empty: kernel WireGuard.
+	WireGuardGo string
 }
 
 // SettingsFrom applies defaults to a node config.
@@ -64,5 +76,22 @@ func SettingsFrom(c *nodeconfig.Config) Settings {
 	def(&s.HAProxyBin, "haproxy")
 	def(&s.KeepalivedBin, "keepalived")
 	def(&s.MetricsAddr, DefaultMetricsAddr)
+	if !c.MeshDisabled {
+		m := &MeshSettings{Interface: c.MeshInterface, Port: c.MeshPort, KeyFile: c.MeshKeyFile, WireGuardGo: c.WireGuardGoBin}
+		def(&m.Interface, nodeconfig.DefaultMeshInterface)
+		def(&m.KeyFile, nodeconfig.DefaultMeshKeyFile)
+		if m.Port == 0 {
+			m.Port = nodeconfig.DefaultMeshPort
+		}
+		s.Mesh = m
+	}
 	return s
+}
+
+// sameMesh compares two mesh settings (nil: disabled).
+func sameMesh(a, b *MeshSettings) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
 }

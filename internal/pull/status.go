@@ -30,6 +30,10 @@ type Status struct {
 	LastErrorAt          *time.Time       `json:"last_error_at,omitempty"`
 	LastApplyAt          *time.Time       `json:"last_apply_at,omitempty"`
 	ReservedIP           ReservedIPStatus `json:"reserved_ip"`
+	// Mesh is this node's side of the WireGuard mesh VRRP runs over; absent
+	// with mesh_disabled, or while the key cannot be loaded. Peers learn the
+	// node's public key and port from here.
+	Mesh *MeshStatus `json:"mesh,omitempty"`
 	// Failover says whether this node could move the Reserved IP to itself
 	// now: its node token was checked (at start, every 10 minutes, when the
 	// file changes, and by every claim).
@@ -42,6 +46,30 @@ type FailoverStatus struct {
 	Ready     bool       `json:"ready"`
 	Error     string     `json:"error,omitempty"`
 	CheckedAt *time.Time `json:"checked_at,omitempty"`
+}
+
+// MeshStatus is a node's WireGuard interface as its report shows it.
+type MeshStatus struct {
+	Interface string `json:"interface"`
+	PublicKey string `json:"public_key"`        // base64, as wg(8) shows it
+	Address   string `json:"address,omitempty"` // mesh address, once the state names the node's private IP
+	Port      int    `json:"port"`              // UDP listen port
+	// Peers are the interface's peers, sorted by node id, refreshed at each
+	// report (the report is not written more often for them).
+	Peers []MeshPeerStatus `json:"peers"`
+}
+
+// MeshPeerStatus is one configured peer.
+type MeshPeerStatus struct {
+	NodeID    string `json:"node_id,omitempty"` // empty: a key no member has (being removed)
+	PublicKey string `json:"public_key"`
+	Endpoint  string `json:"endpoint,omitempty"` // private IP:port WireGuard sends to
+	// LatestHandshakeAgeSeconds is the age of the latest completed
+	// handshake with this peer, in whole seconds; absent: none yet. Every
+	// pair exchanges a keepalive every 25 s and WireGuard renews sessions
+	// every 2 minutes, so a healthy peer stays under about 3 minutes
+	// (wireguard.com/protocol: REKEY_AFTER_TIME 120 s).
+	LatestHandshakeAgeSeconds *int64 `json:"latest_handshake_age_seconds,omitempty"`
 }
 
 // ReservedIPStatus is this node's view of the cluster's Reserved IP.
@@ -109,6 +137,7 @@ func (d *Daemon) reportLoop(ctx context.Context) {
 
 func (d *Daemon) writeStatus(ctx context.Context) {
 	d.refreshHealth(ctx)
+	d.refreshMesh()
 	s := d.snapshot()
 	s.UpdatedAt = time.Now().UTC()
 	d.updateStatus(func(st *Status) { st.UpdatedAt = s.UpdatedAt })

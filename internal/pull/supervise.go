@@ -50,6 +50,11 @@ type daemonSpec struct {
 	// prestart, if set, runs before every start (not before an adoption);
 	// an error is logged and the daemon started anyway.
 	prestart func() error
+	// writePid: the daemon writes no pid file of its own (wireguard-go in
+	// the foreground), so the supervisor writes pidFile for the next
+	// dynia-pull to adopt it.
+	writePid bool
+	env      []string // added to dynia-pull's environment
 }
 
 // adopted describes a daemon found running at start.
@@ -112,6 +117,14 @@ func (s *supervisor) watch(ctx context.Context, log *slog.Logger, pid int, tick 
 	}
 }
 
+// supervising says whether start was called for name (running or restarting).
+func (s *supervisor) supervising(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.pids[name]
+	return ok
+}
+
 // pid returns the running daemon's pid (child or adopted), or 0.
 func (s *supervisor) pid(name string) int {
 	s.mu.Lock()
@@ -171,10 +184,19 @@ func (s *supervisor) runOnce(ctx context.Context, log *slog.Logger, spec daemonS
 		out = f
 	}
 	cmd.Stdout, cmd.Stderr = out, out
+	if len(spec.env) > 0 {
+		cmd.Env = append(os.Environ(), spec.env...)
+	}
 	if err := cmd.Start(); err != nil {
 		return err
 	}
 	pid := cmd.Process.Pid
+	if spec.writePid {
+		if err := writeFileAtomic(spec.pidFile, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+			// Only adoption by the next dynia-pull needs it.
+			log.Warn("write pid file", "pid_file", spec.pidFile, "err", err)
+		}
+	}
 	log.Info("started", "pid", pid, "args", spec.args)
 	s.setPid(spec.name, pid)
 	defer s.setPid(spec.name, 0)

@@ -27,6 +27,8 @@ import (
 	"github.com/Masterminds/sprig/v3"
 
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/mesh"
+	"github.com/dynia/dynia/internal/nodeconfig"
 )
 
 //go:embed templates/*.tmpl
@@ -58,8 +60,15 @@ type Local struct {
 	// Bind is HAProxy's frontend address; ":80" serves every local address,
 	// including traffic arriving for the Reserved IP's anchor.
 	Bind string
-	// Interface carries VRRP (the one holding the node's private IP).
+	// Interface carries VRRP: the WireGuard mesh interface when Mesh (default
+	// dynia0), else the VPC interface holding the node's private IP (default
+	// eth1).
 	Interface string
+	// Mesh runs VRRP over the WireGuard mesh (internal/mesh): the source and
+	// peer addresses are mesh addresses derived from the private IPs.
+	// Without it they are the private IPs on the VPC interface, which a
+	// DigitalOcean Cloud Firewall does not let VRRP cross.
+	Mesh bool
 	// Curl is the absolute path of curl, used by keepalived's health script.
 	Curl string
 }
@@ -67,6 +76,9 @@ type Local struct {
 func (l Local) withDefaults() Local {
 	if l.Bind == "" {
 		l.Bind = DefaultBind
+	}
+	if l.Interface == "" && l.Mesh {
+		l.Interface = nodeconfig.DefaultMeshInterface
 	}
 	if l.Interface == "" {
 		l.Interface = DefaultInterface
@@ -197,10 +209,16 @@ func Render(s *cluster.State, l Local) (*Result, error) {
 		return nil, err
 	}
 
+	source := self.PrivateIP
 	var peers []Peer
 	for _, p := range VRRPMembers(s) {
 		if p.ID != self.ID {
 			peers = append(peers, p)
+		}
+	}
+	if l.Mesh {
+		if source, peers, err = meshAddresses(s, self, peers); err != nil {
+			return nil, err
 		}
 	}
 	adv := s.HA.AdvertInterval
@@ -219,7 +237,8 @@ func Render(s *cluster.State, l Local) (*Result, error) {
 		"AdvertInt":    strconv.FormatFloat(adv, 'f', -1, 64),
 		"Version3":     adv != math.Trunc(adv),
 		"Preempt":      s.HA.Preempt,
-		"SourceIP":     self.PrivateIP,
+		"Mesh":         l.Mesh,
+		"SourceIP":     source,
 		"Peers":        peers,
 		"DummyVIP":     fmt.Sprintf("169.254.255.%d", vrid),
 	})
@@ -227,6 +246,31 @@ func Render(s *cluster.State, l Local) (*Result, error) {
 		return nil, err
 	}
 	return &Result{HAProxy: hp, Keepalived: kd, Backends: backends}, nil
+}
+
+// meshAddresses maps this node's and its peers' private IPs to their mesh
+// addresses (mesh.Address). Two nodes mapping to the same address (private
+// IPs equal in their low 16 bits: not one DO VPC, which is at most a /16)
+// are an error, not a render that would send adverts to the wrong node.
+func meshAddresses(s *cluster.State, self *cluster.Node, peers []Peer) (string, []Peer, error) {
+	src, err := mesh.Address(self.PrivateIP)
+	if err != nil {
+		return "", nil, fmt.Errorf("render: node %s: %w", self.ID, err)
+	}
+	seen := map[string]string{src.String(): self.ID}
+	out := make([]Peer, 0, len(peers))
+	for _, p := range peers {
+		a, err := mesh.Address(p.Addr)
+		if err != nil {
+			return "", nil, fmt.Errorf("render: node %s: %w", p.ID, err)
+		}
+		if other, dup := seen[a.String()]; dup {
+			return "", nil, fmt.Errorf("render: nodes %s and %s of cluster %s map to the same mesh address %s (private IPs in one VPC differ in their low 16 bits)", other, p.ID, s.Name, a)
+		}
+		seen[a.String()] = p.ID
+		out = append(out, Peer{ID: p.ID, Addr: a.String()})
+	}
+	return src.String(), out, nil
 }
 
 // checkCommand asks HAProxy's own health URI on the frontend's address.

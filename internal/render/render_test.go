@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,38 +51,47 @@ func TestGolden(t *testing.T) {
 		name  string
 		state func() *cluster.State
 		node  string
+		vpc   bool // VRRP over the VPC interface (mesh_disabled), as before the mesh
 	}{
-		{"one-node", func() *cluster.State { return testState(1) }, "amber-fox"},
-		{"two-nodes", func() *cluster.State { return testState(2) }, "brisk-owl"},
-		{"five-nodes", func() *cluster.State { return testState(5) }, "calm-heron"},
+		{"one-node", func() *cluster.State { return testState(1) }, "amber-fox", false},
+		{"two-nodes", func() *cluster.State { return testState(2) }, "brisk-owl", false},
+		{"five-nodes", func() *cluster.State { return testState(5) }, "calm-heron", false},
 		{"draining", func() *cluster.State {
 			s := testState(3)
 			s.Node("brisk-owl").Lifecycle = cluster.Draining
 			s.Node("calm-heron").Lifecycle = cluster.Provisioning
 			return s
-		}, "amber-fox"},
+		}, "amber-fox", false},
 		{"port-override", func() *cluster.State {
 			s := testState(2)
 			s.App.Port = 3000
 			s.App.HealthPath = "/up"
 			s.Node("brisk-owl").AppPort = 9000
 			return s
-		}, "amber-fox"},
+		}, "amber-fox", false},
 		{"fast-preempt", func() *cluster.State {
 			s := testState(3)
 			s.HA = cluster.HA{AdvertInterval: 0.2, Preempt: true}
 			s.Node("calm-heron").Lifecycle = cluster.Removing
 			return s
-		}, "amber-fox"},
+		}, "amber-fox", false},
+		{"vpc-no-mesh", func() *cluster.State { return testState(3) }, "brisk-owl", true},
+		{"vpc-no-mesh-one-node", func() *cluster.State { return testState(1) }, "amber-fox", true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			res, err := Render(tc.state(), Local{NodeID: tc.node, RunDir: "/run/dynia", Interface: "eth1"})
+			l := Local{NodeID: tc.node, RunDir: "/run/dynia", Mesh: true} // the mesh interface defaults to dynia0
+			if tc.vpc {
+				l = Local{NodeID: tc.node, RunDir: "/run/dynia", Interface: "eth1"}
+			}
+			res, err := Render(tc.state(), l)
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden(t, tc.name+".haproxy.cfg.golden", res.HAProxy.Content)
+			if !tc.vpc { // the mesh changes keepalived.conf only
+				golden(t, tc.name+".haproxy.cfg.golden", res.HAProxy.Content)
+			}
 			golden(t, tc.name+".keepalived.conf.golden", res.Keepalived.Content)
 		})
 	}
@@ -158,6 +168,43 @@ func TestRenderErrors(t *testing.T) {
 	}
 }
 
+func TestMeshAddressesInRender(t *testing.T) {
+	t.Parallel()
+	s := testState(3)
+	res, err := Render(s, Local{NodeID: "brisk-owl", RunDir: "/r", Mesh: true, Interface: "wg3164444"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := string(res.Keepalived.Content)
+	for _, want := range []string{"interface wg3164444\n", "unicast_src_ip 100.64.0.11\n", "100.64.0.10 # amber-fox\n", "100.64.0.12 # calm-heron\n"} {
+		if !strings.Contains(k, want) {
+			t.Errorf("keepalived.conf lacks %q:\n%s", want, k)
+		}
+	}
+	if strings.Contains(k, "10.10.0.") {
+		t.Errorf("keepalived.conf names a private IP:\n%s", k)
+	}
+	// The mesh changes keepalived.conf only; HAProxy still reaches apps
+	// over the VPC.
+	vpc, _ := Render(s, Local{NodeID: "brisk-owl", RunDir: "/r"})
+	if !bytes.Equal(vpc.HAProxy.Content, res.HAProxy.Content) {
+		t.Error("the mesh changed haproxy.cfg")
+	}
+
+	// Private IPs that share their low 16 bits (not one DO VPC) would
+	// collide on the mesh: refused, naming both nodes.
+	s.Node("calm-heron").PrivateIP = "10.11.0.10"
+	if _, err := Render(s, Local{NodeID: "brisk-owl", RunDir: "/r", Mesh: true}); err == nil ||
+		!strings.Contains(err.Error(), "amber-fox and calm-heron") || !strings.Contains(err.Error(), "100.64.0.10") {
+		t.Errorf("colliding mesh addresses: %v", err)
+	}
+	// A removing node is no VRRP member and so collides with nobody.
+	s.Node("calm-heron").Lifecycle = cluster.Removing
+	if _, err := Render(s, Local{NodeID: "brisk-owl", RunDir: "/r", Mesh: true}); err != nil {
+		t.Errorf("removing node: %v", err)
+	}
+}
+
 func TestVRID(t *testing.T) {
 	t.Parallel()
 	seen := map[int]bool{}
@@ -195,7 +242,9 @@ func TestRealTools(t *testing.T) {
 			s.HA.AdvertInterval = 0.5
 		}
 		dir := t.TempDir()
-		res, err := Render(s, Local{NodeID: "amber-fox", RunDir: dir, Interface: iface})
+		// The mesh render; keepalived -t checks the interface exists, not
+		// which addresses it holds.
+		res, err := Render(s, Local{NodeID: "amber-fox", RunDir: dir, Interface: iface, Mesh: true})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -6,8 +6,10 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -110,6 +112,22 @@ func (b cloudBooter) rewrite(c *nodeconfig.Config, ddir string) {
 	c.Supervise = true
 	c.DOAPIURL = b.plan.APIURL()
 	c.MetadataURL = b.plan.MetadataURL()
+	// The VRRP mesh runs on wireguard-go (this machine's kernel may lack
+	// the wireguard module). Its interface name must be unique on the whole
+	// machine, not just in the droplet's namespace: wireguard-go and wg
+	// keep their UAPI socket in /var/run/wireguard, which every namespace
+	// shares, and concurrent sandboxes number droplets alike. So the name
+	// hashes the droplet's namespace (prefix and droplet id): wg + 8 hex.
+	if !c.MeshDisabled {
+		h := fnv.New32a()
+		h.Write([]byte(b.plan.Prefix + "-d" + filepath.Base(ddir)))
+		c.MeshInterface = fmt.Sprintf("wg%08x", h.Sum32())
+		c.MeshKeyFile = rooted(c.MeshKeyFile, nodeconfig.DefaultMeshKeyFile)
+		c.WireGuardGoBin = "/usr/bin/wireguard-go" // Debian's package; `make deps-sandbox` installs it
+		if p, err := exec.LookPath("wireguard-go"); err == nil {
+			c.WireGuardGoBin = p
+		}
+	}
 	// The S3 endpoint is left as the CLI wrote it: filling in the
 	// sandbox's would hide a CLI that forgets to tell nodes where the state
 	// is (on DigitalOcean they would fall back to nyc3 and never report).

@@ -20,11 +20,10 @@ const (
 	FirewallsEnforce = "enforce"
 	// FirewallsOff stores firewalls in the simulator and enforces nothing.
 	FirewallsOff = "off"
-	// DefaultFirewalls is off until dynia's VRRP travels inside the
-	// WireGuard mesh: DO drops VRRP (IP protocol 112) between droplets a
-	// firewall targets, so with enforcement every node of a cluster today
-	// becomes VRRP MASTER.
-	DefaultFirewalls = FirewallsOff
+	// DefaultFirewalls enforces, as DigitalOcean does: a sandbox kinder
+	// than DO proves nothing. dynia's VRRP travels in its WireGuard mesh
+	// (UDP), which dynia's firewall allows between the cluster's nodes.
+	DefaultFirewalls = FirewallsEnforce
 )
 
 // ParseFirewalls checks a --firewalls value ("" means the default).
