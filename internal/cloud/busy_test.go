@@ -32,7 +32,7 @@ func TestPendingEventRetried(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fw, _, err := e.c.EnsureFirewall(ctx, cloud.FirewallSpec{Name: "dynia-busy", Tag: cloud.ClusterTag("busy")})
+	fw, _, err := e.c.EnsureFirewall(ctx, cloud.FirewallSpec{Name: "dynia-busy", Tag: cloud.ClusterTag("busy"), AppPort: 8080, MeshPort: 51820})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,14 +74,14 @@ func TestPendingEventRetried(t *testing.T) {
 			return e.c.DeleteDroplet(ctx, ds[2].ID)
 		}},
 		{"update firewall", "PUT", "/v2/firewalls/" + fw.ID, dropletBusy, func() error {
-			_, _, err := e.c.EnsureFirewall(ctx, cloud.FirewallSpec{Name: "dynia-busy", Tag: cloud.ClusterTag("busy"), AdminCIDRs: []string{"192.0.2.0/24"}})
+			_, _, err := e.c.EnsureFirewall(ctx, cloud.FirewallSpec{Name: "dynia-busy", Tag: cloud.ClusterTag("busy"), AdminCIDRs: []string{"192.0.2.0/24"}, AppPort: 8080, MeshPort: 51820})
 			return err
 		}},
 		{"delete firewall", "DELETE", "/v2/firewalls/" + fw.ID, dropletBusy, func() error {
 			return e.c.DeleteFirewall(ctx, fw.ID)
 		}},
 		{"create firewall", "POST", "/v2/firewalls", dropletBusy, func() error {
-			_, _, err := e.c.EnsureFirewall(ctx, cloud.FirewallSpec{Name: "dynia-busy", Tag: cloud.ClusterTag("busy")})
+			_, _, err := e.c.EnsureFirewall(ctx, cloud.FirewallSpec{Name: "dynia-busy", Tag: cloud.ClusterTag("busy"), AppPort: 8080, MeshPort: 51820})
 			return err
 		}},
 	}
