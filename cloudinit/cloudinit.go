@@ -42,6 +42,7 @@ const (
 	PullConfigPath        = nodeconfig.DefaultPath // /etc/dynia/pull.json
 	SpacesCredentialsPath = "/etc/dynia/spaces.json"
 	DOTokenPath           = "/etc/dynia/do-token"
+	ClusterKeyPath        = "/etc/dynia/cluster.key"
 	PullBinaryURLPath     = "/etc/dynia/pull-binary.url"
 	PullBinarySHA256Path  = "/etc/dynia/pull-binary.sha256"
 	PullBinaryPath        = "/usr/local/bin/dynia-pull"
@@ -84,6 +85,9 @@ type Params struct {
 	SpacesAccessKeyID     string // → SpacesCredentialsPath (0600)
 	SpacesSecretAccessKey string
 	DOToken               string // node-scoped token → DOTokenPath (0600), no trailing newline
+	// ClusterKey is the cluster's age identity (internal/secrets) →
+	// ClusterKeyPath (0600): it opens the state's sealed secrets.
+	ClusterKey string
 
 	// Bootstrap mode only.
 	PullBinaryURL    string // presigned GET of the uploaded dynia-pull
@@ -172,6 +176,9 @@ func Render(p Params) ([]byte, error) {
 	if p.DOToken != "" {
 		node.DOTokenFile = DOTokenPath
 	}
+	if p.ClusterKey != "" {
+		node.ClusterKeyFile = ClusterKeyPath
+	}
 	if err := node.Validate(); err != nil {
 		return nil, fmt.Errorf("render user-data: %w", err)
 	}
@@ -200,6 +207,9 @@ func Render(p Params) ([]byte, error) {
 	}
 	if p.DOToken != "" {
 		cc.WriteFiles = append(cc.WriteFiles, secretFile(DOTokenPath, p.DOToken))
+	}
+	if p.ClusterKey != "" {
+		cc.WriteFiles = append(cc.WriteFiles, secretFile(ClusterKeyPath, p.ClusterKey+"\n"))
 	}
 
 	switch p.Mode {
@@ -255,6 +265,8 @@ func (p Params) check() error {
 		return fmt.Errorf("render user-data: Spaces access key id and secret must be given together")
 	case strings.ContainsAny(p.DOToken, "\r\n"):
 		return fmt.Errorf("render user-data: DO token contains a line break")
+	case strings.ContainsAny(p.ClusterKey, "\r\n"):
+		return fmt.Errorf("render user-data: cluster key contains a line break")
 	}
 	if p.Mode != Bootstrap {
 		return nil
@@ -329,6 +341,7 @@ const Masked = "***"
 var secretPaths = map[string]bool{
 	SpacesCredentialsPath: true,
 	DOTokenPath:           true,
+	ClusterKeyPath:        true,
 	PullBinaryURLPath:     true,
 }
 

@@ -49,6 +49,9 @@ type Context struct {
 	NodeSpacesEndpoint string `json:"node_spaces_endpoint,omitempty"`
 	// NodeAPIURL is the DO API as seen from droplets (sandbox only).
 	NodeAPIURL string `json:"node_api_url,omitempty"`
+	// InsecureRegistries are registries (host:port) reached over plain
+	// HTTP when the CLI resolves an image tag (the sandbox's registry).
+	InsecureRegistries []string `json:"insecure_registries,omitempty"`
 }
 
 // DefaultConfigPath is $XDG_CONFIG_HOME/dynia/config.yaml.
@@ -153,6 +156,16 @@ func badContextKey(name string, v any) string {
 		case kind == reflect.String:
 			if _, ok := m[k].(string); !ok && m[k] != nil {
 				return fmt.Sprintf("contexts.%s.%s: %s is not a string (quote it)", name, k, showValue(m[k]))
+			}
+		case kind == reflect.Slice:
+			l, ok := m[k].([]any)
+			if !ok && m[k] != nil {
+				return fmt.Sprintf("contexts.%s.%s: %s is not a list", name, k, showValue(m[k]))
+			}
+			for _, e := range l {
+				if _, ok := e.(string); !ok {
+					return fmt.Sprintf("contexts.%s.%s: %s is not a string (quote it)", name, k, showValue(e))
+				}
 			}
 		}
 	}

@@ -177,9 +177,19 @@ func TestLostAnswers(t *testing.T) {
 				return e.state(name).Generation - before
 			}
 
-			// create-ha writes 6 times: create, VPC (and admin CIDRs),
-			// firewall id, droplet id, addresses, Reserved IP.
-			const createWrites = 6
+			// create-ha writes the state 7 times: create, cluster key,
+			// VPC (and admin CIDRs), firewall id, droplet id, addresses,
+			// Reserved IP. A clean run says how many; each is lost once.
+			const createWrites = 7
+			{
+				stop := e.fakeNodes("lost-clean")
+				e.mustRun("node", "create-ha", "--name", "lost-clean", "--region", "sgp1", "--size", "s-1vcpu-1gb")
+				if g := e.state("lost-clean").Generation; g != createWrites {
+					t.Fatalf("a clean create-ha wrote the state %d times, want %d (update this test with the new write)", g, createWrites)
+				}
+				stop()
+				e.mustRun("cluster", "destroy", "--name", "lost-clean", "--confirm")
+			}
 			for n := 1; n <= createWrites; n++ {
 				name := fmt.Sprintf("lost-create-%d", n)
 				stop := e.fakeNodes(name)

@@ -82,6 +82,8 @@ type CreateOptions struct {
 	DryRun        bool
 	Timeout       time.Duration
 	NoWait        bool
+	// App, with an image, is deployed once the cluster serves.
+	App AppOptions
 }
 
 var (
@@ -116,7 +118,7 @@ func (o *CreateOptions) Validate() error {
 		return usagef("--dns-record %q: must be @ (the apex) or a lowercase name like app", o.DNSRecord)
 	}
 	if o.Image != "" && o.Bootstrap {
-		return usagef("--image %q: cannot be combined with --bootstrap (which uses a stock Debian image)", o.Image)
+		return usagef("--snapshot %q: cannot be combined with --bootstrap (which uses a stock Debian image)", o.Image)
 	}
 	return checkTimeout(o.Timeout)
 }
@@ -144,7 +146,7 @@ func NewCmdNodeCreateHA(f *Factory, runF func(*CreateOptions) error) *cobra.Comm
 	fl.StringVar(&o.Name, "name", "", "cluster name (lowercase letters, digits, hyphens)")
 	fl.StringVar(&o.Region, "region", "", "DigitalOcean region slug, e.g. sgp1")
 	fl.StringVar(&o.Size, "size", "", "droplet size slug, e.g. s-1vcpu-1gb")
-	fl.StringVar(&o.Image, "image", "", "image id or name (default: the newest dynia-node-* snapshot in the region)")
+	fl.StringVar(&o.Image, "snapshot", "", "node image: a snapshot id or name (default: the newest dynia-node-* snapshot in the region)")
 	fl.BoolVar(&o.Bootstrap, "bootstrap", false, "no snapshot: install everything at first boot on debian-12-x64")
 	fl.StringSliceVar(&o.AdminCIDRs, "admin-cidr", nil, "CIDR allowed to reach SSH (repeatable; kept in the state: a re-run without it keeps them)")
 	fl.StringVar(&o.NodeTokenFile, "node-token-file", "", "file with the node-scoped DO token handed to droplets")
@@ -153,6 +155,7 @@ func NewCmdNodeCreateHA(f *Factory, runF func(*CreateOptions) error) *cobra.Comm
 	fl.BoolVar(&o.DryRun, "dry-run", false, "print the plan and the user-data (secrets masked); change nothing")
 	fl.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "how long to wait for the droplet and the Reserved IP")
 	fl.BoolVar(&o.NoWait, "no-wait", false, "do not wait for the node to report its config applied")
+	addAppFlags(cmd, &o.App)
 	return cmd
 }
 

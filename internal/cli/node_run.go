@@ -29,6 +29,13 @@ func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
 	if err := f.checkStateReachableByDroplets(); err != nil {
 		return err
 	}
+	var app *release
+	if o.App.Image != "" {
+		var err error
+		if app, err = o.App.parse(f.insecureRegistries()); err != nil {
+			return err
+		}
+	}
 	cl, err := f.Cloud()
 	if err != nil {
 		return err
@@ -82,6 +89,25 @@ func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
 		}); err != nil {
 			return err
 		}
+	}
+
+	// The cluster key seals the app's secrets; nodes get it in their
+	// user-data, so it exists before the first droplet.
+	if err := p.Step("cluster key", func() (string, error) {
+		_, rcpt, err := f.clusterKey(st, true)
+		if err != nil {
+			return "", err
+		}
+		st, err = store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
+			if s.SecretsRecipient == rcpt {
+				return nil, cluster.ErrNoChange
+			}
+			s.SecretsRecipient = rcpt
+			return s, nil
+		})
+		return rcpt, err
+	}); err != nil {
+		return err
 	}
 
 	var vpc cloud.VPC
@@ -178,6 +204,9 @@ func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
 		if err := waitApplied(ctx, f, store, st, p); err != nil {
 			return err
 		}
+	}
+	if app != nil && (st.App.CurrentRelease() == nil || st.App.CurrentRelease().Tag != app.ref) {
+		return releaseApp(ctx, f, p, store, cl, st, app, !o.NoWait)
 	}
 	return printCluster(f, st)
 }

@@ -94,6 +94,9 @@ func (f *Factory) loadNodeSecrets(tokenFile string, p *Progress) (nodeSecrets, e
 // nodeBoot is what every new droplet's user-data carries.
 type nodeBoot struct {
 	secrets nodeSecrets
+	// clusterKey is the cluster's age identity ("" for a cluster made
+	// before cluster keys).
+	clusterKey string
 	// Bootstrap clusters (stock image): where droplets fetch dynia-pull.
 	bootstrap        bool
 	pullURL, pullSHA string
@@ -136,6 +139,11 @@ func (f *Factory) prepareBoot(ctx context.Context, store *cluster.Store, st *clu
 		return nodeBoot{}, err
 	}
 	boot := nodeBoot{secrets: secrets, bootstrap: isBootstrapImage(st.Image)}
+	if !dryRun {
+		if boot.clusterKey, _, err = f.clusterKey(st, false); err != nil {
+			return boot, err
+		}
+	}
 	if !boot.bootstrap {
 		return boot, nil
 	}
@@ -220,6 +228,7 @@ func (f *Factory) userData(st *cluster.State, nodeID string, boot nodeBoot) ([]b
 		SpacesAccessKeyID:     boot.secrets.spacesID,
 		SpacesSecretAccessKey: boot.secrets.spacesSecret,
 		DOToken:               boot.secrets.doToken,
+		ClusterKey:            boot.clusterKey,
 	}
 	if boot.bootstrap {
 		p.Mode = cloudinit.Bootstrap

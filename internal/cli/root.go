@@ -126,6 +126,7 @@ func NewCmdRoot(f *Factory) *cobra.Command {
 	root.AddCommand(NewCmdVersion(f))
 	root.AddCommand(NewCmdNode(f))
 	root.AddCommand(NewCmdCluster(f))
+	root.AddCommand(NewCmdApp(f))
 	root.AddCommand(NewCmdSandbox(f))
 	root.AddCommand(NewCmdState(f))
 	return root

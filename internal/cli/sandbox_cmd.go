@@ -163,8 +163,10 @@ func NewCmdSandbox(f *Factory) *cobra.Command {
 			return demoapp.Run(cmd.Context(), listen, id)
 		},
 	}
-	demo.Flags().StringVar(&listen, "listen", ":8080", "address")
-	demo.Flags().StringVar(&id, "id", "", "node id to answer with")
+	// dynia-pull's process runtime passes the address and the node in the
+	// environment.
+	demo.Flags().StringVar(&listen, "listen", envOr(f, "DYNIA_APP_ADDR", ":8080"), "address (env DYNIA_APP_ADDR)")
+	demo.Flags().StringVar(&id, "id", f.Getenv("DYNIA_NODE_ID"), "node id to answer with (env DYNIA_NODE_ID)")
 	cmd.AddCommand(demo)
 	return cmd
 }
@@ -231,4 +233,11 @@ func printSandbox(f *Factory, info *sandbox.Info) error {
 		fmt.Fprintf(w, "  reserved IPs: %s\n", strings.Join(rips, ", "))
 	}
 	return nil
+}
+
+func envOr(f *Factory, key, def string) string {
+	if v := f.Getenv(key); v != "" {
+		return v
+	}
+	return def
 }

@@ -298,3 +298,27 @@ func mapStatus(status, weight string) string {
 		return "UP"
 	}
 }
+
+// oldWorkerPIDs lists the workers the master shows under "# old workers"
+// in `show proc`: workers a reload replaced that still serve the
+// connections they had.
+func oldWorkerPIDs(ctx context.Context, masterSock string) ([]int, error) {
+	out, err := socketCmd(ctx, masterSock, "show proc")
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	old := false
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "#") {
+			old = strings.TrimSpace(line) == "# old workers"
+			continue
+		}
+		if f := strings.Fields(line); old && len(f) > 1 && f[1] == "worker" {
+			if pid, err := strconv.Atoi(f[0]); err == nil {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids, nil
+}

@@ -120,8 +120,11 @@ func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // haproxyLab is a real HAProxy in a node namespace, started the way systemd
-// would (not supervised), configured by a Daemon's Apply from states whose
-// one node's app is a listener of this test on the lab's root address.
+// would (not supervised), configured by a Daemon's Apply from states of two
+// nodes: amber-fox, the node HAProxy runs on (draining, so its own app
+// frontend, which forwards to nothing here, takes no requests), and
+// brisk-owl, an app-only peer whose app is a listener of this test on the
+// lab's root address.
 type haproxyLab struct {
 	t      *testing.T
 	lab    *testutil.NetLab
@@ -152,8 +155,10 @@ func newHAProxyLab(t *testing.T) *haproxyLab {
 	l := &haproxyLab{t: t, lab: testutil.NewNetLab(t, 1), set: set, d: New(set, newMemStore(), Options{Version: "test"}),
 		client: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
 	l.st = cluster.New("shop", "sgp1", "s-1vcpu-1gb", "img", time.Now())
-	l.st.Nodes = []cluster.Node{{ID: "amber-fox", PrivateIP: l.lab.RootAddr.String(), Priority: 150,
-		Role: cluster.RoleActive, Lifecycle: cluster.Ready}}
+	l.st.Nodes = []cluster.Node{
+		{ID: "amber-fox", PrivateIP: l.lab.Nodes[0].Addr.String(), Priority: 150, Role: cluster.RoleActive, Lifecycle: cluster.Draining},
+		{ID: "brisk-owl", PrivateIP: l.lab.RootAddr.String(), Priority: 140, Role: cluster.RoleStandby, Lifecycle: cluster.Ready},
+	}
 	t.Cleanup(l.stop)
 	return l
 }
@@ -172,11 +177,11 @@ func (l *haproxyLab) newApp() *app {
 	return a
 }
 
-// apply applies the next generation of the state, with the node's app on port.
+// apply applies the next generation of the state, with brisk-owl's app on port.
 func (l *haproxyLab) apply(port int) {
 	l.t.Helper()
 	l.st.Generation++
-	l.st.Nodes[0].AppPort = port
+	l.st.Nodes[1].AppPort = port
 	if _, err := l.d.Apply(context.Background(), l.st.Clone()); err != nil {
 		l.t.Fatalf("apply generation %d: %v", l.st.Generation, err)
 	}
@@ -255,7 +260,7 @@ func (l *haproxyLab) servesOnly(want, other *app, n int) {
 	}
 }
 
-// serverPort is amber-fox's port in the running worker (`show servers state`).
+// serverPort is brisk-owl's port in the running worker (`show servers state`).
 func (l *haproxyLab) serverPort() string {
 	l.t.Helper()
 	out, err := socketCmd(context.Background(), l.d.paths.StatsSocket, "show servers state app")
@@ -270,11 +275,11 @@ func (l *haproxyLab) serverPort() string {
 			for i, name := range f {
 				col[name] = i
 			}
-		case len(col) > 0 && len(f) > col["srv_port"] && f[col["srv_name"]] == "amber-fox":
+		case len(col) > 0 && len(f) > col["srv_port"] && f[col["srv_name"]] == "brisk-owl":
 			return f[col["srv_port"]]
 		}
 	}
-	l.t.Fatalf("no amber-fox in show servers state:\n%s", out)
+	l.t.Fatalf("no brisk-owl in show servers state:\n%s", out)
 	return ""
 }
 
@@ -292,14 +297,14 @@ func TestAppPortChangeFollowsTheState(t *testing.T) {
 
 	l.apply(newApp.port) // a reload through the master socket
 	if got := l.serverPort(); got != strconv.Itoa(newApp.port) {
-		t.Fatalf("after the reload the worker has amber-fox on port %s, want %d", got, newApp.port)
+		t.Fatalf("after the reload the worker has brisk-owl on port %s, want %d", got, newApp.port)
 	}
 	l.servesOnly(newApp, oldApp, 20)
 
 	l.stop()
 	l.start() // cold: loads the server-state-file left on disk
 	if got := l.serverPort(); got != strconv.Itoa(newApp.port) {
-		t.Fatalf("after a cold restart the worker has amber-fox on port %s, want %d", got, newApp.port)
+		t.Fatalf("after a cold restart the worker has brisk-owl on port %s, want %d", got, newApp.port)
 	}
 	l.servesOnly(newApp, oldApp, 20)
 }
@@ -354,26 +359,12 @@ func (s *stream) read(body io.ReadCloser, first chan<- error) {
 	}
 }
 
-// oldWorkers returns the pids the master lists under "# old workers" in
-// `show proc`: workers replaced by a reload that still serve connections.
+// oldWorkers returns the pids the master lists under "# old workers".
 func (l *haproxyLab) oldWorkers() []int {
 	l.t.Helper()
-	out, err := socketCmd(context.Background(), l.d.paths.MasterSocket, "show proc")
+	pids, err := oldWorkerPIDs(context.Background(), l.d.paths.MasterSocket)
 	if err != nil {
 		l.t.Fatal(err)
-	}
-	var pids []int
-	old := false
-	for _, line := range strings.Split(out, "\n") {
-		if strings.HasPrefix(line, "#") {
-			old = strings.TrimSpace(line) == "# old workers"
-			continue
-		}
-		if f := strings.Fields(line); old && len(f) > 1 && f[1] == "worker" {
-			if pid, err := strconv.Atoi(f[0]); err == nil {
-				pids = append(pids, pid)
-			}
-		}
 	}
 	return pids
 }

@@ -22,16 +22,23 @@ import (
 
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/procstat"
 	"github.com/dynia/dynia/internal/pull"
 	"github.com/dynia/dynia/internal/testutil"
 )
 
 // TestMain doubles as the demo app: with DYNIA_TEST_APP=<id> the test
 // binary answers every method and path (GET /healthz, the load client's
-// POSTs) with 200 "<id>\n" on :8080, inside a namespace.
+// POSTs) with 200 "<id>\n" on :8080, inside a namespace. Run by
+// dynia-pull's process runtime, it listens on DYNIA_APP_ADDR and answers
+// with DYNIA_NODE_ID.
 func TestMain(m *testing.M) {
 	if id := os.Getenv("DYNIA_TEST_APP"); id != "" {
-		http.ListenAndServe(":8080", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		addr := ":8080"
+		if a := os.Getenv("DYNIA_APP_ADDR"); a != "" {
+			addr, id = a, os.Getenv("DYNIA_NODE_ID")
+		}
+		http.ListenAndServe(addr, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			// Read the whole body so the connection stays reusable.
 			_, _ = io.Copy(io.Discard, r.Body)
 			fmt.Fprintln(w, id)
@@ -158,9 +165,18 @@ func newEnvWith(t *testing.T, nodes, pulled int, poll time.Duration, opts envOpt
 		e.ids = append(e.ids, id)
 		e.state.Nodes = append(e.state.Nodes, cluster.Node{ID: id, PrivateIP: n.Addr.String(),
 			Priority: 200 - 10*i, Role: cluster.RoleStandby, Lifecycle: cluster.Ready})
-		e.start(id, n.Command(os.Args[0]), "DYNIA_TEST_APP="+id)
+		if i >= pulled {
+			// An app-only node: its app on the app port, no HAProxy.
+			e.start(id, n.Command(os.Args[0]), "DYNIA_TEST_APP="+id)
+		}
 	}
 	e.state.Nodes[0].Role = cluster.RoleActive
+	// The release every dynia-pull runs (process runtime: this binary).
+	e.state, _, err = cluster.AddRelease(e.state, cluster.Release{Image: "test-app@sha256:" + strings.Repeat("0", 64), Port: 8080,
+		Env: map[string]string{"DYNIA_TEST_APP": "1"}}, nil, 0, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
 	e.put()
 
 	creds := filepath.Join(e.dir, "creds.json")
@@ -181,6 +197,7 @@ func newEnvWith(t *testing.T, nodes, pulled int, poll time.Duration, opts envOpt
 			"region": s3.Region, "path_style": true, "credentials_file": creds, "poll_interval": poll.String(),
 			"haproxy_config": filepath.Join(d, "haproxy.cfg"), "keepalived_config": filepath.Join(d, "keepalived.conf"),
 			"run_dir": filepath.Join(d, "run"), "supervise": true, "haproxy_bin": wrapper, "metrics_addr": n.Addr.String() + ":9321",
+			"runtime": "process", "app_command": []string{os.Args[0]},
 		}
 		if opts.noMesh {
 			cfg["mesh_disabled"] = true
@@ -298,6 +315,18 @@ func (e *env) killDaemons(i int) {
 	for _, name := range []string{"keepalived", "haproxy", "wireguard-go"} {
 		if pid := e.daemonPid(i, name); pid > 1 {
 			_ = syscall.Kill(-pid, syscall.SIGKILL) // ESRCH: already gone
+		}
+	}
+	// The process runtime's app instances outlive dynia-pull too: their
+	// records name their pids (and start times, checked by Alive).
+	recs, _ := filepath.Glob(filepath.Join(e.dir, e.ids[i], "run", "app", "r*.json"))
+	for _, f := range recs {
+		var r struct {
+			PID  int    `json:"pid"`
+			Tick uint64 `json:"start_tick"`
+		}
+		if b, err := os.ReadFile(f); err == nil && json.Unmarshal(b, &r) == nil && r.PID > 1 && procstat.Alive(r.PID, r.Tick) {
+			_ = syscall.Kill(-r.PID, syscall.SIGKILL)
 		}
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,6 +45,10 @@ type Daemon struct {
 	m       *metrics
 	sup     *supervisor
 	mesh    *meshState // nil: VRRP over the VPC interface (mesh_disabled)
+	app     *appState  // nil: no app runtime
+	// applyMu serializes Apply: the poll loop applies new states, the app
+	// loop re-applies when the node's app instance changes.
+	applyMu sync.Mutex
 	kick    chan struct{}
 	wake    chan struct{} // Reconfigure: poll now with the new settings
 	claims  chan string
@@ -85,6 +90,9 @@ type Options struct {
 	Version string
 	// Claimer is called on becoming MASTER; nil means no Reserved IP handling.
 	Claimer ReservedIPClaimer
+	// App runs the app's releases on this node; nil: no app (tests, or a
+	// node whose app something else runs on its app port).
+	App appRuntime
 }
 
 // New returns a daemon for the given settings and store.
@@ -101,7 +109,26 @@ func New(set Settings, store bucket.Store, opts Options) *Daemon {
 	}
 	d.m = newMetrics(d.sinceLastPoll)
 	d.status = Status{NodeID: set.NodeID, Cluster: set.Cluster, VRRPState: VRRPUnknown, Version: opts.Version, Backends: []BackendStatus{}}
+	if opts.App != nil {
+		d.app = &appState{rt: opts.App, keyFile: set.ClusterKeyFile, kick: make(chan struct{}, 1), nodeID: set.NodeID,
+			bind: d.privateIP, readPeers: readPeerReport(func() bucket.Store { _, st := d.current(); return st }, set.Cluster)}
+		d.status.App = &AppStatus{State: AppNone}
+	}
 	return d
+}
+
+// privateIP is this node's private IP as the applied state names it.
+func (d *Daemon) privateIP() (netip.Addr, bool) {
+	st := d.appliedState()
+	if st == nil {
+		return netip.Addr{}, false
+	}
+	n := st.Node(d.nodeID)
+	if n == nil {
+		return netip.Addr{}, false
+	}
+	a, err := netip.ParseAddr(n.PrivateIP)
+	return a, err == nil
 }
 
 func (d *Daemon) current() (Settings, bucket.Store) {
@@ -270,7 +297,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	wg.Add(5)
+	wg.Add(6)
 	go func() {
 		defer wg.Done()
 		for ctx.Err() == nil {
@@ -284,6 +311,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); d.claimLoop(ctx) }()
 	go func() { defer wg.Done(); d.verifyLoop(ctx) }()
 	go func() { defer wg.Done(); d.healthLoop(ctx) }()
+	go func() { defer wg.Done(); d.appLoop(ctx) }()
 	defer d.sup.wait()
 	defer d.closeMesh()
 
@@ -374,6 +402,7 @@ func (d *Daemon) Step(ctx context.Context, force bool) (Result, error) {
 		return Unchanged, err // fail() already recorded it; ETag not kept, so it is retried
 	}
 	d.etag = obj.ETag
+	d.kickApp()
 	return res, nil
 }
 
@@ -448,10 +477,15 @@ func (d *Daemon) fail(gen int64, err *ApplyError) error {
 
 // Apply renders st for this node and installs what changed.
 func (d *Daemon) Apply(ctx context.Context, st *cluster.State) (Result, error) {
+	d.applyMu.Lock()
+	defer d.applyMu.Unlock()
+	if d.app != nil {
+		d.adoptApp(ctx, st) // a restarted dynia-pull renders the running app at once
+	}
 	set, _ := d.current()
 	log := d.log.With("generation", st.Generation)
 	self := st.Node(set.NodeID)
-	local := render.Local{NodeID: set.NodeID, RunDir: set.RunDir}
+	local := render.Local{NodeID: set.NodeID, RunDir: set.RunDir, App: d.localApp(st)}
 	if set.Mesh != nil {
 		local.Mesh, local.Interface = true, set.Mesh.Interface
 	} else if self != nil {

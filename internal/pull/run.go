@@ -75,6 +75,11 @@ func Run(ctx context.Context, o RunOptions) error {
 		claimer = failover.NewNode(cfg, log)
 		opts.Claimer = claimer
 	}
+	rt, err := newAppRuntime(set, log)
+	if err != nil {
+		return err
+	}
+	opts.App = rt
 	d := New(set, store, opts)
 	d.setConfigWarning(warning)
 
@@ -285,4 +290,20 @@ func nodeSecrets(cfg *nodeconfig.Config) []string {
 		}
 	}
 	return out
+}
+
+// newAppRuntime builds the runtime pull.json names: Docker (the default)
+// or processes of app_command.
+func newAppRuntime(set Settings, log *slog.Logger) (appRuntime, error) {
+	switch set.Runtime {
+	case nodeconfig.RuntimeProcess:
+		return newProcessApp(set.AppCommand, set.RunDir, set.LogDir, set.NodeID, log.With("component", "app")), nil
+	case "", nodeconfig.RuntimeDocker:
+		rt, err := newDockerApp(set.DockerHost, set.Cluster, set.NodeID, log.With("component", "app"))
+		if err != nil {
+			return nil, fmt.Errorf("app runtime: %w", err)
+		}
+		return rt, nil
+	}
+	return nil, fmt.Errorf("app runtime %q: want docker or process", set.Runtime)
 }

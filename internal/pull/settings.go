@@ -39,6 +39,11 @@ type Settings struct {
 	MetricsAddr      string
 	LogDir           string // daemons' output files; "" = dynia-pull's stderr
 	CloudInitLog     string
+	// The app runtime (nodeconfig.Config's fields of the same names).
+	Runtime        string
+	DockerHost     string
+	AppCommand     []string
+	ClusterKeyFile string
 	// Mesh is the WireGuard mesh VRRP runs over; nil runs VRRP over the VPC
 	// interface between private IPs (pull.json mesh_disabled).
 	Mesh *MeshSettings
@@ -61,6 +66,7 @@ func SettingsFrom(c *nodeconfig.Config) Settings {
 		Supervise: c.Supervise, HAProxyBin: c.HAProxyBin, KeepalivedBin: c.KeepalivedBin,
 		HAProxyReload: c.HAProxyReloadCommand, KeepalivedReload: c.KeepalivedReloadCommand,
 		MetricsAddr: c.MetricsAddr, LogDir: c.LogDir, CloudInitLog: c.CloudInitLog,
+		Runtime: c.Runtime, DockerHost: c.DockerHost, AppCommand: c.AppCommand, ClusterKeyFile: c.ClusterKeyFile,
 	}
 	def := func(p *string, v string) {
 		if *p == "" {

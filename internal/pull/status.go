@@ -11,6 +11,7 @@ import (
 
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/render"
 )
 
 // Status is what a node reports to clusters/<name>/nodes/<id>/status.json
@@ -34,6 +35,9 @@ type Status struct {
 	// with mesh_disabled, or while the key cannot be loaded. Peers learn the
 	// node's public key and port from here.
 	Mesh *MeshStatus `json:"mesh,omitempty"`
+	// App is the app release this node runs, or moves to (absent: the node
+	// runs no app runtime).
+	App *AppStatus `json:"app,omitempty"`
 	// Failover says whether this node could move the Reserved IP to itself
 	// now: its node token was checked (at start, every 10 minutes, when the
 	// file changes, and by every claim).
@@ -97,6 +101,11 @@ func (d *Daemon) snapshot() Status {
 	defer d.smu.Unlock()
 	s := d.status
 	s.Backends = append([]BackendStatus(nil), s.Backends...)
+	if s.App != nil {
+		a := *s.App
+		a.Logs = append([]string(nil), a.Logs...)
+		s.App = &a
+	}
 	return s
 }
 
@@ -188,8 +197,8 @@ func (d *Daemon) refreshHealth(ctx context.Context) bool {
 	if err != nil {
 		backends = nil
 	}
-	healthy := false
-	if url := d.appHealthURL(); url != "" {
+	healthy, known := d.refreshAppHealth(ctx)
+	if url := d.appHealthURL(); url != "" && !known {
 		hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
 		if req, err := http.NewRequestWithContext(hctx, http.MethodGet, url, nil); err == nil {
@@ -231,5 +240,7 @@ func (d *Daemon) appHealthURL() string {
 	if n == nil || n.PrivateIP == "" {
 		return ""
 	}
-	return "http://" + net.JoinHostPort(n.PrivateIP, strconv.Itoa(n.Port(st.App))) + st.App.HealthPath
+	// Through this node's HAProxy app frontend, as peers check it: it maps
+	// AppHealthURI to the health path of the release it forwards to.
+	return "http://" + net.JoinHostPort(n.PrivateIP, strconv.Itoa(n.Port(st.App))) + render.AppHealthURI
 }

@@ -45,6 +45,11 @@ const HealthURI = "/dynia/healthz"
 // BackendName is the HAProxy backend holding every app server.
 const BackendName = "app"
 
+// AppHealthURI is what every node's HAProxy asks each node's app frontend
+// in its health checks; the node maps it to the health path of the release
+// it runs, so nodes on different releases are checked right.
+const AppHealthURI = "/dynia/app-healthz"
+
 // Defaults for Local fields left empty.
 const (
 	DefaultBind      = ":80"
@@ -71,6 +76,20 @@ type Local struct {
 	Mesh bool
 	// Curl is the absolute path of curl, used by keepalived's health script.
 	Curl string
+	// App is the release this node runs now (nil: none): the node's app
+	// frontend, on its private IP and the cluster's app port, forwards to
+	// it.
+	App *LocalApp
+}
+
+// LocalApp is the app instance a node runs.
+type LocalApp struct {
+	Release int64
+	// Addr is where the instance listens: the private IP and a host port
+	// (container.Instance.HostAddr, or the process runtime's address).
+	Addr string
+	// HealthPath is the release's health path.
+	HealthPath string
 }
 
 func (l Local) withDefaults() Local {
@@ -199,11 +218,13 @@ func Render(s *cluster.State, l Local) (*Result, error) {
 	backends := Backends(s)
 
 	hp, err := execute("haproxy.cfg.tmpl", s, l.NodeID, map[string]any{
-		"Paths":      paths,
-		"Bind":       l.Bind,
-		"HealthURI":  HealthURI,
-		"HealthPath": s.App.HealthPath,
-		"Backends":   backends,
+		"Paths":        paths,
+		"Bind":         l.Bind,
+		"HealthURI":    HealthURI,
+		"AppHealthURI": AppHealthURI,
+		"AppBind":      net.JoinHostPort(self.PrivateIP, strconv.Itoa(self.Port(s.App))),
+		"LocalApp":     l.App,
+		"Backends":     backends,
 	})
 	if err != nil {
 		return nil, err

@@ -52,36 +52,39 @@ func TestGolden(t *testing.T) {
 		state func() *cluster.State
 		node  string
 		vpc   bool // VRRP over the VPC interface (mesh_disabled), as before the mesh
+		app   *LocalApp
 	}{
-		{"one-node", func() *cluster.State { return testState(1) }, "amber-fox", false},
-		{"two-nodes", func() *cluster.State { return testState(2) }, "brisk-owl", false},
-		{"five-nodes", func() *cluster.State { return testState(5) }, "calm-heron", false},
+		{"with-release", func() *cluster.State { return testState(2) }, "amber-fox", false,
+			&LocalApp{Release: 3, Addr: "10.10.0.11:20007", HealthPath: "/up?probe=1"}},
+		{"one-node", func() *cluster.State { return testState(1) }, "amber-fox", false, nil},
+		{"two-nodes", func() *cluster.State { return testState(2) }, "brisk-owl", false, nil},
+		{"five-nodes", func() *cluster.State { return testState(5) }, "calm-heron", false, nil},
 		{"draining", func() *cluster.State {
 			s := testState(3)
 			s.Node("brisk-owl").Lifecycle = cluster.Draining
 			s.Node("calm-heron").Lifecycle = cluster.Provisioning
 			return s
-		}, "amber-fox", false},
+		}, "amber-fox", false, nil},
 		{"port-override", func() *cluster.State {
 			s := testState(2)
 			s.App.Port = 3000
 			s.App.HealthPath = "/up"
 			s.Node("brisk-owl").AppPort = 9000
 			return s
-		}, "amber-fox", false},
+		}, "amber-fox", false, nil},
 		{"fast-preempt", func() *cluster.State {
 			s := testState(3)
 			s.HA = cluster.HA{AdvertInterval: 0.2, Preempt: true}
 			s.Node("calm-heron").Lifecycle = cluster.Removing
 			return s
-		}, "amber-fox", false},
-		{"vpc-no-mesh", func() *cluster.State { return testState(3) }, "brisk-owl", true},
-		{"vpc-no-mesh-one-node", func() *cluster.State { return testState(1) }, "amber-fox", true},
+		}, "amber-fox", false, nil},
+		{"vpc-no-mesh", func() *cluster.State { return testState(3) }, "brisk-owl", true, nil},
+		{"vpc-no-mesh-one-node", func() *cluster.State { return testState(1) }, "amber-fox", true, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			l := Local{NodeID: tc.node, RunDir: "/run/dynia", Mesh: true} // the mesh interface defaults to dynia0
+			l := Local{NodeID: tc.node, RunDir: "/run/dynia", Mesh: true, App: tc.app} // the mesh interface defaults to dynia0
 			if tc.vpc {
 				l = Local{NodeID: tc.node, RunDir: "/run/dynia", Interface: "eth1"}
 			}
@@ -244,7 +247,11 @@ func TestRealTools(t *testing.T) {
 		dir := t.TempDir()
 		// The mesh render; keepalived -t checks the interface exists, not
 		// which addresses it holds.
-		res, err := Render(s, Local{NodeID: "amber-fox", RunDir: dir, Interface: iface, Mesh: true})
+		l := Local{NodeID: "amber-fox", RunDir: dir, Interface: iface, Mesh: true}
+		if n > 1 {
+			l.App = &LocalApp{Release: 7, Addr: "10.10.0.11:20001", HealthPath: "/health/ready?full=1"}
+		}
+		res, err := Render(s, l)
 		if err != nil {
 			t.Fatal(err)
 		}

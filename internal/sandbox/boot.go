@@ -28,8 +28,6 @@ type cloudBooter struct {
 	plan       plan
 	binary     string // dynia (demo-app)
 	pullBinary string
-	// appPort is where the demo app listens (the cluster's default app port).
-	appPort int
 }
 
 func (b cloudBooter) Boot(_ context.Context, ddir string, userData []byte) ([]procSpec, error) {
@@ -74,15 +72,12 @@ func (b cloudBooter) Boot(_ context.Context, ddir string, userData []byte) ([]pr
 		return nil, fmt.Errorf("boot: %w", err)
 	}
 	logs := filepath.Join(ddir, "logs")
+	// dynia-pull runs the app (its runtime starts the releases `dynia app
+	// deploy` names); the droplet itself runs only dynia-pull.
 	return []procSpec{
 		{
 			Name: "pull", Path: b.pullBinary, Args: []string{"run", "--config", cfgPath},
 			Dir: ddir, LogPath: filepath.Join(logs, "pull.log"), PidPath: filepath.Join(ddir, "pids", "pull.pid"),
-		},
-		{
-			Name: "app", Path: b.binary,
-			Args: []string{"sandbox", "demo-app", "--listen", ":" + strconv.Itoa(b.appPort), "--id", cfg.NodeID},
-			Dir:  ddir, LogPath: filepath.Join(logs, "app.log"), PidPath: filepath.Join(ddir, "pids", "app.pid"),
 		},
 	}, nil
 }
@@ -112,6 +107,12 @@ func (b cloudBooter) rewrite(c *nodeconfig.Config, ddir string) {
 	c.Supervise = true
 	c.DOAPIURL = b.plan.APIURL()
 	c.MetadataURL = b.plan.MetadataURL()
+	c.ClusterKeyFile = rooted(c.ClusterKeyFile, "")
+	// The process runtime runs the sandbox's demo app for every release:
+	// it listens on DYNIA_APP_ADDR and answers with the node id and the
+	// release's DEMO_APP_VERSION.
+	c.Runtime = nodeconfig.RuntimeProcess
+	c.AppCommand = []string{b.binary, "sandbox", "demo-app"}
 	// The VRRP mesh runs on wireguard-go (this machine's kernel may lack
 	// the wireguard module). Its interface name must be unique on the whole
 	// machine, not just in the droplet's namespace: wireguard-go and wg

@@ -89,7 +89,7 @@ func TestTwoNodeDataPath(t *testing.T) {
 	}
 	st := &cluster.State{SchemaVersion: cluster.SchemaVersion, Name: "demo", Region: "nyc3", Size: "s-1vcpu-1gb",
 		Image: info.Image, ReservedIP: rip.ReservedIP.IP,
-		App: cluster.App{Port: demoAppPort, HealthPath: "/healthz"}, HA: cluster.HA{AdvertInterval: 1},
+		App: cluster.App{Port: 8080, HealthPath: "/healthz"}, HA: cluster.HA{AdvertInterval: 1},
 		CreatedAt: time.Now().UTC()}
 	for i, d := range ds {
 		role := cluster.RoleStandby
@@ -98,6 +98,12 @@ func TestTwoNodeDataPath(t *testing.T) {
 		}
 		st.Nodes = append(st.Nodes, cluster.Node{ID: nodes[i], DropletID: d.ID, PublicIP: d.PublicIP, PrivateIP: d.PrivateIP,
 			Priority: cluster.FirstPriority - i*cluster.PriorityStep, Role: role, Lifecycle: cluster.Ready, CreatedAt: time.Now().UTC()})
+	}
+	// A release for dynia-pull's runtime (the sandbox's process runtime
+	// runs its demo app whatever the image).
+	st, _, err = cluster.AddRelease(st, cluster.Release{Image: "demo-app@sha256:" + strings.Repeat("0", 64), Port: 8080}, nil, 0, time.Now())
+	if err != nil {
+		t.Fatal(err)
 	}
 	if err := cluster.NewStore(store).Create(ctx, st); err != nil {
 		t.Fatal(err)

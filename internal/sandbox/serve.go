@@ -32,7 +32,6 @@ type ServeOptions struct {
 const (
 	sandboxBucket = "dynia-sandbox"
 	s3Region      = "us-east-1"
-	demoAppPort   = 8080
 )
 
 // Serve is the simulated cloud, run by `dynia sandbox serve` inside the
@@ -117,7 +116,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		}
 		lastStatus = &cur
 	}
-	boot := cloudBooter{plan: p, binary: cfg.Binary, pullBinary: cfg.PullBinary, appPort: demoAppPort}
+	boot := cloudBooter{plan: p, binary: cfg.Binary, pullBinary: cfg.PullBinary}
 	mgr = newManager(opts.Dir, p, boot, log, nil)
 	if info.Firewalls, err = ParseFirewalls(cfg.Firewalls); err != nil {
 		return fmt.Errorf("sandbox serve: firewalls %q: %w", cfg.Firewalls, err)

@@ -15,11 +15,23 @@ import (
 )
 
 // Handler answers "<node id>\n" on / (JSON with ?json) and 200 on /healthz.
+// With DEMO_APP_VERSION set (a release's env), it answers "<node id>
+// <version>\n", like the demo images; DEMO_APP_MODE=broken makes /healthz
+// answer 500.
 func Handler(nodeID string) http.Handler {
 	host, _ := os.Hostname()
+	if v := os.Getenv("DEMO_APP_VERSION"); v != "" {
+		nodeID += " " + v
+	}
+	broken := os.Getenv("DEMO_APP_MODE") == "broken"
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if broken {
+			w.WriteHeader(http.StatusInternalServerError)
+			fmt.Fprintln(w, "broken")
+			return
+		}
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
