@@ -340,3 +340,8 @@ func (l *loadLoop) slowest() time.Duration {
 	}
 	return m
 }
+
+// demoImage is the release the e2e clusters deploy. The sandbox's process
+// runtime runs its built-in demo app for any image, named here by digest
+// (which the CLI takes as it is).
+var demoImage = "demo-app@sha256:" + strings.Repeat("0", 64)

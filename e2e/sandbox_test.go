@@ -79,7 +79,7 @@ func TestSandboxCluster(t *testing.T) {
 	e := upSandbox(t)
 
 	start := time.Now()
-	e.mustRun("node", "create-ha", "--name", "demo", "--region", "nyc3", "--size", "s-1vcpu-1gb", "--timeout", "2m")
+	e.mustRun("node", "create-ha", "--name", "demo", "--region", "nyc3", "--size", "s-1vcpu-1gb", "--timeout", "2m", "--image", demoImage)
 	returned := time.Now()
 	rip := e.reservedIP("demo")
 	url := "http://" + rip + "/"
@@ -221,7 +221,7 @@ func powerOffActive(t *testing.T, e *sandboxEnv, active nodeRow, rip string) {
 // about the assignment time, and service still resumes.
 func TestFailoverSlowAssignment(t *testing.T) {
 	e := upSandbox(t, "--action-delay", "5s")
-	e.mustRun("node", "create-ha", "--name", "slow", "--region", "nyc3", "--size", "s-1vcpu-1gb", "--timeout", "2m")
+	e.mustRun("node", "create-ha", "--name", "slow", "--region", "nyc3", "--size", "s-1vcpu-1gb", "--timeout", "2m", "--image", demoImage)
 	e.mustRun("node", "add", "--name", "slow", "--timeout", "2m")
 	rip := e.reservedIP("slow")
 	testutil.WaitFor(t, 60*time.Second, func() error {
@@ -239,7 +239,7 @@ func TestFailoverSlowAssignment(t *testing.T) {
 // Reserved IP moves at most once and the service keeps answering.
 func TestVRRPCut(t *testing.T) {
 	e := upSandbox(t)
-	e.mustRun("node", "create-ha", "--name", "split", "--region", "nyc3", "--size", "s-1vcpu-1gb", "--timeout", "2m")
+	e.mustRun("node", "create-ha", "--name", "split", "--region", "nyc3", "--size", "s-1vcpu-1gb", "--timeout", "2m", "--image", demoImage)
 	e.mustRun("node", "add", "--name", "split", "--timeout", "2m")
 	rip := e.reservedIP("split")
 	url := "http://" + rip + "/"
@@ -306,7 +306,7 @@ func TestVRRPCut(t *testing.T) {
 // process or file of the sandbox remains.
 func TestSandboxDownLeavesNothing(t *testing.T) {
 	e := upSandbox(t)
-	e.mustRun("node", "create-ha", "--name", "gone", "--region", "nyc3", "--size", "s-1vcpu-1gb", "--timeout", "2m")
+	e.mustRun("node", "create-ha", "--name", "gone", "--region", "nyc3", "--size", "s-1vcpu-1gb", "--timeout", "2m", "--image", demoImage)
 	prefix, rng := e.info.Prefix, e.info.PublicRange
 	procs := sandboxProcesses(t, e.dir, prefix)
 	if len(procs) < 6 { // serve, versitygw, and in the droplet dynia-pull, haproxy, keepalived, app

@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/spf13/cobra"
 
 	"github.com/dynia/dynia/internal/cloud"
@@ -226,7 +227,10 @@ func releaseApp(ctx context.Context, f *Factory, p *Progress, store *cluster.Sto
 		if err != nil {
 			return err
 		}
-		if err := p.Step("image "+r.ref, func() (string, error) {
+		if d, ok := ref.(name.Digest); ok {
+			// A digest names the bytes already; nodes pull it as it is.
+			r.rel.Image = d.String()
+		} else if err := p.Step("image "+r.ref, func() (string, error) {
 			r.rel.Image, err = resolveDigest(ctx, ref, r.secrets.RegistryAuth)
 			return r.rel.Image, err
 		}); err != nil {

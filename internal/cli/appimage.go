@@ -30,13 +30,14 @@ func parseImageRef(ref string, insecure []string) (name.Reference, error) {
 	if r, err := name.ParseReference(ref); err == nil && slices.Contains(insecure, r.Context().RegistryStr()) {
 		opts = append(opts, name.Insecure)
 	}
-	r, err := name.ParseReference(ref, append(opts, name.StrictValidation)...)
+	r, err := name.ParseReference(ref, opts...)
 	if err != nil {
-		// StrictValidation wants an explicit tag or digest: say so.
-		if _, lax := name.ParseReference(ref, opts...); lax == nil {
-			return nil, usagef("--image %q: name a tag or a digest (e.g. %s:v2)", ref, ref)
-		}
 		return nil, usagef("--image %q: not an image reference (registry/repository:tag or @sha256:digest)", ref)
+	}
+	// An implicit :latest moves under the operator's feet: ask for a tag.
+	last := ref[strings.LastIndex(ref, "/")+1:]
+	if !strings.Contains(last, ":") && !strings.Contains(last, "@") {
+		return nil, usagef("--image %q: name a tag or a digest (e.g. %s:v2)", ref, ref)
 	}
 	return r, nil
 }
