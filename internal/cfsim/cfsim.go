@@ -302,11 +302,11 @@ func (s *Server) zoneJSON(z *zone) map[string]any {
 		"original_name_servers": nil, "original_registrar": nil, "original_dnshost": nil,
 		"created_on": z.CreatedOn.Format(time.RFC3339Nano), "modified_on": z.CreatedOn.Format(time.RFC3339Nano),
 		"activated_on": z.CreatedOn.Format(time.RFC3339Nano),
-		"account": map[string]any{"id": "00000000000000000000000000000001", "name": "cfsim"},
-		"meta":    map[string]any{"phishing_detected": false},
-		"owner":   map[string]any{"id": nil, "name": nil, "type": "user"},
-		"permissions": []string{"#dns_records:edit", "#dns_records:read", "#zone:read"},
-		"plan":        map[string]any{"id": "0feeeeeeeeeeeeeeeeeeeeeeeeeeeeee", "name": "Free Website", "price": 0, "currency": "USD", "frequency": "", "is_subscribed": false, "can_subscribe": false, "legacy_id": "free", "legacy_discount": false, "externally_managed": false},
+		"account":      map[string]any{"id": "00000000000000000000000000000001", "name": "cfsim"},
+		"meta":         map[string]any{"phishing_detected": false},
+		"owner":        map[string]any{"id": nil, "name": nil, "type": "user"},
+		"permissions":  []string{"#dns_records:edit", "#dns_records:read", "#zone:read"},
+		"plan":         map[string]any{"id": "0feeeeeeeeeeeeeeeeeeeeeeeeeeeeee", "name": "Free Website", "price": 0, "currency": "USD", "frequency": "", "is_subscribed": false, "can_subscribe": false, "legacy_id": "free", "legacy_discount": false, "externally_managed": false},
 	}
 }
 
