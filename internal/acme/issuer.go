@@ -19,7 +19,7 @@ import (
 	"github.com/go-acme/lego/v5/acme/api"
 	"github.com/go-acme/lego/v5/certcrypto"
 	"github.com/go-acme/lego/v5/certificate"
-	"github.com/go-acme/lego/v5/challenge/http01"
+	"github.com/go-acme/lego/v5/challenge"
 	legolog "github.com/go-acme/lego/v5/log"
 	"github.com/go-acme/lego/v5/registration"
 )
@@ -616,10 +616,9 @@ func (e *ValidationError) Error() string {
 	return fmt.Sprintf("HTTP-01 validation of %s failed: %s: %s", e.Domain, t, e.Detail)
 }
 
-// solver solves each pending authorization with HTTP-01 (lego's http01
-// challenge with our provider), polling the authorization itself. lego's
-// own resolver also links its DNS-01 and TLS-ALPN-01 solvers (and a DNS
-// library), which dynia-pull does not need.
+// solver solves each pending authorization with HTTP-01, polling the
+// authorization itself. lego's own resolver also links its DNS-01 and
+// TLS-ALPN-01 solvers (and a DNS library), which dynia-pull does not need.
 type solver struct {
 	core     *api.Core
 	provider *storeProvider
@@ -632,12 +631,35 @@ func (s *solver) Solve(ctx context.Context, authzs []legoacme.Authorization) err
 		if authz.Status == legoacme.StatusValid {
 			continue // the CA reused a recent validation
 		}
-		ch := http01.NewChallenge(s.core, s.validate, s.provider)
-		if err := ch.Solve(ctx, authz); err != nil {
+		if err := s.solve(ctx, authz); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// solve runs one HTTP-01 challenge: present the key authorization, ask the
+// CA to validate, poll, clean up (also on failure). lego's http01.Challenge
+// does the same but links a DNS library for its own server's host matching.
+func (s *solver) solve(ctx context.Context, authz legoacme.Authorization) error {
+	domain := challenge.GetTargetedDomain(authz)
+	chlg, err := challenge.FindChallenge(challenge.HTTP01, authz)
+	if err != nil {
+		return err
+	}
+	keyAuth, err := s.core.GetKeyAuthorization(chlg.Token)
+	if err != nil {
+		return fmt.Errorf("key authorization for %s: %w", domain, err)
+	}
+	if err := s.provider.Present(ctx, domain, chlg.Token, keyAuth); err != nil {
+		return err
+	}
+	defer func() {
+		if err := s.provider.CleanUp(ctx, domain, chlg.Token, keyAuth); err != nil {
+			s.provider.log.Warn("acme: challenge clean-up failed", "domain", domain, "err", err)
+		}
+	}()
+	return s.validate(ctx, s.core, domain, chlg)
 }
 
 func (s *solver) validate(ctx context.Context, core *api.Core, domain string, chlg legoacme.Challenge) error {
