@@ -707,3 +707,16 @@ func validationError(domain, status string, p *legoacme.ProblemDetails) error {
 	}
 	return e
 }
+
+// String shows the certificate without its key, so %v in a log is safe.
+func (c Certificate) String() string {
+	return fmt.Sprintf("{serial:%s names:%v not_after:%s key:[redacted]}", c.Serial, c.Names, c.NotAfter.UTC().Format(time.RFC3339))
+}
+
+// GoString keeps %#v from printing the key too.
+func (c Certificate) GoString() string { return "acme.Certificate" + c.String() }
+
+// LogValue keeps slog from printing the key.
+func (c Certificate) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("serial", c.Serial), slog.Any("names", c.Names), slog.Time("not_after", c.NotAfter))
+}

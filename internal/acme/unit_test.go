@@ -10,6 +10,8 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
+	"log/slog"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -440,5 +442,19 @@ func TestBackoff(t *testing.T) {
 	want := []time.Duration{15 * time.Minute, 30 * time.Minute, time.Hour, 2 * time.Hour, 4 * time.Hour, 6 * time.Hour, 6 * time.Hour}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Fatalf("backoff (-want +got):\n%s", d)
+	}
+}
+
+func TestCertificateRedacted(t *testing.T) {
+	c := Certificate{CertInfo: CertInfo{Serial: "abc", Names: []string{"a.example.test"}}, KeyPEM: []byte("-----BEGIN PRIVATE KEY-----\nSECRETKEYBYTES\n")}
+	var logs bytes.Buffer
+	slog.New(slog.NewTextHandler(&logs, nil)).Info("x", "cert", c, "ptr", &c)
+	for _, s := range []string{fmt.Sprintf("%v", c), fmt.Sprintf("%+v", c), fmt.Sprintf("%#v", c), fmt.Sprint(&c), logs.String()} {
+		if strings.Contains(s, "SECRETKEYBYTES") {
+			t.Fatalf("key printed: %s", s)
+		}
+		if !strings.Contains(s, "abc") {
+			t.Fatalf("serial missing: %s", s)
+		}
 	}
 }
