@@ -128,6 +128,10 @@ func NewIssuer(cfg Config) (*Issuer, error) {
 	if cfg.OrderTimeout <= 0 {
 		cfg.OrderTimeout = DefaultOrderTimeout
 	}
+	if cfg.LeaseTTL <= cfg.OrderTimeout {
+		// A lease lapsing mid-order lets a second node order too.
+		return nil, fmt.Errorf("acme: config: LeaseTTL %v must exceed OrderTimeout %v", cfg.LeaseTTL, cfg.OrderTimeout)
+	}
 	if cfg.FailureBackoff == 0 {
 		cfg.FailureBackoff = DefaultFailureBackoff
 	}

@@ -423,6 +423,7 @@ func TestNewIssuerRejects(t *testing.T) {
 		{"wildcard", func(c *Config) { c.Domains = []string{"*.example.test"} }, `domain "*.example.test": HTTP-01 cannot validate a wildcard`},
 		{"upper case", func(c *Config) { c.Domains = []string{"App.example.test"} }, "must be lower case"},
 		{"bad label", func(c *Config) { c.Domains = []string{"a..b"} }, "not a DNS name"},
+		{"lease shorter than an order", func(c *Config) { c.LeaseTTL = time.Minute; c.OrderTimeout = 2 * time.Minute }, "LeaseTTL 1m0s must exceed OrderTimeout 2m0s"},
 	} {
 		c := base
 		tc.mod(&c)
