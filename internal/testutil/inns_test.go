@@ -3,6 +3,8 @@ package testutil
 import (
 	"io"
 	"net"
+	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -48,5 +50,20 @@ func TestInNetNS(t *testing.T) {
 
 	if err := InNetNS("dynia-no-such-ns", func() error { return nil }); err == nil {
 		t.Fatal("InNetNS into a missing namespace succeeded")
+	}
+}
+
+// TestStartPebbleLoopback: Pebble starts on free loopback ports and hands
+// out its issuance root.
+func TestStartPebbleLoopback(t *testing.T) {
+	p := StartPebble(t, PebbleOptions{HTTPPort: 5002, TLSPort: 5001})
+	if !strings.HasPrefix(p.DirectoryURL, "https://127.0.0.1:") {
+		t.Fatalf("directory %s", p.DirectoryURL)
+	}
+	if root := p.IssuerRootPEM(t); !strings.Contains(string(root), "BEGIN CERTIFICATE") {
+		t.Fatalf("issuance root %q", root)
+	}
+	if _, err := os.Stat(p.TLSRootFile); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -31,7 +31,7 @@ type PebbleOptions struct {
 	// nil runs it in the test's namespace on 127.0.0.1.
 	Node *NetNode
 	// Port and ManagementPort are the ACME API's and the management API's
-	// (defaults 14000 and 15000).
+	// (defaults 14000 and 15000 in a Node; free loopback ports otherwise).
 	Port, ManagementPort int
 	// HTTPPort and TLSPort are where Pebble validates HTTP-01 and
 	// TLS-ALPN-01 (defaults 80 and 443, like a real CA, so validation goes
@@ -70,11 +70,28 @@ type Pebble struct {
 func StartPebble(t testing.TB, opts PebbleOptions) *Pebble {
 	t.Helper()
 	bin := NeedBinary(t, "pebble")
-	if opts.Port == 0 {
-		opts.Port = 14000
+	if opts.Node != nil {
+		// A namespace of the test's own: Pebble's usual ports are free.
+		if opts.Port == 0 {
+			opts.Port = 14000
+		}
+		if opts.ManagementPort == 0 {
+			opts.ManagementPort = 15000
+		}
 	}
-	if opts.ManagementPort == 0 {
-		opts.ManagementPort = 15000
+	for _, port := range []*int{&opts.Port, &opts.ManagementPort} {
+		if *port != 0 {
+			continue
+		}
+		// The test's own namespace is shared with parallel tests: pick
+		// free ports (one may be taken before Pebble binds; it then fails
+		// to start and says so).
+		addr, err := freeLoopbackAddr()
+		if err != nil {
+			t.Fatalf("pebble: find a free port: %v", err)
+		}
+		_, p, _ := net.SplitHostPort(addr)
+		*port, _ = strconv.Atoi(p)
 	}
 	if opts.HTTPPort == 0 {
 		opts.HTTPPort = 80
