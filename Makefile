@@ -20,7 +20,7 @@ deps: ## install everything the tests need (idempotent; root, Debian 12)
 	@for s in hack/deps.d/*.sh; do echo "== $$s"; bash "$$s" || exit 1; done
 
 # The sandbox needs the node packages and the S3 gateway, not Packer or test tools.
-SANDBOX_DEPS := hack/deps.d/00-apt-update.sh hack/deps.d/10-node-packages.sh hack/deps.d/12-wireguard.sh hack/deps.d/15-sandbox.sh hack/deps.d/20-versitygw.sh
+SANDBOX_DEPS := hack/deps.d/00-apt-update.sh hack/deps.d/10-node-packages.sh hack/deps.d/12-wireguard.sh hack/deps.d/15-sandbox.sh hack/deps.d/20-versitygw.sh hack/deps.d/60-pebble.sh
 deps-sandbox: ## install only what the sandbox needs
 	@for s in $(SANDBOX_DEPS); do [ -e "$$s" ] || continue; echo "== $$s"; bash "$$s" || exit 1; done
 

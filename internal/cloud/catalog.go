@@ -182,3 +182,36 @@ func (c *Client) DeleteDNSRecord(ctx context.Context, domain string, id int) err
 	}
 	return nil
 }
+
+// DNSRecord is one A record of a DigitalOcean domain.
+type DNSRecord struct {
+	ID   int
+	Name string // relative to the domain ("lb"; "@" for the apex)
+	Data string // the IPv4 address
+	TTL  int    // seconds
+}
+
+// DNSRecords lists the A records named name in domain (name relative to
+// the domain; "@" or "" for the apex). A missing domain is ErrNotFound.
+func (c *Client) DNSRecords(ctx context.Context, domain, name string) ([]DNSRecord, error) {
+	if name == "" {
+		name = "@"
+	}
+	fqdn := domain
+	if name != "@" {
+		fqdn = name + "." + domain
+	}
+	recs, err := listAll(ctx, func(opt *godo.ListOptions) ([]godo.DomainRecord, *godo.Response, error) {
+		return c.godo.Domains.RecordsByTypeAndName(ctx, domain, "A", fqdn, opt)
+	})
+	if err != nil {
+		return nil, wrap(fmt.Sprintf("list DNS A %s", fqdn), err)
+	}
+	var out []DNSRecord
+	for _, r := range recs {
+		if r.Type == "A" {
+			out = append(out, DNSRecord{ID: r.ID, Name: r.Name, Data: r.Data, TTL: r.TTL})
+		}
+	}
+	return out, nil
+}
