@@ -231,10 +231,9 @@ func destroyCluster(ctx context.Context, f *Factory, o *destroyOptions) error {
 	if err := destroyDroplets(ctx, cl, ds, p); err != nil {
 		return err
 	}
-	if st.DNS != nil && st.DNS.RecordID != 0 {
-		if err := p.Step("DNS record", func() (string, error) { return "", cl.DeleteDNSRecord(ctx, st.DNS.Domain, st.DNS.RecordID) }); err != nil {
-			return err
-		}
+	// Only a record dynia created: one it merely repointed was the user's.
+	if err := deleteDNS(ctx, f, p, cl, st, false); err != nil {
+		return err
 	}
 	fws, err := clusterFirewalls(ctx, cl, st)
 	if err != nil {

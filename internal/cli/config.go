@@ -49,6 +49,17 @@ type Context struct {
 	NodeSpacesEndpoint string `json:"node_spaces_endpoint,omitempty"`
 	// NodeAPIURL is the DO API as seen from droplets (sandbox only).
 	NodeAPIURL string `json:"node_api_url,omitempty"`
+	// CloudflareAPIURL overrides https://api.cloudflare.com/client/v4
+	// (the sandbox's simulator); CloudflareTokenFile holds a token (0600)
+	// used when CLOUDFLARE_API_TOKEN is not set.
+	CloudflareAPIURL    string `json:"cloudflare_api_url,omitempty"`
+	CloudflareTokenFile string `json:"cloudflare_token_file,omitempty"`
+	// ACMEDirectory is the default `tls enable --acme-url` (the sandbox's
+	// Pebble); ACMEDirectoryRoots and ACMETrustRoots are PEM files: what
+	// the directory's TLS certificate and issued certificates chain to.
+	ACMEDirectory      string `json:"acme_directory,omitempty"`
+	ACMEDirectoryRoots string `json:"acme_directory_roots,omitempty"`
+	ACMETrustRoots     string `json:"acme_trust_roots,omitempty"`
 	// InsecureRegistries are registries (host:port) reached over plain
 	// HTTP when the CLI resolves an image tag (the sandbox's registry).
 	InsecureRegistries []string `json:"insecure_registries,omitempty"`

@@ -77,8 +77,10 @@ type CreateOptions struct {
 	Bootstrap     bool
 	AdminCIDRs    []string
 	NodeTokenFile string
-	DNSDomain     string
-	DNSRecord     string
+	DNS           DNSOptions
+	DNSDomain     string // --dns-domain, the old name of --dns-zone
+	// TLS (--domain …) is enabled once the cluster serves.
+	TLS TLSOptions
 	DryRun        bool
 	Timeout       time.Duration
 	NoWait        bool
@@ -111,11 +113,18 @@ func (o *CreateOptions) Validate() error {
 	if err := checkAdminCIDRs(o.AdminCIDRs); err != nil {
 		return err
 	}
-	if o.DNSDomain != "" && !domainRE.MatchString(o.DNSDomain) {
-		return usagef("--dns-domain %q: not a domain name like example.com", o.DNSDomain)
+	if o.DNSDomain != "" {
+		o.DNS.Zone, o.DNS.ZoneFlag = o.DNSDomain, "dns-domain"
 	}
-	if o.DNSDomain != "" && !dnsRecordRE.MatchString(o.DNSRecord) {
-		return usagef("--dns-record %q: must be @ (the apex) or a lowercase name like app", o.DNSRecord)
+	if o.DNS.Record != "" || o.DNS.Zone != "" {
+		if err := o.DNS.check("dns-"); err != nil {
+			return err
+		}
+	}
+	if len(o.TLS.Domains) > 0 {
+		if err := o.TLS.check(); err != nil {
+			return err
+		}
 	}
 	if o.Image != "" && o.Bootstrap {
 		return usagef("--snapshot %q: cannot be combined with --bootstrap (which uses a stock Debian image)", o.Image)
@@ -150,8 +159,10 @@ func NewCmdNodeCreateHA(f *Factory, runF func(*CreateOptions) error) *cobra.Comm
 	fl.BoolVar(&o.Bootstrap, "bootstrap", false, "no snapshot: install everything at first boot on debian-12-x64")
 	fl.StringSliceVar(&o.AdminCIDRs, "admin-cidr", nil, "CIDR allowed to reach SSH (repeatable; kept in the state: a re-run without it keeps them)")
 	fl.StringVar(&o.NodeTokenFile, "node-token-file", "", "file with the node-scoped DO token handed to droplets")
-	fl.StringVar(&o.DNSDomain, "dns-domain", "", "a DO-managed domain: point an A record in it at the Reserved IP")
-	fl.StringVar(&o.DNSRecord, "dns-record", "@", "the A record's name within --dns-domain (@ is the apex)")
+	addDNSFlags(cmd, &o.DNS, "dns-")
+	fl.StringVar(&o.DNSDomain, "dns-domain", "", "the zone holding --dns-record (old name of --dns-zone)")
+	_ = fl.MarkHidden("dns-domain")
+	addTLSFlags(cmd, &o.TLS)
 	fl.BoolVar(&o.DryRun, "dry-run", false, "print the plan and the user-data (secrets masked); change nothing")
 	fl.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "how long to wait for the droplet and the Reserved IP")
 	fl.BoolVar(&o.NoWait, "no-wait", false, "do not wait for the node to report its config applied")

@@ -36,6 +36,13 @@ func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
 			return err
 		}
 	}
+	var tlsSettings *cluster.TLS
+	if len(o.TLS.Domains) > 0 {
+		var err error
+		if tlsSettings, err = o.TLS.settings(f); err != nil {
+			return err
+		}
+	}
 	cl, err := f.Cloud()
 	if err != nil {
 		return err
@@ -181,22 +188,8 @@ func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
 	}); err != nil {
 		return err
 	}
-	if o.DNSDomain != "" {
-		if err := p.Step("DNS record", func() (string, error) {
-			id, err := cl.UpsertDNSRecord(ctx, o.DNSDomain, o.DNSRecord, st.ReservedIP)
-			if err != nil {
-				return "", err
-			}
-			want := &cluster.DNS{Domain: o.DNSDomain, Name: o.DNSRecord, RecordID: id}
-			st, err = store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
-				if s.DNS != nil && *s.DNS == *want {
-					return nil, cluster.ErrNoChange
-				}
-				s.DNS = want
-				return s, nil
-			})
-			return fmt.Sprintf("%s.%s → %s", o.DNSRecord, o.DNSDomain, st.ReservedIP), err
-		}); err != nil {
+	if o.DNS.Record != "" {
+		if st, err = setDNS(ctx, f, p, store, cl, st, o.DNS); err != nil {
 			return err
 		}
 	}
@@ -205,8 +198,19 @@ func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
 			return err
 		}
 	}
+	// Once the cluster serves: the app, then HTTPS for it.
 	if app != nil && (st.App.CurrentRelease() == nil || st.App.CurrentRelease().Tag != app.ref) {
-		return releaseApp(ctx, f, p, store, cl, st, app, !o.NoWait)
+		if err := releaseApp(ctx, f, p, store, cl, st, app, !o.NoWait); err != nil {
+			return err
+		}
+		if st, _, err = store.Load(ctx, o.Name); err != nil {
+			return err
+		}
+	}
+	if tlsSettings != nil {
+		if st, err = enableTLS(ctx, f, p, store, st, tlsSettings, !o.NoWait); err != nil {
+			return err
+		}
 	}
 	return printCluster(f, st)
 }
@@ -290,8 +294,8 @@ func createDryRun(ctx context.Context, f *Factory, o *CreateOptions, p *Progress
 	fmt.Fprintf(w, "  3. firewall %s on tag %s\n", resourceName(o.Name), cloud.ClusterTag(o.Name))
 	fmt.Fprintf(w, "  4. droplet %s (%s, %s) tagged %v\n", cluster.Hostname(o.Name, ids[0]), o.Size, image, nodeTags(o.Name, ids[0]))
 	fmt.Fprintf(w, "  5. Reserved IP created assigned to it; node %s active, priority %d\n", ids[0], st.Nodes[0].Priority)
-	if o.DNSDomain != "" {
-		fmt.Fprintf(w, "  6. DNS A record %s in %s pointing at the Reserved IP\n", o.DNSRecord, o.DNSDomain)
+	if o.DNS.Record != "" {
+		fmt.Fprintf(w, "  6. DNS A record %s (%s) pointing at the Reserved IP\n", o.DNS.Record, o.DNS.Provider)
 	}
 	fmt.Fprintf(w, "User-data (%d bytes, secrets masked):\n", len(ud))
 	_, err = w.Write(maskUserData(ud))

@@ -322,7 +322,7 @@ func TestCreateWithDNS(t *testing.T) {
 	args := []string{"node", "create-ha", "--name", "web", "--region", "sgp1", "--size", "s-1vcpu-1gb", "--dns-domain", "example.com", "--dns-record", "app"}
 	e.mustRun(args...)
 	st := e.state("web")
-	if st.DNS == nil || st.DNS.Domain != "example.com" || st.DNS.Name != "app" || st.DNS.RecordID == 0 {
+	if st.DNS == nil || st.DNS.Domain != "example.com" || st.DNS.Name != "app" || st.DNS.RecordID == "" || !st.DNS.Created {
 		t.Fatalf("state DNS: %+v", st.DNS)
 	}
 	records := func() []string {

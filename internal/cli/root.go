@@ -127,6 +127,8 @@ func NewCmdRoot(f *Factory) *cobra.Command {
 	root.AddCommand(NewCmdNode(f))
 	root.AddCommand(NewCmdCluster(f))
 	root.AddCommand(NewCmdApp(f))
+	root.AddCommand(NewCmdTLS(f))
+	root.AddCommand(NewCmdDNS(f))
 	root.AddCommand(NewCmdSandbox(f))
 	root.AddCommand(NewCmdState(f))
 	return root

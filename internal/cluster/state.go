@@ -64,13 +64,15 @@ type State struct {
 	AdminCIDRs []string `json:"admin_cidrs,omitempty"`
 	// SecretsRecipient is the cluster key's public half (an age X25519
 	// recipient): the CLI seals secrets to it; nodes hold the identity.
-	SecretsRecipient string    `json:"secrets_recipient,omitempty"`
-	DNS              *DNS      `json:"dns,omitempty"`
-	App              App       `json:"app"`
-	HA               HA        `json:"ha"`
-	Nodes            []Node    `json:"nodes"`
-	CreatedAt        time.Time `json:"created_at"`
-	UpdatedAt        time.Time `json:"updated_at"`
+	SecretsRecipient string `json:"secrets_recipient,omitempty"`
+	DNS              *DNS   `json:"dns,omitempty"`
+	// TLS, when set, serves HTTPS on every node (tls.go).
+	TLS       *TLS      `json:"tls,omitempty"`
+	App       App       `json:"app"`
+	HA        HA        `json:"ha"`
+	Nodes     []Node    `json:"nodes"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 	// RecentOps are the operation ids of the last MaxRecentOps writes,
 	// oldest first: a writer whose answer was lost finds its own id here
 	// and knows the write was applied (Store.Update, Store.Create).
@@ -105,9 +107,31 @@ type VPC struct {
 
 // DNS is the optional A record pointing at the Reserved IP.
 type DNS struct {
-	Domain   string `json:"domain"`
-	Name     string `json:"name"` // record name within Domain ("@" for the apex)
-	RecordID int    `json:"record_id,omitempty"`
+	// Provider is where the record lives: "digitalocean" ("" reads as it)
+	// or "cloudflare".
+	Provider string `json:"provider,omitempty"`
+	// Domain is the zone (a DO domain, a Cloudflare zone).
+	Domain string `json:"domain"`
+	Name   string `json:"name"` // record name within Domain ("@" for the apex)
+	// RecordID is the provider's id (DO: a number; Cloudflare: a hex id).
+	RecordID string `json:"record_id,omitempty"`
+	// Created: dynia made the record (it did not exist), so `cluster
+	// destroy` deletes it; a record dynia only repointed is left alone.
+	Created bool `json:"created,omitempty"`
+}
+
+// DNS providers.
+const (
+	DNSDigitalOcean = "digitalocean"
+	DNSCloudflare   = "cloudflare"
+)
+
+// FQDN is the record's full name.
+func (d *DNS) FQDN() string {
+	if d.Name == "" || d.Name == "@" {
+		return d.Domain
+	}
+	return d.Name + "." + d.Domain
 }
 
 // App is the application every node runs: its releases and how the
@@ -261,6 +285,11 @@ func (s *State) Clone() *State {
 	if s.DNS != nil {
 		d := *s.DNS
 		c.DNS = &d
+	}
+	if s.TLS != nil {
+		t := *s.TLS
+		t.Domains = slices.Clone(s.TLS.Domains)
+		c.TLS = &t
 	}
 	c.AdminCIDRs = append([]string(nil), s.AdminCIDRs...)
 	c.App = s.App.clone()

@@ -25,7 +25,7 @@ func sample(t *testing.T) *State {
 	s.VPC = VPC{ID: "5a4981aa-9653-4bd1-bef5-d6bff52042e4", CIDR: "10.10.0.0/24", Created: true}
 	s.ReservedIP = "198.51.100.10"
 	s.FirewallID = "bb4b2611-3d72-467b-8602-280330ecd65c"
-	s.DNS = &DNS{Domain: "example.com", Name: "app", RecordID: 7}
+	s.DNS = &DNS{Provider: DNSDigitalOcean, Domain: "example.com", Name: "app", RecordID: "7", Created: true}
 	s.AdminCIDRs = []string{"192.0.2.7/32"}
 	s, _, err := AddNodes(s, 3, NewNamer(1), t0)
 	if err != nil {

@@ -99,6 +99,9 @@ func (s *State) Validate() error {
 	if err := s.validateApp(); err != nil {
 		return err
 	}
+	if err := s.validateTLS(); err != nil {
+		return err
+	}
 	if s.SecretsRecipient != "" && !recipientRE.MatchString(s.SecretsRecipient) {
 		return fieldErr("secrets_recipient", s.SecretsRecipient, "not an age X25519 recipient (age1…)")
 	}

@@ -38,11 +38,27 @@ type Status struct {
 	// App is the app release this node runs, or moves to (absent: the node
 	// runs no app runtime).
 	App *AppStatus `json:"app,omitempty"`
+	// TLS is the certificate this node serves on :443 (absent: TLS off).
+	TLS *TLSStatus `json:"tls,omitempty"`
 	// Failover says whether this node could move the Reserved IP to itself
 	// now: its node token was checked (at start, every 10 minutes, when the
 	// file changes, and by every claim).
 	Failover  FailoverStatus `json:"failover"`
 	UpdatedAt time.Time      `json:"updated_at"`
+}
+
+// TLSStatus is the certificate a node serves.
+type TLSStatus struct {
+	Serial      string     `json:"serial,omitempty"`
+	Names       []string   `json:"names,omitempty"`
+	NotAfter    *time.Time `json:"not_after,omitempty"`
+	InstalledAt *time.Time `json:"installed_at,omitempty"`
+	// Placeholder: no certificate was issued yet; the node serves a
+	// self-signed stand-in so HAProxy can bind :443.
+	Placeholder bool `json:"placeholder,omitempty"`
+	// Error is the last TLS problem (a certificate that failed to verify,
+	// an order that failed); the node keeps serving what it has.
+	Error string `json:"error,omitempty"`
 }
 
 // FailoverStatus is whether the node's claimer can work.

@@ -150,3 +150,25 @@ func OpenRelease(identity, sealed string) (Release, error) {
 	}
 	return r, nil
 }
+
+// Sealer seals to the cluster key and opens with it (acme.Sealer: the
+// ACME account key and the certificate key are stored sealed). Identity
+// may be empty when only sealing is needed.
+type Sealer struct {
+	Recipient string
+	Identity  string
+}
+
+// Seal encrypts b to the recipient (armored).
+func (s Sealer) Seal(b []byte) ([]byte, error) {
+	out, err := Seal(s.Recipient, b)
+	return []byte(out), err
+}
+
+// Open decrypts b with the identity.
+func (s Sealer) Open(b []byte) ([]byte, error) {
+	if s.Identity == "" {
+		return nil, errors.New("open sealed value: no cluster key")
+	}
+	return Open(s.Identity, string(b))
+}
