@@ -80,10 +80,10 @@ type CreateOptions struct {
 	DNS           DNSOptions
 	DNSDomain     string // --dns-domain, the old name of --dns-zone
 	// TLS (--domain …) is enabled once the cluster serves.
-	TLS TLSOptions
-	DryRun        bool
-	Timeout       time.Duration
-	NoWait        bool
+	TLS     TLSOptions
+	DryRun  bool
+	Timeout time.Duration
+	NoWait  bool
 	// App, with an image, is deployed once the cluster serves.
 	App AppOptions
 }
