@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,18 +22,25 @@ import (
 
 // cloudBooter boots a droplet from its #cloud-config the way cloud-init and
 // the node image would: write_files land under the droplet's own root
-// directory, then dynia-pull and the demo app start from the rewritten
-// pull.json. Everything else in the user-data (packages, runcmd) is the
-// image's business and is skipped: the sandbox's "image" is this machine.
+// directory, then (runtime docker) containerd and dockerd start, as
+// docker.service does on a droplet, and dynia-pull starts from the
+// rewritten pull.json. Everything else in the user-data (packages, runcmd)
+// is the image's business and is skipped: the sandbox's "image" is this
+// machine.
 type cloudBooter struct {
 	plan       plan
 	binary     string // dynia (demo-app)
 	pullBinary string
 	// appPort is where the demo app listens (the cluster's default app port).
 	appPort int
+	// runtime is RuntimeDocker or RuntimeProcess.
+	runtime string
+	// registry is the sandbox registry's host:port ("" = none), insecure
+	// for every droplet's dockerd.
+	registry string
 }
 
-func (b cloudBooter) Boot(_ context.Context, ddir string, userData []byte) ([]procSpec, error) {
+func (b cloudBooter) Boot(_ context.Context, ddir string, d dropletNet, userData []byte) ([]procSpec, error) {
 	if len(bytes.TrimSpace(userData)) == 0 {
 		return nil, nil // a bare droplet: network only
 	}
@@ -74,17 +82,31 @@ func (b cloudBooter) Boot(_ context.Context, ddir string, userData []byte) ([]pr
 		return nil, fmt.Errorf("boot: %w", err)
 	}
 	logs := filepath.Join(ddir, "logs")
-	return []procSpec{
-		{
-			Name: "pull", Path: b.pullBinary, Args: []string{"run", "--config", cfgPath},
-			Dir: ddir, LogPath: filepath.Join(logs, "pull.log"), PidPath: filepath.Join(ddir, "pids", "pull.pid"),
-		},
-		{
+	var procs []procSpec
+	if b.runtime != RuntimeProcess {
+		// The node image's docker.service: the droplet's own engine.
+		e := dropletEngine(ddir, d.NS, b.registry, netip.PrefixFrom(d.Private, d.PrivLen), b.plan.Public)
+		if err := e.WriteConfig(); err != nil {
+			return nil, fmt.Errorf("boot: %w", err)
+		}
+		procs = append(procs, dockerProcs(e, ddir)...)
+	}
+	procs = append(procs, procSpec{
+		Name: "pull", Path: b.pullBinary, Args: []string{"run", "--config", cfgPath},
+		Dir: ddir, LogPath: filepath.Join(logs, "pull.log"), PidPath: filepath.Join(ddir, "pids", "pull.pid"),
+	})
+	if b.runtime == RuntimeProcess {
+		// TODO(issue 12): remove once dynia-pull runs pull.json's
+		// app_command itself (the process runtime), which listens on the
+		// same port. Until then the sandbox starts the demo app, as before
+		// the runtimes, so the process mode keeps serving.
+		procs = append(procs, procSpec{
 			Name: "app", Path: b.binary,
 			Args: []string{"sandbox", "demo-app", "--listen", ":" + strconv.Itoa(b.appPort), "--id", cfg.NodeID},
 			Dir:  ddir, LogPath: filepath.Join(logs, "app.log"), PidPath: filepath.Join(ddir, "pids", "app.pid"),
-		},
-	}, nil
+		})
+	}
+	return procs, nil
 }
 
 // rewrite points the node config at the droplet's directory and at the
@@ -112,6 +134,14 @@ func (b cloudBooter) rewrite(c *nodeconfig.Config, ddir string) {
 	c.Supervise = true
 	c.DOAPIURL = b.plan.APIURL()
 	c.MetadataURL = b.plan.MetadataURL()
+	// The app runtime is the "image"'s: this sandbox's.
+	if b.runtime == RuntimeProcess {
+		c.Runtime, c.DockerHost = RuntimeProcess, ""
+		c.AppCommand = []string{b.binary, "sandbox", "demo-app"}
+	} else {
+		c.Runtime, c.AppCommand = RuntimeDocker, nil
+		c.DockerHost = dropletEngine(ddir, "", "").Host()
+	}
 	// The VRRP mesh runs on wireguard-go (this machine's kernel may lack
 	// the wireguard module). Its interface name must be unique on the whole
 	// machine, not just in the droplet's namespace: wireguard-go and wg
