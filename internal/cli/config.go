@@ -49,6 +49,11 @@ type Context struct {
 	NodeSpacesEndpoint string `json:"node_spaces_endpoint,omitempty"`
 	// NodeAPIURL is the DO API as seen from droplets (sandbox only).
 	NodeAPIURL string `json:"node_api_url,omitempty"`
+	// InsecureRegistries are container registries (host:port) the CLI may
+	// reach over plain HTTP when it resolves an image tag to its digest:
+	// the sandbox's own registry, which `sandbox up` records here. A
+	// real registry never belongs in it.
+	InsecureRegistries []string `json:"insecure_registries,omitempty"`
 }
 
 // DefaultConfigPath is $XDG_CONFIG_HOME/dynia/config.yaml.
@@ -154,9 +159,30 @@ func badContextKey(name string, v any) string {
 			if _, ok := m[k].(string); !ok && m[k] != nil {
 				return fmt.Sprintf("contexts.%s.%s: %s is not a string (quote it)", name, k, showValue(m[k]))
 			}
+		case kind == reflect.Slice:
+			if !isStringList(m[k]) {
+				return fmt.Sprintf("contexts.%s.%s: %s is not a list of strings (like [\"a\", \"b\"])", name, k, showValue(m[k]))
+			}
 		}
 	}
 	return ""
+}
+
+// isStringList reports whether a YAML value is a list of strings (or null).
+func isStringList(v any) bool {
+	if v == nil {
+		return true
+	}
+	l, ok := v.([]any)
+	if !ok {
+		return false
+	}
+	for _, e := range l {
+		if _, ok := e.(string); !ok {
+			return false
+		}
+	}
+	return true
 }
 
 func sortedKeys(m map[string]any) []string {
