@@ -13,7 +13,11 @@ dynia=bin/dynia
 
 # Every step is safe to re-run: `sandbox up` reuses a running sandbox,
 # create-ha finds the cluster, and nodes are added only up to three.
-$dynia sandbox up
+# The process runtime: the demo app answers on every node. With the docker
+# runtime (the default: a dockerd per droplet, and the sandbox registry's
+# demo-app images) no node runs an app until one is deployed to it.
+# TODO(issue 12): the docker runtime and `dynia app deploy` once they exist.
+$dynia sandbox up --runtime process
 $dynia node create-ha --name demo --region nyc3 --size s-1vcpu-1gb
 have=$($dynia node list --name demo --no-header --format '{{.ID}}' | grep -c . || true)
 if [ "$have" -lt 3 ]; then
