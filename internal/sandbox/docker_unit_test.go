@@ -88,6 +88,13 @@ func TestRewriteRuntime(t *testing.T) {
 		if err := c.Validate(); err != nil {
 			t.Errorf("%s runtime: the rewritten config does not validate: %v", tc.runtime, err)
 		}
+		// The cluster key, like every file cloud-init wrote, is under the
+		// droplet's root, never the machine's /etc.
+		c = &nodeconfig.Config{ClusterKeyFile: "/etc/dynia/cluster.key"}
+		b.rewrite(c, ddir)
+		if c.ClusterKeyFile != ddir+"/root/etc/dynia/cluster.key" {
+			t.Errorf("cluster_key_file rewritten to %q", c.ClusterKeyFile)
+		}
 	}
 }
 
