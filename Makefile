@@ -19,14 +19,16 @@ help: ## list targets
 deps: ## install everything the tests need (idempotent; root, Debian 12)
 	@for s in hack/deps.d/*.sh; do echo "== $$s"; bash "$$s" || exit 1; done
 
-# The sandbox needs the node packages and the S3 gateway, not Packer or test tools.
-SANDBOX_DEPS := hack/deps.d/00-apt-update.sh hack/deps.d/10-node-packages.sh hack/deps.d/12-wireguard.sh hack/deps.d/15-sandbox.sh hack/deps.d/20-versitygw.sh hack/deps.d/60-pebble.sh
+# The sandbox needs the node packages, the S3 gateway, WireGuard, Docker and Pebble (a dockerd per
+# droplet, docker-registry in the router), not Packer or test tools.
+SANDBOX_DEPS := hack/deps.d/00-apt-update.sh hack/deps.d/10-node-packages.sh hack/deps.d/12-wireguard.sh hack/deps.d/15-sandbox.sh hack/deps.d/20-versitygw.sh hack/deps.d/50-docker.sh hack/deps.d/60-pebble.sh
 deps-sandbox: ## install only what the sandbox needs
 	@for s in $(SANDBOX_DEPS); do [ -e "$$s" ] || continue; echo "== $$s"; bash "$$s" || exit 1; done
 
-build: ## build bin/dynia and bin/dynia-pull (static, version-stamped)
+build: ## build bin/dynia, bin/dynia-pull (static, version-stamped) and bin/dynia-demo-app (the sandbox's demo image binary)
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/dynia ./cmd/dynia
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/dynia-pull ./cmd/dynia-pull
+	$(GO) build -trimpath -ldflags '-s -w' -o bin/dynia-demo-app ./internal/demoimage/app
 
 test: build ## unit + integration + end-to-end tests (integration needs root and `make deps`)
 	$(GO) vet ./...

@@ -19,7 +19,7 @@ func BenchmarkFailover(b *testing.B) {
 	for _, delay := range []time.Duration{0, 5 * time.Second} {
 		b.Run(fmt.Sprintf("assign=%v", delay), func(b *testing.B) {
 			e := upSandbox(b, "--action-delay", delay.String())
-			e.mustRun("node", "create-ha", "--name", "bench", "--region", "nyc3", "--size", "s-1vcpu-1gb", "--timeout", "3m", "--image", demoImage)
+			e.mustRun("node", "create-ha", "--name", "bench", "--region", "nyc3", "--size", "s-1vcpu-1gb", "--timeout", "3m", "--image", e.demo("v1"))
 			e.mustRun("node", "add", "--name", "bench", "--count", "2", "--timeout", "3m")
 			rip := e.reservedIP("bench")
 			url := "http://" + rip + "/"

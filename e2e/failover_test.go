@@ -19,7 +19,7 @@ import (
 // every node is up; it returns the Reserved IP.
 func (e *sandboxEnv) newCluster(name string, n int) string {
 	e.t.Helper()
-	e.mustRun("node", "create-ha", "--name", name, "--region", "nyc3", "--size", "s-1vcpu-1gb", "--timeout", "2m", "--image", demoImage)
+	e.mustRun("node", "create-ha", "--name", name, "--region", "nyc3", "--size", "s-1vcpu-1gb", "--timeout", "2m", "--image", e.demo("v1"))
 	if n > 1 {
 		e.mustRun("node", "add", "--name", name, "--count", strconv.Itoa(n-1), "--timeout", "2m")
 	}

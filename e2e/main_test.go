@@ -10,12 +10,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/dynia/dynia/internal/dockerd"
 	"github.com/dynia/dynia/internal/testutil"
 )
 
@@ -34,8 +36,8 @@ func run(m *testing.M) int {
 			return 1
 		}
 		defer os.RemoveAll(dir)
-		for _, c := range []string{"dynia", "dynia-pull"} {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(dir, c), "../cmd/"+c)
+		for c, pkg := range map[string]string{"dynia": "../cmd/dynia", "dynia-pull": "../cmd/dynia-pull", "dynia-demo-app": "../internal/demoimage/app"} {
+			cmd := exec.Command("go", "build", "-o", filepath.Join(dir, c), pkg)
 			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 			if out, err := cmd.CombinedOutput(); err != nil {
 				fmt.Fprintf(os.Stderr, "build %s: %v\n%s", c, err, out)
@@ -75,6 +77,13 @@ type sandboxInfo struct {
 	} `json:"reserved_ips"`
 	Prefix      string `json:"prefix"`
 	PublicRange string `json:"public_range"`
+	Runtime     string `json:"runtime"`
+	Registry    string `json:"registry"`
+	Images      []struct {
+		Name   string `json:"name"`
+		Tag    string `json:"tag"`
+		Digest string `json:"digest"`
+	} `json:"images"`
 }
 
 // upSandbox starts a sandbox of the test's own: a random name prefix and a
@@ -82,11 +91,19 @@ type sandboxInfo struct {
 // the same time (two checkouts, -count) never share one. `sandbox up` checks
 // the range against the machine's routes; a range another run took is
 // retried with a new pick.
+//
+// The runtime is the sandbox's default (docker: a dockerd per droplet and
+// the demo images in the sandbox's registry) unless extra names one.
 func upSandbox(t testing.TB, extra ...string) *sandboxEnv {
 	t.Helper()
 	testutil.NeedRoot(t)
 	for _, b := range []string{"haproxy", "keepalived", "versitygw", "ip", "iptables", "nft", "wireguard-go"} {
 		testutil.NeedBinary(t, b)
+	}
+	if i := slices.Index(extra, "--runtime"); i < 0 || (i+1 < len(extra) && extra[i+1] == "docker") {
+		for _, b := range append([]string{"docker-registry"}, dockerd.Binaries...) {
+			testutil.NeedBinary(t, b)
+		}
 	}
 	// A short directory: HAProxy binds its master socket at a temporary
 	// name <path>.<pid>.tmp, which must fit a unix socket's 108 bytes, and
@@ -341,7 +358,9 @@ func (l *loadLoop) slowest() time.Duration {
 	return m
 }
 
-// demoImage is the release the e2e clusters deploy. The sandbox's process
-// runtime runs its built-in demo app for any image, named here by digest
-// (which the CLI takes as it is).
-var demoImage = "demo-app@sha256:" + strings.Repeat("0", 64)
+// demo is the sandbox registry's demo image of a version (v1, v2, broken),
+// by tag: the CLI resolves it to its digest. The process runtime runs its
+// built-in demo app whatever the image.
+func (e *sandboxEnv) demo(version string) string {
+	return e.info.Registry + "/demo-app:" + version
+}

@@ -5,15 +5,20 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/dynia/dynia/internal/cloud"
+	"github.com/dynia/dynia/internal/container"
 	"github.com/dynia/dynia/internal/procstat"
 	"github.com/dynia/dynia/internal/testutil"
 )
@@ -79,7 +84,7 @@ func TestSandboxCluster(t *testing.T) {
 	e := upSandbox(t)
 
 	start := time.Now()
-	e.mustRun("node", "create-ha", "--name", "demo", "--region", "nyc3", "--size", "s-1vcpu-1gb", "--timeout", "2m", "--image", demoImage)
+	e.mustRun("node", "create-ha", "--name", "demo", "--region", "nyc3", "--size", "s-1vcpu-1gb", "--timeout", "2m", "--image", e.demo("v1"))
 	returned := time.Now()
 	rip := e.reservedIP("demo")
 	url := "http://" + rip + "/"
@@ -221,7 +226,7 @@ func powerOffActive(t *testing.T, e *sandboxEnv, active nodeRow, rip string) {
 // about the assignment time, and service still resumes.
 func TestFailoverSlowAssignment(t *testing.T) {
 	e := upSandbox(t, "--action-delay", "5s")
-	e.mustRun("node", "create-ha", "--name", "slow", "--region", "nyc3", "--size", "s-1vcpu-1gb", "--timeout", "2m", "--image", demoImage)
+	e.mustRun("node", "create-ha", "--name", "slow", "--region", "nyc3", "--size", "s-1vcpu-1gb", "--timeout", "2m", "--image", e.demo("v1"))
 	e.mustRun("node", "add", "--name", "slow", "--timeout", "2m")
 	rip := e.reservedIP("slow")
 	testutil.WaitFor(t, 60*time.Second, func() error {
@@ -239,7 +244,7 @@ func TestFailoverSlowAssignment(t *testing.T) {
 // Reserved IP moves at most once and the service keeps answering.
 func TestVRRPCut(t *testing.T) {
 	e := upSandbox(t)
-	e.mustRun("node", "create-ha", "--name", "split", "--region", "nyc3", "--size", "s-1vcpu-1gb", "--timeout", "2m", "--image", demoImage)
+	e.mustRun("node", "create-ha", "--name", "split", "--region", "nyc3", "--size", "s-1vcpu-1gb", "--timeout", "2m", "--image", e.demo("v1"))
 	e.mustRun("node", "add", "--name", "split", "--timeout", "2m")
 	rip := e.reservedIP("split")
 	url := "http://" + rip + "/"
@@ -303,14 +308,49 @@ func TestVRRPCut(t *testing.T) {
 }
 
 // TestSandboxDownLeavesNothing: after down, no namespace, link, route,
-// process or file of the sandbox remains.
+// process, mount, cgroup or file of the sandbox remains. It runs the docker
+// runtime with a container started on the droplet's dockerd (by
+// internal/container, from the sandbox registry's demo image): container
+// processes live in network namespaces of their own, outside the
+// droplet's, and their mounts in the machine's mount namespace.
 func TestSandboxDownLeavesNothing(t *testing.T) {
-	e := upSandbox(t)
-	e.mustRun("node", "create-ha", "--name", "gone", "--region", "nyc3", "--size", "s-1vcpu-1gb", "--timeout", "2m", "--image", demoImage)
+	e := upSandbox(t, "--runtime", "docker")
+	// status -o json: the registry and the demo images by digest.
+	var tags []string
+	for _, img := range e.info.Images {
+		if img.Name != "demo-app" || !strings.HasPrefix(img.Digest, "sha256:") || len(img.Digest) != 71 {
+			t.Errorf("status image %+v", img)
+		}
+		tags = append(tags, img.Tag)
+	}
+	if e.info.Runtime != "docker" || e.info.Registry == "" || strings.Join(tags, ",") != "v1,v2,broken" {
+		t.Errorf("status runtime %q registry %q images %v; want docker, the registry, v1,v2,broken", e.info.Runtime, e.info.Registry, tags)
+	}
+	// The CLI's sandbox context knows the registry speaks plain HTTP.
+	var cfg struct {
+		Contexts map[string]struct {
+			InsecureRegistries []string `json:"insecure_registries"`
+		} `json:"contexts"`
+	}
+	if b, err := os.ReadFile(e.config); err != nil || yaml.Unmarshal(b, &cfg) != nil ||
+		!slices.Equal(cfg.Contexts["sandbox"].InsecureRegistries, []string{e.info.Registry}) {
+		t.Errorf("the sandbox context does not list %s as insecure (%v):\n%s", e.info.Registry, err, b)
+	}
+	e.mustRun("node", "create-ha", "--name", "gone", "--region", "nyc3", "--size", "s-1vcpu-1gb", "--timeout", "2m", "--image", e.demo("v1"))
 	prefix, rng := e.info.Prefix, e.info.PublicRange
+	d := e.refresh().Droplets[0]
+	ctr := startDemoContainer(t, e, d.ID, d.PrivateIP, e.info.Images[0].Digest)
 	procs := sandboxProcesses(t, e.dir, prefix)
-	if len(procs) < 6 { // serve, versitygw, and in the droplet dynia-pull, haproxy, keepalived, app
+	// serve, versitygw, registry, and in the droplet containerd, dockerd,
+	// a shim, dynia-pull, haproxy, keepalived, wireguard-go, and the
+	// container's docker-init and demo app
+	if len(procs) < 12 {
 		t.Fatalf("only %d sandbox processes found before down: %v", len(procs), procs)
+	}
+	for _, pid := range ctr {
+		if _, ok := procs[pid]; !ok {
+			t.Errorf("container process %d not among the sandbox's processes %v", pid, procs)
+		}
 	}
 	t.Logf("%d sandbox processes before down", len(procs))
 	e.mustRun("sandbox", "down")
@@ -352,6 +392,55 @@ func TestSandboxDownLeavesNothing(t *testing.T) {
 	if out, _ := exec.Command("pgrep", "-f", e.dir).Output(); len(strings.TrimSpace(string(out))) > 0 {
 		t.Errorf("processes of the sandbox left: %s", out)
 	}
+	if b, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(b), " "+e.dir+"/") {
+		t.Errorf("mounts left under %s", e.dir)
+	}
+	if cg, _ := filepath.Glob("/sys/fs/cgroup/*/" + prefix + "-d*-docker"); len(cg) > 0 {
+		t.Errorf("cgroups left: %v", cg)
+	}
+}
+
+// startDemoContainer pulls the demo image (by digest, from the sandbox
+// registry) into droplet id's dockerd and starts it on the droplet's
+// private IP, as dynia-pull's docker runtime does; it returns the
+// container's processes, found by its id in their cgroup.
+func startDemoContainer(t *testing.T, e *sandboxEnv, id int, privateIP, digest string) []int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rt, err := container.New(container.Options{Host: "unix://" + filepath.Join(e.dir, "droplets", strconv.Itoa(id), "docker", "docker.sock")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	ref := e.info.Registry + "/demo-app@" + digest
+	if _, err := rt.Pull(ctx, ref, container.Auth{}); err != nil {
+		t.Fatal(err)
+	}
+	inst, err := rt.Start(ctx, container.Spec{Cluster: "gone", Node: "n1", Release: 1, Image: ref,
+		BindIP: netip.MustParseAddr(privateIP), ContainerPort: 8080, Env: map[string]string{"DYNIA_NODE_ID": "n1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	testutil.WaitFor(t, 30*time.Second, func() error {
+		pids = pids[:0]
+		ents, _ := os.ReadDir("/proc")
+		for _, ent := range ents {
+			pid, err := strconv.Atoi(ent.Name())
+			if err != nil {
+				continue
+			}
+			if b, err := os.ReadFile("/proc/" + ent.Name() + "/cgroup"); err == nil && strings.Contains(string(b), inst.ID) {
+				pids = append(pids, pid)
+			}
+		}
+		if len(pids) < 2 { // docker-init and the app
+			return fmt.Errorf("container %s: processes %v", inst.ID, pids)
+		}
+		return nil
+	})
+	return pids
 }
 
 // sandboxProcesses lists the processes a sandbox runs, with their start
@@ -382,6 +471,19 @@ func sandboxProcesses(t *testing.T, dir, prefix string) map[int]uint64 {
 		b, _ := os.ReadFile(f)
 		var pid int
 		if _, err := fmt.Sscan(string(b), &pid); err == nil && pid > 1 {
+			pids[pid] = true
+		}
+	}
+	// Container processes: in the droplets' cgroup parents
+	// (/<prefix>-d<id>-docker/<container id>, docs/sandbox.md), each in a
+	// network namespace of its own.
+	ents, _ := os.ReadDir("/proc")
+	for _, ent := range ents {
+		pid, err := strconv.Atoi(ent.Name())
+		if err != nil {
+			continue
+		}
+		if b, err := os.ReadFile("/proc/" + ent.Name() + "/cgroup"); err == nil && strings.Contains(string(b), "/"+prefix+"-d") {
 			pids[pid] = true
 		}
 	}

@@ -2,12 +2,14 @@
 # docker.io (Debian 12: dockerd 20.10, Engine API 1.41, with containerd and
 # runc) and docker-registry (distribution 2.8) for internal/container's and
 # internal/demoimage's integration tests (internal/testutil.StartDockerd,
-# StartRegistry).
+# StartRegistry) and for the sandbox (`sandbox up --runtime docker`: a dockerd
+# per droplet, the registry in the router namespace; part of deps-sandbox).
 #
-# Tests never use the machine's own Docker: every test starts its own dockerd
-# in a network namespace of its own with its own data-root, exec-root, socket
-# and containerd, and its own docker-registry. So this script installs the
-# packages without starting or enabling their services:
+# Neither uses the machine's own Docker: every test and every sandbox droplet
+# starts its own dockerd in a network namespace of its own with its own
+# data-root, exec-root, socket and containerd (internal/dockerd), and its own
+# docker-registry. So this script installs the packages without starting or
+# enabling their services:
 #   - service starts are refused by a policy-rc.d (exit 101) for the length
 #     of the install (one that already exists is left as it is);
 #   - Debian's postinst enables docker.service, docker.socket,

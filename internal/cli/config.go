@@ -60,8 +60,10 @@ type Context struct {
 	ACMEDirectory      string `json:"acme_directory,omitempty"`
 	ACMEDirectoryRoots string `json:"acme_directory_roots,omitempty"`
 	ACMETrustRoots     string `json:"acme_trust_roots,omitempty"`
-	// InsecureRegistries are registries (host:port) reached over plain
-	// HTTP when the CLI resolves an image tag (the sandbox's registry).
+	// InsecureRegistries are container registries (host:port) the CLI may
+	// reach over plain HTTP when it resolves an image tag to its digest:
+	// the sandbox's own registry, which `sandbox up` records here. A
+	// real registry never belongs in it.
 	InsecureRegistries []string `json:"insecure_registries,omitempty"`
 }
 
@@ -169,18 +171,29 @@ func badContextKey(name string, v any) string {
 				return fmt.Sprintf("contexts.%s.%s: %s is not a string (quote it)", name, k, showValue(m[k]))
 			}
 		case kind == reflect.Slice:
-			l, ok := m[k].([]any)
-			if !ok && m[k] != nil {
-				return fmt.Sprintf("contexts.%s.%s: %s is not a list", name, k, showValue(m[k]))
-			}
-			for _, e := range l {
-				if _, ok := e.(string); !ok {
-					return fmt.Sprintf("contexts.%s.%s: %s is not a string (quote it)", name, k, showValue(e))
-				}
+			if !isStringList(m[k]) {
+				return fmt.Sprintf("contexts.%s.%s: %s is not a list of strings (like [\"a\", \"b\"])", name, k, showValue(m[k]))
 			}
 		}
 	}
 	return ""
+}
+
+// isStringList reports whether a YAML value is a list of strings (or null).
+func isStringList(v any) bool {
+	if v == nil {
+		return true
+	}
+	l, ok := v.([]any)
+	if !ok {
+		return false
+	}
+	for _, e := range l {
+		if _, ok := e.(string); !ok {
+			return false
+		}
+	}
+	return true
 }
 
 func sortedKeys(m map[string]any) []string {

@@ -50,6 +50,13 @@ func NewCmdSandbox(f *Factory) *cobra.Command {
 			if _, err := sandbox.ParseFirewalls(up.Firewalls); err != nil {
 				return usagef("--firewalls %q: %v", up.Firewalls, err)
 			}
+			rt, err := sandbox.ParseRuntime(up.Runtime)
+			if err != nil {
+				return usagef("--runtime %q: %v", up.Runtime, err)
+			}
+			if err := sandbox.CheckDir(dir, rt); err != nil {
+				return usagef("--dir %q: %v", dir, err)
+			}
 			if runtime.GOOS != "linux" || os.Geteuid() != 0 {
 				return usagef("sandbox up: needs root on Linux (network namespaces)")
 			}
@@ -79,6 +86,8 @@ func NewCmdSandbox(f *Factory) *cobra.Command {
 	upCmd.Flags().DurationVar(&actionDelay, "action-delay", 0, "how long a simulated Reserved IP assignment takes")
 	upCmd.Flags().StringVar(&up.Firewalls, "firewalls", sandbox.DefaultFirewalls,
 		"enforce the simulated DO cloud firewalls on droplet traffic, public and VPC side (enforce|off)")
+	upCmd.Flags().StringVar(&up.Runtime, "runtime", sandbox.DefaultRuntime,
+		"how droplets run the app: docker (a dockerd per droplet, as on the node image) or process (no Docker)")
 	upCmd.Flags().StringVar(&up.PullBinary, "pull-binary", "", "dynia-pull binary (default: next to dynia, else PATH)")
 	upCmd.Flags().StringVar(&up.Prefix, "prefix", "", "name prefix of namespaces and links (tests run several sandboxes)")
 	_ = upCmd.Flags().MarkHidden("prefix")
@@ -125,13 +134,13 @@ func NewCmdSandbox(f *Factory) *cobra.Command {
 	var component string
 	logs := &cobra.Command{
 		Use:   "logs DROPLET",
-		Short: "Print a droplet's logs (id or name); --component haproxy|keepalived|pull|app",
+		Short: "Print a droplet's logs (id or name; `sandbox` for the cloud's); --component haproxy|keepalived|pull|app|dockerd|containerd",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch component {
-			case "", "haproxy", "keepalived", "pull", "app":
+			case "", "haproxy", "keepalived", "pull", "app", "dockerd", "containerd", "serve", "versitygw", "registry":
 			default:
-				return usagef("--component %q: must be haproxy, keepalived, pull or app", component)
+				return usagef("--component %q: must be haproxy, keepalived, pull, app, dockerd or containerd (droplets), serve, versitygw or registry (sandbox)", component)
 			}
 			rc, err := sandbox.Logs(dir, args[0], component)
 			if err != nil {
@@ -157,16 +166,24 @@ func NewCmdSandbox(f *Factory) *cobra.Command {
 	var listen, id string
 	demo := &cobra.Command{
 		Use:    "demo-app",
-		Hidden: true, // the sandbox's stand-in app on every droplet
+		Hidden: true, // the sandbox's stand-in app on every droplet (the process runtime's app_command)
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// dynia-pull's process runtime passes both in the environment
+			// (nodeconfig.Config.AppCommand); flags win.
+			if !cmd.Flags().Changed("listen") {
+				if v := os.Getenv("DYNIA_APP_ADDR"); v != "" {
+					listen = v
+				}
+			}
+			if !cmd.Flags().Changed("id") {
+				id = os.Getenv("DYNIA_NODE_ID")
+			}
 			return demoapp.Run(cmd.Context(), listen, id)
 		},
 	}
-	// dynia-pull's process runtime passes the address and the node in the
-	// environment.
-	demo.Flags().StringVar(&listen, "listen", envOr(f, "DYNIA_APP_ADDR", ":8080"), "address (env DYNIA_APP_ADDR)")
-	demo.Flags().StringVar(&id, "id", f.Getenv("DYNIA_NODE_ID"), "node id to answer with (env DYNIA_NODE_ID)")
+	demo.Flags().StringVar(&listen, "listen", ":8080", "address (default: $DYNIA_APP_ADDR, else :8080)")
+	demo.Flags().StringVar(&id, "id", "", "node id to answer with (default: $DYNIA_NODE_ID)")
 	cmd.AddCommand(demo)
 	return cmd
 }
@@ -205,6 +222,11 @@ func writeSandboxContext(f *Factory, info *sandbox.Info) error {
 		SpacesCredentialsFile: credFile, APIURL: info.APIURL, TokenFile: tokFile, NodeTokenFile: nodeTokFile,
 		MetadataURL: info.MetadataURL,
 	}
+	if info.Registry != "" {
+		// Plain HTTP: `app deploy --image <registry>/demo-app:v1` resolves
+		// the tag there.
+		cfg.Contexts[SandboxContext].InsecureRegistries = []string{info.Registry}
+	}
 	cfg.CurrentContext = SandboxContext
 	return cfg.Save()
 }
@@ -222,6 +244,15 @@ func printSandbox(f *Factory, info *sandbox.Info) error {
 	}
 	fmt.Fprintf(w, "sandbox %s (%s)\n  api:      %s\n  metadata: %s\n  s3:       %s (bucket %s)\n  state:    %s\n  image:    %s\n",
 		state, info.Dir, info.APIURL, info.MetadataURL, info.S3Endpoint, info.Bucket, info.StateURL, info.Image)
+	if info.Runtime != "" {
+		fmt.Fprintf(w, "  runtime:  %s\n", info.Runtime)
+	}
+	if info.Registry != "" {
+		fmt.Fprintf(w, "  registry: %s (plain HTTP)\n", info.Registry)
+		for _, img := range info.Images {
+			fmt.Fprintf(w, "    %s/%s:%s  %s\n", info.Registry, img.Name, img.Tag, img.Digest)
+		}
+	}
 	for _, d := range info.Droplets {
 		fmt.Fprintf(w, "  droplet %d %s %s private %s public %s (%s)\n", d.ID, d.Name, d.Status, d.PrivateIP, d.PublicIP, d.Namespace)
 	}

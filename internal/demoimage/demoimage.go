@@ -20,6 +20,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -77,15 +78,9 @@ func BuildFrom(binary []byte, version string) (v1.Image, error) {
 	if len(binary) == 0 {
 		return nil, errors.New("demo image: empty binary")
 	}
-	layerTar, err := singleFileTar(BinaryPath[1:], binary, 0o755)
+	layer, err := binaryLayer(binary)
 	if err != nil {
-		return nil, fmt.Errorf("demo image: layer: %w", err)
-	}
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(layerTar)), nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("demo image: layer: %w", err)
+		return nil, err
 	}
 	env := []string{
 		"DEMO_APP_VERSION=" + version,
@@ -126,6 +121,37 @@ func BuildFrom(binary []byte, version string) (v1.Image, error) {
 		return nil, fmt.Errorf("demo image: append layer: %w", err)
 	}
 	return img, nil
+}
+
+// lastLayer is the layer of the binary BuildFrom saw last: the variants of
+// one binary share it, so it is tarred and gzipped once, not once per
+// image and again per push (the sandbox builds all three at start).
+var lastLayer struct {
+	sync.Mutex
+	sum   [sha256.Size]byte
+	layer v1.Layer
+}
+
+// binaryLayer is the one-file layer holding binary at BinaryPath.
+func binaryLayer(binary []byte) (v1.Layer, error) {
+	sum := sha256.Sum256(binary)
+	lastLayer.Lock()
+	defer lastLayer.Unlock()
+	if lastLayer.layer != nil && lastLayer.sum == sum {
+		return lastLayer.layer, nil
+	}
+	layerTar, err := singleFileTar(BinaryPath[1:], binary, 0o755)
+	if err != nil {
+		return nil, fmt.Errorf("demo image: layer: %w", err)
+	}
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(layerTar)), nil
+	}, tarball.WithCompressedCaching)
+	if err != nil {
+		return nil, fmt.Errorf("demo image: layer: %w", err)
+	}
+	lastLayer.sum, lastLayer.layer = sum, layer
+	return layer, nil
 }
 
 // singleFileTar is a tar stream holding one root-owned regular file with

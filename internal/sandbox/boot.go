@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,16 +22,23 @@ import (
 
 // cloudBooter boots a droplet from its #cloud-config the way cloud-init and
 // the node image would: write_files land under the droplet's own root
-// directory, then dynia-pull and the demo app start from the rewritten
-// pull.json. Everything else in the user-data (packages, runcmd) is the
-// image's business and is skipped: the sandbox's "image" is this machine.
+// directory, then (runtime docker) containerd and dockerd start, as
+// docker.service does on a droplet, and dynia-pull starts from the
+// rewritten pull.json. Everything else in the user-data (packages, runcmd)
+// is the image's business and is skipped: the sandbox's "image" is this
+// machine.
 type cloudBooter struct {
 	plan       plan
 	binary     string // dynia (demo-app)
 	pullBinary string
+	// runtime is RuntimeDocker or RuntimeProcess.
+	runtime string
+	// registry is the sandbox registry's host:port ("" = none), insecure
+	// for every droplet's dockerd.
+	registry string
 }
 
-func (b cloudBooter) Boot(_ context.Context, ddir string, userData []byte) ([]procSpec, error) {
+func (b cloudBooter) Boot(_ context.Context, ddir string, d dropletNet, userData []byte) ([]procSpec, error) {
 	if len(bytes.TrimSpace(userData)) == 0 {
 		return nil, nil // a bare droplet: network only
 	}
@@ -72,14 +80,22 @@ func (b cloudBooter) Boot(_ context.Context, ddir string, userData []byte) ([]pr
 		return nil, fmt.Errorf("boot: %w", err)
 	}
 	logs := filepath.Join(ddir, "logs")
+	var procs []procSpec
+	if b.runtime != RuntimeProcess {
+		// The node image's docker.service: the droplet's own engine.
+		e := dropletEngine(ddir, d.NS, b.registry, netip.PrefixFrom(d.Private, d.PrivLen), b.plan.Public)
+		if err := e.WriteConfig(); err != nil {
+			return nil, fmt.Errorf("boot: %w", err)
+		}
+		procs = append(procs, dockerProcs(e, ddir)...)
+	}
 	// dynia-pull runs the app (its runtime starts the releases `dynia app
-	// deploy` names); the droplet itself runs only dynia-pull.
-	return []procSpec{
-		{
-			Name: "pull", Path: b.pullBinary, Args: []string{"run", "--config", cfgPath},
-			Dir: ddir, LogPath: filepath.Join(logs, "pull.log"), PidPath: filepath.Join(ddir, "pids", "pull.pid"),
-		},
-	}, nil
+	// deploy` names): no app process of the sandbox's own.
+	procs = append(procs, procSpec{
+		Name: "pull", Path: b.pullBinary, Args: []string{"run", "--config", cfgPath},
+		Dir: ddir, LogPath: filepath.Join(logs, "pull.log"), PidPath: filepath.Join(ddir, "pids", "pull.pid"),
+	})
+	return procs, nil
 }
 
 // rewrite points the node config at the droplet's directory and at the
@@ -97,6 +113,7 @@ func (b cloudBooter) rewrite(c *nodeconfig.Config, ddir string) {
 	}
 	c.CredentialsFile = rooted(c.CredentialsFile, "")
 	c.DOTokenFile = rooted(c.DOTokenFile, "")
+	c.ClusterKeyFile = rooted(c.ClusterKeyFile, "")
 	c.HAProxyConfig = rooted(c.HAProxyConfig, "/etc/haproxy/haproxy.cfg")
 	c.KeepalivedConfig = rooted(c.KeepalivedConfig, "/etc/keepalived/keepalived.conf")
 	c.RunDir = filepath.Join(ddir, "run")
@@ -107,12 +124,17 @@ func (b cloudBooter) rewrite(c *nodeconfig.Config, ddir string) {
 	c.Supervise = true
 	c.DOAPIURL = b.plan.APIURL()
 	c.MetadataURL = b.plan.MetadataURL()
-	c.ClusterKeyFile = rooted(c.ClusterKeyFile, "")
-	// The process runtime runs the sandbox's demo app for every release:
-	// it listens on DYNIA_APP_ADDR and answers with the node id and the
-	// release's DEMO_APP_VERSION.
-	c.Runtime = nodeconfig.RuntimeProcess
-	c.AppCommand = []string{b.binary, "sandbox", "demo-app"}
+	// The app runtime is the "image"'s: this sandbox's. The process runtime
+	// runs the sandbox's demo app for every release: it listens on
+	// DYNIA_APP_ADDR and answers with the node id and the release's
+	// DEMO_APP_VERSION.
+	if b.runtime == RuntimeProcess {
+		c.Runtime, c.DockerHost = RuntimeProcess, ""
+		c.AppCommand = []string{b.binary, "sandbox", "demo-app"}
+	} else {
+		c.Runtime, c.AppCommand = RuntimeDocker, nil
+		c.DockerHost = dropletEngine(ddir, "", "").Host()
+	}
 	// The VRRP mesh runs on wireguard-go (this machine's kernel may lack
 	// the wireguard module). Its interface name must be unique on the whole
 	// machine, not just in the droplet's namespace: wireguard-go and wg

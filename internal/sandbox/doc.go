@@ -1,7 +1,10 @@
 // Package sandbox turns one Linux machine into a small DigitalOcean: the DO
-// API and metadata simulators (internal/dosim), an S3 store (versitygw), and
+// API and metadata simulators (internal/dosim), an S3 store (versitygw), a
+// container registry (docker-registry) with the demo app's images, and
 // droplets that are network namespaces running the real dynia-pull (with
-// HAProxy and keepalived) and a demo app.
+// HAProxy and keepalived) and, with Options.Runtime = RuntimeDocker, a
+// Docker Engine of their own (internal/dockerd; docker.go), as a droplet
+// from the node image does (registry.go has the registry and the images).
 //
 // Everything of the simulated cloud lives in one router namespace
 // (<prefix>-rt) linked to the root namespace by one veth: the VPC bridges,

@@ -55,7 +55,7 @@ type runningDroplet struct {
 
 // booter turns user-data into the processes a droplet runs.
 type booter interface {
-	Boot(ctx context.Context, ddir string, userData []byte) ([]procSpec, error)
+	Boot(ctx context.Context, ddir string, d dropletNet, userData []byte) ([]procSpec, error)
 }
 
 func newManager(dir string, p plan, b booter, log *slog.Logger, onChange func()) *manager {
@@ -110,7 +110,7 @@ func (m *manager) Create(ctx context.Context, s dropletSpec) error {
 	}
 	rd := &runningDroplet{net: d, name: s.Name, status: s.Status}
 	m.droplets[s.ID] = rd
-	procs, err := m.boot.Boot(ctx, ddir, s.UserData)
+	procs, err := m.boot.Boot(ctx, ddir, d, s.UserData)
 	if err != nil {
 		// A real droplet with broken user-data boots but runs nothing.
 		m.log.Error("droplet boot failed", "droplet", s.ID, "err", err)
@@ -137,8 +137,9 @@ func (m *manager) startLocked(rd *runningDroplet) {
 	}
 }
 
-// stopLocked stops the droplet's processes: grace 0 is a power cut.
-func (m *manager) stopLocked(ctx context.Context, rd *runningDroplet, grace time.Duration) {
+// stopLocked stops the droplet's processes: grace 0 is a power cut. The
+// error is its Docker engine's cleanup's (powerCutDocker).
+func (m *manager) stopLocked(ctx context.Context, rd *runningDroplet, grace time.Duration) error {
 	var wg sync.WaitGroup
 	for _, s := range rd.sup {
 		wg.Add(1)
@@ -148,8 +149,16 @@ func (m *manager) stopLocked(ctx context.Context, rd *runningDroplet, grace time
 	rd.sup = nil
 	// Anything left in the namespace is ours too: haproxy and keepalived,
 	// which outlive dynia-pull (it leaves them running for the next one to
-	// adopt), and any other daemon that left its process group.
+	// adopt), and any other daemon that left its process group: the
+	// containerd shims too.
 	killNetnsPids(ctx, rd.net.NS)
+	// The containers are not in the droplet's namespace (each has its
+	// own); a power cut kills them too, and a reboot finds /run empty.
+	if err := powerCutDocker(dropletDir(m.dir, rd.net.ID), rd.net.NS); err != nil {
+		m.log.Error("droplet power cut", "droplet", rd.net.ID, "err", err)
+		return err
+	}
+	return nil
 }
 
 // SetStatus records a status change the network does not care about (new → active).
@@ -176,8 +185,7 @@ func (m *manager) Power(ctx context.Context, id int, on bool) error {
 	if !on {
 		rd.status = "off"
 		err := setDropletLink(ctx, rt, rd.net, false)
-		m.stopLocked(ctx, rd, 0)
-		return err
+		return errors.Join(err, m.stopLocked(ctx, rd, 0))
 	}
 	rd.status = "active"
 	if err := setDropletLink(ctx, rt, rd.net, true); err != nil {
@@ -200,8 +208,8 @@ func (m *manager) Delete(ctx context.Context, id int) error {
 		return nil
 	}
 	delete(m.droplets, id)
-	m.stopLocked(ctx, rd, 0)
-	var err error
+	stopErr := m.stopLocked(ctx, rd, 0)
+	err := stopErr
 	// DO unassigns a deleted droplet's Reserved IP; the simulator's hook
 	// says so too, but never leave a route to a vanished address.
 	for ip, holder := range m.rips {
@@ -212,7 +220,13 @@ func (m *manager) Delete(ctx context.Context, id int) error {
 	}
 	err = errors.Join(err, removeDroplet(ctx, m.plan.RouterNS(), rd.net))
 	ddir := dropletDir(m.dir, id)
-	for _, name := range []string{"root", "run", "pids", "pull.json", "droplet.json"} {
+	gone := []string{"root", "run", "pids", "pull.json"}
+	if stopErr == nil {
+		// Never while something may still be mounted under it; with
+		// droplet.json kept, Down tries the cleanup again.
+		gone = append(gone, "docker", "droplet.json")
+	}
+	for _, name := range gone {
 		if rerr := os.RemoveAll(filepath.Join(ddir, name)); rerr != nil {
 			err = errors.Join(err, rerr)
 		}
@@ -281,7 +295,7 @@ func (m *manager) StopAll(ctx context.Context, grace time.Duration) {
 	var wg sync.WaitGroup
 	for _, rd := range m.droplets {
 		wg.Add(1)
-		go func() { defer wg.Done(); m.stopLocked(ctx, rd, grace) }()
+		go func() { defer wg.Done(); _ = m.stopLocked(ctx, rd, grace) }() // logged; Down retries the cleanup
 	}
 	wg.Wait()
 }

@@ -71,12 +71,14 @@ func testBinary(t *testing.T) string {
 // testPlan picks a unique prefix and a free /24 in 198.18.0.0/15 (the
 // benchmarking range), so tests never touch a user's sandbox.
 // testOptions is a sandbox in a fresh directory on a free test range (from
-// testPlan), running pullBin as dynia-pull and vgw as versitygw.
+// testPlan), running pullBin as dynia-pull and vgw as versitygw, with the
+// process runtime (the sandbox starts the demo app itself; no Docker).
+// TestSandboxDocker asks for the docker runtime.
 func testOptions(t *testing.T, pullBin, vgw string) (plan, Options) {
 	t.Helper()
 	p := testPlan(t)
 	return p, Options{Dir: filepath.Join(t.TempDir(), "sandbox"), Prefix: p.Prefix, PublicRange: p.Public.String(),
-		Binary: testBinary(t), PullBinary: pullBin, VersitygwBinary: vgw, Logger: testLogger(t)}
+		Binary: testBinary(t), PullBinary: pullBin, VersitygwBinary: vgw, Runtime: RuntimeProcess, Logger: testLogger(t)}
 }
 
 func testPlan(t *testing.T) plan {

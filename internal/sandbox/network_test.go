@@ -16,7 +16,7 @@ import (
 // text as its node id.
 type appBooter struct{ bin string }
 
-func (b appBooter) Boot(_ context.Context, ddir string, userData []byte) ([]procSpec, error) {
+func (b appBooter) Boot(_ context.Context, ddir string, _ dropletNet, userData []byte) ([]procSpec, error) {
 	return []procSpec{{
 		Name: "app", Path: b.bin, Args: []string{"sandbox", "demo-app", "--listen", ":8080", "--id", string(userData)},
 		Dir: ddir, LogPath: filepath.Join(ddir, "logs", "app.log"), PidPath: filepath.Join(ddir, "pids", "app.pid"),

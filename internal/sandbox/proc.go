@@ -19,7 +19,7 @@ import (
 // by the PID they were started with (recorded with the kernel's start time,
 // so a reused PID is never mistaken for ours), never by name.
 type procSpec struct {
-	Name    string   // component: pull, app, versitygw, serve
+	Name    string   // component: pull, app, versitygw, serve, dockerd, containerd, registry
 	NetNS   string   // run via `ip netns exec NetNS` ("" = the caller's namespace)
 	Path    string   // program
 	Args    []string // arguments
@@ -27,14 +27,27 @@ type procSpec struct {
 	Dir     string   // working directory
 	LogPath string   // stdout+stderr, appended, 0600
 	PidPath string   // "PID STARTTIME\n", 0600
+	// EnterNet runs it in NetNS with `nsenter --net` instead: only the
+	// network namespace, not the private mount namespace and remounted
+	// /sys `ip netns exec` gives (dockerd needs the machine's cgroup
+	// mounts, and its mounts must be visible to the sandbox's cleanup).
+	EnterNet bool
 	// Detached outlives its starter (the serve process after `sandbox up`
 	// returns): own session, no parent-death signal.
 	Detached bool
+	// After, when set, holds every (re)start back until it returns nil:
+	// a dependency (dockerd waits for its containerd's socket). Polled
+	// every 50 ms to 1 s.
+	After func() error
 }
 
 func (s procSpec) command() *exec.Cmd {
 	name, args := s.Path, s.Args
-	if s.NetNS != "" {
+	switch {
+	case s.NetNS != "" && s.EnterNet:
+		// nsenter execs the program in place too.
+		name, args = "nsenter", append([]string{"--net=/run/netns/" + s.NetNS, "--", s.Path}, s.Args...)
+	case s.NetNS != "":
 		// `ip netns exec` execs the program in place: the PID we get is the
 		// program's own.
 		name, args = "ip", append([]string{"netns", "exec", s.NetNS, s.Path}, s.Args...)
@@ -173,6 +186,9 @@ func (p *supervised) loop() {
 	defer close(p.done)
 	delay := restartMin
 	for {
+		if !p.waitAfter() {
+			return
+		}
 		p.mu.Lock()
 		if p.stopped {
 			p.mu.Unlock()
@@ -205,6 +221,32 @@ func (p *supervised) loop() {
 		case <-time.After(delay):
 		}
 		delay = min(delay*2, restartMax)
+	}
+}
+
+// waitAfter holds the start back until spec.After holds; false when
+// stopped meanwhile.
+func (p *supervised) waitAfter() bool {
+	if p.spec.After == nil {
+		return true
+	}
+	wait := 50 * time.Millisecond
+	var said bool
+	for began := time.Now(); ; {
+		err := p.spec.After()
+		if err == nil {
+			return true
+		}
+		if !said && time.Since(began) > 10*time.Second {
+			p.log.Warn("process waits for its dependency", "err", err)
+			said = true
+		}
+		select {
+		case <-p.stopCh:
+			return false
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, time.Second)
 	}
 }
 

@@ -18,6 +18,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dynia/dynia/internal/dockerd"
 )
 
 // DefaultDir holds the sandbox's state, logs and secrets (0700).
@@ -42,6 +44,19 @@ type Options struct {
 	PullBinary string
 	// VersitygwBinary is the S3 gateway. Default: PATH, then ~/go/bin.
 	VersitygwBinary string
+	// Runtime is how droplets run the app: RuntimeDocker (each dynia node
+	// droplet runs its own dockerd and containerd) or RuntimeProcess (no
+	// Docker; for machines without it). Default DefaultRuntime.
+	Runtime string
+	// DemoAppBinary is the static demo app (`make build`'s
+	// bin/dynia-demo-app) the demo images are built around. Default:
+	// "dynia-demo-app" next to Binary, else PATH. Needed with
+	// RuntimeDocker; with RuntimeProcess the registry and images are
+	// skipped without it.
+	DemoAppBinary string
+	// RegistryBinary is Debian's docker-registry. Default: PATH. Needed
+	// with RuntimeDocker; optional as DemoAppBinary.
+	RegistryBinary string
 	// Version names the snapshot image registered in the simulator
 	// (dynia-node-<Version>), which the CLI finds by default. Default "dev".
 	Version string
@@ -86,6 +101,14 @@ type Info struct {
 	Running     bool         `json:"running"`
 	Droplets    []Droplet    `json:"droplets"`
 	ReservedIPs []ReservedIP `json:"reserved_ips"`
+	// Runtime is "docker" or "process" (Options.Runtime).
+	Runtime string `json:"runtime"`
+	// Registry is the sandbox's container registry, host:port, plain HTTP,
+	// no authentication (the router's public address, port 5000); "" when
+	// the sandbox runs none.
+	Registry string `json:"registry"`
+	// Images are the demo images in Registry: demo-app v1, v2 and broken.
+	Images []Image `json:"images"`
 }
 
 // Droplet is one simulated droplet as the sandbox runs it.
@@ -115,6 +138,9 @@ type config struct {
 	Regions         []string      `json:"regions,omitempty"`
 	ActionDelay     time.Duration `json:"action_delay,omitempty"`
 	Firewalls       string        `json:"firewalls,omitempty"`
+	Runtime         string        `json:"runtime,omitempty"`
+	DemoAppBinary   string        `json:"demo_app_binary,omitempty"`
+	RegistryBinary  string        `json:"registry_binary,omitempty"`
 }
 
 // manifest records what Up made in the root namespace, written before it is
@@ -183,7 +209,33 @@ func (o *Options) defaults() error {
 	if o.VersitygwBinary == "" {
 		o.VersitygwBinary = findBinary("versitygw", "")
 	}
-	for name, p := range map[string]string{"dynia": o.Binary, "dynia-pull": o.PullBinary, "versitygw": o.VersitygwBinary} {
+	rt, err := ParseRuntime(o.Runtime)
+	if err != nil {
+		return fmt.Errorf("sandbox runtime %q: %w", o.Runtime, err)
+	}
+	o.Runtime = rt
+	if o.DemoAppBinary == "" {
+		o.DemoAppBinary = findBinary("dynia-demo-app", filepath.Dir(o.Binary))
+	}
+	if o.RegistryBinary == "" {
+		o.RegistryBinary = findBinary("docker-registry", "")
+	}
+	need := map[string]string{"dynia": o.Binary, "dynia-pull": o.PullBinary, "versitygw": o.VersitygwBinary}
+	if rt == RuntimeDocker {
+		need["dynia-demo-app"], need["docker-registry"] = o.DemoAppBinary, o.RegistryBinary
+		for _, b := range dockerd.Binaries {
+			if _, err := exec.LookPath(b); err != nil {
+				return fmt.Errorf("sandbox --runtime %s needs %s (Debian's docker.io; run `make deps-sandbox`), or use --runtime %s", rt, b, RuntimeProcess)
+			}
+		}
+		if err := CheckDir(o.Dir, rt); err != nil {
+			return fmt.Errorf("sandbox --dir %q: %w", o.Dir, err)
+		}
+	} else if o.DemoAppBinary == "" || o.RegistryBinary == "" {
+		// The process runtime needs neither: no registry then.
+		o.DemoAppBinary, o.RegistryBinary = "", ""
+	}
+	for name, p := range need {
 		if p == "" {
 			return fmt.Errorf("sandbox needs %s: not found (run `make build` and `make deps`)", name)
 		}
@@ -238,6 +290,9 @@ func Up(ctx context.Context, opts Options) (*Info, error) {
 		if running, _ := ParseFirewalls(info.Firewalls); running != opts.Firewalls {
 			return nil, fmt.Errorf("a sandbox already runs in %s with firewalls %s; run `dynia sandbox down` first to change it", opts.Dir, running)
 		}
+		if running, _ := ParseRuntime(info.Runtime); running != opts.Runtime {
+			return nil, fmt.Errorf("a sandbox already runs in %s with runtime %s; run `dynia sandbox down` first to change it", opts.Dir, running)
+		}
 		if err := waitReady(ctx, opts.Dir, p, 10*time.Second); err != nil {
 			return nil, err
 		}
@@ -266,7 +321,7 @@ func Up(ctx context.Context, opts Options) (*Info, error) {
 	}
 	cfg := config{Prefix: p.Prefix, PublicRange: p.Public.String(), Binary: opts.Binary, PullBinary: opts.PullBinary,
 		VersitygwBinary: opts.VersitygwBinary, Version: opts.Version, Regions: opts.Regions, ActionDelay: opts.ActionDelay,
-		Firewalls: opts.Firewalls}
+		Firewalls: opts.Firewalls, Runtime: opts.Runtime, DemoAppBinary: opts.DemoAppBinary, RegistryBinary: opts.RegistryBinary}
 	if err := writeJSON(configPath(opts.Dir), cfg); err != nil {
 		return nil, err
 	}
@@ -378,6 +433,9 @@ func Status(dir string) (*Info, error) {
 	if info.ReservedIPs == nil {
 		info.ReservedIPs = []ReservedIP{}
 	}
+	if info.Images == nil {
+		info.Images = []Image{}
+	}
 	return &info, nil
 }
 
@@ -419,6 +477,11 @@ func Down(ctx context.Context, dir string) error {
 		if err := deleteNetns(ctx, d.NS); err != nil {
 			errs = append(errs, err)
 		}
+		// Its containers live in namespaces of their own (a crashed serve
+		// leaves them running) and its engine's mounts stay until detached.
+		if err := powerCutDocker(filepath.Dir(f), d.NS); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if m.RouterNS != "" {
 		if err := deleteNetns(ctx, m.RouterNS); err != nil {
@@ -449,7 +512,7 @@ func Down(ctx context.Context, dir string) error {
 // never removes files it does not know.
 func removeFiles(dir string) error {
 	var errs []error
-	for _, name := range []string{"droplets", "run", "logs", "s3", "config.json", "status.json", "manifest.json"} {
+	for _, name := range []string{"droplets", "run", "logs", "s3", "registry", "config.json", "status.json", "manifest.json"} {
 		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
 			errs = append(errs, err)
 		}
@@ -476,7 +539,8 @@ func isNotEmpty(err error) bool {
 
 // Logs opens a log: dropletRef is a droplet id, name or namespace ("" or
 // "sandbox" for the cloud's own logs); component is pull, app, haproxy,
-// keepalived (droplets) or serve, versitygw (the cloud). The caller closes it.
+// keepalived, dockerd, containerd (droplets) or serve, versitygw, registry
+// (the cloud). The caller closes it.
 func Logs(dir, dropletRef, component string) (io.ReadCloser, error) {
 	if dir == "" {
 		dir = DefaultDir
@@ -512,7 +576,7 @@ func Logs(dir, dropletRef, component string) (io.ReadCloser, error) {
 		}
 		return filterLines(f, component), nil
 	}
-	return nil, fmt.Errorf("droplet %d has no %s log (components: pull, app, haproxy, keepalived): %w", id, component, os.ErrNotExist)
+	return nil, fmt.Errorf("droplet %d has no %s log (components: pull, app, haproxy, keepalived, dockerd, containerd): %w", id, component, os.ErrNotExist)
 }
 
 // daemonLine recognises a daemon's own output lines in pull.log: HAProxy's

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -193,6 +194,13 @@ func TestSandbox(t *testing.T) {
 	}
 	if !cfg.Supervise || cfg.DOAPIURL != info.APIURL || !strings.HasPrefix(cfg.HAProxyConfig, ddir) || !strings.HasPrefix(cfg.DOTokenFile, ddir) {
 		t.Errorf("pull.json not rewritten for the sandbox: %+v", cfg)
+	}
+	// The process runtime: dynia-pull is told to run the sandbox's demo app.
+	if want := []string{opts.Binary, "sandbox", "demo-app"}; cfg.Runtime != RuntimeProcess || !slices.Equal(cfg.AppCommand, want) || cfg.DockerHost != "" {
+		t.Errorf("pull.json runtime %q app_command %q docker_host %q; want process, %q, none", cfg.Runtime, cfg.AppCommand, cfg.DockerHost, want)
+	}
+	if _, err := os.Stat(filepath.Join(ddir, "docker")); !os.IsNotExist(err) {
+		t.Errorf("a process-runtime droplet has a docker directory (%v)", err)
 	}
 	testutil.WaitFor(t, 15*time.Second, func() error {
 		pid, _ := readPidFile(filepath.Join(ddir, "pids", "pull.pid"))

@@ -57,6 +57,10 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	if err != nil {
 		return fmt.Errorf("sandbox serve: %w", err)
 	}
+	runtime, err := ParseRuntime(cfg.Runtime)
+	if err != nil {
+		return fmt.Errorf("sandbox serve: runtime %q: %w", cfg.Runtime, err)
+	}
 	info := &Info{
 		APIURL:          p.APIURL(),
 		Token:           "dop_v1_" + randomHex(32),
@@ -74,6 +78,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		PublicRange:     p.Public.String(),
 		RouterNamespace: p.RouterNS(),
 		Firewalls:       cfg.Firewalls,
+		Runtime:         runtime,
 		ServePID:        os.Getpid(),
 		Running:         true,
 	}
@@ -92,7 +97,16 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		PidPath: filepath.Join(opts.Dir, "run", "versitygw.pid"),
 	}, log)
 	defer gw.Stop(context.WithoutCancel(ctx), 5*time.Second)
+	// The container registry, and the demo images pushed to it meanwhile.
+	reg, err := startRegistry(ctx, opts.Dir, cfg, p, log)
+	if err != nil {
+		return fmt.Errorf("sandbox serve: %w", err)
+	}
+	defer reg.Stop(context.WithoutCancel(ctx), 5*time.Second)
 	if err := createBucket(ctx, info); err != nil {
+		return fmt.Errorf("sandbox serve: %w", err)
+	}
+	if info.Registry, info.Images, err = reg.Wait(ctx); err != nil {
 		return fmt.Errorf("sandbox serve: %w", err)
 	}
 
@@ -116,7 +130,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		}
 		lastStatus = &cur
 	}
-	boot := cloudBooter{plan: p, binary: cfg.Binary, pullBinary: cfg.PullBinary}
+	boot := cloudBooter{plan: p, binary: cfg.Binary, pullBinary: cfg.PullBinary, runtime: runtime, registry: info.Registry}
 	mgr = newManager(opts.Dir, p, boot, log, nil)
 	if info.Firewalls, err = ParseFirewalls(cfg.Firewalls); err != nil {
 		return fmt.Errorf("sandbox serve: firewalls %q: %w", cfg.Firewalls, err)

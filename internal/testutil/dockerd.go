@@ -2,15 +2,11 @@ package testutil
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,32 +14,24 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dynia/dynia/internal/dockerd"
 	"github.com/dynia/dynia/internal/procstat"
 )
 
 // Dockerd is a Docker Engine a test started: Debian's dockerd with a
 // containerd of its own, both inside one network namespace, with every
-// directory, socket and pid file under one temporary directory. The
-// machine's own Docker (if any) is never used or touched.
-//
-// Why a network namespace of its own: dockerd sets `iptables -P FORWARD
-// DROP` and adds its chains in the namespace it runs in, which would
-// silently break bridged traffic between other namespaces (the router
-// namespaces of NetLab and the sandbox) if it ran in the root namespace.
-// Why nsenter --net and not `ip netns exec`: the latter also remounts /sys
-// in a private mount namespace, hiding the cgroup mounts dockerd needs.
-// Why a containerd of its own: without --containerd, dockerd 20.10 uses
-// /run/containerd/containerd.sock when it exists (the system containerd,
-// shared by everyone) and only otherwise starts one; this way the test
-// never depends on, or leaks into, a daemon it did not start.
+// directory, socket and pid file under one temporary directory (the layout
+// and the reasons for it are internal/dockerd's, which the sandbox's
+// droplets share). The machine's own Docker (if any) is never used or
+// touched.
 type Dockerd struct {
 	NetNS  string // network namespace dockerd runs in
 	Socket string // API socket path
 	Host   string // "unix://" + Socket, for the Docker client
-	Dir    string // the temporary root: data/, exec/, containerd/, *.log
+	Dir    string // the temporary root: see dockerd.Engine; *.log
 
 	t        testing.TB
-	extra    []string
+	engine   dockerd.Engine
 	ownNetNS bool
 
 	mu        sync.Mutex
@@ -88,18 +76,15 @@ func (d *Dockerd) ContainerdPID() int {
 func StartDockerd(t testing.TB, netns string, extraArgs ...string) *Dockerd {
 	t.Helper()
 	NeedRoot(t)
-	for _, b := range []string{"dockerd", "containerd", "containerd-shim-runc-v2", "runc", "nsenter", "ip", "iptables"} {
+	for _, b := range append([]string{"ip", "iptables"}, dockerd.Binaries...) {
 		NeedBinary(t, b)
 	}
-	// Short: unix socket paths are limited to 108 bytes, and containerd's
-	// ttrpc socket sits three levels down.
+	// Short: unix socket paths are limited to 108 bytes.
 	dir, err := os.MkdirTemp("", "dk")
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &Dockerd{NetNS: netns, Dir: dir, t: t, extra: extraArgs}
-	d.Socket = filepath.Join(dir, "docker.sock")
-	d.Host = "unix://" + d.Socket
+	d := &Dockerd{NetNS: netns, Dir: dir, t: t}
 	t.Cleanup(func() {
 		d.unmountAll()
 		if err := os.RemoveAll(dir); err != nil {
@@ -117,7 +102,12 @@ func StartDockerd(t testing.TB, netns string, extraArgs ...string) *Dockerd {
 		})
 		mustRun(t, "ip", "-n", d.NetNS, "link", "set", "lo", "up")
 	}
-	if err := os.WriteFile(filepath.Join(dir, "containerd.toml"), []byte(d.containerdConfig()), 0o600); err != nil {
+	d.engine = dockerd.Engine{Dir: dir, NetNS: d.NetNS, Args: extraArgs}
+	d.Socket, d.Host = d.engine.Socket(), d.engine.Host()
+	if err := d.engine.CheckSocketPaths(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.engine.WriteConfig(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(d.stop)
@@ -125,62 +115,26 @@ func StartDockerd(t testing.TB, netns string, extraArgs ...string) *Dockerd {
 	return d
 }
 
-// containerdConfig keeps every containerd path under Dir. The CRI plugin
-// (Kubernetes) is disabled: dockerd does not use it, and it costs memory.
-func (d *Dockerd) containerdConfig() string {
-	c := filepath.Join(d.Dir, "containerd")
-	return fmt.Sprintf(`version = 2
-root = %q
-state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-
-[grpc]
-  address = %q
-
-[ttrpc]
-  address = %q
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = %q
-`, c+"/root", c+"/state", c+"/containerd.sock", c+"/containerd.sock.ttrpc", c+"/opt")
-}
-
-// DockerdArgs are the flags StartDockerd gives dockerd (before extraArgs).
-func (d *Dockerd) DockerdArgs() []string {
-	return []string{
-		"--data-root=" + filepath.Join(d.Dir, "data"),
-		"--exec-root=" + filepath.Join(d.Dir, "exec"),
-		"--host=" + d.Host,
-		"--pidfile=" + filepath.Join(d.Dir, "docker.pid"),
-		"--containerd=" + filepath.Join(d.Dir, "containerd", "containerd.sock"),
-		"--containerd-namespace=moby",
-	}
-}
+// DockerdArgs are the flags StartDockerd gives dockerd (extraArgs last).
+func (d *Dockerd) DockerdArgs() []string { return d.engine.DockerdArgs() }
 
 // Start starts containerd and dockerd (again, after PowerCut: same
 // directories, so the same containers and images) and waits for /_ping.
 func (d *Dockerd) Start() {
 	t := d.t
 	t.Helper()
-	ns := "--net=/run/netns/" + d.NetNS
-	ctd, err := d.spawn("containerd", "nsenter", ns, "containerd", "--config", filepath.Join(d.Dir, "containerd.toml"))
+	argv := d.engine.ContainerdCommand()
+	ctd, err := d.spawn("containerd", argv[0], argv[1:]...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	d.mu.Lock()
 	d.container = ctd
 	d.mu.Unlock()
-	sock := filepath.Join(d.Dir, "containerd", "containerd.sock")
-	d.waitReady("containerd", ctd, func() error {
-		c, err := net.DialTimeout("unix", sock, time.Second)
-		if err != nil {
-			return err
-		}
-		return c.Close()
-	})
+	d.waitReady("containerd", ctd, d.engine.ContainerdReady)
 
-	args := append([]string{ns, "dockerd"}, d.DockerdArgs()...)
-	dd, err := d.spawn("dockerd", "nsenter", append(args, d.extra...)...)
+	argv = d.engine.DockerdCommand()
+	dd, err := d.spawn("dockerd", argv[0], argv[1:]...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,24 +188,7 @@ func (d *Dockerd) waitReady(name string, p *daemonProc, ready func() error) {
 }
 
 // ping is GET /_ping on the API socket.
-func (d *Dockerd) ping() error {
-	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var dl net.Dialer
-			return dl.DialContext(ctx, "unix", d.Socket)
-		},
-	}}
-	defer c.CloseIdleConnections()
-	resp, err := c.Get("http://docker/_ping")
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("/_ping: %s", resp.Status)
-	}
-	return nil
-}
+func (d *Dockerd) ping() error { return d.engine.Ping(context.Background()) }
 
 // LogTail returns the last n lines of "dockerd" or "containerd"'s log.
 func (d *Dockerd) LogTail(name string, n int) string {
@@ -305,25 +242,24 @@ func (d *Dockerd) PowerCut() {
 		}
 		return nil
 	})
+	// A SIGKILLed shim leaves its socket in /run/containerd/s, which
+	// every containerd on the machine shares.
+	for _, task := range d.engine.Tasks() {
+		_ = os.Remove(d.engine.ShimSocket(task.ID)) // ENOENT: the shim removed it
+	}
 	d.unmountAll()
 }
 
 // containerPids are, for every task containerd knows, the container's
 // init process (init.pid in the task's bundle) and its parent, the shim.
 func (d *Dockerd) containerPids() []int {
-	files, _ := filepath.Glob(filepath.Join(d.Dir, "containerd", "state", "io.containerd.runtime.v2.task", "*", "*", "init.pid"))
 	var pids []int
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
+	for _, task := range d.engine.Tasks() {
+		if task.InitPID == 0 {
 			continue
 		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil || pid <= 1 {
-			continue
-		}
-		pids = append(pids, pid)
-		if pp := parentOf(pid); pp > 1 {
+		pids = append(pids, task.InitPID)
+		if pp := parentOf(task.InitPID); pp > 1 {
 			pids = append(pids, pp)
 		}
 	}
@@ -359,46 +295,9 @@ func (d *Dockerd) stop() {
 // unmountAll detaches every mount under Dir (overlay root filesystems,
 // shm, network namespace files), deepest first, so Dir can be removed.
 func (d *Dockerd) unmountAll() {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return
+	if err := d.engine.Unmount(); err != nil {
+		d.t.Logf("dockerd cleanup: %v", err)
 	}
-	var mounts []string
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		mp := unescapeMount(f[4])
-		if mp == d.Dir || strings.HasPrefix(mp, d.Dir+"/") {
-			mounts = append(mounts, mp)
-		}
-	}
-	sort.Slice(mounts, func(i, j int) bool { return len(mounts[i]) > len(mounts[j]) })
-	for _, mp := range mounts {
-		if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
-			d.t.Logf("dockerd cleanup: umount %s: %v", mp, err)
-		}
-	}
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space, …).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // procState is the state letter of pid, "" when it is gone.
