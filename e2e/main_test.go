@@ -305,7 +305,7 @@ func (l *loadLoop) finish() (total, failed int, outage time.Duration, answered m
 	for i, s := range samples {
 		total++
 		if s.ok {
-			answered[s.body]++
+			answered[nodeOf(s.body)]++
 			continue
 		}
 		failed++
@@ -363,4 +363,16 @@ func (l *loadLoop) slowest() time.Duration {
 // built-in demo app whatever the image.
 func (e *sandboxEnv) demo(version string) string {
 	return e.info.Registry + "/demo-app:" + version
+}
+
+// nodeOf is the node an app answer names ("<node id> <version>").
+func nodeOf(body string) string {
+	node, _, _ := strings.Cut(body, " ")
+	return node
+}
+
+// versionOf is the release version an app answer names ("" if none).
+func versionOf(body string) string {
+	_, v, _ := strings.Cut(body, " ")
+	return v
 }

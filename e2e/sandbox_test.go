@@ -101,7 +101,7 @@ func TestSandboxCluster(t *testing.T) {
 	testutil.WaitFor(t, 30*time.Second, func() error {
 		for range 12 {
 			if body, err := get(url); err == nil {
-				seen[body] = true
+				seen[nodeOf(body)] = true
 			}
 		}
 		for _, r := range rows {
