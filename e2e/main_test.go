@@ -244,6 +244,31 @@ type sample struct {
 }
 
 func startLoad(url string, interval time.Duration, max time.Duration) *loadLoop {
+	return startLoadWith(func() (string, error) { return get(url) }, interval, max)
+}
+
+// startPosts is startLoad with POSTs on kept-alive connections: Go's client
+// never retries a POST, so a connection a reload closes under a request
+// shows as a failure (a GET on a new connection would not see that).
+func startPosts(url string, interval time.Duration, max time.Duration) *loadLoop {
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+	return startLoadWith(func() (string, error) {
+		resp, err := c.Post(url, "text/plain", strings.NewReader("dynia e2e keep-alive POST"))
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		var b bytes.Buffer
+		_, _ = b.ReadFrom(resp.Body)
+		if resp.StatusCode != 200 {
+			return "", fmt.Errorf("status %d", resp.StatusCode)
+		}
+		line, _, _ := strings.Cut(strings.TrimSpace(b.String()), "\n")
+		return line, nil
+	}, interval, max)
+}
+
+func startLoadWith(do func() (string, error), interval time.Duration, max time.Duration) *loadLoop {
 	l := &loadLoop{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(l.done)
@@ -271,7 +296,7 @@ func startLoad(url string, interval time.Duration, max time.Duration) *loadLoop 
 				defer wg.Done()
 				defer func() { <-inflight }()
 				t0 := time.Now()
-				body, err := get(url)
+				body, err := do()
 				l.mu.Lock()
 				l.samples = append(l.samples, sample{t0, time.Since(t0), err == nil, body})
 				l.mu.Unlock()

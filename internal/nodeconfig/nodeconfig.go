@@ -80,7 +80,13 @@ type Config struct {
 	CloudInitLog string `json:"cloud_init_log,omitempty"`
 
 	MetricsAddr string `json:"metrics_addr,omitempty"` // default 127.0.0.1:9321
-	LogLevel    string `json:"log_level,omitempty"`
+	// ACMEChallengeAddr is where dynia-pull answers ACME HTTP-01
+	// challenges for HAProxy (default 127.0.0.1:9322, loopback only).
+	ACMEChallengeAddr string `json:"acme_challenge_addr,omitempty"`
+	// TLSDir holds the certificate HAProxy serves on :443 (cert.pem, 0600;
+	// default /etc/dynia/tls).
+	TLSDir   string `json:"tls_dir,omitempty"`
+	LogLevel string `json:"log_level,omitempty"`
 
 	// The WireGuard mesh keepalived's VRRP runs over (docs/pull.md, Mesh).
 	// MeshInterface is the interface's name (default dynia0): at most 15

@@ -46,6 +46,7 @@ type Daemon struct {
 	sup     *supervisor
 	mesh    *meshState // nil: VRRP over the VPC interface (mesh_disabled)
 	app     *appState  // nil: no app runtime
+	tls     *tlsState
 	// applyMu serializes Apply: the poll loop applies new states, the app
 	// loop re-applies when the node's app instance changes.
 	applyMu sync.Mutex
@@ -109,6 +110,7 @@ func New(set Settings, store bucket.Store, opts Options) *Daemon {
 	}
 	d.m = newMetrics(d.sinceLastPoll)
 	d.status = Status{NodeID: set.NodeID, Cluster: set.Cluster, VRRPState: VRRPUnknown, Version: opts.Version, Backends: []BackendStatus{}}
+	d.tls = &tlsState{kick: make(chan struct{}, 1)}
 	if opts.App != nil {
 		d.app = &appState{rt: opts.App, keyFile: set.ClusterKeyFile, kick: make(chan struct{}, 1), nodeID: set.NodeID,
 			bind: d.privateIP, readPeers: readPeerReport(func() bucket.Store { _, st := d.current(); return st }, set.Cluster)}
@@ -297,7 +299,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	wg.Add(6)
+	wg.Add(8)
 	go func() {
 		defer wg.Done()
 		for ctx.Err() == nil {
@@ -312,6 +314,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); d.verifyLoop(ctx) }()
 	go func() { defer wg.Done(); d.healthLoop(ctx) }()
 	go func() { defer wg.Done(); d.appLoop(ctx) }()
+	go func() { defer wg.Done(); d.tlsLoop(ctx) }()
+	go func() { defer wg.Done(); d.serveChallenges(ctx) }()
 	defer d.sup.wait()
 	defer d.closeMesh()
 
@@ -403,6 +407,7 @@ func (d *Daemon) Step(ctx context.Context, force bool) (Result, error) {
 	}
 	d.etag = obj.ETag
 	d.kickApp()
+	d.kickTLS()
 	return res, nil
 }
 
@@ -486,6 +491,7 @@ func (d *Daemon) Apply(ctx context.Context, st *cluster.State) (Result, error) {
 	log := d.log.With("generation", st.Generation)
 	self := st.Node(set.NodeID)
 	local := render.Local{NodeID: set.NodeID, RunDir: set.RunDir, App: d.localApp(st)}
+	local.ACME, local.TLS = d.localTLS(st)
 	if set.Mesh != nil {
 		local.Mesh, local.Interface = true, set.Mesh.Interface
 	} else if self != nil {

@@ -13,6 +13,8 @@ const (
 	DefaultKeepalivedConfig = "/etc/keepalived/keepalived.conf"
 	DefaultRunDir           = "/run/dynia"
 	DefaultMetricsAddr      = "127.0.0.1:9321"
+	DefaultChallengeAddr    = "127.0.0.1:9322"
+	DefaultTLSDir           = "/etc/dynia/tls"
 
 	maxBackoff        = 30 * time.Second
 	fullRenderEvery   = 5 * time.Minute
@@ -37,6 +39,8 @@ type Settings struct {
 	HAProxyReload    []string
 	KeepalivedReload []string
 	MetricsAddr      string
+	ChallengeAddr    string // ACME HTTP-01 answers, for HAProxy
+	TLSDir           string // the certificate HAProxy serves
 	LogDir           string // daemons' output files; "" = dynia-pull's stderr
 	CloudInitLog     string
 	// The app runtime (nodeconfig.Config's fields of the same names).
@@ -66,6 +70,7 @@ func SettingsFrom(c *nodeconfig.Config) Settings {
 		Supervise: c.Supervise, HAProxyBin: c.HAProxyBin, KeepalivedBin: c.KeepalivedBin,
 		HAProxyReload: c.HAProxyReloadCommand, KeepalivedReload: c.KeepalivedReloadCommand,
 		MetricsAddr: c.MetricsAddr, LogDir: c.LogDir, CloudInitLog: c.CloudInitLog,
+		ChallengeAddr: c.ACMEChallengeAddr, TLSDir: c.TLSDir,
 		Runtime: c.Runtime, DockerHost: c.DockerHost, AppCommand: c.AppCommand, ClusterKeyFile: c.ClusterKeyFile,
 	}
 	def := func(p *string, v string) {
@@ -82,6 +87,8 @@ func SettingsFrom(c *nodeconfig.Config) Settings {
 	def(&s.HAProxyBin, "haproxy")
 	def(&s.KeepalivedBin, "keepalived")
 	def(&s.MetricsAddr, DefaultMetricsAddr)
+	def(&s.ChallengeAddr, DefaultChallengeAddr)
+	def(&s.TLSDir, DefaultTLSDir)
 	if !c.MeshDisabled {
 		m := &MeshSettings{Interface: c.MeshInterface, Port: c.MeshPort, KeyFile: c.MeshKeyFile, WireGuardGo: c.WireGuardGoBin}
 		def(&m.Interface, nodeconfig.DefaultMeshInterface)

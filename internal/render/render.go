@@ -80,6 +80,24 @@ type Local struct {
 	// frontend, on its private IP and the cluster's app port, forwards to
 	// it.
 	App *LocalApp
+	// ACME is where dynia-pull answers ACME HTTP-01 challenges (host:port,
+	// loopback); "" routes none (TLS off).
+	ACME string
+	// TLS is the certificate this node serves on :443 (nil: none yet, or
+	// TLS off).
+	TLS *LocalTLS
+}
+
+// LocalTLS is the HTTPS frontend's certificate and options.
+type LocalTLS struct {
+	CertFile string // PEM chain and key, 0600
+	// Serial names the certificate in the file: a new one changes the
+	// rendered config, so the reload that installs it loads it.
+	Serial string
+	// Redirect answers plain HTTP with a 301 to HTTPS (not the ACME
+	// challenges); only with a real certificate, never the placeholder.
+	Redirect bool
+	HSTS     bool
 }
 
 // LocalApp is the app instance a node runs.
@@ -224,6 +242,8 @@ func Render(s *cluster.State, l Local) (*Result, error) {
 		"AppHealthURI": AppHealthURI,
 		"AppBind":      net.JoinHostPort(self.PrivateIP, strconv.Itoa(self.Port(s.App))),
 		"LocalApp":     l.App,
+		"ACME":         l.ACME,
+		"TLS":          l.TLS,
 		"Backends":     backends,
 	})
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/dynia/dynia/internal/acme"
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/testutil"
 )
@@ -56,6 +57,7 @@ func TestGolden(t *testing.T) {
 	}{
 		{"with-release", func() *cluster.State { return testState(2) }, "amber-fox", false,
 			&LocalApp{Release: 3, Addr: "10.10.0.11:20007", HealthPath: "/up?probe=1"}},
+		{"tls", func() *cluster.State { return testState(2) }, "amber-fox", false, nil},
 		{"one-node", func() *cluster.State { return testState(1) }, "amber-fox", false, nil},
 		{"two-nodes", func() *cluster.State { return testState(2) }, "brisk-owl", false, nil},
 		{"five-nodes", func() *cluster.State { return testState(5) }, "calm-heron", false, nil},
@@ -85,6 +87,10 @@ func TestGolden(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			l := Local{NodeID: tc.node, RunDir: "/run/dynia", Mesh: true, App: tc.app} // the mesh interface defaults to dynia0
+			if tc.name == "tls" {
+				l.ACME = "127.0.0.1:9322"
+				l.TLS = &LocalTLS{CertFile: "/etc/dynia/tls/cert.pem", Serial: "3a7f", Redirect: true, HSTS: true}
+			}
 			if tc.vpc {
 				l = Local{NodeID: tc.node, RunDir: "/run/dynia", Interface: "eth1"}
 			}
@@ -250,6 +256,18 @@ func TestRealTools(t *testing.T) {
 		l := Local{NodeID: "amber-fox", RunDir: dir, Interface: iface, Mesh: true}
 		if n > 1 {
 			l.App = &LocalApp{Release: 7, Addr: "10.10.0.11:20001", HealthPath: "/health/ready?full=1"}
+		}
+		if n == 5 {
+			// HTTPS with a certificate haproxy -c can load.
+			chain, key, err := acme.Placeholder([]string{"app.example.com"}, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			cert := filepath.Join(dir, "cert.pem")
+			if err := os.WriteFile(cert, acme.HAProxyPEM(chain, key), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			l.ACME, l.TLS = "127.0.0.1:9322", &LocalTLS{CertFile: cert, Serial: "1", Redirect: true, HSTS: true}
 		}
 		res, err := Render(s, l)
 		if err != nil {

@@ -37,8 +37,10 @@ func TestTwoNodeDataPath(t *testing.T) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, id := range ids {
-				if b, err := os.ReadFile(filepath.Join(dropletDir(dir, id), "logs", "pull.log")); err == nil {
-					t.Logf("droplet %d pull.log:\n%s", id, b)
+				for _, c := range []string{"pull", "haproxy", "keepalived"} {
+					if b, err := os.ReadFile(filepath.Join(dropletDir(dir, id), "logs", c+".log")); err == nil {
+						t.Logf("droplet %d %s.log:\n%s", id, c, b)
+					}
 				}
 			}
 		}

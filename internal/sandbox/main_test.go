@@ -38,8 +38,14 @@ func fakeDynia(cmd string, args []string) int {
 	}
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	dir := fs.String("dir", "", "")
-	listen := fs.String("listen", ":8080", "")
-	id := fs.String("id", "", "")
+	// As `dynia sandbox demo-app`: dynia-pull's process runtime passes the
+	// address and the node in the environment.
+	defListen := ":8080"
+	if v := os.Getenv("DYNIA_APP_ADDR"); v != "" {
+		defListen = v
+	}
+	listen := fs.String("listen", defListen, "")
+	id := fs.String("id", os.Getenv("DYNIA_NODE_ID"), "")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

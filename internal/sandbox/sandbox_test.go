@@ -176,6 +176,9 @@ func TestSandbox(t *testing.T) {
 		return nil
 	})
 	d, _ := dropletStatus(t, dir, id)
+	// No cluster state names this node, so dynia-pull runs no app: the
+	// test runs one in the droplet, to follow traffic to it.
+	startNSApp(t, p.DropletNS(id), node)
 	appURL := "http://" + d.PublicIP + ":8080/"
 	testutil.WaitFor(t, 20*time.Second, func() error {
 		got, err := httpGet(appURL, time.Second)
@@ -258,6 +261,7 @@ func TestSandbox(t *testing.T) {
 	wantSilence(t, appURL)
 	wantSilence(t, ripURL)
 	api(t, info, "POST", fmt.Sprintf("/v2/droplets/%d/actions", id), map[string]string{"type": "power_on"}, nil)
+	startNSApp(t, p.DropletNS(id), node) // the power cut killed it
 	testutil.WaitFor(t, 20*time.Second, func() error {
 		got, err := httpGet(appURL, time.Second)
 		if err != nil || got != node+"\n" {
@@ -321,4 +325,21 @@ func TestDownAfterCrash(t *testing.T) {
 		t.Errorf("Up after a crash reused the old sandbox")
 	}
 	stopPid(info2.ServePID, 0)
+}
+
+// startNSApp runs the demo app on :8080 in a droplet's namespace. It dies
+// with the droplet (a power cut or delete kills everything in the
+// namespace) or at the end of the test.
+func startNSApp(t *testing.T, ns, id string) {
+	t.Helper()
+	cmd := exec.Command("ip", "netns", "exec", ns, testBinary(t), "sandbox", "demo-app", "--listen", ":8080", "--id", id)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-done
+	})
 }
