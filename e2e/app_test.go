@@ -115,7 +115,7 @@ func TestAppReleases(t *testing.T) {
 	// broken: the first node in the order fails its health check, keeps
 	// v2, and the others never start it.
 	l = startLoads(url)
-	r := e.run("app", "deploy", "--name", "shop", "--image", e.demo("broken"), "--soak", "2s")
+	r := e.run("app", "deploy", "--name", "shop", "--image", e.demo("broken"), "--soak", "2s", "--health-timeout", "10s")
 	got = l.finish(t, "deploy broken")
 	if r.code != 1 || !strings.Contains(r.stderr, "release 3 failed on") || !strings.Contains(r.stderr, "old release keeps serving") {
 		t.Fatalf("deploy broken: exit %d\n%s", r.code, r.stderr)
@@ -192,7 +192,7 @@ func TestAppReleases(t *testing.T) {
 	// A container cannot open the metadata service; its node can.
 	ns := e.namespace(standby.DropletID)
 	sock := filepath.Join(e.dir, "droplets", strconv.Itoa(standby.DropletID), "docker", "docker.sock")
-	out, err := exec.Command("docker", "-H", "unix://"+sock, "ps", "-q", "--filter", "label=dynia.release=4").Output()
+	out, err := exec.Command("docker", "-H", "unix://"+sock, "ps", "-q", "--filter", "label=dynia.release=4").CombinedOutput()
 	id := strings.TrimSpace(string(out))
 	if err != nil || id == "" {
 		t.Fatalf("no container of release 4 on %s: %v %q", standby.ID, err, out)

@@ -44,6 +44,7 @@ type AppOptions struct {
 	HealthPath       string
 	RegistryAuthFile string
 	Soak             time.Duration
+	HealthTimeout    time.Duration
 }
 
 // addAppFlags puts the app flags on cmd.
@@ -57,6 +58,7 @@ func addAppFlags(cmd *cobra.Command, o *AppOptions) {
 	fl.StringVar(&o.HealthPath, "health-path", cluster.DefaultHealthPath, "path that answers 200 when the app is ready")
 	fl.StringVar(&o.RegistryAuthFile, "registry-auth-file", "", "registry credentials: Docker's config.json or {\"username\",\"password\"} (mode 0600)")
 	fl.DurationVar(&o.Soak, "soak", cluster.DefaultSoakSeconds*time.Second, "how long a node runs the release healthy before the next one starts it")
+	fl.DurationVar(&o.HealthTimeout, "health-timeout", cluster.DefaultHealthTimeout, "how long a node waits for the release to answer its health path before it gives it up")
 }
 
 // release is the parsed app flags: what goes into the state, and the
@@ -84,7 +86,13 @@ func (o *AppOptions) parse(insecure []string) (*release, error) {
 	if o.Soak < 0 || o.Soak > time.Hour {
 		return nil, usagef("--soak %q: must be 0 to 1h", o.Soak)
 	}
+	if o.HealthTimeout < time.Second || o.HealthTimeout > time.Hour {
+		return nil, usagef("--health-timeout %q: must be 1s to 1h", o.HealthTimeout)
+	}
 	r := &release{ref: o.Image, rel: cluster.Release{Tag: o.Image, Port: o.Port, HealthPath: o.HealthPath}, soak: o.Soak}
+	if o.HealthTimeout != cluster.DefaultHealthTimeout {
+		r.rel.HealthTimeoutSeconds = int(o.HealthTimeout / time.Second)
+	}
 	env := map[string]string{}
 	if o.EnvFile != "" {
 		if err := readEnvFile(o.EnvFile, env); err != nil {

@@ -22,6 +22,9 @@ type Release struct {
 	Port int `json:"port"`
 	// HealthPath answers 200 when the app is ready (GET, HTTP/1.1).
 	HealthPath string `json:"health_path"`
+	// HealthTimeoutSeconds is how long a node waits for a new instance to
+	// answer 200 before it gives the release up (0: DefaultHealthTimeout).
+	HealthTimeoutSeconds int `json:"health_timeout_seconds,omitempty"`
 	// Env is the app's environment (not secret: shown by `app history`).
 	Env map[string]string `json:"env,omitempty"`
 	// Sealed holds the release's secrets (secret env values, registry
@@ -63,6 +66,9 @@ const (
 	// DefaultSoakSeconds is how long a node must report a new release
 	// healthy before the next node starts it.
 	DefaultSoakSeconds = 5
+	// DefaultHealthTimeout is how long a new instance may take to become
+	// healthy.
+	DefaultHealthTimeout = 60 * time.Second
 	maxEnvValue        = 32 << 10
 )
 
@@ -112,6 +118,14 @@ func (a *App) Release(n int64) *Release {
 		}
 	}
 	return nil
+}
+
+// HealthTimeout is how long a node waits for the release to become healthy.
+func (r *Release) HealthTimeout() time.Duration {
+	if r.HealthTimeoutSeconds > 0 {
+		return time.Duration(r.HealthTimeoutSeconds) * time.Second
+	}
+	return DefaultHealthTimeout
 }
 
 // CurrentRelease is the release nodes converge to, or nil (no app yet).
@@ -232,6 +246,9 @@ func (s *State) validateApp() error {
 			if err := ValidateEnvValue(v); err != nil {
 				return fieldErr(f("env."+k), "", "%v", err)
 			}
+		}
+		if r.HealthTimeoutSeconds < 0 || r.HealthTimeoutSeconds > 3600 {
+			return fieldErr(f("health_timeout_seconds"), fmt.Sprint(r.HealthTimeoutSeconds), "must be 0 (the default) to 3600")
 		}
 		if len(r.Sealed) > 256<<10 {
 			return fieldErr(f("sealed"), "", "longer than 256 KiB")

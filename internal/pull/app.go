@@ -96,9 +96,6 @@ const (
 
 // Bounds of a release switch.
 const (
-	// appHealthTimeout bounds how long a new release may take to answer its
-	// health path.
-	appHealthTimeout = 2 * time.Minute
 	// appDrainMax bounds the wait for the old HAProxy worker (still
 	// sending to the old instance) to finish: HAProxy's hard-stop-after.
 	appDrainMax = 35 * time.Second

@@ -89,7 +89,7 @@ func (a *dockerApp) Start(ctx context.Context, rel cluster.Release, sec secrets.
 		// the release's.
 		return appInstance{}, &appFailure{Reason: err.Error(), Retry: !errors.Is(err, container.ErrInvalidSpec)}
 	}
-	if err := a.rt.WaitHealthy(ctx, inst, rel.HealthPath, appHealthTimeout); err != nil {
+	if err := a.rt.WaitHealthy(ctx, inst, rel.HealthPath, rel.HealthTimeout()); err != nil {
 		f := &appFailure{Reason: err.Error()}
 		var ue *container.UnhealthyError
 		if errors.As(err, &ue) {

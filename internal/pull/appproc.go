@@ -133,7 +133,7 @@ func (p *processApp) Start(ctx context.Context, rel cluster.Release, sec secrets
 	p.mu.Unlock()
 	inst := appInstance{Release: rel.Number, Image: rel.Image, Addr: addr, ID: fmt.Sprint(pid), Since: now}
 
-	deadline := time.Now().Add(appHealthTimeout)
+	deadline := time.Now().Add(rel.HealthTimeout())
 	for {
 		if probeHealth(ctx, addr, rel.HealthPath) {
 			return inst, nil
@@ -149,7 +149,7 @@ func (p *processApp) Start(ctx context.Context, rel cluster.Release, sec secrets
 		}
 		if time.Now().After(deadline) {
 			_ = p.Stop(context.WithoutCancel(ctx), inst)
-			return appInstance{}, &appFailure{Reason: fmt.Sprintf("no 200 from %s%s after %v", addr, rel.HealthPath, appHealthTimeout), Logs: p.tail(20)}
+			return appInstance{}, &appFailure{Reason: fmt.Sprintf("no 200 from %s%s after %v", addr, rel.HealthPath, rel.HealthTimeout()), Logs: p.tail(20)}
 		}
 	}
 }
