@@ -19,14 +19,15 @@ import (
 )
 
 type appNode struct {
-	Node          string   `json:"node"`
-	Release       int64    `json:"release"`
-	Image         string   `json:"image"`
-	State         string   `json:"state"`
-	Healthy       bool     `json:"healthy"`
-	FailedRelease int64    `json:"failed_release"`
-	Error         string   `json:"error"`
-	Logs          []string `json:"logs"`
+	Node          string     `json:"node"`
+	Release       int64      `json:"release"`
+	Image         string     `json:"image"`
+	State         string     `json:"state"`
+	Healthy       bool       `json:"healthy"`
+	FailedRelease int64      `json:"failed_release"`
+	Since         *time.Time `json:"since"`
+	Error         string     `json:"error"`
+	Logs          []string   `json:"logs"`
 }
 
 func (e *sandboxEnv) appStatus(name string) []appNode {
@@ -175,12 +176,16 @@ func TestAppReleases(t *testing.T) {
 	if err := e.cloud().PowerOff(ctx, standby.DropletID); err != nil {
 		t.Fatal(err)
 	}
+	poweredOn := time.Now()
 	if err := e.cloud().PowerOn(ctx, standby.DropletID); err != nil {
 		t.Fatal(err)
 	}
+	// Its container came back (Docker's restart policy) and the new
+	// dynia-pull adopted it: the release runs since after the power-on.
 	testutil.WaitFor(t, 2*time.Minute, func() error {
 		for _, n := range e.appStatus("shop") {
-			if n.Node == standby.ID && (n.Release != 4 || !n.Healthy || !strings.HasSuffix(n.Image, "@"+v1)) {
+			if n.Node == standby.ID && (n.Release != 4 || !n.Healthy || !strings.HasSuffix(n.Image, "@"+v1) ||
+				n.Since == nil || n.Since.Before(poweredOn.Add(-time.Second))) {
 				return fmt.Errorf("the power-cycled node reports %+v", n)
 			}
 		}
