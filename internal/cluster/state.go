@@ -65,7 +65,13 @@ type State struct {
 	// SecretsRecipient is the cluster key's public half (an age X25519
 	// recipient): the CLI seals secrets to it; nodes hold the identity.
 	SecretsRecipient string `json:"secrets_recipient,omitempty"`
-	DNS              *DNS   `json:"dns,omitempty"`
+	// SigningKey is the public half of the cluster's state key (Ed25519,
+	// base64): the key every write of this document is signed with
+	// (sign.go). Nodes trust the copy in their pull.json, the CLI its key
+	// file; this one lets either name a mismatch. Empty: a cluster whose
+	// state was never signed.
+	SigningKey string `json:"signing_key,omitempty"`
+	DNS        *DNS   `json:"dns,omitempty"`
 	// TLS, when set, serves HTTPS on every node (tls.go).
 	TLS       *TLS      `json:"tls,omitempty"`
 	App       App       `json:"app"`
@@ -167,6 +173,11 @@ type Node struct {
 	Role      Role      `json:"role"`
 	Lifecycle Lifecycle `json:"lifecycle"`
 	AppPort   int       `json:"app_port,omitempty"` // overrides App.Port on this node
+	// ReportKey is the public half of the node's report key (Ed25519,
+	// base64): its status reports must be signed with it. The CLI makes
+	// the pair when it creates the droplet; the private half is only in
+	// that droplet's user-data. Empty: a node made before report signing.
+	ReportKey string    `json:"report_key,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 }
 

@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"bytes"
+	"crypto/ed25519"
 	"encoding/json"
 	"flag"
 	"os"
@@ -12,6 +14,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/dynia/dynia/internal/signing"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden")
@@ -42,8 +46,19 @@ func sample(t *testing.T) *State {
 			t.Fatal(err)
 		}
 	}
+	// Keys from fixed seeds, so the golden file stays put.
+	s.SigningKey = testPublicKey(0)
+	for i := range s.Nodes {
+		s.Nodes[i].ReportKey = testPublicKey(byte(i + 1))
+	}
 	s.Generation = 5
 	return s
+}
+
+// testPublicKey is the public half of the Ed25519 key whose seed is 32
+// bytes of b.
+func testPublicKey(b byte) string {
+	return signing.PublicKeyString(signing.Public(ed25519.NewKeyFromSeed(bytes.Repeat([]byte{b}, ed25519.SeedSize))))
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }

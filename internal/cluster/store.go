@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/ed25519"
 	crand "crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dynia/dynia/internal/bucket"
+	"github.com/dynia/dynia/internal/signing"
 )
 
 // Keys in the bucket, relative to the store's prefix.
@@ -30,6 +32,10 @@ var ErrConflict = errors.New("state changed concurrently too many times")
 // Store reads and writes cluster state with compare-and-swap on the ETag.
 type Store struct {
 	B bucket.Store
+	// Keys, when set, signs every state written and verifies every state
+	// read (NewSignedStore); nil reads without checking signatures and
+	// writes unsigned states only (NewStore: tests and tools).
+	Keys Keys
 	// MaxAttempts bounds Update's read-mutate-write loop (default 40).
 	MaxAttempts int
 	// Now stamps updated_at; default time.Now.
@@ -50,8 +56,97 @@ func NewOpID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// NewStore wraps a bucket.
+// NewStore wraps a bucket without keys: it reads states without checking
+// their signatures and refuses to write over a signed one. The CLI uses
+// NewSignedStore; this is for tests and tools that only read.
 func NewStore(b bucket.Store) *Store { return &Store{B: b} }
+
+// NewSignedStore wraps a bucket with this machine's state keys: every
+// state read must verify (or, for a cluster never signed and whose key
+// this machine does not have, be unsigned), every state written is signed.
+func NewSignedStore(b bucket.Store, keys Keys) *Store { return &Store{B: b, Keys: keys} }
+
+// Keys is a machine's trust in cluster states: each cluster's state key
+// and the newest state of it this machine accepted.
+type Keys interface {
+	// SigningKey returns the cluster's state key and the file it is kept
+	// in (for messages). No key on this machine: nil, with its would-be
+	// path. With create, a missing key is made and kept first.
+	SigningKey(cluster string, create bool) (key ed25519.PrivateKey, path string, err error)
+	// Accept is told every state this machine verified or wrote; it
+	// refuses (an error) a state older than one it accepted before: an
+	// old signed state put back in the bucket.
+	Accept(st *State) error
+}
+
+// ErrNoSigningKey means a signed state was met by a store without its key.
+var ErrNoSigningKey = errors.New("no state signing key")
+
+// object names a cluster's state object for messages.
+func (s *Store) object(name string) string { return s.B.String() + "/" + StateKey(name) }
+
+// open decodes a state object read from the bucket, verifying it as
+// Keys requires (see Store.Keys).
+func (s *Store) open(name string, b []byte) (*State, error) {
+	if s.Keys == nil {
+		return DecodeSigned(b, nil)
+	}
+	key, path, err := s.Keys.SigningKey(name, false)
+	if err != nil {
+		return nil, err
+	}
+	if key == nil {
+		st, err := DecodeSigned(b, nil)
+		if err != nil {
+			return nil, err
+		}
+		if IsSigned(b) || st.SigningKey != "" {
+			return nil, fmt.Errorf("%w: cluster %s's state %s is signed (key %s), but this machine has no key file for it: copy it from the machine that created the cluster to %s (mode 0600)",
+				ErrNoSigningKey, name, s.object(name), st.SigningKey, path)
+		}
+		return st, nil // a cluster never signed; the next write signs it
+	}
+	st, err := DecodeSigned(b, signing.Public(key))
+	var se *SignatureError
+	if errors.As(err, &se) {
+		return nil, fmt.Errorf("%s: %w: the bucket holds a state this machine's key (%s) did not sign — changed by something other than dynia (a node's bucket key?); refusing to use it (docs/security.md: `dynia state resign`)",
+			s.object(name), err, path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Keys.Accept(st); err != nil {
+		return nil, fmt.Errorf("%s: %w", s.object(name), err)
+	}
+	return st, nil
+}
+
+// encode signs st for writing (Keys), or encodes it unsigned (no Keys,
+// and st never signed).
+func (s *Store) encode(st *State) ([]byte, error) {
+	if s.Keys == nil {
+		if st.SigningKey != "" {
+			return nil, fmt.Errorf("%w: cannot write cluster %s's signed state without its key", ErrNoSigningKey, st.Name)
+		}
+		return st.Encode()
+	}
+	key, _, err := s.Keys.SigningKey(st.Name, true)
+	if err != nil {
+		return nil, err
+	}
+	st.SigningKey = signing.PublicKeyString(signing.Public(key))
+	return st.EncodeSigned(key)
+}
+
+// accepted tells Keys about a state this store wrote. Its generation is
+// above the one it was made from, so Accept has no reason to refuse it;
+// an error (the record could not be kept) costs only the replay check's
+// memory, not the write.
+func (s *Store) accepted(st *State) {
+	if s.Keys != nil {
+		_ = s.Keys.Accept(st)
+	}
+}
 
 // Conflicts counts lost compare-and-swaps (retried) since the Store was made.
 // A 412 that turns out to answer this Store's own applied write (counted by
@@ -79,7 +174,7 @@ func (s *Store) Load(ctx context.Context, name string) (*State, string, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("read state of %s: %w", name, err)
 	}
-	st, err := Decode(obj.Body)
+	st, err := s.open(name, obj.Body)
 	if err != nil {
 		return nil, "", fmt.Errorf("state of %s: %w", name, err)
 	}
@@ -101,12 +196,13 @@ func (s *Store) Create(ctx context.Context, st *State) error {
 	op := NewOpID()
 	st.RecentOps = nil
 	st.withOp(op)
-	b, err := st.Encode()
+	b, err := s.encode(st)
 	if err != nil {
 		return err
 	}
 	_, err = s.B.Put(ctx, StateKey(st.Name), b, bucket.Cond{IfNoneMatch: true})
 	if err == nil {
+		s.accepted(st)
 		return nil
 	}
 	got, rerr := s.reread(ctx, st.Name, op)
@@ -159,13 +255,14 @@ func (s *Store) Update(ctx context.Context, name string, mutate func(*State) (*S
 		next.Generation = cur.Generation + 1
 		next.UpdatedAt = s.now()
 		next.withOp(op)
-		b, err := next.Encode()
+		b, err := s.encode(next)
 		if err != nil {
 			return nil, fmt.Errorf("update %s: new state invalid: %w", name, err)
 		}
 		_, err = s.B.Put(ctx, StateKey(name), b, bucket.Cond{IfMatch: etag})
 		sent = true
 		if err == nil {
+			s.accepted(next)
 			return next, nil
 		}
 		if !errors.Is(err, bucket.ErrPrecondition) {

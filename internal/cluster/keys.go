@@ -1,0 +1,127 @@
+package cluster
+
+import (
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/dynia/dynia/internal/signing"
+)
+
+// FileKeys keeps Keys in files: for each cluster, Base(name) + ".sign.key"
+// holds the state key (Ed25519 seed, base64, 0600; refused when others may
+// read it) and Base(name) + ".seen.json" the newest state this machine
+// accepted (created_at and generation), against replays.
+type FileKeys struct {
+	// Base maps a cluster name to its files' path without extension, e.g.
+	// <config dir>/keys/<cluster>-<8 hex of the state URL>.
+	Base func(cluster string) (string, error)
+}
+
+// KeyPath is the cluster's state key file.
+func (k FileKeys) KeyPath(name string) (string, error) {
+	b, err := k.Base(name)
+	if err != nil {
+		return "", err
+	}
+	return b + ".sign.key", nil
+}
+
+// SigningKey implements Keys.
+func (k FileKeys) SigningKey(name string, create bool) (ed25519.PrivateKey, string, error) {
+	path, err := k.KeyPath(name)
+	if err != nil {
+		return nil, "", err
+	}
+	key, err := signing.LoadPrivateKey(path)
+	switch {
+	case err == nil:
+		return key, path, nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, path, fmt.Errorf("cluster %s: %w", name, err)
+	case !create:
+		return nil, path, nil
+	}
+	if key, err = signing.NewKey(); err != nil {
+		return nil, path, err
+	}
+	if err := signing.WritePrivateKey(path, key); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return k.SigningKey(name, false) // another command made it first: use that one
+		}
+		return nil, path, fmt.Errorf("cluster %s: %w", name, err)
+	}
+	return key, path, nil
+}
+
+// seen is the newest state of a cluster this machine accepted. A state of
+// a cluster created again under the same name has a later created_at.
+type seen struct {
+	CreatedAt  time.Time `json:"created_at"`
+	Generation int64     `json:"generation"`
+}
+
+// ErrReplayed means a state is older than one this reader already accepted.
+var ErrReplayed = errors.New("state older than one already accepted (an old state put back?)")
+
+// Accept implements Keys: it refuses a state older than the newest this
+// machine accepted of the same cluster, and records a newer one.
+func (k FileKeys) Accept(st *State) error {
+	base, err := k.Base(st.Name)
+	if err != nil {
+		return err
+	}
+	path := base + ".seen.json"
+	var last seen
+	if b, err := os.ReadFile(path); err == nil {
+		if json.Unmarshal(b, &last) != nil {
+			last = seen{} // unreadable: start over rather than refuse every state
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	now := seen{CreatedAt: st.CreatedAt.UTC(), Generation: st.Generation}
+	switch {
+	case now.CreatedAt.Before(last.CreatedAt):
+		return fmt.Errorf("%w: generation %d of a cluster created %s, but this machine already saw the cluster created %s (generation %d); see %s",
+			ErrReplayed, now.Generation, now.CreatedAt.Format(time.RFC3339), last.CreatedAt.Format(time.RFC3339), last.Generation, path)
+	case now.CreatedAt.Equal(last.CreatedAt) && now.Generation < last.Generation:
+		return fmt.Errorf("%w: generation %d, but this machine already saw generation %d (%s)", ErrReplayed, now.Generation, last.Generation, path)
+	case now == last:
+		return nil
+	}
+	b, _ := json.Marshal(now) // two plain fields always encode
+	if err := writeFileAtomic(path, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("record the accepted state: %w", err)
+	}
+	return nil
+}
+
+// writeFileAtomic writes a file by rename, so a reader never sees half.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), ".seen-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name()) // after the rename there is nothing left to remove
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
