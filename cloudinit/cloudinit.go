@@ -54,6 +54,16 @@ const (
 	CloudInitLog = "/var/log/cloud-init-output.log"
 )
 
+// Where state and report signing put things on a droplet (docs/security.md).
+const (
+	// ReportKeyPath holds the node's report key (signs its status reports).
+	ReportKeyPath = "/etc/dynia/report.key"
+	// AcceptedStatePath keeps the last state the node applied, so a
+	// restarted dynia-pull still refuses older ones (pull.json
+	// accepted_state_file).
+	AcceptedStatePath = "/var/lib/dynia/state.json"
+)
+
 // MaxUserData is DigitalOcean's user_data limit.
 const MaxUserData = 64 << 10
 
@@ -88,6 +98,12 @@ type Params struct {
 	// ClusterKey is the cluster's age identity (internal/secrets) →
 	// ClusterKeyPath (0600): it opens the state's sealed secrets.
 	ClusterKey string
+	// StatePublicKey is the cluster's state key, public half (base64) →
+	// pull.json state_public_key: the node applies only states it signed.
+	StatePublicKey string
+	// ReportKey is this node's report key, private half (base64 seed,
+	// internal/signing) → ReportKeyPath (0600): it signs the node's reports.
+	ReportKey string
 
 	// Bootstrap mode only.
 	PullBinaryURL    string // presigned GET of the uploaded dynia-pull
@@ -179,6 +195,15 @@ func Render(p Params) ([]byte, error) {
 	if p.ClusterKey != "" {
 		node.ClusterKeyFile = ClusterKeyPath
 	}
+	if p.StatePublicKey != "" {
+		node.StatePublicKey = p.StatePublicKey
+		if node.AcceptedStateFile == "" {
+			node.AcceptedStateFile = AcceptedStatePath
+		}
+	}
+	if p.ReportKey != "" {
+		node.ReportKeyFile = ReportKeyPath
+	}
 	if err := node.Validate(); err != nil {
 		return nil, fmt.Errorf("render user-data: %w", err)
 	}
@@ -210,6 +235,9 @@ func Render(p Params) ([]byte, error) {
 	}
 	if p.ClusterKey != "" {
 		cc.WriteFiles = append(cc.WriteFiles, secretFile(ClusterKeyPath, p.ClusterKey+"\n"))
+	}
+	if p.ReportKey != "" {
+		cc.WriteFiles = append(cc.WriteFiles, secretFile(ReportKeyPath, p.ReportKey+"\n"))
 	}
 
 	switch p.Mode {
@@ -267,6 +295,8 @@ func (p Params) check() error {
 		return fmt.Errorf("render user-data: DO token contains a line break")
 	case strings.ContainsAny(p.ClusterKey, "\r\n"):
 		return fmt.Errorf("render user-data: cluster key contains a line break")
+	case strings.ContainsAny(p.ReportKey, "\r\n"):
+		return fmt.Errorf("render user-data: report key contains a line break")
 	}
 	if p.Mode != Bootstrap {
 		return nil
@@ -342,6 +372,7 @@ var secretPaths = map[string]bool{
 	SpacesCredentialsPath: true,
 	DOTokenPath:           true,
 	ClusterKeyPath:        true,
+	ReportKeyPath:         true,
 	PullBinaryURLPath:     true,
 }
 

@@ -29,6 +29,9 @@ const (
 	doToken   = "dop_v1_0123456789abcdef"
 	sha       = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 	signature = "X-Amz-Signature=deadbeefcafe"
+	// An Ed25519 seed (32 bytes of 0x42) and an unrelated public key.
+	reportKey = "QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI="
+	statePub  = "O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik="
 	pullURL   = "https://dynia-state.sgp1.digitaloceanspaces.com/bin/dynia-pull-1.2.3-linux-amd64?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Expires=3600&" + signature
 )
 
@@ -47,6 +50,8 @@ func params(mode Mode) Params {
 		SpacesAccessKeyID:     keyID,
 		SpacesSecretAccessKey: secretKey,
 		DOToken:               doToken,
+		StatePublicKey:        statePub,
+		ReportKey:             reportKey,
 	}
 	if mode == Bootstrap {
 		p.PullBinaryURL = pullURL
@@ -72,6 +77,7 @@ func variants() map[string]Params {
 	ubuntu.Distro = "ubuntu-24-04-x64"
 	bare := params(Snapshot)
 	bare.SpacesAccessKeyID, bare.SpacesSecretAccessKey, bare.DOToken = "", "", ""
+	bare.StatePublicKey, bare.ReportKey = "", ""
 	bare.Node = nodeconfig.Config{StateURL: "file:///var/lib/dynia/state"}
 	return map[string]Params{
 		"snapshot":         params(Snapshot),
@@ -176,6 +182,12 @@ func TestParseRoundTrip(t *testing.T) {
 			if p.DOToken != "" {
 				want.DOTokenFile = DOTokenPath
 			}
+			if p.StatePublicKey != "" {
+				want.StatePublicKey, want.AcceptedStateFile = p.StatePublicKey, AcceptedStatePath
+			}
+			if p.ReportKey != "" {
+				want.ReportKeyFile = ReportKeyPath
+			}
 			if diff := cmp.Diff(want, *node); diff != "" {
 				t.Errorf("pull.json (-want +got):\n%s", diff)
 			}
@@ -200,6 +212,13 @@ func TestParseRoundTrip(t *testing.T) {
 					t.Errorf("do-token = %q %q", f.Content, f.Permissions)
 				}
 			}
+			if p.ReportKey != "" {
+				if f := files[ReportKeyPath]; f.Content != p.ReportKey+"\n" || f.Permissions != "0600" {
+					t.Errorf("report.key permissions %q (content differs: %v)", f.Permissions, f.Content != p.ReportKey+"\n")
+				}
+			} else if _, ok := files[ReportKeyPath]; ok {
+				t.Error("report.key written without a report key")
+			}
 
 			switch p.Mode {
 			case Snapshot:
@@ -207,7 +226,7 @@ func TestParseRoundTrip(t *testing.T) {
 				if diff := cmp.Diff(wantCmd, c.RunCmd); diff != "" {
 					t.Errorf("runcmd (-want +got):\n%s", diff)
 				}
-				if len(c.WriteFiles) > 3 {
+				if len(c.WriteFiles) > 4 {
 					t.Errorf("snapshot mode writes %d files, want only config and secrets", len(c.WriteFiles))
 				}
 			case Bootstrap:
@@ -243,7 +262,7 @@ func TestMaskHidesEverySecret(t *testing.T) {
 			t.Parallel()
 			ud := render(t, p)
 			masked := Mask(ud)
-			secrets := []string{p.SpacesAccessKeyID, p.SpacesSecretAccessKey, p.DOToken, p.PullBinaryURL}
+			secrets := []string{p.SpacesAccessKeyID, p.SpacesSecretAccessKey, p.DOToken, p.PullBinaryURL, p.ReportKey}
 			if p.PullBinaryURL != "" {
 				secrets = append(secrets, signature)
 			}
@@ -313,8 +332,8 @@ func TestHostileValuesSurvive(t *testing.T) {
 	if diff := cmp.Diff(wantKeys, keys); diff != "" {
 		t.Errorf("top-level keys (-want +got):\n%s", diff)
 	}
-	if len(c.WriteFiles) != 3 {
-		t.Errorf("%d files, want 3", len(c.WriteFiles))
+	if len(c.WriteFiles) != 4 { // pull.json, spaces.json, do-token, report.key
+		t.Errorf("%d files, want 4", len(c.WriteFiles))
 	}
 	for _, f := range c.WriteFiles {
 		if f.Path == DOTokenPath && f.Content != p.DOToken {

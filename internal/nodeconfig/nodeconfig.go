@@ -10,6 +10,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/dynia/dynia/internal/signing"
 )
 
 // DefaultPath is where cloud-init writes the config on a droplet.
@@ -68,6 +70,20 @@ type Config struct {
 	// the state's sealed secrets (secret env, registry credentials,
 	// certificates).
 	ClusterKeyFile string `json:"cluster_key_file,omitempty"`
+
+	// StatePublicKey is the public half of the cluster's state key
+	// (Ed25519, base64 of 32 bytes): dynia-pull applies only states signed
+	// with it (docs/security.md). Empty: a node made before state signing,
+	// which checks no signature (and says so in its report).
+	StatePublicKey string `json:"state_public_key,omitempty"`
+	// ReportKeyFile holds this node's report key (Ed25519 seed, base64,
+	// 0600), which signs its status reports; the state's node table holds
+	// the public half. Empty: reports are written unsigned.
+	ReportKeyFile string `json:"report_key_file,omitempty"`
+	// AcceptedStateFile keeps the last state this node verified and
+	// applied (0600), so a restarted dynia-pull still refuses older
+	// generations put back in the bucket. Empty: remembered in memory only.
+	AcceptedStateFile string `json:"accepted_state_file,omitempty"`
 
 	// LogDir receives the supervised daemons' output (<name>.log) and the
 	// app's; dynia-pull bounds the files and uploads their tails for
@@ -207,6 +223,11 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("node config: app_command %q: the process runtime needs a program", c.AppCommand)
 	case c.MeshPort < 0 || c.MeshPort > 65535:
 		return fmt.Errorf("node config: mesh_port %d must be 1-65535 (0: %d)", c.MeshPort, DefaultMeshPort)
+	}
+	if c.StatePublicKey != "" {
+		if _, err := signing.ParsePublicKey(c.StatePublicKey); err != nil {
+			return fmt.Errorf("node config: state_public_key %q: %w", c.StatePublicKey, err)
+		}
 	}
 	if c.MeshInterface != "" {
 		if err := ValidateInterfaceName(c.MeshInterface); err != nil {

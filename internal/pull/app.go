@@ -119,7 +119,7 @@ type appState struct {
 	adopted   bool // Instances answered once (guarded by mu)
 	kick      chan struct{}
 	nodeID    string
-	readPeers func(ctx context.Context, id string) (*Status, error)
+	readPeers func(ctx context.Context, st *cluster.State, id string) (*Status, error)
 }
 
 // localApp is what HAProxy's app_local forwards to (nil: nothing), with
@@ -409,7 +409,7 @@ func (d *Daemon) appTarget(ctx context.Context, st *cluster.State, cur *appInsta
 		if n == nil || n.Lifecycle != cluster.Ready {
 			continue // gone or leaving: not waited for
 		}
-		r, err := d.app.readPeers(ctx, id)
+		r, err := d.app.readPeers(ctx, st, id)
 		if err != nil || r == nil || time.Since(r.UpdatedAt) > peerReportStale {
 			continue // a dead node must not halt the rollout forever
 		}
@@ -547,19 +547,14 @@ func redactLines(lines, secrets []string) []string {
 	return out
 }
 
-// readReport reads a peer's report (the rollout waits on it).
-func readPeerReport(store func() bucket.Store, clusterName string) func(context.Context, string) (*Status, error) {
-	return func(ctx context.Context, id string) (*Status, error) {
+// readPeerReport reads a peer's report (the rollout waits on it), verified
+// against st (ReadReport): a report not believed is an error, so the peer
+// counts as unheard-of, exactly as one whose report is missing.
+func readPeerReport(store func() bucket.Store) func(context.Context, *cluster.State, string) (*Status, error) {
+	return func(ctx context.Context, st *cluster.State, id string) (*Status, error) {
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		obj, err := store().Get(ctx, cluster.StatusKey(clusterName, id), "")
-		if errors.Is(err, bucket.ErrNotFound) {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		return DecodeStatus(obj.Body)
+		return ReadReport(ctx, store(), st, id)
 	}
 }
 

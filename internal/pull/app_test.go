@@ -94,7 +94,7 @@ func newAppWorld(t *testing.T) *appWorld {
 		HAProxyBin: tool, KeepalivedBin: tool}
 	w := &appWorld{t: t, rt: rt, peers: map[string]*Status{}}
 	w.d = New(set, newMemStore(), Options{App: rt})
-	w.d.app.readPeers = func(_ context.Context, id string) (*Status, error) { return w.peers[id], nil }
+	w.d.app.readPeers = func(_ context.Context, _ *cluster.State, id string) (*Status, error) { return w.peers[id], nil }
 	w.st = testState(1, 3) // amber-fox, brisk-owl, calm-heron
 	return w
 }

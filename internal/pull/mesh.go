@@ -62,6 +62,9 @@ type meshState struct {
 	keys    map[string]*peerKey // by node id, members only
 	seeded  bool                // keys taken over from the interface's peers (a restart)
 	lastErr string              // the last mesh error reported, so a lasting one is logged once
+	// refused is, per peer, why its report was not believed last time, so
+	// a lasting forgery is logged once, not at every poll.
+	refused map[string]string
 }
 
 func newMeshState(set *MeshSettings) *meshState {
@@ -374,7 +377,7 @@ func (d *Daemon) learnKeys(ctx context.Context, st *cluster.State) {
 	}
 	_, store := d.current()
 	for _, id := range unknown {
-		key, port, ok := d.readPeerKey(ctx, store, st.Name, id)
+		key, port, ok := d.readPeerKey(ctx, store, st, id)
 		if !ok {
 			continue
 		}
@@ -394,21 +397,38 @@ func (d *Daemon) learnKeys(ctx context.Context, st *cluster.State) {
 
 // readPeerKey GETs a node's status report and returns its mesh key and
 // port; ok is false when there is none yet (no report, an old dynia-pull,
-// mesh disabled there) or the read failed.
-func (d *Daemon) readPeerKey(ctx context.Context, store bucket.Store, clusterName, id string) (wgtypes.Key, int, bool) {
+// mesh disabled there), the read failed, or the report is not believed
+// (not signed with the report key st records for that node: ReadReport).
+// A key is only ever taken from a report that verifies.
+func (d *Daemon) readPeerKey(ctx context.Context, store bucket.Store, st *cluster.State, id string) (wgtypes.Key, int, bool) {
 	gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	obj, err := store.Get(gctx, cluster.StatusKey(clusterName, id), "")
-	if err != nil {
-		if !errors.Is(err, bucket.ErrNotFound) {
-			d.log.Debug("read peer status for its mesh key", "peer", id, "err", err)
+	s, err := ReadReport(gctx, store, st, id)
+	var re *ReportError
+	if errors.As(err, &re) {
+		m := d.mesh
+		m.mu.Lock()
+		if m.refused == nil {
+			m.refused = map[string]string{}
+		}
+		first := m.refused[id] != re.Reason
+		m.refused[id] = re.Reason
+		m.mu.Unlock()
+		if first {
+			d.log.Warn("peer report not believed; its mesh key is not taken", "peer", id, "err", re)
 		}
 		return wgtypes.Key{}, 0, false
 	}
-	s, err := DecodeStatus(obj.Body)
-	if err != nil || s.Mesh == nil || s.Mesh.PublicKey == "" {
+	if err != nil {
+		d.log.Debug("read peer status for its mesh key", "peer", id, "err", err)
 		return wgtypes.Key{}, 0, false
 	}
+	if s == nil || s.Mesh == nil || s.Mesh.PublicKey == "" {
+		return wgtypes.Key{}, 0, false
+	}
+	d.mesh.mu.Lock()
+	delete(d.mesh.refused, id)
+	d.mesh.mu.Unlock()
 	key, err := wgtypes.ParseKey(s.Mesh.PublicKey)
 	if err != nil || s.Mesh.Port < 0 || s.Mesh.Port > 65535 {
 		d.log.Warn("peer status has a bad mesh key or port; ignored", "peer", id, "port", s.Mesh.Port)

@@ -15,6 +15,7 @@ package pull
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -54,6 +55,10 @@ type Daemon struct {
 	wake    chan struct{} // Reconfigure: poll now with the new settings
 	claims  chan string
 	verify  chan struct{} // check the claimer's credentials now (token file replaced)
+	// stateKey verifies states (nil: a node made before signing);
+	// reportKey signs this node's reports (nil: unsigned). sign.go.
+	stateKey  ed25519.PublicKey
+	reportKey ed25519.PrivateKey
 
 	mu       sync.Mutex // guards set (live-reloadable fields), store and storeGen
 	set      Settings
@@ -66,13 +71,15 @@ type Daemon struct {
 	lastFull   time.Time
 	lastReload time.Time
 	failures   int
+	keptGen    int64 // generation in the accepted-state file
 	// needReload is set before a file is installed and cleared after its
 	// daemon reloaded, so after a failed rename or reload the next apply
 	// reloads even though the files on disk already match.
 	needReload struct{ haproxy, keepalived bool }
 
-	amu          sync.Mutex // guards applied, lastPollOK, firstApplied
+	amu          sync.Mutex // guards applied, accepted, lastPollOK, firstApplied
 	applied      *cluster.State
+	accepted     int64 // newest generation applied: older ones are replays
 	lastPollOK   time.Time
 	firstApplied bool
 
@@ -109,11 +116,27 @@ func New(set Settings, store bucket.Store, opts Options) *Daemon {
 		sup: newSupervisor(log, set.LogDir), mesh: newMeshState(set.Mesh), kick: make(chan struct{}, 1), wake: make(chan struct{}, 1), claims: make(chan string, 1), verify: make(chan struct{}, 1),
 	}
 	d.m = newMetrics(d.sinceLastPoll)
-	d.status = Status{NodeID: set.NodeID, Cluster: set.Cluster, VRRPState: VRRPUnknown, Version: opts.Version, Backends: []BackendStatus{}}
+	d.status = Status{NodeID: set.NodeID, Cluster: set.Cluster, VRRPState: VRRPUnknown, Version: opts.Version, Backends: []BackendStatus{},
+		StateSignature: StateVerified}
+	d.stateKey = set.StatePublicKey
+	if d.stateKey == nil {
+		d.status.StateSignature = StateUnchecked
+		log.Warn("no state_public_key in the node config: state signatures are not checked (a node made before state signing; replace it to re-key)")
+	}
+	if set.ReportKeyFile != "" {
+		key, err := loadReportKey(set.ReportKeyFile, log)
+		if err != nil {
+			// Peers and the CLI will not believe unsigned reports of a node
+			// the state holds a report key for: it shows as unverifiable.
+			log.Error("report key not loaded: reports are written unsigned", "err", err)
+		}
+		d.reportKey = key
+	}
+	d.loadAccepted(set)
 	d.tls = &tlsState{kick: make(chan struct{}, 1)}
 	if opts.App != nil {
 		d.app = &appState{rt: opts.App, keyFile: set.ClusterKeyFile, kick: make(chan struct{}, 1), nodeID: set.NodeID,
-			bind: d.privateIP, readPeers: readPeerReport(func() bucket.Store { _, st := d.current(); return st }, set.Cluster)}
+			bind: d.privateIP, readPeers: readPeerReport(func() bucket.Store { _, st := d.current(); return st })}
 		d.status.App = &AppStatus{State: AppNone}
 	}
 	return d
@@ -147,12 +170,22 @@ func (d *Daemon) Reconfigure(set Settings, store bucket.Store) {
 	old := d.set
 	if set.Cluster != old.Cluster || set.NodeID != old.NodeID || set.RunDir != old.RunDir ||
 		set.HAProxyConfig != old.HAProxyConfig || set.KeepalivedConfig != old.KeepalivedConfig ||
-		set.Supervise != old.Supervise || set.MetricsAddr != old.MetricsAddr || !sameMesh(set.Mesh, old.Mesh) {
+		set.Supervise != old.Supervise || set.MetricsAddr != old.MetricsAddr || !sameMesh(set.Mesh, old.Mesh) ||
+		!set.StatePublicKey.Equal(old.StatePublicKey) || set.ReportKeyFile != old.ReportKeyFile || set.AcceptedStateFile != old.AcceptedStateFile {
 		d.log.Warn("node config changed fields that need a restart; keeping the old values for them")
 	}
 	d.set.PollInterval = set.PollInterval
 	d.set.HAProxyBin, d.set.KeepalivedBin = set.HAProxyBin, set.KeepalivedBin
 	d.set.HAProxyReload, d.set.KeepalivedReload = set.HAProxyReload, set.KeepalivedReload
+	if store.String() != d.store.String() {
+		// Another state object (pull.json now names another bucket or
+		// prefix): generations there have nothing to do with the old
+		// one's, so the replay floor starts over. A new key for the same
+		// store (a rotation) keeps it.
+		d.amu.Lock()
+		d.accepted = 0
+		d.amu.Unlock()
+	}
 	d.store = store
 	d.storeGen++ // Step reads the state again through the new store
 	d.log.Info("node config reloaded", "store", store.String(), "poll_interval", set.PollInterval)
@@ -323,14 +356,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 		set, _ := d.current()
 		force := time.Since(d.lastFull) >= fullRenderEvery
 		_, err := d.Step(ctx, force)
-		if err == nil && force {
+		var ae *ApplyError
+		refused := errors.As(err, &ae) && (ae.Reason == "decode" || ae.Reason == "signature" || ae.Reason == "replay")
+		if force && (err == nil || refused) {
+			// A refused object was read in full too: the next full read
+			// waits its turn instead of fetching (and logging) it each poll.
 			d.lastFull = time.Now()
 		}
 		d.meshPoll(ctx)
 		wait := jitter(set.PollInterval, 0.2)
 		if err != nil && ctx.Err() == nil {
-			var ae *ApplyError
-			if errors.As(err, &ae) && ae.Reason == "decode" {
+			if refused {
 				d.failures = 0 // a bad object waits for the next one, at the normal pace
 			} else {
 				d.failures++
@@ -390,13 +426,18 @@ func (d *Daemon) Step(ctx context.Context, force bool) (Result, error) {
 		return Unchanged, d.fail(0, &ApplyError{"poll", err})
 	}
 	d.pollOK()
-	st, err := cluster.Decode(obj.Body)
-	if err != nil {
+	st, aerr := d.openState(obj.Body)
+	if aerr != nil {
 		// Remember the ETag: the same bad object is reported once, and the
-		// next write by the CLI is picked up at the normal pace.
+		// next write by the CLI is picked up at the normal pace. Nothing
+		// is applied: the last good config keeps serving.
 		d.etag = obj.ETag
-		return Unchanged, d.fail(0, &ApplyError{"decode", err})
+		if aerr.Reason == "decode" {
+			return Unchanged, d.fail(0, aerr)
+		}
+		return Unchanged, d.refuseState(0, aerr)
 	}
+	d.stateOK()
 	if st.Name != set.Cluster {
 		d.etag = obj.ETag
 		return Unchanged, d.fail(st.Generation, &ApplyError{"wrong_cluster", fmt.Errorf("state is for cluster %q, this node is in %q", st.Name, set.Cluster)})
@@ -406,6 +447,7 @@ func (d *Daemon) Step(ctx context.Context, force bool) (Result, error) {
 		return Unchanged, err // fail() already recorded it; ETag not kept, so it is retried
 	}
 	d.etag = obj.ETag
+	d.keepAccepted(set, st, obj.Body)
 	d.kickApp()
 	d.kickTLS()
 	return res, nil
@@ -619,6 +661,7 @@ func (d *Daemon) Apply(ctx context.Context, st *cluster.State) (Result, error) {
 func (d *Daemon) applied1(st *cluster.State, res *render.Result) {
 	d.amu.Lock()
 	d.applied = st
+	d.accepted = max(d.accepted, st.Generation)
 	d.firstApplied = true
 	d.amu.Unlock()
 	d.m.generation.Set(float64(st.Generation))

@@ -1,9 +1,11 @@
 package pull
 
 import (
+	"crypto/ed25519"
 	"time"
 
 	"github.com/dynia/dynia/internal/nodeconfig"
+	"github.com/dynia/dynia/internal/signing"
 )
 
 // Defaults for pull.json fields left empty, suited to a droplet.
@@ -51,6 +53,13 @@ type Settings struct {
 	// Mesh is the WireGuard mesh VRRP runs over; nil runs VRRP over the VPC
 	// interface between private IPs (pull.json mesh_disabled).
 	Mesh *MeshSettings
+	// StatePublicKey verifies every state before it is applied; nil: a
+	// node made before signing (nothing checked). Needs a restart.
+	StatePublicKey ed25519.PublicKey
+	// ReportKeyFile signs this node's reports ("": unsigned). Needs a restart.
+	ReportKeyFile string
+	// AcceptedStateFile keeps the last applied state across restarts ("": none).
+	AcceptedStateFile string
 }
 
 // MeshSettings are pull.json's mesh fields with defaults applied.
@@ -72,6 +81,11 @@ func SettingsFrom(c *nodeconfig.Config) Settings {
 		MetricsAddr: c.MetricsAddr, LogDir: c.LogDir, CloudInitLog: c.CloudInitLog,
 		ChallengeAddr: c.ACMEChallengeAddr, TLSDir: c.TLSDir,
 		Runtime: c.Runtime, DockerHost: c.DockerHost, AppCommand: c.AppCommand, ClusterKeyFile: c.ClusterKeyFile,
+		ReportKeyFile: c.ReportKeyFile, AcceptedStateFile: c.AcceptedStateFile,
+	}
+	if c.StatePublicKey != "" {
+		// nodeconfig.Validate refused a malformed key before this runs.
+		s.StatePublicKey, _ = signing.ParsePublicKey(c.StatePublicKey)
 	}
 	def := func(p *string, v string) {
 		if *p == "" {

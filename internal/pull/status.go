@@ -43,8 +43,18 @@ type Status struct {
 	// Failover says whether this node could move the Reserved IP to itself
 	// now: its node token was checked (at start, every 10 minutes, when the
 	// file changes, and by every claim).
-	Failover  FailoverStatus `json:"failover"`
-	UpdatedAt time.Time      `json:"updated_at"`
+	Failover FailoverStatus `json:"failover"`
+	// StateSignature is "verified" (pull.json names the state key: only
+	// states signed with it are applied) or "unchecked" (a node made
+	// before state signing).
+	StateSignature string `json:"state_signature,omitempty"`
+	// StateError is why the state in the bucket is refused — not signed
+	// with the state key, or older than the generation this node applied
+	// (a replay) — while the node serves its last good config; empty once
+	// a good state arrives.
+	StateError   string     `json:"state_error,omitempty"`
+	StateErrorAt *time.Time `json:"state_error_at,omitempty"`
+	UpdatedAt    time.Time  `json:"updated_at"`
 }
 
 // TLSStatus is the certificate a node serves.
@@ -111,6 +121,8 @@ func DecodeStatus(b []byte) (*Status, error) {
 	return &s, nil
 }
 
+func jsonIndent(s Status) ([]byte, error) { return json.MarshalIndent(s, "", "  ") }
+
 // snapshot returns a copy of the current status.
 func (d *Daemon) snapshot() Status {
 	d.smu.Lock()
@@ -166,7 +178,7 @@ func (d *Daemon) writeStatus(ctx context.Context) {
 	s := d.snapshot()
 	s.UpdatedAt = time.Now().UTC()
 	d.updateStatus(func(st *Status) { st.UpdatedAt = s.UpdatedAt })
-	b, err := json.MarshalIndent(s, "", "  ")
+	b, err := SignReport(s, d.reportKey)
 	if err != nil {
 		d.log.Error("encode status", "err", err)
 		return
@@ -174,7 +186,7 @@ func (d *Daemon) writeStatus(ctx context.Context) {
 	set, store := d.current()
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := store.Put(pctx, cluster.StatusKey(set.Cluster, set.NodeID), append(b, '\n'), bucket.Cond{}); err != nil {
+	if _, err := store.Put(pctx, cluster.StatusKey(set.Cluster, set.NodeID), b, bucket.Cond{}); err != nil {
 		d.m.statusErrors.Inc()
 		d.log.Warn("write status report", "err", err)
 		return

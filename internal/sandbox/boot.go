@@ -114,6 +114,8 @@ func (b cloudBooter) rewrite(c *nodeconfig.Config, ddir string) {
 	c.CredentialsFile = rooted(c.CredentialsFile, "")
 	c.DOTokenFile = rooted(c.DOTokenFile, "")
 	c.ClusterKeyFile = rooted(c.ClusterKeyFile, "")
+	c.ReportKeyFile = rooted(c.ReportKeyFile, "")
+	c.AcceptedStateFile = rooted(c.AcceptedStateFile, "")
 	c.TLSDir = rooted(c.TLSDir, "/etc/dynia/tls")
 	c.HAProxyConfig = rooted(c.HAProxyConfig, "/etc/haproxy/haproxy.cfg")
 	c.KeepalivedConfig = rooted(c.KeepalivedConfig, "/etc/keepalived/keepalived.conf")

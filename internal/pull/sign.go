@@ -1,0 +1,210 @@
+package pull
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/dynia/dynia/internal/bucket"
+	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/signing"
+)
+
+// Every node holds read-write credentials on the bucket, so neither the
+// state nor a report is trusted for being there (docs/security.md). A node
+// applies only a state signed with the key in its pull.json and never older
+// than the one it applied last; it signs its own reports with its report
+// key; and it believes a peer's report only when it verifies against the
+// report key the (verified) state records for that peer.
+
+// State signature modes a report shows (Status.StateSignature).
+const (
+	StateVerified  = "verified"  // pull.json names the state key: every applied state verified
+	StateUnchecked = "unchecked" // a node made before signing: signatures not checked
+)
+
+// loadReportKey reads the node's report key. Like the mesh key, a file
+// others may read is made 0600 (and logged) rather than refused: refusing
+// would leave the node unable to report at all.
+func loadReportKey(path string, log *slog.Logger) (ed25519.PrivateKey, error) {
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		log.Warn("report key file readable by others; making it 0600", "path", path, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
+		if err := os.Chmod(path, 0o600); err != nil {
+			return nil, fmt.Errorf("report key %s: %w", path, err)
+		}
+	}
+	return signing.LoadPrivateKey(path)
+}
+
+// openState verifies and decodes a state object read from the bucket: a
+// state not signed by the key in pull.json is refused (reason signature),
+// so is one older than the newest this node applied (reason replay: an
+// old signed state put back), and an invalid one (decode).
+func (d *Daemon) openState(b []byte) (*cluster.State, *ApplyError) {
+	st, err := cluster.DecodeSigned(b, d.stateKey)
+	var se *cluster.SignatureError
+	if errors.As(err, &se) {
+		return nil, &ApplyError{"signature", err}
+	}
+	if err != nil {
+		return nil, &ApplyError{"decode", err}
+	}
+	if floor := d.acceptedGeneration(); st.Generation < floor {
+		return nil, &ApplyError{"replay", fmt.Errorf("state generation %d is older than generation %d, which this node applied already (an old state put back?)", st.Generation, floor)}
+	}
+	return st, nil
+}
+
+// refuseState records a state the node will not use: the apply failure,
+// and state_error in the report until a good state arrives.
+func (d *Daemon) refuseState(gen int64, ae *ApplyError) error {
+	now := time.Now().UTC()
+	d.updateStatus(func(s *Status) { s.StateError, s.StateErrorAt = ae.Error(), &now })
+	return d.fail(gen, ae)
+}
+
+// stateOK clears state_error: a state verified and not older than the
+// applied one arrived.
+func (d *Daemon) stateOK() {
+	cleared := false
+	d.updateStatus(func(s *Status) {
+		if s.StateError != "" {
+			s.StateError, s.StateErrorAt, cleared = "", nil, true
+		}
+	})
+	if cleared {
+		d.kickStatus()
+	}
+}
+
+// acceptedGeneration is the newest generation this node applied (or
+// found in its accepted-state file at start): the floor below which a
+// state is a replay.
+func (d *Daemon) acceptedGeneration() int64 {
+	d.amu.Lock()
+	defer d.amu.Unlock()
+	return d.accepted
+}
+
+// keepAccepted stores the raw object of a state the node applied in
+// pull.json's accepted_state_file (0600), when its generation is new.
+// Only the poll loop calls it (keptGen is the loop's).
+func (d *Daemon) keepAccepted(set Settings, st *cluster.State, raw []byte) {
+	// Any generation newly applied: above the kept one, or below it once
+	// the floor started over for another store (Reconfigure).
+	if set.AcceptedStateFile == "" || st.Generation == d.keptGen {
+		return
+	}
+	if err := writeFileAtomic(set.AcceptedStateFile, raw, 0o600); err != nil {
+		d.log.Warn("keep the accepted state", "path", set.AcceptedStateFile, "err", err)
+		return
+	}
+	d.keptGen = st.Generation
+}
+
+// loadAccepted reads the accepted-state file at start: its generation is
+// the floor until a newer state is applied. A missing file is a first
+// start; an unreadable or unverifiable one is logged and ignored (the
+// floor is then the first state applied).
+func (d *Daemon) loadAccepted(set Settings) {
+	if set.AcceptedStateFile == "" {
+		return
+	}
+	b, err := os.ReadFile(set.AcceptedStateFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	if err == nil {
+		var st *cluster.State
+		if st, err = cluster.DecodeSigned(b, d.stateKey); err == nil && st.Name == set.Cluster {
+			d.accepted, d.keptGen = st.Generation, st.Generation
+			return
+		}
+		if err == nil {
+			err = fmt.Errorf("a state of cluster %q", st.Name)
+		}
+	}
+	d.log.Warn("accepted-state file not used", "path", set.AcceptedStateFile, "err", err)
+}
+
+// ReportError is a node report that cannot be believed: not signed with
+// the report key the state records for its node, or about another node.
+// Readers treat that node as unheard-of (health unknown, no mesh key, no
+// rollout progress) and never act on what it says.
+type ReportError struct {
+	NodeID string
+	Reason string
+}
+
+func (e *ReportError) Error() string { return "report of node " + e.NodeID + ": " + e.Reason }
+
+// OpenReport verifies and decodes node id's status report b against st,
+// a verified state: a node with a report_key there must have signed it
+// with that key; a node without one (made before report signing) may
+// write it unsigned. The report must name that node and st's cluster. A
+// report that fails is a *ReportError.
+func OpenReport(b []byte, st *cluster.State, id string) (*Status, error) {
+	n := st.Node(id)
+	if n == nil {
+		return nil, &ReportError{id, "not a node of cluster " + st.Name}
+	}
+	payload := b
+	if n.ReportKey == "" {
+		p, _, err := signing.Unwrap(b)
+		if err != nil {
+			return nil, &ReportError{id, err.Error()}
+		}
+		payload = p
+	} else {
+		pub, err := signing.ParsePublicKey(n.ReportKey)
+		if err != nil {
+			return nil, &ReportError{id, "report_key in the state: " + err.Error()}
+		}
+		if payload, err = signing.Open(signing.KindReport, b, pub); err != nil {
+			if errors.Is(err, signing.ErrUnsigned) {
+				return nil, &ReportError{id, "report not signed (the state holds a report key for this node)"}
+			}
+			return nil, &ReportError{id, "report signature invalid: " + err.Error()}
+		}
+	}
+	s, err := DecodeStatus(payload)
+	if err != nil {
+		return nil, &ReportError{id, err.Error()}
+	}
+	if s.NodeID != id || s.Cluster != st.Name {
+		return nil, &ReportError{id, fmt.Sprintf("the report is about node %q of cluster %q", s.NodeID, s.Cluster)}
+	}
+	return s, nil
+}
+
+// ReadReport GETs node id's report and opens it (OpenReport). No report
+// yet: nil, nil. A report that cannot be believed: nil and a *ReportError.
+// This is the one way the CLI and nodes read reports.
+func ReadReport(ctx context.Context, store bucket.Store, st *cluster.State, id string) (*Status, error) {
+	obj, err := store.Get(ctx, cluster.StatusKey(st.Name, id), "")
+	if errors.Is(err, bucket.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return OpenReport(obj.Body, st, id)
+}
+
+// SignReport encodes a report as dynia-pull writes it: indented JSON,
+// signed with key when there is one.
+func SignReport(s Status, key ed25519.PrivateKey) ([]byte, error) {
+	b, err := jsonIndent(s)
+	if err != nil {
+		return nil, err
+	}
+	if key == nil {
+		return append(b, '\n'), nil
+	}
+	return signing.Seal(signing.KindReport, key, b)
+}
