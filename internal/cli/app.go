@@ -326,11 +326,14 @@ func waitRollout(ctx context.Context, f *Factory, p *Progress, store *cluster.St
 				if node.Lifecycle != cluster.Ready {
 					continue
 				}
-				r, err := readReport(ctx, store, name, node.ID)
+				r, refused, err := readReport(ctx, store, st, node.ID)
 				if err != nil {
 					return false, "", err
 				}
 				phase := appPhase(r, n)
+				if refused != "" {
+					phase = "report not believed: " + refused
+				}
 				if said[node.ID] != phase {
 					said[node.ID] = phase
 					p.Info("  %s: %s", node.ID, phase)
@@ -361,7 +364,7 @@ func waitRollout(ctx context.Context, f *Factory, p *Progress, store *cluster.St
 	}
 	if len(failed) > 0 {
 		for _, id := range failed {
-			r, _ := readReport(ctx, store, name, id)
+			r, _, _ := readReport(ctx, store, st, id)
 			if r == nil || r.App == nil {
 				continue
 			}
@@ -509,7 +512,11 @@ func NewCmdAppStatus(f *Factory) *cobra.Command {
 			var views []AppNodeView
 			for _, n := range cluster.SortedByPriority(st.Nodes) {
 				v := AppNodeView{Node: n.ID, State: "unknown"}
-				if r, err := readReport(ctx, store, name, n.ID); err == nil && r != nil && r.App != nil {
+				r, refused, err := readReport(ctx, store, st, n.ID)
+				if refused != "" {
+					v.Error = "report not believed: " + refused
+				}
+				if err == nil && r != nil && r.App != nil {
 					a := r.App
 					v = AppNodeView{Node: n.ID, Release: a.Release, Image: a.Image, State: a.State, Healthy: a.Healthy, Since: a.Since,
 						Waiting: a.Waiting, FailedRelease: a.FailedRelease, Error: a.Error, Logs: a.Logs}

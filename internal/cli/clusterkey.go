@@ -21,6 +21,17 @@ import (
 // clusterKeyPath is <config dir>/keys/<cluster>-<8 hex of the state URL>.key,
 // so two buckets' clusters of the same name never share a key.
 func (f *Factory) clusterKeyPath(name string) (string, error) {
+	base, err := f.keyBase(name)
+	if err != nil {
+		return "", err
+	}
+	return base + ".key", nil
+}
+
+// keyBase is <config dir>/keys/<cluster>-<8 hex of the state URL>: the
+// cluster key, the state key (.sign.key) and the newest state this
+// machine accepted (.seen.json) are named after it.
+func (f *Factory) keyBase(name string) (string, error) {
 	cfg, _, err := f.Config()
 	if err != nil {
 		return "", err
@@ -30,7 +41,17 @@ func (f *Factory) clusterKeyPath(name string) (string, error) {
 		return "", err
 	}
 	sum := sha256.Sum256([]byte(u))
-	return filepath.Join(filepath.Dir(cfg.path), "keys", name+"-"+hex.EncodeToString(sum[:4])+".key"), nil
+	return filepath.Join(filepath.Dir(cfg.path), "keys", name+"-"+hex.EncodeToString(sum[:4])), nil
+}
+
+// stateKeys are this machine's state keys (docs/security.md): the store
+// signs every state it writes with the cluster's key and refuses a state
+// that does not verify, or that is older than one it accepted before. The
+// key is made at the first write (create-ha, or the first write to a
+// cluster made before signing) and reused; another machine that manages
+// the cluster needs a copy, like the cluster key.
+func (f *Factory) stateKeys() cluster.FileKeys {
+	return cluster.FileKeys{Base: f.keyBase}
 }
 
 // clusterKey returns the cluster's identity for st: the key file's, which

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -15,11 +16,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dynia/dynia/cloudinit"
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/dosim"
 	"github.com/dynia/dynia/internal/pull"
+	"github.com/dynia/dynia/internal/signing"
 	"github.com/dynia/dynia/internal/testutil"
 )
 
@@ -131,11 +134,42 @@ func (e *testEnv) mustRun(args ...string) result {
 
 func (e *testEnv) state(name string) *cluster.State {
 	e.t.Helper()
-	st, _, err := cluster.NewStore(e.bucket).Load(context.Background(), name)
+	st, _, err := e.signedStore().Load(context.Background(), name)
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	return st
+}
+
+// signedStore is the state store with the test CLI's own state keys (the
+// files `dynia` keeps beside its config), as `dynia` opens it.
+func (e *testEnv) signedStore() *cluster.Store {
+	e.t.Helper()
+	return cluster.NewSignedStore(e.bucket, NewFactoryForTest(e).stateKeys())
+}
+
+// reportKey is the report key node id's droplet got in its user-data, as
+// dynia-pull on that droplet reads it (nil: none, or no droplet yet).
+func (e *testEnv) reportKey(n cluster.Node) ed25519.PrivateKey {
+	for _, d := range e.sim.Droplets() {
+		if d.ID != n.DropletID {
+			continue
+		}
+		cc, err := cloudinit.Parse([]byte(d.UserData))
+		if err != nil {
+			return nil
+		}
+		for _, f := range cc.WriteFiles {
+			if f.Path == cloudinit.ReportKeyPath {
+				k, err := signing.ParsePrivateKey(f.Content)
+				if err != nil {
+					return nil
+				}
+				return k
+			}
+		}
+	}
+	return nil
 }
 
 // fakeNodes stands in for dynia-pull on every node (the sandbox tests run
@@ -152,6 +186,15 @@ type nodeHealth struct {
 	mu    sync.Mutex
 	down  map[string]bool
 	stale map[string]bool
+	// silent nodes get no report from reportNodes (a test writes its own).
+	silent map[string]bool
+}
+
+// silence stops reportNodes writing node id's report.
+func (h *nodeHealth) silence(id string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.silent[id] = true
 }
 
 func (h *nodeHealth) set(id string, down, stale bool) {
@@ -163,13 +206,13 @@ func (h *nodeHealth) set(id string, down, stale bool) {
 // reportNodes writes every node's status report every 50 ms, as dynia-pull
 // would, with the generation applied and the health h says, until stopped.
 func (e *testEnv) reportNodes(name string) (*nodeHealth, func()) {
-	h := &nodeHealth{down: map[string]bool{}, stale: map[string]bool{}}
+	h := &nodeHealth{down: map[string]bool{}, stale: map[string]bool{}, silent: map[string]bool{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		store := cluster.NewStore(e.bucket)
+		store := cluster.NewStore(e.bucket) // reads only: the test's nodes trust the state
 		for ctx.Err() == nil {
 			if st, _, err := store.Load(ctx, name); err == nil {
 				for _, n := range st.Nodes {
@@ -179,6 +222,10 @@ func (e *testEnv) reportNodes(name string) (*nodeHealth, func()) {
 						s.VRRPState = pull.VRRPMaster
 					}
 					h.mu.Lock()
+					if h.silent[n.ID] {
+						h.mu.Unlock()
+						continue
+					}
 					if h.down[n.ID] {
 						s.VRRPState, s.AppHealthy = pull.VRRPFault, false
 					}
@@ -186,7 +233,9 @@ func (e *testEnv) reportNodes(name string) (*nodeHealth, func()) {
 						s.UpdatedAt = time.Now().Add(-time.Hour).UTC()
 					}
 					h.mu.Unlock()
-					b, _ := json.Marshal(s)
+					// Signed with the node's key from its user-data, as
+					// dynia-pull on the droplet signs it.
+					b, _ := pull.SignReport(s, e.reportKey(n))
 					_, _ = e.bucket.Put(ctx, cluster.StatusKey(name, n.ID), b, bucket.Cond{})
 				}
 			}

@@ -148,7 +148,7 @@ func (f *Factory) BucketOptions() (bucket.Options, error) {
 func (f *Factory) Store(ctx context.Context) (*cluster.Store, error) {
 	f.once.store.Do(func() {
 		if f.StoreOverride != nil {
-			f.store = cluster.NewStore(f.StoreOverride)
+			f.store = cluster.NewSignedStore(f.StoreOverride, f.stateKeys())
 			return
 		}
 		u, err := f.StateURL()
@@ -170,7 +170,7 @@ func (f *Factory) Store(ctx context.Context) (*cluster.Store, error) {
 			f.storeErr = fmt.Errorf("open state %s: %w", u, err)
 			return
 		}
-		f.store = cluster.NewStore(b)
+		f.store = cluster.NewSignedStore(b, f.stateKeys())
 	})
 	return f.store, f.storeErr
 }

@@ -58,9 +58,13 @@ const startupGrace = 2 * time.Minute
 // (APIErr set) when there is no token or the API failed: health then rests
 // on the reports alone.
 type Evidence struct {
-	st       *cluster.State
-	reports  map[string]*pull.Status // by node id; nil: no report
-	droplets map[int]cloud.Droplet   // by droplet id, from the cluster tag
+	st      *cluster.State
+	reports map[string]*pull.Status // by node id; nil: no report
+	// refused holds, by node id, why a node's report was not believed
+	// (pull.ReportError): such a node counts as unheard-of, and its
+	// report is in no other map, so it drives nothing.
+	refused  map[string]string
+	droplets map[int]cloud.Droplet // by droplet id, from the cluster tag
 	// Holder is the droplet holding the Reserved IP (0: unassigned), valid
 	// when HolderKnown.
 	Holder      int
@@ -79,13 +83,17 @@ type NodeHealth struct {
 // droplets and the Reserved IP's holder (two API reads). An unreadable
 // report counts as missing; a failed API read leaves the DO half empty.
 func gatherEvidence(ctx context.Context, store *cluster.Store, cl *cloud.Client, st *cluster.State) (*Evidence, error) {
-	e := &Evidence{st: st, reports: map[string]*pull.Status{}, now: time.Now()}
+	e := &Evidence{st: st, reports: map[string]*pull.Status{}, refused: map[string]string{}, now: time.Now()}
 	for _, n := range st.Nodes {
-		r, err := readReport(ctx, store, st.Name, n.ID)
+		r, refused, err := readReport(ctx, store, st, n.ID)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, err
 			}
+			continue
+		}
+		if refused != "" {
+			e.refused[n.ID] = refused
 			continue
 		}
 		e.reports[n.ID] = r
@@ -114,8 +122,12 @@ func gatherEvidence(ctx context.Context, store *cluster.Store, cl *cloud.Client,
 	return e, nil
 }
 
-// Report is the node's last report (nil if none).
+// Report is the node's last report (nil if none, or not believed).
 func (e *Evidence) Report(id string) *pull.Status { return e.reports[id] }
+
+// Refused is why the node's report was not believed ("": it was, or
+// there is none).
+func (e *Evidence) Refused(id string) string { return e.refused[id] }
 
 // HolderNode is the node whose droplet holds the Reserved IP, or nil.
 func (e *Evidence) HolderNode() *cluster.Node {
@@ -173,6 +185,14 @@ func (e *Evidence) Of(n cluster.Node) NodeHealth {
 	}
 	r := e.reports[n.ID]
 	young := e.now.Sub(n.CreatedAt) < startupGrace
+	if why := e.refused[n.ID]; why != "" {
+		// Whatever it claims, it is not the node speaking: its peers'
+		// checks (below) are still evidence, its own words are not.
+		if up, down := e.peersSee(n.ID); down > 0 && up == 0 {
+			return NodeHealth{HealthDown, fmt.Sprintf("%d peer(s) fail its health check; its own %s", down, why)}
+		}
+		return NodeHealth{HealthUnknown, why}
+	}
 	if r == nil {
 		if young {
 			return NodeHealth{HealthStarting, "no report yet (booting)"}
@@ -201,6 +221,9 @@ func (e *Evidence) Of(n cluster.Node) NodeHealth {
 	}
 	if !r.Failover.Ready && r.Failover.CheckedAt != nil {
 		return NodeHealth{HealthDegraded, "failover not ready: " + r.Failover.Error}
+	}
+	if r.StateError != "" {
+		return NodeHealth{HealthDegraded, "refuses the state in the bucket: " + r.StateError}
 	}
 	if r.LastError != "" {
 		return NodeHealth{HealthDegraded, r.LastError}

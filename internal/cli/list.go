@@ -35,6 +35,18 @@ type NodeRow struct {
 	FailoverReady   bool   `json:"failover_ready"`
 	Applied         int64  `json:"applied_generation"`
 	LastError       string `json:"last_error,omitempty"`
+	// Report says whether the node's report is believed: "verified"
+	// (signed with the report key the state holds for the node),
+	// "unsigned" (a node made before report signing: believed as before),
+	// "invalid" (not signed with its key: forged or replaced; nothing
+	// acts on it, HealthReason says why), "" (no report).
+	Report string `json:"report,omitempty"`
+	// StateSignature is what the node reports about the state: "verified"
+	// or "unchecked" (a node made before state signing).
+	StateSignature string `json:"state_signature,omitempty"`
+	// StateError is why the node refuses the state in the bucket (not
+	// signed with the cluster's key, or older than what it applied).
+	StateError string `json:"state_error,omitempty"`
 }
 
 // ClusterView is `cluster get`'s JSON.
@@ -74,6 +86,13 @@ func rows(st *cluster.State, e *Evidence) []NodeRow {
 		if r := e.Report(n.ID); r != nil {
 			row.VRRPState, row.Applied, row.LastError = r.VRRPState, r.AppliedGeneration, r.LastError
 			row.FailoverReady = r.Failover.Ready
+			row.StateSignature, row.StateError = r.StateSignature, r.StateError
+			row.Report = "verified"
+			if n.ReportKey == "" {
+				row.Report = "unsigned"
+			}
+		} else if e.Refused(n.ID) != "" {
+			row.Report = "invalid"
 		}
 		out = append(out, row)
 	}

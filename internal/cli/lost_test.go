@@ -177,10 +177,11 @@ func TestLostAnswers(t *testing.T) {
 				return e.state(name).Generation - before
 			}
 
-			// create-ha writes the state 7 times: create, cluster key,
-			// VPC (and admin CIDRs), firewall id, droplet id, addresses,
-			// Reserved IP. A clean run says how many; each is lost once.
-			const createWrites = 7
+			// create-ha writes the state 8 times: create, cluster key,
+			// VPC (and admin CIDRs), firewall id, report key, droplet id,
+			// addresses, Reserved IP. A clean run says how many; each is
+			// lost once.
+			const createWrites = 8
 			{
 				stop := e.fakeNodes("lost-clean")
 				e.mustRun("node", "create-ha", "--name", "lost-clean", "--region", "sgp1", "--size", "s-1vcpu-1gb")
@@ -209,9 +210,9 @@ func TestLostAnswers(t *testing.T) {
 			defer e.fakeNodes(name)()
 			e.mustRun("node", "create-ha", "--name", name, "--region", "sgp1", "--size", "s-1vcpu-1gb")
 
-			// add --count 2 writes 4 times: the two ids, each droplet id,
-			// both nodes' addresses.
-			const addWrites = 4
+			// add --count 2 writes 5 times: the two ids, both report keys,
+			// each droplet id, both nodes' addresses.
+			const addWrites = 5
 			for n := 1; n <= addWrites; n++ {
 				before := len(e.state(name).Nodes)
 				if d := run(name, n, "node", "add", "--name", name, "--count", "2"); d != addWrites {

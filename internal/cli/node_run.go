@@ -10,6 +10,7 @@ import (
 	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/nodeconfig"
+	"github.com/dynia/dynia/internal/signing"
 )
 
 // createHA creates (or resumes creating) a one-node cluster. Every step
@@ -280,7 +281,23 @@ func createDryRun(ctx context.Context, f *Factory, o *CreateOptions, p *Progress
 	if err != nil {
 		return err
 	}
-	ud, err := f.userData(st, ids[0], boot)
+	// The keys the real run would use: the state key if this machine has
+	// one already (else a stand-in: the real one is made at the first
+	// write), and a stand-in report key (masked below anyway). Nothing is
+	// written.
+	stateKey, _, err := f.stateKeys().SigningKey(o.Name, false)
+	if err != nil {
+		return err
+	}
+	reportKey, err := signing.NewKey()
+	if err != nil {
+		return err
+	}
+	if stateKey == nil {
+		stateKey = reportKey
+	}
+	st.SigningKey = signing.PublicKeyString(signing.Public(stateKey))
+	ud, err := f.userData(st, ids[0], boot, reportKey)
 	if err != nil {
 		return err
 	}

@@ -371,7 +371,7 @@ func TestRemoveResumes(t *testing.T) {
 	e.mustRun("node", "create-ha", "--name", "again", "--region", "sgp1", "--size", "s-1vcpu-1gb")
 	e.mustRun("node", "add", "--name", "again", "--count", "2")
 	st := e.state("again")
-	store := cluster.NewStore(e.bucket)
+	store := e.signedStore()
 	alive, gone := st.Nodes[1], st.Nodes[2]
 	for _, n := range []cluster.Node{alive, gone} {
 		if _, err := store.Update(t.Context(), "again", func(s *cluster.State) (*cluster.State, error) {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
@@ -20,6 +21,7 @@ import (
 	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/nodeconfig"
+	"github.com/dynia/dynia/internal/signing"
 )
 
 // SnapshotPrefix is the name prefix of node images built by packer/.
@@ -189,8 +191,10 @@ func (f *Factory) prepareBoot(ctx context.Context, store *cluster.Store, st *clu
 	return boot, err
 }
 
-// userData renders one node's cloud-init.
-func (f *Factory) userData(st *cluster.State, nodeID string, boot nodeBoot) ([]byte, error) {
+// userData renders one node's cloud-init: with the state's public key
+// (the node applies only states it signed) and the node's report key
+// (nil: a node that writes unsigned reports, as before signing).
+func (f *Factory) userData(st *cluster.State, nodeID string, boot nodeBoot, reportKey ed25519.PrivateKey) ([]byte, error) {
 	stateURL, err := f.StateURL()
 	if err != nil {
 		return nil, err
@@ -229,6 +233,10 @@ func (f *Factory) userData(st *cluster.State, nodeID string, boot nodeBoot) ([]b
 		SpacesSecretAccessKey: boot.secrets.spacesSecret,
 		DOToken:               boot.secrets.doToken,
 		ClusterKey:            boot.clusterKey,
+		StatePublicKey:        st.SigningKey,
+	}
+	if reportKey != nil {
+		p.ReportKey = signing.PrivateKeyString(reportKey)
 	}
 	if boot.bootstrap {
 		p.Mode = cloudinit.Bootstrap
@@ -317,31 +325,57 @@ func provisionNodes(ctx context.Context, f *Factory, store *cluster.Store, cl *c
 	if len(pending) == 0 {
 		return st, nil
 	}
+	// Adopt droplets a crashed run created (found by their node tag).
+	dropletOf := map[string]int{}
+	var toMake []cluster.Node
+	adopted := 0
+	for _, n := range pending {
+		ds, err := cl.ListDropletsByTag(ctx, cloud.NodeTag(n.ID))
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range ds {
+			if hasTag(d.Tags, cloud.ClusterTag(name)) {
+				dropletOf[n.ID] = d.ID
+				adopted++
+			}
+		}
+		if dropletOf[n.ID] == 0 {
+			toMake = append(toMake, n)
+		}
+	}
+	// Each new droplet gets its own report key: the public half goes into
+	// the state before the droplet exists (a crash after the create adopts
+	// a droplet whose key the state already names), the private half only
+	// into that droplet's user-data. A node whose droplet a crashed run
+	// never created gets a new pair: the old private half is gone.
+	reportKeys := map[string]ed25519.PrivateKey{}
+	if len(toMake) > 0 {
+		pubs := map[string]string{}
+		for _, n := range toMake {
+			k, err := signing.NewKey()
+			if err != nil {
+				return nil, err
+			}
+			reportKeys[n.ID], pubs[n.ID] = k, signing.PublicKeyString(signing.Public(k))
+		}
+		// This write is signed like every other; for a cluster made
+		// before state signing it is the first signed one.
+		if st, err = store.Update(ctx, name, func(s *cluster.State) (*cluster.State, error) {
+			return cluster.SetReportKeys(s, pubs)
+		}); err != nil {
+			return nil, err
+		}
+	}
 	boot, err := f.prepareBoot(ctx, store, st, p, false)
 	if err != nil {
 		return nil, err
 	}
-	// Adopt droplets a crashed run created (found by their node tag).
-	dropletOf := map[string]int{}
 	var toCreate []cloud.DropletSpec
 	var createdFor []string
 	err = p.Step(fmt.Sprintf("droplets for %s", ids(pending)), func() (string, error) {
-		adopted := 0
-		for _, n := range pending {
-			ds, err := cl.ListDropletsByTag(ctx, cloud.NodeTag(n.ID))
-			if err != nil {
-				return "", err
-			}
-			for _, d := range ds {
-				if hasTag(d.Tags, cloud.ClusterTag(name)) {
-					dropletOf[n.ID] = d.ID
-					adopted++
-				}
-			}
-			if dropletOf[n.ID] != 0 {
-				continue
-			}
-			ud, err := f.userData(st, n.ID, boot)
+		for _, n := range toMake {
+			ud, err := f.userData(st, n.ID, boot, reportKeys[n.ID])
 			if err != nil {
 				return "", err
 			}

@@ -184,6 +184,16 @@ func ripDrift(ctx context.Context, store *cluster.Store, cl *cloud.Client, st *c
 	}
 	active := st.Active()
 	holder := ev.HolderNode()
+	if holder != nil {
+		if why := ev.Refused(holder.ID); why != "" {
+			// Someone other than the holder wrote its report: whatever it
+			// claims (or hides), it is no ground for moving the IP.
+			return []drift{{
+				What: fmt.Sprintf("Reserved IP %s is on %s, whose report is not believed (%s)", st.ReservedIP, holder.ID, why),
+				Fix:  "none automatic: the IP stays; find out who writes that report (docs/security.md)",
+			}}, nil
+		}
+	}
 	describe := func(n *cluster.Node) string {
 		h := ev.Of(*n)
 		if h.Reason == "" {

@@ -31,7 +31,7 @@ func simGodo(t *testing.T, e *testEnv) *godo.Client {
 // would leave it.
 func (e *testEnv) updateState(name string, mutate func(*cluster.State)) {
 	e.t.Helper()
-	_, err := cluster.NewStore(e.bucket).Update(context.Background(), name, func(s *cluster.State) (*cluster.State, error) {
+	_, err := e.signedStore().Update(context.Background(), name, func(s *cluster.State) (*cluster.State, error) {
 		mutate(s)
 		return s, nil
 	})
@@ -51,7 +51,7 @@ func (e *testEnv) waitReported(name string) {
 		st := e.state(name)
 		ok := true
 		for _, n := range st.Nodes {
-			r, err := readReport(ctx, store, name, n.ID)
+			r, _, err := readReport(ctx, store, st, n.ID)
 			if err != nil || r == nil || r.AppliedGeneration < st.Generation {
 				ok = false
 			}
@@ -70,7 +70,7 @@ func (e *testEnv) waitReported(name string) {
 // of want.
 func (e *testEnv) waitStatus(name, id string, want ...string) {
 	e.t.Helper()
-	store := cluster.NewStore(e.bucket)
+	store := e.signedStore()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		st := e.state(name)

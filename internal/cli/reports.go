@@ -8,26 +8,26 @@ import (
 	"time"
 
 	"github.com/dynia/dynia/cloudinit"
-	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/pull"
 )
 
-// readReport reads a node's status.json (written by dynia-pull); a node that
-// has not reported yet is nil.
-func readReport(ctx context.Context, store *cluster.Store, name, id string) (*pull.Status, error) {
-	obj, err := store.B.Get(ctx, cluster.StatusKey(name, id), "")
-	if errors.Is(err, bucket.ErrNotFound) {
-		return nil, nil
+// readReport reads a node's status.json (written by dynia-pull), verified
+// against st, whose node table holds each node's report key
+// (pull.ReadReport): a node that has not reported yet is nil; a report
+// that cannot be believed (not signed with its node's key: forged, or
+// replaced) is nil too, with why in refused, so the node counts as
+// unheard-of and nothing acts on what it says. err is a failed read.
+func readReport(ctx context.Context, store *cluster.Store, st *cluster.State, id string) (r *pull.Status, refused string, err error) {
+	r, err = pull.ReadReport(ctx, store.B, st, id)
+	var re *pull.ReportError
+	if errors.As(err, &re) {
+		return nil, re.Reason, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, "", fmt.Errorf("node %s: %w", id, err)
 	}
-	r, err := pull.DecodeStatus(obj.Body)
-	if err != nil {
-		return nil, fmt.Errorf("node %s: %w", id, err)
-	}
-	return r, nil
+	return r, "", nil
 }
 
 // waitApplied waits until every node of st that should be serving reports
@@ -55,7 +55,7 @@ func waitReports(ctx context.Context, store *cluster.Store, st *cluster.State, p
 			if !match(n) {
 				continue
 			}
-			r, err := readReport(ctx, store, st.Name, n.ID)
+			r, refused, err := readReport(ctx, store, st, n.ID)
 			if err != nil {
 				return false, "", err
 			}
@@ -63,6 +63,9 @@ func waitReports(ctx context.Context, store *cluster.Store, st *cluster.State, p
 				continue
 			}
 			phase := waitPhase(r, st.Generation)
+			if refused != "" {
+				phase = "report not believed: " + refused
+			}
 			waiting = append(waiting, n.ID+": "+phase)
 			if said[n.ID] != phase {
 				said[n.ID] = phase
@@ -83,6 +86,9 @@ func waitPhase(r *pull.Status, gen int64) string {
 		phase = "dynia-pull running, nothing applied yet"
 	default:
 		phase = fmt.Sprintf("applied generation %d, not %d yet", r.AppliedGeneration, gen)
+	}
+	if r != nil && r.StateError != "" && r.StateError != r.LastError {
+		phase += "; refused the state: " + r.StateError
 	}
 	if r != nil && r.LastError != "" {
 		phase += "; last error: " + r.LastError

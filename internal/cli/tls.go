@@ -213,7 +213,7 @@ func enableTLS(ctx context.Context, f *Factory, p *Progress, store *cluster.Stor
 				if n.Lifecycle != cluster.Ready {
 					continue
 				}
-				r, err := readReport(ctx, store, st.Name, n.ID)
+				r, _, err := readReport(ctx, store, st, n.ID)
 				if err != nil {
 					return false, "", err
 				}
@@ -353,7 +353,11 @@ func tlsStatus(ctx context.Context, f *Factory, name string) error {
 	var views []TLSNodeView
 	for _, n := range cluster.SortedByPriority(st.Nodes) {
 		v := TLSNodeView{Node: n.ID}
-		if r, err := readReport(ctx, store, name, n.ID); err == nil && r != nil && r.TLS != nil {
+		r, refused, err := readReport(ctx, store, st, n.ID)
+		if refused != "" {
+			v.Error = "report not believed: " + refused
+		}
+		if err == nil && r != nil && r.TLS != nil {
 			t := r.TLS
 			v = TLSNodeView{Node: n.ID, Serial: t.Serial, Names: t.Names, NotAfter: t.NotAfter, InstalledAt: t.InstalledAt,
 				Placeholder: t.Placeholder, Error: t.Error}

@@ -125,3 +125,24 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 	}
 	return os.Rename(f.Name(), path)
 }
+
+// Seen is the newest generation of cluster name this machine accepted
+// (0: none), whatever cluster incarnation it was of.
+func (k FileKeys) Seen(name string) (int64, error) {
+	base, err := k.Base(name)
+	if err != nil {
+		return 0, err
+	}
+	b, err := os.ReadFile(base + ".seen.json")
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var last seen
+	if json.Unmarshal(b, &last) != nil {
+		return 0, nil
+	}
+	return last.Generation, nil
+}

@@ -1,11 +1,14 @@
 package cluster
 
 import (
+	"context"
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 
+	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/signing"
 )
 
@@ -128,4 +131,46 @@ func SetReportKeys(s *State, keys map[string]string) (*State, error) {
 		return nil, ErrNoChange
 	}
 	return next, next.Validate()
+}
+
+// Resign signs the state object as the bucket holds it now, without
+// verifying it first: the operator's way back after the object was
+// replaced (tampered with, or a signed write was interrupted), once they
+// have looked at what it holds. The document must still decode. It is
+// written with this machine's key (made if there is none), generation
+// max(its own, minGeneration) + 1 — above what nodes applied, or they
+// refuse it as a replay — under If-Match on the object read.
+func (s *Store) Resign(ctx context.Context, name string, minGeneration int64) (*State, error) {
+	if s.Keys == nil {
+		return nil, fmt.Errorf("%w: resign %s", ErrNoSigningKey, name)
+	}
+	obj, err := s.B.Get(ctx, StateKey(name), "")
+	if errors.Is(err, bucket.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %s (no %s)", ErrClusterNotFound, name, s.object(name))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state of %s: %w", name, err)
+	}
+	st, err := DecodeSigned(obj.Body, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w (nothing to sign: fix or restore the document first)", s.object(name), err)
+	}
+	if st.Name != name {
+		return nil, fmt.Errorf("%s: the document is cluster %q's", s.object(name), st.Name)
+	}
+	if minGeneration >= math.MaxInt64/2 || st.Generation >= math.MaxInt64/2 {
+		return nil, fmt.Errorf("%s: generation %d (or %d) is out of range", s.object(name), st.Generation, minGeneration)
+	}
+	st.Generation = max(st.Generation, minGeneration) + 1
+	st.UpdatedAt = s.now()
+	st.withOp(NewOpID())
+	b, err := s.encode(st)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.B.Put(ctx, StateKey(name), b, bucket.Cond{IfMatch: obj.ETag}); err != nil {
+		return nil, fmt.Errorf("resign %s: %w (if it changed meanwhile, look again and re-run)", name, err)
+	}
+	s.accepted(st)
+	return st, nil
 }

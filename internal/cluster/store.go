@@ -109,8 +109,8 @@ func (s *Store) open(name string, b []byte) (*State, error) {
 	st, err := DecodeSigned(b, signing.Public(key))
 	var se *SignatureError
 	if errors.As(err, &se) {
-		return nil, fmt.Errorf("%s: %w: the bucket holds a state this machine's key (%s) did not sign — changed by something other than dynia (a node's bucket key?); refusing to use it (docs/security.md: `dynia state resign`)",
-			s.object(name), err, path)
+		return nil, fmt.Errorf("%s: %w: the bucket holds a state this machine's key (%s) did not sign — changed by something other than dynia (a node's bucket key?); refusing to use it (docs/security.md; after inspecting it: `dynia state resign --name %s --confirm`)",
+			s.object(name), err, path, name)
 	}
 	if err != nil {
 		return nil, err

@@ -106,18 +106,19 @@ func Seal(kind string, key ed25519.PrivateKey, payload []byte) ([]byte, error) {
 // "dynia_signed": an unsigned document) is nil and no error; an envelope
 // that is malformed is an error.
 func Parse(b []byte) (*Envelope, error) {
-	var probe struct {
-		Kind *string `json:"dynia_signed"`
-	}
-	// The first JSON value only: trailing data after an envelope is the
-	// strict decode's error below, not a reason to call it unsigned.
-	if err := json.NewDecoder(bytes.NewReader(b)).Decode(&probe); err != nil || probe.Kind == nil {
-		return nil, nil // not an envelope; the document's own decoder reports bad JSON
-	}
+	// One strict pass: a bare document stops it at its first field (not
+	// "dynia_signed"), an envelope is read whole. Whether it is an
+	// envelope is decided by that field alone, so an unsigned document is
+	// never mistaken for a broken envelope, nor a broken envelope for an
+	// unsigned document.
 	var w wire
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&w); err != nil {
+	err := dec.Decode(&w)
+	if w.Kind == nil {
+		return nil, nil // not an envelope; the document's own decoder judges it
+	}
+	if err != nil {
 		return nil, fmt.Errorf("signed envelope: %w", err)
 	}
 	if dec.More() {
