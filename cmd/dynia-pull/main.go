@@ -129,7 +129,9 @@ func renderCmd(statePath string, l render.Local, stdout, stderr io.Writer) int {
 	b, err := os.ReadFile(statePath)
 	if err == nil {
 		var st *cluster.State
-		if st, err = cluster.Decode(b); err == nil {
+		// A signed object (as fetched from the bucket) or a bare document;
+		// a local file is rendered without checking its signature.
+		if st, err = cluster.DecodeSigned(b, nil); err == nil {
 			var res *render.Result
 			if res, err = render.Render(st, l); err == nil {
 				fmt.Fprintf(stdout, "==> haproxy.cfg <==\n%s\n==> keepalived.conf <==\n%s", res.HAProxy.Content, res.Keepalived.Content)

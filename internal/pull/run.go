@@ -254,9 +254,14 @@ func Check(ctx context.Context, configPath string, w io.Writer) error {
 	line("credentials and store URL", err)
 	if err == nil {
 		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		_, err = store.Get(cctx, cluster.StateKey(cfg.Cluster), "")
+		var obj *bucket.Object
+		obj, err = store.Get(cctx, cluster.StateKey(cfg.Cluster), "")
 		cancel()
 		line("state object "+cluster.StateKey(cfg.Cluster)+" in "+store.String(), err)
+		if err == nil && set.StatePublicKey != nil {
+			_, err = cluster.DecodeSigned(obj.Body, set.StatePublicKey)
+			line("state signed with state_public_key", err)
+		}
 	}
 	tools := []string{set.HAProxyBin, set.KeepalivedBin, "/usr/bin/curl"}
 	if set.Mesh != nil {
