@@ -78,11 +78,10 @@ func CheckType(b []byte, t reflect.Type, maxBytes int) error {
 	if err := w.value(t, "", 0); err != nil {
 		return err
 	}
-	if tok, err := dec.Token(); err != io.EOF {
-		if err == nil {
-			return &Error{Reason: fmt.Sprintf("trailing data after the JSON document (%v)", tok)}
-		}
-		return &Error{Reason: fmt.Sprintf("trailing data after the JSON document: %v", err)}
+	if _, err := dec.Token(); err != io.EOF {
+		// The trailing token is not shown: it may hold anything, newlines
+		// included, and errors are one line.
+		return &Error{Reason: "trailing data after the JSON document"}
 	}
 	return nil
 }
@@ -208,8 +207,20 @@ func (w *walker) object(t reflect.Type, path string, depth int) error {
 	return nil
 }
 
+// join appends key to path: a plain key as .key, any other quoted as
+// ["key"], so a path never carries a newline or a misleading dot.
 func join(path, key string) string {
-	if path == "" {
+	plain := key != ""
+	for _, r := range key {
+		if !(r == '_' || r == '-' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9') {
+			plain = false
+			break
+		}
+	}
+	switch {
+	case !plain:
+		return path + "[" + strconv.Quote(key) + "]"
+	case path == "":
 		return key
 	}
 	return path + "." + key

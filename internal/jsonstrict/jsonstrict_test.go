@@ -51,9 +51,11 @@ func TestCheck(t *testing.T) {
 		{"long s folds to s", "{\"\u017fkipped\":\"a\",\"\u017fKIPPED\":\"b\"}", `differ only in case`},
 		{"two case variants, both unknown", `{"Extra":1,"extra":2}`, `keys "Extra" and "extra" differ only in case`},
 		{"case variants inside an unknown value", `{"extra":{"a":1,"A":2}}`, `extra: keys "a" and "A" differ only in case`},
+		{"odd keys are quoted in the path", `{"env":{"a\nb.c":{"x":1,"x":2}}}`, `env["a\nb.c"]: duplicate key "x"`},
 		{"trailing object", `{"name":"a"} {}`, "trailing data"},
 		{"trailing brace", `{"name":"a"}}`, "trailing data"},
 		{"trailing garbage", `{"name":"a"}x`, "trailing data"},
+		{"trailing string with a newline (fuzz crasher: the error was two lines)", `0"\u000A"`, "trailing data after the JSON document"},
 		{"truncated", `{"name":"a"`, "not valid JSON: unexpected end"},
 		{"empty", ``, "not valid JSON: unexpected end"},
 		{"trailing comma in an object", `{"name":"a",}`, "invalid character"},
@@ -69,6 +71,8 @@ func TestCheck(t *testing.T) {
 				t.Fatalf("Check(%s) = %v, want nil", tc.doc, err)
 			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 				t.Fatalf("Check(%s) = %v, want an error containing %q", tc.doc, err, tc.want)
+			case err != nil && strings.ContainsAny(err.Error(), "\r\n"):
+				t.Fatalf("Check(%s): error is not one line: %q", tc.doc, err)
 			}
 			if tc.want == "" {
 				var d doc
