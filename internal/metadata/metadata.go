@@ -133,18 +133,27 @@ func (c *Client) Region(ctx context.Context) (string, error) { return c.get(ctx,
 
 // PublicIPv4 returns the droplet's own public address.
 func (c *Client) PublicIPv4(ctx context.Context) (string, error) {
-	return c.get(ctx, "interfaces/public/0/ipv4/address")
+	return c.address(ctx, "interfaces/public/0/ipv4/address")
 }
 
 // PrivateIPv4 returns the droplet's VPC address.
 func (c *Client) PrivateIPv4(ctx context.Context) (string, error) {
-	return c.get(ctx, "interfaces/private/0/ipv4/address")
+	return c.address(ctx, "interfaces/private/0/ipv4/address")
 }
 
 // AnchorIPv4 returns the anchor address, where traffic to the reserved IP
 // arrives: public listeners bind it.
 func (c *Client) AnchorIPv4(ctx context.Context) (string, error) {
-	return c.get(ctx, "interfaces/public/0/anchor_ipv4/address")
+	return c.address(ctx, "interfaces/public/0/anchor_ipv4/address")
+}
+
+// address fetches an address item and checks it (ParseIPv4).
+func (c *Client) address(ctx context.Context, item string) (string, error) {
+	s, err := c.get(ctx, item)
+	if err != nil {
+		return "", err
+	}
+	return ParseIPv4(item, s)
 }
 
 // ReservedIPv4 reports the reserved IP and whether it is assigned to this
