@@ -254,3 +254,21 @@ func TestEncodeSizeLimit(t *testing.T) {
 		t.Fatalf("Encode of a >1 MiB state = %v", err)
 	}
 }
+
+// TestSetNodeNetworkRefusesBadAddresses: addresses the DO API hands the
+// CLI go through the same rules, so a bad answer is refused before the
+// state is written (Store.Update gets the error from the mutation).
+func TestSetNodeNetworkRefusesBadAddresses(t *testing.T) {
+	t.Parallel()
+	s := sample(t)
+	id := s.Nodes[0].ID
+	for _, tc := range []struct{ public, private, want string }{
+		{"198.51.100.20", "169.254.169.254", `nodes[0].private_ip "169.254.169.254"`},
+		{"198.51.100.20", "0.0.0.0", `nodes[0].private_ip "0.0.0.0"`},
+		{"127.0.0.1", "10.10.0.11", `nodes[0].public_ip "127.0.0.1"`},
+	} {
+		if _, err := SetNodeNetwork(s, id, 1000, tc.public, tc.private); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("SetNodeNetwork(%s, %s) = %v, want an error containing %s", tc.public, tc.private, err, tc.want)
+		}
+	}
+}
