@@ -14,7 +14,7 @@ import (
 func flagBase(t *testing.T) *cluster.State {
 	t.Helper()
 	s := cluster.New("shop", "sgp1", "s-1vcpu-1gb", "123456", time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
-	s, _, err := cluster.AddNodes(s, 2, cluster.NewNamer(1), s.CreatedAt)
+	s, _, err := cluster.AddNodes(s, 1, cluster.NewNamer(1), s.CreatedAt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func FuzzFlags(f *testing.F) {
 			valid("--name "+name, func(s *cluster.State) { s.Name = name })
 		}
 		if !usage("node", checkNodeID(node)) {
-			valid("--node "+node, func(s *cluster.State) { s.Nodes[1].ID = node })
+			valid("--node "+node, func(s *cluster.State) { s.Nodes[0].ID = node }) // the only node: no duplicate
 		}
 		o := &CreateOptions{Name: "shop", Region: region, Size: size, AdminCIDRs: []string{cidr},
 			DNSDomain: domain, DNSRecord: record, Timeout: time.Minute}

@@ -57,7 +57,7 @@ type plan struct {
 // ParsePublicRange checks a public range's shape without touching the
 // machine (the CLI calls it to reject bad --public-range before anything
 // privileged): an IPv4 prefix, /16 to /26, no host bits, clear of the
-// ranges the sandbox must never use as its public range. Whether the range is free on this
+// ranges the sandbox must never route. Whether the range is free on this
 // machine is checked later, by Up.
 func ParsePublicRange(s string) (netip.Prefix, error) {
 	p, err := netip.ParsePrefix(s)
@@ -72,7 +72,7 @@ func ParsePublicRange(s string) (netip.Prefix, error) {
 	}
 	for _, f := range forbiddenRanges {
 		if f.Overlaps(p) {
-			return netip.Prefix{}, fmt.Errorf("overlaps %s, which is not a public range the sandbox may use", f)
+			return netip.Prefix{}, fmt.Errorf("overlaps %s, which the sandbox must never route", f)
 		}
 	}
 	return p, nil
