@@ -34,6 +34,7 @@ func (c *Config) validateInputs() error {
 		{"haproxy_config", c.HAProxyConfig}, {"keepalived_config", c.KeepalivedConfig},
 		{"credentials_file", c.CredentialsFile}, {"do_token_file", c.DOTokenFile},
 		{"cluster_key_file", c.ClusterKeyFile}, {"log_dir", c.LogDir}, {"cloud_init_log", c.CloudInitLog},
+		{"mesh_key_file", c.MeshKeyFile},
 	} {
 		if f.path != "" && !filepath.IsAbs(f.path) {
 			return fmt.Errorf("node config: %s %q: must be an absolute path", f.name, f.path)

@@ -13,11 +13,17 @@ import (
 	"github.com/dynia/dynia/internal/jsonstrict"
 )
 
-// Bounds on a node status report. A report is about 300 bytes plus about
-// 60 per backend: a node of a 254-node cluster (the most unique VRRP
-// priorities allow) writes about 20 KiB.
+// Bounds on a node status report. A report is about 300 bytes, plus about
+// 60 per backend and 230 per mesh peer, plus a failed release's log lines
+// (reportLogs: at most MaxReportLogLines of MaxReportLogLine bytes): a
+// node of a 254-node cluster (the most unique VRRP priorities allow)
+// writes under 100 KiB (TestLargestReportFits).
 const (
-	MaxStatusBytes = 64 << 10 // the whole document
+	MaxStatusBytes = 256 << 10 // the whole document
+	// MaxReportLogLines and MaxReportLogLine bound the app log lines a
+	// report carries.
+	MaxReportLogLines = 20
+	MaxReportLogLine  = 1024
 	// MaxReportText bounds each free-text field (last_error, notes, the
 	// failover error, version) as the CLI keeps and prints it; longer
 	// text is cut, ending in "…".
@@ -54,7 +60,31 @@ func decodeStatus(b []byte) (*Status, error) {
 	s.ReservedIP.LastMoveReason = cleanText(s.ReservedIP.LastMoveReason)
 	s.ReservedIP.Note = cleanText(s.ReservedIP.Note)
 	s.Failover.Error = cleanText(s.Failover.Error)
+	if s.App != nil {
+		s.App.Error = cleanText(s.App.Error)
+		s.App.Waiting = cleanText(s.App.Waiting)
+		for i, l := range s.App.Logs {
+			s.App.Logs[i] = cleanText(l)
+		}
+	}
 	return &s, nil
+}
+
+// reportLogs is what a report keeps of an app's log lines: the last
+// MaxReportLogLines, each cut to MaxReportLogLine bytes, so a report stays
+// far below MaxStatusBytes whatever the app printed.
+func reportLogs(lines []string) []string {
+	if len(lines) > MaxReportLogLines {
+		lines = lines[len(lines)-MaxReportLogLines:]
+	}
+	out := make([]string, len(lines))
+	for i, l := range lines {
+		if len(l) > MaxReportLogLine {
+			l = strings.ToValidUTF8(l[:MaxReportLogLine-len("…")], "") + "…"
+		}
+		out[i] = l
+	}
+	return out
 }
 
 // DecodeStatusOf is DecodeStatus for the report at the status key of node
@@ -134,6 +164,18 @@ func (s *Status) check() error {
 		case "UP", "DOWN", "DRAIN", "MAINT":
 		default:
 			return &cluster.FieldError{Field: field + ".status", Value: b.Status, Reason: "must be UP, DOWN, DRAIN or MAINT"}
+		}
+	}
+	if a := s.App; a != nil {
+		switch {
+		case a.Release < 0 || a.Target < 0 || a.FailedRelease < 0:
+			return &cluster.FieldError{Field: "app", Value: fmt.Sprintf("%d/%d/%d", a.Release, a.Target, a.FailedRelease), Reason: "release numbers must not be negative"}
+		case a.State != "" && a.State != AppNone && a.State != AppStarting && a.State != AppRunning && a.State != AppWaiting:
+			return &cluster.FieldError{Field: "app.state", Value: a.State, Reason: "must be none, starting, running or waiting"}
+		case a.Image != "" && cluster.ValidateImageDigest(a.Image) != nil:
+			return &cluster.FieldError{Field: "app.image", Value: a.Image, Reason: "not an image reference by digest"}
+		case len(a.Logs) > MaxReportLogLines:
+			return &cluster.FieldError{Field: "app.logs", Value: fmt.Sprint(len(a.Logs)), Reason: fmt.Sprintf("more than %d lines", MaxReportLogLines)}
 		}
 	}
 	if s.UpdatedAt.IsZero() {

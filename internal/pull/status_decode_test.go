@@ -18,7 +18,9 @@ func goodReport(t *testing.T) string {
 	s := Status{NodeID: "amber-fox", Cluster: "shop", AppliedGeneration: 7, HAProxyConfigHash: "6c0636a1134b9b11",
 		VRRPState: VRRPMaster, Backends: []BackendStatus{{ID: "amber-fox", Status: "UP"}, {ID: "brisk-owl", Status: "DRAIN"}},
 		AppHealthy: true, Version: "v1.2.3", LastError: "render: boom", LastErrorAt: &at,
-		Failover: FailoverStatus{Ready: true, CheckedAt: &at}, UpdatedAt: fuzzNow}
+		Failover: FailoverStatus{Ready: true, CheckedAt: &at}, UpdatedAt: fuzzNow,
+		App: &AppStatus{Release: 2, Image: "ghcr.io/acme/app@sha256:" + strings.Repeat("ab", 32), State: AppRunning, Healthy: true,
+			FailedRelease: 3, Error: "release 3: no 200", Logs: []string{"starting", "panic: boom"}}}
 	b, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		t.Fatal(err)
@@ -50,6 +52,9 @@ func TestDecodeStatusOfRefuses(t *testing.T) {
 		{"case-variant key", `"applied_generation": 7`, `"Applied_Generation": 99`, `key "Applied_Generation" must be spelled "applied_generation"`},
 		{"case-variant key in a backend", `"id": "brisk-owl"`, `"ID": "brisk-owl"`, `backends[1]: key "ID" must be spelled "id"`},
 		{"trailing data", "\n}", "\n}}", "trailing data"},
+		{"unknown app state", `"state": "running"`, `"state": "pwned"`, `app.state "pwned": must be none, starting, running or waiting`},
+		{"app image by tag", `"image": "ghcr.io/acme/app@sha256:`, `"image": "ghcr.io/acme/app:1", "x": "`, `app.image "ghcr.io/acme/app:1"`},
+		{"negative release", `"release": 2`, `"release": -2`, `release numbers must not be negative`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -67,7 +72,7 @@ func TestDecodeStatusOfRefuses(t *testing.T) {
 		})
 	}
 	big := doc + strings.Repeat(" ", MaxStatusBytes-len(doc)+1)
-	if _, err := DecodeStatusOf([]byte(big), "shop", "amber-fox", fuzzNow); err == nil || !strings.Contains(err.Error(), "over the limit of 65536") {
+	if _, err := DecodeStatusOf([]byte(big), "shop", "amber-fox", fuzzNow); err == nil || !strings.Contains(err.Error(), "over the limit of 262144") {
 		t.Fatalf("DecodeStatusOf of %d bytes = %v", len(big), err)
 	}
 }
@@ -80,9 +85,13 @@ func TestDecodeStatusTolerates(t *testing.T) {
 	doc = strings.Replace(doc, `"app_healthy": true`, `"app_healthy": true, "mesh": {"interface": "dynia0", "peers": [{"node_id": "brisk-owl"}]}`, 1)
 	doc = strings.Replace(doc, `"updated_at": "2026-11-27T12:00:00Z"`, `"updated_at": "2026-11-27T12:09:00Z"`, 1)
 	doc = strings.Replace(doc, `"last_error": "render: boom"`, `"last_error": "\u001b[2J\u001b]0;pwned\u0007boom\r\nnext \u202eevil `+strings.Repeat("é", 2000)+`"`, 1)
+	doc = strings.Replace(doc, `"panic: boom"`, `"panic: \u001b[31mboom\u001b[0m"`, 1)
 	s, err := DecodeStatusOf([]byte(doc), "shop", "amber-fox", fuzzNow)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if s.App == nil || s.App.Logs[1] != "panic: \uFFFD[31mboom\uFFFD[0m" {
+		t.Fatalf("app log line not cleaned: %+v", s.App)
 	}
 	if !strings.HasPrefix(s.LastError, "\uFFFD[2J\uFFFD]0;pwned\uFFFDboom\uFFFD\uFFFDnext \uFFFDevil éé") || !strings.HasSuffix(s.LastError, "é…") || len(s.LastError) > MaxReportText {
 		t.Fatalf("last_error not cleaned: %q (%d bytes)", s.LastError[:60], len(s.LastError))
@@ -94,13 +103,16 @@ func TestDecodeStatusTolerates(t *testing.T) {
 }
 
 // TestLargestReportFits: a node of a 254-node cluster (the most unique
-// priorities allow) writes a report well within MaxStatusBytes.
+// priorities allow), with the mesh, a failed release's logs and every text
+// field at its bound, writes a report well within MaxStatusBytes.
 func TestLargestReportFits(t *testing.T) {
 	t.Parallel()
 	namer, taken := cluster.NewNamer(1), map[string]bool{}
 	s := Status{NodeID: "amber-fox", Cluster: "a" + strings.Repeat("b", 28) + "c", AppliedGeneration: 1 << 40,
 		HAProxyConfigHash: strings.Repeat("f", 16), KeepalivedConfigHash: strings.Repeat("f", 16), VRRPState: VRRPBackup,
 		Version: "v10.20.30-123-gabcdef0-dirty", LastError: strings.Repeat("e", MaxReportText), UpdatedAt: fuzzNow}
+	s.Mesh = &MeshStatus{Interface: "dynia0", PublicKey: strings.Repeat("A", 43) + "=", Address: "10.99.255.254", Port: 51820}
+	age := int64(1 << 40)
 	for range cluster.MaxPriority {
 		id, err := namer.Next(taken)
 		if err != nil {
@@ -108,16 +120,25 @@ func TestLargestReportFits(t *testing.T) {
 		}
 		taken[id] = true
 		s.Backends = append(s.Backends, BackendStatus{ID: id, Status: "MAINT"})
+		s.Mesh.Peers = append(s.Mesh.Peers, MeshPeerStatus{NodeID: id, PublicKey: strings.Repeat("B", 43) + "=",
+			Endpoint: "10.255.255.255:65535", LatestHandshakeAgeSeconds: &age})
 	}
+	long := make([]string, 100)
+	for i := range long {
+		long[i] = strings.Repeat("l", 10_000)
+	}
+	s.App = &AppStatus{Release: 1 << 40, Image: "registry.example.com/acme/app@sha256:" + strings.Repeat("ab", 32), State: AppRunning,
+		Target: 1 << 40, FailedRelease: 1 << 40, Waiting: strings.Repeat("w", MaxReportText), Error: strings.Repeat("e", MaxReportText),
+		Logs: reportLogs(long)}
 	b, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(b) > MaxStatusBytes/2 {
-		t.Fatalf("a 254-backend report is %d bytes, more than half of MaxStatusBytes", len(b))
+		t.Fatalf("the largest report is %d bytes, more than half of MaxStatusBytes", len(b))
 	}
 	if _, err := DecodeStatusOf(b, s.Cluster, "amber-fox", fuzzNow); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("254-backend report: %d bytes", len(b))
+	t.Logf("largest report: %d bytes", len(b))
 }

@@ -57,7 +57,11 @@ func FuzzDecodeStatus(f *testing.F) {
 				t.Fatalf("accepted %s %v", tm.field, tm.t)
 			}
 		}
-		for _, text := range []string{s.LastError, s.Version, s.ReservedIP.LastMoveReason, s.ReservedIP.Note, s.Failover.Error} {
+		texts := []string{s.LastError, s.Version, s.ReservedIP.LastMoveReason, s.ReservedIP.Note, s.Failover.Error}
+		if s.App != nil {
+			texts = append(append(texts, s.App.Error, s.App.Waiting), s.App.Logs...)
+		}
+		for _, text := range texts {
 			if len(text) > MaxReportText || !utf8.ValidString(text) || strings.ContainsFunc(text, unsafeRune) {
 				t.Fatalf("free text not cleaned: %q", text)
 			}
