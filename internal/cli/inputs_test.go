@@ -22,6 +22,9 @@ func TestBadInputStateRules(t *testing.T) {
 	for i := range cluster.MaxAdminCIDRs + 1 {
 		many = append(many, "--admin-cidr", "192.0.2."+strconv.Itoa(i)+"/32")
 	}
+	deploy := func(extra ...string) []string {
+		return append([]string{"app", "deploy", "--name", "ok", "--image", "ghcr.io/acme/app@sha256:" + strings.Repeat("ab", 32)}, extra...)
+	}
 	create := func(extra ...string) []string {
 		return append([]string{"node", "create-ha", "--name", "ok", "--region", "sgp1", "--size", "s-1vcpu-1gb"}, extra...)
 	}
@@ -39,6 +42,11 @@ func TestBadInputStateRules(t *testing.T) {
 		{"dns record with a space", create("--dns-domain", "example.com", "--dns-record", "a b"), `--dns-record "a b"`},
 		{"admin cidr with host bits", create("--admin-cidr", "169.254.169.254/16"), `--admin-cidr "169.254.169.254/16": host bits set`},
 		{"too many admin cidrs", many, `--admin-cidr: 65 given, at most 64`},
+		// Issue 14's health path reproduction, and its escaped and quoted kin, through app deploy.
+		{"health path header injection", deploy("--health-path", "/healthz\r\nX-Evil: 1"), `--health-path "/healthz\r\nX-Evil: 1": character '\r' not allowed`},
+		{"health path escaped CRLF", deploy("--health-path", "/healthz%0d%0aX-Evil:%201"), `escape %0d decodes to a control character`},
+		{"health path variable", deploy("--health-path", "/a${HOME}"), `--health-path "/a${HOME}": character '$' not allowed`},
+		{"env name", deploy("--env", "A-B=1"), `--env "A-B"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			calls, writes := len(e.sim.Calls()), e.writes.Load()
