@@ -49,20 +49,15 @@ var dropletImageRE = regexp.MustCompile(`^([0-9]{1,19}|[a-z0-9][a-z0-9._-]{0,62}
 // UUIDs). They end up in API paths, so no '/', '.', '%' or '?'.
 var doIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]{0,63}$`)
 
-// DNS names as DO's domains API takes them: lowercase labels.
-var (
-	domainRE    = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$`)
-	dnsRecordRE = regexp.MustCompile(`^(@|[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*)$`)
-)
+// dnsRecordIDRE matches a DNS provider's record id (DO: a number;
+// Cloudflare: 32 hex digits); it goes into API paths.
+var dnsRecordIDRE = regexp.MustCompile(`^[A-Za-z0-9]{0,64}$`)
 
 // MaxHealthPathLen bounds a health path: a health check needs no more.
 const MaxHealthPathLen = 256
 
 // MaxAdminCIDRs bounds admin_cidrs: each becomes a firewall source.
 const MaxAdminCIDRs = 64
-
-// MaxDNSNameLen bounds a domain name (RFC 1035, 2.3.4).
-const MaxDNSNameLen = 253
 
 // Advert interval bounds keepalived 2.2.7 accepts (keepalived.conf(5),
 // advert_int; vrrp_parser.c reads 0.01-255 s, then vrrp.c wants whole
@@ -133,22 +128,6 @@ func ValidateRegion(region string) error {
 func ValidateSize(size string) error {
 	if !sizeRE.MatchString(size) {
 		return fieldErr("size", size, "must be a size slug like s-1vcpu-1gb")
-	}
-	return nil
-}
-
-// ValidateDNSDomain checks a domain name as DO's domains API holds it.
-func ValidateDNSDomain(domain string) error {
-	if len(domain) > MaxDNSNameLen || !domainRE.MatchString(domain) {
-		return fieldErr("dns.domain", domain, "not a domain name like example.com")
-	}
-	return nil
-}
-
-// ValidateDNSRecord checks an A record's name within its domain.
-func ValidateDNSRecord(name string) error {
-	if len(name) > MaxDNSNameLen || !dnsRecordRE.MatchString(name) {
-		return fieldErr("dns.name", name, "must be @ (the apex) or a lowercase name like app")
 	}
 	return nil
 }
@@ -331,18 +310,23 @@ func (s *State) Validate() error {
 			return fieldErr("reserved_ip", s.ReservedIP, "%v", err)
 		}
 	}
-	if s.DNS != nil {
-		if s.DNS.Domain == "" {
+	if d := s.DNS; d != nil {
+		switch d.Provider {
+		case "", DNSDigitalOcean, DNSCloudflare:
+		default:
+			return fieldErr("dns.provider", d.Provider, "must be %s or %s", DNSDigitalOcean, DNSCloudflare)
+		}
+		if d.Domain == "" {
 			return fieldErr("dns.domain", "", "must not be empty when dns is set")
 		}
-		if err := ValidateDNSDomain(s.DNS.Domain); err != nil {
-			return err
+		if err := ValidateDomain(d.Domain); err != nil {
+			return fieldErr("dns.domain", d.Domain, "%v", err)
 		}
-		if err := ValidateDNSRecord(s.DNS.Name); err != nil {
-			return err
+		if d.Name == "" || (d.Name != "@" && ValidateDomain(d.FQDN()) != nil) {
+			return fieldErr("dns.name", d.Name, "must be @ (the apex) or a lowercase name within dns.domain like app")
 		}
-		if s.DNS.RecordID < 0 {
-			return fieldErr("dns.record_id", fmt.Sprint(s.DNS.RecordID), "must not be negative")
+		if !dnsRecordIDRE.MatchString(d.RecordID) {
+			return fieldErr("dns.record_id", d.RecordID, "not a DNS provider's record id (letters and digits)")
 		}
 	}
 	if err := checkAppPort(s.App.Port); err != nil {

@@ -99,9 +99,10 @@ func TestValidateRefuses(t *testing.T) {
 		{"release health path dollar", func(s *State) { s.App.Releases[0].HealthPath = "/${X}" }, `app.releases[0].health_path "/${X}"`, `character '$' not allowed`},
 		{"droplet image path", func(s *State) { s.Image = "../../x" }, `image "../../x"`, "snapshot id or an image slug"},
 		{"size upper case", func(s *State) { s.Size = "S-1VCPU" }, `size "S-1VCPU"`, "size slug"},
-		{"dns domain upper case", func(s *State) { s.DNS.Domain = "Example.com" }, `dns.domain "Example.com"`, "not a domain name"},
+		{"dns domain upper case", func(s *State) { s.DNS.Domain = "Example.com" }, `dns.domain "Example.com"`, "not a lowercase DNS name"},
 		{"dns record space", func(s *State) { s.DNS.Name = "a b" }, `dns.name "a b"`, "must be @"},
-		{"dns record id", func(s *State) { s.DNS.RecordID = -1 }, `dns.record_id "-1"`, "must not be negative"},
+		{"dns record id path", func(s *State) { s.DNS.RecordID = "../1" }, `dns.record_id "../1"`, "not a DNS provider's record id"},
+		{"dns provider", func(s *State) { s.DNS.Provider = "route53" }, `dns.provider "route53"`, "must be digitalocean or cloudflare"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
