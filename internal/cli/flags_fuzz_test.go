@@ -25,7 +25,7 @@ func flagBase(t *testing.T) *cluster.State {
 }
 
 // FuzzFlags: the CLI's checks of --name, --node, --region, --size,
-// --admin-cidr, --dns-domain and --dns-record never panic, refuse with a
+// --admin-cidr, --dns-domain (the zone) and --dns-record never panic, refuse with a
 // one-line UsageError that names the flag (exit 2), and never accept a
 // value that cluster.Validate would then refuse in the state the command
 // writes. Seeds: testdata/fuzz/FuzzFlags.
@@ -65,12 +65,22 @@ func FuzzFlags(f *testing.F) {
 			valid("--node "+node, func(s *cluster.State) { s.Nodes[0].ID = node }) // the only node: no duplicate
 		}
 		o := &CreateOptions{Name: "shop", Region: region, Size: size, AdminCIDRs: []string{cidr},
-			DNSDomain: domain, DNSRecord: record, Timeout: time.Minute}
+			DNSDomain: domain, DNS: DNSOptions{Provider: cluster.DNSDigitalOcean, Record: record}, Timeout: time.Minute}
 		if !usage("create-ha", o.Validate()) {
 			valid("create-ha's flags", func(s *cluster.State) {
 				s.Region, s.Size, s.AdminCIDRs = o.Region, o.Size, o.AdminCIDRs
-				if o.DNSDomain != "" {
-					s.DNS = &cluster.DNS{Domain: o.DNSDomain, Name: o.DNSRecord, RecordID: 1}
+				// As `dns set` records it (dns.go): the zone, and the
+				// name within it; without a zone the provider finds one
+				// (a suffix of the record), here the record itself.
+				switch {
+				case o.DNS.Zone != "":
+					name := strings.TrimSuffix(strings.TrimSuffix(o.DNS.Record, o.DNS.Zone), ".")
+					if name == "" {
+						name = "@"
+					}
+					s.DNS = &cluster.DNS{Provider: o.DNS.Provider, Domain: o.DNS.Zone, Name: name, RecordID: "1"}
+				case o.DNS.Record != "":
+					s.DNS = &cluster.DNS{Provider: o.DNS.Provider, Domain: o.DNS.Record, Name: "@", RecordID: "1"}
 				}
 			})
 		}
