@@ -126,6 +126,9 @@ func FuzzRender(f *testing.F) {
 		}
 		if healthPath != "" {
 			s.App.HealthPath = healthPath
+			if r := s.App.CurrentRelease(); r != nil {
+				r.HealthPath = healthPath
+			}
 		}
 		if advert != 0 {
 			s.HA.AdvertInterval = advert
@@ -147,6 +150,10 @@ func FuzzRender(f *testing.F) {
 		}
 		dir := t.TempDir()
 		l := Local{NodeID: ids[int(node)%len(ids)], RunDir: dir}
+		if r := s.App.CurrentRelease(); r != nil {
+			// As dynia-pull renders a node that runs the current release.
+			l.App = &LocalApp{Release: r.Number, Addr: s.Node(l.NodeID).PrivateIP + ":30001", HealthPath: r.HealthPath}
+		}
 		if tools != nil {
 			l.Interface = tools.iface
 		}
