@@ -37,7 +37,7 @@ func TestBadInputStateRules(t *testing.T) {
 		{"double hyphen in a name", []string{"node", "create-ha", "--name", "a--b", "--region", "sgp1", "--size", "s-1vcpu-1gb"}, `--name "a--b"`},
 		{"newline in a name", []string{"node", "list", "--name", "shop\nx"}, `--name "shop\nx"`},
 		{"newline in a node id", []string{"node", "make-active", "--name", "ok", "--node", "misty-owl\n"}, `--node "misty-owl\n"`},
-		{"dns domain upper case", create("--dns-domain", "Example.com"), `--dns-domain "Example.com": not a domain name`},
+		{"dns domain upper case", create("--dns-domain", "Example.com"), `--dns-domain "Example.com": not a lowercase DNS name`},
 		{"dns domain too long", create("--dns-domain", strings.Repeat("a.", 126)+"com"), `--dns-domain "a.a.`},
 		{"dns record with a space", create("--dns-domain", "example.com", "--dns-record", "a b"), `--dns-record "a b"`},
 		{"admin cidr with host bits", create("--admin-cidr", "169.254.169.254/16"), `--admin-cidr "169.254.169.254/16": host bits set`},
