@@ -212,7 +212,7 @@ func (w *walker) object(t reflect.Type, path string, depth int) error {
 func join(path, key string) string {
 	plain := key != ""
 	for _, r := range key {
-		if !(r == '_' || r == '-' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9') {
+		if r != '_' && r != '-' && (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') && (r < '0' || r > '9') {
 			plain = false
 			break
 		}
