@@ -2,7 +2,10 @@ package nodeconfig
 
 import (
 	"fmt"
+	"net"
+	"net/netip"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/dynia/dynia/internal/cluster"
@@ -30,6 +33,17 @@ func (c *Config) validateInputs() error {
 			return fmt.Errorf("node config: run_dir %q: %w", c.RunDir, err)
 		}
 	}
+	// Metrics, status and ACME answers are for this node only (issue 14):
+	// HAProxy forwards challenges to the ACME address, nothing else may.
+	for _, f := range []struct{ name, addr string }{
+		{"metrics_addr", c.MetricsAddr}, {"acme_challenge_addr", c.ACMEChallengeAddr},
+	} {
+		if f.addr != "" {
+			if err := validateLoopback(f.addr); err != nil {
+				return fmt.Errorf("node config: %s %q: %w", f.name, f.addr, err)
+			}
+		}
+	}
 	for _, f := range []struct{ name, path string }{
 		{"haproxy_config", c.HAProxyConfig}, {"keepalived_config", c.KeepalivedConfig},
 		{"credentials_file", c.CredentialsFile}, {"do_token_file", c.DOTokenFile},
@@ -42,6 +56,23 @@ func (c *Config) validateInputs() error {
 		if strings.ContainsFunc(f.path, isControl) {
 			return fmt.Errorf("node config: %s %q: contains a control character", f.name, f.path)
 		}
+	}
+	return nil
+}
+
+// validateLoopback accepts host:port with a loopback IP literal (127.0.0.0/8
+// or ::1) and a port.
+func validateLoopback(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "" {
+		return fmt.Errorf("not host:port")
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil || !ip.IsLoopback() {
+		return fmt.Errorf("must be a loopback address (127.0.0.1:PORT): it serves this node only")
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("port %q is not 0-65535", port)
 	}
 	return nil
 }

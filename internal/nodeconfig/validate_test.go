@@ -21,6 +21,11 @@ func TestDecodeRefusesUnsafeInputs(t *testing.T) {
 		{"run dir unclean", `{` + base + `,"run_dir":"/run/../etc"}`, `must be an absolute, clean path`},
 		{"relative config path", `{` + base + `,"haproxy_config":"haproxy.cfg"}`, `haproxy_config "haproxy.cfg": must be an absolute path`},
 		{"control character in a path", `{` + base + `,"log_dir":"/var/log/\u001b[2J"}`, `log_dir "/var/log/\x1b[2J": contains a control character`},
+		{"metrics on the VPC", `{` + base + `,"metrics_addr":"10.10.0.5:9321"}`, `metrics_addr "10.10.0.5:9321": must be a loopback address`},
+		{"metrics everywhere", `{` + base + `,"metrics_addr":":9321"}`, `metrics_addr ":9321": must be a loopback address`},
+		{"metrics by name", `{` + base + `,"metrics_addr":"localhost:9321"}`, `must be a loopback address`},
+		{"acme public", `{` + base + `,"acme_challenge_addr":"0.0.0.0:9322"}`, `acme_challenge_addr "0.0.0.0:9322": must be a loopback address`},
+		{"metrics no port", `{` + base + `,"metrics_addr":"127.0.0.1"}`, `metrics_addr "127.0.0.1": not host:port`},
 		{"duplicate key", `{` + base + `,"supervise":true,"supervise":false}`, `duplicate key "supervise"`},
 		{"case-variant key", `{` + base + `,"Supervise":true}`, `key "Supervise" must be spelled "supervise"`},
 		{"trailing data", `{` + base + `}}`, `trailing data`},
@@ -36,6 +41,11 @@ func TestDecodeRefusesUnsafeInputs(t *testing.T) {
 				t.Fatalf("error is not one line: %q", err)
 			}
 		})
+	}
+	for _, addr := range []string{"127.0.0.1:9321", "127.0.0.2:0", "[::1]:9321"} {
+		if _, err := Decode([]byte(`{` + base + `,"metrics_addr":"` + addr + `"}`)); err != nil {
+			t.Errorf("metrics_addr %q: %v", addr, err)
+		}
 	}
 	for _, dir := range []string{"/run/dynia", "/tmp/TestX123/001/run", "/var/lib/dynia-sandbox/d_3/run", "/a/b+c,d=e@f~g:h"} {
 		if _, err := Decode([]byte(`{` + base + `,"run_dir":"` + dir + `"}`)); err != nil {
