@@ -225,7 +225,7 @@ func (s *tlsServices) Stop(ctx context.Context) {
 
 // pebbleEnv sets every variable Pebble v2.10 reads, so nothing in serve's
 // own environment changes how the CA behaves: real validation
-// (PEBBLE_VA_ALWAYS_VALID off) without Pebble's random 0-15 s sleep, no
+// (PEBBLE_VA_ALWAYS_VALID off) without Pebble's random sleep of up to 5 s, no
 // injected bad nonces, no reuse of valid authorizations (each order
 // validates: a moved A record fails the next one), one root and one
 // intermediate (the depth of Let's Encrypt's chains). The later value of a
