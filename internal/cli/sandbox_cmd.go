@@ -143,9 +143,9 @@ func NewCmdSandbox(f *Factory) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch component {
-			case "", "haproxy", "keepalived", "pull", "app", "dockerd", "containerd", "serve", "versitygw", "registry":
+			case "", "haproxy", "keepalived", "pull", "app", "dockerd", "containerd", "serve", "versitygw", "registry", "pebble":
 			default:
-				return usagef("--component %q: must be haproxy, keepalived, pull, app, dockerd or containerd (droplets), serve, versitygw or registry (sandbox)", component)
+				return usagef("--component %q: must be haproxy, keepalived, pull, app, dockerd or containerd (droplets), serve, versitygw, registry or pebble (sandbox)", component)
 			}
 			rc, err := sandbox.Logs(dir, args[0], component)
 			if err != nil {
