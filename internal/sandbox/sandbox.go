@@ -559,14 +559,10 @@ func Down(ctx context.Context, dir string) error {
 // never removes files it does not know.
 func removeFiles(dir string) error {
 	var errs []error
-	for _, name := range []string{"droplets", "run", "logs", "s3", "registry", "config.json", "status.json", "manifest.json"} {
+	for _, name := range []string{"droplets", "run", "logs", "s3", "registry", "acme", "config.json", "status.json", "manifest.json"} {
 		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
 			errs = append(errs, err)
 		}
-	}
-	// Pebble's configuration, listener certificate and roots (tls.go).
-	if err := os.RemoveAll(acmeDir(dir)); err != nil {
-		errs = append(errs, err)
 	}
 	// Temp files of an atomic write cut short by a crash.
 	tmps, _ := filepath.Glob(filepath.Join(dir, ".*.tmp*"))
