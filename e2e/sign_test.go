@@ -211,7 +211,7 @@ func TestNodeCredentialsCannotChangeOtherNodes(t *testing.T) {
 		defer resume()
 		forged := pull.Status{NodeID: b.ID, Cluster: name, AppliedGeneration: st, VRRPState: pull.VRRPFault, AppHealthy: false,
 			Mesh:      &pull.MeshStatus{Interface: "dynia0", PublicKey: forgedWG.PublicKey().String(), Port: 51820},
-			App:       &pull.AppStatus{State: "failed", FailedRelease: 1, Error: "forged"},
+			App:       &pull.AppStatus{State: pull.AppRunning, Release: 1, FailedRelease: 1, Error: "forged"},
 			UpdatedAt: time.Now().UTC()}
 		body, err := pull.SignReport(forged, aKey)
 		if err != nil {

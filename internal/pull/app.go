@@ -300,7 +300,7 @@ func (d *Daemon) switchRelease(ctx context.Context, st *cluster.State, cur *appI
 			if cur == nil {
 				s.State = AppNone
 			}
-			s.Target, s.Error, s.Logs = target.Number, f.Reason, f.Logs
+			s.Target, s.Error, s.Logs = target.Number, f.Reason, reportLogs(f.Logs)
 			if !f.Retry {
 				s.Target, s.FailedRelease = 0, target.Number
 			}

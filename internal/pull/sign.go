@@ -153,6 +153,9 @@ func OpenReport(b []byte, st *cluster.State, id string) (*Status, error) {
 	if n == nil {
 		return nil, &ReportError{id, "not a node of cluster " + st.Name}
 	}
+	if len(b) > MaxStatusBytes+envelopeBytes {
+		return nil, &ReportError{id, fmt.Sprintf("report of %d bytes, more than %d", len(b), MaxStatusBytes+envelopeBytes)}
+	}
 	payload := b
 	if n.ReportKey == "" {
 		p, _, err := signing.Unwrap(b)
@@ -172,15 +175,17 @@ func OpenReport(b []byte, st *cluster.State, id string) (*Status, error) {
 			return nil, &ReportError{id, "report signature invalid: " + err.Error()}
 		}
 	}
-	s, err := DecodeStatus(payload)
+	// Signed or not, a node speaks only for itself, in its cluster, and
+	// not from the future (DecodeStatusOf).
+	s, err := DecodeStatusOf(payload, st.Name, id, time.Now())
 	if err != nil {
 		return nil, &ReportError{id, err.Error()}
 	}
-	if s.NodeID != id || s.Cluster != st.Name {
-		return nil, &ReportError{id, fmt.Sprintf("the report is about node %q of cluster %q", s.NodeID, s.Cluster)}
-	}
 	return s, nil
 }
+
+// envelopeBytes bounds what a signed envelope adds to a report.
+const envelopeBytes = 1 << 10
 
 // ReadReport GETs node id's report and opens it (OpenReport). No report
 // yet: nil, nil. A report that cannot be believed: nil and a *ReportError.

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
@@ -204,7 +205,7 @@ func TestOpenReport(t *testing.T) {
 	st.Nodes[0].ReportKey = signing.PublicKeyString(signing.Public(fox)) // amber-fox
 	st.Nodes[1].ReportKey = signing.PublicKeyString(signing.Public(owl)) // brisk-owl; calm-heron has none
 	report := func(id string, key ed25519.PrivateKey, edit func(*Status)) []byte {
-		s := Status{NodeID: id, Cluster: "shop", VRRPState: VRRPBackup, AppHealthy: true}
+		s := Status{NodeID: id, Cluster: "shop", VRRPState: VRRPBackup, AppHealthy: true, UpdatedAt: time.Now().UTC()}
 		if edit != nil {
 			edit(&s)
 		}
@@ -225,9 +226,9 @@ func TestOpenReport(t *testing.T) {
 		{"signed with another node's key", "amber-fox", report("amber-fox", owl, nil), "signature invalid"},
 		{"another node's genuine report copied here", "amber-fox", owlOwn, "signature invalid"},
 		{"a field changed after signing", "brisk-owl", bytes.Replace(owlOwn, []byte(`"app_healthy": true`), []byte(`"app_healthy": false`), 1), "signature invalid"},
-		{"signed, but about another node", "brisk-owl", report("amber-fox", owl, nil), "about node"},
+		{"signed, but about another node", "brisk-owl", report("amber-fox", owl, nil), "not the node whose report"},
 		{"node without a key, unsigned", "calm-heron", report("calm-heron", nil, nil), ""},
-		{"node without a key, about another", "calm-heron", report("amber-fox", nil, nil), "about node"},
+		{"node without a key, about another", "calm-heron", report("amber-fox", nil, nil), "not the node whose report"},
 		{"not a node of the state", "dusty-yak", report("dusty-yak", nil, nil), "not a node"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -259,7 +260,8 @@ func TestLearnKeysOnlyFromSignedReports(t *testing.T) {
 	st.Nodes[1].ReportKey = signing.PublicKeyString(signing.Public(owl))
 	ctx := context.Background()
 	put := func(key ed25519.PrivateKey, wg string) {
-		b, err := SignReport(Status{NodeID: "brisk-owl", Cluster: "shop", Mesh: &MeshStatus{PublicKey: wg, Port: 51820}}, key)
+		b, err := SignReport(Status{NodeID: "brisk-owl", Cluster: "shop", VRRPState: VRRPBackup, UpdatedAt: time.Now().UTC(),
+			Mesh: &MeshStatus{PublicKey: wg, Port: 51820}}, key)
 		if err != nil {
 			t.Fatal(err)
 		}
