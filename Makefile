@@ -38,14 +38,14 @@ test: build ## unit + integration + end-to-end tests (integration needs root and
 
 # Fuzz targets (package:Target). `go test` runs each one's seed corpus
 # (testdata/fuzz/<Target>/ in the package) as a plain test; fuzz-short
-# fuzzes each for FUZZTIME, one after another (6 x 10 s in `make test`);
+# fuzzes each for FUZZTIME, one after another (7 x 10 s in `make test`);
 # `make fuzz` runs them for FUZZ_LONG each. A failing input is written to
 # the package's testdata/fuzz/<Target>/: commit it with the fix, as a
 # regression seed. New interesting inputs are minimized for at most
 # FUZZMINIMIZETIME (go test's default, 60 s, would eat a short run).
 FUZZ_TARGETS := internal/cluster:FuzzDecodeState internal/nodeconfig:FuzzNodeConfig \
                 internal/pull:FuzzDecodeStatus internal/metadata:FuzzMetadata \
-                internal/render:FuzzRender internal/cli:FuzzFlags
+                internal/render:FuzzRender internal/cli:FuzzFlags internal/signing:FuzzOpen
 FUZZTIME ?= 10s
 FUZZMINIMIZETIME ?= 1s
 FUZZ_LONG ?= 5m

@@ -76,7 +76,9 @@ func TestHostileReport(t *testing.T) {
 		s := pull.Status{NodeID: id, Cluster: "shop", AppliedGeneration: st.Generation, VRRPState: pull.VRRPMaster,
 			AppHealthy: true, UpdatedAt: time.Now().UTC()}
 		mutate(&s)
-		b, err := json.Marshal(s)
+		// Signed with the node's own report key: what is refused below is
+		// the content, not the signature (sign_test.go has those).
+		b, err := pull.SignReport(s, e.reportKey(st.Nodes[0]))
 		if err != nil {
 			t.Fatal(err)
 		}

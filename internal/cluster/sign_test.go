@@ -278,3 +278,43 @@ func TestKeyFieldsValidated(t *testing.T) {
 		})
 	}
 }
+
+// staleOnce answers the first Get of the state with an older object, as a
+// read racing another command's write on the same machine can.
+type staleOnce struct {
+	bucket.Store
+	old  []byte
+	used bool
+}
+
+func (s *staleOnce) Get(ctx context.Context, key, ifNoneMatch string) (*bucket.Object, error) {
+	if !s.used && key == cluster.StateKey("shop") {
+		s.used = true
+		return &bucket.Object{Body: s.old, ETag: `"stale"`}, nil
+	}
+	return s.Store.Get(ctx, key, ifNoneMatch)
+}
+
+// TestStaleReadIsNotAReplay: a read that returns an older state than this
+// machine accepted (another command's write overtook it) is read again and
+// succeeds; only a state that stays old is refused.
+func TestStaleReadIsNotAReplay(t *testing.T) {
+	ctx := context.Background()
+	b := fileBucket(t)
+	keys := keysIn(t.TempDir())
+	store := cluster.NewSignedStore(b, keys)
+	newCluster(t, store, "shop")
+	old := rawState(t, b, "shop")
+	if _, err := store.Update(ctx, "shop", setAdvert(2)); err != nil {
+		t.Fatal(err)
+	}
+	racing := cluster.NewSignedStore(&staleOnce{Store: b, old: old}, keys)
+	st, _, err := racing.Load(ctx, "shop")
+	if err != nil || st.Generation != 2 {
+		t.Fatalf("a stale first read: %+v, %v; want generation 2 from the second", st, err)
+	}
+	putRaw(t, b, "shop", old)
+	if _, _, err := store.Load(ctx, "shop"); !errors.Is(err, cluster.ErrReplayed) {
+		t.Fatalf("an old state that stays: %v, want ErrReplayed", err)
+	}
+}

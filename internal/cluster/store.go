@@ -166,7 +166,20 @@ func (s *Store) now() time.Time {
 }
 
 // Load reads and strictly decodes a cluster's state and returns its ETag.
+//
+// A state older than one this machine accepted is read once more before
+// it is called a replay: another command on this machine may have written
+// (and accepted) a newer one while this read was on its way. A fresh read
+// shows at least that one, unless an old state was put back.
 func (s *Store) Load(ctx context.Context, name string) (*State, string, error) {
+	st, etag, err := s.load(ctx, name)
+	if errors.Is(err, ErrReplayed) {
+		st, etag, err = s.load(ctx, name)
+	}
+	return st, etag, err
+}
+
+func (s *Store) load(ctx context.Context, name string) (*State, string, error) {
 	obj, err := s.B.Get(ctx, StateKey(name), "")
 	if errors.Is(err, bucket.ErrNotFound) {
 		return nil, "", fmt.Errorf("%w: %s (no %s in %s)", ErrClusterNotFound, name, StateKey(name), s.B)
