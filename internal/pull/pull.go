@@ -794,6 +794,9 @@ func (d *Daemon) onVRRP(state string) {
 	if err := writeFileAtomic(vrrpStateFile(set), []byte(state+"\n"), 0o644); err != nil {
 		d.log.Warn("record vrrp state", "err", err)
 	}
+	if state == VRRPMaster {
+		d.kickTLS() // the new MASTER orders or renews if due
+	}
 	if state == VRRPMaster && d.claimer != nil {
 		select {
 		case d.claims <- "vrrp " + prev + " -> MASTER":
