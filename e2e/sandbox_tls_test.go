@@ -244,9 +244,9 @@ func noKeyOutside(t *testing.T, e *sandboxEnv, keys []string, outputs []string) 
 }
 
 // TestSandboxHTTPS: a cluster gets HTTPS the way it would on the internet,
-// with nothing but the sandbox context's defaults. `dns set --provider
-// cloudflare` writes the A record to the sandbox's Cloudflare simulator, the
-// sandbox's DNS server answers it with the Reserved IP, `tls enable` has
+// with nothing but the sandbox context's defaults. `create-ha --dns-provider
+// cloudflare --domain` writes the A record to the sandbox's Cloudflare
+// simulator, the sandbox's DNS server answers it with the Reserved IP, and has
 // the sandbox's Pebble validate HTTP-01 through that address (the holder's
 // HAProxy, the challenge answered from the bucket), and the Reserved IP then
 // serves HTTPS with a certificate for the name that verifies against the
@@ -263,9 +263,6 @@ func TestSandboxHTTPS(t *testing.T) {
 		outputs = append(outputs, r.stdout, r.stderr)
 		return r
 	}
-	run("node", "create-ha", "--name", "web", "--region", "nyc3", "--size", "s-1vcpu-1gb", "--timeout", "2m", "--image", e.demo("v1"))
-	run("node", "add", "--name", "web", "--count", "1", "--timeout", "2m")
-	e.waitUp("web")
 	var st struct {
 		ACMERootCA string            `json:"acme_root_ca"`
 		DNSServer  string            `json:"dns_server"`
@@ -277,7 +274,18 @@ func TestSandboxHTTPS(t *testing.T) {
 	if st.ACMERootCA == "" || st.DNSServer == "" || st.DNSZones["cloudflare"] == "" || st.DNSZones["digitalocean"] == "" {
 		t.Fatalf("sandbox status lacks the ACME root, DNS server or DNS zones: %+v", st)
 	}
+	// create-ha does DNS and TLS in one go once the cluster serves; the
+	// sandbox context names its Cloudflare and Pebble.
+	name := "web." + st.DNSZones["cloudflare"]
+	start := time.Now()
+	run("node", "create-ha", "--name", "web", "--region", "nyc3", "--size", "s-1vcpu-1gb", "--timeout", "3m", "--image", e.demo("v1"),
+		"--dns-provider", "cloudflare", "--dns-record", name, "--domain", name)
+	t.Logf("create-ha with DNS and TLS: %v", time.Since(start).Round(time.Millisecond))
 	rip := e.reservedIP("web")
+	if got := resolve(t, st.DNSServer, name); got != rip {
+		t.Fatalf("A %s = %s, want the Reserved IP %s", name, got, rip)
+	}
+	p := httpsProbe{name: name, rip: rip, roots: nil}
 	rootPEM, err := os.ReadFile(st.ACMERootCA)
 	if err != nil {
 		t.Fatal(err)
@@ -287,16 +295,11 @@ func TestSandboxHTTPS(t *testing.T) {
 		t.Fatalf("%s holds no certificate", st.ACMERootCA)
 	}
 
-	name := "web." + st.DNSZones["cloudflare"]
-	run("dns", "set", "--name", "web", "--record", name, "--provider", "cloudflare")
-	if got := resolve(t, st.DNSServer, name); got != rip {
-		t.Fatalf("A %s = %s, want the Reserved IP %s", name, got, rip)
-	}
-	start := time.Now()
-	run("tls", "enable", "--name", "web", "--domain", name, "--timeout", "3m")
-	t.Logf("tls enable until every node serves the certificate: %v", time.Since(start).Round(time.Millisecond))
-	p := httpsProbe{name: name, rip: rip, roots: roots}
+	p.roots = roots
 	serial := p.serves(t, "")
+	// A second node gets the certificate at its first apply.
+	run("node", "add", "--name", "web", "--count", "1", "--timeout", "2m")
+	e.waitUp("web")
 	e.everyNodeServes("web", serial)
 	if body, err := p.get(); err != nil || !strings.HasSuffix(body, " v1") {
 		t.Fatalf("GET https://%s/ through %s: %q %v, want the app's answer", name, rip, body, err)
