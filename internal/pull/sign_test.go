@@ -288,3 +288,44 @@ func TestLearnKeysOnlyFromSignedReports(t *testing.T) {
 		t.Fatalf("a forged (unsigned) report replaced the key: %+v", k)
 	}
 }
+
+// TestRolloutBelievesOnlySignedReports: the rollout reads its peers'
+// reports through ReadReport. A report of amber-fox forged with another
+// key (claiming the new release failed there) does not halt brisk-owl's
+// rollout: amber-fox counts as unheard-of, as a dead node does. Its
+// genuine report saying the same does.
+func TestRolloutBelievesOnlySignedReports(t *testing.T) {
+	t.Parallel()
+	w := newAppWorld(t)
+	store := newMemStore()
+	w.d.app.readPeers = readPeerReport(func() bucket.Store { return store })
+	fox, mallory := newSigningKey(t), newSigningKey(t)
+	w.st.Nodes[0].ReportKey = signing.PublicKeyString(signing.Public(fox)) // amber-fox
+	failedOnFox := func(key ed25519.PrivateKey, release, failed int64) {
+		t.Helper()
+		since := time.Now().Add(-time.Hour).UTC()
+		b, err := SignReport(Status{NodeID: "amber-fox", Cluster: "shop", VRRPState: VRRPBackup, UpdatedAt: time.Now().UTC(),
+			App: &AppStatus{State: AppRunning, Release: release, Healthy: true, Since: &since, FailedRelease: failed, Error: "exited with status 3"}}, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		putRaw(store, cluster.StatusKey("shop", "amber-fox"), b)
+	}
+	r1 := w.deploy("app", "amber-fox", "brisk-owl", "calm-heron")
+	w.step()
+	if w.running() != r1 {
+		t.Fatalf("first release: runs %d, want %d", w.running(), r1)
+	}
+	r2 := w.deploy("app", "amber-fox", "brisk-owl", "calm-heron")
+	failedOnFox(mallory, r1, r2)
+	w.step()
+	if w.running() != r2 || strings.Contains(w.report().Waiting, "halted") {
+		t.Fatalf("a forged failure report halted the rollout: runs %d, report %+v", w.running(), w.report())
+	}
+	r3 := w.deploy("app", "amber-fox", "brisk-owl", "calm-heron")
+	failedOnFox(fox, r2, r3)
+	w.step()
+	if w.running() != r2 || !strings.Contains(w.report().Waiting, "halted: release") {
+		t.Fatalf("the genuine failure report: runs %d, report %+v; want halted on release %d", w.running(), w.report(), r3)
+	}
+}
