@@ -318,3 +318,67 @@ func TestStaleReadIsNotAReplay(t *testing.T) {
 		t.Fatalf("an old state that stays: %v, want ErrReplayed", err)
 	}
 }
+
+// overtaken is a bucket whose first n reads of the state are each
+// overtaken by another command's write (and its record of the accepted
+// state) before the reader gets the answer: a storm of commands on one
+// machine.
+type overtaken struct {
+	bucket.Store
+	n      int
+	writer *cluster.Store
+	t      *testing.T
+}
+
+func (o *overtaken) Get(ctx context.Context, key, ifNoneMatch string) (*bucket.Object, error) {
+	obj, err := o.Store.Get(ctx, key, ifNoneMatch)
+	if err == nil && o.n > 0 && key == cluster.StateKey("shop") {
+		o.n--
+		if _, err := o.writer.Update(ctx, "shop", setAdvert(float64(1+o.n%2))); err != nil {
+			o.t.Fatal(err)
+		}
+	}
+	return obj, err
+}
+
+// TestOvertakenReadsAreNotAReplay: reads overtaken again and again by
+// other commands' writes are read again until one is new enough; the same
+// old object read twice is a replay.
+func TestOvertakenReadsAreNotAReplay(t *testing.T) {
+	ctx := context.Background()
+	b := fileBucket(t)
+	keys := keysIn(t.TempDir())
+	writer := cluster.NewSignedStore(b, keys)
+	newCluster(t, writer, "shop")
+	if _, err := writer.Update(ctx, "shop", setAdvert(2)); err != nil {
+		t.Fatal(err)
+	}
+	reader := cluster.NewSignedStore(&overtaken{Store: b, n: 5, writer: writer, t: t}, keys)
+	st, _, err := reader.Load(ctx, "shop")
+	if err != nil || st.Generation != 7 {
+		t.Fatalf("after 5 overtaken reads: %+v, %v; want generation 7", st, err)
+	}
+	old := rawState(t, b, "shop")
+	if _, err := writer.Update(ctx, "shop", setAdvert(3)); err != nil {
+		t.Fatal(err)
+	}
+	gets := &countGets{Store: b}
+	putRaw(t, b, "shop", old)
+	if _, _, err := cluster.NewSignedStore(gets, keys).Load(ctx, "shop"); !errors.Is(err, cluster.ErrReplayed) {
+		t.Fatalf("an old state put back: %v, want ErrReplayed", err)
+	}
+	if gets.n != 2 {
+		t.Errorf("an old state put back was read %d times, want 2 (the same object twice)", gets.n)
+	}
+}
+
+// countGets counts reads.
+type countGets struct {
+	bucket.Store
+	n int
+}
+
+func (c *countGets) Get(ctx context.Context, key, ifNoneMatch string) (*bucket.Object, error) {
+	c.n++
+	return c.Store.Get(ctx, key, ifNoneMatch)
+}

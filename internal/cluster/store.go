@@ -167,18 +167,34 @@ func (s *Store) now() time.Time {
 
 // Load reads and strictly decodes a cluster's state and returns its ETag.
 //
-// A state older than one this machine accepted is read once more before
-// it is called a replay: another command on this machine may have written
-// (and accepted) a newer one while this read was on its way. A fresh read
-// shows at least that one, unless an old state was put back.
+// A state older than one this machine accepted is a replay only when it
+// stays: another command on this machine may have written (and accepted)
+// a newer one while this read was on its way, and under a storm of
+// commands that can happen again during the next read. So the object is
+// read again until it is new enough, or until the same old object (same
+// ETag) is read twice in a row: since this machine's record was written
+// after the newer state was in the bucket, a read that starts after the
+// refusal shows at least that one, unless an old state was put back.
 func (s *Store) Load(ctx context.Context, name string) (*State, string, error) {
 	st, etag, err := s.load(ctx, name)
-	if errors.Is(err, ErrReplayed) {
-		st, etag, err = s.load(ctx, name)
+	for i := 0; i < maxReplayRereads && errors.Is(err, ErrReplayed); i++ {
+		refused := etag
+		if st, etag, err = s.load(ctx, name); errors.Is(err, ErrReplayed) && etag == refused {
+			break
+		}
 	}
-	return st, etag, err
+	if err != nil {
+		return nil, "", err
+	}
+	return st, etag, nil
 }
 
+// maxReplayRereads bounds Load's re-reads of a state older than this
+// machine accepted (each a different object: writers keep overtaking).
+const maxReplayRereads = 20
+
+// load reads and opens the state once. A refused replay still returns the
+// object's ETag, so Load can tell the same object read again.
 func (s *Store) load(ctx context.Context, name string) (*State, string, error) {
 	obj, err := s.B.Get(ctx, StateKey(name), "")
 	if errors.Is(err, bucket.ErrNotFound) {
@@ -189,7 +205,7 @@ func (s *Store) load(ctx context.Context, name string) (*State, string, error) {
 	}
 	st, err := s.open(name, obj.Body)
 	if err != nil {
-		return nil, "", fmt.Errorf("state of %s: %w", name, err)
+		return nil, obj.ETag, fmt.Errorf("state of %s: %w", name, err)
 	}
 	return st, obj.ETag, nil
 }
