@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/dynia/dynia/internal/signing"
@@ -77,6 +78,14 @@ func (k FileKeys) Accept(st *State) error {
 		return err
 	}
 	path := base + ".seen.json"
+	// Commands on this machine accept states concurrently: the record is
+	// read, compared and replaced under a lock, so it only ever grows
+	// (two unlocked writers could put back the lower of two generations).
+	unlock, err := lockFile(base + ".seen.lock")
+	if err != nil {
+		return fmt.Errorf("record the accepted state: %w", err)
+	}
+	defer unlock()
 	var last seen
 	if b, err := os.ReadFile(path); err == nil {
 		if json.Unmarshal(b, &last) != nil {
@@ -100,6 +109,24 @@ func (k FileKeys) Accept(st *State) error {
 		return fmt.Errorf("record the accepted state: %w", err)
 	}
 	return nil
+}
+
+// lockFile takes an exclusive flock on path (made 0600 if missing) and
+// returns its release. flock locks belong to the open file description,
+// so two goroutines of one process exclude each other as two processes do.
+func lockFile(path string) (func(), error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
 }
 
 // writeFileAtomic writes a file by rename, so a reader never sees half.

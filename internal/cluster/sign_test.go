@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -381,4 +382,36 @@ type countGets struct {
 func (c *countGets) Get(ctx context.Context, key, ifNoneMatch string) (*bucket.Object, error) {
 	c.n++
 	return c.Store.Get(ctx, key, ifNoneMatch)
+}
+
+// TestConcurrentAcceptOnlyGrows: commands accepting states at once never
+// lower the machine's record: 64 writers each accepting 16 increasing
+// generations, interleaved, leave it at the highest, and each state was
+// either recorded or refused as older.
+func TestConcurrentAcceptOnlyGrows(t *testing.T) {
+	keys := keysIn(t.TempDir())
+	created := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	const writers, rounds = 64, 16
+	var wg sync.WaitGroup
+	errs := make(chan error, writers*rounds)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range rounds {
+				g := int64(r*writers + w + 1)
+				if err := keys.Accept(&cluster.State{Name: "shop", CreatedAt: created, Generation: g}); err != nil && !errors.Is(err, cluster.ErrReplayed) {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got, err := keys.Seen("shop"); err != nil || got != writers*rounds {
+		t.Fatalf("Seen after concurrent accepts: %d, %v; want %d", got, err, writers*rounds)
+	}
 }
