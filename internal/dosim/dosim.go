@@ -303,7 +303,8 @@ func FullScopes() []string {
 }
 
 // NodeScopes returns the least-privilege scopes of a node token: granting
-// reserved_ip:update also grants its companion read scopes (reference.md).
+// reserved_ip:update needs its companion read scopes (DO: "Required Scopes",
+// https://docs.digitalocean.com/reference/api/scopes/reserved_ip/update).
 func NodeScopes() []string {
 	return []string{"reserved_ip:update", "reserved_ip:read", "droplet:read", "regions:read", "sizes:read", "actions:read", "image:read"}
 }
