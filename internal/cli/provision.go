@@ -238,6 +238,11 @@ func (f *Factory) userData(st *cluster.State, nodeID string, boot nodeBoot, repo
 	if reportKey != nil {
 		p.ReportKey = signing.PrivateKeyString(reportKey)
 	}
+	if st.SigningKey != "" {
+		// The droplet will never apply a state older than this one: an
+		// old signed state put back while it boots is refused (replay).
+		p.Node.MinStateGeneration = st.Generation
+	}
 	if boot.bootstrap {
 		p.Mode = cloudinit.Bootstrap
 		p.Distro = st.Image

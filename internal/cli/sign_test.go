@@ -60,6 +60,7 @@ func TestStateAndReportSigning(t *testing.T) {
 	defer stop()
 	e.mustRun("node", "create-ha", "--name", name, "--region", "sgp1", "--size", "s-1vcpu-1gb")
 	old := e.rawState(name)
+	createdGen := e.state(name).Generation
 	e.mustRun("node", "add", "--name", name, "--count", "1")
 	e.waitReported(name)
 	st := e.state(name)
@@ -111,6 +112,14 @@ func TestStateAndReportSigning(t *testing.T) {
 		if cfg.StatePublicKey != st.SigningKey || cfg.ReportKeyFile != cloudinit.ReportKeyPath || cfg.AcceptedStateFile == "" {
 			t.Errorf("node %s pull.json: state_public_key %q (want %q), report_key_file %q, accepted_state_file %q",
 				n.ID, cfg.StatePublicKey, st.SigningKey, cfg.ReportKeyFile, cfg.AcceptedStateFile)
+		}
+		// The replay floor from the user-data: the state the droplet was
+		// made from (create-ha's nodes: an early one; node add's: at
+		// least the state create-ha left).
+		if cfg.MinStateGeneration < 1 || cfg.MinStateGeneration > st.Generation ||
+			(n.ID == st.Nodes[len(st.Nodes)-1].ID && cfg.MinStateGeneration < createdGen) {
+			t.Errorf("node %s pull.json: min_state_generation %d, want 1–%d (at least %d for the added node)",
+				n.ID, cfg.MinStateGeneration, st.Generation, createdGen)
 		}
 		k := e.reportKey(n)
 		if k == nil || signing.PublicKeyString(signing.Public(k)) != n.ReportKey {

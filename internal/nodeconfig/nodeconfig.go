@@ -85,6 +85,12 @@ type Config struct {
 	// applied (0600), so a restarted dynia-pull still refuses older
 	// generations put back in the bucket. Empty: remembered in memory only.
 	AcceptedStateFile string `json:"accepted_state_file,omitempty"`
+	// MinStateGeneration is the state's generation when the CLI made this
+	// node's user-data: dynia-pull refuses any older state as a replay,
+	// even before it applied one, so an old signed state put back while
+	// the node boots cannot be its first (docs/security.md). 0: no floor
+	// until the first state applied.
+	MinStateGeneration int64 `json:"min_state_generation,omitempty"`
 
 	// LogDir receives the supervised daemons' output (<name>.log) and the
 	// app's; dynia-pull bounds the files and uploads their tails for
@@ -240,6 +246,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("node config: app_command %q: the process runtime needs a program", c.AppCommand)
 	case c.MeshPort < 0 || c.MeshPort > 65535:
 		return fmt.Errorf("node config: mesh_port %d must be 1-65535 (0: %d)", c.MeshPort, DefaultMeshPort)
+	}
+	if c.MinStateGeneration < 0 {
+		return fmt.Errorf("node config: min_state_generation %d must not be negative", c.MinStateGeneration)
 	}
 	if c.StatePublicKey != "" {
 		if _, err := signing.ParsePublicKey(c.StatePublicKey); err != nil {

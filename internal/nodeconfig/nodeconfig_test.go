@@ -26,6 +26,7 @@ func TestDecode(t *testing.T) {
 		`{"cluster":"demo","node_id":"x","state_url":"s3://b","keepalived_reload_command":"systemctl reload keepalived"}`: "keepalived_reload_command",
 		`{"cluster":"demo","node_id":"x","state_url":"s3://b","mesh_port":70000}`:                                         "mesh_port 70000 must be 1-65535",
 		`{"cluster":"demo","node_id":"x","state_url":"s3://b","mesh_port":-1}`:                                            "mesh_port -1",
+		`{"cluster":"demo","node_id":"x","state_url":"s3://b","min_state_generation":-1}`:                                 "min_state_generation -1 must not be negative",
 		`{"cluster":"demo","node_id":"x","state_url":"s3://b","mesh_interface":"wg-1234567890123"}`:                       `mesh_interface "wg-1234567890123" must be 1-15 characters`,
 		`{"cluster":"demo","node_id":"x","state_url":"s3://b","mesh_interface":"wg/0"}`:                                   `mesh_interface "wg/0" may hold only`,
 		`{"cluster":"demo","node_id":"x","state_url":"s3://b","mesh_interface":"wg 0"}`:                                   `mesh_interface "wg 0" may hold only`,

@@ -133,6 +133,9 @@ func New(set Settings, store bucket.Store, opts Options) *Daemon {
 		d.reportKey = key
 	}
 	d.loadAccepted(set)
+	// The CLI's floor from the user-data: no state older than the one
+	// the droplet was made from, not even the first.
+	d.accepted = max(d.accepted, set.MinStateGeneration)
 	d.tls = &tlsState{kick: make(chan struct{}, 1)}
 	if opts.App != nil {
 		d.app = &appState{rt: opts.App, keyFile: set.ClusterKeyFile, kick: make(chan struct{}, 1), nodeID: set.NodeID,
@@ -171,7 +174,8 @@ func (d *Daemon) Reconfigure(set Settings, store bucket.Store) {
 	if set.Cluster != old.Cluster || set.NodeID != old.NodeID || set.RunDir != old.RunDir ||
 		set.HAProxyConfig != old.HAProxyConfig || set.KeepalivedConfig != old.KeepalivedConfig ||
 		set.Supervise != old.Supervise || set.MetricsAddr != old.MetricsAddr || !sameMesh(set.Mesh, old.Mesh) ||
-		!set.StatePublicKey.Equal(old.StatePublicKey) || set.ReportKeyFile != old.ReportKeyFile || set.AcceptedStateFile != old.AcceptedStateFile {
+		!set.StatePublicKey.Equal(old.StatePublicKey) || set.ReportKeyFile != old.ReportKeyFile || set.AcceptedStateFile != old.AcceptedStateFile ||
+		set.MinStateGeneration != old.MinStateGeneration {
 		d.log.Warn("node config changed fields that need a restart; keeping the old values for them")
 	}
 	d.set.PollInterval = set.PollInterval

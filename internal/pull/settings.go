@@ -60,6 +60,9 @@ type Settings struct {
 	ReportKeyFile string
 	// AcceptedStateFile keeps the last applied state across restarts ("": none).
 	AcceptedStateFile string
+	// MinStateGeneration is the replay floor before any state was applied
+	// (pull.json min_state_generation). Needs a restart.
+	MinStateGeneration int64
 }
 
 // MeshSettings are pull.json's mesh fields with defaults applied.
@@ -81,7 +84,7 @@ func SettingsFrom(c *nodeconfig.Config) Settings {
 		MetricsAddr: c.MetricsAddr, LogDir: c.LogDir, CloudInitLog: c.CloudInitLog,
 		ChallengeAddr: c.ACMEChallengeAddr, TLSDir: c.TLSDir,
 		Runtime: c.Runtime, DockerHost: c.DockerHost, AppCommand: c.AppCommand, ClusterKeyFile: c.ClusterKeyFile,
-		ReportKeyFile: c.ReportKeyFile, AcceptedStateFile: c.AcceptedStateFile,
+		ReportKeyFile: c.ReportKeyFile, AcceptedStateFile: c.AcceptedStateFile, MinStateGeneration: c.MinStateGeneration,
 	}
 	if c.StatePublicKey != "" {
 		// nodeconfig.Validate refused a malformed key before this runs.

@@ -329,3 +329,28 @@ func TestRolloutBelievesOnlySignedReports(t *testing.T) {
 		t.Fatalf("the genuine failure report: runs %d, report %+v; want halted on release %d", w.running(), w.report(), r3)
 	}
 }
+
+// TestMinStateGeneration: pull.json's min_state_generation (the state the
+// droplet was made from) is the replay floor before any state was
+// applied: an older signed state is refused even as the node's first.
+func TestMinStateGeneration(t *testing.T) {
+	t.Parallel()
+	_, m, set := newTestDaemon(t, "true")
+	key := newSigningKey(t)
+	set.StatePublicKey = signing.Public(key)
+	set.MinStateGeneration = 5
+	d := New(set, m, Options{Version: "test"})
+	ctx := context.Background()
+	putRaw(m, cluster.StateKey("shop"), signedState(t, testState(4, 2), key))
+	var ae *ApplyError
+	if _, err := d.Step(ctx, false); !errors.As(err, &ae) || ae.Reason != "replay" {
+		t.Fatalf("generation 4 below min_state_generation 5: %v, want a replay refusal", err)
+	}
+	if _, err := os.Stat(set.HAProxyConfig); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("haproxy.cfg after the refused first state: %v", err)
+	}
+	putRaw(m, cluster.StateKey("shop"), signedState(t, testState(5, 2), key))
+	if res, err := d.Step(ctx, false); err != nil || res != Changed {
+		t.Fatalf("generation 5: %v, %v", res, err)
+	}
+}
