@@ -150,5 +150,3 @@ func code(err error) string {
 	}
 	return err.Error()
 }
-
-
