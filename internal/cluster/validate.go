@@ -105,6 +105,9 @@ func (s *State) Validate() error {
 	if s.SecretsRecipient != "" && !recipientRE.MatchString(s.SecretsRecipient) {
 		return fieldErr("secrets_recipient", s.SecretsRecipient, "not an age X25519 recipient (age1…)")
 	}
+	if err := s.validateNodeSpacesKey(); err != nil {
+		return err
+	}
 	if s.HA.AdvertInterval < 0.01 || s.HA.AdvertInterval > 255 {
 		return fieldErr("ha.advert_interval", fmt.Sprint(s.HA.AdvertInterval), "must be between 0.01 and 255 seconds")
 	}
