@@ -56,6 +56,8 @@ type sandboxEnv struct {
 	dir    string
 	config string
 	info   sandboxInfo
+	// secrets watches every secret the run uses (secrets_test.go).
+	secrets secretWatch
 }
 
 type sandboxInfo struct {
@@ -63,7 +65,12 @@ type sandboxInfo struct {
 	Token      string `json:"token"`
 	NodeToken  string `json:"node_token"`
 	S3Endpoint string `json:"s3_endpoint"`
-	Droplets   []struct {
+	S3Region   string `json:"s3_region"`
+	Bucket     string `json:"bucket"`
+	// The operator's Spaces key (versitygw's root account).
+	AccessKeyID     string `json:"access_key_id"`
+	SecretAccessKey string `json:"secret_access_key"`
+	Droplets        []struct {
 		ID        int    `json:"id"`
 		Name      string `json:"name"`
 		Namespace string `json:"namespace"`
@@ -122,6 +129,9 @@ func upSandbox(t testing.TB, extra ...string) *sandboxEnv {
 			t.Errorf("sandbox down: exit %d: %s", r.code, r.stderr)
 		}
 	})
+	// Before the sandbox goes down (cleanups run last-registered first),
+	// after the test's own cleanups.
+	t.Cleanup(e.checkSecrets)
 	var r result
 	for try := 0; try < 10; try++ {
 		n := rand.Uint32()
@@ -177,7 +187,31 @@ func (e *sandboxEnv) run(args ...string) result {
 	} else if err != nil {
 		e.t.Fatalf("run dynia: %v", err)
 	}
-	return result{code, out.String(), errOut.String()}
+	r := result{code, out.String(), errOut.String()}
+	e.secrets.output(args, r)
+	e.secrets.collect(filepath.Dir(e.config), e.dir)
+	return r
+}
+
+// checkSecrets looks for every secret the run used where none may be
+// (secrets_test.go), while the sandbox still runs.
+func (e *sandboxEnv) checkSecrets() {
+	var st struct {
+		Prefix   string `json:"prefix"`
+		Droplets []struct {
+			Namespace string `json:"namespace"`
+		} `json:"droplets"`
+	}
+	b, err := os.ReadFile(filepath.Join(e.dir, "status.json"))
+	if err != nil || json.Unmarshal(b, &st) != nil {
+		e.t.Errorf("secret check: read the sandbox's status.json: %v", err)
+		return
+	}
+	namespaces := []string{st.Prefix + "-rt"}
+	for _, d := range st.Droplets {
+		namespaces = append(namespaces, d.Namespace)
+	}
+	e.secrets.check(e.t, filepath.Dir(e.config), e.dir, namespaces)
 }
 
 func (e *sandboxEnv) mustRun(args ...string) result {

@@ -121,6 +121,10 @@ func TestSandboxCluster(t *testing.T) {
 		return nil
 	})
 
+	t.Run("nodes hold their own credentials", func(t *testing.T) {
+		checkNodeCredentials(t, e, "demo")
+	})
+
 	t.Run("power off the active droplet", func(t *testing.T) {
 		powerOffActive(t, e, rows[0], rip)
 	})
