@@ -122,7 +122,8 @@ func TestNodeTokenRequired(t *testing.T) {
 
 // TestNodeTokenChecked: a node token file holding the CLI's own token, a
 // token DigitalOcean refuses (401) and one lacking droplet:read (403) are
-// refused, exit 2, before anything is written or created.
+// refused, exit 2, before anything is written or created; one that can read
+// the account works with a warning, a least-privilege one without.
 func TestNodeTokenChecked(t *testing.T) {
 	e := newEnv(t)
 	dir := t.TempDir()
@@ -152,6 +153,18 @@ func TestNodeTokenChecked(t *testing.T) {
 	}
 	if objs, _ := e.bucket.List(t.Context(), ""); len(objs) != 0 {
 		t.Errorf("refused create-ha runs left %d objects", len(objs))
+	}
+	// A token with more scopes than nodes need works, with a warning.
+	e.sim.AddToken("broad-token", dosim.FullScopes()...)
+	stop := e.fakeNodes("chk")
+	defer stop()
+	r := e.mustRun("node", "create-ha", "--name", "chk", "--region", "sgp1", "--size", "s-1vcpu-1gb", "--node-token-file", writeSecret(t, dir, "broad", "broad-token", 0o600))
+	if !strings.Contains(r.stderr, "warning: the node token can read your account") {
+		t.Errorf("no warning about a broad node token:\n%s", r.stderr)
+	}
+	r = e.mustRun("node", "add", "--name", "chk", "--node-token-file", writeSecret(t, dir, "narrow", nodeToken, 0o600))
+	if strings.Contains(r.stderr, "warning") {
+		t.Errorf("a least-privilege node token got a warning:\n%s", r.stderr)
 	}
 }
 

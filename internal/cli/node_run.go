@@ -79,7 +79,7 @@ func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
 		if err := checkCatalog(ctx, cl, o.Region, o.Size); err != nil {
 			return "", err
 		}
-		return o.Region + ", " + o.Size, f.checkNodeToken(ctx, nodeSecrets)
+		return o.Region + ", " + o.Size, f.checkNodeToken(ctx, nodeSecrets, p)
 	}); err != nil {
 		return err
 	}
@@ -333,7 +333,7 @@ func addNodes(ctx context.Context, f *Factory, o *AddOptions) error {
 	} else if _, _, err := s.Load(ctx, o.Name); err != nil {
 		return err
 	}
-	if err := f.checkNodeToken(ctx, nodeSecrets); err != nil {
+	if err := f.checkNodeToken(ctx, nodeSecrets, p); err != nil {
 		return err
 	}
 	store, _, cl, err := f.openCluster(ctx, o.Name, true)

@@ -111,8 +111,10 @@ func (f *Factory) loadNodeSecrets(tokenFile string, p *Progress) (nodeSecrets, e
 // checkNodeToken asks DigitalOcean whether the node token can make the
 // reads dynia-pull needs (cloud.CheckNodeToken: two GETs). A token DO
 // refuses (401) or one lacking a scope (403) is bad input, exit 2, before
-// anything is written. The CLI's own token (allowed) is not checked.
-func (f *Factory) checkNodeToken(ctx context.Context, s nodeSecrets) error {
+// anything is written. One that can also read the account (a scope no node
+// token needs: a full-access token, most likely) gets a warning. The CLI's
+// own token (allowed) is not checked.
+func (f *Factory) checkNodeToken(ctx context.Context, s nodeSecrets, p *Progress) error {
 	if f.CloudOverride != nil {
 		return nil
 	}
@@ -138,6 +140,9 @@ func (f *Factory) checkNodeToken(ctx context.Context, s nodeSecrets) error {
 	var ae *cloud.APIError
 	switch {
 	case err == nil:
+		if _, err := cl.Account(ctx); err == nil {
+			p.Info("warning: the node token can read your account, which nodes never need: is it a full-access token? A node token needs only %s", strings.Join(NodeTokenScopes, " "))
+		}
 		return nil
 	case errors.As(err, &ae) && ae.StatusCode == http.StatusUnauthorized:
 		return usagef("--node-token-file: DigitalOcean refuses the node token (401 Unauthorized: wrong, expired or revoked); %s", nodeTokenHint)

@@ -391,5 +391,5 @@ func (f *Factory) checkRepairNodeToken(ctx context.Context, o *RepairOptions) er
 	if err != nil {
 		return err
 	}
-	return f.checkNodeToken(ctx, s)
+	return f.checkNodeToken(ctx, s, p)
 }
