@@ -140,10 +140,12 @@ type recordTB struct {
 	errs []string
 }
 
-func (r *recordTB) Errorf(format string, args ...any) { r.errs = append(r.errs, fmt.Sprintf(format, args...)) }
-func (r *recordTB) Error(args ...any)                 { r.errs = append(r.errs, fmt.Sprint(args...)) }
-func (r *recordTB) Logf(string, ...any)               {}
-func (r *recordTB) Helper()                           {}
+func (r *recordTB) Errorf(format string, args ...any) {
+	r.errs = append(r.errs, fmt.Sprintf(format, args...))
+}
+func (r *recordTB) Error(args ...any)   { r.errs = append(r.errs, fmt.Sprint(args...)) }
+func (r *recordTB) Logf(string, ...any) {}
+func (r *recordTB) Helper()             {}
 
 // TestSecretWatch checks the check itself, on a made-up run directory: a
 // secret in a command's output, a log, a bucket object or a world-readable
