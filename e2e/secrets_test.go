@@ -25,6 +25,8 @@ import (
 // cluster key, WireGuard private key, TLS private keys) and in the CLI's
 // and the sandbox's config directories. They are collected after every
 // command, so the keys of a droplet or cluster deleted since still count.
+// A test that uses a secret of its own (a registry password, a secret env
+// value) registers it with e.secrets.add.
 //
 // Where they must not be: every command's stdout and stderr (except `sandbox
 // status -o json`, whose purpose is to hand the sandbox's throwaway keys to
