@@ -330,3 +330,43 @@ func keyNames(keys []dosim.SpacesKey) []string {
 	}
 	return out
 }
+
+// TestSecretEnvFile: --secret-env-file keeps secret values out of the
+// command line: a 0600 file's K=V lines become sealed env, never plain env;
+// a file others may read is refused naming its mode; a line without "=" (or
+// a --secret-env without one) is refused without echoing it.
+func TestSecretEnvFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	const secret = "postgres://app:hunter2hunter2@db/app"
+	good := writeSecret(t, dir, "good", "# the database\nDB_URL="+secret+"\n", 0o600)
+	o := AppOptions{Image: "registry.example.com/app:v1", Port: 8080, HealthPath: "/healthz", HealthTimeout: time.Minute, SecretEnvFile: good}
+	r, err := o.parse(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(map[string]string{"DB_URL": secret}, r.secrets.Env); diff != "" || len(r.rel.Env) != 0 {
+		t.Errorf("sealed env (-want +got):\n%s\nplain env: %v", diff, r.rel.Env)
+	}
+	for _, tc := range []struct {
+		name string
+		o    AppOptions
+		want string
+	}{
+		{"readable by others", AppOptions{SecretEnvFile: writeSecret(t, dir, "open", "DB_URL="+secret, 0o644)}, "mode 0644 lets others read it"},
+		{"a line without =", AppOptions{SecretEnvFile: writeSecret(t, dir, "bare", secret, 0o600)}, "want K=V"},
+		{"--secret-env without =", AppOptions{SecretEnv: []string{secret}}, "--secret-env: want K=V"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := tc.o
+			o.Image, o.Port, o.HealthPath, o.HealthTimeout = "registry.example.com/app:v1", 8080, "/healthz", time.Minute
+			_, err := o.parse(nil)
+			if exitCode(err) != ExitUsage || !strings.Contains(fmt.Sprint(err), tc.want) {
+				t.Fatalf("parse: %v (exit %d), want exit 2 with %q", err, exitCode(err), tc.want)
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("the error shows the secret: %v", err)
+			}
+		})
+	}
+}
