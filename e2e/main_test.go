@@ -56,8 +56,10 @@ type sandboxEnv struct {
 	dir    string
 	config string
 	info   sandboxInfo
-	// secrets watches every secret the run uses (secrets_test.go).
+	// secrets watches every secret the run uses (secrets_test.go);
+	// checked is set once it looked, before the first `sandbox down`.
 	secrets secretWatch
+	checked bool
 }
 
 type sandboxInfo struct {
@@ -129,9 +131,6 @@ func upSandbox(t testing.TB, extra ...string) *sandboxEnv {
 			t.Errorf("sandbox down: exit %d: %s", r.code, r.stderr)
 		}
 	})
-	// Before the sandbox goes down (cleanups run last-registered first),
-	// after the test's own cleanups.
-	t.Cleanup(e.checkSecrets)
 	var r result
 	for try := 0; try < 10; try++ {
 		n := rand.Uint32()
@@ -172,6 +171,12 @@ func (e *sandboxEnv) run(args ...string) result {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
+	if len(args) >= 2 && args[0] == "sandbox" && args[1] == "down" && !e.checked {
+		// While everything the run made is still there: the test's own
+		// `sandbox down`, or the cleanup's after the test's cleanups.
+		e.checked = true
+		e.checkSecrets()
+	}
 	full := append([]string{"--config", e.config}, args...)
 	if args[0] == "sandbox" {
 		full = append([]string{"--config", e.config, "sandbox", "--dir", e.dir}, args[1:]...)
