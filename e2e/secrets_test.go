@@ -98,7 +98,8 @@ var credentialNames = map[string]bool{"do-token": true, "cluster.key": true, "wi
 func (w *secretWatch) collect(root, sandboxDir string) {
 	var status map[string]any
 	if b, err := os.ReadFile(filepath.Join(sandboxDir, "status.json")); err == nil && json.Unmarshal(b, &status) == nil {
-		for k, what := range map[string]string{"token": "the DO token", "node_token": "the node token", "secret_access_key": "the operator's Spaces secret"} {
+		for k, what := range map[string]string{"token": "the DO token", "node_token": "the node token",
+			"secret_access_key": "the operator's Spaces secret", "cloudflare_token": "the Cloudflare token"} {
 			if v, ok := status[k].(string); ok {
 				w.add(v, what)
 			}
