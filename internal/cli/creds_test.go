@@ -225,8 +225,9 @@ func TestCredentialFileModes(t *testing.T) {
 // readwrite on the state's bucket only, named after the cluster; the state
 // names it and holds its secret sealed, never in the clear; droplets get it,
 // never the CLI's key; re-running create-ha and adding nodes reuse it (no
-// new key); a key a crashed run left is deleted by the next mint; a key
-// deleted behind dynia's back is replaced; destroy deletes it. No output
+// new key); a key a crashed run left is deleted by the next command that
+// creates a droplet, whether it mints or reuses; a key deleted behind
+// dynia's back is replaced; destroy deletes it. No output
 // shows a secret.
 func TestNodeSpacesKey(t *testing.T) {
 	e := newEnv(t)
@@ -281,9 +282,18 @@ func TestNodeSpacesKey(t *testing.T) {
 		wantDropletKey(d, k.AccessKey, k.Secret)
 	}
 
+	// A key a run minted after the state named k, lost the race to record
+	// it and died before deleting it: the re-run deletes it.
+	lost, _, err := simGodo(t, e).SpacesKeys.Create(t.Context(), godoKeyReq(name, e.s3.Bucket))
+	if err != nil {
+		t.Fatal(err)
+	}
 	calls := len(e.sim.Calls())
 	add(e.mustRun("node", "create-ha", "--name", "keys", "--region", "sgp1", "--size", "s-1vcpu-1gb"))
 	add(e.mustRun("node", "add", "--name", "keys"))
+	if got := keyNames(e.sim.SpacesKeys()); !cmp.Equal(got, []string{name + "/" + k.AccessKey}) {
+		t.Errorf("Spaces keys after node add: %v, want only %s (the lost %s deleted)", got, k.AccessKey, lost.AccessKey)
+	}
 	for _, c := range e.sim.Calls()[calls:] {
 		if c.Method == "POST" && c.Path == "/v2/spaces/keys" {
 			t.Error("a re-run or an add minted another key")
@@ -312,7 +322,7 @@ func TestNodeSpacesKey(t *testing.T) {
 	if keys := e.sim.SpacesKeys(); len(keys) != 0 {
 		t.Errorf("destroy left Spaces keys: %v", keyNames(keys))
 	}
-	for _, s := range []string{k.Secret, nk.Secret, orphan.SecretKey, e.s3.SecretAccessKey, fullToken, nodeToken} {
+	for _, s := range []string{k.Secret, nk.Secret, orphan.SecretKey, lost.SecretKey, e.s3.SecretAccessKey, fullToken, nodeToken} {
 		if strings.Contains(out.String(), s) {
 			t.Errorf("command output shows a secret")
 		}

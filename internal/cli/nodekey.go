@@ -80,18 +80,26 @@ func (f *Factory) nodeSpacesKey(ctx context.Context, store *cluster.Store, cl *c
 		p.Info("warning: cluster %s predates cluster keys: its droplets get your own Spaces key (re-create the cluster to give them one limited to bucket %s)", st.Name, bucketName)
 		return bo.AccessKeyID, bo.SecretAccessKey, nil
 	}
+	name := nodeKeyName(st.Name, u)
 	prev := st.NodeSpacesKey
 	if prev != nil && prev.Bucket == bucketName {
 		_, gerr := cl.GetSpacesKey(ctx, prev.AccessKeyID)
 		switch {
 		case gerr == nil:
+			// A run that lost the race to record its key and died before
+			// deleting it left one of this name: the state's key is the
+			// one in use, so any other is an orphan. (A command minting
+			// now, from an older state, loses to the recorded key and
+			// deletes its own; deleting it first is harmless.)
+			if err := deleteOtherNodeKeys(ctx, cl, name, prev.AccessKeyID, p); err != nil {
+				return "", "", err
+			}
 			return openNodeKey(identity, prev)
 		case !errors.Is(gerr, cloud.ErrNotFound):
 			return "", "", fmt.Errorf("nodes' Spaces key: %w", gerr)
 		}
 		p.Info("the nodes' Spaces key %s no longer exists at DigitalOcean: minting a new one (droplets made with it cannot reach the bucket any more)", prev.AccessKeyID)
 	}
-	name := nodeKeyName(st.Name, u)
 	var rec *cluster.NodeSpacesKey
 	err = p.Step("nodes' Spaces key (readwrite on bucket "+bucketName+" only)", func() (string, error) {
 		k, err := cl.CreateSpacesKey(ctx, name, []cloud.SpacesGrant{{Bucket: bucketName, Permission: cloud.SpacesReadWrite}})
