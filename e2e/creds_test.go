@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -207,5 +209,81 @@ func TestSecretWatch(t *testing.T) {
 				t.Errorf("the report shows the secret: %s", e)
 			}
 		}
+	}
+}
+
+// TestNodeTokenRefused: the built CLI, with no node token configured,
+// refuses every command that creates droplets — exit 2, one line naming
+// --node-token-file, every scope of a node token and --allow-operator-token
+// — and refuses a node token file others may read, naming its mode, both
+// before any API call or write: the DO API and the bucket it is given are a
+// closed port, so any call would fail with exit 1 instead (as it does with
+// --allow-operator-token), and its config directory stays empty. No sandbox.
+func TestNodeTokenRefused(t *testing.T) {
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "node-token")
+	if err := os.WriteFile(tokenFile, []byte("dop_v1_creds_e2e_node_token_0123456789\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(tokenFile, 0o644); err != nil { // whatever the umask
+		t.Fatal(err)
+	}
+	cfgDir := filepath.Join(dir, "config")
+	if err := os.Mkdir(cfgDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) result {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		full := append([]string{"--config", filepath.Join(cfgDir, "config.yaml"), "--state", "s3://creds-e2e/dynia"}, args...)
+		cmd := exec.CommandContext(ctx, filepath.Join(binDir, "dynia"), full...)
+		cmd.Dir = dir
+		cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + dir, "XDG_CONFIG_HOME=" + cfgDir,
+			"DIGITALOCEAN_ACCESS_TOKEN=dop_v1_creds_e2e_operator_token_0123456789",
+			"DIGITALOCEAN_API_URL=http://127.0.0.1:1", "SPACES_ENDPOINT=http://127.0.0.1:1", "SPACES_REGION=us-east-1",
+			"SPACES_ACCESS_KEY_ID=DOCREDSE2EKEY", "SPACES_SECRET_ACCESS_KEY=creds-e2e-spaces-secret-0123456789"}
+		var out, errOut bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatalf("run dynia: %v", err)
+		}
+		return result{code, out.String(), errOut.String()}
+	}
+	wantRefused := func(r result, args []string, want ...string) {
+		t.Helper()
+		lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+		if r.code != 2 || len(lines) != 1 {
+			t.Errorf("dynia %s: exit %d, stderr %q; want exit 2 and one line", strings.Join(args, " "), r.code, r.stderr)
+			return
+		}
+		for _, w := range want {
+			if !strings.Contains(lines[0], w) {
+				t.Errorf("dynia %s: %q does not name %q", strings.Join(args, " "), lines[0], w)
+			}
+		}
+		for _, s := range []string{"dop_v1_creds_e2e", "creds-e2e-spaces-secret"} {
+			if strings.Contains(r.stdout+r.stderr, s) {
+				t.Errorf("dynia %s shows a secret", strings.Join(args, " "))
+			}
+		}
+	}
+	scopes := []string{"--node-token-file", "--allow-operator-token", "reserved_ip:update", "reserved_ip:read",
+		"droplet:read", "regions:read", "sizes:read", "actions:read", "image:read"}
+	for _, args := range [][]string{
+		{"node", "create-ha", "--name", "web", "--region", "sgp1", "--size", "s-1vcpu-1gb"},
+		{"node", "create-ha", "--name", "web", "--region", "sgp1", "--size", "s-1vcpu-1gb", "--dry-run"},
+		{"node", "add", "--name", "web"},
+	} {
+		wantRefused(run(args...), args, scopes...)
+	}
+	args := []string{"node", "create-ha", "--name", "web", "--region", "sgp1", "--size", "s-1vcpu-1gb", "--node-token-file", tokenFile}
+	wantRefused(run(args...), args, `--node-token-file "`+tokenFile+`"`, "0644", "chmod 600")
+	if ents, err := os.ReadDir(cfgDir); err != nil || len(ents) != 0 {
+		t.Errorf("config directory after refused commands: %v %v, want empty", ents, err)
 	}
 }
