@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/testutil"
@@ -203,6 +205,18 @@ func TestLostAnswers(t *testing.T) {
 				st := e.consistent(name)
 				if len(st.Nodes) != 1 || st.Nodes[0].Lifecycle != cluster.Ready || st.ReservedIP == "" || len(e.taggedDroplets(name)) != 1 {
 					t.Errorf("create-ha, write %d lost: %d nodes %+v, Reserved IP %q, %d droplets", n, len(st.Nodes), st.Nodes, st.ReservedIP, len(e.taggedDroplets(name)))
+				}
+				// One Spaces key for the cluster's nodes, the one the state
+				// names (a lost answer to its write must not make the CLI
+				// take it for another command's and delete it).
+				if backend == "s3" {
+					var keys []string
+					for _, k := range e.sim.SpacesKeys() {
+						keys = append(keys, k.AccessKey)
+					}
+					if st.NodeSpacesKey == nil || !cmp.Equal(keys, []string{st.NodeSpacesKey.AccessKeyID}) {
+						t.Errorf("create-ha, write %d lost: Spaces keys %v, state's %+v; want exactly the state's", n, keys, st.NodeSpacesKey)
+					}
 				}
 				stop()
 				// destroy deletes the state; its answer is lost too.
