@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -318,11 +319,17 @@ func TestNodeSpacesKey(t *testing.T) {
 	}
 	nk := keys[0]
 
+	// Another orphan, left after the last droplet was made: destroy
+	// deletes it with the state's key.
+	late, _, err := simGodo(t, e).SpacesKeys.Create(t.Context(), godoKeyReq(name, e.s3.Bucket))
+	if err != nil {
+		t.Fatal(err)
+	}
 	add(e.mustRun("cluster", "destroy", "--name", "keys", "--confirm"))
 	if keys := e.sim.SpacesKeys(); len(keys) != 0 {
 		t.Errorf("destroy left Spaces keys: %v", keyNames(keys))
 	}
-	for _, s := range []string{k.Secret, nk.Secret, orphan.SecretKey, lost.SecretKey, e.s3.SecretAccessKey, fullToken, nodeToken} {
+	for _, s := range []string{k.Secret, nk.Secret, orphan.SecretKey, lost.SecretKey, late.SecretKey, e.s3.SecretAccessKey, fullToken, nodeToken} {
 		if strings.Contains(out.String(), s) {
 			t.Errorf("command output shows a secret")
 		}
@@ -378,5 +385,55 @@ func TestSecretEnvFile(t *testing.T) {
 				t.Errorf("the error shows the secret: %v", err)
 			}
 		})
+	}
+}
+
+// TestDestroyWithoutSpacesKeyScopes: with a token lacking the spaces_key
+// scopes, destroying a cluster whose state names a key fails at that key,
+// naming the scope, and a re-run with the scope finishes the job (the key
+// deleted); a cluster whose state names no key (made before nodes had their
+// own) is destroyed with a warning that an orphan key, if any, remains.
+func TestDestroyWithoutSpacesKeyScopes(t *testing.T) {
+	e := newEnv(t)
+	var noKeys []string
+	for _, sc := range dosim.FullScopes() {
+		if !strings.HasPrefix(sc, "spaces_key:") {
+			noKeys = append(noKeys, sc)
+		}
+	}
+	for _, name := range []string{"keyed", "unkeyed"} {
+		stop := e.fakeNodes(name)
+		e.mustRun("node", "create-ha", "--name", name, "--region", "sgp1", "--size", "s-1vcpu-1gb")
+		stop()
+	}
+	unkeyed := e.state("unkeyed").NodeSpacesKey
+	if _, err := simGodo(t, e).SpacesKeys.Delete(t.Context(), unkeyed.AccessKeyID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cluster.NewStore(e.bucket).Update(t.Context(), "unkeyed", func(s *cluster.State) (*cluster.State, error) {
+		s.NodeSpacesKey = nil
+		return s, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	keyed := e.state("keyed").NodeSpacesKey
+	e.sim.AddToken(fullToken, noKeys...)
+
+	r := e.run("cluster", "destroy", "--name", "keyed", "--confirm")
+	if r.code == 0 || !strings.Contains(r.stderr, "spaces_key:delete") {
+		t.Errorf("destroy without spaces_key:delete: exit %d, want a failure naming the scope:\n%s", r.code, r.stderr)
+	}
+	r = e.mustRun("cluster", "destroy", "--name", "unkeyed", "--confirm")
+	if !strings.Contains(r.stderr, "warning: cannot list Spaces keys") {
+		t.Errorf("destroy of a cluster without a key, token without spaces_key:read: no warning:\n%s", r.stderr)
+	}
+	if _, _, err := cluster.NewStore(e.bucket).Load(t.Context(), "unkeyed"); !errors.Is(err, cluster.ErrClusterNotFound) {
+		t.Errorf("unkeyed's state after destroy: %v, want not found", err)
+	}
+
+	e.sim.AddToken(fullToken, dosim.FullScopes()...)
+	e.mustRun("cluster", "destroy", "--name", "keyed", "--confirm")
+	if keys := e.sim.SpacesKeys(); len(keys) != 0 {
+		t.Errorf("Spaces keys after the re-run: %v, want none (%s deleted)", keyNames(keys), keyed.AccessKeyID)
 	}
 }

@@ -177,7 +177,10 @@ func deleteOtherNodeKeys(ctx context.Context, cl *cloud.Client, name, keep strin
 }
 
 // deleteNodeSpacesKeys is destroy's: the state's key and any other of its
-// name. A file:// state has none.
+// name. A file:// state has none. A cluster whose state names no key (made
+// before nodes had their own, or whose droplets never got one) can be
+// destroyed with a token that cannot list Spaces keys: then any key a
+// crashed run left is reported, not deleted.
 func deleteNodeSpacesKeys(ctx context.Context, f *Factory, cl *cloud.Client, st *cluster.State, p *Progress) error {
 	u, err := f.StateURL()
 	if err != nil {
@@ -185,7 +188,11 @@ func deleteNodeSpacesKeys(ctx context.Context, f *Factory, cl *cloud.Client, st 
 	}
 	if k := st.NodeSpacesKey; k != nil {
 		if err := p.Step("nodes' Spaces key "+k.AccessKeyID, func() (string, error) {
-			return "", ignoreNotFound(cl.DeleteSpacesKey(ctx, k.AccessKeyID))
+			err := ignoreNotFound(cl.DeleteSpacesKey(ctx, k.AccessKeyID))
+			if errors.Is(err, cloud.ErrAuth) {
+				return "", fmt.Errorf("%w (deleting the nodes' Spaces key needs your token's spaces_key:delete scope)", err)
+			}
+			return "", err
 		}); err != nil {
 			return err
 		}
@@ -193,5 +200,11 @@ func deleteNodeSpacesKeys(ctx context.Context, f *Factory, cl *cloud.Client, st 
 	if stateBucket(u) == "" {
 		return nil
 	}
-	return deleteOtherNodeKeys(ctx, cl, nodeKeyName(st.Name, u), "", p)
+	name := nodeKeyName(st.Name, u)
+	err = deleteOtherNodeKeys(ctx, cl, name, "", p)
+	if st.NodeSpacesKey == nil && errors.Is(err, cloud.ErrAuth) {
+		p.Info("warning: cannot list Spaces keys (your token lacks spaces_key:read): a key named %s that a crashed command left, if any, remains; delete it in the control panel", name)
+		return nil
+	}
+	return err
 }
