@@ -195,10 +195,10 @@ type DeployOptions struct {
 func NewCmdAppDeploy(f *Factory, runF func(*DeployOptions) error) *cobra.Command {
 	o := &DeployOptions{}
 	cmd := &cobra.Command{
-		Use:   "deploy --name N --image REF [--port 8080] [--env K=V …] [--secret-env K=V …] [--health-path /healthz]",
+		Use:   "deploy --name N --image REF [--port 8080] [--env K=V …] [--secret-env-file FILE] [--health-path /healthz]",
 		Short: "Deploy a release: node by node, standbys first, each healthy before the next (zero failed requests)",
 		Example: "  dynia app deploy --name myapp --image registry.example.com/shop:v2\n" +
-			"  dynia app deploy --name myapp --image ghcr.io/acme/shop:v2 --secret-env DB_URL=postgres://… --registry-auth-file ~/.docker/config.json",
+			"  dynia app deploy --name myapp --image ghcr.io/acme/shop:v2 --secret-env-file db.env --registry-auth-file ~/.docker/config.json   # both 0600",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkName(o.Name); err != nil {
