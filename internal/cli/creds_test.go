@@ -84,12 +84,13 @@ func TestNodeTokenRequired(t *testing.T) {
 	defer stop()
 	e.mustRun("node", "create-ha", "--name", "tok", "--region", "sgp1", "--size", "s-1vcpu-1gb")
 	// A node left provisioning, for repair-ha --force to finish.
-	if _, err := cluster.NewStore(e.bucket).Update(t.Context(), "tok", func(s *cluster.State) (*cluster.State, error) {
-		s, _, err := cluster.AddNodes(s, 1, cluster.NewNamer(0), time.Now())
-		return s, err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	e.updateState("tok", func(s *cluster.State) {
+		next, _, err := cluster.AddNodes(s, 1, cluster.NewNamer(0), time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		*s = *next
+	})
 	e.setContext(func(c *Context) { c.NodeTokenFile = "" })
 	want := append([]string{"--node-token-file", "--allow-operator-token"}, NodeTokenScopes...)
 	for _, args := range [][]string{
@@ -410,12 +411,7 @@ func TestDestroyWithoutSpacesKeyScopes(t *testing.T) {
 	if _, err := simGodo(t, e).SpacesKeys.Delete(t.Context(), unkeyed.AccessKeyID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cluster.NewStore(e.bucket).Update(t.Context(), "unkeyed", func(s *cluster.State) (*cluster.State, error) {
-		s.NodeSpacesKey = nil
-		return s, nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	e.updateState("unkeyed", func(s *cluster.State) { s.NodeSpacesKey = nil })
 	keyed := e.state("keyed").NodeSpacesKey
 	e.sim.AddToken(fullToken, noKeys...)
 
