@@ -73,7 +73,9 @@ type State struct {
 	// file; this one lets either name a mismatch. Empty: a cluster whose
 	// state was never signed.
 	SigningKey string `json:"signing_key,omitempty"`
-	DNS        *DNS   `json:"dns,omitempty"`
+	// NodeSpacesKey is the Spaces key nodes use (nodekey.go).
+	NodeSpacesKey *NodeSpacesKey `json:"node_spaces_key,omitempty"`
+	DNS           *DNS           `json:"dns,omitempty"`
 	// TLS, when set, serves HTTPS on every node (tls.go).
 	TLS       *TLS      `json:"tls,omitempty"`
 	App       App       `json:"app"`
@@ -309,6 +311,10 @@ func (s *State) Clone() *State {
 	if s.DNS != nil {
 		d := *s.DNS
 		c.DNS = &d
+	}
+	if s.NodeSpacesKey != nil {
+		k := *s.NodeSpacesKey
+		c.NodeSpacesKey = &k
 	}
 	if s.TLS != nil {
 		t := *s.TLS

@@ -347,6 +347,9 @@ func (s *State) Validate() error {
 	if err := s.validateKeys(); err != nil {
 		return err
 	}
+	if err := s.validateNodeSpacesKey(); err != nil {
+		return err
+	}
 	if err := checkAdvertInterval(s.HA.AdvertInterval); err != nil {
 		return fieldErr("ha.advert_interval", FormatAdvertInterval(s.HA.AdvertInterval), "%v", err)
 	}
