@@ -1,0 +1,82 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestAnalyze(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	s := func(at, took int, ok bool, body string) Sample { return Sample{t0.Add(ms(at)), ms(took), ok, body} }
+	for _, tc := range []struct {
+		name    string
+		samples []Sample
+		want    Outcome
+	}{
+		{"all good", []Sample{s(0, 5, true, "a v1"), s(50, 5, true, "b v1")},
+			Outcome{Total: 2, Answered: map[string]int{"a": 1, "b": 1}}},
+		// The outage runs from the first failure's start (100) to the first
+		// answer's end after it: the request started at 150 answered at 900,
+		// before the one started at 200 answered (205 + ... = 950).
+		{"outage ends at the first answer", []Sample{
+			s(0, 5, true, "a v1"), s(100, 2000, false, ""), s(150, 750, true, "b v1"), s(200, 750, true, "b v1")},
+			Outcome{Total: 4, Failed: 1, Outage: ms(800), Answered: map[string]int{"a": 1, "b": 2}}},
+		{"longest of two", []Sample{
+			s(0, 5, false, ""), s(50, 5, true, "a v1"), s(100, 5, false, ""), s(150, 5, false, ""), s(200, 5, true, "a v1")},
+			Outcome{Total: 5, Failed: 3, Outage: ms(105), Answered: map[string]int{"a": 2}}},
+		{"not recovered", []Sample{s(0, 5, true, "a v1"), s(50, 2000, false, "")},
+			Outcome{Total: 2, Failed: 1, Outage: -1, Answered: map[string]int{"a": 1}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if diff := cmp.Diff(tc.want, Analyze(tc.samples)); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestLoops(t *testing.T) {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) == 3 {
+			http.Error(w, "no", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("node-a v1\n"))
+	}))
+	defer srv.Close()
+	for name, start := range map[string]func(string, time.Duration, time.Duration) *Loop{"GET": GetLoop, "POST": PostLoop} {
+		n.Store(0)
+		l := start(srv.URL, 5*time.Millisecond, 5*time.Second)
+		deadline := time.Now().Add(5 * time.Second)
+		for len(l.Samples()) < 10 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		o := Analyze(l.Stop())
+		if o.Total < 10 || o.Failed != 1 || o.Answered["node-a"] != o.Total-1 {
+			t.Errorf("%s loop: %+v, want ≥ 10 requests, exactly the third failed, the others answered by node-a", name, o)
+		}
+	}
+}
+
+func TestClosedLoop(t *testing.T) {
+	var calls atomic.Int64
+	lat, failed, elapsed := ClosedLoop(context.Background(), 3, 100*time.Millisecond, func(ctx context.Context) error {
+		if calls.Add(1)%2 == 0 {
+			return errors.New("every other call fails")
+		}
+		time.Sleep(time.Millisecond)
+		return nil
+	})
+	if len(lat) == 0 || failed == 0 || elapsed <= 0 {
+		t.Errorf("ClosedLoop: %d ok, %d failed in %v; want both", len(lat), failed, elapsed)
+	}
+}
