@@ -121,7 +121,7 @@ func RenderReport(results []Result, notes, resultsDir, reportDir string) ([]byte
 			}
 			return "| " + strings.Join(esc, " | ") + " |"
 		},
-		"sep": func(n int) string { return "|" + strings.Repeat("---|", n) },
+		"sep":  func(n int) string { return "|" + strings.Repeat("---|", n) },
 		"date": func(r Result) string { return r.Finished.Format("2006-01-02 15:04 MST") },
 		"mins": func(r Result) string { return r.Finished.Sub(r.Started).Round(1e9).String() },
 		"versions": func(m Machine) string {
