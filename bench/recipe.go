@@ -180,40 +180,55 @@ func d2i(rc *Recipe, id int) int {
 	return -1
 }
 
-// write renders node i's files into its droplet directory.
-func (rc *Recipe) write(i int) {
-	n := rc.Nodes[i]
-	peer := rc.Nodes[1-i]
-	if err := os.MkdirAll(n.dir, 0o700); err != nil {
-		rc.s.r.Fatalf("recipe dir: %v", err)
-	}
-	state, prio := "MASTER", 200
-	if i == 1 {
-		state, prio = "BACKUP", 100
+// recipeFiles renders a recipe node's files: keepalived.conf, master.sh
+// (0700) and haproxy.cfg, for the node with private address self (primary:
+// MASTER, priority 200) and its peer, in dir.
+func recipeFiles(primary bool, self, peer, dir, rip, api string) (map[string]string, error) {
+	state, prio := "BACKUP", 100
+	if primary {
+		state, prio = "MASTER", 200
 	}
 	files := []struct {
 		name string
 		tmpl *template.Template
 		data any
-		mode os.FileMode
 	}{
-		{"keepalived.conf", recipeKeepalived, map[string]any{"URL": RecipeURL, "State": state, "Priority": prio, "Self": n.Private, "Peer": peer.Private,
-			"Check": "/bin/sh -c 'kill -0 $(cat " + filepath.Join(n.dir, "haproxy.pid") + ")'", "Notify": filepath.Join(n.dir, "master.sh")}, 0o600},
-		{"master.sh", recipeMaster, map[string]any{"URL": RecipeURL, "RIP": rc.RIP, "API": rc.s.Info.APIURL,
-			"TokenHeader": filepath.Join(n.dir, "token.header"), "Log": filepath.Join(n.dir, "master.log")}, 0o700},
-		{"haproxy.cfg", recipeHAProxy, map[string]any{"Pid": filepath.Join(n.dir, "haproxy.pid"), "Apps": []string{n.Private, peer.Private}}, 0o600},
+		{"keepalived.conf", recipeKeepalived, map[string]any{"URL": RecipeURL, "State": state, "Priority": prio, "Self": self, "Peer": peer,
+			"Check": "/bin/sh -c 'kill -0 $(cat " + filepath.Join(dir, "haproxy.pid") + ")'", "Notify": filepath.Join(dir, "master.sh")}},
+		{"master.sh", recipeMaster, map[string]any{"URL": RecipeURL, "RIP": rip, "API": api,
+			"TokenHeader": filepath.Join(dir, "token.header"), "Log": filepath.Join(dir, "master.log")}},
+		{"haproxy.cfg", recipeHAProxy, map[string]any{"Pid": filepath.Join(dir, "haproxy.pid"), "Apps": []string{self, peer}}},
 	}
+	out := map[string]string{}
 	for _, f := range files {
 		var b strings.Builder
 		if err := f.tmpl.Execute(&b, f.data); err != nil {
-			rc.s.r.Fatalf("recipe %s: %v", f.name, err)
+			return nil, fmt.Errorf("recipe %s: %w", f.name, err)
 		}
-		if err := os.WriteFile(filepath.Join(n.dir, f.name), []byte(b.String()), f.mode); err != nil {
-			rc.s.r.Fatalf("recipe %s: %v", f.name, err)
-		}
+		out[f.name] = b.String()
 	}
-	if err := os.WriteFile(filepath.Join(n.dir, "token.header"), []byte("Authorization: Bearer "+rc.s.Info.Token+"\n"), 0o600); err != nil {
-		rc.s.r.Fatalf("recipe token: %v", err)
+	return out, nil
+}
+
+// write renders node i's files into its droplet directory.
+func (rc *Recipe) write(i int) {
+	n := rc.Nodes[i]
+	if err := os.MkdirAll(n.dir, 0o700); err != nil {
+		rc.s.r.Fatalf("recipe dir: %v", err)
+	}
+	files, err := recipeFiles(i == 0, n.Private, rc.Nodes[1-i].Private, n.dir, rc.RIP, rc.s.Info.APIURL)
+	if err != nil {
+		rc.s.r.Fatalf("%v", err)
+	}
+	files["token.header"] = "Authorization: Bearer " + rc.s.Info.Token + "\n"
+	for name, content := range files {
+		mode := os.FileMode(0o600)
+		if name == "master.sh" {
+			mode = 0o700
+		}
+		if err := os.WriteFile(filepath.Join(n.dir, name), []byte(content), mode); err != nil {
+			rc.s.r.Fatalf("recipe %s: %v", name, err)
+		}
 	}
 }
 
