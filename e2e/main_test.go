@@ -97,7 +97,7 @@ type sandboxInfo struct {
 func upSandbox(t testing.TB, extra ...string) *sandboxEnv {
 	t.Helper()
 	testutil.NeedRoot(t)
-	for _, b := range []string{"haproxy", "keepalived", "versitygw", "ip", "iptables", "nft", "wireguard-go"} {
+	for _, b := range []string{"haproxy", "keepalived", "versitygw", "pebble", "ip", "iptables", "nft", "wireguard-go"} {
 		testutil.NeedBinary(t, b)
 	}
 	if i := slices.Index(extra, "--runtime"); i < 0 || (i+1 < len(extra) && extra[i+1] == "docker") {

@@ -110,7 +110,10 @@ type LocalApp struct {
 	// Addr is where the instance listens: the private IP and a host port
 	// (container.Instance.HostAddr, or the process runtime's address).
 	Addr string
-	// HealthPath is the release's health path.
+	// HealthPath is the release's health path (cluster.ValidateHealthPath).
+	// The template doubles its '%' (`replace "%" "%%"`): http-request
+	// set-pathq takes a log-format string, where a bare '%' starts a
+	// variable (haproxy -c refuses %20; %[src] would be evaluated).
 	HealthPath string
 }
 
