@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
@@ -75,16 +76,22 @@ func StartLoop(do func(context.Context) (string, error), interval, bound time.Du
 }
 
 // GetLoop GETs url on a new connection every interval (2 s timeout).
-func GetLoop(url string, interval, bound time.Duration) *Loop {
-	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+func GetLoop(url string, interval, bound time.Duration) *Loop { return GetLoopTLS(url, nil, interval, bound) }
+
+// GetLoopTLS is GetLoop for an https URL verified with cfg.
+func GetLoopTLS(url string, cfg *tls.Config, interval, bound time.Duration) *Loop {
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, TLSClientConfig: cfg}}
 	return StartLoop(func(ctx context.Context) (string, error) { return request(ctx, c, http.MethodGet, url) }, interval, bound)
 }
 
 // PostLoop POSTs to url on kept-alive connections every interval (5 s
 // timeout). Go's client never re-sends a POST whose body it cannot rewind,
 // so a connection a reload closes under a request shows as a failure.
-func PostLoop(url string, interval, bound time.Duration) *Loop {
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+func PostLoop(url string, interval, bound time.Duration) *Loop { return PostLoopTLS(url, nil, interval, bound) }
+
+// PostLoopTLS is PostLoop for an https URL verified with cfg.
+func PostLoopTLS(url string, cfg *tls.Config, interval, bound time.Duration) *Loop {
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4, TLSClientConfig: cfg}}
 	return StartLoop(func(ctx context.Context) (string, error) { return request(ctx, c, http.MethodPost, url) }, interval, bound)
 }
 
