@@ -76,7 +76,9 @@ func StartLoop(do func(context.Context) (string, error), interval, bound time.Du
 }
 
 // GetLoop GETs url on a new connection every interval (2 s timeout).
-func GetLoop(url string, interval, bound time.Duration) *Loop { return GetLoopTLS(url, nil, interval, bound) }
+func GetLoop(url string, interval, bound time.Duration) *Loop {
+	return GetLoopTLS(url, nil, interval, bound)
+}
 
 // GetLoopTLS is GetLoop for an https URL verified with cfg.
 func GetLoopTLS(url string, cfg *tls.Config, interval, bound time.Duration) *Loop {
@@ -87,7 +89,9 @@ func GetLoopTLS(url string, cfg *tls.Config, interval, bound time.Duration) *Loo
 // PostLoop POSTs to url on kept-alive connections every interval (5 s
 // timeout). Go's client never re-sends a POST whose body it cannot rewind,
 // so a connection a reload closes under a request shows as a failure.
-func PostLoop(url string, interval, bound time.Duration) *Loop { return PostLoopTLS(url, nil, interval, bound) }
+func PostLoop(url string, interval, bound time.Duration) *Loop {
+	return PostLoopTLS(url, nil, interval, bound)
+}
 
 // PostLoopTLS is PostLoop for an https URL verified with cfg.
 func PostLoopTLS(url string, cfg *tls.Config, interval, bound time.Duration) *Loop {
