@@ -154,7 +154,6 @@ func runFailover(r *Runner, res *Result) {
 		fs := Summarize(g.failed)
 		tbl.Rows = append(tbl.Rows, append(append([]string{g.setup, g.variant, assignName(g.assign)}, summaryCells(s)...),
 			fnum(fs.P50, "")+" / "+fnum(fs.Max, "")))
-		g.summary = s
 		if g.setup == "dynia" && g.assign == 0 {
 			if strings.Contains(g.variant, "VRRPv2") {
 				res.Targets = append(res.Targets, target("failover p50 ≤ 4 s at advert 1 s, instant assignment", s.P50, 4, "s"))
@@ -174,7 +173,6 @@ type failoverGroup struct {
 	assign         time.Duration
 	outages        []time.Duration
 	failed         []float64
-	summary        Summary
 }
 
 func assignName(d time.Duration) string {

@@ -166,7 +166,7 @@ func (s *Sandbox) NewRecipe(name string) *Recipe {
 	}
 	for i := range rc.Nodes {
 		rc.write(i)
-		rc.Start(d2i(rc, rc.Nodes[i].ID))
+		rc.Start(i)
 	}
 	return rc
 }
