@@ -70,7 +70,7 @@ const (
 	// DefaultHealthTimeout is how long a new instance may take to become
 	// healthy.
 	DefaultHealthTimeout = 60 * time.Second
-	maxEnvValue        = 32 << 10
+	maxEnvValue          = 32 << 10
 )
 
 var (
