@@ -112,8 +112,9 @@ func runFailover(r *Runner, res *Result) {
 		"and the community recipe rebuilt from its published description ([DO tutorial](%s); bare droplets without a cloud firewall, "+
 		"as the tutorial makes none). A GET on a new connection to the Reserved IP every 50 ms (2 s timeout, at most 64 in flight); "+
 		"after 1 s the holder is powered off through the DO API (the sandbox pulls its cable: silence, not refusal) and powered on "+
-		"again once service is back. **Outage** = start of the first failed request → end of the first answer after it (the power "+
-		"action is delayed like the assignment in the 5 s rows, so the cut is taken from the traffic, not the API call); a run that "+
+		"again once service is back. **Outage** = start of the first request hit (failed, or answered only after ≥ 1 s: "+
+		"its SYN went to the dead droplet and was retransmitted after the move, Linux's initial retransmission timeout being 1 s) → "+
+		"end of the first answer after it (the power action is delayed like the assignment in the 5 s rows, so the cut is taken from the traffic, not the API call); a run that "+
 		"does not recover within %v counts as not recovered. Simulated assignment: the sandbox's `--action-delay` (0 s: the "+
 		"assign action completes at once; 5 s: it stays in-progress for 5 s, and so do power actions). Sub-second: "+
 		"`ha.advert_interval` %.2g s written to the state (no CLI flag sets it), VRRPv3.", RecipeURL, failoverBound, subSecondAdvert)

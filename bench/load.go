@@ -160,16 +160,28 @@ func (l *Loop) HealthyFor(n int) error {
 	return nil
 }
 
+// slowAnswer marks a request that was sent into an outage although it was
+// answered: Linux retransmits an unanswered SYN after its initial
+// retransmission timeout of 1 s (TCP_TIMEOUT_INIT; RFC 6298 §2.1), so a
+// request sent while the Reserved IP pointed at a dead droplet and
+// retransmitted after it moved succeeds, but not before 1 s. Without this, a
+// failover shorter than the timeout reads as no outage at all.
+const slowAnswer = time.Second
+
 // Outcome is what a loop saw: request counts, the longest outage and the
 // answering nodes.
 type Outcome struct {
 	Total, Failed int
-	// Outage is the longest run of failures: from the start of its first
-	// failed request to the first answer (its end, not its start) after
-	// it. Answers end an outage, not request starts: a request sent during
-	// the outage may succeed later (its SYN retransmitted after the
-	// Reserved IP moved) and must not shorten it. -1: the last request
-	// failed (not recovered); 0: nothing failed.
+	// Slow counts answered requests that took slowAnswer or longer (not in
+	// Failed).
+	Slow int
+	// Outage is the longest run of hit requests (failed, or answered only
+	// after slowAnswer): from the start of its first request to the first
+	// answer (its end, not its start) after that start. Answers end an
+	// outage, not request starts: a request sent during the outage may
+	// succeed later (its SYN retransmitted after the Reserved IP moved) and
+	// must not shorten it. -1: the last request failed (not recovered); 0:
+	// nothing was hit.
 	Outage time.Duration
 	// Answered counts successful answers by the node they name (the demo
 	// app answers "<node id> <version>").
@@ -179,20 +191,25 @@ type Outcome struct {
 // Analyze computes the outcome of samples sorted by start time.
 func Analyze(samples []Sample) Outcome {
 	o := Outcome{Answered: map[string]int{}}
+	hit := func(s Sample) bool { return !s.OK || s.Took >= slowAnswer }
 	recovered := true
 	for i, s := range samples {
 		o.Total++
+		switch {
+		case !s.OK:
+			o.Failed++
+		case s.Took >= slowAnswer:
+			o.Slow++
+		}
 		if s.OK {
 			node, _, _ := strings.Cut(s.Body, " ")
 			o.Answered[node]++
-			continue
 		}
-		o.Failed++
-		if i > 0 && !samples[i-1].OK {
-			continue // inside a run of failures already measured from its start
+		if !hit(s) || (i > 0 && hit(samples[i-1])) {
+			continue // not hit, or inside a run of hits already measured from its start
 		}
 		var back time.Time
-		for _, t := range samples[i+1:] {
+		for _, t := range samples[i:] {
 			end := t.At.Add(t.Took)
 			if t.OK && end.After(s.At) && (back.IsZero() || end.Before(back)) {
 				back = end

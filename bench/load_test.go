@@ -32,6 +32,11 @@ func TestAnalyze(t *testing.T) {
 		{"longest of two", []Sample{
 			s(0, 5, false, ""), s(50, 5, true, "a v1"), s(100, 5, false, ""), s(150, 5, false, ""), s(200, 5, true, "a v1")},
 			Outcome{Total: 5, Failed: 3, Outage: ms(105), Answered: map[string]int{"a": 2}}},
+		// A sub-second outage: nothing failed, but the requests sent into
+		// it were answered only after their SYN was retransmitted (≥ 1 s).
+		{"hit without failures", []Sample{
+			s(0, 5, true, "a v1"), s(50, 1030, true, "b v1"), s(100, 1010, true, "b v1"), s(150, 950, true, "b v1"), s(900, 5, true, "b v1")},
+			Outcome{Total: 5, Slow: 2, Outage: ms(855), Answered: map[string]int{"a": 1, "b": 4}}},
 		{"not recovered", []Sample{s(0, 5, true, "a v1"), s(50, 2000, false, "")},
 			Outcome{Total: 2, Failed: 1, Outage: -1, Answered: map[string]int{"a": 1}}},
 	} {
