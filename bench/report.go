@@ -19,7 +19,7 @@ var reportTemplate string
 
 // LoadResults returns the newest result of every benchmark found under
 // resultsDir (one directory per run, a <benchmark>.json each), in the
-// order of Benchmarks.
+// order of Benchmarks; a quick-mode result only where no full one exists.
 func LoadResults(resultsDir string) ([]Result, error) {
 	newest := map[string]Result{}
 	files, err := filepath.Glob(filepath.Join(resultsDir, "*", "*.json"))
@@ -38,7 +38,9 @@ func LoadResults(resultsDir string) ([]Result, error) {
 		if res.Name == "" || filepath.Base(filepath.Dir(f)) != res.RunID {
 			continue
 		}
-		if cur, ok := newest[res.Name]; !ok || res.Finished.After(cur.Finished) {
+		// A full run's result wins over any quick one (BENCH_QUICK=1 checks
+		// the harness; its counts are too small to quote).
+		if cur, ok := newest[res.Name]; !ok || (cur.Quick && !res.Quick) || (cur.Quick == res.Quick && res.Finished.After(cur.Finished)) {
 			newest[res.Name] = res
 		}
 	}

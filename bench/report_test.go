@@ -8,8 +8,9 @@ import (
 	"time"
 )
 
-// TestWriteReport stores two runs' results and checks that the page shows
-// the newest result of each benchmark, its tables, targets, plots (linked
+// TestWriteReport stores three runs' results and checks that the page shows
+// the newest full result of each benchmark (a quick one only where there is
+// no full one), its tables, targets, plots (linked
 // relative to the page) and the notes.
 func TestWriteReport(t *testing.T) {
 	dir := t.TempDir()
@@ -29,11 +30,15 @@ func TestWriteReport(t *testing.T) {
 	write("old", Result{Name: "failover", Title: "Failover", Finished: t0, Machine: m,
 		Tables: []Table{{Title: "old table", Columns: []string{"a"}, Rows: [][]string{{"stale"}}}}})
 	write("new", Result{Name: "failover", Title: "Failover", Started: t0.Add(time.Hour), Finished: t0.Add(2 * time.Hour), Machine: m,
-		Method: "Powered off.", Quick: true,
+		Method: "Powered off.",
 		Tables:  []Table{{Title: "Outage", Columns: []string{"setup", "p50"}, Rows: [][]string{{"dynia", "2.90 s"}, {"recipe|x", "2.60 s"}}}},
 		Targets: []Target{{Goal: "p50 ≤ 4 s", Measured: "2.90 s", Met: "yes"}},
 		Plots:   []Plot{{File: "failover.png", Caption: "outages"}}, Raw: []string{"failover.csv"}})
-	write("old", Result{Name: "cost", Title: "Cost", Finished: t0, Machine: m, Error: "sandbox up: exit 1"})
+	// A later quick run loses to a full one; a quick result shows where
+	// there is nothing else.
+	write("quick", Result{Name: "failover", Title: "Failover", Finished: t0.Add(3 * time.Hour), Machine: m, Quick: true,
+		Tables: []Table{{Title: "quick table", Columns: []string{"a"}, Rows: [][]string{{"too few runs"}}}}})
+	write("old", Result{Name: "cost", Title: "Cost", Finished: t0, Machine: m, Error: "sandbox up: exit 1", Quick: true})
 	notes := filepath.Join(dir, "notes.md")
 	if err := os.WriteFile(notes, []byte("### Running\n\nsudo make bench\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -68,8 +73,8 @@ func TestWriteReport(t *testing.T) {
 			t.Errorf("report lacks %q:\n%s", want, got)
 		}
 	}
-	if strings.Contains(got, "stale") {
-		t.Errorf("report shows the older failover result:\n%s", got)
+	if strings.Contains(got, "stale") || strings.Contains(got, "too few runs") {
+		t.Errorf("report shows the older or the quick failover result:\n%s", got)
 	}
 	if strings.Index(got, "## 1. Failover") > strings.Index(got, "## 2. Cost") {
 		t.Error("sections are not in the order of Benchmarks")
