@@ -30,7 +30,7 @@ func TestWriteReport(t *testing.T) {
 	write("old", Result{Name: "failover", Title: "Failover", Finished: t0, Machine: m,
 		Tables: []Table{{Title: "old table", Columns: []string{"a"}, Rows: [][]string{{"stale"}}}}})
 	write("new", Result{Name: "failover", Title: "Failover", Started: t0.Add(time.Hour), Finished: t0.Add(2 * time.Hour), Machine: m,
-		Method: "Powered off.",
+		Method:  "Powered off.",
 		Tables:  []Table{{Title: "Outage", Columns: []string{"setup", "p50"}, Rows: [][]string{{"dynia", "2.90 s"}, {"recipe|x", "2.60 s"}}}},
 		Targets: []Target{{Goal: "p50 ≤ 4 s", Measured: "2.90 s", Met: "yes"}},
 		Plots:   []Plot{{File: "failover.png", Caption: "outages"}}, Raw: []string{"failover.csv"}})
