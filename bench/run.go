@@ -37,7 +37,7 @@ type Config struct {
 	PartitionFor     time.Duration // the VRRP partition (60 s)
 	PlannedRuns      int           // per planned operation
 	TLSFor           time.Duration // per TLS load run
-	CostWindow       time.Duration // idle measurement per poll interval
+	CostWindow       time.Duration // BENCH_COST_WINDOW: idle measurement per poll interval (default 5m)
 }
 
 // Benchmarks in the order they run and appear in the report.
@@ -91,6 +91,13 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			return c, fmt.Errorf("BENCH_RELOADS %q: want a count from 1 to 100000", v)
 		}
 		c.Reloads = n
+	}
+	if v := getenv("BENCH_COST_WINDOW"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 10*time.Second || d > time.Hour {
+			return c, fmt.Errorf("BENCH_COST_WINDOW %q: want a duration from 10s to 1h, like 3m", v)
+		}
+		c.CostWindow = d
 	}
 	if v := getenv("BENCH_SIZES"); v != "" {
 		c.ConvergenceSizes = nil
@@ -253,6 +260,7 @@ func Run(cfg Config, out io.Writer) error {
 	if err := os.MkdirAll(r.dir, 0o755); err != nil {
 		return fmt.Errorf("results directory: %w", err)
 	}
+	cfg.PrintPlan(out)
 	m := MachineInfo(cfg.BinDir)
 	failed := 0
 	for _, b := range Benchmarks {

@@ -25,12 +25,12 @@ func TestConfigFromEnv(t *testing.T) {
 		c.ConvergenceRuns != 20 || c.PlannedRuns != 5 || !c.Selected("cost") {
 		t.Errorf("defaults: %+v", c)
 	}
-	c, err = ConfigFromEnv(env("BENCH_QUICK", "1", "BENCH_ONLY", "failover, cost", "BENCH_SIZES", "3,1", "BENCH_RUNS", "3"))
+	c, err = ConfigFromEnv(env("BENCH_QUICK", "1", "BENCH_ONLY", "failover, cost", "BENCH_SIZES", "3,1", "BENCH_RUNS", "3", "BENCH_COST_WINDOW", "2m"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !c.Quick || c.Runs != 3 || c.Reloads != 20 || !cmp.Equal(c.ConvergenceSizes, []int{1, 3}) ||
-		!c.Selected("failover") || !c.Selected("cost") || c.Selected("tls") || c.PlannedRuns != 1 {
+		!c.Selected("failover") || !c.Selected("cost") || c.Selected("tls") || c.PlannedRuns != 1 || c.CostWindow != 2*time.Minute {
 		t.Errorf("quick, only, sizes, runs: %+v", c)
 	}
 	for _, tc := range []struct{ env []string }{
@@ -40,6 +40,8 @@ func TestConfigFromEnv(t *testing.T) {
 		{[]string{"BENCH_SIZES", "1,x"}},
 		{[]string{"BENCH_QUICK", "yes please"}},
 		{[]string{"BENCH_RELOADS", "-1"}},
+		{[]string{"BENCH_COST_WINDOW", "5"}},
+		{[]string{"BENCH_COST_WINDOW", "2h"}},
 	} {
 		if _, err := ConfigFromEnv(env(tc.env...)); err == nil || !strings.Contains(err.Error(), tc.env[0]) {
 			t.Errorf("%v: error %v, want one naming %s", tc.env, err, tc.env[0])

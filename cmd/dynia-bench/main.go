@@ -1,8 +1,10 @@
 // Command dynia-bench runs dynia's benchmarks in the sandbox and writes
 // docs/benchmarks.md (package bench; `make bench`). Root. Knobs are
 // environment variables: BENCH_RUNS, BENCH_ONLY, BENCH_QUICK,
-// BENCH_RELOADS, BENCH_SIZES, BENCH_RESULTS, BENCH_REPORT, DYNIA_BIN_DIR.
-// `dynia-bench report` only regenerates the report from stored results.
+// BENCH_RELOADS, BENCH_SIZES, BENCH_COST_WINDOW, BENCH_RESULTS, BENCH_REPORT,
+// DYNIA_BIN_DIR. `dynia-bench report` only regenerates the report from
+// stored results; `dynia-bench plan` prints the counts and how long the run
+// should take on a 2-core machine, without running anything.
 package main
 
 import (
@@ -25,8 +27,12 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) == 2 && os.Args[1] == "plan" {
+		cfg.PrintPlan(os.Stdout)
+		return
+	}
 	if len(os.Args) > 1 {
-		fmt.Fprintln(os.Stderr, "usage: dynia-bench [report]  (knobs: BENCH_RUNS, BENCH_ONLY, BENCH_QUICK, BENCH_RELOADS, BENCH_SIZES)")
+		fmt.Fprintln(os.Stderr, "usage: dynia-bench [report|plan]  (knobs: BENCH_RUNS, BENCH_ONLY, BENCH_QUICK, BENCH_RELOADS, BENCH_SIZES, BENCH_COST_WINDOW)")
 		os.Exit(2)
 	}
 	if err := bench.Run(cfg, os.Stdout); err != nil {
