@@ -34,9 +34,10 @@ const (
 	// and two node adds.
 	estPlannedSetup = 90 * time.Second
 	estPlannedRun   = 75 * time.Second
-	// TLS: sandbox, two nodes, DNS and the first certificate; a renewal is
-	// due every certValidity − renewBefore.
-	estTLSSetup = 50 * time.Second
+	// TLS: sandbox, two nodes, DNS and the first certificate; each forced
+	// renewal.
+	estTLSSetup   = 50 * time.Second
+	estTLSRenewal = 30 * time.Second
 	// Cost: the CLI commands and cluster destroy; per poll interval a
 	// settling pause and the window.
 	estCostSetup = 150 * time.Second
@@ -71,7 +72,7 @@ func (c Config) Estimate() []struct {
 	add("convergence", conv)
 	add("reload", estReloadSetup+2*time.Duration(c.Reloads)*estReloadChange)
 	add("planned", estPlannedSetup+time.Duration(c.PlannedRuns)*estPlannedRun)
-	add("tls", estTLSSetup+2*c.TLSFor+time.Duration(c.PlannedRuns)*(certValidity-renewBefore+10*time.Second))
+	add("tls", estTLSSetup+2*c.TLSFor+time.Duration(c.PlannedRuns)*estTLSRenewal)
 	add("cost", estCostSetup+2*(c.CostWindow+min(c.CostWindow/2, 30*time.Second)))
 	return out
 }
