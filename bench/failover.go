@@ -47,12 +47,13 @@ func (r *Runner) powerOffRuns(sb *Sandbox, h haSetup, assign time.Duration, runs
 		holder := sb.Holder(h.rip)
 		load := GetLoop("http://"+h.rip+"/", 50*time.Millisecond, failoverBound+30*time.Second)
 		time.Sleep(time.Second)
+		cut := time.Now()
 		if err := sb.Cloud().PowerOff(context.Background(), holder); err != nil {
 			r.Fatalf("power off %d: %v", holder, err)
 		}
 		deadline := time.Now().Add(failoverBound)
 		for time.Now().Before(deadline) {
-			if hd := sb.Holder(h.rip); hd != holder && hd != 0 && load.HealthyFor(20) == nil {
+			if hd := sb.Holder(h.rip); hd != holder && hd != 0 && load.HealthyFor(20, cut) == nil {
 				break
 			}
 			time.Sleep(100 * time.Millisecond)

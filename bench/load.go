@@ -18,10 +18,12 @@ import (
 // finding 64 hanging is skipped). Requests do not wait for each other, so
 // one hanging on a dead node does not hide when service came back.
 type Loop struct {
-	mu      sync.Mutex
-	samples []Sample
-	stop    chan struct{}
-	done    chan struct{}
+	mu       sync.Mutex
+	samples  []Sample
+	inflight map[uint64]time.Time // start of every request not finished yet, by sequence number
+	seq      uint64
+	stop     chan struct{}
+	done     chan struct{}
 }
 
 // Sample is one request: when it started, how long it took, and its
@@ -38,7 +40,7 @@ const maxInFlight = 64
 
 // StartLoop runs do every interval for at most bound.
 func StartLoop(do func(context.Context) (string, error), interval, bound time.Duration) *Loop {
-	l := &Loop{stop: make(chan struct{}), done: make(chan struct{})}
+	l := &Loop{inflight: map[uint64]time.Time{}, stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(l.done)
 		var wg sync.WaitGroup
@@ -61,13 +63,19 @@ func StartLoop(do func(context.Context) (string, error), interval, bound time.Du
 				continue
 			}
 			wg.Add(1)
+			t0 := time.Now()
+			l.mu.Lock()
+			id := l.seq
+			l.seq++
+			l.inflight[id] = t0
+			l.mu.Unlock()
 			go func() {
 				defer wg.Done()
 				defer func() { <-inflight }()
-				t0 := time.Now()
 				body, err := do(context.Background())
 				l.mu.Lock()
 				l.samples = append(l.samples, Sample{t0, time.Since(t0), err == nil, body})
+				delete(l.inflight, id)
 				l.mu.Unlock()
 			}()
 		}
@@ -146,15 +154,31 @@ func (l *Loop) Stop() []Sample {
 	return l.Samples()
 }
 
-// HealthyFor is nil once the last n finished samples all succeeded.
-func (l *Loop) HealthyFor(n int) error {
-	s := l.Samples()
-	if len(s) < n {
-		return fmt.Errorf("only %d requests so far", len(s))
+// HealthyFor is nil once the last n requests started at or after since
+// have all succeeded and every request started before them has finished:
+// a request still hanging on a dead node may yet fail, and the answers of
+// requests sent before since say nothing about service after it.
+func (l *Loop) HealthyFor(n int, since time.Time) error {
+	var after []Sample
+	for _, x := range l.Samples() {
+		if !x.At.Before(since) {
+			after = append(after, x)
+		}
 	}
-	for _, x := range s[len(s)-n:] {
+	if len(after) < n {
+		return fmt.Errorf("only %d requests finished since %s", len(after), since.Format("15:04:05.000"))
+	}
+	last := after[len(after)-n:]
+	for _, x := range last {
 		if !x.OK {
 			return fmt.Errorf("a failure among the last %d requests", n)
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, t0 := range l.inflight {
+		if t0.Before(last[0].At) {
+			return fmt.Errorf("a request started at %s is still in flight", t0.Format("15:04:05.000"))
 		}
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -84,4 +85,52 @@ func TestClosedLoop(t *testing.T) {
 	if len(lat) == 0 || failed == 0 || elapsed <= 0 {
 		t.Errorf("ClosedLoop: %d ok, %d failed in %v; want both", len(lat), failed, elapsed)
 	}
+}
+
+// TestHealthyFor: answers from before since do not count, and a request
+// still hanging (here: on a handler that blocks until released) keeps the
+// loop unhealthy even when later requests succeed.
+func TestHealthyFor(t *testing.T) {
+	var hang atomic.Bool
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hang.CompareAndSwap(true, false) {
+			<-release
+		}
+		w.Write([]byte("node-a v1\n"))
+	}))
+	defer srv.Close()
+	l := GetLoop(srv.URL, 5*time.Millisecond, 30*time.Second)
+	defer l.Stop()
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("not after 20s: %s", what)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitFor("10 answers", func() bool { return len(l.Samples()) >= 10 })
+	since := time.Now()
+	if err := l.HealthyFor(5, since); err == nil {
+		t.Error("HealthyFor counted answers to requests sent before since")
+	}
+	hang.Store(true)
+	waitFor("the hanging request", func() bool { return !hang.Load() })
+	waitFor("5 answers after the hanging request", func() bool {
+		n := 0
+		for _, s := range l.Samples() {
+			if s.At.After(since) {
+				n++
+			}
+		}
+		return n >= 5
+	})
+	if err := l.HealthyFor(3, since); err == nil || !strings.Contains(err.Error(), "in flight") {
+		t.Errorf("HealthyFor with a request hanging: %v, want an in-flight error", err)
+	}
+	close(release)
+	waitFor("healthy once the hanging request finished", func() bool { return l.HealthyFor(3, since) == nil })
 }

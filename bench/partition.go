@@ -73,11 +73,12 @@ func (r *Runner) partition(sb *Sandbox, h haSetup, namespaces []string, d time.D
 	holder := sb.Holder(h.rip)
 	load = GetLoop("http://"+h.rip+"/", 50*time.Millisecond, failoverBound+30*time.Second)
 	time.Sleep(time.Second)
+	cut := time.Now()
 	if err := sb.Cloud().PowerOff(context.Background(), holder); err != nil {
 		r.Fatalf("power off %d: %v", holder, err)
 	}
 	for deadline := time.Now().Add(failoverBound); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		if hd := sb.Holder(h.rip); hd != holder && hd != 0 && load.HealthyFor(20) == nil {
+		if hd := sb.Holder(h.rip); hd != holder && hd != 0 && load.HealthyFor(20, cut) == nil {
 			break
 		}
 	}
