@@ -37,7 +37,7 @@ type Config struct {
 	PartitionFor     time.Duration // the VRRP partition (60 s)
 	PlannedRuns      int           // per planned operation
 	TLSFor           time.Duration // per TLS load run
-	CostWindow       time.Duration // BENCH_COST_WINDOW: idle measurement per poll interval (default 5m)
+	CostWindow       time.Duration // BENCH_COST_WINDOW: idle measurement per poll interval (default 3m)
 }
 
 // Benchmarks in the order they run and appear in the report.
@@ -58,7 +58,7 @@ var Benchmarks = []struct {
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	c := Config{BinDir: getenv("DYNIA_BIN_DIR"), Runs: 20, ResultsDir: "bench/results", Report: "docs/benchmarks.md",
 		Notes: "bench/notes.md", ConvergenceSizes: []int{1, 3, 10, 20}, Reloads: 1000,
-		PartitionFor: 60 * time.Second, TLSFor: 20 * time.Second, CostWindow: 5 * time.Minute}
+		PartitionFor: 60 * time.Second, TLSFor: 20 * time.Second, CostWindow: 3 * time.Minute}
 	if c.BinDir == "" {
 		c.BinDir = "bin"
 	}

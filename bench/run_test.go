@@ -21,7 +21,7 @@ func TestConfigFromEnv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Runs != 20 || c.Reloads != 1000 || !cmp.Equal(c.ConvergenceSizes, []int{1, 3, 10, 20}) || c.PartitionFor != time.Minute ||
+	if c.Runs != 20 || c.Reloads != 1000 || !cmp.Equal(c.ConvergenceSizes, []int{1, 3, 10, 20}) || c.PartitionFor != time.Minute || c.CostWindow != 3*time.Minute ||
 		c.ConvergenceRuns != 20 || c.PlannedRuns != 5 || !c.Selected("cost") {
 		t.Errorf("defaults: %+v", c)
 	}
