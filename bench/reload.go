@@ -9,6 +9,13 @@ import (
 	"time"
 )
 
+// reloadPoll is the nodes' poll interval in the reload-safety runs: it
+// paces the changes (each is waited for on every node), and at the default
+// 2 s a thousand of them take over half an hour per variant. What is
+// measured, failed requests across reloads, does not depend on it; a
+// faster pace only leaves fewer requests between two reloads.
+const reloadPoll = 500 * time.Millisecond
+
 // reloadRun is one variant's reload-safety run.
 type reloadRun struct {
 	Variant             string
@@ -74,10 +81,16 @@ func runReload(r *Runner, res *Result) {
 		"socket before the next) under steady load through every node's public IP: GETs on new connections and POSTs on kept-alive "+
 		"connections (Go's client never re-sends a POST, so a connection a reload closes under a request is a failure), one "+
 		"request every 40 ms per loop. Then the same run with `option idle-close-on-response` left out of haproxy.cfg "+
-		"(pull.json `bench_no_idle_close`, a benchmark-only knob; dynia-pull restarted to apply it).", r.cfg.Reloads)
+		"(pull.json `bench_no_idle_close`, a benchmark-only knob; dynia-pull restarted to apply it). The nodes poll every %v "+
+		"(pull.json `poll_interval`; the default is 2 s) so that the changes come about one a second: the pace, not the outcome, "+
+		"depends on it.", r.cfg.Reloads, reloadPoll)
 	sb := r.UpSandbox()
 	defer sb.Down()
 	sb.NewCluster("rl", 3)
+	for _, n := range sb.Nodes("rl") {
+		sb.EditPullConfig(n.DropletID, func(m map[string]any) { m["poll_interval"] = reloadPoll.String() })
+	}
+	sb.WaitUp("rl", 2*time.Minute)
 	runs := []reloadRun{r.reloads(sb, "rl", "dynia (option idle-close-on-response)", r.cfg.Reloads)}
 	for _, n := range sb.Nodes("rl") {
 		sb.EditPullConfig(n.DropletID, func(m map[string]any) { m["bench_no_idle_close"] = true })
