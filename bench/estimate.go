@@ -15,32 +15,32 @@ const (
 	// two-node cluster, the switch to the sub-second advert and the
 	// recipe's two droplets; per power-off, from the holder check to the
 	// powered-off droplet back.
-	estFailoverSetup   = 110 * time.Second
-	estFailoverRun     = 12 * time.Second // instant assignment
-	estFailoverRunSlow = 22 * time.Second // 5 s assignment (the power actions wait too)
+	estFailoverSetup   = 45 * time.Second
+	estFailoverRun     = 10 * time.Second // instant assignment
+	estFailoverRunSlow = 26 * time.Second // 5 s assignment (the power actions wait too)
 	// Partition: sandbox, cluster, recipe; per setup the 10 s after
 	// healing, the power-off and the recovery bound the recipe may use.
 	estPartitionSetup = 90 * time.Second
 	estPartitionAfter = 100 * time.Second
 	// Convergence: the sandbox and first node, each node added, each change.
 	estConvergenceSetup = 30 * time.Second
-	estNodeAdd          = 25 * time.Second
-	estConvergeChange   = 2500 * time.Millisecond
+	estNodeAdd          = 15 * time.Second
+	estConvergeChange   = 2800 * time.Millisecond
 	// Reload: sandbox, three nodes, the restarts; each change at the 0.5 s
 	// poll (reloadPoll).
-	estReloadSetup  = 120 * time.Second
+	estReloadSetup  = 60 * time.Second
 	estReloadChange = 900 * time.Millisecond
 	// Planned: sandbox and three nodes; per run five commands under load
 	// and two node adds.
-	estPlannedSetup = 90 * time.Second
-	estPlannedRun   = 75 * time.Second
+	estPlannedSetup = 80 * time.Second
+	estPlannedRun   = 70 * time.Second
 	// TLS: sandbox, two nodes, DNS and the first certificate; each forced
 	// renewal.
 	estTLSSetup   = 50 * time.Second
 	estTLSRenewal = 30 * time.Second
 	// Cost: the CLI commands and cluster destroy; per poll interval a
 	// settling pause and the window.
-	estCostSetup = 150 * time.Second
+	estCostSetup = 100 * time.Second
 )
 
 // Estimate is how long each selected benchmark should take with these
