@@ -34,7 +34,7 @@ func (r *Runner) plotFailover(groups []failoverGroup) *Plot {
 			sc.GlyphStyle.Radius = vg.Points(2)
 			p.Add(sc)
 		}
-		if m := Summarize(Seconds(g.outages)).P50; !math.IsNaN(m) {
+		if m := Summarize(Seconds(g.outages)).P50; !math.IsNaN(m) && !math.IsInf(m, 0) {
 			line, err := plotter.NewLine(plotter.XYs{{X: float64(i) - 0.3, Y: m}, {X: float64(i) + 0.3, Y: m}})
 			if err == nil {
 				line.Width = vg.Points(1.5)

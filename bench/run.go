@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -312,10 +313,14 @@ func writeJSON(path string, v any) error {
 
 // Formatting helpers for tables.
 
-// fsec formats seconds ("3.65 s"; "—" for NaN).
+// fsec formats seconds ("3.65 s"; "—" for NaN, "not recovered" for +Inf,
+// a lost run's rank in a Summary).
 func fsec(x float64) string {
 	if x != x {
 		return "—"
+	}
+	if math.IsInf(x, 1) {
+		return "not recovered"
 	}
 	return strconv.FormatFloat(x, 'f', 2, 64) + " s"
 }
@@ -337,6 +342,8 @@ func target(goal string, measured, limit float64, unit string) Target {
 		t.Met = "not run"
 	case measured <= limit:
 		t.Met = "yes"
+	case math.IsInf(measured, 1):
+		t.Met, t.Gap = "no", "runs not recovered"
 	default:
 		t.Met = "no"
 		t.Gap = "+" + fnum(measured-limit, unit)
@@ -347,6 +354,9 @@ func target(goal string, measured, limit float64, unit string) Target {
 func fnum(x float64, unit string) string {
 	if x != x {
 		return "—"
+	}
+	if math.IsInf(x, 1) {
+		return "not recovered"
 	}
 	prec := 2
 	if x >= 100 || x == float64(int64(x)) {

@@ -58,6 +58,7 @@ func TestTarget(t *testing.T) {
 		{4, 4, Target{Goal: "g", Measured: "4 s", Met: "yes"}},
 		{4.5, 4, Target{Goal: "g", Measured: "4.50 s", Met: "no", Gap: "+0.50 s"}},
 		{math.NaN(), 4, Target{Goal: "g", Measured: "—", Met: "not run"}},
+		{math.Inf(1), 4, Target{Goal: "g", Measured: "not recovered", Met: "no", Gap: "runs not recovered"}},
 	} {
 		if diff := cmp.Diff(tc.want, target("g", tc.measured, tc.limit, "s")); diff != "" {
 			t.Errorf("target(%v ≤ %v) (-want +got):\n%s", tc.measured, tc.limit, diff)

@@ -8,8 +8,10 @@ import (
 
 // Summary is a sample's nearest-rank percentiles. Values are in the
 // sample's unit (seconds for times). N counts the samples; NaN samples (a
-// run that did not recover within its bound) are counted in Lost and left
-// out of the percentiles.
+// run that did not recover within its bound) are counted in Lost and rank
+// above every other sample: a percentile that falls on one is +Inf (shown
+// as "not recovered"), so lost runs cannot make the figures look better.
+// Mean is over the recovered samples.
 type Summary struct {
 	N    int     `json:"n"`
 	Lost int     `json:"lost,omitempty"`
@@ -33,18 +35,24 @@ func Summarize(xs []float64) Summary {
 		v = append(v, x)
 	}
 	s := Summary{N: len(xs), Lost: lost}
-	if len(v) == 0 {
+	if len(xs) == 0 {
 		s.P50, s.P95, s.P99, s.Max, s.Mean = math.NaN(), math.NaN(), math.NaN(), math.NaN(), math.NaN()
 		return s
 	}
 	sort.Float64s(v)
+	s.Mean = math.NaN()
+	if len(v) > 0 {
+		sum := 0.0
+		for _, x := range v {
+			sum += x
+		}
+		s.Mean = sum / float64(len(v))
+	}
+	for range lost {
+		v = append(v, math.Inf(1))
+	}
 	s.P50, s.P95, s.P99 = Percentile(v, 50), Percentile(v, 95), Percentile(v, 99)
 	s.Max = v[len(v)-1]
-	sum := 0.0
-	for _, x := range v {
-		sum += x
-	}
-	s.Mean = sum / float64(len(v))
 	return s
 }
 
