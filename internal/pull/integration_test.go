@@ -502,7 +502,7 @@ func TestCluster(t *testing.T) {
 	// connections (GET) and one per node on keep-alive connections (POST,
 	// never retried by the client): 0 failed requests. Keep-alive
 	// connections are where a reload drops requests unless HAProxy has
-	// `option idle-close-on-response` (LAB.md).
+	// `option idle-close-on-response` (docs/pull.md).
 	var ok, failed, okKA, failedKA, reusedKA atomic.Int64
 	keepAlive := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 2}}
 	defer keepAlive.CloseIdleConnections()

@@ -134,7 +134,8 @@ func (l Local) withDefaults() Local {
 }
 
 // Paths are the per-node runtime files. Namespaces share PIDs and /run, so
-// every node needs its own (LAB.md).
+// every node needs its own (sandbox droplets are network namespaces only:
+// docs/sandbox.md).
 type Paths struct {
 	StatsSocket     string // HAProxy admin socket (0600)
 	MasterSocket    string // HAProxy master CLI (reload, show proc)

@@ -89,7 +89,7 @@ type Options struct {
 }
 
 // Info is what `dynia sandbox status -o json` prints. Field names are a
-// stable surface (ARCHITECTURE.md): add fields, never rename them.
+// stable surface (scripts and tests read it; docs/sandbox.md): add fields, never rename them.
 type Info struct {
 	APIURL          string `json:"api_url"`
 	Token           string `json:"token"`
