@@ -8,7 +8,8 @@
 // same run on the same kind of sandbox, side by side. Targets are printed
 // next to the figures with the gap where one is missed.
 //
-// Layout: run.go (knobs, the run loop, results), one file per benchmark
+// Layout: run.go (knobs, the run loop, results), estimate.go (how long a
+// run takes: `dynia-bench plan`), one file per benchmark
 // (failover.go with recipe.go, partition.go, convergence.go, reload.go,
 // planned.go, tls.go, cost.go), and the plumbing: sandbox.go (a sandbox and
 // the CLI), load.go (bounded request loops), stats.go (percentiles),
