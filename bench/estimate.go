@@ -17,7 +17,7 @@ const (
 	// powered-off droplet back.
 	estFailoverSetup   = 45 * time.Second
 	estFailoverRun     = 10 * time.Second // instant assignment
-	estFailoverRunSlow = 26 * time.Second // 5 s assignment (the power actions wait too)
+	estFailoverRunSlow = 28 * time.Second // 5 s assignment (the power actions wait too)
 	// Partition: sandbox, cluster, recipe; per setup the 10 s after
 	// healing, the power-off and the recovery bound the recipe may use.
 	estPartitionSetup = 90 * time.Second
