@@ -154,10 +154,16 @@ func (l *Loop) Stop() []Sample {
 	return l.Samples()
 }
 
+// hangAfter: a request in flight this long is taken to hang (answers take
+// milliseconds; a SYN to a dead droplet waits at least a second).
+const hangAfter = 500 * time.Millisecond
+
 // HealthyFor is nil once the last n requests started at or after since
-// have all succeeded and every request started before them has finished:
-// a request still hanging on a dead node may yet fail, and the answers of
-// requests sent before since say nothing about service after it.
+// that finished have all succeeded, no request started before the newest of
+// them is still in flight, and none has been in flight for hangAfter: a
+// request hanging on a dead node may yet fail (answers from before a power
+// action took effect must not end a run), and the answers of requests sent
+// before since say nothing about service after it.
 func (l *Loop) HealthyFor(n int, since time.Time) error {
 	var after []Sample
 	for _, x := range l.Samples() {
@@ -177,7 +183,7 @@ func (l *Loop) HealthyFor(n int, since time.Time) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, t0 := range l.inflight {
-		if t0.Before(last[0].At) {
+		if t0.Before(last[n-1].At) || time.Since(t0) >= hangAfter {
 			return fmt.Errorf("a request started at %s is still in flight", t0.Format("15:04:05.000"))
 		}
 	}

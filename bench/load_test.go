@@ -87,21 +87,23 @@ func TestClosedLoop(t *testing.T) {
 	}
 }
 
-// TestHealthyFor: answers from before since do not count, and a request
-// still hanging (here: on a handler that blocks until released) keeps the
-// loop unhealthy even when later requests succeed.
+// TestHealthyFor: answers from before since do not count; a request still
+// hanging (here: on a handler that blocks until released) keeps the loop
+// unhealthy even when later requests succeed; and so does one hanging
+// after the last answers (a power-off taking effect after since).
 func TestHealthyFor(t *testing.T) {
-	var hang atomic.Bool
+	var hangOne, hangAll atomic.Bool
 	release := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if hang.CompareAndSwap(true, false) {
+		if hangOne.CompareAndSwap(true, false) || hangAll.Load() {
 			<-release
 		}
 		w.Write([]byte("node-a v1\n"))
 	}))
 	defer srv.Close()
-	l := GetLoop(srv.URL, 5*time.Millisecond, 30*time.Second)
+	l := GetLoop(srv.URL, 5*time.Millisecond, 60*time.Second)
 	defer l.Stop()
+	defer close(release)
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
@@ -112,25 +114,45 @@ func TestHealthyFor(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
+	answeredSince := func(since time.Time, n int) func() bool {
+		return func() bool {
+			k := 0
+			for _, s := range l.Samples() {
+				if s.At.After(since) && s.OK {
+					k++
+				}
+			}
+			return k >= n
+		}
+	}
 	waitFor("10 answers", func() bool { return len(l.Samples()) >= 10 })
 	since := time.Now()
 	if err := l.HealthyFor(5, since); err == nil {
 		t.Error("HealthyFor counted answers to requests sent before since")
 	}
-	hang.Store(true)
-	waitFor("the hanging request", func() bool { return !hang.Load() })
-	waitFor("5 answers after the hanging request", func() bool {
-		n := 0
-		for _, s := range l.Samples() {
-			if s.At.After(since) {
-				n++
-			}
-		}
-		return n >= 5
-	})
+	hangOne.Store(true)
+	waitFor("the hanging request", func() bool { return !hangOne.Load() })
+	waitFor("5 answers after the hanging request", answeredSince(since, 5))
 	if err := l.HealthyFor(3, since); err == nil || !strings.Contains(err.Error(), "in flight") {
 		t.Errorf("HealthyFor with a request hanging: %v, want an in-flight error", err)
 	}
-	close(release)
+	release <- struct{}{}
 	waitFor("healthy once the hanging request finished", func() bool { return l.HealthyFor(3, since) == nil })
+	hangAll.Store(true)
+	waitFor("a request in flight for hangAfter", func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		for _, t0 := range l.inflight {
+			if time.Since(t0) >= hangAfter {
+				return true
+			}
+		}
+		return false
+	})
+	// Before the client's 2 s timeout fails the hanging requests, only
+	// their age tells.
+	if err := l.HealthyFor(3, since); err == nil {
+		t.Error("HealthyFor with requests hanging after the last answers: nil, want an error")
+	}
+	hangAll.Store(false)
 }
