@@ -72,7 +72,7 @@ lint: ## golangci-lint (pinned in tools/go.mod), go vet, gofmt, go mod tidy
 # Knobs, the time each benchmark takes and an hour-long setting: bench/notes.md ("Running");
 # `bin/dynia-bench plan` prints the estimate for the knobs given. The bench package's own test
 # (TestSmoke, ~30 s) runs in `make test`.
-bench: build ## every benchmark in sandboxes (root, ~1 h 45 min on 2 cores): docs/benchmarks.md, bench/results/<run>/ (BENCH_RUNS, BENCH_RELOADS, BENCH_ONLY, BENCH_QUICK=1, …)
+bench: build ## every benchmark in sandboxes (root, ~1 h 50 min on 2 cores): docs/benchmarks.md, bench/results/<run>/ (BENCH_RUNS, BENCH_RELOADS, BENCH_ONLY, BENCH_QUICK=1, …)
 	$(GO) build -o bin/dynia-bench ./cmd/dynia-bench
 	DYNIA_BIN_DIR=$(CURDIR)/bin bin/dynia-bench
 

@@ -16,8 +16,8 @@ const (
 	// recipe's two droplets; per power-off, from the holder check to the
 	// powered-off droplet back.
 	estFailoverSetup   = 45 * time.Second
-	estFailoverRun     = 10 * time.Second // instant assignment
-	estFailoverRunSlow = 28 * time.Second // 5 s assignment (the power actions wait too)
+	estFailoverRun     = 11 * time.Second // instant assignment
+	estFailoverRunSlow = 29 * time.Second // 5 s assignment (the power actions wait too)
 	// Partition: sandbox, cluster, recipe; per setup the 10 s after
 	// healing, the power-off and the recovery bound the recipe may use.
 	estPartitionSetup = 90 * time.Second

@@ -51,13 +51,7 @@ func (r *Runner) powerOffRuns(sb *Sandbox, h haSetup, assign time.Duration, runs
 		if err := sb.Cloud().PowerOff(context.Background(), holder); err != nil {
 			r.Fatalf("power off %d: %v", holder, err)
 		}
-		deadline := time.Now().Add(failoverBound)
-		for time.Now().Before(deadline) {
-			if hd := sb.Holder(h.rip); hd != holder && hd != 0 && load.HealthyFor(20, cut) == nil {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		sb.waitRecovered(load, h.rip, holder, cut)
 		o := Analyze(load.Stop())
 		run := failoverRun{Setup: h.name, Variant: h.variant, Assign: assign, Run: i + 1, Outage: o.Outage, Failed: o.Failed, Total: o.Total}
 		out = append(out, run)
@@ -70,6 +64,34 @@ func (r *Runner) powerOffRuns(sb *Sandbox, h haSetup, assign time.Duration, runs
 		}
 	}
 	return out
+}
+
+// failoverTail is how long a request loop runs on after service came back,
+// before it is checked once more: a late blip (an assign retried while the
+// first is in progress) is then measured to its end, not cut off by the
+// loop's stop and counted as not recovered.
+const failoverTail = time.Second
+
+// waitRecovered waits until the Reserved IP left holder and the loop is
+// healthy (HealthyFor, 20 requests since cut), failoverBound at most after
+// cut; then it lets the loop run failoverTail more and waits until it is
+// healthy again.
+func (sb *Sandbox) waitRecovered(load *Loop, rip string, holder int, cut time.Time) {
+	healthy := func() bool {
+		hd := sb.Holder(rip)
+		return hd != holder && hd != 0 && load.HealthyFor(20, cut) == nil
+	}
+	deadline := cut.Add(failoverBound)
+	for !healthy() {
+		if time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(failoverTail)
+	for !healthy() && time.Now().Before(deadline.Add(failoverTail)) {
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // dyniaSetup is a dynia cluster as a failover subject.

@@ -77,11 +77,7 @@ func (r *Runner) partition(sb *Sandbox, h haSetup, namespaces []string, d time.D
 	if err := sb.Cloud().PowerOff(context.Background(), holder); err != nil {
 		r.Fatalf("power off %d: %v", holder, err)
 	}
-	for deadline := time.Now().Add(failoverBound); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		if hd := sb.Holder(h.rip); hd != holder && hd != 0 && load.HealthyFor(20, cut) == nil {
-			break
-		}
-	}
+	sb.waitRecovered(load, h.rip, holder, cut)
 	o = Analyze(load.Stop())
 	res.AfterOutage, res.AfterFailed = o.Outage, o.Failed
 	r.Logf("partition %s: %d moves (%d after healing), %d of %d requests failed; holder then powered off: outage %v", h.name, res.Moves, res.MovesHealed, res.Failed, res.Total, o.Outage)
