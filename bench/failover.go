@@ -127,7 +127,7 @@ func (r *Runner) setAdvert(sb *Sandbox, name string, adv float64) {
 		}
 		return nil
 	})
-	sb.WaitUp(name, 2*time.Minute)
+	sb.WaitUp(name, 4*time.Minute)
 }
 
 func runFailover(r *Runner, res *Result) {
@@ -147,7 +147,11 @@ func runFailover(r *Runner, res *Result) {
 		func() {
 			defer sb.Down()
 			rip := sb.NewCluster("fo", 2)
-			runs = append(runs, r.powerOffRuns(sb, dyniaSetup(sb, "fo", "advert 1 s (VRRPv2)", rip), assign, r.cfg.Runs)...)
+			v2 := dyniaSetup(sb, "fo", "advert 1 s (VRRPv2)", rip)
+			runs = append(runs, r.powerOffRuns(sb, v2, assign, r.cfg.Runs)...)
+			// The last run's droplet is still booting: let it come up before
+			// the state changes under it.
+			r.WaitFor(4*time.Minute, v2.ready)
 			r.setAdvert(sb, "fo", subSecondAdvert)
 			runs = append(runs, r.powerOffRuns(sb, dyniaSetup(sb, "fo", fmt.Sprintf("advert %.2g s (VRRPv3)", subSecondAdvert), rip), assign, r.cfg.Runs)...)
 			rc := sb.NewRecipe("rc")
