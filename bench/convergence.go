@@ -193,10 +193,11 @@ func runConvergence(r *Runner, res *Result) {
 			sb.NewCluster("cv", 1)
 			have = 1
 		}
-		if size > have {
-			sb.MustCLI("node", "add", "--name", "cv", "--count", strconv.Itoa(size-have), "--timeout", "10m")
+		for have < size { // node add takes at most 10 at a time (--count 1-10)
+			n := min(size-have, 10)
+			sb.MustCLI("node", "add", "--name", "cv", "--count", strconv.Itoa(n), "--timeout", "10m")
 			sb.WaitUp("cv", 10*time.Minute)
-			have = size
+			have += n
 		}
 		nodes := sb.Nodes("cv")
 		last := nodes[len(nodes)-1].ID
