@@ -208,10 +208,15 @@ func runConvergence(r *Runner, res *Result) {
 			ds = append(ds, d)
 			raw = append(raw, []string{strconv.Itoa(size), strconv.Itoa(i + 1), strconv.FormatBool(drain), strconv.FormatFloat(d.Seconds(), 'f', 3, 64)})
 			if i == 0 {
-				drained := last
-				if err := confirm(nodes, drained); err != nil {
-					r.Fatalf("convergence at %d nodes: HAProxy said converged but requests disagree: %v", size, err)
-				}
+				// Polled, not once: a worker of the previous configuration
+				// can still take a new connection for a moment after the
+				// reload (the admin socket speaks for the new one).
+				r.WaitFor(time.Minute, func() error {
+					if err := confirm(nodes, last); err != nil {
+						return fmt.Errorf("convergence at %d nodes: HAProxy said converged but requests disagree: %w", size, err)
+					}
+					return nil
+				})
 			}
 			time.Sleep(time.Duration(i%4) * 300 * time.Millisecond) // spread changes over the poll phase
 		}

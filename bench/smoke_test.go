@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dynia/dynia/internal/dockerd"
 	"github.com/dynia/dynia/internal/testutil"
@@ -73,9 +74,14 @@ func TestSmoke(t *testing.T) {
 		if drain {
 			drained = nodes[1].ID
 		}
-		if err := confirm(nodes, drained); err != nil {
-			t.Errorf("after the change (drain=%v): %v", drain, err)
-		}
+		// Polled: a worker of the previous configuration can still take a
+		// new connection for a moment after the reload.
+		testutil.WaitFor(t, time.Minute, func() error {
+			if err := confirm(nodes, drained); err != nil {
+				return fmt.Errorf("after the change (drain=%v): %w", drain, err)
+			}
+			return nil
+		})
 	}
 	runs := r.powerOffRuns(sb, dyniaSetup(sb, "smoke", "advert 1 s", rip), 0, 1)
 	if len(runs) != 1 || runs[0].Outage < 0 || runs[0].Total == 0 {
