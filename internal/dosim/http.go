@@ -199,9 +199,13 @@ func (s *Server) serveAPI(w http.ResponseWriter, hr *http.Request) {
 	sw.Header().Set("x-request-id", reqID)
 	start := time.Now()
 	defer func() {
+		c := Call{Method: hr.Method, Path: hr.URL.Path, Query: hr.URL.RawQuery, Status: sw.status}
 		s.mu.Lock()
-		s.calls = append(s.calls, Call{Method: hr.Method, Path: hr.URL.Path, Query: hr.URL.RawQuery, Status: sw.status})
+		s.calls = append(s.calls, c)
 		s.mu.Unlock()
+		if s.opts.OnCall != nil {
+			s.opts.OnCall(c, hostOnly(hr.RemoteAddr), start)
+		}
 		s.opts.Logger.Debug("dosim api", "method", hr.Method, "path", hr.URL.Path, "status", sw.status, "request_id", reqID, "duration", time.Since(start))
 	}()
 

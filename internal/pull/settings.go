@@ -63,6 +63,8 @@ type Settings struct {
 	// MinStateGeneration is the replay floor before any state was applied
 	// (pull.json min_state_generation). Needs a restart.
 	MinStateGeneration int64
+	// NoIdleClose is pull.json's bench_no_idle_close (benchmarks only).
+	NoIdleClose bool
 }
 
 // MeshSettings are pull.json's mesh fields with defaults applied.
@@ -85,6 +87,7 @@ func SettingsFrom(c *nodeconfig.Config) Settings {
 		ChallengeAddr: c.ACMEChallengeAddr, TLSDir: c.TLSDir,
 		Runtime: c.Runtime, DockerHost: c.DockerHost, AppCommand: c.AppCommand, ClusterKeyFile: c.ClusterKeyFile,
 		ReportKeyFile: c.ReportKeyFile, AcceptedStateFile: c.AcceptedStateFile, MinStateGeneration: c.MinStateGeneration,
+		NoIdleClose: c.BenchNoIdleClose,
 	}
 	if c.StatePublicKey != "" {
 		// nodeconfig.Validate refused a malformed key before this runs.
