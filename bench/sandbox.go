@@ -159,9 +159,22 @@ func (s *Sandbox) Store() *cluster.Store {
 		if err != nil {
 			s.r.Fatalf("open the sandbox bucket: %v", err)
 		}
-		s.store = cluster.NewStore(b)
+		// Signed like the CLI's own writes (docs/security.md): nodes apply
+		// only states signed with the cluster's state key, which the CLI
+		// keeps beside its config (keys/<cluster>-<8 hex>.sign.key).
+		s.store = cluster.NewSignedStore(b, cluster.FileKeys{Base: s.keyBase})
 	}
 	return s.store
+}
+
+// keyBase finds the CLI's key files of cluster name under the sandbox's
+// config directory (keys/<name>-<8 hex of the state URL>.*).
+func (s *Sandbox) keyBase(name string) (string, error) {
+	m, _ := filepath.Glob(filepath.Join(filepath.Dir(s.config), "keys", name+"-????????.sign.key"))
+	if len(m) != 1 {
+		return "", fmt.Errorf("state key of cluster %s: %d key files under %s", name, len(m), filepath.Dir(s.config))
+	}
+	return strings.TrimSuffix(m[0], ".sign.key"), nil
 }
 
 // Update changes a cluster's state with compare-and-swap, as the CLI does:
