@@ -254,6 +254,9 @@ func (s *s3Store) do(ctx context.Context, op, key string, ifMatch bool, call fun
 			if c.throttle {
 				c.kind = ErrThrottled
 			}
+			if c.retry && attempt > 0 {
+				c.detail += fmt.Sprintf("; %d attempts", attempt+1)
+			}
 			return s.fail(op, key, c.kind, c.detail, err)
 		}
 		d := s.retry.delay(attempt)
@@ -281,7 +284,11 @@ type classified struct {
 
 // classify maps an SDK error to a sentinel and decides whether to retry.
 func (s *s3Store) classify(err error, ifMatch bool) classified {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	// A cancelled caller is final. Not context.DeadlineExceeded: a dial or
+	// read that timed out (net's timeout errors match it too) is an
+	// attempt that got no answer, retried below like a refused
+	// connection; do() stops once the caller's own deadline has passed.
+	if errors.Is(err, context.Canceled) {
 		return classified{detail: err.Error()}
 	}
 	status := 0
@@ -296,8 +303,16 @@ func (s *s3Store) classify(err error, ifMatch bool) classified {
 	}
 	detail := s.scrub(strings.TrimSpace(fmt.Sprintf("HTTP %d %s", status, code)))
 	if status == 0 {
-		// No response at all: connection refused/reset, DNS, TLS, a broken body.
-		return classified{detail: s.scrub(err.Error()), retry: true}
+		// No response at all: connection refused/reset, a timeout, DNS,
+		// TLS, a broken body. The network error says it best; the SDK's
+		// wrapping ("https response error StatusCode: 0, RequestID: , …")
+		// says nothing more.
+		detail := err.Error()
+		var oe *net.OpError
+		if errors.As(err, &oe) {
+			detail = oe.Error()
+		}
+		return classified{kind: ErrUnavailable, detail: s.scrub(detail), retry: true}
 	}
 	if accessCodes[code] {
 		status = http.StatusForbidden
