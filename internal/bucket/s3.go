@@ -244,15 +244,28 @@ func (s *s3Store) PresignGet(ctx context.Context, key string, ttl time.Duration)
 // do runs one S3 call with the retry policy and turns its error into *Error.
 // ifMatch marks a put with If-Match, where 404 means the precondition failed.
 func (s *s3Store) do(ctx context.Context, op, key string, ifMatch bool, call func(context.Context) error) error {
+	var netDetail string // the last attempt's network error, if any
 	for attempt := 0; ; attempt++ {
 		err := call(ctx)
 		if err == nil {
 			return nil
 		}
 		c := s.classify(err, ifMatch)
+		var oe *net.OpError
+		if errors.As(err, &oe) {
+			netDetail = c.detail
+		}
 		if !c.retry || attempt >= s.retry.max || ctx.Err() != nil {
 			if c.throttle {
 				c.kind = ErrThrottled
+			}
+			if ctx.Err() != nil && c.kind == ErrUnavailable {
+				// Cut short by the caller's deadline: the SDK's wrapping of
+				// that says less than what the attempts before it got.
+				c.detail = "no answer before the deadline"
+				if netDetail != "" {
+					c.detail += " (" + netDetail + ")"
+				}
 			}
 			if c.retry && attempt > 0 {
 				c.detail += fmt.Sprintf("; %d attempts", attempt+1)
@@ -263,6 +276,13 @@ func (s *s3Store) do(ctx context.Context, op, key string, ifMatch bool, call fun
 		s.log.Warn("object store request failed, retrying",
 			"op", op, "store", s.String(), "key", key, "attempt", attempt+1, "delay", d, "reason", c.detail)
 		if err := sleep(ctx, d); err != nil {
+			if c.kind == ErrUnavailable {
+				detail := "no answer before the deadline"
+				if netDetail != "" {
+					detail += " (" + netDetail + ")"
+				}
+				return s.fail(op, key, c.kind, fmt.Sprintf("%s; %d attempts", detail, attempt+1), err)
+			}
 			return s.fail(op, key, nil, "", err)
 		}
 	}

@@ -443,4 +443,19 @@ func TestS3UnreachableRetried(t *testing.T) {
 	if !strings.Contains(msg, "object store unreachable (dial tcp 127.0.0.1:9: i/o timeout; 3 attempts)") || strings.Contains(msg, "StatusCode: 0") {
 		t.Errorf("error %q; want the store unreachable, the dial error and the attempts, without the SDK's wrapping", msg)
 	}
+
+	// The caller's deadline ends the retries: still unreachable, with the
+	// network error the attempts got.
+	slow := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		time.Sleep(20 * time.Millisecond)
+		return (&net.Dialer{Timeout: time.Nanosecond}).DialContext(ctx, network, addr)
+	}}
+	s = openS3(t, "s3://b/p", bucket.Options{Endpoint: "http://127.0.0.1:9", AccessKeyID: "K", SecretAccessKey: testSecret,
+		MaxRetries: 50, RetryBaseDelay: 10 * time.Millisecond, HTTPClient: &http.Client{Transport: slow}})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err = s.Get(ctx, "clusters/x/state.json", "")
+	if !errors.Is(err, bucket.ErrUnavailable) || !strings.Contains(err.Error(), "no answer before the deadline (dial tcp 127.0.0.1:9: i/o timeout") {
+		t.Errorf("get cut short by the caller's deadline: %v; want unreachable, naming the dial error", err)
+	}
 }
