@@ -59,11 +59,15 @@ type sandboxEnv struct {
 }
 
 type sandboxInfo struct {
-	APIURL     string `json:"api_url"`
-	Token      string `json:"token"`
-	NodeToken  string `json:"node_token"`
-	S3Endpoint string `json:"s3_endpoint"`
-	Droplets   []struct {
+	APIURL          string `json:"api_url"`
+	Token           string `json:"token"`
+	NodeToken       string `json:"node_token"`
+	S3Endpoint      string `json:"s3_endpoint"`
+	S3Region        string `json:"s3_region"`
+	AccessKeyID     string `json:"access_key_id"`
+	SecretAccessKey string `json:"secret_access_key"`
+	StateURL        string `json:"state_url"`
+	Droplets        []struct {
 		ID        int    `json:"id"`
 		Name      string `json:"name"`
 		Namespace string `json:"namespace"`
