@@ -28,25 +28,31 @@ const stormLength = 8
 
 var apiFaults = []apiFault{
 	{
-		name:  "503 storm",
-		fault: func(k int) dosim.Fault { return dosim.Fault{PathPrefix: "/v2/", Status: 503, After: k, Count: stormLength} },
-		hit:   func(c dosim.Call) bool { return c.Status == 503 },
-		step:  2,
+		name: "503 storm",
+		fault: func(k int) dosim.Fault {
+			return dosim.Fault{PathPrefix: "/v2/", Status: 503, After: k, Count: stormLength}
+		},
+		hit:  func(c dosim.Call) bool { return c.Status == 503 },
+		step: 2,
 	},
 	{
-		name:  "429 storm",
-		fault: func(k int) dosim.Fault { return dosim.Fault{PathPrefix: "/v2/", Status: 429, After: k, Count: stormLength} },
-		hit:   func(c dosim.Call) bool { return c.Status == 429 },
-		step:  3,
+		name: "429 storm",
+		fault: func(k int) dosim.Fault {
+			return dosim.Fault{PathPrefix: "/v2/", Status: 429, After: k, Count: stormLength}
+		},
+		hit:  func(c dosim.Call) bool { return c.Status == 429 },
+		step: 3,
 	},
 	{
 		// Each attempt outlives the client's request timeout (the env's
 		// requestTimeout): the client gives up, the simulator applies
 		// nothing (it honours the cancellation).
-		name:  "timeouts",
-		fault: func(k int) dosim.Fault { return dosim.Fault{PathPrefix: "/v2/", Latency: time.Second, After: k, Count: stormLength} },
-		hit:   func(c dosim.Call) bool { return c.Status == 0 },
-		step:  3,
+		name: "timeouts",
+		fault: func(k int) dosim.Fault {
+			return dosim.Fault{PathPrefix: "/v2/", Latency: time.Second, After: k, Count: stormLength}
+		},
+		hit:  func(c dosim.Call) bool { return c.Status == 0 },
+		step: 3,
 	},
 	{
 		// The request is applied and its answer lost: a 500, or a dropped
