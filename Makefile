@@ -11,7 +11,7 @@ export CGO_ENABLED := 0
 # Tests bring their own timeouts; this bounds the whole run (rule: < 20 min).
 TEST_TIMEOUT ?= 18m
 
-.PHONY: help deps deps-sandbox build test test-short soak lint bench image image-check sandbox sandbox-down clean
+.PHONY: help deps deps-sandbox build test test-short soak fuzz fuzz-short lint bench image image-check sandbox sandbox-down clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -30,10 +30,34 @@ build: ## build bin/dynia, bin/dynia-pull (static, version-stamped) and bin/dyni
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/dynia-pull ./cmd/dynia-pull
 	$(GO) build -trimpath -ldflags '-s -w' -o bin/dynia-demo-app ./internal/demoimage/app
 
-test: build ## unit + integration + end-to-end tests (integration needs root and `make deps`)
+test: build ## unit + integration + end-to-end tests (integration needs root and `make deps`), then fuzz-short
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	DYNIA_BIN_DIR=$(CURDIR)/bin $(GO) test -p 2 -timeout $(TEST_TIMEOUT) -count=1 ./...
+	$(MAKE) --no-print-directory fuzz-short
+
+# Fuzz targets (package:Target). `go test` runs each one's seed corpus
+# (testdata/fuzz/<Target>/ in the package) as a plain test; fuzz-short
+# fuzzes each for FUZZTIME, one after another (6 x 10 s in `make test`);
+# `make fuzz` runs them for FUZZ_LONG each. A failing input is written to
+# the package's testdata/fuzz/<Target>/: commit it with the fix, as a
+# regression seed. New interesting inputs are minimized for at most
+# FUZZMINIMIZETIME (go test's default, 60 s, would eat a short run).
+FUZZ_TARGETS := internal/cluster:FuzzDecodeState internal/nodeconfig:FuzzNodeConfig \
+                internal/pull:FuzzDecodeStatus internal/metadata:FuzzMetadata \
+                internal/render:FuzzRender internal/cli:FuzzFlags
+FUZZTIME ?= 10s
+FUZZMINIMIZETIME ?= 1s
+FUZZ_LONG ?= 5m
+
+fuzz-short: ## each fuzz target for FUZZTIME (default 10s), sequentially
+	@for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$fn ($$pkg, $(FUZZTIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./$$pkg || exit 1; \
+	done
+
+fuzz: ## each fuzz target for FUZZ_LONG (default 5m)
+	$(MAKE) --no-print-directory fuzz-short FUZZTIME=$(FUZZ_LONG) FUZZMINIMIZETIME=30s
 
 test-short: ## unit tests only (seconds)
 	$(GO) test -short -count=1 ./...

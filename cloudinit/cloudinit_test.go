@@ -376,13 +376,14 @@ func TestSizeLimit(t *testing.T) {
 	if base > MaxUserData/4 {
 		t.Errorf("bootstrap user-data is %d bytes: too close to the %d limit", base, MaxUserData)
 	}
-	p.Node.MetricsAddr = strings.Repeat("m", MaxUserData-base-len(`,"metrics_addr": ""`)-64)
+	// A long (valid, absolute) path fills the document.
+	p.Node.CloudInitLog = "/" + strings.Repeat("m", MaxUserData-base-len(`,"cloud_init_log": "/"`)-64)
 	if ud, err := Render(p); err != nil {
 		t.Errorf("near the limit: %v", err)
 	} else if len(ud) > MaxUserData {
 		t.Errorf("rendered %d bytes", len(ud))
 	}
-	p.Node.MetricsAddr += strings.Repeat("m", 200)
+	p.Node.CloudInitLog += strings.Repeat("m", 200)
 	if _, err := Render(p); err == nil {
 		t.Error("over the limit rendered without error")
 	}

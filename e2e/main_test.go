@@ -101,7 +101,7 @@ type sandboxInfo struct {
 func upSandbox(t testing.TB, extra ...string) *sandboxEnv {
 	t.Helper()
 	testutil.NeedRoot(t)
-	for _, b := range []string{"haproxy", "keepalived", "versitygw", "ip", "iptables", "nft", "wireguard-go"} {
+	for _, b := range []string{"haproxy", "keepalived", "versitygw", "pebble", "ip", "iptables", "nft", "wireguard-go"} {
 		testutil.NeedBinary(t, b)
 	}
 	if i := slices.Index(extra, "--runtime"); i < 0 || (i+1 < len(extra) && extra[i+1] == "docker") {
@@ -302,6 +302,9 @@ func startLoadWith(do func() (string, error), interval time.Duration, max time.D
 				t0 := time.Now()
 				body, err := do()
 				l.mu.Lock()
+				if err != nil {
+					body = err.Error() // a failed sample keeps why
+				}
 				l.samples = append(l.samples, sample{t0, time.Since(t0), err == nil, body})
 				l.mu.Unlock()
 			}()
@@ -325,6 +328,18 @@ func (l *loadLoop) sorted() []sample {
 // a request sent during the outage may still succeed later (its SYN is
 // retransmitted after the Reserved IP moved), and must not shorten it.
 // outage is -1 if the last request failed.
+// failures describes up to n failed requests (when, how long, why), for a
+// test's log; call after finish.
+func (l *loadLoop) failures(n int) []string {
+	var out []string
+	for _, s := range l.sorted() {
+		if !s.ok && len(out) < n {
+			out = append(out, fmt.Sprintf("%s (+%v): %s", s.at.Format("15:04:05.000"), s.took.Round(time.Millisecond), s.body))
+		}
+	}
+	return out
+}
+
 func (l *loadLoop) finish() (total, failed int, outage time.Duration, answered map[string]int) {
 	close(l.stop)
 	<-l.done

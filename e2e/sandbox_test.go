@@ -121,6 +121,14 @@ func TestSandboxCluster(t *testing.T) {
 		return nil
 	})
 
+	t.Run("firewall as the design says, read back from DO", func(t *testing.T) {
+		checkFirewall(t, e, "demo", nil)
+		e.mustRun("cluster", "update", "--name", "demo", "--admin-cidr", "192.0.2.7/32", "--admin-cidr", "198.51.100.0/28")
+		checkFirewall(t, e, "demo", []string{"192.0.2.7/32", "198.51.100.0/28"})
+		e.mustRun("cluster", "update", "--name", "demo", "--no-admin-cidr")
+		checkFirewall(t, e, "demo", nil)
+	})
+
 	t.Run("power off the active droplet", func(t *testing.T) {
 		powerOffActive(t, e, rows[0], rip)
 	})

@@ -16,8 +16,16 @@ dynia=bin/dynia
 # The docker runtime (a dockerd per droplet) runs demo-app:v1 from the
 # sandbox's registry on every node; `dynia app deploy` rolls out others.
 $dynia sandbox up
-registry=$($dynia sandbox status -o json | sed -n 's/.*"registry": "\([^"]*\)".*/\1/p')
-$dynia node create-ha --name demo --region nyc3 --size s-1vcpu-1gb --image "$registry/demo-app:v1"
+status=$($dynia sandbox status -o json)
+field() { printf '%s\n' "$status" | sed -n "s/.*\"$1\": \"\([^\"]*\)\".*/\1/p" | head -1; }
+registry=$(field registry)
+# The sandbox's Cloudflare zone (dns_zones.cloudflare) and its ACME CA's root.
+domain="demo.$(field cloudflare)"
+root_ca=$(field acme_root_ca)
+# One command: the droplet, the Reserved IP, the app, the A record on the sandbox's Cloudflare
+# and a certificate from the sandbox's Pebble.
+$dynia node create-ha --name demo --region nyc3 --size s-1vcpu-1gb --image "$registry/demo-app:v1" \
+  --dns-provider cloudflare --dns-record "$domain" --domain "$domain"
 have=$($dynia node list --name demo --no-header --format '{{.ID}}' | grep -c . || true)
 if [ "$have" -lt 3 ]; then
   $dynia node add --name demo --count $((3 - have))
@@ -32,13 +40,18 @@ for i in $(seq 1 30); do
   if [ "$i" = 30 ]; then echo "make sandbox: the Reserved IP $rip did not answer in 30 s" >&2; exit 1; fi
   sleep 1
 done
+https=(curl -sS --max-time 5 --cacert "$root_ca" --resolve "$domain:443:$rip")
 echo
-echo "Requests to the Reserved IP http://$rip/ (each line: the node that answered, and its release):"
+echo "Requests to https://$domain/ through the Reserved IP $rip, as a browser resolving $domain would"
+echo "(each line: the node that answered, and its release):"
+echo "  ${https[*]} https://$domain/"
 failed=0
 for _ in $(seq 1 9); do
-  curl -s --max-time 2 "http://$rip/" || { echo "(no answer)"; failed=$((failed + 1)); }
+  "${https[@]}" "https://$domain/" || { echo "(no answer)"; failed=$((failed + 1)); }
 done
+if [ "$failed" -gt 0 ]; then echo "make sandbox: $failed of 9 HTTPS requests got no answer" >&2; exit 1; fi
+redirect=$(curl -s --max-time 5 -o /dev/null -w '%{http_code} %{redirect_url}' -H "Host: $domain" "http://$rip/")
+echo "Plain HTTP: $redirect"
 echo
-if [ "$failed" -gt 0 ]; then echo "make sandbox: $failed of 9 requests got no answer" >&2; exit 1; fi
 echo "Next: bin/dynia app deploy --name demo --image $registry/demo-app:v2 | bin/dynia app status --name demo"
 echo "      bin/dynia node list --name demo | bin/dynia sandbox status | docs/sandbox.md (break things) | bin/dynia sandbox down"

@@ -71,7 +71,9 @@ func openS3(_ context.Context, bucket, prefix string, opts Options) (*s3Store, e
 		// Our loop in do() retries; the SDK's would also retry 412s' neighbours
 		// (and time out sooner than callers expect).
 		Retryer: aws.NopRetryer{},
-		// Spaces once rejected the SDK's new default checksums (reference.md).
+		// service/s3 v1.73.0 began sending CRC32 checksums on every PUT, which
+		// S3-compatible stores (Spaces among them) reject; aws-sdk-go-v2
+		// discussion #2960 gives WhenRequired as the way back.
 		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
 		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
 	}

@@ -9,7 +9,7 @@ import (
 	"github.com/dynia/dynia/internal/cluster"
 )
 
-// Exit codes (ARCHITECTURE.md): the only place they are decided.
+// Exit codes (README.md, "Exit codes"): the only place they are decided.
 const (
 	ExitOK       = 0
 	ExitFailure  = 1

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"regexp"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -27,8 +26,6 @@ func NewCmdNode(f *Factory) *cobra.Command {
 	cmd.AddCommand(NewCmdNodeLogs(f, nil))
 	return cmd
 }
-
-var sizeRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{1,40}$`)
 
 func checkName(name string) error {
 	if name == "" {
@@ -88,11 +85,6 @@ type CreateOptions struct {
 	App AppOptions
 }
 
-var (
-	domainRE    = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$`)
-	dnsRecordRE = regexp.MustCompile(`^(@|[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*)$`)
-)
-
 // Validate checks every flag's shape before any I/O.
 func (o *CreateOptions) Validate() error {
 	if err := checkName(o.Name); err != nil {
@@ -107,8 +99,8 @@ func (o *CreateOptions) Validate() error {
 	if o.Size == "" {
 		return usagef("--size: required")
 	}
-	if !sizeRE.MatchString(o.Size) {
-		return usagef("--size %q: must be a size slug like s-1vcpu-1gb", o.Size)
+	if err := cluster.ValidateSize(o.Size); err != nil {
+		return flagErr("size", err)
 	}
 	if err := checkAdminCIDRs(o.AdminCIDRs); err != nil {
 		return err
@@ -372,6 +364,9 @@ func confirm(io *IOStreams, question string) (bool, error) {
 }
 
 func checkAdminCIDRs(cidrs []string) error {
+	if len(cidrs) > cluster.MaxAdminCIDRs {
+		return usagef("--admin-cidr: %d given, at most %d", len(cidrs), cluster.MaxAdminCIDRs)
+	}
 	for _, c := range cidrs {
 		if err := cluster.ValidateAdminCIDR(c); err != nil {
 			return usagef("--admin-cidr %q: %v", c, err)

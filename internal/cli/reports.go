@@ -14,7 +14,8 @@ import (
 )
 
 // readReport reads a node's status.json (written by dynia-pull); a node that
-// has not reported yet is nil.
+// has not reported yet is nil. A report that is not valid for that node
+// (pull.DecodeStatusOf) is an error naming the node and the field.
 func readReport(ctx context.Context, store *cluster.Store, name, id string) (*pull.Status, error) {
 	obj, err := store.B.Get(ctx, cluster.StatusKey(name, id), "")
 	if errors.Is(err, bucket.ErrNotFound) {
@@ -23,7 +24,9 @@ func readReport(ctx context.Context, store *cluster.Store, name, id string) (*pu
 	if err != nil {
 		return nil, err
 	}
-	r, err := pull.DecodeStatus(obj.Body)
+	// The report must be this node's, in this cluster, and not from the
+	// future: a node speaks only for itself.
+	r, err := pull.DecodeStatusOf(obj.Body, name, id, time.Now())
 	if err != nil {
 		return nil, fmt.Errorf("node %s: %w", id, err)
 	}

@@ -47,6 +47,9 @@ func NewCmdSandbox(f *Factory) *cobra.Command {
 			if actionDelay < 0 {
 				return usagef("--action-delay %q: must not be negative", actionDelay)
 			}
+			if err := sandbox.CheckACMECertValidity(up.ACMECertValidity); err != nil {
+				return usagef("--acme-cert-validity %q: %v", up.ACMECertValidity, err)
+			}
 			if _, err := sandbox.ParseFirewalls(up.Firewalls); err != nil {
 				return usagef("--firewalls %q: %v", up.Firewalls, err)
 			}
@@ -84,6 +87,8 @@ func NewCmdSandbox(f *Factory) *cobra.Command {
 	}
 	upCmd.Flags().StringVar(&up.PublicRange, "public-range", "198.51.100.0/24", "simulated public range (Reserved and public IPs); must be unused on this machine")
 	upCmd.Flags().DurationVar(&actionDelay, "action-delay", 0, "how long a simulated Reserved IP assignment takes")
+	upCmd.Flags().DurationVar(&up.ACMECertValidity, "acme-cert-validity", 0,
+		"lifetime of certificates from the sandbox's ACME CA, whole seconds (0: Pebble's default, 90 days; short ones force renewals)")
 	upCmd.Flags().StringVar(&up.Firewalls, "firewalls", sandbox.DefaultFirewalls,
 		"enforce the simulated DO cloud firewalls on droplet traffic, public and VPC side (enforce|off)")
 	upCmd.Flags().StringVar(&up.Runtime, "runtime", sandbox.DefaultRuntime,
@@ -138,9 +143,9 @@ func NewCmdSandbox(f *Factory) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch component {
-			case "", "haproxy", "keepalived", "pull", "app", "dockerd", "containerd", "cloud-init", "serve", "versitygw", "registry":
+			case "", "haproxy", "keepalived", "pull", "app", "dockerd", "containerd", "cloud-init", "serve", "versitygw", "registry", "pebble":
 			default:
-				return usagef("--component %q: must be haproxy, keepalived, pull, app, dockerd, containerd or cloud-init (droplets), serve, versitygw or registry (sandbox)", component)
+				return usagef("--component %q: must be haproxy, keepalived, pull, app, dockerd, containerd or cloud-init (droplets), serve, versitygw, registry or pebble (sandbox)", component)
 			}
 			rc, err := sandbox.Logs(dir, args[0], component)
 			if err != nil {
@@ -219,10 +224,21 @@ func writeSandboxContext(f *Factory, info *sandbox.Info) error {
 	if err != nil {
 		return err
 	}
+	var cfTokFile string
+	if info.CloudflareToken != "" {
+		if cfTokFile, err = write("cloudflare-token", []byte(info.CloudflareToken)); err != nil {
+			return err
+		}
+	}
 	cfg.Contexts[SandboxContext] = &Context{
 		State: info.StateURL, SpacesEndpoint: info.S3Endpoint, SpacesRegion: info.S3Region, PathStyle: true,
 		SpacesCredentialsFile: credFile, APIURL: info.APIURL, TokenFile: tokFile, NodeTokenFile: nodeTokFile,
 		MetadataURL: info.MetadataURL,
+		// The sandbox's ACME CA and Cloudflare simulator (empty from a
+		// sandbox older than them). The roots are file names: root.pem
+		// is rewritten when Pebble restarts.
+		ACMEDirectory: info.ACMEDirectory, ACMEDirectoryRoots: info.ACMEListenerCA, ACMETrustRoots: info.ACMERootCA,
+		CloudflareAPIURL: info.CloudflareAPIURL, CloudflareTokenFile: cfTokFile,
 	}
 	if info.Registry != "" {
 		// Plain HTTP: `app deploy --image <registry>/demo-app:v1` resolves
@@ -264,6 +280,11 @@ func printSandbox(f *Factory, info *sandbox.Info) error {
 	}
 	if len(rips) > 0 {
 		fmt.Fprintf(w, "  reserved IPs: %s\n", strings.Join(rips, ", "))
+	}
+	if info.ACMEDirectory != "" {
+		fmt.Fprintf(w, "  acme:     %s (listener CA %s, issuance root %s)\n  dns:      %s (zones: cloudflare %s, digitalocean %s)\n  cloudflare: %s (plain HTTP)\n",
+			info.ACMEDirectory, info.ACMEListenerCA, info.ACMERootCA, info.DNSServer,
+			info.DNSZones["cloudflare"], info.DNSZones["digitalocean"], info.CloudflareAPIURL)
 	}
 	return nil
 }

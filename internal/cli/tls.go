@@ -176,11 +176,23 @@ func enableTLS(ctx context.Context, f *Factory, p *Progress, store *cluster.Stor
 	}
 	var res acme.Result
 	if err := p.Step("certificate for "+strings.Join(t.Domains, ", "), func() (string, error) {
-		res, err = iss.Ensure(ctx)
-		var held *acme.LeaseHeldError
-		if errors.As(err, &held) {
-			// A node is ordering right now: wait for its certificate.
-			return "a node is ordering it", nil
+		for lastHolder := ""; ; {
+			res, err = iss.Ensure(ctx)
+			var held *acme.LeaseHeldError
+			if !errors.As(err, &held) {
+				break
+			}
+			// A node is ordering right now: once its lease is gone, the next
+			// Ensure finds its certificate, or orders here if it failed.
+			if held.Holder != lastHolder {
+				p.Info("  %s holds the ACME lease (until %s): waiting for its order", held.Holder, held.Expires.Local().Format(time.TimeOnly))
+				lastHolder = held.Holder
+			}
+			select {
+			case <-ctx.Done():
+				return "", fmt.Errorf("%w (the ACME lease is held by %s)", ctx.Err(), held.Holder)
+			case <-time.After(time.Second):
+			}
 		}
 		if err != nil {
 			return "", err

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"time"
@@ -69,7 +70,7 @@ const (
 	// DefaultHealthTimeout is how long a new instance may take to become
 	// healthy.
 	DefaultHealthTimeout = 60 * time.Second
-	maxEnvValue        = 32 << 10
+	maxEnvValue          = 32 << 10
 )
 
 var (
@@ -239,7 +240,8 @@ func (s *State) validateApp() error {
 		if err := ValidateHealthPath(r.HealthPath); err != nil {
 			return fieldErr(f("health_path"), r.HealthPath, "%v", err)
 		}
-		for k, v := range r.Env {
+		for _, k := range slices.Sorted(maps.Keys(r.Env)) { // the same first problem on every read
+			v := r.Env[k]
 			if err := ValidateEnvName(k); err != nil {
 				return fieldErr(f("env"), k, "%v", err)
 			}
@@ -279,16 +281,3 @@ func (s *State) validateApp() error {
 	}
 	return nil
 }
-
-// ValidateHealthPath checks an HTTP path HAProxy sends in its health
-// checks: absolute, RFC 3986 path and query characters only (no spaces,
-// quotes, backslashes or control characters, which HAProxy would unescape
-// into the request), at most 256 bytes.
-func ValidateHealthPath(p string) error {
-	if !healthPathRE.MatchString(p) {
-		return fmt.Errorf("must be an absolute path of RFC 3986 characters (letters, digits, -._~!$&()*+,;=:@/?), at most 256 bytes")
-	}
-	return nil
-}
-
-var healthPathRE = regexp.MustCompile(`^/[A-Za-z0-9\-._~!$&()*+,;=:@/?]{0,255}$`)

@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/dynia/dynia/internal/jsonstrict"
 )
 
 // SchemaVersion is the only state schema this build reads and writes.
@@ -232,9 +234,17 @@ func (s *State) applyDefaults() {
 	}
 }
 
-// Decode strictly decodes and validates a state document: unknown fields, an
-// unknown schema_version, or any invalid value is an error naming the field.
+// MaxStateBytes bounds a state document (a 254-node state is about 80 KiB).
+const MaxStateBytes = 1 << 20
+
+// Decode strictly decodes and validates a state document: a document over
+// MaxStateBytes, duplicate or case-variant keys, trailing data (package
+// jsonstrict), unknown fields, an unknown schema_version, or any invalid
+// value is an error naming the field.
 func Decode(b []byte) (*State, error) {
+	if err := jsonstrict.Check[State](b, MaxStateBytes); err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
 	var probe struct {
 		SchemaVersion *int `json:"schema_version"`
 	}
@@ -271,6 +281,9 @@ func (s *State) Encode() ([]byte, error) {
 	b, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return nil, err
+	}
+	if len(b) >= MaxStateBytes {
+		return nil, fmt.Errorf("state: %d bytes, over the limit of %d that nodes read", len(b)+1, MaxStateBytes)
 	}
 	return append(b, '\n'), nil
 }

@@ -2,8 +2,11 @@ package cluster
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -35,6 +38,66 @@ var opIDRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
 // regionRE matches DO region slugs (nyc3, sgp1, ams3).
 var regionRE = regexp.MustCompile(`^[a-z]{3}[0-9]$`)
 
+// sizeRE matches DO size slugs (s-1vcpu-1gb, c-2, g-2vcpu-8gb).
+var sizeRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{1,40}$`)
+
+// dropletImageRE matches what the state's image holds: a snapshot id or a
+// distribution slug (debian-12-x64).
+var dropletImageRE = regexp.MustCompile(`^([0-9]{1,19}|[a-z0-9][a-z0-9._-]{0,62})$`)
+
+// doIDRE matches DO resource ids kept in the state (VPC and firewall ids are
+// UUIDs). They end up in API paths, so no '/', '.', '%' or '?'.
+var doIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]{0,63}$`)
+
+// dnsRecordIDRE matches a DNS provider's record id (DO: a number;
+// Cloudflare: 32 hex digits); it goes into API paths.
+var dnsRecordIDRE = regexp.MustCompile(`^[A-Za-z0-9]{0,64}$`)
+
+// MaxHealthPathLen bounds a health path: a health check needs no more.
+const MaxHealthPathLen = 256
+
+// MaxAdminCIDRs bounds admin_cidrs: each becomes a firewall source.
+const MaxAdminCIDRs = 64
+
+// Advert interval bounds keepalived 2.2.7 accepts (keepalived.conf(5),
+// advert_int; vrrp_parser.c reads 0.01-255 s, then vrrp.c wants whole
+// seconds for VRRPv2 and multiples of 10 ms up to 40.95 s for VRRPv3,
+// whose advertisement field is 12 bits of centiseconds, RFC 5798 5.2.7).
+// render.Render writes `version 3` for a fractional interval.
+const (
+	MinAdvertInterval   = 0.01  // seconds, VRRPv3
+	MaxAdvertIntervalV3 = 40.95 // seconds, the most a fraction may be
+	MaxAdvertInterval   = 255   // seconds, whole (VRRPv2)
+)
+
+// ReservedPorts are the TCP ports a node uses itself, by what uses them:
+// app.port and nodes[].app_port (where HAProxy's node-local app frontend
+// listens on the private IP) may not be one. docs/state.md lists them.
+var ReservedPorts = map[int]string{
+	22:    "sshd on the node",
+	80:    "HAProxy's HTTP frontend",
+	443:   "HAProxy's HTTPS frontend",
+	9321:  "dynia-pull's metrics",
+	51820: "the WireGuard mesh",
+}
+
+// Address ranges that are no host's unicast address (IANA IPv4 Special-
+// Purpose Address Registry, RFC 6890): 0/8 "this network" (with the
+// unspecified 0.0.0.0), 127/8 loopback, 169.254/16 link-local (where the
+// metadata service lives), 224/4 multicast, 240/4 reserved (with the
+// limited broadcast 255.255.255.255).
+var nonHostRanges = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.MustParsePrefix("169.254.0.0/16"),
+	netip.MustParsePrefix("224.0.0.0/4"),
+	netip.MustParsePrefix("240.0.0.0/4"),
+}
+
+// sharedRange is RFC 6598's shared address space (carrier-grade NAT): never
+// a droplet's public or Reserved IP.
+var sharedRange = netip.MustParsePrefix("100.64.0.0/10")
+
 // ValidateName checks a cluster name; the error names the value.
 func ValidateName(name string) error {
 	if !clusterNameRE.MatchString(name) || strings.Contains(name, "--") {
@@ -60,8 +123,145 @@ func ValidateRegion(region string) error {
 	return nil
 }
 
+// ValidateSize checks the shape of a droplet size slug (the CLI also checks
+// it against the API's /v2/sizes).
+func ValidateSize(size string) error {
+	if !sizeRE.MatchString(size) {
+		return fieldErr("size", size, "must be a size slug like s-1vcpu-1gb")
+	}
+	return nil
+}
+
+// ValidateHealthPath checks an HTTP health check path (app.health_path,
+// a release's health_path): HAProxy sends it verbatim in the request line
+// of its checks, and it is written unquoted into haproxy.cfg. Allowed: '/'
+// first, then RFC 3986 path and query characters (ALPHA DIGIT - . _ ~ ! &
+// ( ) * + , ; = : @ / ?) and %XX escapes that do not decode to a control
+// character; at most MaxHealthPathLen bytes. Left out of RFC 3986's set:
+// ' (HAProxy's config parser takes it for a quote) and $ (HAProxy expands
+// ${NAME} inside double quotes); '#' starts a fragment in a URI and a
+// comment in haproxy.cfg. The error is the reason only; callers name the
+// field or flag.
+func ValidateHealthPath(p string) error {
+	if !strings.HasPrefix(p, "/") {
+		return fmt.Errorf("must be an absolute path starting with /")
+	}
+	if len(p) > MaxHealthPathLen {
+		return fmt.Errorf("longer than %d bytes", MaxHealthPathLen)
+	}
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', strings.IndexByte("-._~!&()*+,;=:@/?", c) >= 0:
+		case c == '%':
+			if i+2 >= len(p) || !isHex(p[i+1]) || !isHex(p[i+2]) {
+				return fmt.Errorf("%% must start an escape of two hex digits")
+			}
+			v, _ := strconv.ParseUint(p[i+1:i+3], 16, 8)
+			if v < 0x20 || v == 0x7f {
+				return fmt.Errorf("escape %s decodes to a control character", p[i:i+3])
+			}
+			i += 2
+		default:
+			return fmt.Errorf("character %q not allowed (letters, digits, -._~!&()*+,;=:@/? and %%XX escapes)", rune(c))
+		}
+	}
+	return nil
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+// ValidateAdvertInterval checks a VRRP advert interval in seconds against
+// what keepalived 2.2.7 accepts: a whole number of seconds from 1 to 255
+// (VRRPv2), or a fraction in steps of 10 ms from 0.01 to 40.95 (VRRPv3,
+// which render.Render selects for fractions).
+func ValidateAdvertInterval(v float64) error {
+	if err := checkAdvertInterval(v); err != nil {
+		return fieldErr("advert_interval", FormatAdvertInterval(v), "%v", err)
+	}
+	return nil
+}
+
+// FormatAdvertInterval is v as keepalived.conf gets it (shortest decimal,
+// never an exponent: keepalived rejects 1e-2).
+func FormatAdvertInterval(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
+
+func checkAdvertInterval(v float64) error {
+	const rule = "must be 1-255 whole seconds, or 0.01-40.95 in steps of 0.01 (VRRPv3)"
+	if math.IsNaN(v) || math.IsInf(v, 0) || v < MinAdvertInterval || v > MaxAdvertInterval {
+		return fmt.Errorf("%s", rule)
+	}
+	if v == math.Trunc(v) {
+		return nil
+	}
+	_, frac, _ := strings.Cut(FormatAdvertInterval(v), ".")
+	if v > MaxAdvertIntervalV3 || len(frac) > 2 {
+		return fmt.Errorf("%s", rule)
+	}
+	return nil
+}
+
+// ValidateAppPort checks the app's TCP port: 1-65535 and not one of
+// ReservedPorts.
+func ValidateAppPort(port int) error {
+	if err := checkAppPort(port); err != nil {
+		return fieldErr("port", strconv.Itoa(port), "%v", err)
+	}
+	return nil
+}
+
+func checkAppPort(port int) error {
+	if port < 1 || port > 65535 {
+		return fmt.Errorf("must be 1-65535")
+	}
+	if what, ok := ReservedPorts[port]; ok {
+		return fmt.Errorf("reserved for %s (reserved: %s)", what, reservedPortList())
+	}
+	return nil
+}
+
+func reservedPortList() string {
+	ports := make([]int, 0, len(ReservedPorts))
+	for p := range ReservedPorts {
+		ports = append(ports, p)
+	}
+	slices.Sort(ports)
+	s := make([]string, len(ports))
+	for i, p := range ports {
+		s[i] = strconv.Itoa(p)
+	}
+	return strings.Join(s, ", ")
+}
+
+// ValidateVPCCIDR checks a VPC range as DO allows it: an RFC 1918 IPv4
+// network from /16 to /28, no host bits (DO API, Create a New VPC:
+// ip_range; "VPC networks ... must be /16 to /28" in DO's VPC docs).
+func ValidateVPCCIDR(c string) error {
+	if _, err := checkVPCCIDR(c); err != nil {
+		return fieldErr("vpc.cidr", c, "%v", err)
+	}
+	return nil
+}
+
+func checkVPCCIDR(c string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(c)
+	if err != nil || !p.Addr().Is4() {
+		return netip.Prefix{}, fmt.Errorf("not an IPv4 CIDR")
+	}
+	if p.Masked() != p {
+		return netip.Prefix{}, fmt.Errorf("host bits set (did you mean %s?)", p.Masked())
+	}
+	if !p.Addr().IsPrivate() || p.Bits() < 16 || p.Bits() > 28 {
+		return netip.Prefix{}, fmt.Errorf("must be a private (RFC 1918) network from /16 to /28")
+	}
+	return p, nil
+}
+
 // Validate checks the whole state and returns the first problem, naming the
-// field (nodes[i].private_ip, …) and the value.
+// field (nodes[i].private_ip, …) and the value. docs/state.md lists the
+// rules and where each limit comes from.
 func (s *State) Validate() error {
 	if s.SchemaVersion != SchemaVersion {
 		return fieldErr("schema_version", fmt.Sprint(s.SchemaVersion), "unsupported (this build reads %d)", SchemaVersion)
@@ -75,10 +275,30 @@ func (s *State) Validate() error {
 	if err := ValidateRegion(s.Region); err != nil {
 		return err
 	}
-	if s.VPC.CIDR != "" {
-		if _, err := netip.ParsePrefix(s.VPC.CIDR); err != nil {
-			return fieldErr("vpc.cidr", s.VPC.CIDR, "not a CIDR")
+	if s.Size != "" {
+		if err := ValidateSize(s.Size); err != nil {
+			return err
 		}
+	}
+	if s.Image != "" && !dropletImageRE.MatchString(s.Image) {
+		return fieldErr("image", s.Image, "must be a snapshot id or an image slug like debian-12-x64")
+	}
+	if s.VPC.ID != "" && !doIDRE.MatchString(s.VPC.ID) {
+		return fieldErr("vpc.id", s.VPC.ID, "not a DigitalOcean id")
+	}
+	var vpc netip.Prefix
+	if s.VPC.CIDR != "" {
+		p, err := checkVPCCIDR(s.VPC.CIDR)
+		if err != nil {
+			return fieldErr("vpc.cidr", s.VPC.CIDR, "%v", err)
+		}
+		vpc = p
+	}
+	if s.FirewallID != "" && !doIDRE.MatchString(s.FirewallID) {
+		return fieldErr("firewall_id", s.FirewallID, "not a DigitalOcean id")
+	}
+	if len(s.AdminCIDRs) > MaxAdminCIDRs {
+		return fieldErr("admin_cidrs", fmt.Sprint(len(s.AdminCIDRs)), "more than %d entries", MaxAdminCIDRs)
 	}
 	for i, c := range s.AdminCIDRs {
 		if err := ValidateAdminCIDR(c); err != nil {
@@ -86,12 +306,31 @@ func (s *State) Validate() error {
 		}
 	}
 	if s.ReservedIP != "" {
-		if err := checkIPv4(s.ReservedIP); err != nil {
+		if err := checkPublicIPv4(s.ReservedIP); err != nil {
 			return fieldErr("reserved_ip", s.ReservedIP, "%v", err)
 		}
 	}
-	if s.App.Port < 1 || s.App.Port > 65535 {
-		return fieldErr("app.port", fmt.Sprint(s.App.Port), "must be 1-65535")
+	if d := s.DNS; d != nil {
+		switch d.Provider {
+		case "", DNSDigitalOcean, DNSCloudflare:
+		default:
+			return fieldErr("dns.provider", d.Provider, "must be %s or %s", DNSDigitalOcean, DNSCloudflare)
+		}
+		if d.Domain == "" {
+			return fieldErr("dns.domain", "", "must not be empty when dns is set")
+		}
+		if err := ValidateDomain(d.Domain); err != nil {
+			return fieldErr("dns.domain", d.Domain, "%v", err)
+		}
+		if d.Name == "" || (d.Name != "@" && ValidateDomain(d.FQDN()) != nil) {
+			return fieldErr("dns.name", d.Name, "must be @ (the apex) or a lowercase name within dns.domain like app")
+		}
+		if !dnsRecordIDRE.MatchString(d.RecordID) {
+			return fieldErr("dns.record_id", d.RecordID, "not a DNS provider's record id (letters and digits)")
+		}
+	}
+	if err := checkAppPort(s.App.Port); err != nil {
+		return fieldErr("app.port", fmt.Sprint(s.App.Port), "%v", err)
 	}
 	if err := ValidateHealthPath(s.App.HealthPath); err != nil {
 		return fieldErr("app.health_path", s.App.HealthPath, "%v", err)
@@ -105,13 +344,8 @@ func (s *State) Validate() error {
 	if s.SecretsRecipient != "" && !recipientRE.MatchString(s.SecretsRecipient) {
 		return fieldErr("secrets_recipient", s.SecretsRecipient, "not an age X25519 recipient (age1…)")
 	}
-	if s.HA.AdvertInterval < 0.01 || s.HA.AdvertInterval > 255 {
-		return fieldErr("ha.advert_interval", fmt.Sprint(s.HA.AdvertInterval), "must be between 0.01 and 255 seconds")
-	}
-	if s.DNS != nil {
-		if s.DNS.Domain == "" {
-			return fieldErr("dns.domain", "", "must not be empty when dns is set")
-		}
+	if err := checkAdvertInterval(s.HA.AdvertInterval); err != nil {
+		return fieldErr("ha.advert_interval", FormatAdvertInterval(s.HA.AdvertInterval), "%v", err)
 	}
 
 	ids := map[string]int{}
@@ -153,12 +387,12 @@ func (s *State) Validate() error {
 			return fieldErr(f("droplet_id"), fmt.Sprint(n.DropletID), "must not be negative")
 		}
 		if n.PublicIP != "" {
-			if err := checkIPv4(n.PublicIP); err != nil {
+			if err := checkPublicIPv4(n.PublicIP); err != nil {
 				return fieldErr(f("public_ip"), n.PublicIP, "%v", err)
 			}
 		}
 		if n.PrivateIP != "" {
-			if err := checkIPv4(n.PrivateIP); err != nil {
+			if err := checkPrivateIPv4(n.PrivateIP, vpc); err != nil {
 				return fieldErr(f("private_ip"), n.PrivateIP, "%v", err)
 			}
 			if other, dup := privs[n.PrivateIP]; dup {
@@ -168,8 +402,10 @@ func (s *State) Validate() error {
 		} else if n.Lifecycle == Ready || n.Lifecycle == Draining {
 			return fieldErr(f("private_ip"), "", "a %s node needs a private IP", n.Lifecycle)
 		}
-		if n.AppPort < 0 || n.AppPort > 65535 {
-			return fieldErr(f("app_port"), fmt.Sprint(n.AppPort), "must be 0 (cluster default) or 1-65535")
+		if n.AppPort != 0 {
+			if err := checkAppPort(n.AppPort); err != nil {
+				return fieldErr(f("app_port"), fmt.Sprint(n.AppPort), "%v (0: app.port)", err)
+			}
 		}
 	}
 	if len(s.RecentOps) > MaxRecentOps {
@@ -204,10 +440,46 @@ func ValidateAdminCIDR(c string) error {
 	return nil
 }
 
-func checkIPv4(s string) error {
+// checkHostIPv4 accepts a dotted-quad IPv4 address that can be a host's
+// unicast address (not in nonHostRanges).
+func checkHostIPv4(s string) (netip.Addr, error) {
 	a, err := netip.ParseAddr(s)
 	if err != nil || !a.Is4() {
-		return fmt.Errorf("not an IPv4 address")
+		return netip.Addr{}, fmt.Errorf("not an IPv4 address")
+	}
+	for _, p := range nonHostRanges {
+		if p.Contains(a) {
+			return netip.Addr{}, fmt.Errorf("in %s, not a host's unicast address", p)
+		}
+	}
+	return a, nil
+}
+
+// checkPrivateIPv4 accepts a droplet's VPC address: a host IPv4 in RFC 1918
+// space, inside vpc when the VPC's range is known.
+func checkPrivateIPv4(s string, vpc netip.Prefix) error {
+	a, err := checkHostIPv4(s)
+	if err != nil {
+		return err
+	}
+	if !a.IsPrivate() {
+		return fmt.Errorf("not a private (RFC 1918) address")
+	}
+	if vpc.IsValid() && !vpc.Contains(a) {
+		return fmt.Errorf("outside the VPC's range %s", vpc)
+	}
+	return nil
+}
+
+// checkPublicIPv4 accepts a droplet's public or Reserved IP: a host IPv4
+// outside RFC 1918 and RFC 6598 space.
+func checkPublicIPv4(s string) error {
+	a, err := checkHostIPv4(s)
+	if err != nil {
+		return err
+	}
+	if a.IsPrivate() || sharedRange.Contains(a) {
+		return fmt.Errorf("not a public address")
 	}
 	return nil
 }

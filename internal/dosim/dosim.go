@@ -7,8 +7,9 @@
 // simulator aims to behave like DO, not like dynia's assumptions: status codes,
 // error bodies, pagination, rate-limit headers, token scopes, the reserved IP
 // "pending event" lock and the droplet new → active transition all follow
-// ../shared/digitalocean/reference.md. Where it knowingly differs, the
-// difference is listed in docs/simulator.md.
+// DigitalOcean's published API reference and OpenAPI spec, or public reports
+// where those are silent (docs/simulator.md rates each fact). Where it
+// knowingly differs, the difference is listed in docs/simulator.md.
 //
 // A zero Server is usable and accepts any bearer token with every scope until
 // AddToken is called; New applies Options. Test controls (fault injection,
@@ -302,7 +303,8 @@ func FullScopes() []string {
 }
 
 // NodeScopes returns the least-privilege scopes of a node token: granting
-// reserved_ip:update also grants its companion read scopes (reference.md).
+// reserved_ip:update needs its companion read scopes (DO: "Required Scopes",
+// https://docs.digitalocean.com/reference/api/scopes/reserved_ip/update).
 func NodeScopes() []string {
 	return []string{"reserved_ip:update", "reserved_ip:read", "droplet:read", "regions:read", "sizes:read", "actions:read", "image:read"}
 }

@@ -3,6 +3,7 @@ package dosim
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"fmt"
 	"net/http"
 	"sort"
 	"strconv"
@@ -247,24 +248,95 @@ func (s *Server) createDomain(q *request) {
 		return
 	}
 	q.do(func() (int, any) {
-		name := strings.ToLower(strings.TrimSuffix(req.Name, "."))
-		if name == "" || !strings.Contains(name, ".") {
+		name := domainName(req.Name)
+		if !validDomainName(name) {
 			return fail(http.StatusUnprocessableEntity, "Name is invalid.")
 		}
 		if s.domains[name] != nil {
 			return fail(http.StatusUnprocessableEntity, "Name already exists.")
 		}
-		d := &domain{Name: name, TTL: 1800, Records: map[int]*record{}}
-		s.domains[name] = d
-		for _, ns := range []string{"ns1.digitalocean.com", "ns2.digitalocean.com", "ns3.digitalocean.com"} {
-			s.addRecordLocked(d, record{Type: "NS", Name: "@", Data: ns})
-		}
-		s.addRecordLocked(d, record{Type: "SOA", Name: "@", Data: "1800"})
-		if req.IPAddress != "" {
-			s.addRecordLocked(d, record{Type: "A", Name: "@", Data: req.IPAddress})
-		}
+		d := s.addDomainLocked(name, req.IPAddress)
 		return http.StatusCreated, map[string]any{"domain": s.domainJSON(d)}
 	})
+}
+
+func domainName(n string) string { return strings.ToLower(strings.TrimSuffix(n, ".")) }
+
+func validDomainName(n string) bool { return n != "" && strings.Contains(n, ".") }
+
+// addDomainLocked creates a domain as DO does: NS×3 and SOA at the apex,
+// plus an A record at the apex when ip is set.
+func (s *Server) addDomainLocked(name, ip string) *domain {
+	d := &domain{Name: name, TTL: 1800, Records: map[int]*record{}}
+	s.domains[name] = d
+	for _, ns := range []string{"ns1.digitalocean.com", "ns2.digitalocean.com", "ns3.digitalocean.com"} {
+		s.addRecordLocked(d, record{Type: "NS", Name: "@", Data: ns})
+	}
+	s.addRecordLocked(d, record{Type: "SOA", Name: "@", Data: "1800"})
+	if ip != "" {
+		s.addRecordLocked(d, record{Type: "A", Name: "@", Data: ip})
+	}
+	return d
+}
+
+// AddDomain creates the domain name (as `POST /v2/domains` without an
+// ip_address would: NS and SOA records only) if it does not exist yet; no
+// API call is recorded. The sandbox uses it for the zone it offers. An
+// invalid name (empty, or without a dot) is an error.
+func (s *Server) AddDomain(name string) error {
+	s.init()
+	name = domainName(name)
+	if !validDomainName(name) {
+		return fmt.Errorf("dosim: domain name %q is invalid", name)
+	}
+	s.update(func() {
+		if s.domains[name] == nil {
+			s.addDomainLocked(name, "")
+		}
+	})
+	return nil
+}
+
+// DomainRecord is one record of a domain, as the domains API stores it.
+type DomainRecord struct {
+	Domain string // the domain ("example.com"), lower case, no trailing dot
+	ID     int
+	Type   string // "A", "AAAA", "CNAME", "NS", "SOA", "TXT", ...
+	Name   string // relative to Domain: "@" for the apex, "www", "app.eu"
+	Data   string // the address of an A record
+	TTL    int    // seconds
+}
+
+// FQDN is the record's fully qualified name without the trailing dot:
+// Domain for "@", else Name + "." + Domain (DO's names are relative).
+func (r DomainRecord) FQDN() string {
+	if r.Name == "@" || r.Name == "" {
+		return r.Domain
+	}
+	return r.Name + "." + r.Domain
+}
+
+// DomainRecords returns a copy of every record of every domain, sorted by
+// domain, then id (creation order). The sandbox's DNS server answers from
+// it, so a record created through the API decides where a name resolves.
+func (s *Server) DomainRecords() []DomainRecord {
+	s.init()
+	var out []DomainRecord
+	s.update(func() {
+		names := make([]string, 0, len(s.domains))
+		for n := range s.domains {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			d := s.domains[n]
+			for _, id := range sortedKeys(d.Records) {
+				r := d.Records[id]
+				out = append(out, DomainRecord{Domain: d.Name, ID: r.ID, Type: r.Type, Name: r.Name, Data: r.Data, TTL: r.TTL})
+			}
+		}
+	})
+	return out
 }
 
 func (s *Server) getDomain(q *request) {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -65,9 +66,13 @@ func (c *Client) fetch(ctx context.Context, path string) ([]byte, error) {
 		return nil, fmt.Errorf("metadata: get %s: %w", path, err)
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
 	if err != nil {
 		return nil, fmt.Errorf("metadata: get %s: read body: %w", path, err)
+	}
+	if len(b) > maxBody {
+		// Cut short, it would parse as something it is not.
+		return nil, fmt.Errorf("metadata: get %s: body over %d bytes", path, maxBody)
 	}
 	switch {
 	case resp.StatusCode == http.StatusNotFound:
@@ -84,11 +89,40 @@ func (c *Client) DropletID(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	return ParseDropletID(s)
+}
+
+// ParseDropletID parses the id item: decimal digits only (no sign, no
+// spaces), a positive int.
+func ParseDropletID(s string) (int, error) {
+	if s == "" || len(s) > 19 || strings.Trim(s, "0123456789") != "" {
+		return 0, fmt.Errorf("metadata: droplet id %q: not a positive decimal number", s)
+	}
 	id, err := strconv.Atoi(s)
-	if err != nil {
-		return 0, fmt.Errorf("metadata: droplet id %q: %w", s, err)
+	if err != nil || id <= 0 {
+		return 0, fmt.Errorf("metadata: droplet id %q: not a positive decimal number", s)
 	}
 	return id, nil
+}
+
+// ParseIPv4 parses an address item: a dotted-quad IPv4 address, returned
+// in its canonical form.
+func ParseIPv4(item, s string) (string, error) {
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Is4() {
+		return "", fmt.Errorf("metadata: %s %q: not an IPv4 address", item, s)
+	}
+	return a.String(), nil
+}
+
+// ParseActive parses reserved_ip/ipv4/active: "true" or "false" (as DO
+// serves it; strconv.ParseBool's other spellings are accepted too).
+func ParseActive(s string) (bool, error) {
+	active, err := strconv.ParseBool(s)
+	if err != nil {
+		return false, fmt.Errorf("metadata: reserved_ip/ipv4/active %q: %w", s, err)
+	}
+	return active, nil
 }
 
 // Hostname returns the droplet's name.
@@ -99,18 +133,27 @@ func (c *Client) Region(ctx context.Context) (string, error) { return c.get(ctx,
 
 // PublicIPv4 returns the droplet's own public address.
 func (c *Client) PublicIPv4(ctx context.Context) (string, error) {
-	return c.get(ctx, "interfaces/public/0/ipv4/address")
+	return c.address(ctx, "interfaces/public/0/ipv4/address")
 }
 
 // PrivateIPv4 returns the droplet's VPC address.
 func (c *Client) PrivateIPv4(ctx context.Context) (string, error) {
-	return c.get(ctx, "interfaces/private/0/ipv4/address")
+	return c.address(ctx, "interfaces/private/0/ipv4/address")
 }
 
 // AnchorIPv4 returns the anchor address, where traffic to the reserved IP
 // arrives: public listeners bind it.
 func (c *Client) AnchorIPv4(ctx context.Context) (string, error) {
-	return c.get(ctx, "interfaces/public/0/anchor_ipv4/address")
+	return c.address(ctx, "interfaces/public/0/anchor_ipv4/address")
+}
+
+// address fetches an address item and checks it (ParseIPv4).
+func (c *Client) address(ctx context.Context, item string) (string, error) {
+	s, err := c.get(ctx, item)
+	if err != nil {
+		return "", err
+	}
+	return ParseIPv4(item, s)
 }
 
 // ReservedIPv4 reports the reserved IP and whether it is assigned to this
@@ -123,14 +166,18 @@ func (c *Client) ReservedIPv4(ctx context.Context) (ip string, active bool, err 
 		}
 		return "", false, err
 	}
-	active, err = strconv.ParseBool(s)
+	active, err = ParseActive(s)
 	if err != nil {
-		return "", false, fmt.Errorf("metadata: reserved_ip/ipv4/active %q: %w", s, err)
+		return "", false, err
 	}
 	if !active {
 		return "", false, nil
 	}
 	ip, err = c.get(ctx, "reserved_ip/ipv4/ip_address")
+	if err != nil {
+		return "", false, err
+	}
+	ip, err = ParseIPv4("reserved_ip/ipv4/ip_address", ip)
 	if err != nil {
 		return "", false, err
 	}
@@ -208,9 +255,42 @@ func (c *Client) All(ctx context.Context) (*Metadata, error) {
 	if err != nil {
 		return nil, err
 	}
+	return DecodeMetadata(b)
+}
+
+// DecodeMetadata decodes /metadata/v1.json (fields dynia does not use are
+// ignored) and checks what it uses: a positive droplet id and IPv4
+// addresses where addresses are given.
+func DecodeMetadata(b []byte) (*Metadata, error) {
 	var m Metadata
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("metadata: decode /metadata/v1.json: %w", err)
+	}
+	if m.DropletID <= 0 {
+		return nil, fmt.Errorf("metadata: decode /metadata/v1.json: droplet_id %d is not positive", m.DropletID)
+	}
+	for _, group := range []struct {
+		name string
+		ifs  []Interface
+	}{{"public", m.Interfaces.Public}, {"private", m.Interfaces.Private}} {
+		for i, itf := range group.ifs {
+			for _, addr := range []struct {
+				kind string
+				a    *Address
+			}{{"ipv4", itf.IPv4}, {"anchor_ipv4", itf.AnchorIPv4}} {
+				if addr.a == nil || addr.a.IPAddress == "" {
+					continue
+				}
+				if _, err := ParseIPv4(fmt.Sprintf("interfaces.%s[%d].%s.ip_address", group.name, i, addr.kind), addr.a.IPAddress); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	if ip := m.ReservedIP.IPv4.IPAddress; ip != "" {
+		if _, err := ParseIPv4("reserved_ip.ipv4.ip_address", ip); err != nil {
+			return nil, err
+		}
 	}
 	return &m, nil
 }

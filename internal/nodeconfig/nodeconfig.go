@@ -10,6 +10,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/dynia/dynia/internal/jsonstrict"
 )
 
 // DefaultPath is where cloud-init writes the config on a droplet.
@@ -172,8 +174,24 @@ func Load(path string) (*Config, error) {
 	return Decode(b)
 }
 
+// MaxBytes bounds pull.json; cloud-init writes about 1 KiB.
+const MaxBytes = 64 << 10
+
+// CheckDocument refuses a pull.json over MaxBytes, with duplicate or
+// case-variant keys, or trailing data (package jsonstrict). Decode runs it;
+// so must any lenient reader.
+func CheckDocument(b []byte) error {
+	if err := jsonstrict.Check[Config](b, MaxBytes); err != nil {
+		return fmt.Errorf("node config: %w", err)
+	}
+	return nil
+}
+
 // Decode strictly decodes pull.json and validates the required fields.
 func Decode(b []byte) (*Config, error) {
+	if err := CheckDocument(b); err != nil {
+		return nil, err
+	}
 	var c Config
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
@@ -213,5 +231,5 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("node config: mesh_interface %q %w", c.MeshInterface, err)
 		}
 	}
-	return nil
+	return c.validateInputs()
 }

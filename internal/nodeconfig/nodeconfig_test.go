@@ -40,7 +40,7 @@ func TestDecode(t *testing.T) {
 
 func TestMeshFields(t *testing.T) {
 	t.Parallel()
-	c, err := Decode([]byte(`{"cluster":"demo","node_id":"x","state_url":"s3://b","mesh_interface":"wg3164444",
+	c, err := Decode([]byte(`{"cluster":"demo","node_id":"misty-owl","state_url":"s3://b","mesh_interface":"wg3164444",
 		"mesh_port":51821,"mesh_key_file":"/k","wireguard_go_bin":"/usr/bin/wireguard-go"}`))
 	if err != nil {
 		t.Fatal(err)

@@ -300,7 +300,7 @@ func (d *Daemon) switchRelease(ctx context.Context, st *cluster.State, cur *appI
 			if cur == nil {
 				s.State = AppNone
 			}
-			s.Target, s.Error, s.Logs = target.Number, f.Reason, f.Logs
+			s.Target, s.Error, s.Logs = target.Number, f.Reason, reportLogs(f.Logs)
 			if !f.Retry {
 				s.Target, s.FailedRelease = 0, target.Number
 			}
@@ -559,7 +559,7 @@ func readPeerReport(store func() bucket.Store, clusterName string) func(context.
 		if err != nil {
 			return nil, err
 		}
-		return DecodeStatus(obj.Body)
+		return DecodeStatusOf(obj.Body, clusterName, id, time.Now())
 	}
 }
 

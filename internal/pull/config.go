@@ -28,8 +28,8 @@ func LoadConfig(path string) (cfg *nodeconfig.Config, warning string, err error)
 		return cfg, "", nil
 	}
 	unknown := unknownKeys(b)
-	if len(unknown) == 0 {
-		return nil, "", strictErr
+	if len(unknown) == 0 || nodeconfig.CheckDocument(b) != nil {
+		return nil, "", strictErr // only unknown keys are forgiven
 	}
 	var lenient nodeconfig.Config
 	if err := json.Unmarshal(b, &lenient); err != nil {

@@ -47,9 +47,17 @@ func TestLoadConfig(t *testing.T) {
 	if want := `config ` + p + `: unknown fields "poll_intervall", "zzz" (ignored)`; warn != want {
 		t.Errorf("typo: warning %q, want %q", warn, want)
 	}
-	// Keys match case-insensitively, as encoding/json does: not unknown.
-	if _, warn, err = LoadConfig(write(`{` + base + `, "Supervise": true}`)); err != nil || warn != "" {
-		t.Errorf("case-folded key: %q %v", warn, err)
+	// encoding/json would match "Supervise" to supervise; a key spelled
+	// another way than its field is refused, not guessed (jsonstrict), even
+	// next to an unknown key that alone would only be ignored.
+	for _, body := range []string{`{` + base + `, "Supervise": true}`, `{` + base + `, "Supervise": true, "zzz": 1}`} {
+		if cfg, _, err := LoadConfig(write(body)); err == nil || cfg != nil || !strings.Contains(err.Error(), `key "Supervise" must be spelled "supervise"`) {
+			t.Errorf("case-folded key in %s: %+v %v", body, cfg, err)
+		}
+	}
+	// So is a key given twice (encoding/json would keep the last).
+	if cfg, _, err := LoadConfig(write(`{` + base + `, "supervise": true, "supervise": false, "zzz": 1}`)); err == nil || cfg != nil || !strings.Contains(err.Error(), `duplicate key "supervise"`) {
+		t.Errorf("duplicate key: %+v %v", cfg, err)
 	}
 	// Not usable: an error, and no config.
 	for name, body := range map[string]string{

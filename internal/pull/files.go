@@ -110,7 +110,8 @@ func validateHAProxy(ctx context.Context, bin, path string) error {
 
 // validateKeepalived checks a staged keepalived.conf with `keepalived -t -f`.
 // keepalived checks interfaces in the current network namespace, which is
-// the node's: dynia-pull runs there (LAB.md).
+// the node's: dynia-pull runs there (a sandbox droplet is a network
+// namespace, so the host's interfaces would be the wrong ones).
 func validateKeepalived(ctx context.Context, bin, path string) error {
 	return runTool(ctx, bin, "-t", "-f", path)
 }

@@ -196,7 +196,7 @@ func newEnvWith(t *testing.T, nodes, pulled int, poll time.Duration, opts envOpt
 			"cluster": "it", "node_id": id, "state_url": s3.URL("dynia"), "endpoint": "http://" + fwd,
 			"region": s3.Region, "path_style": true, "credentials_file": creds, "poll_interval": poll.String(),
 			"haproxy_config": filepath.Join(d, "haproxy.cfg"), "keepalived_config": filepath.Join(d, "keepalived.conf"),
-			"run_dir": filepath.Join(d, "run"), "supervise": true, "haproxy_bin": wrapper, "metrics_addr": n.Addr.String() + ":9321",
+			"run_dir": filepath.Join(d, "run"), "supervise": true, "haproxy_bin": wrapper, "metrics_addr": "127.0.0.1:9321",
 			"runtime": "process", "app_command": []string{os.Args[0]},
 		}
 		if opts.noMesh {
@@ -443,8 +443,15 @@ func (e *env) reported(i int) (*pull.Status, error) {
 	return pull.DecodeStatus(obj.Body)
 }
 
+// status asks node i's dynia-pull for its status on its loopback (metrics
+// and status never listen beyond it), from inside the node's namespace.
 func (e *env) status(i int) (*pull.Status, error) {
-	resp, err := e.client.Get("http://" + e.lab.Nodes[i].Addr.String() + ":9321/status")
+	node := e.lab.Nodes[i]
+	client := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return node.Dial(ctx, network, addr)
+		}}}
+	resp, err := client.Get("http://127.0.0.1:9321/status")
 	if err != nil {
 		return nil, err
 	}
@@ -495,7 +502,7 @@ func TestCluster(t *testing.T) {
 	// connections (GET) and one per node on keep-alive connections (POST,
 	// never retried by the client): 0 failed requests. Keep-alive
 	// connections are where a reload drops requests unless HAProxy has
-	// `option idle-close-on-response` (LAB.md).
+	// `option idle-close-on-response` (docs/pull.md).
 	var ok, failed, okKA, failedKA, reusedKA atomic.Int64
 	keepAlive := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 2}}
 	defer keepAlive.CloseIdleConnections()

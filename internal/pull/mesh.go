@@ -405,7 +405,12 @@ func (d *Daemon) readPeerKey(ctx context.Context, store bucket.Store, clusterNam
 		}
 		return wgtypes.Key{}, 0, false
 	}
-	s, err := DecodeStatus(obj.Body)
+	// Only the node's own report, as the CLI reads it (DecodeStatusOf):
+	// a report at this key naming another node gives no key.
+	s, err := DecodeStatusOf(obj.Body, clusterName, id, time.Now())
+	if err != nil {
+		d.log.Debug("peer status refused; no mesh key from it", "peer", id, "err", err)
+	}
 	if err != nil || s.Mesh == nil || s.Mesh.PublicKey == "" {
 		return wgtypes.Key{}, 0, false
 	}

@@ -245,69 +245,18 @@ func TestMeshVRRPBehindFirewall(t *testing.T) {
 	})
 
 	// A droplet in the same VPC, outside the cluster, claims mastership
-	// with priority 254, unicast to every node's private and mesh address.
-	attacker := e.lab.AddNode()
-	dir := t.TempDir()
-	var peers strings.Builder
-	for i, n := range e.lab.Nodes[:3] {
-		addr, _ := mesh.Address(n.Addr.String())
-		fmt.Fprintf(&peers, "        %s\n        %s\n", n.Addr, addr)
-		// Mesh addresses are routed to their node's private IP.
-		if out, err := attacker.Command("ip", "route", "add", addr.String()+"/32", "via", n.Addr.String()).CombinedOutput(); err != nil {
-			t.Fatalf("route to %s's mesh address: %v\n%s", e.ids[i], err, out)
-		}
-	}
-	vrid := render.VRID("it")
-	conf := fmt.Sprintf(`global_defs {
-    router_id intruder
-}
-vrrp_instance dynia {
-    state MASTER
-    interface %s
-    virtual_router_id %d
-    priority 254
-    advert_int 1
-    unicast_src_ip %s
-    unicast_peer {
-%s    }
-    virtual_ipaddress {
-        169.254.255.%d/32 dev lo scope host
-    }
-}
-`, attacker.Iface, vrid, attacker.Addr, peers.String(), vrid)
-	confPath := filepath.Join(dir, "keepalived.conf")
-	os.WriteFile(confPath, []byte(conf), 0o644)
+	// with priority 254, unicast to every node's private and mesh address:
+	// the firewall drops its adverts (counted) and none reached keepalived.
 	dropsBefore := []int{e.vrrpDrops(0, "in"), e.vrrpDrops(1, "in"), e.vrrpDrops(2, "in")}
-	transitions := func() int {
-		n := 0
+	e.intrude(master, all, func() {
 		for i := range all {
-			b, _ := os.ReadFile(filepath.Join(e.dir, "pull-"+e.ids[i]+".log"))
-			n += strings.Count(string(b), `"msg":"vrrp state"`)
+			if got := e.vrrpDrops(i, "in") - dropsBefore[i]; got < 3 {
+				t.Errorf("%s dropped %d intruder adverts in 10 s: the intruder was not heard at all", e.ids[i], got)
+			} else {
+				t.Logf("%s: %d intruder VRRP adverts dropped by the firewall, none reached keepalived", e.ids[i], got)
+			}
 		}
-		return n
-	}
-	before := transitions()
-	kpid := e.start("intruder", attacker.Command("keepalived", "-n", "-l", "-D", "-f", confPath,
-		"-p", filepath.Join(dir, "k.pid"), "-r", filepath.Join(dir, "v.pid"), "-c", filepath.Join(dir, "c.pid")))
-	testutil.WaitFor(t, 30*time.Second, func() error {
-		b, _ := os.ReadFile(filepath.Join(e.dir, "intruder.log"))
-		if !strings.Contains(string(b), "Entering MASTER STATE") {
-			return fmt.Errorf("intruder keepalived not MASTER yet:\n%s", tail(string(b), 5))
-		}
-		return nil
 	})
-	e.holdsOneMaster(10*time.Second, master, all)
-	for i := range all {
-		if got := e.vrrpDrops(i, "in") - dropsBefore[i]; got < 3 {
-			t.Errorf("%s dropped %d intruder adverts in 10 s: the intruder was not heard at all", e.ids[i], got)
-		} else {
-			t.Logf("%s: %d intruder VRRP adverts dropped by the firewall, none reached keepalived", e.ids[i], got)
-		}
-	}
-	e.stop(kpid)
-	if n := transitions() - before; n != 0 {
-		t.Errorf("%d VRRP transitions while the intruder advertised", n)
-	}
 
 	// The MASTER's keepalived is killed (SIGKILL, its whole process group:
 	// no priority-0 advert): exactly one other node takes over, and the old
@@ -440,5 +389,71 @@ func TestVPCVRRPBehindFirewallSplits(t *testing.T) {
 		if n := e.vrrpDrops(i, "out"); n == 0 {
 			t.Errorf("%s's firewall dropped no outgoing VRRP advert", e.ids[i])
 		}
+	}
+}
+
+// intrude starts a keepalived in a new namespace of the same network,
+// outside the cluster, that claims mastership of the cluster's VRID with
+// priority 254, unicast to every node's private and mesh address. Once it
+// is MASTER (so it is advertising), the nodes must keep master as their
+// only MASTER for 10 s with no VRRP transition logged; heard runs before
+// the intruder stops.
+func (e *env) intrude(master int, all []int, heard func()) {
+	t := e.t
+	t.Helper()
+	attacker := e.lab.AddNode()
+	dir := t.TempDir()
+	var peers strings.Builder
+	for i, n := range e.lab.Nodes[:len(all)] {
+		addr, _ := mesh.Address(n.Addr.String())
+		fmt.Fprintf(&peers, "        %s\n        %s\n", n.Addr, addr)
+		// Mesh addresses are routed to their node's private IP.
+		if out, err := attacker.Command("ip", "route", "add", addr.String()+"/32", "via", n.Addr.String()).CombinedOutput(); err != nil {
+			t.Fatalf("route to %s's mesh address: %v\n%s", e.ids[i], err, out)
+		}
+	}
+	vrid := render.VRID("it")
+	conf := fmt.Sprintf(`global_defs {
+    router_id intruder
+}
+vrrp_instance dynia {
+    state MASTER
+    interface %s
+    virtual_router_id %d
+    priority 254
+    advert_int 1
+    unicast_src_ip %s
+    unicast_peer {
+%s    }
+    virtual_ipaddress {
+        169.254.255.%d/32 dev lo scope host
+    }
+}
+`, attacker.Iface, vrid, attacker.Addr, peers.String(), vrid)
+	confPath := filepath.Join(dir, "keepalived.conf")
+	os.WriteFile(confPath, []byte(conf), 0o644)
+	transitions := func() int {
+		n := 0
+		for i := range all {
+			b, _ := os.ReadFile(filepath.Join(e.dir, "pull-"+e.ids[i]+".log"))
+			n += strings.Count(string(b), `"msg":"vrrp state"`)
+		}
+		return n
+	}
+	before := transitions()
+	kpid := e.start("intruder", attacker.Command("keepalived", "-n", "-l", "-D", "-f", confPath,
+		"-p", filepath.Join(dir, "k.pid"), "-r", filepath.Join(dir, "v.pid"), "-c", filepath.Join(dir, "c.pid")))
+	testutil.WaitFor(t, 30*time.Second, func() error {
+		b, _ := os.ReadFile(filepath.Join(e.dir, "intruder.log"))
+		if !strings.Contains(string(b), "Entering MASTER STATE") {
+			return fmt.Errorf("intruder keepalived not MASTER yet:\n%s", tail(string(b), 5))
+		}
+		return nil
+	})
+	e.holdsOneMaster(10*time.Second, master, all)
+	heard()
+	e.stop(kpid)
+	if n := transitions() - before; n != 0 {
+		t.Errorf("%d VRRP transitions while the intruder advertised", n)
 	}
 }

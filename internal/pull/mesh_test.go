@@ -83,7 +83,7 @@ func (c *countingStore) count(key string) int {
 
 func putReport(t *testing.T, m *memStore, id string, ms *MeshStatus) {
 	t.Helper()
-	b, err := json.Marshal(Status{NodeID: id, Cluster: "shop", Mesh: ms})
+	b, err := json.Marshal(Status{NodeID: id, Cluster: "shop", VRRPState: VRRPUnknown, Mesh: ms, UpdatedAt: time.Now().UTC()})
 	if err != nil {
 		t.Fatal(err)
 	}

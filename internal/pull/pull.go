@@ -201,7 +201,13 @@ type ApplyError struct {
 	Err    error
 }
 
-func (e *ApplyError) Error() string { return e.Reason + ": " + e.Err.Error() }
+func (e *ApplyError) Error() string {
+	msg := e.Err.Error()
+	if strings.HasPrefix(msg, e.Reason+":") {
+		return msg // the error already says which step ("render: node … has no private IP yet")
+	}
+	return e.Reason + ": " + msg
+}
 func (e *ApplyError) Unwrap() error { return e.Err }
 
 // Prepare makes the run dir and notify fifo, and in supervise mode adopts
@@ -798,6 +804,9 @@ func (d *Daemon) onVRRP(state string) {
 	set, _ := d.current()
 	if err := writeFileAtomic(vrrpStateFile(set), []byte(state+"\n"), 0o644); err != nil {
 		d.log.Warn("record vrrp state", "err", err)
+	}
+	if state == VRRPMaster {
+		d.kickTLS() // the new MASTER orders or renews if due
 	}
 	if state == VRRPMaster && d.claimer != nil {
 		select {

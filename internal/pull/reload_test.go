@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,6 +38,7 @@ const reloadCluster = "rl"
 type reloadEnv struct {
 	t       *testing.T
 	s3      *testutil.S3Server
+	lab     *testutil.NetLab // only for its addresses: the state's private IPs
 	dir     string
 	cfgPath string // what Run is given (may be a symlink)
 	creds   string
@@ -52,13 +54,14 @@ type reloadEnv struct {
 func newReloadEnv(t *testing.T) *reloadEnv {
 	t.Helper()
 	testutil.Integration(t)
+	lab := testutil.NewNetLab(t, 0)
 	s3 := testutil.StartVersityGW(t)
 	tool, err := exec.LookPath("true")
 	if err != nil {
 		t.Fatalf("true not on PATH: %v", err)
 	}
 	dir := t.TempDir()
-	e := &reloadEnv{t: t, s3: s3, dir: dir, tool: tool, logs: &logBuffer{},
+	e := &reloadEnv{t: t, s3: s3, lab: lab, dir: dir, tool: tool, logs: &logBuffer{},
 		cfgPath: filepath.Join(dir, "pull.json"), creds: filepath.Join(dir, "creds.json"),
 		reload: make(chan struct{}), haproxy: filepath.Join(dir, "haproxy.cfg"),
 		gens: map[string]int64{}, poll: "200ms"}
@@ -80,8 +83,11 @@ func (e *reloadEnv) config(prefix string) map[string]any {
 }
 
 // putState writes a state under prefix whose nodes are amber-fox (this
-// node) and peers. Private IPs are loopback: the daemon probes its own
-// app's health URL, and no traffic may leave the machine.
+// node) and peers. The state refuses loopback private IPs, and the daemon
+// probes its own app's health URL, which must not leave the machine: this
+// node's private IP is the lab's root address (local), the peers' are in
+// the lab's node range (routed into the lab's router namespace; nothing
+// sends to them, haproxy being /bin/true).
 func (e *reloadEnv) putState(prefix string, peers ...string) int64 {
 	e.t.Helper()
 	e.gens[prefix]++
@@ -92,7 +98,13 @@ func (e *reloadEnv) putState(prefix string, peers ...string) int64 {
 		if i == 0 {
 			role = cluster.RoleActive
 		}
-		st.Nodes = append(st.Nodes, cluster.Node{ID: id, PrivateIP: fmt.Sprintf("127.0.0.%d", i+1),
+		ip := e.lab.RootAddr.String()
+		if i > 0 {
+			a := e.lab.Prefix.Addr().As4()
+			a[3] = byte(10 + i)
+			ip = netip.AddrFrom4(a).String()
+		}
+		st.Nodes = append(st.Nodes, cluster.Node{ID: id, PrivateIP: ip,
 			Priority: 200 - 10*i, Role: role, Lifecycle: cluster.Ready})
 	}
 	b, err := st.Encode()

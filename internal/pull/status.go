@@ -102,13 +102,15 @@ type ReservedIPStatus struct {
 	Note string `json:"note,omitempty"`
 }
 
-// DecodeStatus reads a status.json (tolerating fields added later).
+// DecodeStatus reads a status.json, tolerating fields added later, and
+// refuses one that is too large, ambiguous or invalid (decodeStatus). Use
+// DecodeStatusOf where the reader knows whose report it is.
 func DecodeStatus(b []byte) (*Status, error) {
-	var s Status
-	if err := json.Unmarshal(b, &s); err != nil {
+	s, err := decodeStatus(b)
+	if err != nil {
 		return nil, fmt.Errorf("node status: %w", err)
 	}
-	return &s, nil
+	return s, nil
 }
 
 // snapshot returns a copy of the current status.

@@ -314,6 +314,14 @@ func (d *Daemon) ensureCert(ctx context.Context, st *cluster.State, store acme.S
 	if time.Now().Before(t.nextCheck) {
 		return
 	}
+	// Only the VRRP MASTER orders: the Reserved IP points at it, so the CA's
+	// validation request reaches a HAProxy that already routes the challenge
+	// path. Another node that applied the TLS settings first would order
+	// while the holder still sent the path to the app, and the failed order
+	// would hold every node back for the failure backoff.
+	if !d.isMaster() {
+		return
+	}
 	key := strings.Join(append(slices.Clone(st.TLS.Domains), st.TLS.Email, st.TLS.Directory, st.TLS.DirectoryRoots,
 		st.TLS.TrustRoots, fmt.Sprint(st.TLS.RenewBeforeSeconds), st.SecretsRecipient), "\x00")
 	if t.issuer == nil || t.issuerKey != key {

@@ -106,7 +106,10 @@ type LocalApp struct {
 	// Addr is where the instance listens: the private IP and a host port
 	// (container.Instance.HostAddr, or the process runtime's address).
 	Addr string
-	// HealthPath is the release's health path.
+	// HealthPath is the release's health path (cluster.ValidateHealthPath).
+	// The template doubles its '%' (`replace "%" "%%"`): http-request
+	// set-pathq takes a log-format string, where a bare '%' starts a
+	// variable (haproxy -c refuses %20; %[src] would be evaluated).
 	HealthPath string
 }
 
@@ -127,7 +130,8 @@ func (l Local) withDefaults() Local {
 }
 
 // Paths are the per-node runtime files. Namespaces share PIDs and /run, so
-// every node needs its own (LAB.md).
+// every node needs its own (sandbox droplets are network namespaces only:
+// docs/sandbox.md).
 type Paths struct {
 	StatsSocket     string // HAProxy admin socket (0600)
 	MasterSocket    string // HAProxy master CLI (reload, show proc)

@@ -78,7 +78,7 @@ func TestRewriteRuntime(t *testing.T) {
 	} {
 		b := cloudBooter{plan: p, binary: "/usr/local/bin/dynia", runtime: tc.runtime}
 		// Whatever the CLI wrote is replaced: the sandbox is the image.
-		c := &nodeconfig.Config{Cluster: "demo", NodeID: "n1", StateURL: "s3://b/p",
+		c := &nodeconfig.Config{Cluster: "demo", NodeID: "misty-owl", StateURL: "s3://b/p",
 			Runtime: "other", DockerHost: "tcp://1.2.3.4:2375", AppCommand: []string{"/bin/false"}}
 		b.rewrite(c, ddir)
 		got := nodeconfig.Config{Runtime: c.Runtime, DockerHost: c.DockerHost, AppCommand: c.AppCommand}

@@ -93,6 +93,7 @@ func (m *manager) Create(ctx context.Context, s dropletSpec) error {
 		ID: s.ID, NS: m.plan.DropletNS(s.ID), Veth: m.plan.RouterVeth(idx), Bridge: br,
 		MAC:     fmt.Sprintf("02:64:%02x:%02x:%02x:%02x", byte(idx>>24), byte(idx>>16), byte(idx>>8), byte(idx)),
 		Private: s.Private, PrivLen: s.PrivLen, Public: s.Public, Gateway: s.Gateway,
+		RouterIP: m.plan.RouterIP(),
 	}
 	ddir := dropletDir(m.dir, s.ID)
 	// Record before creating, so Down finds the namespace after a crash.

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/dynia/dynia/internal/sandbox/demoapp"
+	"github.com/dynia/dynia/internal/testutil"
 )
 
 // TestMain lets the test binary stand in for the dynia binary: the sandbox
@@ -83,6 +84,7 @@ func testBinary(t *testing.T) string {
 func testOptions(t *testing.T, pullBin, vgw string) (plan, Options) {
 	t.Helper()
 	p := testPlan(t)
+	testutil.NeedBinary(t, "pebble") // every sandbox runs the ACME CA (Up finds it)
 	return p, Options{Dir: filepath.Join(t.TempDir(), "sandbox"), Prefix: p.Prefix, PublicRange: p.Public.String(),
 		Binary: testBinary(t), PullBinary: pullBin, VersitygwBinary: vgw, Runtime: RuntimeProcess, Logger: testLogger(t)}
 }

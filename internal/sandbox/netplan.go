@@ -25,12 +25,19 @@ const (
 )
 
 // forbiddenRanges may never be (part of) the public range: 203.0.113.0/24
-// holds this lab's package-mirror address (LAB.md), the rest are special.
+// holds this lab's package-mirror address, the rest are special. The
+// private and shared ranges are out because the state accepts only public
+// addresses as droplets' public and Reserved IPs (docs/state.md), and the
+// simulated VPCs live in 10/8.
 var forbiddenRanges = []netip.Prefix{
 	netip.MustParsePrefix("203.0.113.0/24"),
 	netip.MustParsePrefix("0.0.0.0/8"),
+	netip.MustParsePrefix("10.0.0.0/8"),
+	netip.MustParsePrefix("100.64.0.0/10"),
 	netip.MustParsePrefix("127.0.0.0/8"),
 	netip.MustParsePrefix("169.254.0.0/16"),
+	netip.MustParsePrefix("172.16.0.0/12"),
+	netip.MustParsePrefix("192.168.0.0/16"),
 	netip.MustParsePrefix("224.0.0.0/3"),
 }
 

@@ -96,6 +96,19 @@ type dropletNet struct {
 	PrivLen int        `json:"private_prefix_len"`
 	Public  netip.Addr `json:"public_ip,omitzero"`
 	Gateway netip.Addr `json:"gateway"`
+	// RouterIP is the source of connections the router itself opens to the
+	// droplet (Pebble validating an ACME challenge): the router's public
+	// address, as from the internet, not the VPC gateway the kernel would
+	// pick. Unset in records older than it.
+	RouterIP netip.Addr `json:"router_ip,omitzero"`
+}
+
+// routeSrc is the `src` of routes to the droplet (see RouterIP).
+func (d dropletNet) routeSrc() []string {
+	if !d.RouterIP.IsValid() {
+		return nil
+	}
+	return []string{"src", d.RouterIP.String()}
 }
 
 // ensureBridge creates a VPC bridge in the router namespace with the VPC's
@@ -139,7 +152,7 @@ func addDroplet(ctx context.Context, rt string, d dropletNet, rips []string) err
 		// Leave by the public address: the root namespace has no route to
 		// the VPC ranges, just as the internet has none.
 		def = append(def, "src", d.Public.String())
-		steps = append(steps, []string{"-n", rt, "route", "replace", d.Public.String() + "/32", "via", d.Private.String(), "dev", d.Bridge})
+		steps = append(steps, append([]string{"-n", rt, "route", "replace", d.Public.String() + "/32", "via", d.Private.String(), "dev", d.Bridge}, d.routeSrc()...))
 	}
 	steps = append(steps, def,
 		// A permanent neighbour entry: the router never ARPs for a droplet, so
@@ -195,7 +208,7 @@ func routeReservedIP(ctx context.Context, rt, rip string, holder *dropletNet) er
 	if holder == nil {
 		err = ipNS(ctx, rt, "route", "replace", "blackhole", rip+"/32")
 	} else {
-		err = ipNS(ctx, rt, "route", "replace", rip+"/32", "via", holder.Private.String(), "dev", holder.Bridge)
+		err = ipNS(ctx, rt, append([]string{"route", "replace", rip + "/32", "via", holder.Private.String(), "dev", holder.Bridge}, holder.routeSrc()...)...)
 	}
 	if err != nil {
 		return fmt.Errorf("route reserved IP %s: %w", rip, err)

@@ -69,6 +69,13 @@ type Options struct {
 	// what the cloud firewalls targeting it allow, as on DO) or
 	// FirewallsOff (stored, not enforced). Default DefaultFirewalls.
 	Firewalls string
+	// PebbleBinary is Pebble, the sandbox's ACME CA. Default: PATH, then
+	// ~/go/bin (`make deps` installs it).
+	PebbleBinary string
+	// ACMECertValidity is how long certificates from the sandbox's ACME CA
+	// are valid: whole seconds, or 0 for Pebble's default (90 days). Short
+	// ones make tests renew (CheckACMECertValidity).
+	ACMECertValidity time.Duration
 	// ReadyTimeout bounds how long Up waits for the API (default 60 s).
 	ReadyTimeout time.Duration
 	// Logger receives progress (default: discard).
@@ -76,7 +83,7 @@ type Options struct {
 }
 
 // Info is what `dynia sandbox status -o json` prints. Field names are a
-// stable surface (ARCHITECTURE.md): add fields, never rename them.
+// stable surface (scripts and tests read it; docs/sandbox.md): add fields, never rename them.
 type Info struct {
 	APIURL          string `json:"api_url"`
 	Token           string `json:"token"`
@@ -88,6 +95,30 @@ type Info struct {
 	AccessKeyID     string `json:"access_key_id"`
 	SecretAccessKey string `json:"secret_access_key"`
 	StateURL        string `json:"state_url"`
+	// ACMEDirectory is the ACME directory of the sandbox's CA (Pebble):
+	// https://<range .1>:14000/dir, its certificate signed by
+	// ACMEListenerCA.
+	ACMEDirectory string `json:"acme_directory"`
+	// ACMERootCA is the PEM file of the CA's issuance root(s), what the
+	// certificates it issues verify to (acme.Verify's roots). Pebble makes
+	// a new root at every start; serve rewrites the file then.
+	ACMERootCA string `json:"acme_root_ca"`
+	// ACMEListenerCA is the PEM file of the CA that signed Pebble's own
+	// HTTPS certificate: trust it to talk to ACMEDirectory (acme.Config's
+	// CARoots).
+	ACMEListenerCA string `json:"acme_listener_ca"`
+	// DNSServer (host:port, UDP and TCP) answers A queries for the names
+	// in the DO and Cloudflare simulators' zones; Pebble validates through
+	// it. The machine's own resolver knows nothing of it.
+	DNSServer string `json:"dns_server"`
+	// CloudflareAPIURL is the Cloudflare API simulator's v4 root, plain
+	// HTTP (internal/dns.CloudflareOptions.BaseURL).
+	CloudflareAPIURL string `json:"cloudflare_api_url"`
+	// CloudflareToken is its API token (edit rights on every zone).
+	CloudflareToken string `json:"cloudflare_token"`
+	// DNSZones are the zones ready for records, by provider:
+	// "cloudflare" → CloudflareZone, "digitalocean" → DigitalOceanZone.
+	DNSZones map[string]string `json:"dns_zones"`
 	// Image is the snapshot the simulator offers in every region.
 	Image           string `json:"image"`
 	Dir             string `json:"dir"`
@@ -134,6 +165,8 @@ type config struct {
 	Binary          string        `json:"binary"`
 	PullBinary      string        `json:"pull_binary"`
 	VersitygwBinary string        `json:"versitygw_binary"`
+	PebbleBinary    string        `json:"pebble_binary,omitempty"`
+	ACMEValidity    time.Duration `json:"acme_cert_validity,omitempty"`
 	Version         string        `json:"version"`
 	Regions         []string      `json:"regions,omitempty"`
 	ActionDelay     time.Duration `json:"action_delay,omitempty"`
@@ -189,6 +222,15 @@ func (o *Options) defaults() error {
 		if _, err := exec.LookPath("nft"); err != nil {
 			return fmt.Errorf("sandbox --firewalls %s needs nft (nftables; run `make deps`): %w", fw, err)
 		}
+	}
+	if err := CheckACMECertValidity(o.ACMECertValidity); err != nil {
+		return fmt.Errorf("sandbox ACME certificate validity %v: %w", o.ACMECertValidity, err)
+	}
+	if o.PebbleBinary == "" {
+		o.PebbleBinary = findBinary("pebble", "")
+	}
+	if o.PebbleBinary == "" {
+		return errors.New("sandbox needs pebble (the ACME CA): not found (run `make deps`)")
 	}
 	if o.ReadyTimeout == 0 {
 		o.ReadyTimeout = 60 * time.Second
@@ -287,6 +329,10 @@ func Up(ctx context.Context, opts Options) (*Info, error) {
 		if info.Prefix != p.Prefix || info.PublicRange != p.Public.String() {
 			return nil, fmt.Errorf("a sandbox already runs in %s with prefix %s and range %s; run `dynia sandbox down` first", opts.Dir, info.Prefix, info.PublicRange)
 		}
+		var running config
+		if err := readJSON(configPath(opts.Dir), &running); err == nil && running.ACMEValidity != opts.ACMECertValidity {
+			return nil, fmt.Errorf("a sandbox already runs in %s with ACME certificate validity %v (0: Pebble's default); run `dynia sandbox down` first to change it", opts.Dir, running.ACMEValidity)
+		}
 		if running, _ := ParseFirewalls(info.Firewalls); running != opts.Firewalls {
 			return nil, fmt.Errorf("a sandbox already runs in %s with firewalls %s; run `dynia sandbox down` first to change it", opts.Dir, running)
 		}
@@ -320,6 +366,7 @@ func Up(ctx context.Context, opts Options) (*Info, error) {
 		return nil, err
 	}
 	cfg := config{Prefix: p.Prefix, PublicRange: p.Public.String(), Binary: opts.Binary, PullBinary: opts.PullBinary,
+		PebbleBinary: opts.PebbleBinary, ACMEValidity: opts.ACMECertValidity,
 		VersitygwBinary: opts.VersitygwBinary, Version: opts.Version, Regions: opts.Regions, ActionDelay: opts.ActionDelay,
 		Firewalls: opts.Firewalls, Runtime: opts.Runtime, DemoAppBinary: opts.DemoAppBinary, RegistryBinary: opts.RegistryBinary}
 	if err := writeJSON(configPath(opts.Dir), cfg); err != nil {
@@ -512,7 +559,7 @@ func Down(ctx context.Context, dir string) error {
 // never removes files it does not know.
 func removeFiles(dir string) error {
 	var errs []error
-	for _, name := range []string{"droplets", "run", "logs", "s3", "registry", "config.json", "status.json", "manifest.json"} {
+	for _, name := range []string{"droplets", "run", "logs", "s3", "registry", "acme", "config.json", "status.json", "manifest.json"} {
 		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
 			errs = append(errs, err)
 		}
@@ -539,8 +586,8 @@ func isNotEmpty(err error) bool {
 
 // Logs opens a log: dropletRef is a droplet id, name or namespace ("" or
 // "sandbox" for the cloud's own logs); component is pull, app, haproxy,
-// keepalived, dockerd, containerd, cloud-init (droplets) or serve, versitygw, registry
-// (the cloud). The caller closes it.
+// keepalived, dockerd, containerd, cloud-init (droplets) or serve, versitygw, registry,
+// pebble (the cloud). The caller closes it.
 func Logs(dir, dropletRef, component string) (io.ReadCloser, error) {
 	if dir == "" {
 		dir = DefaultDir

@@ -18,6 +18,7 @@ import (
 
 	"github.com/dynia/dynia/cloudinit"
 	"github.com/dynia/dynia/internal/nodeconfig"
+	"github.com/dynia/dynia/internal/procstat"
 	"github.com/dynia/dynia/internal/testutil"
 )
 
@@ -309,6 +310,12 @@ func TestDownAfterCrash(t *testing.T) {
 		}
 		return nil
 	})
+	// Pebble, which serve supervised, goes too (found by its pid file).
+	pebble, _ := readPidFile(pebblePidPath(dir))
+	pebbleStart, err := procstat.StartTime(pebble)
+	if pebble == 0 || err != nil {
+		t.Fatalf("pebble not running: pid %d, %v", pebble, err)
+	}
 	stopPid(info.ServePID, 0) // SIGKILL: no graceful shutdown
 	testutil.WaitFor(t, 10*time.Second, func() error {
 		if st, _ := Status(dir); st != nil && st.Running {
@@ -323,6 +330,9 @@ func TestDownAfterCrash(t *testing.T) {
 	}
 	if info2.Token == info.Token || netnsExists(p.DropletNS(id)) {
 		t.Errorf("Up after a crash reused the old sandbox")
+	}
+	if procstat.Alive(pebble, pebbleStart) {
+		t.Errorf("the crashed sandbox's pebble (pid %d) still runs", pebble)
 	}
 	stopPid(info2.ServePID, 0)
 }

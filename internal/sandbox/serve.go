@@ -194,6 +194,13 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	sim.AddToken(info.Token, dosim.FullScopes()...)
 	sim.AddToken(info.NodeToken, dosim.NodeScopes()...)
 	sim.RegisterImage(dosim.Image{Name: info.Image, Description: "dynia node image (sandbox)"})
+	// Pebble, the DNS server and the Cloudflare simulator (tls.go), ready
+	// before the status that lists them is written.
+	tlsSvc, err := startTLSServices(ctx, opts.Dir, cfg, p, sim, info, log)
+	if err != nil {
+		return fmt.Errorf("sandbox serve: %w", err)
+	}
+	defer tlsSvc.Stop(context.WithoutCancel(ctx))
 
 	errc := make(chan error, 1)
 	go func() { errc <- sim.ListenAndServe(ctx, p.APIAddr(), p.MetadataAddr()) }()

@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -51,6 +52,18 @@ func (n *NetNode) Listen(network, addr string) (net.Listener, error) {
 		return err
 	})
 	return l, err
+}
+
+// Dial connects from inside the node's namespace (see InNetNS): the socket
+// belongs to the namespace it was created in, so addr may be the node's own
+// loopback.
+func (n *NetNode) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := InNetNS(n.NS, func() (err error) {
+		c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
 }
 
 // ListenPacket opens a UDP socket inside the node's namespace (see InNetNS).

@@ -12,8 +12,8 @@ import (
 )
 
 // NetLab is a private network of node namespaces for one test: a router
-// namespace holding a bridge (immune to the root namespace's iptables, see
-// LAB.md), one namespace per node linked to the bridge by a veth, and one
+// namespace holding a bridge (immune to the root namespace's iptables, where
+// dockerd sets the FORWARD policy to DROP), one namespace per node linked to the bridge by a veth, and one
 // veth from the root namespace into the router so the test reaches every
 // node's private address. Addresses come from a 10.x.y.0/24 unused by the
 // host; every name starts with a random per-test id. Everything is removed
