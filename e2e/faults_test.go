@@ -469,6 +469,7 @@ func TestProcessChaos(t *testing.T) {
 		comp    string
 		procs   []sandbox.Proc
 		at      time.Time
+		holder  bool // the droplet held the Reserved IP when killed
 	}
 	var kills []kill
 	skipped := 0
@@ -481,6 +482,7 @@ func TestProcessChaos(t *testing.T) {
 	for time.Since(start) < chaos {
 		time.Sleep(2*time.Second + time.Duration(rng.Int64N(int64(3*time.Second))))
 		d, c := ids[rng.IntN(len(ids))], comps[rng.IntN(len(comps))]
+		holds := e.ripHolder(rip) == d
 		procs, err := sandbox.Kill(e.dir, d, c)
 		if errors.Is(err, os.ErrNotExist) {
 			skipped++ // still coming back from an earlier kill
@@ -489,7 +491,7 @@ func TestProcessChaos(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		kills = append(kills, kill{d, c, procs, time.Now()})
+		kills = append(kills, kill{d, c, procs, time.Now(), holds})
 	}
 	end := time.Now()
 	perComp := map[string]int{}
@@ -545,6 +547,27 @@ func TestProcessChaos(t *testing.T) {
 	total, failed := within(samples, start, end)
 	load.finish()
 	avail := 100 * float64(total-failed) / float64(max(total, 1))
+	// What the failed requests followed: the last kill before each one
+	// ended, by component and by whether it hit the Reserved IP's holder.
+	cause := map[string]int{}
+	for _, s := range samples {
+		if s.ok || s.at.Before(start) || !s.at.Before(end) {
+			continue
+		}
+		what := "no kill before it"
+		for _, k := range kills {
+			if k.at.After(s.at.Add(s.took)) {
+				break
+			}
+			where := "standby"
+			if k.holder {
+				where = "holder"
+			}
+			what = k.comp + " on the " + where
+		}
+		cause[what]++
+	}
+	t.Logf("failed requests by the kill before them: %v", cause)
 	t.Logf("process chaos %v: %d kills %v (%d skipped: not running yet), all back %v after the last; "+
 		"availability %.2f%% (%d of %d requests failed); Reserved IP ends on %s (up)",
 		chaos, len(kills), perComp, skipped, backAfter.Round(100*time.Millisecond), avail, failed, total, holderRow.ID)
