@@ -56,17 +56,23 @@ type sandboxEnv struct {
 	dir    string
 	config string
 	info   sandboxInfo
+	// secrets watches every secret the run uses (secrets_test.go);
+	// checked is set once it looked, before the first `sandbox down`.
+	secrets secretWatch
+	checked bool
 }
 
 type sandboxInfo struct {
-	APIURL          string `json:"api_url"`
-	Token           string `json:"token"`
-	NodeToken       string `json:"node_token"`
-	S3Endpoint      string `json:"s3_endpoint"`
-	S3Region        string `json:"s3_region"`
+	APIURL     string `json:"api_url"`
+	Token      string `json:"token"`
+	NodeToken  string `json:"node_token"`
+	S3Endpoint string `json:"s3_endpoint"`
+	S3Region   string `json:"s3_region"`
+	Bucket     string `json:"bucket"`
+	StateURL   string `json:"state_url"`
+	// The operator's Spaces key (versitygw's root account).
 	AccessKeyID     string `json:"access_key_id"`
 	SecretAccessKey string `json:"secret_access_key"`
-	StateURL        string `json:"state_url"`
 	Droplets        []struct {
 		ID        int    `json:"id"`
 		Name      string `json:"name"`
@@ -166,6 +172,12 @@ func (e *sandboxEnv) run(args ...string) result {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
+	if len(args) >= 2 && args[0] == "sandbox" && args[1] == "down" && !e.checked {
+		// While everything the run made is still there: the test's own
+		// `sandbox down`, or the cleanup's after the test's cleanups.
+		e.checked = true
+		e.checkSecrets()
+	}
 	full := append([]string{"--config", e.config}, args...)
 	if args[0] == "sandbox" {
 		full = append([]string{"--config", e.config, "sandbox", "--dir", e.dir}, args[1:]...)
@@ -181,7 +193,31 @@ func (e *sandboxEnv) run(args ...string) result {
 	} else if err != nil {
 		e.t.Fatalf("run dynia: %v", err)
 	}
-	return result{code, out.String(), errOut.String()}
+	r := result{code, out.String(), errOut.String()}
+	e.secrets.output(args, r)
+	e.secrets.collect(filepath.Dir(e.config), e.dir)
+	return r
+}
+
+// checkSecrets looks for every secret the run used where none may be
+// (secrets_test.go), while the sandbox still runs.
+func (e *sandboxEnv) checkSecrets() {
+	var st struct {
+		Prefix   string `json:"prefix"`
+		Droplets []struct {
+			Namespace string `json:"namespace"`
+		} `json:"droplets"`
+	}
+	b, err := os.ReadFile(filepath.Join(e.dir, "status.json"))
+	if err != nil || json.Unmarshal(b, &st) != nil {
+		e.t.Errorf("secret check: read the sandbox's status.json: %v", err)
+		return
+	}
+	namespaces := []string{st.Prefix + "-rt"}
+	for _, d := range st.Droplets {
+		namespaces = append(namespaces, d.Namespace)
+	}
+	e.secrets.check(e.t, filepath.Dir(e.config), e.dir, namespaces)
 }
 
 func (e *sandboxEnv) mustRun(args ...string) result {

@@ -121,6 +121,10 @@ func TestSandboxCluster(t *testing.T) {
 		return nil
 	})
 
+	t.Run("nodes hold their own credentials", func(t *testing.T) {
+		checkNodeCredentials(t, e, "demo")
+	})
+
 	t.Run("firewall as the design says, read back from DO", func(t *testing.T) {
 		checkFirewall(t, e, "demo", nil)
 		e.mustRun("cluster", "update", "--name", "demo", "--admin-cidr", "192.0.2.7/32", "--admin-cidr", "198.51.100.0/28")

@@ -41,6 +41,7 @@ type AppOptions struct {
 	Env              []string
 	EnvFile          string
 	SecretEnv        []string
+	SecretEnvFile    string
 	HealthPath       string
 	RegistryAuthFile string
 	Soak             time.Duration
@@ -54,7 +55,8 @@ func addAppFlags(cmd *cobra.Command, o *AppOptions) {
 	fl.IntVar(&o.Port, "port", cluster.DefaultAppPort, "the port the app listens on inside its container")
 	fl.StringArrayVar(&o.Env, "env", nil, "environment K=V (repeatable; shown by app history)")
 	fl.StringVar(&o.EnvFile, "env-file", "", "file of K=V lines (# comments)")
-	fl.StringArrayVar(&o.SecretEnv, "secret-env", nil, "secret environment K=V (repeatable; sealed with the cluster key, never shown)")
+	fl.StringArrayVar(&o.SecretEnv, "secret-env", nil, "secret environment K=V (repeatable; sealed with the cluster key, never shown; the value is in this command's arguments: prefer --secret-env-file)")
+	fl.StringVar(&o.SecretEnvFile, "secret-env-file", "", "file (0600) of secret K=V lines (# comments), sealed like --secret-env")
 	fl.StringVar(&o.HealthPath, "health-path", cluster.DefaultHealthPath, "path that answers 200 when the app is ready")
 	fl.StringVar(&o.RegistryAuthFile, "registry-auth-file", "", "registry credentials: Docker's config.json or {\"username\",\"password\"} (mode 0600)")
 	fl.DurationVar(&o.Soak, "soak", cluster.DefaultSoakSeconds*time.Second, "how long a node runs the release healthy before the next one starts it")
@@ -95,7 +97,7 @@ func (o *AppOptions) parse(insecure []string) (*release, error) {
 	}
 	env := map[string]string{}
 	if o.EnvFile != "" {
-		if err := readEnvFile(o.EnvFile, env); err != nil {
+		if err := readEnvFile("--env-file", o.EnvFile, env); err != nil {
 			return nil, err
 		}
 	}
@@ -105,6 +107,14 @@ func (o *AppOptions) parse(insecure []string) (*release, error) {
 		}
 	}
 	sec := map[string]string{}
+	if o.SecretEnvFile != "" {
+		if err := checkPrivateFile("--secret-env-file", o.SecretEnvFile); err != nil {
+			return nil, err
+		}
+		if err := readEnvFile("--secret-env-file", o.SecretEnvFile, sec); err != nil {
+			return nil, err
+		}
+	}
 	for _, kv := range o.SecretEnv {
 		if err := putEnv("--secret-env", kv, sec); err != nil {
 			return nil, err
@@ -132,6 +142,10 @@ func (o *AppOptions) parse(insecure []string) (*release, error) {
 // value (it may be a secret).
 func putEnv(flag, kv string, env map[string]string) error {
 	k, v, ok := strings.Cut(kv, "=")
+	if !ok && strings.Contains(flag, "secret") {
+		// Without "=", it may be the secret itself: never echo it.
+		return usagef("%s: want K=V (got text without \"=\", not shown)", flag)
+	}
 	if !ok {
 		return usagef("%s %q: want K=V", flag, k)
 	}
@@ -145,10 +159,12 @@ func putEnv(flag, kv string, env map[string]string) error {
 	return nil
 }
 
-func readEnvFile(path string, env map[string]string) error {
+// readEnvFile reads K=V lines; errors name flag, the file and the line,
+// and a key, never a value.
+func readEnvFile(flag, path string, env map[string]string) error {
 	fh, err := os.Open(path)
 	if err != nil {
-		return usagef("--env-file %q: %v", path, errors.Unwrap(err))
+		return usagef("%s %q: %v", flag, path, errors.Unwrap(err))
 	}
 	defer fh.Close()
 	sc := bufio.NewScanner(fh)
@@ -157,12 +173,12 @@ func readEnvFile(path string, env map[string]string) error {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		if err := putEnv(fmt.Sprintf("--env-file %s:%d", path, n), strings.TrimPrefix(line, "export "), env); err != nil {
+		if err := putEnv(fmt.Sprintf("%s %s:%d", flag, path, n), strings.TrimPrefix(line, "export "), env); err != nil {
 			return err
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return usagef("--env-file %q: %v", path, err)
+		return usagef("%s %q: %v", flag, path, err)
 	}
 	return nil
 }
@@ -179,10 +195,10 @@ type DeployOptions struct {
 func NewCmdAppDeploy(f *Factory, runF func(*DeployOptions) error) *cobra.Command {
 	o := &DeployOptions{}
 	cmd := &cobra.Command{
-		Use:   "deploy --name N --image REF [--port 8080] [--env K=V …] [--secret-env K=V …] [--health-path /healthz]",
+		Use:   "deploy --name N --image REF [--port 8080] [--env K=V …] [--secret-env-file FILE] [--health-path /healthz]",
 		Short: "Deploy a release: node by node, standbys first, each healthy before the next (zero failed requests)",
 		Example: "  dynia app deploy --name myapp --image registry.example.com/shop:v2\n" +
-			"  dynia app deploy --name myapp --image ghcr.io/acme/shop:v2 --secret-env DB_URL=postgres://… --registry-auth-file ~/.docker/config.json",
+			"  dynia app deploy --name myapp --image ghcr.io/acme/shop:v2 --secret-env-file db.env --registry-auth-file ~/.docker/config.json   # both 0600",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkName(o.Name); err != nil {

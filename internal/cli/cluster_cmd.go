@@ -172,7 +172,7 @@ func NewCmdCluster(f *Factory) *cobra.Command {
 	var d destroyOptions
 	destroy := &cobra.Command{
 		Use:   "destroy --name N --confirm",
-		Short: "Destroy everything the cluster created: droplets, Reserved IP, firewall, VPC, state",
+		Short: "Destroy everything the cluster created: droplets, Reserved IP, the nodes' Spaces key, firewall, VPC, state",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkName(d.Name); err != nil {
@@ -229,6 +229,10 @@ func destroyCluster(ctx context.Context, f *Factory, o *destroyOptions) error {
 		}
 	}
 	if err := destroyDroplets(ctx, cl, ds, p); err != nil {
+		return err
+	}
+	// The nodes' Spaces key once no droplet holds it.
+	if err := deleteNodeSpacesKeys(ctx, f, cl, st, p); err != nil {
 		return err
 	}
 	// Only a record dynia created: one it merely repointed was the user's.

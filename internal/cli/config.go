@@ -40,8 +40,14 @@ type Context struct {
 	// environment (DIGITALOCEAN_ACCESS_TOKEN, then DIGITALOCEAN_TOKEN).
 	TokenFile string `json:"token_file,omitempty"`
 	TokenEnv  string `json:"token_env,omitempty"`
-	// NodeTokenFile is the node-scoped token create-ha hands to droplets.
+	// NodeTokenFile is the node-scoped token create-ha hands to droplets
+	// (reserved_ip:update and the reads DO adds with it; mode 0600).
 	NodeTokenFile string `json:"node_token_file,omitempty"`
+	// AllowOperatorToken lets commands that create droplets give them the
+	// CLI's own token when no node token is configured (what
+	// --allow-operator-token does for one command). Unsafe: anything on a
+	// droplet can read its user-data.
+	AllowOperatorToken bool `json:"allow_operator_token,omitempty"`
 	// MetadataURL is what nodes use for the metadata service (sandbox only).
 	MetadataURL string `json:"metadata_url,omitempty"`
 	// NodeSpacesEndpoint is the S3 endpoint as seen from droplets, when it

@@ -88,7 +88,7 @@ func (f *Factory) dnsProvider(name string, cl *cloud.Client) (dns.Provider, erro
 	}
 	tok := f.Getenv("CLOUDFLARE_API_TOKEN")
 	if tok == "" && c.CloudflareTokenFile != "" {
-		if err := checkPrivateFile("cloudflare_token_file", c.CloudflareTokenFile); err != nil {
+		if err := checkPrivateFile(f.contextKey("cloudflare_token_file"), c.CloudflareTokenFile); err != nil {
 			return nil, err
 		}
 		b, err := os.ReadFile(c.CloudflareTokenFile)
@@ -101,6 +101,17 @@ func (f *Factory) dnsProvider(name string, cl *cloud.Client) (dns.Provider, erro
 		return nil, usagef("--dns-provider %q: no CLOUDFLARE_API_TOKEN (a token with Zone:DNS:Edit on the zone)", name)
 	}
 	return dns.NewCloudflare(dns.CloudflareOptions{Token: tok, BaseURL: c.CloudflareAPIURL, Logger: f.Logger})
+}
+
+// checkDNSCredentials reads the Cloudflare token (a token file must be
+// 0600) before any API call or write, so a missing or exposed token is bad
+// input reported first. DigitalOcean DNS uses the DO token.
+func (f *Factory) checkDNSCredentials(provider string) error {
+	if provider != cluster.DNSCloudflare {
+		return nil
+	}
+	_, err := f.dnsProvider(provider, nil)
+	return err
 }
 
 // findZone is the longest suffix of record that is a zone of p.
@@ -221,6 +232,9 @@ func NewCmdDNS(f *Factory) *cobra.Command {
 				return err
 			}
 			if err := o.check(""); err != nil {
+				return err
+			}
+			if err := f.checkDNSCredentials(o.Provider); err != nil {
 				return err
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)

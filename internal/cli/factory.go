@@ -35,8 +35,10 @@ type Factory struct {
 	// that never becomes active (default stuckDropletAge).
 	StuckAfter time.Duration
 
-	// nodeTokenFile is create-ha's --node-token-file, for this run.
-	nodeTokenFile string
+	// nodeTokenFile is --node-token-file and allowOperatorToken
+	// --allow-operator-token, for this run.
+	nodeTokenFile      string
+	allowOperatorToken bool
 
 	once struct {
 		cfg   sync.Once
@@ -139,6 +141,9 @@ func (f *Factory) BucketOptions() (bucket.Options, error) {
 		}
 	}
 	if c.SpacesCredentialsFile != "" && f.Getenv("SPACES_ACCESS_KEY_ID") == "" && f.Getenv("AWS_ACCESS_KEY_ID") == "" {
+		if err := checkPrivateFile(f.contextKey("spaces_credentials_file"), c.SpacesCredentialsFile); err != nil {
+			return o, err
+		}
 		id, secret, err := bucket.LoadCredentialsFile(c.SpacesCredentialsFile)
 		if err != nil {
 			return o, err
@@ -200,6 +205,9 @@ func (f *Factory) Token() (string, error) {
 		return "", err
 	}
 	if c.TokenFile != "" {
+		if err := checkPrivateFile(f.contextKey("token_file"), c.TokenFile); err != nil {
+			return "", err
+		}
 		b, err := os.ReadFile(c.TokenFile)
 		if err != nil {
 			return "", fmt.Errorf("read token file of context %s: %w", f.ctxName, err)
@@ -215,6 +223,15 @@ func (f *Factory) Token() (string, error) {
 		}
 	}
 	return "", &AuthError{Err: fmt.Errorf("no DigitalOcean token: set DIGITALOCEAN_ACCESS_TOKEN (or DIGITALOCEAN_TOKEN)")}
+}
+
+// contextKey names a setting of the current context in messages:
+// contexts.NAME.KEY (KEY alone without a named context).
+func (f *Factory) contextKey(key string) string {
+	if f.ctxName == "" {
+		return key
+	}
+	return "contexts." + f.ctxName + "." + key
 }
 
 // Cloud returns the DO API client.

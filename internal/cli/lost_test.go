@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/testutil"
@@ -177,10 +179,14 @@ func TestLostAnswers(t *testing.T) {
 				return e.state(name).Generation - before
 			}
 
-			// create-ha writes the state 7 times: create, cluster key,
-			// VPC (and admin CIDRs), firewall id, droplet id, addresses,
-			// Reserved IP. A clean run says how many; each is lost once.
-			const createWrites = 7
+			// create-ha writes the state 8 times: create, cluster key,
+			// VPC (and admin CIDRs), firewall id, the nodes' Spaces key
+			// (an s3:// state only), droplet id, addresses, Reserved IP.
+			// A clean run says how many; each is lost once.
+			createWrites := int64(8)
+			if backend == "file" {
+				createWrites = 7
+			}
 			{
 				stop := e.fakeNodes("lost-clean")
 				e.mustRun("node", "create-ha", "--name", "lost-clean", "--region", "sgp1", "--size", "s-1vcpu-1gb")
@@ -190,7 +196,7 @@ func TestLostAnswers(t *testing.T) {
 				stop()
 				e.mustRun("cluster", "destroy", "--name", "lost-clean", "--confirm")
 			}
-			for n := 1; n <= createWrites; n++ {
+			for n := 1; n <= int(createWrites); n++ {
 				name := fmt.Sprintf("lost-create-%d", n)
 				stop := e.fakeNodes(name)
 				if d := run(name, n, "node", "create-ha", "--name", name, "--region", "sgp1", "--size", "s-1vcpu-1gb"); d != createWrites {
@@ -199,6 +205,18 @@ func TestLostAnswers(t *testing.T) {
 				st := e.consistent(name)
 				if len(st.Nodes) != 1 || st.Nodes[0].Lifecycle != cluster.Ready || st.ReservedIP == "" || len(e.taggedDroplets(name)) != 1 {
 					t.Errorf("create-ha, write %d lost: %d nodes %+v, Reserved IP %q, %d droplets", n, len(st.Nodes), st.Nodes, st.ReservedIP, len(e.taggedDroplets(name)))
+				}
+				// One Spaces key for the cluster's nodes, the one the state
+				// names (a lost answer to its write must not make the CLI
+				// take it for another command's and delete it).
+				if backend == "s3" {
+					var keys []string
+					for _, k := range e.sim.SpacesKeys() {
+						keys = append(keys, k.AccessKey)
+					}
+					if st.NodeSpacesKey == nil || !cmp.Equal(keys, []string{st.NodeSpacesKey.AccessKeyID}) {
+						t.Errorf("create-ha, write %d lost: Spaces keys %v, state's %+v; want exactly the state's", n, keys, st.NodeSpacesKey)
+					}
 				}
 				stop()
 				// destroy deletes the state; its answer is lost too.

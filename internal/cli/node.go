@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -26,6 +27,9 @@ func NewCmdNode(f *Factory) *cobra.Command {
 	cmd.AddCommand(NewCmdNodeLogs(f, nil))
 	return cmd
 }
+
+// nodeTokenScopesHelp is the node token's scopes, for flag help.
+var nodeTokenScopesHelp = "a custom-scoped token with " + strings.Join(NodeTokenScopes, ", ")
 
 func checkName(name string) error {
 	if name == "" {
@@ -74,8 +78,11 @@ type CreateOptions struct {
 	Bootstrap     bool
 	AdminCIDRs    []string
 	NodeTokenFile string
-	DNS           DNSOptions
-	DNSDomain     string // --dns-domain, the old name of --dns-zone
+	// AllowOperatorToken gives droplets the CLI's own token when no node
+	// token is configured.
+	AllowOperatorToken bool
+	DNS                DNSOptions
+	DNSDomain          string // --dns-domain, the old name of --dns-zone
 	// TLS (--domain …) is enabled once the cluster serves.
 	TLS     TLSOptions
 	DryRun  bool
@@ -150,7 +157,8 @@ func NewCmdNodeCreateHA(f *Factory, runF func(*CreateOptions) error) *cobra.Comm
 	fl.StringVar(&o.Image, "snapshot", "", "node image: a snapshot id or name (default: the newest dynia-node-* snapshot in the region)")
 	fl.BoolVar(&o.Bootstrap, "bootstrap", false, "no snapshot: install everything at first boot on debian-12-x64")
 	fl.StringSliceVar(&o.AdminCIDRs, "admin-cidr", nil, "CIDR allowed to reach SSH (repeatable; kept in the state: a re-run without it keeps them)")
-	fl.StringVar(&o.NodeTokenFile, "node-token-file", "", "file with the node-scoped DO token handed to droplets")
+	fl.StringVar(&o.NodeTokenFile, "node-token-file", "", "file (0600) with the node token handed to droplets: "+nodeTokenScopesHelp+" (default: the context's node_token_file)")
+	fl.BoolVar(&o.AllowOperatorToken, "allow-operator-token", false, "without a node token, give droplets your own DO token (unsafe: anything on a droplet can read it)")
 	addDNSFlags(cmd, &o.DNS, "dns-")
 	fl.StringVar(&o.DNSDomain, "dns-domain", "", "the zone holding --dns-record (old name of --dns-zone)")
 	_ = fl.MarkHidden("dns-domain")
@@ -164,11 +172,12 @@ func NewCmdNodeCreateHA(f *Factory, runF func(*CreateOptions) error) *cobra.Comm
 
 // AddOptions are `node add`'s inputs.
 type AddOptions struct {
-	Name          string
-	Count         int
-	NodeTokenFile string
-	Timeout       time.Duration
-	NoWait        bool
+	Name               string
+	Count              int
+	NodeTokenFile      string
+	AllowOperatorToken bool
+	Timeout            time.Duration
+	NoWait             bool
 }
 
 // Validate checks the flags.
@@ -202,7 +211,8 @@ func NewCmdNodeAdd(f *Factory, runF func(*AddOptions) error) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&o.Name, "name", "", "cluster name")
 	cmd.Flags().IntVar(&o.Count, "count", 1, "how many nodes to add (1-10)")
-	cmd.Flags().StringVar(&o.NodeTokenFile, "node-token-file", "", "file with the node-scoped DO token handed to droplets (default: the context's)")
+	cmd.Flags().StringVar(&o.NodeTokenFile, "node-token-file", "", "file (0600) with the node token handed to droplets: "+nodeTokenScopesHelp+" (default: the context's node_token_file)")
+	cmd.Flags().BoolVar(&o.AllowOperatorToken, "allow-operator-token", false, "without a node token, give droplets your own DO token (unsafe: anything on a droplet can read it)")
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", 10*time.Minute, "how long to wait for the nodes")
 	cmd.Flags().BoolVar(&o.NoWait, "no-wait", false, "return once the droplets exist; do not wait for every node to apply the change")
 	return cmd
@@ -292,7 +302,11 @@ type RepairOptions struct {
 	Name      string
 	CheckOnly bool
 	Force     bool
-	Timeout   time.Duration
+	// NodeTokenFile and AllowOperatorToken are for the droplets --force
+	// creates for nodes left provisioning.
+	NodeTokenFile      string
+	AllowOperatorToken bool
+	Timeout            time.Duration
 }
 
 // NewCmdNodeRepairHA is `dynia node repair-ha`.
@@ -319,6 +333,8 @@ func NewCmdNodeRepairHA(f *Factory, runF func(*RepairOptions) error) *cobra.Comm
 	cmd.Flags().StringVar(&o.Name, "name", "", "cluster name")
 	cmd.Flags().BoolVar(&o.CheckOnly, "check-only", false, "report drift; exit 1 when there is some")
 	cmd.Flags().BoolVar(&o.Force, "force", false, "apply the fixes")
+	cmd.Flags().StringVar(&o.NodeTokenFile, "node-token-file", "", "file (0600) with the node token for droplets --force creates: "+nodeTokenScopesHelp+" (default: the context's node_token_file)")
+	cmd.Flags().BoolVar(&o.AllowOperatorToken, "allow-operator-token", false, "without a node token, give droplets --force creates your own DO token (unsafe)")
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", 5*time.Minute, "how long to wait for fixes")
 	return cmd
 }

@@ -23,9 +23,10 @@ func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
 		return createDryRun(ctx, f, o, p)
 	}
 	// Everything that can be bad input is checked before the first write:
-	// the flags (Validate), the node token file, an existing cluster's
-	// region and size (a read of the state), region and size against the
-	// catalog (read-only GETs). Only then does the write probe run.
+	// the flags (Validate), the node token (its file first, before any API
+	// call; then two read-only GETs with it), an existing cluster's region
+	// and size (a read of the state), region and size against the catalog
+	// (read-only GETs). Only then does the write probe run.
 	if err := f.checkStateReachableByDroplets(); err != nil {
 		return err
 	}
@@ -43,16 +44,21 @@ func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
 			return err
 		}
 	}
-	cl, err := f.Cloud()
+	// The node token before any API call: droplets never get the CLI's own
+	// token unless asked to; prepareBoot reads it again.
+	f.nodeTokenFile, f.allowOperatorToken = o.NodeTokenFile, o.AllowOperatorToken
+	nodeSecrets, err := f.loadNodeSecrets("", p)
 	if err != nil {
 		return err
 	}
-	if o.NodeTokenFile != "" {
-		// Validate it before anything is created; prepareBoot reads it.
-		if _, err := f.loadNodeSecrets(o.NodeTokenFile, p); err != nil {
+	if o.DNS.Record != "" {
+		if err := f.checkDNSCredentials(o.DNS.Provider); err != nil {
 			return err
 		}
-		f.nodeTokenFile = o.NodeTokenFile
+	}
+	cl, err := f.Cloud()
+	if err != nil {
+		return err
 	}
 	store, err := f.Store(ctx)
 	if err != nil {
@@ -68,8 +74,12 @@ func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
 	if exists && (st.Region != o.Region || st.Size != o.Size) {
 		return usagef("--region %q/--size %q: cluster %s exists with region %s and size %s", o.Region, o.Size, o.Name, st.Region, st.Size)
 	}
-	if err := p.Step("region and size", func() (string, error) {
-		return o.Region + ", " + o.Size, checkCatalog(ctx, cl, o.Region, o.Size)
+	// One step, so a refused node token is the only line printed.
+	if err := p.Step("region, size and node token", func() (string, error) {
+		if err := checkCatalog(ctx, cl, o.Region, o.Size); err != nil {
+			return "", err
+		}
+		return o.Region + ", " + o.Size, f.checkNodeToken(ctx, nodeSecrets, p)
 	}); err != nil {
 		return err
 	}
@@ -266,7 +276,7 @@ func ensureReservedIP(ctx context.Context, cl *cloud.Client, st *cluster.State, 
 }
 
 func createDryRun(ctx context.Context, f *Factory, o *CreateOptions, p *Progress) error {
-	f.nodeTokenFile = o.NodeTokenFile
+	f.nodeTokenFile, f.allowOperatorToken = o.NodeTokenFile, o.AllowOperatorToken
 	image := o.Image
 	if o.Bootstrap {
 		image = BootstrapImage
@@ -276,7 +286,7 @@ func createDryRun(ctx context.Context, f *Factory, o *CreateOptions, p *Progress
 	if err != nil {
 		return err
 	}
-	boot, err := f.prepareBoot(ctx, nil, st, p, true)
+	boot, err := f.prepareBoot(ctx, nil, nil, st, p, true)
 	if err != nil {
 		return err
 	}
@@ -308,13 +318,22 @@ func addNodes(ctx context.Context, f *Factory, o *AddOptions) error {
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	p := NewProgress(f.IO, f.Global.Output == "json")
-	if o.NodeTokenFile != "" {
-		if _, err := f.loadNodeSecrets(o.NodeTokenFile, p); err != nil {
-			return err
-		}
-		f.nodeTokenFile = o.NodeTokenFile
-	}
 	if err := f.checkStateReachableByDroplets(); err != nil {
+		return err
+	}
+	f.nodeTokenFile, f.allowOperatorToken = o.NodeTokenFile, o.AllowOperatorToken
+	nodeSecrets, err := f.loadNodeSecrets("", p)
+	if err != nil {
+		return err
+	}
+	// An unknown cluster is bad input reported before any API call; then
+	// the node token is checked, before anything is written.
+	if s, err := f.Store(ctx); err != nil {
+		return err
+	} else if _, _, err := s.Load(ctx, o.Name); err != nil {
+		return err
+	}
+	if err := f.checkNodeToken(ctx, nodeSecrets, p); err != nil {
 		return err
 	}
 	store, _, cl, err := f.openCluster(ctx, o.Name, true)

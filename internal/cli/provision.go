@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,48 +48,108 @@ type nodeSecrets struct {
 	doToken                string
 }
 
-// loadNodeSecrets reads the node token (--node-token-file, the context's,
-// else the CLI's own token with a warning) and the Spaces key nodes use.
+// NodeTokenScopes are the scopes of a least-privilege node token: DO grants
+// reserved_ip:update only together with these reads
+// (https://docs.digitalocean.com/reference/api/scopes/).
+var NodeTokenScopes = []string{"reserved_ip:update", "reserved_ip:read", "droplet:read", "regions:read", "sizes:read", "actions:read", "image:read"}
+
+// nodeTokenHint says, on one line, how to give nodes a token of their own.
+var nodeTokenHint = "make a custom-scoped DigitalOcean token with " + strings.Join(NodeTokenScopes, " ") +
+	" (choosing reserved_ip:update adds the reads) and give it with --node-token-file FILE (mode 0600) or node_token_file in the context," +
+	" or pass --allow-operator-token to give droplets your own token"
+
+// loadNodeSecrets returns the DO token droplets get: tokenFile
+// (--node-token-file), else this run's, else the context's node_token_file.
+// Without one, droplets get the CLI's own token only when that is allowed
+// (--allow-operator-token, or allow_operator_token in the context), with a
+// warning; otherwise it is bad input (exit 2), reported before any API
+// call. A node token file must be 0600 and must not hold the CLI's own
+// token. The Spaces key comes from prepareBoot.
 func (f *Factory) loadNodeSecrets(tokenFile string, p *Progress) (nodeSecrets, error) {
 	var s nodeSecrets
 	_, c, err := f.Config()
 	if err != nil {
 		return s, err
 	}
+	flag := "--node-token-file"
 	if tokenFile == "" {
 		tokenFile = f.nodeTokenFile
 	}
-	if tokenFile == "" {
-		tokenFile = c.NodeTokenFile
+	if tokenFile == "" && c.NodeTokenFile != "" {
+		tokenFile, flag = c.NodeTokenFile, f.contextKey("node_token_file")
 	}
-	if tokenFile != "" {
-		b, err := os.ReadFile(tokenFile)
-		if err != nil {
-			return s, usagef("--node-token-file %q: %v", tokenFile, errors.Unwrap(err))
+	allow := f.allowOperatorToken || c.AllowOperatorToken
+	if tokenFile == "" {
+		if !allow {
+			return s, usagef("--node-token-file: not set: droplets would get your own DigitalOcean token, which anything on them can read; %s", nodeTokenHint)
 		}
-		s.doToken = strings.TrimSpace(string(b))
-	} else {
 		tok, err := f.Token()
 		if err != nil {
 			return s, err
 		}
 		s.doToken = tok
-		p.Info("warning: no --node-token-file: droplets get the CLI's own token; a token with only reserved_ip:update (and its reads) is safer")
+		p.Info("warning: droplets get your own DigitalOcean token (--allow-operator-token): anything on a droplet can read it; a node token with only %s is safer", strings.Join(NodeTokenScopes, " "))
+		return s, nil
 	}
-	bo, err := f.BucketOptions()
-	if err != nil {
+	if err := checkPrivateFile(flag, tokenFile); err != nil {
 		return s, err
 	}
-	s.spacesID, s.spacesSecret = bo.AccessKeyID, bo.SecretAccessKey
-	if s.spacesID == "" {
-		for _, pair := range [][2]string{{"SPACES_ACCESS_KEY_ID", "SPACES_SECRET_ACCESS_KEY"}, {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}} {
-			if v := f.Getenv(pair[0]); v != "" {
-				s.spacesID, s.spacesSecret = v, f.Getenv(pair[1])
-				break
-			}
-		}
+	b, err := os.ReadFile(tokenFile)
+	if err != nil {
+		return s, usagef("%s %q: %v", flag, tokenFile, errors.Unwrap(err))
+	}
+	s.doToken = strings.Trim(strings.TrimSpace(string(b)), "'\"")
+	if s.doToken == "" {
+		return s, usagef("%s %q: empty; %s", flag, tokenFile, nodeTokenHint)
+	}
+	if op, err := f.Token(); err == nil && op == s.doToken && !allow {
+		return s, usagef("%s %q: holds your own DigitalOcean token, not a node token; %s", flag, tokenFile, nodeTokenHint)
 	}
 	return s, nil
+}
+
+// checkNodeToken asks DigitalOcean whether the node token can make the
+// reads dynia-pull needs (cloud.CheckNodeToken: two GETs). A token DO
+// refuses (401) or one lacking a scope (403) is bad input, exit 2, before
+// anything is written. One that can also read the account (a scope no node
+// token needs: a full-access token, most likely) gets a warning. The CLI's
+// own token (allowed) is not checked.
+func (f *Factory) checkNodeToken(ctx context.Context, s nodeSecrets, p *Progress) error {
+	if f.CloudOverride != nil {
+		return nil
+	}
+	op, err := f.Token()
+	if err != nil || op == s.doToken {
+		return err
+	}
+	_, c, err := f.Config()
+	if err != nil {
+		return err
+	}
+	o := f.CloudOptions
+	o.BaseURL = f.apiBaseURL(c)
+	if o.Logger == nil {
+		o.Logger = f.Logger
+	}
+	cl, err := cloud.New(s.doToken, o)
+	if err != nil {
+		return usagef("--node-token-file: %v", err)
+	}
+	defer cl.CloseIdleConnections()
+	err = cl.CheckNodeToken(ctx)
+	var ae *cloud.APIError
+	switch {
+	case err == nil:
+		if _, err := cl.Account(ctx); err == nil {
+			p.Info("warning: the node token can read your account, which nodes never need: is it a full-access token? A node token needs only %s", strings.Join(NodeTokenScopes, " "))
+		}
+		return nil
+	case errors.As(err, &ae) && ae.StatusCode == http.StatusUnauthorized:
+		return usagef("--node-token-file: DigitalOcean refuses the node token (401 Unauthorized: wrong, expired or revoked); %s", nodeTokenHint)
+	case errors.As(err, &ae) && ae.StatusCode == http.StatusForbidden:
+		return usagef("--node-token-file: the node token lacks a scope nodes need (403 on %s); %s", ae.Op, nodeTokenHint)
+	}
+	return fmt.Errorf("check the node token: %w", err)
 }
 
 // nodeBoot is what every new droplet's user-data carries.
@@ -130,17 +191,27 @@ func (f *Factory) pullBinaryPath() (string, error) {
 	return p, nil
 }
 
-// prepareBoot loads the node secrets and, for a bootstrap cluster, uploads
-// dynia-pull to the bucket (only when its content changed: Spaces limits
-// writes per object) and presigns a GET for the droplets.
-func (f *Factory) prepareBoot(ctx context.Context, store *cluster.Store, st *cluster.State, p *Progress, dryRun bool) (nodeBoot, error) {
+// prepareBoot loads the node secrets — the node token, the cluster key and
+// the nodes' own Spaces key (minted at the first droplet, nodekey.go) —
+// and, for a bootstrap cluster, uploads dynia-pull to the bucket (only when
+// its content changed: Spaces limits writes per object) and presigns a GET
+// for the droplets. A dry run (cl nil) mints nothing and calls nothing.
+func (f *Factory) prepareBoot(ctx context.Context, store *cluster.Store, cl *cloud.Client, st *cluster.State, p *Progress, dryRun bool) (nodeBoot, error) {
 	secrets, err := f.loadNodeSecrets("", p)
 	if err != nil {
 		return nodeBoot{}, err
 	}
 	boot := nodeBoot{secrets: secrets, bootstrap: isBootstrapImage(st.Image)}
-	if !dryRun {
+	if dryRun {
+		boot.secrets.spacesID, boot.secrets.spacesSecret, err = f.dryRunNodeSpacesKey()
+		if err != nil {
+			return boot, err
+		}
+	} else {
 		if boot.clusterKey, _, err = f.clusterKey(st, false); err != nil {
+			return boot, err
+		}
+		if boot.secrets.spacesID, boot.secrets.spacesSecret, err = f.nodeSpacesKey(ctx, store, cl, st, boot.clusterKey, p); err != nil {
 			return boot, err
 		}
 	}
@@ -317,7 +388,7 @@ func provisionNodes(ctx context.Context, f *Factory, store *cluster.Store, cl *c
 	if len(pending) == 0 {
 		return st, nil
 	}
-	boot, err := f.prepareBoot(ctx, store, st, p, false)
+	boot, err := f.prepareBoot(ctx, store, cl, st, p, false)
 	if err != nil {
 		return nil, err
 	}

@@ -299,6 +299,11 @@ func nodeIDFromTags(tags []string) string {
 func repairHA(ctx context.Context, f *Factory, o *RepairOptions) error {
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
+	if o.Force {
+		if err := f.checkRepairNodeToken(ctx, o); err != nil {
+			return err
+		}
+	}
 	store, st, cl, err := f.openCluster(ctx, o.Name, o.Force)
 	if err != nil {
 		return err
@@ -358,4 +363,33 @@ func repairHA(ctx context.Context, f *Factory, o *RepairOptions) error {
 		return fmt.Errorf("cluster %s: %d drift(s) need manual action (see above): %w", o.Name, manual, errDrift)
 	}
 	return nil
+}
+
+// checkRepairNodeToken: --force creates droplets for nodes left
+// provisioning, so with such nodes in the state it needs a node token (or
+// --allow-operator-token), checked before any API call, like create-ha's.
+// The state is only read.
+func (f *Factory) checkRepairNodeToken(ctx context.Context, o *RepairOptions) error {
+	f.nodeTokenFile, f.allowOperatorToken = o.NodeTokenFile, o.AllowOperatorToken
+	store, err := f.Store(ctx)
+	if err != nil {
+		return err
+	}
+	st, _, err := store.Load(ctx, o.Name)
+	if err != nil {
+		return err
+	}
+	provisioning := false
+	for _, n := range st.Nodes {
+		provisioning = provisioning || n.Lifecycle == cluster.Provisioning
+	}
+	if !provisioning && o.NodeTokenFile == "" {
+		return nil
+	}
+	p := NewProgress(f.IO, f.Global.Output == "json")
+	s, err := f.loadNodeSecrets("", p)
+	if err != nil {
+		return err
+	}
+	return f.checkNodeToken(ctx, s, p)
 }

@@ -67,7 +67,9 @@ type State struct {
 	// SecretsRecipient is the cluster key's public half (an age X25519
 	// recipient): the CLI seals secrets to it; nodes hold the identity.
 	SecretsRecipient string `json:"secrets_recipient,omitempty"`
-	DNS              *DNS   `json:"dns,omitempty"`
+	// NodeSpacesKey is the Spaces key nodes use (nodekey.go).
+	NodeSpacesKey *NodeSpacesKey `json:"node_spaces_key,omitempty"`
+	DNS           *DNS           `json:"dns,omitempty"`
 	// TLS, when set, serves HTTPS on every node (tls.go).
 	TLS       *TLS      `json:"tls,omitempty"`
 	App       App       `json:"app"`
@@ -298,6 +300,10 @@ func (s *State) Clone() *State {
 	if s.DNS != nil {
 		d := *s.DNS
 		c.DNS = &d
+	}
+	if s.NodeSpacesKey != nil {
+		k := *s.NodeSpacesKey
+		c.NodeSpacesKey = &k
 	}
 	if s.TLS != nil {
 		t := *s.TLS

@@ -344,6 +344,9 @@ func (s *State) Validate() error {
 	if s.SecretsRecipient != "" && !recipientRE.MatchString(s.SecretsRecipient) {
 		return fieldErr("secrets_recipient", s.SecretsRecipient, "not an age X25519 recipient (age1…)")
 	}
+	if err := s.validateNodeSpacesKey(); err != nil {
+		return err
+	}
 	if err := checkAdvertInterval(s.HA.AdvertInterval); err != nil {
 		return fieldErr("ha.advert_interval", FormatAdvertInterval(s.HA.AdvertInterval), "%v", err)
 	}

@@ -90,6 +90,10 @@ type Options struct {
 	// /v2/tags/{tag}/resources, tag delete). Tags decide which firewalls
 	// target a droplet and which addresses a rule's tag sources mean.
 	OnDropletTags func(d Droplet)
+	// OnSpacesKeyChange reports a Spaces key created, updated (name or
+	// grants) or deleted (deleted=true, k as it was), secret included:
+	// the sandbox makes its S3 store honour the key's grants.
+	OnSpacesKeyChange func(k SpacesKey, deleted bool)
 }
 
 // Server is the simulator. It implements http.Handler for the API (/v2/...);

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -542,6 +543,15 @@ func (s *Server) sortedKeysList() []*SpacesKey {
 	return out
 }
 
+// spacesKeyChangedLocked queues OnSpacesKeyChange. Caller holds mu.
+func (s *Server) spacesKeyChangedLocked(k *SpacesKey, deleted bool) {
+	if h := s.opts.OnSpacesKeyChange; h != nil {
+		snap := *k
+		snap.Grants = slices.Clone(k.Grants)
+		s.queueHook(func() { h(snap, deleted) })
+	}
+}
+
 func keyJSON(k *SpacesKey, withSecret bool) map[string]any {
 	grants := k.Grants
 	if grants == nil {
@@ -603,6 +613,7 @@ func (s *Server) createSpacesKey(q *request) {
 		k := &SpacesKey{Name: req.Name, AccessKey: "DO" + strings.ToUpper(strings.NewReplacer("-", "X", "_", "Y").Replace(randomKey(12))),
 			Secret: randomKey(32), Grants: req.Grants, CreatedAt: s.opts.Now().UTC()}
 		s.keys[k.AccessKey] = k
+		s.spacesKeyChangedLocked(k, false)
 		return http.StatusCreated, map[string]any{"key": keyJSON(k, true)}
 	})
 }
@@ -639,16 +650,19 @@ func (s *Server) updateSpacesKey(q *request) {
 			}
 			k.Grants = req.Grants
 		}
+		s.spacesKeyChangedLocked(k, false)
 		return http.StatusOK, map[string]any{"key": keyJSON(k, false)}
 	})
 }
 
 func (s *Server) deleteSpacesKey(q *request) {
 	q.do(func() (int, any) {
-		if s.keys[q.param("key")] == nil {
+		k := s.keys[q.param("key")]
+		if k == nil {
 			return notFound()
 		}
 		delete(s.keys, q.param("key"))
+		s.spacesKeyChangedLocked(k, true)
 		return http.StatusNoContent, nil
 	})
 }

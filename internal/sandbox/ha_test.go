@@ -54,11 +54,15 @@ func TestTwoNodeDataPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	nodes := []string{"misty-owl", "brave-panda"}
+	// The nodes' own Spaces key, as create-ha mints it: readwrite on the
+	// state's bucket only. dynia-pull reads the state and writes its
+	// reports with it.
+	keyID, keySecret := mintSpacesKey(t, info, info.Bucket, "readwrite")
 	for _, n := range nodes {
 		ud, err := cloudinit.Render(cloudinit.Params{
 			Cluster: "demo", NodeID: n, Hostname: "demo-" + n,
 			Node:              nodeconfig.Config{StateURL: info.StateURL, Endpoint: info.S3Endpoint, Region: info.S3Region, PathStyle: true},
-			SpacesAccessKeyID: info.AccessKeyID, SpacesSecretAccessKey: info.SecretAccessKey, DOToken: info.NodeToken,
+			SpacesAccessKeyID: keyID, SpacesSecretAccessKey: keySecret, DOToken: info.NodeToken,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -123,6 +127,16 @@ func TestTwoNodeDataPath(t *testing.T) {
 		}
 		if !seen[nodes[0]+"\n"] || !seen[nodes[1]+"\n"] {
 			return fmt.Errorf("answers through the Reserved IP so far: %v", seen)
+		}
+		return nil
+	})
+
+	// Both reports, written with the nodes' key.
+	testutil.WaitFor(t, 30*time.Second, func() error {
+		for _, n := range nodes {
+			if _, err := store.Get(ctx, cluster.StatusKey("demo", n), ""); err != nil {
+				return fmt.Errorf("report of %s: %w", n, err)
+			}
 		}
 		return nil
 	})

@@ -559,7 +559,7 @@ func Down(ctx context.Context, dir string) error {
 // never removes files it does not know.
 func removeFiles(dir string) error {
 	var errs []error
-	for _, name := range []string{"droplets", "run", "logs", "s3", "registry", "acme", "config.json", "status.json", "manifest.json"} {
+	for _, name := range []string{"droplets", "run", "logs", "s3", "s3iam", "registry", "acme", "config.json", "status.json", "manifest.json"} {
 		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
 			errs = append(errs, err)
 		}

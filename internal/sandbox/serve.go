@@ -83,13 +83,17 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		Running:         true,
 	}
 
-	s3dir := filepath.Join(opts.Dir, "s3")
-	if err := os.MkdirAll(s3dir, 0o700); err != nil {
-		return fmt.Errorf("sandbox serve: %w", err)
+	s3dir, iamDir := filepath.Join(opts.Dir, "s3"), filepath.Join(opts.Dir, "s3iam")
+	for _, d := range []string{s3dir, iamDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("sandbox serve: %w", err)
+		}
 	}
 	gw := supervise(procSpec{
 		Name: "versitygw", Path: cfg.VersitygwBinary,
-		Args: []string{"--port", p.S3Addr(), "--region", s3Region, "--quiet", "posix", s3dir},
+		// --iam-dir: versitygw's own accounts, one per Spaces key the
+		// simulator mints (spaces.go); its users.json is 0600.
+		Args: []string{"--port", p.S3Addr(), "--region", s3Region, "--quiet", "--iam-dir", iamDir, "posix", s3dir},
 		// Keys in the environment, not argv: /proc/PID/cmdline is world-readable.
 		Env:     []string{"ROOT_ACCESS_KEY_ID=" + info.AccessKeyID, "ROOT_SECRET_ACCESS_KEY=" + info.SecretAccessKey},
 		Dir:     opts.Dir,
@@ -141,6 +145,9 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	if info.Firewalls == FirewallsEnforce {
 		fw = newFirewaller(nil, p.DropletNS, log)
 	}
+	// Spaces keys minted through the API become versitygw accounts limited
+	// to their buckets; src is set once the simulator exists.
+	keys := newSpacesKeys(info.S3Endpoint, s3Region, info.AccessKeyID, info.SecretAccessKey, nil, log)
 
 	// Hooks run synchronously inside the simulator's request, outside its
 	// lock: by the time an assign action completes, the route has moved.
@@ -180,6 +187,9 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		},
 		OnFirewallChange: func(dosim.Firewall, bool) { fw.Sync(hctx) },
 		OnDropletTags:    func(dosim.Droplet) { fw.Sync(hctx) },
+		// Before the API answers: a key works as soon as its creator has it
+		// and stops working as soon as its deletion is answered.
+		OnSpacesKeyChange: func(dosim.SpacesKey, bool) { keys.Sync(hctx) },
 		OnReservedIPAssign: func(ip string, id int) {
 			if err := mgr.AssignReservedIP(hctx, ip, id); err != nil {
 				log.Error("assign reserved IP", "ip", ip, "droplet", id, "err", err)
@@ -191,6 +201,9 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	if fw != nil {
 		fw.src = sim
 	}
+	keys.src = sim.SpacesKeys
+	// Accounts a previous serve left (its keys died with its simulator).
+	keys.Sync(ctx)
 	sim.AddToken(info.Token, dosim.FullScopes()...)
 	sim.AddToken(info.NodeToken, dosim.NodeScopes()...)
 	sim.RegisterImage(dosim.Image{Name: info.Image, Description: "dynia node image (sandbox)"})
@@ -222,6 +235,7 @@ loop:
 			mgr.SyncReservedIPs(ctx, simReservedIPs(sim))
 			// The safety net: a failed apply, or a change no hook reported.
 			fw.Sync(ctx)
+			keys.Sync(ctx)
 			writeStatus()
 		}
 	}

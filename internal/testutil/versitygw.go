@@ -24,7 +24,11 @@ type S3Server struct {
 	AccessKeyID     string
 	SecretAccessKey string
 	Dir             string // the posix root; the bucket is Dir/Bucket
-	PID             int
+	// IAMDir, when set (StartVersityGWIAM), holds versitygw's internal IAM
+	// (users.json): accounts besides root can be made with its admin API,
+	// served on the S3 port.
+	IAMDir string
+	PID    int
 }
 
 // URL names a store prefix in the test bucket: "s3://<bucket>/<prefix>".
@@ -60,6 +64,19 @@ func VersityGWCommand(bin, addr, dataDir, key, secret string) *exec.Cmd {
 // DYNIA_REQUIRE_INTEGRATION=1) when versitygw is not installed.
 func StartVersityGW(t testing.TB) *S3Server {
 	t.Helper()
+	return startVersityGW(t, false)
+}
+
+// StartVersityGWIAM is StartVersityGW with versitygw's internal IAM on (a
+// directory of its own, S3Server.IAMDir): the admin API can create
+// accounts limited by bucket policies, as the sandbox does for Spaces keys.
+func StartVersityGWIAM(t testing.TB) *S3Server {
+	t.Helper()
+	return startVersityGW(t, true)
+}
+
+func startVersityGW(t testing.TB, iam bool) *S3Server {
+	t.Helper()
 	bin := NeedBinary(t, "versitygw")
 	root := t.TempDir()
 	dataDir := filepath.Join(root, "data")
@@ -75,6 +92,12 @@ func StartVersityGW(t testing.TB) *S3Server {
 	}
 	if err := srv.MakeBucket(srv.Bucket); err != nil {
 		t.Fatal(err)
+	}
+	if iam {
+		srv.IAMDir = filepath.Join(root, "iam")
+		if err := os.Mkdir(srv.IAMDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	// A free port can be taken between our probe and versitygw's bind; try
@@ -107,6 +130,10 @@ func startVersity(t testing.TB, bin, addr string, srv *S3Server, logPath string)
 	}
 	defer logf.Close()
 	cmd := VersityGWCommand(bin, addr, srv.Dir, srv.AccessKeyID, srv.SecretAccessKey)
+	if srv.IAMDir != "" {
+		// A global option: before the backend's name.
+		cmd.Args = append(append(cmd.Args[:1:1], "--iam-dir", srv.IAMDir), cmd.Args[1:]...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("start %s: %w", bin, err)
