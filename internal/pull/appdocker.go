@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/dynia/dynia/internal/cluster"
@@ -111,14 +112,17 @@ func (a *dockerApp) Start(ctx context.Context, rel cluster.Release, sec secrets.
 
 // healthFailure classifies a failed wait for a new container's health: a
 // container that crashed or never answered 200 (*container.UnhealthyError)
-// is the release's fault and is not retried; anything else is Docker's
-// trouble (dockerd restarting, its socket gone: "Cannot connect to the
-// Docker daemon") and is retried with backoff. Taking dockerd's outage for
-// a bad release left a node without its app until a new release.
+// is the release's fault and is not retried, unless SIGKILL from outside
+// ended it (status 137, 128+9, and not the memory limit: an operator, a
+// host OOM kill, the fault suite); anything else is Docker's trouble
+// (dockerd restarting, its socket gone: "Cannot connect to the Docker
+// daemon") and is retried with backoff. Taking either for a bad release
+// left a node without its app until a new release.
 func healthFailure(err error) *appFailure {
 	var ue *container.UnhealthyError
 	if errors.As(err, &ue) {
-		return &appFailure{Reason: ue.Reason, Logs: ue.Logs}
+		killed := ue.Exited && ue.ExitCode == 128+int(syscall.SIGKILL) && !ue.OOMKilled
+		return &appFailure{Reason: ue.Reason, Logs: ue.Logs, Retry: killed}
 	}
 	return &appFailure{Reason: err.Error(), Retry: !errors.Is(err, container.ErrInvalidSpec)}
 }
