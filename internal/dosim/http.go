@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -218,6 +219,17 @@ func (s *Server) serveAPI(w http.ResponseWriter, hr *http.Request) {
 
 	if f := s.takeFault(hr); f != nil {
 		if f.Latency > 0 {
+			// Read the body first: net/http notices a client that gave
+			// up (and cancels the request's context) only once the
+			// handler has read the body to its end. Without this a
+			// create (POST with a body) that the client timed out on was
+			// applied after the latency, though the client never learns
+			// of it: not a timeout, a lost answer (AnswerLost tests those).
+			body, err := io.ReadAll(io.LimitReader(hr.Body, 1<<20)) // DO bodies are small
+			if err != nil {
+				return
+			}
+			hr.Body = io.NopCloser(bytes.NewReader(body))
 			t := time.NewTimer(f.Latency)
 			select {
 			case <-t.C:
