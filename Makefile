@@ -77,8 +77,12 @@ lint: ## golangci-lint (pinned in tools/go.mod), go vet, gofmt, go mod tidy
 	@test -x bin/golangci-lint || (cd tools && $(GO) build -o ../bin/golangci-lint github.com/golangci/golangci-lint/v2/cmd/golangci-lint)
 	bin/golangci-lint run --config .golangci.yml ./...
 
-bench: build ## benchmarks; results go to docs/benchmarks.md by hand
-	@for s in hack/bench.d/*.sh; do [ -e "$$s" ] || continue; echo "== $$s"; bash "$$s" || exit 1; done
+# Knobs, the time each benchmark takes and an hour-long setting: bench/notes.md ("Running");
+# `bin/dynia-bench plan` prints the estimate for the knobs given. The bench package's own test
+# (TestSmoke, ~30 s) runs in `make test`.
+bench: build ## every benchmark in sandboxes (root, ~1 h 50 min on 2 cores): docs/benchmarks.md, bench/results/<run>/ (BENCH_RUNS, BENCH_RELOADS, BENCH_ONLY, BENCH_QUICK=1, …)
+	$(GO) build -o bin/dynia-bench ./cmd/dynia-bench
+	DYNIA_BIN_DIR=$(CURDIR)/bin bin/dynia-bench
 
 image: build ## build the node snapshot on DigitalOcean (needs DIGITALOCEAN_TOKEN)
 	bash hack/image-build.sh

@@ -94,6 +94,7 @@ func NewCmdSandbox(f *Factory) *cobra.Command {
 	upCmd.Flags().StringVar(&up.Runtime, "runtime", sandbox.DefaultRuntime,
 		"how droplets run the app: docker (a dockerd per droplet, as on the node image) or process (no Docker)")
 	upCmd.Flags().StringVar(&up.PullBinary, "pull-binary", "", "dynia-pull binary (default: next to dynia, else PATH)")
+	upCmd.Flags().BoolVar(&up.RequestLogs, "request-logs", false, "log every DO API request (logs/api-calls.log) and S3 request (logs/s3-access.log): the benchmarks count calls with them")
 	upCmd.Flags().StringVar(&up.Prefix, "prefix", "", "name prefix of namespaces and links (tests run several sandboxes)")
 	_ = upCmd.Flags().MarkHidden("prefix")
 	cmd.AddCommand(upCmd)

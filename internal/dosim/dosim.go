@@ -86,6 +86,11 @@ type Options struct {
 	// droplets or tags added or removed, and a tag or droplet deleted out
 	// from under it. fw is a snapshot taken with the change.
 	OnFirewallChange func(fw Firewall, deleted bool)
+	// OnCall reports every API request once answered, with the client's IP
+	// address (in the sandbox a droplet's public IP, which its routes leave
+	// from) and when it arrived: the benchmarks count DO API calls per
+	// command and per node with it.
+	OnCall func(c Call, remote string, at time.Time)
 	// OnDropletTags reports a droplet whose tags changed (POST/DELETE
 	// /v2/tags/{tag}/resources, tag delete). Tags decide which firewalls
 	// target a droplet and which addresses a rule's tag sources mean.

@@ -208,9 +208,13 @@ func (s *Server) serveAPI(w http.ResponseWriter, hr *http.Request) {
 	start := time.Now()
 	wire := sw // what the client gets, also when a fault replaces sw
 	defer func() {
+		c := Call{Method: hr.Method, Path: hr.URL.Path, Query: hr.URL.RawQuery, Status: wire.status}
 		s.mu.Lock()
-		s.calls = append(s.calls, Call{Method: hr.Method, Path: hr.URL.Path, Query: hr.URL.RawQuery, Status: wire.status})
+		s.calls = append(s.calls, c)
 		s.mu.Unlock()
+		if s.opts.OnCall != nil {
+			s.opts.OnCall(c, hostOnly(hr.RemoteAddr), start)
+		}
 		s.opts.Logger.Debug("dosim api", "method", hr.Method, "path", hr.URL.Path, "status", wire.status, "request_id", reqID, "duration", time.Since(start))
 	}()
 

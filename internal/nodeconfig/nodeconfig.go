@@ -110,6 +110,11 @@ type Config struct {
 	// before the mesh. Only for networks that carry VRRP (IP protocol 112):
 	// a DigitalOcean Cloud Firewall does not, so droplets keep the mesh.
 	MeshDisabled bool `json:"mesh_disabled,omitempty"`
+	// BenchNoIdleClose leaves `option idle-close-on-response` out of
+	// haproxy.cfg. A benchmark knob only (docs/benchmarks.md, reload
+	// safety: the same run with and without it); never set it on a real
+	// node, where keep-alive clients would then see reloads fail requests.
+	BenchNoIdleClose bool `json:"bench_no_idle_close,omitempty"`
 }
 
 // Mesh defaults for the fields left empty.

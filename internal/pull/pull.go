@@ -501,7 +501,7 @@ func (d *Daemon) Apply(ctx context.Context, st *cluster.State) (Result, error) {
 	set, _ := d.current()
 	log := d.log.With("generation", st.Generation)
 	self := st.Node(set.NodeID)
-	local := render.Local{NodeID: set.NodeID, RunDir: set.RunDir, App: d.localApp(st)}
+	local := render.Local{NodeID: set.NodeID, RunDir: set.RunDir, App: d.localApp(st), NoIdleClose: set.NoIdleClose}
 	local.ACME, local.TLS = d.localTLS(st)
 	if set.Mesh != nil {
 		local.Mesh, local.Interface = true, set.Mesh.Interface

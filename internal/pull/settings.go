@@ -52,6 +52,8 @@ type Settings struct {
 	// Mesh is the WireGuard mesh VRRP runs over; nil runs VRRP over the VPC
 	// interface between private IPs (pull.json mesh_disabled).
 	Mesh *MeshSettings
+	// NoIdleClose is pull.json's bench_no_idle_close (benchmarks only).
+	NoIdleClose bool
 }
 
 // MeshSettings are pull.json's mesh fields with defaults applied.
@@ -73,6 +75,7 @@ func SettingsFrom(c *nodeconfig.Config) Settings {
 		MetricsAddr: c.MetricsAddr, LogDir: c.LogDir, CloudInitLog: c.CloudInitLog,
 		ChallengeAddr: c.ACMEChallengeAddr, TLSDir: c.TLSDir,
 		Runtime: c.Runtime, DockerHost: c.DockerHost, AppCommand: c.AppCommand, ClusterKeyFile: c.ClusterKeyFile,
+		NoIdleClose: c.BenchNoIdleClose,
 	}
 	def := func(p *string, v string) {
 		if *p == "" {

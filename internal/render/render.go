@@ -86,6 +86,10 @@ type Local struct {
 	// TLS is the certificate this node serves on :443 (nil: none yet, or
 	// TLS off).
 	TLS *LocalTLS
+	// NoIdleClose leaves out `option idle-close-on-response`: only for the
+	// reload-safety benchmark's comparison run (pull.json
+	// bench_no_idle_close).
+	NoIdleClose bool
 }
 
 // LocalTLS is the HTTPS frontend's certificate and options.
@@ -249,6 +253,7 @@ func Render(s *cluster.State, l Local) (*Result, error) {
 		"ACME":         l.ACME,
 		"TLS":          l.TLS,
 		"Backends":     backends,
+		"NoIdleClose":  l.NoIdleClose,
 	})
 	if err != nil {
 		return nil, err

@@ -285,3 +285,36 @@ func TestRealTools(t *testing.T) {
 		}
 	}
 }
+
+// TestNoIdleClose: pull.json's bench_no_idle_close (the reload-safety
+// benchmark's comparison run) leaves exactly that option out.
+func TestNoIdleClose(t *testing.T) {
+	t.Parallel()
+	with, err := Render(testState(2), Local{NodeID: "amber-fox", RunDir: "/r"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	without, err := Render(testState(2), Local{NodeID: "amber-fox", RunDir: "/r", NoIdleClose: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(with.HAProxy.Content, []byte("\n    option idle-close-on-response\n")) {
+		t.Fatalf("the default config lacks option idle-close-on-response:\n%s", with.HAProxy.Content)
+	}
+	var kept []string
+	for _, l := range strings.Split(string(with.HAProxy.Content), "\n") {
+		if !strings.Contains(l, "idle-close-on-response") && !strings.Contains(l, "Keep-alive connections are closed") &&
+			!strings.Contains(l, "so reloads cost no failed requests") && !strings.HasPrefix(l, "# dynia cluster=") {
+			kept = append(kept, l)
+		}
+	}
+	var got []string
+	for _, l := range strings.Split(string(without.HAProxy.Content), "\n") {
+		if !strings.HasPrefix(l, "# dynia cluster=") {
+			got = append(got, l)
+		}
+	}
+	if diff := cmp.Diff(kept, got); diff != "" {
+		t.Errorf("NoIdleClose changed more than the option (-want +got):\n%s", diff)
+	}
+}

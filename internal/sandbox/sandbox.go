@@ -69,6 +69,12 @@ type Options struct {
 	// what the cloud firewalls targeting it allow, as on DO) or
 	// FirewallsOff (stored, not enforced). Default DefaultFirewalls.
 	Firewalls string
+	// RequestLogs makes serve log every DO API request (logs/api-calls.log,
+	// JSON lines: time, method, path, status, the client's IP) and every S3
+	// request (logs/s3-access.log, versitygw's access log): the benchmarks
+	// count calls per command and per node from them. Off by default: the
+	// files grow with every poll.
+	RequestLogs bool
 	// PebbleBinary is Pebble, the sandbox's ACME CA. Default: PATH, then
 	// ~/go/bin (`make deps` installs it).
 	PebbleBinary string
@@ -174,6 +180,7 @@ type config struct {
 	Runtime         string        `json:"runtime,omitempty"`
 	DemoAppBinary   string        `json:"demo_app_binary,omitempty"`
 	RegistryBinary  string        `json:"registry_binary,omitempty"`
+	RequestLogs     bool          `json:"request_logs,omitempty"`
 }
 
 // manifest records what Up made in the root namespace, written before it is
@@ -368,7 +375,8 @@ func Up(ctx context.Context, opts Options) (*Info, error) {
 	cfg := config{Prefix: p.Prefix, PublicRange: p.Public.String(), Binary: opts.Binary, PullBinary: opts.PullBinary,
 		PebbleBinary: opts.PebbleBinary, ACMEValidity: opts.ACMECertValidity,
 		VersitygwBinary: opts.VersitygwBinary, Version: opts.Version, Regions: opts.Regions, ActionDelay: opts.ActionDelay,
-		Firewalls: opts.Firewalls, Runtime: opts.Runtime, DemoAppBinary: opts.DemoAppBinary, RegistryBinary: opts.RegistryBinary}
+		Firewalls: opts.Firewalls, Runtime: opts.Runtime, DemoAppBinary: opts.DemoAppBinary, RegistryBinary: opts.RegistryBinary,
+		RequestLogs: opts.RequestLogs}
 	if err := writeJSON(configPath(opts.Dir), cfg); err != nil {
 		return nil, err
 	}

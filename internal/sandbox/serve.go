@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -89,11 +90,15 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 			return fmt.Errorf("sandbox serve: %w", err)
 		}
 	}
+	gwArgs := []string{"--port", p.S3Addr(), "--region", s3Region, "--quiet", "--iam-dir", iamDir, "posix", s3dir}
+	if cfg.RequestLogs {
+		gwArgs = append([]string{"--access-log", filepath.Join(opts.Dir, "logs", "s3-access.log")}, gwArgs...)
+	}
 	gw := supervise(procSpec{
 		Name: "versitygw", Path: cfg.VersitygwBinary,
 		// --iam-dir: versitygw's own accounts, one per Spaces key the
 		// simulator mints (spaces.go); its users.json is 0600.
-		Args: []string{"--port", p.S3Addr(), "--region", s3Region, "--quiet", "--iam-dir", iamDir, "posix", s3dir},
+		Args: gwArgs,
 		// Keys in the environment, not argv: /proc/PID/cmdline is world-readable.
 		Env:     []string{"ROOT_ACCESS_KEY_ID=" + info.AccessKeyID, "ROOT_SECRET_ACCESS_KEY=" + info.SecretAccessKey},
 		Dir:     opts.Dir,
@@ -152,7 +157,17 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	// Hooks run synchronously inside the simulator's request, outside its
 	// lock: by the time an assign action completes, the route has moved.
 	hctx := context.WithoutCancel(ctx)
+	var onCall func(dosim.Call, string, time.Time)
+	if cfg.RequestLogs {
+		calls, err := newCallLog(filepath.Join(opts.Dir, "logs", "api-calls.log"))
+		if err != nil {
+			return fmt.Errorf("sandbox serve: %w", err)
+		}
+		defer calls.Close()
+		onCall = calls.record
+	}
 	sim = dosim.New(dosim.Options{
+		OnCall:      onCall,
 		PublicRange: p.AllocRange(),
 		Regions:     cfg.Regions,
 		ActionDelay: cfg.ActionDelay,
@@ -319,3 +334,38 @@ func createBucket(ctx context.Context, info *Info) error {
 		delay = min(delay*2, 500*time.Millisecond)
 	}
 }
+
+// callLog appends one JSON line per DO API request (Options.RequestLogs).
+type callLog struct {
+	mu sync.Mutex
+	f  *os.File
+}
+
+func newCallLog(path string) (*callLog, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open API call log: %w", err)
+	}
+	return &callLog{f: f}, nil
+}
+
+// CallLogLine is one line of logs/api-calls.log.
+type CallLogLine struct {
+	Time   time.Time `json:"time"`
+	Method string    `json:"method"`
+	Path   string    `json:"path"`
+	Status int       `json:"status"`
+	Remote string    `json:"remote"`
+}
+
+func (l *callLog) record(c dosim.Call, remote string, at time.Time) {
+	b, err := json.Marshal(CallLogLine{Time: at.UTC(), Method: c.Method, Path: c.Path, Status: c.Status, Remote: remote})
+	if err != nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, _ = l.f.Write(append(b, '\n'))
+}
+
+func (l *callLog) Close() error { return l.f.Close() }
