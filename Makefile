@@ -11,7 +11,7 @@ export CGO_ENABLED := 0
 # Tests bring their own timeouts; this bounds the whole run (rule: < 20 min).
 TEST_TIMEOUT ?= 18m
 
-.PHONY: help deps deps-sandbox build test test-short fuzz fuzz-short lint bench image image-check sandbox sandbox-down clean
+.PHONY: help deps deps-sandbox build test test-short soak fuzz fuzz-short lint bench image image-check sandbox sandbox-down clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -61,6 +61,14 @@ fuzz: ## each fuzz target for FUZZ_LONG (default 5m)
 
 test-short: ## unit tests only (seconds)
 	$(GO) test -short -count=1 ./...
+
+# The fault suite's long forms (docs/reliability.md, "The fault suite"):
+# a 60 s bucket outage, 5 minutes of process chaos asserting >= 99.5 %
+# availability, 60 s partitions. About 20 minutes on 2 cores; run alone.
+SOAK_TESTS ?= TestStoreFaults|TestProcessChaos|TestPartitions
+soak: build ## the fault suite's long forms (root, `make deps`; ~20 min)
+	DYNIA_SOAK=1 DYNIA_REQUIRE_INTEGRATION=1 DYNIA_BIN_DIR=$(CURDIR)/bin \
+	  $(GO) test -count=1 -timeout 40m -v -run '^($(SOAK_TESTS))$$' ./e2e/
 
 lint: ## golangci-lint (pinned in tools/go.mod), go vet, gofmt, go mod tidy
 	$(GO) vet ./...

@@ -69,6 +69,7 @@ type sandboxInfo struct {
 	S3Endpoint string `json:"s3_endpoint"`
 	S3Region   string `json:"s3_region"`
 	Bucket     string `json:"bucket"`
+	StateURL   string `json:"state_url"`
 	// The operator's Spaces key (versitygw's root account).
 	AccessKeyID     string `json:"access_key_id"`
 	SecretAccessKey string `json:"secret_access_key"`

@@ -311,3 +311,32 @@ func (e *sandboxEnv) pullPid(id int) int {
 	}
 	return pid
 }
+
+// signedEdit replaces old with new in a signed state object's document and
+// signs the result with the cluster's state key (in the test's CLI config
+// directory): a document dynia's own key vouches for, which readers then
+// decode and judge.
+func (e *sandboxEnv) signedEdit(name string, obj []byte, old, new string) []byte {
+	e.t.Helper()
+	m, _ := filepath.Glob(filepath.Join(filepath.Dir(e.config), "keys", name+"-????????.sign.key"))
+	if len(m) != 1 {
+		e.t.Fatalf("state key of %s: %d key files", name, len(m))
+	}
+	key, err := signing.LoadPrivateKey(m[0])
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	payload, _, err := signing.Unwrap(obj)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	edited := bytes.Replace(payload, []byte(old), []byte(new), 1)
+	if bytes.Equal(edited, payload) {
+		e.t.Fatalf("%q not in the state", old)
+	}
+	b, err := signing.Seal(signing.KindState, key, edited)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return b
+}

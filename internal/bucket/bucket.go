@@ -62,6 +62,10 @@ var (
 	ErrPrecondition = errors.New("precondition failed")
 	ErrThrottled    = errors.New("throttled by the object store")
 	ErrAccessDenied = errors.New("access denied")
+	// ErrUnavailable means the store gave no answer at all (connection
+	// refused, reset or timed out) on every attempt: unreachable now,
+	// worth trying again later.
+	ErrUnavailable = errors.New("object store unreachable")
 	// ErrUnsafeStore means the store ignores conditional writes, so two
 	// writers could silently overwrite each other (see Probe, RequireSafe).
 	ErrUnsafeStore = errors.New("object store ignores conditional writes")

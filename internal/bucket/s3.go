@@ -246,15 +246,31 @@ func (s *s3Store) PresignGet(ctx context.Context, key string, ttl time.Duration)
 // do runs one S3 call with the retry policy and turns its error into *Error.
 // ifMatch marks a put with If-Match, where 404 means the precondition failed.
 func (s *s3Store) do(ctx context.Context, op, key string, ifMatch bool, call func(context.Context) error) error {
+	var netDetail string // the last attempt's network error, if any
 	for attempt := 0; ; attempt++ {
 		err := call(ctx)
 		if err == nil {
 			return nil
 		}
 		c := s.classify(err, ifMatch)
+		var oe *net.OpError
+		if errors.As(err, &oe) {
+			netDetail = c.detail
+		}
 		if !c.retry || attempt >= s.retry.max || ctx.Err() != nil {
 			if c.throttle {
 				c.kind = ErrThrottled
+			}
+			if ctx.Err() != nil && c.kind == ErrUnavailable {
+				// Cut short by the caller's deadline: the SDK's wrapping of
+				// that says less than what the attempts before it got.
+				c.detail = "no answer before the deadline"
+				if netDetail != "" {
+					c.detail += " (" + netDetail + ")"
+				}
+			}
+			if c.retry && attempt > 0 {
+				c.detail += fmt.Sprintf("; %d attempts", attempt+1)
 			}
 			return s.fail(op, key, c.kind, c.detail, err)
 		}
@@ -262,6 +278,13 @@ func (s *s3Store) do(ctx context.Context, op, key string, ifMatch bool, call fun
 		s.log.Warn("object store request failed, retrying",
 			"op", op, "store", s.String(), "key", key, "attempt", attempt+1, "delay", d, "reason", c.detail)
 		if err := sleep(ctx, d); err != nil {
+			if c.kind == ErrUnavailable {
+				detail := "no answer before the deadline"
+				if netDetail != "" {
+					detail += " (" + netDetail + ")"
+				}
+				return s.fail(op, key, c.kind, fmt.Sprintf("%s; %d attempts", detail, attempt+1), err)
+			}
 			return s.fail(op, key, nil, "", err)
 		}
 	}
@@ -283,7 +306,11 @@ type classified struct {
 
 // classify maps an SDK error to a sentinel and decides whether to retry.
 func (s *s3Store) classify(err error, ifMatch bool) classified {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	// A cancelled caller is final. Not context.DeadlineExceeded: a dial or
+	// read that timed out (net's timeout errors match it too) is an
+	// attempt that got no answer, retried below like a refused
+	// connection; do() stops once the caller's own deadline has passed.
+	if errors.Is(err, context.Canceled) {
 		return classified{detail: err.Error()}
 	}
 	status := 0
@@ -298,8 +325,16 @@ func (s *s3Store) classify(err error, ifMatch bool) classified {
 	}
 	detail := s.scrub(strings.TrimSpace(fmt.Sprintf("HTTP %d %s", status, code)))
 	if status == 0 {
-		// No response at all: connection refused/reset, DNS, TLS, a broken body.
-		return classified{detail: s.scrub(err.Error()), retry: true}
+		// No response at all: connection refused/reset, a timeout, DNS,
+		// TLS, a broken body. The network error says it best; the SDK's
+		// wrapping ("https response error StatusCode: 0, RequestID: , …")
+		// says nothing more.
+		detail := err.Error()
+		var oe *net.OpError
+		if errors.As(err, &oe) {
+			detail = oe.Error()
+		}
+		return classified{kind: ErrUnavailable, detail: s.scrub(detail), retry: true}
 	}
 	if accessCodes[code] {
 		status = http.StatusForbidden

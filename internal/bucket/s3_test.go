@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -412,4 +413,49 @@ func mustGetETag(t *testing.T, s bucket.Store, key, want string) string {
 		t.Fatalf("%s holds %q, want %q", key, obj.Body, want)
 	}
 	return obj.ETag
+}
+
+// TestS3UnreachableRetried: a store that never answers (every dial times
+// out, as when the bucket's address is unreachable) is tried 1 +
+// MaxRetries times, and the error says it is unreachable, naming the
+// network error. Dial timeouts match context.DeadlineExceeded (net's
+// timeout errors do), and were taken for the caller's own deadline: one
+// attempt, no retry, an SDK wrapping for a message.
+func TestS3UnreachableRetried(t *testing.T) {
+	t.Parallel()
+	var dials atomic.Int64
+	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials.Add(1)
+		// A dialer whose timeout has already passed gives net's own
+		// timeout error, at once.
+		return (&net.Dialer{Timeout: time.Nanosecond}).DialContext(ctx, network, addr)
+	}}
+	s := openS3(t, "s3://b/p", bucket.Options{Endpoint: "http://127.0.0.1:9", AccessKeyID: "K", SecretAccessKey: testSecret,
+		MaxRetries: 2, RetryBaseDelay: time.Millisecond, HTTPClient: &http.Client{Transport: tr}})
+	_, err := s.Get(context.Background(), "clusters/x/state.json", "")
+	if !errors.Is(err, bucket.ErrUnavailable) {
+		t.Fatalf("get from an unreachable store: %v, want ErrUnavailable", err)
+	}
+	if got := dials.Load(); got != 3 {
+		t.Errorf("%d attempts, want 3 (1 + MaxRetries)", got)
+	}
+	msg := err.Error()
+	if !strings.Contains(msg, "object store unreachable (dial tcp 127.0.0.1:9: i/o timeout; 3 attempts)") || strings.Contains(msg, "StatusCode: 0") {
+		t.Errorf("error %q; want the store unreachable, the dial error and the attempts, without the SDK's wrapping", msg)
+	}
+
+	// The caller's deadline ends the retries: still unreachable, with the
+	// network error the attempts got.
+	slow := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		time.Sleep(20 * time.Millisecond)
+		return (&net.Dialer{Timeout: time.Nanosecond}).DialContext(ctx, network, addr)
+	}}
+	s = openS3(t, "s3://b/p", bucket.Options{Endpoint: "http://127.0.0.1:9", AccessKeyID: "K", SecretAccessKey: testSecret,
+		MaxRetries: 50, RetryBaseDelay: 10 * time.Millisecond, HTTPClient: &http.Client{Transport: slow}})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err = s.Get(ctx, "clusters/x/state.json", "")
+	if !errors.Is(err, bucket.ErrUnavailable) || !strings.Contains(err.Error(), "no answer before the deadline (dial tcp 127.0.0.1:9: i/o timeout") {
+		t.Errorf("get cut short by the caller's deadline: %v; want unreachable, naming the dial error", err)
+	}
 }

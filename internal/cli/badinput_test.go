@@ -111,3 +111,30 @@ func TestBadConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestSandboxFaultBadInput: a bad target, component or argument of
+// `sandbox fault` is exit 2 with one line naming it, before the root check
+// (so this runs as any user) and before the sandbox is touched.
+func TestSandboxFaultBadInput(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "none")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"cut", "3164444", "s3"}, `TARGET "s3": want one of bucket, api, metadata, vrrp`},
+		{[]string{"heal", "3164444", "peer"}, `TARGET "peer"`},
+		{[]string{"kill", "3164444", "nginx"}, `COMPONENT "nginx": want one of pull, haproxy, keepalived`},
+		{[]string{"bucket", "sideways"}, `bucket "sideways": want down or up`},
+		{[]string{"cut", "3164444"}, "accepts 2 arg(s)"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			t.Parallel()
+			r := runLocal(t, append([]string{"sandbox", "--dir", dir, "fault"}, tc.args...)...)
+			wantUsage(t, r, tc.want)
+			if _, err := os.Stat(dir); !os.IsNotExist(err) {
+				t.Errorf("sandbox dir touched on bad input: %v", err)
+			}
+		})
+	}
+}

@@ -42,6 +42,12 @@ type testEnv struct {
 	// store, when set, is the state store every run uses instead of
 	// opening the context's (a file:// store wrapped by a test).
 	store bucket.Store
+	// requestTimeout, when set, bounds each DO API attempt of every run
+	// (tests of timeouts; the default is cloud.Options' 60 s).
+	requestTimeout time.Duration
+	// stuckAfter, when set, is the age at which a droplet still "new" is
+	// one that never becomes active (Factory.StuckAfter).
+	stuckAfter time.Duration
 }
 
 // writeCounter passes requests on, counting those that change the bucket.
@@ -114,9 +120,10 @@ func (e *testEnv) run(args ...string) result {
 	f := NewFactory(&IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
 	f.Getenv = func(k string) string { return e.env[k] }
 	f.CloudOptions = cloud.Options{RetryWaitMin: 5 * time.Millisecond, RetryWaitMax: 50 * time.Millisecond,
-		PollInterval: 10 * time.Millisecond, PollMax: 50 * time.Millisecond}
+		PollInterval: 10 * time.Millisecond, PollMax: 50 * time.Millisecond, RequestTimeout: e.requestTimeout}
 	f.BucketHTTPClient = &http.Client{Transport: writeCounter{next: http.DefaultTransport, n: &e.writes}}
 	f.StoreOverride = e.store
+	f.StuckAfter = e.stuckAfter
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	code := Run(ctx, f, append([]string{"--config", e.cfg}, args...))

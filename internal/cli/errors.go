@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/dynia/dynia/internal/bucket"
+	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
 )
 
@@ -58,4 +59,23 @@ func exitCode(err error) int {
 		return ExitAuth
 	}
 	return ExitFailure
+}
+
+// retryable says, in words, why a failure is worth running again as it
+// is: the state store or another service (the DigitalOcean API) did not
+// answer, or kept answering 429/5xx. "" for everything else. Every dynia command can be
+// re-run (docs/reliability.md): a re-run finishes what this one left.
+func retryable(err error) string {
+	var ue *UsageError
+	switch {
+	case err == nil, errors.As(err, &ue):
+		return ""
+	case errors.Is(err, bucket.ErrUnavailable), errors.Is(err, bucket.ErrThrottled):
+		return "the state store did not answer: retryable, re-run the same command once it does"
+	case cloud.Transient(err):
+		// DO's 429/5xx after godo's retries, or no answer (DO's API, a
+		// registry, a DNS provider).
+		return "no answer or a temporary error: retryable, re-run the same command"
+	}
+	return ""
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cloud"
@@ -30,6 +31,9 @@ type Factory struct {
 	// BucketHTTPClient, when set, carries every S3 request of the built
 	// store (tests count the writes a command makes with it).
 	BucketHTTPClient *http.Client
+	// StuckAfter is how old a droplet still "new" must be to count as one
+	// that never becomes active (default stuckDropletAge).
+	StuckAfter time.Duration
 
 	// nodeTokenFile is --node-token-file and allowOperatorToken
 	// --allow-operator-token, for this run.

@@ -411,10 +411,21 @@ func provisionNodes(ctx context.Context, f *Factory, store *cluster.Store, cl *c
 			return nil, err
 		}
 		for _, d := range ds {
-			if hasTag(d.Tags, cloud.ClusterTag(name)) {
-				dropletOf[n.ID] = d.ID
-				adopted++
+			if !hasTag(d.Tags, cloud.ClusterTag(name)) {
+				continue
 			}
+			if f.stuck(d) {
+				// An earlier run's droplet that never became active:
+				// waiting for it again would never end.
+				if err := cl.DeleteDroplet(ctx, d.ID); err != nil {
+					return nil, err
+				}
+				p.Info("droplet %d (%s) is still new %v after its creation: it never became active; deleted, creating another",
+					d.ID, d.Name, time.Since(d.CreatedAt).Round(time.Second))
+				continue
+			}
+			dropletOf[n.ID] = d.ID
+			adopted++
 		}
 		if dropletOf[n.ID] == 0 {
 			toMake = append(toMake, n)
@@ -495,6 +506,9 @@ func provisionNodes(ctx context.Context, f *Factory, store *cluster.Store, cl *c
 		droplets, err = cl.WaitActive(ctx, idsToWait)
 		return "", err
 	}); err != nil {
+		if ctx.Err() != nil {
+			return nil, f.dropStuck(ctx, store, cl, name, pending, dropletOf, err)
+		}
 		return nil, err
 	}
 	return store.Update(ctx, name, func(s *cluster.State) (*cluster.State, error) {
@@ -536,4 +550,58 @@ func hasTag(tags []string, t string) bool {
 		}
 	}
 	return false
+}
+
+// stuckDropletAge: a droplet still "new" this long after its creation never
+// becomes active. DigitalOcean's droplets are usually active within a
+// minute or two ([L], no documented bound); --timeout is 10 minutes.
+const stuckDropletAge = 10 * time.Minute
+
+// stuck says whether d is a droplet that never became active.
+func (f *Factory) stuck(d cloud.Droplet) bool {
+	age := f.StuckAfter
+	if age <= 0 {
+		age = stuckDropletAge
+	}
+	return d.Status == "new" && !d.CreatedAt.IsZero() && time.Since(d.CreatedAt) >= age
+}
+
+// dropStuck runs when the command's time ran out waiting for droplets
+// (ctx is done): every droplet of pending still "new" and old enough to be
+// stuck is deleted and forgotten in the state (its node stays
+// provisioning), so a re-run creates a new one instead of waiting for it
+// again; a younger one is left for the re-run to wait for. The returned
+// error names each, and wraps err.
+func (f *Factory) dropStuck(ctx context.Context, store *cluster.Store, cl *cloud.Client, name string, pending []cluster.Node, dropletOf map[string]int, err error) error {
+	// The command's own context has ended: the clean-up gets its own.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	var notes []string
+	for _, n := range pending {
+		did := dropletOf[n.ID]
+		d, gerr := cl.GetDroplet(cctx, did)
+		if gerr != nil || d.Status != "new" {
+			continue
+		}
+		age := time.Since(d.CreatedAt).Round(time.Second)
+		if !f.stuck(d) {
+			notes = append(notes, fmt.Sprintf("droplet %d (%s) is still new after %v: re-run the same command to wait for it", d.ID, d.Name, age))
+			continue
+		}
+		if derr := cl.DeleteDroplet(cctx, d.ID); derr != nil {
+			notes = append(notes, fmt.Sprintf("droplet %d (%s) never became active (still new after %v) and could not be deleted: %v", d.ID, d.Name, age, derr))
+			continue
+		}
+		if _, uerr := store.Update(cctx, name, func(s *cluster.State) (*cluster.State, error) {
+			return cluster.SetDroplet(s, n.ID, 0)
+		}); uerr != nil {
+			notes = append(notes, fmt.Sprintf("droplet %d (%s) never became active and was deleted; recording that failed: %v", d.ID, d.Name, uerr))
+			continue
+		}
+		notes = append(notes, fmt.Sprintf("droplet %d (%s) never became active (still new after %v): deleted; re-run the same command to create another", d.ID, d.Name, age))
+	}
+	if len(notes) == 0 {
+		return err
+	}
+	return fmt.Errorf("%s: %w", strings.Join(notes, "; "), err)
 }

@@ -47,12 +47,21 @@ func waitOthers(ctx context.Context, store *cluster.Store, st *cluster.State, id
 // waitReports polls the reports of the nodes that match until each has
 // applied st's generation. Every wait says why: whenever what a waiting
 // node reports changes (its phase, its last error), one line says so.
+//
+// The nodes are those of the current state, re-read at every poll, as they
+// are now: a node another operator removed (or is removing) meanwhile is
+// not waited for, since it will never report again.
 func waitReports(ctx context.Context, store *cluster.Store, st *cluster.State, p *Progress, match func(cluster.Node) bool) error {
 	said := map[string]string{}
 	return pollUntil(ctx, func() (bool, string, error) {
+		cur := st
+		if now, _, err := store.Load(ctx, st.Name); err == nil {
+			cur = now
+		}
 		var waiting []string
 		for _, n := range st.Nodes {
-			if !match(n) {
+			now := cur.Node(n.ID)
+			if now == nil || !match(*now) {
 				continue
 			}
 			r, refused, err := readReport(ctx, store, st, n.ID)

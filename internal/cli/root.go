@@ -62,8 +62,12 @@ func Run(ctx context.Context, f *Factory, args []string) int {
 // printError writes one line (or a JSON object under -o json) to stderr.
 func printError(f *Factory, err error) {
 	msg := strings.ReplaceAll(err.Error(), "\n", " ")
+	retry := retryable(err)
+	if retry != "" {
+		msg += " (" + retry + ")"
+	}
 	if f.Global.Output == "json" {
-		b, _ := json.Marshal(map[string]any{"error": msg, "exit_code": exitCode(err)})
+		b, _ := json.Marshal(map[string]any{"error": msg, "exit_code": exitCode(err), "retryable": retry != ""})
 		fmt.Fprintln(f.IO.ErrOut, string(b))
 		return
 	}

@@ -20,7 +20,7 @@ import (
 // SandboxContext is the config context `sandbox up` writes and selects.
 const SandboxContext = "sandbox"
 
-// NewCmdSandbox is `dynia sandbox up|status|down|logs` (plus the hidden
+// NewCmdSandbox is `dynia sandbox up|status|down|logs|fault` (plus the hidden
 // serve and demo-app, which the sandbox itself runs).
 func NewCmdSandbox(f *Factory) *cobra.Command {
 	var dir string
@@ -140,13 +140,13 @@ func NewCmdSandbox(f *Factory) *cobra.Command {
 	var component string
 	logs := &cobra.Command{
 		Use:   "logs DROPLET",
-		Short: "Print a droplet's logs (id or name; `sandbox` for the cloud's); --component haproxy|keepalived|pull|app|dockerd|containerd",
+		Short: "Print a droplet's logs (id or name; `sandbox` for the cloud's); --component haproxy|keepalived|pull|app|dockerd|containerd|cloud-init",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch component {
-			case "", "haproxy", "keepalived", "pull", "app", "dockerd", "containerd", "serve", "versitygw", "registry", "pebble":
+			case "", "haproxy", "keepalived", "pull", "app", "dockerd", "containerd", "cloud-init", "serve", "versitygw", "registry", "pebble":
 			default:
-				return usagef("--component %q: must be haproxy, keepalived, pull, app, dockerd or containerd (droplets), serve, versitygw, registry or pebble (sandbox)", component)
+				return usagef("--component %q: must be haproxy, keepalived, pull, app, dockerd, containerd or cloud-init (droplets), serve, versitygw, registry or pebble (sandbox)", component)
 			}
 			rc, err := sandbox.Logs(dir, args[0], component)
 			if err != nil {
@@ -159,6 +159,8 @@ func NewCmdSandbox(f *Factory) *cobra.Command {
 	}
 	logs.Flags().StringVar(&component, "component", "", "one component's log (default: all)")
 	cmd.AddCommand(logs)
+
+	cmd.AddCommand(newCmdSandboxFault(f, &dir))
 
 	cmd.AddCommand(&cobra.Command{
 		Use:    "serve",

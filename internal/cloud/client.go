@@ -10,7 +10,9 @@
 // Every wait is ctx-aware polling with backoff: a cancelled context is an
 // error, never a success (doctl's WaitForActive reports success when
 // cancelled; we do not). godo itself retries 429 and 5xx, honouring
-// Retry-After, so the operations here only retry what DO reports as a
+// Retry-After, except for creates, which it sends again only after a 429:
+// a create whose answer was lost may have been made, so createOnce (once.go)
+// looks for it first. Beyond that the operations here only retry what DO reports as a
 // conflict worth waiting out: every action, create and delete that DO can
 // refuse with 422 "pending event" (a droplet or reserved IP another action
 // still holds) goes through one helper, whileBusy.
@@ -193,6 +195,7 @@ func (c *Client) installCounter(gc *godo.Client) {
 			}
 			rt.Client.HTTPClient.Transport = &countingTransport{base: inner, counter: c.calls}
 			rt.Client.Backoff = cappedBackoff
+			rt.Client.CheckRetry = onceRetryPolicy(rt.Client.CheckRetry)
 			c.wire = inner
 			return
 		}

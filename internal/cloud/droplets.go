@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -109,10 +110,26 @@ func (c *Client) createDroplet(ctx context.Context, s DropletSpec) (Droplet, err
 		Monitoring: s.Monitoring,
 	}
 	var d *godo.Droplet
-	err := c.whileBusy(ctx, op, busyOn{what: "droplet " + s.Name}, false, func(ctx context.Context) error {
+	err := c.createOnce(ctx, op, busyOn{what: "droplet " + s.Name}, func(ctx context.Context) error {
 		var err error
 		d, _, err = c.godo.Droplets.Create(ctx, req)
 		return wrap(op, err)
+	}, func(ctx context.Context) (bool, error) {
+		// The same name, region and tags: dynia's names and node tags are
+		// unique, so this is the droplet the lost answer was about.
+		ds, err := listAll(ctx, func(opt *godo.ListOptions) ([]godo.Droplet, *godo.Response, error) {
+			return c.godo.Droplets.ListByName(ctx, s.Name, opt)
+		})
+		if err != nil {
+			return false, wrap(op+": look for it", err)
+		}
+		for i := range ds {
+			if ds[i].Region != nil && ds[i].Region.Slug == s.Region && hasAll(ds[i].Tags, s.Tags) {
+				d = &ds[i]
+				return true, nil
+			}
+		}
+		return false, nil
 	})
 	if err != nil {
 		return Droplet{}, err
@@ -291,4 +308,14 @@ func listAll[T any](ctx context.Context, page func(*godo.ListOptions) ([]T, *god
 		opt.Page++
 	}
 	return all, errors.New("more than 1000 pages")
+}
+
+// hasAll says whether every tag of want is in tags.
+func hasAll(tags, want []string) bool {
+	for _, w := range want {
+		if !slices.Contains(tags, w) {
+			return false
+		}
+	}
+	return true
 }

@@ -47,14 +47,33 @@ func (c *Client) EnsureVPC(ctx context.Context, name, region, ipRange string) (V
 		}
 		return fromGodoVPC(v), false, nil
 	}
-	v, _, err := c.godo.VPCs.Create(ctx, &godo.VPCCreateRequest{
-		Name:        name,
-		RegionSlug:  region,
-		IPRange:     ipRange,
-		Description: vpcDescription,
+	var v *godo.VPC
+	err = c.createOnce(ctx, op+": create", busyOn{what: "VPC " + name}, func(ctx context.Context) error {
+		var err error
+		v, _, err = c.godo.VPCs.Create(ctx, &godo.VPCCreateRequest{
+			Name:        name,
+			RegionSlug:  region,
+			IPRange:     ipRange,
+			Description: vpcDescription,
+		})
+		return wrap(op+": create", err)
+	}, func(ctx context.Context) (bool, error) {
+		vs, err := listAll(ctx, func(opt *godo.ListOptions) ([]*godo.VPC, *godo.Response, error) {
+			return c.godo.VPCs.List(ctx, opt)
+		})
+		if err != nil {
+			return false, wrap(op+": look for it", err)
+		}
+		for _, got := range vs {
+			if got != nil && got.Name == name && got.RegionSlug == region {
+				v = got
+				return true, nil
+			}
+		}
+		return false, nil
 	})
 	if err != nil {
-		return VPC{}, false, wrap(op+": create", err)
+		return VPC{}, false, err
 	}
 	c.log.Info("cloud: VPC created", "name", name, "region", region, "id", v.ID, "ip_range", v.IPRange)
 	return fromGodoVPC(v), true, nil
@@ -172,10 +191,24 @@ func (c *Client) EnsureFirewall(ctx context.Context, spec FirewallSpec) (Firewal
 		return Firewall{}, false, fmt.Errorf("cloud: %s: %w", op, err)
 	}
 	var fw *godo.Firewall
-	err = c.whileBusy(ctx, op+": create", busyOn{what: "firewall " + spec.Name}, false, func(ctx context.Context) error {
+	err = c.createOnce(ctx, op+": create", busyOn{what: "firewall " + spec.Name}, func(ctx context.Context) error {
 		var err error
 		fw, _, err = c.godo.Firewalls.Create(ctx, want)
 		return wrap(op+": create", err)
+	}, func(ctx context.Context) (bool, error) {
+		fws, err := listAll(ctx, func(opt *godo.ListOptions) ([]godo.Firewall, *godo.Response, error) {
+			return c.godo.Firewalls.List(ctx, opt)
+		})
+		if err != nil {
+			return false, wrap(op+": look for it", err)
+		}
+		for i := range fws {
+			if fws[i].Name == spec.Name {
+				fw = &fws[i]
+				return true, nil
+			}
+		}
+		return false, nil
 	})
 	if err != nil {
 		return Firewall{}, false, err

@@ -205,7 +205,9 @@ func (s *Store) load(ctx context.Context, name string) (*State, string, error) {
 	}
 	st, err := s.open(name, obj.Body)
 	if err != nil {
-		return nil, obj.ETag, fmt.Errorf("state of %s: %w", name, err)
+		// Every write reads first (Update) or creates only where nothing
+		// is (Create): an unreadable state is never overwritten.
+		return nil, obj.ETag, fmt.Errorf("state of %s (%s in %s, left as it is: fix or restore it): %w", name, StateKey(name), s.B, err)
 	}
 	return st, obj.ETag, nil
 }

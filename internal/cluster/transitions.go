@@ -116,6 +116,23 @@ func SetNodeNetwork(s *State, id string, dropletID int, publicIP, privateIP stri
 	if n.Lifecycle == Provisioning {
 		n.Lifecycle = Ready
 	}
+	// A node being removed whose droplet is gone keeps its addresses in the
+	// state until its remove writes the last step; DigitalOcean may give
+	// them to a droplet created meanwhile (a concurrent `node add`). That
+	// this droplet has them proves the other's is gone: the removing node
+	// loses them (nothing renders a removing node's addresses).
+	for i := range next.Nodes {
+		o := &next.Nodes[i]
+		if o.ID == id || o.Lifecycle != Removing {
+			continue
+		}
+		if o.PrivateIP == privateIP {
+			o.PrivateIP = ""
+		}
+		if o.PublicIP == publicIP {
+			o.PublicIP = ""
+		}
+	}
 	return next, next.Validate()
 }
 

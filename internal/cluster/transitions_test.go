@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -167,5 +168,37 @@ func TestAddNamedNodes(t *testing.T) {
 	}
 	if _, err := AddNamedNodes(next, []string{"Not An Id"}, t0); err == nil {
 		t.Fatal("bad id accepted")
+	}
+}
+
+// TestSetNodeNetworkTakesAddressesOfARemovedDroplet: a node being removed
+// whose droplet is gone may see its addresses given to a droplet created
+// meanwhile; the new node gets them and the removing node loses them,
+// where a ready node's duplicate address is still refused.
+func TestSetNodeNetworkTakesAddressesOfARemovedDroplet(t *testing.T) {
+	t.Parallel()
+	s := sample(t)
+	gone := s.Nodes[2]
+	s, err := MarkRemoving(s, gone.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, ids, err := AddNodes(s, 1, NewNamer(9), t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := SetNodeNetwork(s, ids[0], 2000, gone.PublicIP, gone.PrivateIP)
+	if err != nil {
+		t.Fatalf("a new node with the removing node's addresses: %v", err)
+	}
+	if n := next.Node(ids[0]); n.PrivateIP != gone.PrivateIP || n.PublicIP != gone.PublicIP || n.Lifecycle != Ready {
+		t.Errorf("new node %+v", n)
+	}
+	if o := next.Node(gone.ID); o.PrivateIP != "" || o.PublicIP != "" || o.Lifecycle != Removing {
+		t.Errorf("removing node %+v, want it without addresses", o)
+	}
+	ready := s.Nodes[1]
+	if _, err := SetNodeNetwork(s, ids[0], 2000, "198.51.100.99", ready.PrivateIP); err == nil || !strings.Contains(err.Error(), "same as node "+ready.ID) {
+		t.Errorf("a new node with a ready node's private IP: %v, want refused", err)
 	}
 }

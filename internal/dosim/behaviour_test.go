@@ -848,3 +848,52 @@ func TestHookMayCallBack(t *testing.T) {
 		t.Fatalf("reserved IP %+v", r)
 	}
 }
+
+// TestFaultAfterAndAnswerLost: After lets the first matching requests
+// through; AnswerLost applies the request and then answers with the fault
+// (or drops the connection): the droplet exists although its create
+// failed.
+func TestFaultAfterAndAnswerLost(t *testing.T) {
+	t.Parallel()
+	s, hs, _ := newSim(t, Options{})
+	s.InjectFault(Fault{PathPrefix: "/v2/sizes", Status: 503, After: 2, Count: 2})
+	var got []int
+	for range 5 {
+		resp, _ := call(t, hs, "GET", "/v2/sizes", "tok", nil)
+		got = append(got, resp.StatusCode)
+	}
+	if diff := cmp.Diff([]int{200, 200, 503, 503, 200}, got); diff != "" {
+		t.Fatalf("After: 2, Count: 2 (-want +got):\n%s", diff)
+	}
+	body := map[string]any{"name": "lost-1", "region": "nyc3", "size": "s-1vcpu-1gb", "image": "debian-12-x64"}
+	s.InjectFault(Fault{Method: "POST", PathPrefix: "/v2/droplets", Status: 500, AnswerLost: true, Count: 1})
+	if resp, m := call(t, hs, "POST", "/v2/droplets", "tok", body); resp.StatusCode != 500 || m["id"] != "server_error" {
+		t.Fatalf("lost answer: %d %v", resp.StatusCode, m)
+	}
+	s.InjectFault(Fault{Method: "POST", PathPrefix: "/v2/droplets", AnswerLost: true, Count: 1})
+	body["name"] = "lost-2"
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest("POST", hs.URL+"/v2/droplets", bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer tok")
+	req.Header.Set("Content-Type", "application/json")
+	if resp, err := hs.Client().Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("lost answer without a status: got %d, want a dropped connection", resp.StatusCode)
+	}
+	var names []string
+	for _, d := range s.Droplets() {
+		names = append(names, d.Name)
+	}
+	if diff := cmp.Diff([]string{"lost-1", "lost-2"}, names); diff != "" {
+		t.Errorf("droplets whose answers were lost (-want +got):\n%s", diff)
+	}
+	var statuses []int
+	for _, c := range s.Calls() {
+		if c.Method == "POST" {
+			statuses = append(statuses, c.Status)
+		}
+	}
+	if diff := cmp.Diff([]int{500, 0}, statuses); diff != "" {
+		t.Errorf("call log statuses of the lost answers (-want +got):\n%s", diff)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -173,6 +174,13 @@ func match(rts []route, method, path string) (*route, map[string]string, bool) {
 	return nil, nil, pathKnown
 }
 
+// discardWriter swallows an answer a fault replaces.
+type discardWriter struct{ h http.Header }
+
+func (d *discardWriter) Header() http.Header         { return d.h }
+func (d *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (d *discardWriter) WriteHeader(int)             {}
+
 // statusWriter remembers the status for the call log.
 type statusWriter struct {
 	http.ResponseWriter
@@ -198,15 +206,16 @@ func (s *Server) serveAPI(w http.ResponseWriter, hr *http.Request) {
 	reqID := newRequestID()
 	sw.Header().Set("x-request-id", reqID)
 	start := time.Now()
+	wire := sw // what the client gets, also when a fault replaces sw
 	defer func() {
-		c := Call{Method: hr.Method, Path: hr.URL.Path, Query: hr.URL.RawQuery, Status: sw.status}
+		c := Call{Method: hr.Method, Path: hr.URL.Path, Query: hr.URL.RawQuery, Status: wire.status}
 		s.mu.Lock()
 		s.calls = append(s.calls, c)
 		s.mu.Unlock()
 		if s.opts.OnCall != nil {
 			s.opts.OnCall(c, hostOnly(hr.RemoteAddr), start)
 		}
-		s.opts.Logger.Debug("dosim api", "method", hr.Method, "path", hr.URL.Path, "status", sw.status, "request_id", reqID, "duration", time.Since(start))
+		s.opts.Logger.Debug("dosim api", "method", hr.Method, "path", hr.URL.Path, "status", wire.status, "request_id", reqID, "duration", time.Since(start))
 	}()
 
 	token := bearer(hr)
@@ -214,6 +223,17 @@ func (s *Server) serveAPI(w http.ResponseWriter, hr *http.Request) {
 
 	if f := s.takeFault(hr); f != nil {
 		if f.Latency > 0 {
+			// Read the body first: net/http notices a client that gave
+			// up (and cancels the request's context) only once the
+			// handler has read the body to its end. Without this a
+			// create (POST with a body) that the client timed out on was
+			// applied after the latency, though the client never learns
+			// of it: not a timeout, a lost answer (AnswerLost tests those).
+			body, err := io.ReadAll(io.LimitReader(hr.Body, 1<<20)) // DO bodies are small
+			if err != nil {
+				return
+			}
+			hr.Body = io.NopCloser(bytes.NewReader(body))
 			t := time.NewTimer(f.Latency)
 			select {
 			case <-t.C:
@@ -222,7 +242,17 @@ func (s *Server) serveAPI(w http.ResponseWriter, hr *http.Request) {
 				return
 			}
 		}
-		if f.Status != 0 {
+		if f.AnswerLost {
+			// Handled below as usual, into a writer nobody reads; the
+			// client gets the fault's answer, or a dropped connection.
+			sw = &statusWriter{ResponseWriter: &discardWriter{h: http.Header{}}}
+			defer func() {
+				if f.Status == 0 {
+					panic(http.ErrAbortHandler)
+				}
+				writeError(wire, reqID, f.Status, errorID(f.Status), "injected fault (the request was applied)")
+			}()
+		} else if f.Status != 0 {
 			if f.Status == http.StatusTooManyRequests {
 				sw.Header().Set("retry-after", "1")
 			}
@@ -353,6 +383,13 @@ func (s *Server) rateHeaders(w http.ResponseWriter, token string, count bool) (i
 // makes it probabilistic (0 = always); Every N > 1 makes it hit only every
 // Nth matching request, a deterministic pattern tests can rely on (a random
 // rate sometimes fails a request on every one of a client's retries).
+// After N lets the first N matching requests through untouched: a storm
+// that starts at a chosen point of a command.
+//
+// AnswerLost makes the request go through as if there were no fault (the
+// change is made, hooks run) and then replaces its answer with Status, or
+// drops the connection when Status is 0: what a client sees when DO's
+// edge answers 5xx or times out after the API applied the request.
 type Fault struct {
 	Method     string
 	PathPrefix string
@@ -362,6 +399,8 @@ type Fault struct {
 	Count      int
 	Rate       float64
 	Every      int
+	After      int
+	AnswerLost bool
 }
 
 type faultState struct {
@@ -400,6 +439,9 @@ func (s *Server) takeFault(r *http.Request) *Fault {
 			continue
 		}
 		f.seen++
+		if f.seen <= f.After {
+			continue
+		}
 		if f.Every > 1 && f.seen%f.Every != 0 {
 			continue
 		}

@@ -14,10 +14,15 @@ import (
 )
 
 // apiOptions tune the node's DO client for failover: short retries (every
-// second of a claim is outage), quick action polls.
+// second of a claim is outage), quick action polls, and a short attempt
+// timeout with few retries: a node cut from the API must learn it (and
+// report it) in seconds, not after godo's default 5 attempts of 60 s. The
+// claim loop is the retry that matters: a MASTER without the IP claims
+// again at its next check (pull.CheckEvery).
 func apiOptions(cfg *nodeconfig.Config, log *slog.Logger) cloud.Options {
 	return cloud.Options{
 		BaseURL: cfg.DOAPIURL, Logger: log, RetryWaitMin: 200 * time.Millisecond, RetryWaitMax: 3 * time.Second,
+		RetryMax: 2, RequestTimeout: 5 * time.Second,
 		PollInterval: 200 * time.Millisecond, PollMax: time.Second,
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/dynia/dynia/internal/cluster"
@@ -90,12 +91,11 @@ func (a *dockerApp) Start(ctx context.Context, rel cluster.Release, sec secrets.
 		return appInstance{}, &appFailure{Reason: err.Error(), Retry: !errors.Is(err, container.ErrInvalidSpec)}
 	}
 	if err := a.rt.WaitHealthy(ctx, inst, rel.HealthPath, rel.HealthTimeout()); err != nil {
-		f := &appFailure{Reason: err.Error()}
-		var ue *container.UnhealthyError
-		if errors.As(err, &ue) {
-			f.Reason, f.Logs = ue.Reason, ue.Logs
-		} else if lines, lerr := a.rt.Logs(ctx, inst, 20); lerr == nil {
-			f.Logs = lines
+		f := healthFailure(err)
+		if f.Logs == nil {
+			if lines, lerr := a.rt.Logs(ctx, inst, 20); lerr == nil {
+				f.Logs = lines
+			}
 		}
 		// The failed release never serves: remove it (its lines are kept
 		// in the report).
@@ -108,6 +108,23 @@ func (a *dockerApp) Start(ctx context.Context, rel cluster.Release, sec secrets.
 		return appInstance{}, f
 	}
 	return dockerInstance(inst), nil
+}
+
+// healthFailure classifies a failed wait for a new container's health: a
+// container that crashed or never answered 200 (*container.UnhealthyError)
+// is the release's fault and is not retried, unless SIGKILL from outside
+// ended it (status 137, 128+9, and not the memory limit: an operator, a
+// host OOM kill, the fault suite); anything else is Docker's trouble
+// (dockerd restarting, its socket gone: "Cannot connect to the Docker
+// daemon") and is retried with backoff. Taking either for a bad release
+// left a node without its app until a new release.
+func healthFailure(err error) *appFailure {
+	var ue *container.UnhealthyError
+	if errors.As(err, &ue) {
+		killed := ue.Exited && ue.ExitCode == 128+int(syscall.SIGKILL) && !ue.OOMKilled
+		return &appFailure{Reason: ue.Reason, Logs: ue.Logs, Retry: killed}
+	}
+	return &appFailure{Reason: err.Error(), Retry: !errors.Is(err, container.ErrInvalidSpec)}
 }
 
 func (a *dockerApp) Stop(ctx context.Context, inst appInstance) error {

@@ -33,6 +33,12 @@ const CheckEvery = 5 * time.Second
 // proved it works: 6 API calls an hour.
 const verifyEvery = 10 * time.Minute
 
+// claimTimeout bounds one claim or check (API reads, the assign and its
+// action): a claim stuck on an unreachable API must not keep the loop
+// from the next attempt. DO's assignments take seconds (its spec's
+// example: about 11 s).
+const claimTimeout = time.Minute
+
 // isMaster says whether keepalived's last reported state is MASTER.
 func (d *Daemon) isMaster() bool {
 	d.smu.Lock()
@@ -86,11 +92,13 @@ func (d *Daemon) claimLoop(ctx context.Context) {
 		}
 		var res failover.Result
 		var err error
+		cctx, cancel := context.WithTimeout(ctx, claimTimeout)
 		if reason == "check" {
-			res, err = d.claimer.Check(ctx, st)
+			res, err = d.claimer.Check(cctx, st)
 		} else {
-			res, err = d.claimer.Claim(ctx, st, reason)
+			res, err = d.claimer.Claim(cctx, st, reason)
 		}
+		cancel()
 		d.m.apiCalls.Add(float64(res.APICalls))
 		d.recordClaim(reason, res, err)
 	}
@@ -109,8 +117,14 @@ func (d *Daemon) recordClaim(reason string, res failover.Result, err error) {
 	d.updateStatus(func(s *Status) {
 		if err != nil {
 			s.LastError, s.LastErrorAt = "claim reserved ip: "+err.Error(), &now
-			if errors.Is(err, cloud.ErrAuth) {
+			switch {
+			case errors.Is(err, cloud.ErrAuth):
 				s.Failover = FailoverStatus{Ready: false, Error: "claim reserved ip: " + err.Error(), CheckedAt: &now}
+			case unreachable(err):
+				// No answer from the DO API: this node cannot move the IP
+				// now, whatever its token. The next claim or check that
+				// gets an answer makes it ready again.
+				s.Failover = FailoverStatus{Ready: false, Error: "claim reserved ip: cannot reach the DO API: " + err.Error(), CheckedAt: &now}
 			}
 			return
 		}
@@ -224,4 +238,11 @@ func (d *Daemon) VerifyNow() {
 	case d.verify <- struct{}{}:
 	default:
 	}
+}
+
+// unreachable says whether err means the DO API gave no answer at all
+// (refused, reset, timed out), as opposed to an answer refusing the call.
+func unreachable(err error) bool {
+	var ae *cloud.APIError
+	return !errors.As(err, &ae) && cloud.Transient(err)
 }

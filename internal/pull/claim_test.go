@@ -2,17 +2,22 @@ package pull
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"net"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dynia/dynia/internal/bucket"
+	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/dosim"
+	"github.com/dynia/dynia/internal/failover"
 )
 
 // TestBadNodeTokenIsVisibleAndHeals is the reproduction of a standby with
@@ -101,4 +106,35 @@ func reportText(t *testing.T, store bucket.Store) string {
 		t.Fatal(err)
 	}
 	return string(obj.Body)
+}
+
+// TestUnreachableAPIMarksFailoverNotReady: a MASTER whose claim got no
+// answer from the DO API (a partition, an outage) reports failover not
+// ready with the reason, so `node list` says what the node cannot reach;
+// an answer, even a refusal, is not "unreachable"; the next claim that
+// gets an answer makes it ready again.
+func TestUnreachableAPIMarksFailoverNotReady(t *testing.T) {
+	t.Parallel()
+	d := New(Settings{Cluster: "shop", NodeID: "amber-fox", RunDir: t.TempDir(), PollInterval: time.Second}, newMemStore(), Options{})
+	d.onVRRP(VRRPMaster)
+	ready := time.Now().UTC()
+	d.updateStatus(func(s *Status) { s.Failover = FailoverStatus{Ready: true, CheckedAt: &ready} })
+
+	timeout := fmt.Errorf("read reserved IP 198.51.100.7: cloud: get reserved IP: %w",
+		&net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded})
+	d.recordClaim("vrrp BACKUP -> MASTER", failover.Result{APICalls: 1}, timeout)
+	f := d.snapshot().Failover
+	if f.Ready || !strings.Contains(f.Error, "cannot reach the DO API") || !strings.Contains(f.Error, "dial tcp") {
+		t.Errorf("after a claim that got no answer: failover %+v; want not ready, naming the DO API and the network error", f)
+	}
+
+	refused := &cloud.APIError{Op: "assign reserved IP", StatusCode: 500, Message: "internal"}
+	d.recordClaim("check", failover.Result{APICalls: 2}, refused)
+	if f := d.snapshot().Failover; !strings.Contains(f.Error, "cannot reach") {
+		t.Errorf("a 500 answer changed the failover status to %+v; only an answer that proves the API works does", f)
+	}
+	d.recordClaim("check", failover.Result{APICalls: 2, Moved: true, Held: true, Reason: "MASTER without the reserved IP"}, nil)
+	if f := d.snapshot().Failover; !f.Ready || f.Error != "" {
+		t.Errorf("after a claim that moved the IP: failover %+v; want ready", f)
+	}
 }

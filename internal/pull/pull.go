@@ -425,7 +425,12 @@ func (d *Daemon) Step(ctx context.Context, force bool) (Result, error) {
 		etag = ""
 	}
 	d.m.polls.Inc()
-	obj, err := store.Get(ctx, cluster.StateKey(set.Cluster), etag)
+	// One poll is bounded: the store retries an attempt that got no
+	// answer, and an unreachable bucket must not hold the loop (and the
+	// first poll after it comes back) for the store's whole retry budget.
+	pctx, cancel := context.WithTimeout(ctx, pollTimeout)
+	obj, err := store.Get(pctx, cluster.StateKey(set.Cluster), etag)
+	cancel()
 	if errors.Is(err, bucket.ErrNotModified) {
 		d.m.notModified.Inc()
 		d.pollOK()

@@ -19,6 +19,7 @@ const (
 	DefaultTLSDir           = "/etc/dynia/tls"
 
 	maxBackoff        = 30 * time.Second
+	pollTimeout       = 15 * time.Second // one poll of the state, the store's retries included
 	fullRenderEvery   = 5 * time.Minute
 	minReloadInterval = 500 * time.Millisecond
 	statusEvery       = time.Minute     // heartbeat when nothing changed

@@ -102,7 +102,9 @@ func (s *supervisor) start(ctx context.Context, spec daemonSpec) *adopted {
 // watch polls an adopted daemon (not our child: no wait status) until it
 // exits, or ctx ends (false: it keeps running).
 func (s *supervisor) watch(ctx context.Context, log *slog.Logger, pid int, tick uint64) bool {
-	t := time.NewTicker(time.Second)
+	// Often: the daemon is restarted only once this notices it is gone
+	// (one read of /proc/PID/stat per tick).
+	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	for {
 		select {
@@ -139,24 +141,38 @@ func (s *supervisor) setPid(name string, pid int) {
 }
 
 func (s *supervisor) loop(ctx context.Context, log *slog.Logger, spec daemonSpec) {
-	delay := time.Second
+	var delay time.Duration
 	for ctx.Err() == nil {
 		began := time.Now()
 		err := s.runOnce(ctx, log, spec)
 		if ctx.Err() != nil {
 			return
 		}
-		if time.Since(began) > maxBackoff {
-			delay = time.Second // it ran long enough: not a crash loop
-		}
+		delay = restartDelay(delay, time.Since(began))
 		log.Warn("daemon exited; restarting", "err", err, "after", delay)
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(delay):
 		}
-		delay = min(delay*2, maxBackoff)
 	}
+}
+
+// restartDelay is how long to wait before starting again a daemon that
+// exited after running for ran, the previous wait having been prev (0 for
+// none). One that ran longer than maxBackoff was not crash-looping and is
+// started at once: every second HAProxy is down on the Reserved IP's holder
+// fails requests, and after 2 s keepalived's check (interval 1, fall 2)
+// puts the node in FAULT and the IP moves. One that keeps exiting waits
+// 1 s, 2 s, 4 s … up to maxBackoff.
+func restartDelay(prev, ran time.Duration) time.Duration {
+	switch {
+	case ran > maxBackoff:
+		return 0
+	case prev == 0:
+		return time.Second
+	}
+	return min(prev*2, maxBackoff)
 }
 
 // runOnce starts the daemon and returns when it exits, or when ctx ends,

@@ -183,3 +183,34 @@ func TestChangeTimeFollowsRename(t *testing.T) {
 		t.Fatalf("mtime %v, change time %v; want the change time after %v", fi.ModTime(), changeTime(fi), daemonStarted)
 	}
 }
+
+// TestRestartDelay: a daemon that ran long is restarted at once; one that
+// keeps exiting backs off 1 s, 2 s, 4 s … up to maxBackoff, and is started
+// at once again after a long run.
+func TestRestartDelay(t *testing.T) {
+	t.Parallel()
+	long, short := maxBackoff+time.Second, 100*time.Millisecond
+	steps := []struct {
+		ran  time.Duration
+		want time.Duration
+	}{
+		{long, 0},
+		{short, time.Second},
+		{short, 2 * time.Second},
+		{short, 4 * time.Second},
+		{short, 8 * time.Second},
+		{short, 16 * time.Second},
+		{short, maxBackoff},
+		{short, maxBackoff},
+		{long, 0},
+		{short, time.Second},
+	}
+	var prev time.Duration
+	for i, s := range steps {
+		got := restartDelay(prev, s.ran)
+		if got != s.want {
+			t.Errorf("exit %d (ran %v, previous wait %v): wait %v, want %v", i, s.ran, prev, got, s.want)
+		}
+		prev = got
+	}
+}

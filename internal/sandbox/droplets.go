@@ -113,8 +113,18 @@ func (m *manager) Create(ctx context.Context, s dropletSpec) error {
 	m.droplets[s.ID] = rd
 	procs, err := m.boot.Boot(ctx, ddir, d, s.UserData)
 	if err != nil {
-		// A real droplet with broken user-data boots but runs nothing.
+		// A real droplet with broken user-data boots but runs nothing;
+		// cloud-init says why in its log, and so does the sandbox's
+		// (`dynia sandbox logs ID --component cloud-init`).
 		m.log.Error("droplet boot failed", "droplet", s.ID, "err", err)
+		line := fmt.Sprintf("%s sandbox cloud-init: user-data not applied, nothing started: %v\n", time.Now().UTC().Format(time.RFC3339), err)
+		lerr := os.MkdirAll(filepath.Join(ddir, "logs"), 0o700)
+		if lerr == nil {
+			lerr = appendFile(filepath.Join(ddir, "logs", "cloud-init.log"), line)
+		}
+		if lerr != nil {
+			m.log.Error("droplet boot failed: write cloud-init.log", "droplet", s.ID, "err", lerr)
+		}
 		return nil
 	}
 	for i := range procs {

@@ -594,8 +594,8 @@ func isNotEmpty(err error) bool {
 
 // Logs opens a log: dropletRef is a droplet id, name or namespace ("" or
 // "sandbox" for the cloud's own logs); component is pull, app, haproxy,
-// keepalived, dockerd, containerd (droplets) or serve, versitygw, registry
-// (the cloud). The caller closes it.
+// keepalived, dockerd, containerd, cloud-init (droplets) or serve, versitygw, registry,
+// pebble (the cloud). The caller closes it.
 func Logs(dir, dropletRef, component string) (io.ReadCloser, error) {
 	if dir == "" {
 		dir = DefaultDir
@@ -631,7 +631,7 @@ func Logs(dir, dropletRef, component string) (io.ReadCloser, error) {
 		}
 		return filterLines(f, component), nil
 	}
-	return nil, fmt.Errorf("droplet %d has no %s log (components: pull, app, haproxy, keepalived, dockerd, containerd): %w", id, component, os.ErrNotExist)
+	return nil, fmt.Errorf("droplet %d has no %s log (components: pull, app, haproxy, keepalived, dockerd, containerd, cloud-init): %w", id, component, os.ErrNotExist)
 }
 
 // daemonLine recognises a daemon's own output lines in pull.log: HAProxy's
