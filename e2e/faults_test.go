@@ -28,6 +28,7 @@ import (
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/pull"
+	"github.com/dynia/dynia/internal/signing"
 	"github.com/dynia/dynia/internal/sandbox"
 	"github.com/dynia/dynia/internal/testutil"
 )
@@ -83,7 +84,12 @@ func (e *sandboxEnv) report(name, id string) *pull.Status {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	s, err := pull.DecodeStatus(obj.Body)
+	// The report as its node wrote it (a signed envelope), unverified.
+	b, _, err := signing.Unwrap(obj.Body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	s, err := pull.DecodeStatus(b)
 	if err != nil {
 		e.t.Fatal(err)
 	}
