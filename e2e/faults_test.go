@@ -28,8 +28,8 @@ import (
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/pull"
-	"github.com/dynia/dynia/internal/signing"
 	"github.com/dynia/dynia/internal/sandbox"
+	"github.com/dynia/dynia/internal/signing"
 	"github.com/dynia/dynia/internal/testutil"
 )
 
