@@ -47,6 +47,9 @@ func TestBadInputStateRules(t *testing.T) {
 		{"health path escaped CRLF", deploy("--health-path", "/healthz%0d%0aX-Evil:%201"), `escape %0d decodes to a control character`},
 		{"health path variable", deploy("--health-path", "/a${HOME}"), `--health-path "/a${HOME}": character '$' not allowed`},
 		{"env name", deploy("--env", "A-B=1"), `--env "A-B"`},
+		{"image not a reference", []string{"app", "deploy", "--name", "ok", "--image", "registry.example.com/app:bad tag"}, `--image "registry.example.com/app:bad tag": not an image reference`},
+		{"image without a tag", []string{"app", "deploy", "--name", "ok", "--image", "registry.example.com/app"}, `--image "registry.example.com/app": name a tag or a digest`},
+		{"port out of range", deploy("--port", "70000"), `--port "70000": must be 1-65535`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			calls, writes := len(e.sim.Calls()), e.writes.Load()
