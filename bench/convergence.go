@@ -25,7 +25,7 @@ func serverStates(sock string) (map[string]bool, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
 	if _, err := c.Write([]byte("show stat\n")); err != nil {
 		return nil, err

@@ -91,5 +91,5 @@ func (c Config) PrintPlan(w io.Writer) {
 		total += e.Took
 	}
 	fmt.Fprintf(tw, "estimate: all selected, on 2 cores\t%v\n", total.Round(time.Minute))
-	tw.Flush()
+	_ = tw.Flush()
 }

@@ -273,7 +273,7 @@ func (rc *Recipe) Ready() error {
 		}
 	}
 	if h := rc.s.Holder(rc.RIP); h != rc.Nodes[0].ID {
-		return fmt.Errorf("Reserved IP on %d, not yet back on the primary %d", h, rc.Nodes[0].ID)
+		return fmt.Errorf("the Reserved IP is on %d, not yet back on the primary %d", h, rc.Nodes[0].ID)
 	}
 	_, err := httpGet("http://" + rc.RIP + "/")
 	return err

@@ -61,7 +61,7 @@ func (r *Runner) UpSandbox(extra ...string) *Sandbox {
 			break
 		}
 	}
-	os.RemoveAll(root)
+	_ = os.RemoveAll(root)
 	r.Fatalf("dynia sandbox up: exit %d: %s", res.Code, strings.TrimSpace(res.Stderr))
 	return nil
 }
@@ -72,7 +72,7 @@ func (s *Sandbox) Down() {
 		s.r.Logf("sandbox down: exit %d: %s", res.Code, res.Stderr)
 		return
 	}
-	os.RemoveAll(s.root)
+	_ = os.RemoveAll(s.root)
 }
 
 // CLIResult is one dynia command's outcome.

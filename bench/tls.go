@@ -137,7 +137,7 @@ func servedCert(addr string, tcfg *tls.Config) (*x509.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	return c.(*tls.Conn).ConnectionState().PeerCertificates[0], nil
 }
 

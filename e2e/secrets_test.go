@@ -260,7 +260,7 @@ func devOf(path string) uint64 {
 	if err := syscall.Stat(path, &st); err != nil {
 		return 0
 	}
-	return uint64(st.Dev)
+	return st.Dev
 }
 
 // sandboxPIDs is every process the sandbox started: its pid files (serve,

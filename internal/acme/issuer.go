@@ -328,7 +328,7 @@ func (i *Issuer) backoff(failures int) time.Duration {
 // (*ValidationError for a failed challenge); further orders wait
 // FailureBackoff, doubling (ErrBackoff).
 func (i *Issuer) Ensure(ctx context.Context) (Result, error) {
-	doc, etag, err := readCertDoc(ctx, i.cfg.Store, "")
+	doc, _, err := readCertDoc(ctx, i.cfg.Store, "")
 	if err != nil && !errors.Is(err, bucket.ErrNotFound) {
 		return Result{}, fmt.Errorf("acme: ensure: %w", err)
 	}
@@ -351,7 +351,7 @@ func (i *Issuer) Ensure(ctx context.Context) (Result, error) {
 	}()
 
 	// Under the lease: another node may have renewed since the first read.
-	doc, etag, err = readCertDoc(ctx, i.cfg.Store, "")
+	doc, etag, err := readCertDoc(ctx, i.cfg.Store, "")
 	if err != nil && !errors.Is(err, bucket.ErrNotFound) {
 		return Result{}, fmt.Errorf("acme: ensure: %w", err)
 	}

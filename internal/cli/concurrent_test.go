@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -86,5 +85,5 @@ func TestConcurrentOperators(t *testing.T) {
 	if err := st.Validate(); err != nil {
 		t.Error(err)
 	}
-	t.Log(fmt.Sprintf("final: %d nodes, active %s, generation %d", len(st.Nodes), st.Active().ID, st.Generation))
+	t.Logf("final: %d nodes, active %s, generation %d", len(st.Nodes), st.Active().ID, st.Generation)
 }

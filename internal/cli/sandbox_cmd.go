@@ -289,10 +289,3 @@ func printSandbox(f *Factory, info *sandbox.Info) error {
 	}
 	return nil
 }
-
-func envOr(f *Factory, key, def string) string {
-	if v := f.Getenv(key); v != "" {
-		return v
-	}
-	return def
-}

@@ -193,7 +193,7 @@ func (a *App) clone() App {
 		r.Env = cloneMap(r.Env)
 		c.Releases[i] = r
 	}
-	if c.Releases == nil || len(c.Releases) == 0 {
+	if len(c.Releases) == 0 {
 		c.Releases = nil
 	}
 	if a.Rollout != nil {

@@ -138,7 +138,7 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 	if err != nil {
 		return err
 	}
-	defer os.Remove(f.Name()) // after the rename there is nothing left to remove
+	defer func() { _ = os.Remove(f.Name()) }() // after the rename there is nothing left to remove
 	if err := f.Chmod(mode); err != nil {
 		f.Close()
 		return err

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"sync"
 	"syscall"
 	"time"
 
@@ -26,7 +25,6 @@ type dockerApp struct {
 	// metadata service serves user-data, which carries the node's
 	// secrets): installed before every start, idempotent.
 	blockMetadata func(ctx context.Context) error
-	blockOnce     sync.Once
 }
 
 func newDockerApp(host, clusterName, nodeID string, log *slog.Logger) (*dockerApp, error) {

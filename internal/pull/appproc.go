@@ -127,8 +127,14 @@ func (p *processApp) Start(ctx context.Context, rel cluster.Release, sec secrets
 	now := time.Now().UTC()
 	rec := procRecord{Release: rel.Number, Image: rel.Image, Addr: addr.String(), PID: pid, Tick: tick, Since: now}
 	b, _ := json.Marshal(rec)
-	if err := os.MkdirAll(p.dir, 0o700); err == nil {
+	// The record lets a restarted dynia-pull adopt this instance; without it
+	// the instance still serves, and a restart starts a new one.
+	err = os.MkdirAll(p.dir, 0o700)
+	if err == nil {
 		err = writeFileAtomic(filepath.Join(p.dir, fmt.Sprintf("r%d.json", rel.Number)), b, 0o600)
+	}
+	if err != nil {
+		p.log.Warn("app: recording the instance failed; a restart will not adopt it", "release", rel.Number, "err", err)
 	}
 	p.mu.Unlock()
 	inst := appInstance{Release: rel.Number, Image: rel.Image, Addr: addr, ID: fmt.Sprint(pid), Since: now}
@@ -238,7 +244,7 @@ func freePort(ip netip.Addr) (uint16, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer ln.Close()
+	defer func() { _ = ln.Close() }()
 	return uint16(ln.Addr().(*net.TCPAddr).Port), nil
 }
 

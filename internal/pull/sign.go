@@ -156,7 +156,7 @@ func OpenReport(b []byte, st *cluster.State, id string) (*Status, error) {
 	if len(b) > MaxStatusBytes+envelopeBytes {
 		return nil, &ReportError{id, fmt.Sprintf("report of %d bytes, more than %d", len(b), MaxStatusBytes+envelopeBytes)}
 	}
-	payload := b
+	var payload []byte
 	if n.ReportKey == "" {
 		p, _, err := signing.Unwrap(b)
 		if err != nil {

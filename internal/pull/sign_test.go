@@ -62,11 +62,11 @@ func readFiles(t *testing.T, set Settings) string {
 // is not fetched again (no thrash), and the next good state clears it.
 func TestSignedStateRefusals(t *testing.T) {
 	t.Parallel()
-	d, m, set := newTestDaemon(t, "true")
+	_, m, set := newTestDaemon(t, "true")
 	key := newSigningKey(t)
 	set.StatePublicKey = signing.Public(key)
 	set.AcceptedStateFile = filepath.Join(t.TempDir(), "lib", "state.json")
-	d = New(set, m, Options{Version: "test"})
+	d := New(set, m, Options{Version: "test"})
 	ctx := context.Background()
 	stateKey := cluster.StateKey("shop")
 

@@ -163,7 +163,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		if err != nil {
 			return fmt.Errorf("sandbox serve: %w", err)
 		}
-		defer calls.Close()
+		defer func() { _ = calls.Close() }()
 		onCall = calls.record
 	}
 	sim = dosim.New(dosim.Options{

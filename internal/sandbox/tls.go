@@ -364,7 +364,7 @@ func pebbleClient(roots *x509.CertPool) *http.Client {
 // has been written (ready closed).
 func waitPebble(ctx context.Context, client *http.Client, dirURL string, ready <-chan struct{}) error {
 	delay := 20 * time.Millisecond
-	var last error = errors.New("no answer yet")
+	var last error
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, dirURL, nil)
 		resp, err := client.Do(req)

@@ -264,7 +264,7 @@ func WritePrivateKey(path string, key ed25519.PrivateKey) error {
 	if err != nil {
 		return fmt.Errorf("signing key: %w", err)
 	}
-	defer os.Remove(tmp.Name()) // the link is the file now, or it failed
+	defer func() { _ = os.Remove(tmp.Name()) }() // the link is the file now, or it failed
 	if err := tmp.Chmod(0o600); err != nil {
 		tmp.Close()
 		return fmt.Errorf("signing key: %w", err)
