@@ -179,7 +179,7 @@ func TestLostAnswers(t *testing.T) {
 				return e.state(name).Generation - before
 			}
 
-			// create-ha writes the state 8 times: create, cluster key,
+			// create-ha writes the state 9 times (8 on file://): create, cluster key,
 			// VPC (and admin CIDRs), firewall id, report key, the nodes'
 			// Spaces key (an s3:// state only), droplet id, addresses,
 			// Reserved IP. A clean run says how many; each is lost once.

@@ -60,6 +60,38 @@ func (k FileKeys) SigningKey(name string, create bool) (ed25519.PrivateKey, stri
 	return key, path, nil
 }
 
+// Retire sets aside the state key of a cluster this machine saw before
+// (it has a .seen.json record) and forgets that record, so the next
+// create-ha of the name signs with a new key. Nodes of the new cluster pin
+// the new key: a signed state of the earlier cluster put back in the
+// bucket then fails their signature check instead of being applied (and
+// raising their replay floor above every genuine state). A key never used
+// for an accepted state (a create-ha that stopped before its first write)
+// is kept. The old key is renamed to .sign.key.retired-<unix seconds>, not
+// deleted.
+func (k FileKeys) Retire(name string) error {
+	base, err := k.Base(name)
+	if err != nil {
+		return err
+	}
+	unlock, err := lockFile(base + ".seen.lock")
+	if err != nil {
+		return fmt.Errorf("retire cluster %s's state key: %w", name, err)
+	}
+	defer unlock()
+	if _, err := os.Stat(base + ".seen.json"); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	key := base + ".sign.key"
+	if err := os.Rename(key, fmt.Sprintf("%s.retired-%d", key, time.Now().Unix())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("retire cluster %s's state key: %w", name, err)
+	}
+	if err := os.Remove(base + ".seen.json"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("retire cluster %s's state key: %w", name, err)
+	}
+	return nil
+}
+
 // seen is the newest state of a cluster this machine accepted. A state of
 // a cluster created again under the same name has a later created_at.
 type seen struct {

@@ -415,3 +415,90 @@ func TestConcurrentAcceptOnlyGrows(t *testing.T) {
 		t.Fatalf("Seen after concurrent accepts: %d, %v; want %d", got, err, writers*rounds)
 	}
 }
+
+// TestRecreateSignsWithANewKey: a cluster destroyed and created again
+// under the same name is signed with a new key (the old one is set aside,
+// not deleted), so a state of the earlier cluster put back in the bucket
+// fails the signature check of the new cluster's nodes and of this machine.
+// A key never used for an accepted state is kept by Create.
+func TestRecreateSignsWithANewKey(t *testing.T) {
+	ctx := context.Background()
+	b := fileBucket(t)
+	dir := t.TempDir()
+	store := cluster.NewSignedStore(b, keysIn(dir))
+	first := newCluster(t, store, "shop")
+	old := rawState(t, b, "shop")
+	if err := store.Delete(ctx, "shop"); err != nil {
+		t.Fatal(err)
+	}
+	second := newCluster(t, store, "shop")
+	if second.SigningKey == "" || second.SigningKey == first.SigningKey {
+		t.Fatalf("recreated cluster signed with key %q, the destroyed one's was %q: want a new key", second.SigningKey, first.SigningKey)
+	}
+	if retired, _ := filepath.Glob(filepath.Join(dir, "shop.sign.key.retired-*")); len(retired) != 1 {
+		t.Fatalf("retired keys: %v, want the old key set aside once", retired)
+	}
+	putRaw(t, b, "shop", old)
+	if _, _, err := store.Load(ctx, "shop"); err == nil {
+		t.Fatal("the destroyed cluster's state accepted after the cluster was created again")
+	}
+	pub, err := signing.ParsePublicKey(second.SigningKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cluster.DecodeSigned(old, pub); err == nil {
+		t.Fatal("a node pinning the new key accepts the destroyed cluster's state")
+	}
+
+	// A key made by a create that never wrote (nothing accepted) is kept.
+	fresh := keysIn(t.TempDir())
+	key, _, err := fresh.SigningKey("web", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := newCluster(t, cluster.NewSignedStore(fileBucket(t), fresh), "web")
+	if st.SigningKey != signing.PublicKeyString(signing.Public(key)) {
+		t.Fatal("Create replaced a key no state was ever accepted with")
+	}
+}
+
+// TestStrippedSignatureRefused: a signed-era state (its nodes carry report
+// keys) put back without its signature is refused by a machine that has no
+// key file, rather than accepted and signed with a new key (which would
+// accept the forgery and strand every node pinning the real key).
+func TestStrippedSignatureRefused(t *testing.T) {
+	ctx := context.Background()
+	b := fileBucket(t)
+	store := cluster.NewSignedStore(b, keysIn(t.TempDir()))
+	newCluster(t, store, "shop")
+	st, err := store.Update(ctx, "shop", func(s *cluster.State) (*cluster.State, error) {
+		s.Nodes[0].ReportKey = signing.PublicKeyString(signing.Public(newKey(t)))
+		return s, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.SigningKey = ""
+	bare, err := st.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	putRaw(t, b, "shop", bare)
+	dir := t.TempDir()
+	other := cluster.NewSignedStore(b, keysIn(dir))
+	if _, _, err := other.Load(ctx, "shop"); !errors.Is(err, cluster.ErrNoSigningKey) || !strings.Contains(err.Error(), "report keys") {
+		t.Fatalf("stripped signed-era state on a machine without the key: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "shop.sign.key")); !os.IsNotExist(err) {
+		t.Fatalf("a key was made for a stripped state: %v", err)
+	}
+}
+
+func newKey(t *testing.T) []byte {
+	t.Helper()
+	k, err := signing.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}

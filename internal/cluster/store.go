@@ -104,6 +104,14 @@ func (s *Store) open(name string, b []byte) (*State, error) {
 			return nil, fmt.Errorf("%w: cluster %s's state %s is signed (key %s), but this machine has no key file for it: copy it from the machine that created the cluster to %s (mode 0600)",
 				ErrNoSigningKey, name, s.object(name), st.SigningKey, path)
 		}
+		if signedEra(st) {
+			// Unsigned, yet written since dynia signs states (its nodes
+			// have report keys): a signed state stripped of its signature
+			// by something with bucket access. Signing it with a new key
+			// here would accept the forgery and strand every node.
+			return nil, fmt.Errorf("%w: cluster %s's state %s is unsigned but its nodes carry report keys (a signed state stripped of its signature?); this machine has no key file for it (%s): use the machine that holds the key",
+				ErrNoSigningKey, name, s.object(name), path)
+		}
 		return st, nil // a cluster never signed; the next write signs it
 	}
 	st, err := DecodeSigned(b, signing.Public(key))
@@ -120,6 +128,22 @@ func (s *Store) open(name string, b []byte) (*State, error) {
 	}
 	return st, nil
 }
+
+// signedEra says whether st was written by a dynia that signs states: any
+// node carries a report key (made with the state key, since both landed
+// together).
+func signedEra(st *State) bool {
+	for _, n := range st.Nodes {
+		if n.ReportKey != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// retirer is the Keys that can set aside an earlier cluster's state key
+// (FileKeys.Retire).
+type retirer interface{ Retire(cluster string) error }
 
 // encode signs st for writing (Keys), or encodes it unsigned (no Keys,
 // and st never signed).
@@ -227,6 +251,16 @@ func (s *Store) Create(ctx context.Context, st *State) error {
 	op := NewOpID()
 	st.RecentOps = nil
 	st.withOp(op)
+	// No state in the bucket: a key this machine used for an earlier
+	// cluster of the name (destroyed, perhaps elsewhere) is set aside, so
+	// the new cluster's nodes pin a key the old states were not signed with.
+	if r, ok := s.Keys.(retirer); ok {
+		if _, err := s.B.Get(ctx, StateKey(st.Name), ""); errors.Is(err, bucket.ErrNotFound) {
+			if err := r.Retire(st.Name); err != nil {
+				return err
+			}
+		}
+	}
 	b, err := s.encode(st)
 	if err != nil {
 		return err

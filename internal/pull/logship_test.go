@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dynia/dynia/internal/nodeconfig"
 )
 
 func TestRingKeepsWholeLinesUpToTheBound(t *testing.T) {
@@ -110,4 +112,33 @@ func (m *memStore) puts() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.n
+}
+
+// TestNodeSecretsCoverEveryKey: what log tails are redacted of includes the
+// node token, the cluster key (without its age comment lines) and the
+// report key: every node can read the uploaded tails.
+func TestNodeSecretsCoverEveryKey(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cfg := &nodeconfig.Config{
+		DOTokenFile:    write("token", "dop_v1_node\n"),
+		ClusterKeyFile: write("cluster.key", "# created: 2026-11-30\n# public key: age1xyz\nAGE-SECRET-KEY-1ABC\n"),
+		ReportKeyFile:  write("report.key", "c2VlZA==\n"),
+	}
+	got := strings.Join(nodeSecrets(cfg), "|")
+	for _, want := range []string{"dop_v1_node", "AGE-SECRET-KEY-1ABC", "c2VlZA=="} {
+		if !strings.Contains(got, want) {
+			t.Errorf("nodeSecrets = %q: lacks %q", got, want)
+		}
+	}
+	if strings.Contains(got, "#") {
+		t.Errorf("nodeSecrets = %q: comment lines are not secrets (and would redact ordinary text)", got)
+	}
 }

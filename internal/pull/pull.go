@@ -184,10 +184,11 @@ func (d *Daemon) Reconfigure(set Settings, store bucket.Store) {
 	if store.String() != d.store.String() {
 		// Another state object (pull.json now names another bucket or
 		// prefix): generations there have nothing to do with the old
-		// one's, so the replay floor starts over. A new key for the same
-		// store (a rotation) keeps it.
+		// one's, so the replay floor starts over, from the floor the CLI
+		// gave the node (never 0: that would take back old signed states).
+		// A new key for the same store (a rotation) keeps it.
 		d.amu.Lock()
-		d.accepted = 0
+		d.accepted = d.set.MinStateGeneration
 		d.amu.Unlock()
 	}
 	d.store = store

@@ -281,12 +281,22 @@ func Check(ctx context.Context, configPath string, w io.Writer) error {
 }
 
 // nodeSecrets are the secrets a node holds, for redacting log tails: the
-// node token and the Spaces key, read from their files now.
+// node token, the Spaces key, the cluster key and the report key (every
+// node can read the uploaded tails; a leaked report key would let one
+// forge this node's reports), read from their files now.
 func nodeSecrets(cfg *nodeconfig.Config) []string {
 	var out []string
-	if cfg.DOTokenFile != "" {
-		if b, err := os.ReadFile(cfg.DOTokenFile); err == nil {
-			out = append(out, strings.TrimSpace(string(b)))
+	for _, f := range []string{cfg.DOTokenFile, cfg.ClusterKeyFile, cfg.ReportKeyFile} {
+		if f == "" {
+			continue
+		}
+		if b, err := os.ReadFile(f); err == nil {
+			for _, line := range strings.Split(string(b), "\n") {
+				// age identity files carry comment lines; the key is the rest.
+				if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+					out = append(out, line)
+				}
+			}
 		}
 	}
 	if cfg.CredentialsFile != "" {
