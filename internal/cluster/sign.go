@@ -158,6 +158,13 @@ func (s *Store) Resign(ctx context.Context, name string, minGeneration int64) (*
 	if st.Name != name {
 		return nil, fmt.Errorf("%s: the document is cluster %q's", s.object(name), st.Name)
 	}
+	// Never a new key for a signed-era cluster: its nodes pin the key they
+	// were given and would refuse everything signed with another.
+	if key, path, err := s.Keys.SigningKey(name, false); err != nil {
+		return nil, err
+	} else if key == nil && (st.SigningKey != "" || signedEra(st)) {
+		return nil, fmt.Errorf("%w: cluster %s's nodes pin the state key its states were signed with; this machine has none (%s): resign on the machine that holds it", ErrNoSigningKey, name, path)
+	}
 	if minGeneration >= math.MaxInt64/2 || st.Generation >= math.MaxInt64/2 {
 		return nil, fmt.Errorf("%s: generation %d (or %d) is out of range", s.object(name), st.Generation, minGeneration)
 	}

@@ -502,3 +502,23 @@ func newKey(t *testing.T) []byte {
 	}
 	return k
 }
+
+// TestResignNeedsTheKey: resigning a signed cluster on a machine without
+// its state key is refused (the nodes pin that key; a new one would strand
+// them) and writes nothing.
+func TestResignNeedsTheKey(t *testing.T) {
+	ctx := context.Background()
+	b := fileBucket(t)
+	newCluster(t, cluster.NewSignedStore(b, keysIn(t.TempDir())), "shop")
+	before := rawState(t, b, "shop")
+	dir := t.TempDir()
+	if _, err := cluster.NewSignedStore(b, keysIn(dir)).Resign(ctx, "shop", 0); !errors.Is(err, cluster.ErrNoSigningKey) {
+		t.Fatalf("resign without the key: %v, want ErrNoSigningKey", err)
+	}
+	if !bytes.Equal(rawState(t, b, "shop"), before) {
+		t.Fatal("a refused resign changed the state")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "shop.sign.key")); !os.IsNotExist(err) {
+		t.Fatalf("a refused resign made a key: %v", err)
+	}
+}
