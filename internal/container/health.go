@@ -95,7 +95,7 @@ type UnhealthyError struct {
 	URL       string   // the health URL polled
 	Reason    string   // one line: "exited with status 3", "no 200 after 1m0s (last: 500 Internal Server Error)"
 	Exited    bool     // the container exited (or was restarted by its policy)
-	ExitCode  int      // when Exited
+	ExitCode  int      // when Exited; -1: restarted before its status was seen
 	OOMKilled bool     // when Exited: the memory limit killed it
 	Logs      []string // its last FailureLogLines log lines, oldest first
 }
@@ -159,6 +159,12 @@ func (r *Runtime) WaitHealthy(ctx context.Context, inst Instance, path string, t
 		}
 		if err == nil {
 			switch {
+			case st.RestartCount > inst.RestartCount && st.State == "running" && st.ExitCode == 0:
+				// Docker clears the exit code when the policy starts the
+				// container again: a poll that came after the restart (a
+				// busy machine) cannot see how it ended.
+				st.ExitCode = -1
+				return fail(fmt.Sprintf("crashed and was restarted %d times (its exit status was gone by the time it was seen)%s", st.RestartCount-inst.RestartCount, oom(st)), st, true)
 			case st.RestartCount > inst.RestartCount:
 				return fail(fmt.Sprintf("exited with status %d and was restarted %d times%s", st.ExitCode, st.RestartCount-inst.RestartCount, oom(st)), st, true)
 			case st.State != "running":

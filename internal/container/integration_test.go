@@ -328,8 +328,10 @@ func testRuntime(t *testing.T, dockerdFlags ...string) {
 		if !errors.As(err, &ue) {
 			t.Fatalf("WaitHealthy(crashing) = %v, want *UnhealthyError", err)
 		}
-		if !ue.Exited || ue.ExitCode != 3 {
-			t.Errorf("exited %v, code %d (%s): want exited with status 3", ue.Exited, ue.ExitCode, ue.Reason)
+		// -1: the restart policy started it again before a poll saw it
+		// exited, and Docker cleared the code (a loaded machine).
+		if !ue.Exited || (ue.ExitCode != 3 && ue.ExitCode != -1) {
+			t.Errorf("exited %v, code %d (%s): want exited with status 3 (or -1: restarted before seen)", ue.Exited, ue.ExitCode, ue.Reason)
 		}
 		if !slices.ContainsFunc(ue.Logs, func(l string) bool { return strings.Contains(l, "exiting with status 3") }) {
 			t.Errorf("logs %q: want the app's last words", ue.Logs)
