@@ -23,7 +23,8 @@ import (
 // reads. It uploads at start (so a node that never serves still says why,
 // once cloud-init got as far as dynia-pull), at once when the node's
 // last_error changes, and otherwise every logShipEvery when a tail
-// changed. Spaces limits writes per object, so one object is written at
+// changed. A component not uploaded yet (its log was still empty, or the
+// upload failed) is tried again every few seconds until it is. Spaces limits writes per object, so one object is written at
 // most once per logMinGap.
 const (
 	logShipEvery = 10 * time.Minute
@@ -167,9 +168,18 @@ func Redact(b []byte, secrets []string) []byte {
 	return b
 }
 
-// ship uploads each component whose tail changed (all with force), at most
-// once per logMinGap per object.
-func (s *shipper) ship(ctx context.Context, force bool) {
+// shipMode says which components ship uploads.
+type shipMode int
+
+const (
+	shipAll     shipMode = iota // every component with lines
+	shipChanged                 // those whose tail changed since uploaded
+	shipPending                 // those never uploaded yet
+)
+
+// ship uploads the components mode selects, at most once per logMinGap per
+// object.
+func (s *shipper) ship(ctx context.Context, mode shipMode) {
 	set, store := s.d.current()
 	now := time.Now()
 	var secrets []string
@@ -181,7 +191,10 @@ func (s *shipper) ship(ctx context.Context, force bool) {
 		if err != nil || len(b) == 0 {
 			continue // not there (yet): nothing to say
 		}
-		if !force && version == s.last[src.name] {
+		if mode == shipChanged && version == s.last[src.name] {
+			continue
+		}
+		if mode == shipPending && !s.at[src.name].IsZero() {
 			continue
 		}
 		if now.Sub(s.at[src.name]) < logMinGap {
@@ -230,9 +243,11 @@ func (s *shipper) rotate() {
 	}
 }
 
-// logLoop uploads at start, on every new last_error, and every logShipEvery.
+// logLoop uploads at start, on every new last_error, and every
+// logShipEvery; a component still missing from the bucket is retried on
+// every check.
 func (d *Daemon) logLoop(ctx context.Context, s *shipper) {
-	s.ship(ctx, true)
+	s.ship(ctx, shipAll)
 	tick := time.NewTicker(logShipEvery)
 	defer tick.Stop()
 	check := time.NewTicker(5 * time.Second)
@@ -244,16 +259,18 @@ func (d *Daemon) logLoop(ctx context.Context, s *shipper) {
 			return
 		case <-tick.C:
 			s.rotate()
-			s.ship(ctx, false)
+			s.ship(ctx, shipChanged)
 		case <-check.C:
 			// An error is when the operator needs the lines: ship the
 			// tails that changed since, now rather than in ten minutes.
 			if e := d.snapshot().LastError; e != lastErr {
 				lastErr = e
 				if e != "" {
-					s.ship(ctx, false)
+					s.ship(ctx, shipChanged)
+					continue
 				}
 			}
+			s.ship(ctx, shipPending)
 		}
 	}
 }

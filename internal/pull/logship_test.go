@@ -70,7 +70,7 @@ func TestShipperUploadsRedactedTails(t *testing.T) {
 	s := &shipper{d: d, sources: logSources(ring, dir, filepath.Join(dir, "missing-cloud-init.log")),
 		last: map[string]string{}, at: map[string]time.Time{},
 		secrets: func() []string { return []string{"node-secret-token-1"} }}
-	s.ship(context.Background(), true)
+	s.ship(context.Background(), shipAll)
 
 	for _, c := range []string{LogPull, LogHAProxy} {
 		obj, err := store.Get(context.Background(), LogKey("shop", "amber-fox", c), "")
@@ -92,19 +92,55 @@ func TestShipperUploadsRedactedTails(t *testing.T) {
 		t.Error("a missing file was uploaded")
 	}
 	puts := store.puts()
-	s.ship(context.Background(), false)
+	s.ship(context.Background(), shipChanged)
 	if store.puts() != puts {
 		t.Error("unchanged tails were uploaded again")
 	}
 	fmt.Fprintln(ring, "a new line")
-	s.ship(context.Background(), false)
+	s.ship(context.Background(), shipChanged)
 	if store.puts() != puts {
 		t.Error("a tail was rewritten within logMinGap")
 	}
 	s.at[LogPull] = time.Now().Add(-2 * logMinGap)
-	s.ship(context.Background(), false)
+	s.ship(context.Background(), shipChanged)
 	if store.puts() != puts+1 {
 		t.Errorf("%d uploads after the gap, want exactly the changed pull tail", store.puts()-puts)
+	}
+}
+
+// TestShipperRetriesPendingComponents is the reproduction of a node whose
+// first upload ran before dynia-pull's first line reached the ring: the
+// pull tail must reach the bucket on a later check, not ten minutes later,
+// and a component already uploaded is not written again by that check.
+func TestShipperRetriesPendingComponents(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	store := newMemStore()
+	d := New(Settings{Cluster: "shop", NodeID: "amber-fox", RunDir: dir, PollInterval: time.Second}, store, Options{})
+	ring := NewRing()
+	if err := os.WriteFile(filepath.Join(dir, "haproxy.log"), []byte("[NOTICE] up\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := &shipper{d: d, sources: logSources(ring, dir, ""),
+		last: map[string]string{}, at: map[string]time.Time{}}
+	s.ship(context.Background(), shipAll)
+	if _, err := store.Get(context.Background(), LogKey("shop", "amber-fox", LogPull), ""); err == nil {
+		t.Fatal("an empty ring was uploaded")
+	}
+	puts := store.puts()
+	fmt.Fprintln(ring, `{"msg":"dynia-pull running"}`)
+	fmt.Fprintln(ring, `{"msg":"started"}`) // changed since, but not pending
+	s.ship(context.Background(), shipPending)
+	if store.puts() != puts+1 {
+		t.Fatalf("%d uploads on the check, want the pull tail only", store.puts()-puts)
+	}
+	obj, err := store.Get(context.Background(), LogKey("shop", "amber-fox", LogPull), "")
+	if err != nil || !bytes.Contains(obj.Body, []byte("dynia-pull running")) {
+		t.Fatalf("pull tail after the check: %v\n%s", err, obj.Body)
+	}
+	s.ship(context.Background(), shipPending)
+	if store.puts() != puts+1 {
+		t.Error("a component already uploaded was uploaded again as pending")
 	}
 }
 

@@ -121,9 +121,10 @@ func Run(ctx context.Context, o RunOptions) error {
 	ship := &shipper{d: d, sources: logSources(o.Logs, set.LogDir, set.CloudInitLog),
 		last: map[string]string{}, at: map[string]time.Time{},
 		secrets: func() []string { return nodeSecrets(cfg) }}
-	go d.logLoop(ctx, ship)
+	// The start line first, so the first upload carries it.
 	log.Info("dynia-pull running", "version", o.Version, "store", store.String(),
 		"supervise", set.Supervise, "metrics", set.MetricsAddr, "poll_interval", set.PollInterval)
+	go d.logLoop(ctx, ship)
 	return d.Run(ctx)
 }
 
