@@ -184,17 +184,19 @@ func TestChangeTimeFollowsRename(t *testing.T) {
 	}
 }
 
-// TestRestartDelay: a daemon that ran long is restarted at once; one that
-// keeps exiting backs off 1 s, 2 s, 4 s … up to maxBackoff, and is started
-// at once again after a long run.
+// TestRestartDelay: a daemon that ran past its start is restarted at once,
+// even when killed again soon after; one that keeps exiting at start backs
+// off 1 s, 2 s, 4 s … up to maxBackoff, and is started at once again after
+// it ran past its start.
 func TestRestartDelay(t *testing.T) {
 	t.Parallel()
-	long, short := maxBackoff+time.Second, 100*time.Millisecond
+	long, short := stableRun+time.Second, 100*time.Millisecond
 	steps := []struct {
 		ran  time.Duration
 		want time.Duration
 	}{
 		{long, 0},
+		{long, 0}, // killed again 6 s after its restart (process chaos)
 		{short, time.Second},
 		{short, 2 * time.Second},
 		{short, 4 * time.Second},
