@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dynia/dynia/internal/procstat"
 )
 
 // startProc runs name with args in its own process group until the test ends.
@@ -214,5 +216,43 @@ func TestRestartDelay(t *testing.T) {
 			t.Errorf("exit %d (ran %v, previous wait %v): wait %v, want %v", i, s.ran, prev, got, s.want)
 		}
 		prev = got
+	}
+}
+
+// TestWatchSeesExitAndLeavesOnCancel: both ways of watching an adopted
+// daemon (pidfd, and polling where there is none) return true when it
+// exits and false, leaving it running, when ctx ends.
+func TestWatchSeesExitAndLeavesOnCancel(t *testing.T) {
+	t.Parallel()
+	sup := newSupervisor(slog.New(slog.DiscardHandler), "")
+	for _, w := range []struct {
+		name  string
+		watch func(context.Context, *slog.Logger, int, uint64) bool
+	}{{"pidfd", sup.watch}, {"poll", sup.pollWatch}} {
+		pid := startProc(t, "sleep", "60")
+		tick, err := procstat.StartTime(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan bool, 1)
+		go func() { done <- w.watch(ctx, sup.log, pid, tick) }()
+		cancel()
+		if exited := <-done; exited {
+			t.Errorf("%s: watch says a running daemon exited", w.name)
+		}
+		if err := syscall.Kill(pid, 0); err != nil {
+			t.Errorf("%s: the daemon did not outlive the watch: %v", w.name, err)
+		}
+		go func() { done <- w.watch(context.Background(), sup.log, pid, tick) }()
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		select {
+		case exited := <-done:
+			if !exited {
+				t.Errorf("%s: watch returned false for a killed daemon", w.name)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: watch did not return 30 s after the daemon was killed", w.name)
+		}
 	}
 }
