@@ -1,10 +1,14 @@
 // Package poll waits for a condition by calling it with backoff until it
-// holds: the one implementation behind testutil.WaitFor (tests) and the
-// benchmarks' Runner.WaitFor, which must not link package testing.
+// holds: the one implementation behind testutil.WaitFor (tests), the
+// benchmarks' Runner.WaitFor (which must not link package testing) and the
+// waits for Pebble's directory (the sandbox and testutil).
 package poll
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"net/http"
 	"time"
 )
 
@@ -38,4 +42,24 @@ func Within(timeout time.Duration, cond func() error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	return Until(ctx, cond)
+}
+
+// GetOK GETs url with c and is nil when it answers 200 OK (the body is read
+// and thrown away): a condition for Until that a server is serving, such as
+// Pebble's ACME directory.
+func GetOK(ctx context.Context, c *http.Client, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	var resp *http.Response
+	if err == nil {
+		resp, err = c.Do(req)
+	}
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 )
@@ -57,5 +59,28 @@ func TestUntilCancel(t *testing.T) {
 	})
 	if err == nil || err.Error() != "call 3" {
 		t.Errorf("Until after cancel: %v, want call 3's error", err)
+	}
+}
+
+func TestGetOK(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/dir" {
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "{}")
+	}))
+	defer srv.Close()
+	ctx := context.Background()
+	if err := GetOK(ctx, srv.Client(), srv.URL+"/dir"); err != nil {
+		t.Errorf("GetOK of a 200: %v", err)
+	}
+	want := "GET " + srv.URL + "/other: 503 Service Unavailable"
+	if err := GetOK(ctx, srv.Client(), srv.URL+"/other"); err == nil || err.Error() != want {
+		t.Errorf("GetOK of a 503: %v, want %q", err, want)
+	}
+	srv.Close()
+	if err := GetOK(ctx, srv.Client(), srv.URL+"/dir"); err == nil {
+		t.Error("GetOK of a closed server: nil, want an error")
 	}
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/dynia/dynia/internal/cfsim"
 	"github.com/dynia/dynia/internal/dnsserver"
 	"github.com/dynia/dynia/internal/dosim"
+	"github.com/dynia/dynia/internal/poll"
 )
 
 // What the sandbox serves for HTTPS and DNS, besides the DO cloud: Pebble
@@ -363,31 +364,14 @@ func pebbleClient(roots *x509.CertPool) *http.Client {
 // waitPebble returns once the directory answers 200 and the first root
 // has been written (ready closed).
 func waitPebble(ctx context.Context, client *http.Client, dirURL string, ready <-chan struct{}) error {
-	delay := 20 * time.Millisecond
-	var last error
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, dirURL, nil)
-		resp, err := client.Do(req)
-		if err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				select {
-				case <-ready:
-					return nil
-				case <-ctx.Done():
-					return errors.New("the issuance root was not fetched")
-				}
-			}
-			err = fmt.Errorf("directory: %s", resp.Status)
-		}
-		last = err
-		select {
-		case <-ctx.Done():
-			return last
-		case <-time.After(delay):
-		}
-		delay = min(delay*2, 500*time.Millisecond)
+	if err := poll.Until(ctx, func() error { return poll.GetOK(ctx, client, dirURL) }); err != nil {
+		return err
+	}
+	select {
+	case <-ready:
+		return nil
+	case <-ctx.Done():
+		return errors.New("the issuance root was not fetched")
 	}
 }
 

@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -23,6 +24,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dynia/dynia/internal/poll"
 )
 
 // PebbleOptions configure StartPebble.
@@ -185,29 +188,29 @@ func StartPebble(t testing.TB, opts PebbleOptions) *Pebble {
 		}
 	})
 
+	// Wait for the directory; Pebble exiting ends the wait at once.
 	client := p.HTTPClient()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	go func() {
 		select {
 		case <-exited:
-			out, _ := os.ReadFile(p.LogPath)
-			t.Fatalf("pebble exited (%v): %s", waitErr, tail(out))
-		default:
+			cancel()
+		case <-ctx.Done():
 		}
-		resp, err := client.Get(p.DirectoryURL)
-		if err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p
-			}
-		}
-		if time.Now().After(deadline) {
-			out, _ := os.ReadFile(p.LogPath)
-			t.Fatalf("pebble directory %s not answering after 30s (%v): %s", p.DirectoryURL, err, tail(out))
-		}
-		time.Sleep(50 * time.Millisecond)
+	}()
+	err = poll.Until(ctx, func() error { return poll.GetOK(ctx, client, p.DirectoryURL) })
+	select {
+	case <-exited:
+		out, _ := os.ReadFile(p.LogPath)
+		t.Fatalf("pebble exited (%v): %s", waitErr, tail(out))
+	default:
 	}
+	if err != nil {
+		out, _ := os.ReadFile(p.LogPath)
+		t.Fatalf("pebble directory %s not answering after 30s (%v): %s", p.DirectoryURL, err, tail(out))
+	}
+	return p
 }
 
 // pebbleEnv is the environment without any PEBBLE_* the caller may have
