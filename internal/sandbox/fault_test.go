@@ -70,23 +70,11 @@ func curlIn(t *testing.T, p plan, id int, url string) int {
 // process outside the droplet; a droplet with broken user-data runs
 // nothing and its cloud-init log says why.
 func TestFaults(t *testing.T) {
-	testutil.NeedRoot(t)
 	testutil.NeedBinary(t, "nft")
 	testutil.NeedBinary(t, "curl")
-	vgw := testutil.NeedBinary(t, "versitygw")
 	ctx := context.Background()
-	p, opts := testOptions(t, testBinary(t), vgw)
+	p, opts, info := upLab(t, testBinary(t), nil)
 	dir := opts.Dir
-	t.Cleanup(func() {
-		if err := Down(ctx, dir); err != nil {
-			t.Errorf("Down: %v", err)
-		}
-		assertClean(t, p, dir)
-	})
-	info, err := Up(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
 	a := createDroplet(t, info, "fault-a", "")
 	b := createDroplet(t, info, "fault-b", "")
 	broken := createDroplet(t, info, "fault-broken", "#cloud-config\nwrite_files:\n  - path: /etc/dynia/pull.json\n    content: [unclosed\n")
