@@ -184,14 +184,18 @@ func TestFaults(t *testing.T) {
 	privB, _ := dropletStatus(t, dir, b)
 	from := func(d Droplet) string { return d.PrivateIP }
 	privA, _ := dropletStatus(t, dir, a)
-	testutil.WaitFor(t, 10*time.Second, func() error {
-		n := nonce("vrrp")
-		l.probe("a", "ipproto", "112", from(privB), n)
-		if !l.received("b", "ipproto 112 from "+from(privA)+" "+n) {
-			return fmt.Errorf("no VRRP from a at b before the cut")
+	// reaches sends one advert from a to b: nil once b's listener logged it.
+	reaches := func(when string) func() error {
+		return func() error {
+			n := nonce("vrrp")
+			l.probe("a", "ipproto", "112", from(privB), n)
+			if !l.received("b", "ipproto 112 from "+from(privA)+" "+n) {
+				return fmt.Errorf("no VRRP from a at b %s", when)
+			}
+			return nil
 		}
-		return nil
-	})
+	}
+	testutil.WaitFor(t, 10*time.Second, reaches("before the cut"))
 	if err := Cut(ctx, dir, b, CutVRRP); err != nil {
 		t.Fatal(err)
 	}
@@ -200,12 +204,15 @@ func TestFaults(t *testing.T) {
 	if code, _ := l.probe("a", "udp", from(privB)+":9", "still-flows"); code == probeEPERM {
 		t.Error("a VRRP cut on b made a's UDP fail")
 	}
-	time.Sleep(500 * time.Millisecond) // the listener logs what arrives within microseconds
-	if l.received("b", "ipproto 112 from "+from(privA)+" "+n) {
-		t.Error("a VRRP advert reached b while b was cut from VRRP")
-	}
 	if err := Heal(ctx, dir, b, CutVRRP); err != nil {
 		t.Fatal(err)
+	}
+	// The marker: an advert sent after the heal reaches b's listener on
+	// the same path and socket as the ones sent during the cut, so once it
+	// is logged, any of those that got through is logged before it.
+	testutil.WaitFor(t, 10*time.Second, reaches("after the heal"))
+	if l.received("b", "ipproto 112 from "+from(privA)+" "+n) {
+		t.Error("a VRRP advert reached b while b was cut from VRRP")
 	}
 
 	// Kill: the pid file's process, in the droplet's namespace, and it
