@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/dynia/dynia/internal/bucket"
@@ -77,6 +80,35 @@ func rawReport(t *testing.T, store bucket.Store, name, id string) *pull.Status {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// pullMetric is a counter of dynia-pull now, from its metrics endpoint
+// inside the droplet's namespace ns (e.namespace): the sample with label reason (when not "")
+// or the unlabelled one; 0 when it has none yet (a labelled counter
+// appears with its first count).
+func pullMetric(ns, name, reason string) (float64, error) {
+	out, err := exec.Command("ip", "netns", "exec", ns, "curl", "-sf", "--max-time", "3",
+		"http://"+pull.DefaultMetricsAddr+"/metrics").Output()
+	if err != nil {
+		return 0, fmt.Errorf("metrics in %s: %w", ns, err)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(out))
+	if err != nil {
+		return 0, fmt.Errorf("metrics in %s: %w", ns, err)
+	}
+	for _, m := range fams[name].GetMetric() {
+		got := ""
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "reason" {
+				got = l.GetValue()
+			}
+		}
+		if got == reason {
+			return m.GetCounter().GetValue(), nil
+		}
+	}
+	return 0, nil
 }
 
 // TestNodeCredentialsCannotChangeOtherNodes is issue 14's second item end to
@@ -154,8 +186,34 @@ func TestNodeCredentialsCannotChangeOtherNodes(t *testing.T) {
 			t.Fatal(err)
 		}
 		refusedBy("replay")
-		// Both were polled and refused by now; a few polls more change nothing.
-		time.Sleep(3 * time.Second)
+		// Both read and refused the put-back state by now. The window in
+		// which nothing may change is counted in the nodes' own polls:
+		// each one has refused the replay (its apply failure counter) and
+		// has since polled the same object again, answered 304 and left
+		// alone, a few times.
+		for _, r := range []nodeRow{a, b} {
+			ns, since := e.namespace(r.DropletID), -1.0
+			testutil.WaitFor(t, 60*time.Second, func() error {
+				refusals, err := pullMetric(ns, "dynia_pull_apply_failures_total", "replay")
+				if err != nil {
+					return err
+				}
+				if refusals < 1 {
+					return fmt.Errorf("node %s: no replay refusal counted", r.ID)
+				}
+				polls, err := pullMetric(ns, "dynia_pull_polls_not_modified_total", "")
+				if err != nil {
+					return err
+				}
+				if since < 0 {
+					since = polls
+				}
+				if polls-since < 3 {
+					return fmt.Errorf("node %s: %v polls of the refused state since, want 3", r.ID, polls-since)
+				}
+				return nil
+			})
+		}
 		total, failed, _, answered := load.finish()
 		t.Logf("while the state was rewritten: %d of %d requests failed, answered by %v", failed, total, answered)
 		if failed != 0 {

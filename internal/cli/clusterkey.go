@@ -54,6 +54,32 @@ func (f *Factory) stateKeys() cluster.FileKeys {
 	return cluster.FileKeys{Base: f.keyBase}
 }
 
+// checkStateKeyFile refuses cluster name's state key file when others may
+// read it (group or world bits set), as a UsageError naming the file and
+// its mode. It only stats the file: commands call it while checking their
+// flags, before the bucket is read or the API called (the store's own
+// check, signing.LoadPrivateKey, runs only after the state is read). A
+// name that is not valid, a config or state location that cannot be
+// resolved, or no key file (a cluster not made yet) pass: the command
+// reports those itself, as it did before.
+func (f *Factory) checkStateKeyFile(name string) error {
+	if cluster.ValidateName(name) != nil {
+		return nil
+	}
+	path, err := f.stateKeys().KeyPath(name)
+	if err != nil {
+		return nil
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return usagef("state key %s: mode %04o lets others read it; chmod 600 it", path, perm)
+	}
+	return nil
+}
+
 // clusterKey returns the cluster's identity for st: the key file's, which
 // must match the state's recipient. A state without a recipient (a cluster
 // created before keys) has none: "". create makes a key when neither the

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -431,5 +432,59 @@ func TestDestroyWithoutSpacesKeyScopes(t *testing.T) {
 	e.mustRun("cluster", "destroy", "--name", "keyed", "--confirm")
 	if keys := e.sim.SpacesKeys(); len(keys) != 0 {
 		t.Errorf("Spaces keys after the re-run: %v, want none (%s deleted)", keyNames(keys), keyed.AccessKeyID)
+	}
+}
+
+// TestNodeTokenReadOnce: the node token file is read once per command,
+// while it checks its input; a file replaced after that (here: at the
+// command's first bucket write, after the token was checked with DO) does
+// not change the token the droplets get. Before, prepareBoot read the file
+// again and the droplets got the replacement, which was never checked.
+func TestNodeTokenReadOnce(t *testing.T) {
+	e := newEnv(t)
+	stop := e.fakeNodes("once")
+	defer stop()
+	e.sim.AddToken("replacement-node-token", dosim.NodeScopes()...)
+	path := writeSecret(t, t.TempDir(), "node-token", nodeToken, 0o600)
+	var mu sync.Mutex
+	replaced := 0
+	e.onBucketWrite = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if replaced == 0 {
+			tmp := path + ".new"
+			if err := os.WriteFile(tmp, []byte("replacement-node-token"), 0o600); err != nil {
+				t.Error(err)
+			}
+			if err := os.Rename(tmp, path); err != nil {
+				t.Error(err)
+			}
+		}
+		replaced++
+	}
+	for _, args := range [][]string{
+		{"node", "create-ha", "--name", "once", "--region", "sgp1", "--size", "s-1vcpu-1gb", "--node-token-file", path},
+		{"node", "add", "--name", "once", "--node-token-file", path},
+	} {
+		mu.Lock()
+		replaced = 0
+		if err := os.WriteFile(path, []byte(nodeToken), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		mu.Unlock()
+		e.mustRun(args...)
+		mu.Lock()
+		n := replaced
+		mu.Unlock()
+		if n == 0 {
+			t.Fatalf("dynia %s: no bucket write, the token file was never replaced", strings.Join(args, " "))
+		}
+	}
+	var tokens []string
+	for _, d := range e.sim.Droplets() {
+		tokens = append(tokens, dropletFiles(t, d)[cloudinit.DOTokenPath])
+	}
+	if diff := cmp.Diff([]string{nodeToken, nodeToken}, tokens); diff != "" {
+		t.Errorf("droplets' DO tokens (-want +got):\n%s", diff)
 	}
 }

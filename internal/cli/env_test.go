@@ -39,6 +39,11 @@ type testEnv struct {
 	// writes counts the S3 requests other than GET and HEAD that dynia
 	// (not the test's own bucket client) sent: PUTs, DELETEs, POSTs.
 	writes atomic.Int64
+	// requests counts every S3 request dynia sent, reads included.
+	requests atomic.Int64
+	// onBucketWrite, when set, is called before each bucket write dynia
+	// sends (a test acting between a command's checks and its writes).
+	onBucketWrite func()
 	// store, when set, is the state store every run uses instead of
 	// opening the context's (a file:// store wrapped by a test).
 	store bucket.Store
@@ -50,15 +55,25 @@ type testEnv struct {
 	stuckAfter time.Duration
 }
 
-// writeCounter passes requests on, counting those that change the bucket.
+// writeCounter passes requests on, counting those that change the bucket
+// (n) and, when all is set, every one.
 type writeCounter struct {
 	next http.RoundTripper
 	n    *atomic.Int64
+	all  *atomic.Int64
+	// onWrite, when set, runs before a write is passed on.
+	onWrite func()
 }
 
 func (c writeCounter) RoundTrip(r *http.Request) (*http.Response, error) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		c.n.Add(1)
+		if c.onWrite != nil {
+			c.onWrite()
+		}
+	}
+	if c.all != nil {
+		c.all.Add(1)
 	}
 	return c.next.RoundTrip(r)
 }
@@ -121,7 +136,8 @@ func (e *testEnv) run(args ...string) result {
 	f.Getenv = func(k string) string { return e.env[k] }
 	f.CloudOptions = cloud.Options{RetryWaitMin: 5 * time.Millisecond, RetryWaitMax: 50 * time.Millisecond,
 		PollInterval: 10 * time.Millisecond, PollMax: 50 * time.Millisecond, RequestTimeout: e.requestTimeout}
-	f.BucketHTTPClient = &http.Client{Transport: writeCounter{next: http.DefaultTransport, n: &e.writes}}
+	f.BucketHTTPClient = &http.Client{Transport: writeCounter{next: http.DefaultTransport, n: &e.writes, all: &e.requests,
+		onWrite: e.onBucketWrite}}
 	f.StoreOverride = e.store
 	f.StuckAfter = e.stuckAfter
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -39,6 +39,12 @@ type Factory struct {
 	// --allow-operator-token, for this run.
 	nodeTokenFile      string
 	allowOperatorToken bool
+	// nodeSecrets is the node token as this run first loaded it
+	// (loadNodeSecrets, while checking its input): every later load
+	// returns it, so the droplets get the token that was checked even if
+	// the file is replaced meanwhile. Guarded by nodeSecretsMu.
+	nodeSecrets   *nodeSecrets
+	nodeSecretsMu sync.Mutex
 
 	once struct {
 		cfg   sync.Once

@@ -46,9 +46,9 @@ func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
 		}
 	}
 	// The node token before any API call: droplets never get the CLI's own
-	// token unless asked to; prepareBoot reads it again.
+	// token unless asked to. prepareBoot gets this load, not a new read.
 	f.nodeTokenFile, f.allowOperatorToken = o.NodeTokenFile, o.AllowOperatorToken
-	nodeSecrets, err := f.loadNodeSecrets("", p)
+	nodeSecrets, err := f.loadNodeSecrets(p)
 	if err != nil {
 		return err
 	}
@@ -339,7 +339,7 @@ func addNodes(ctx context.Context, f *Factory, o *AddOptions) error {
 		return err
 	}
 	f.nodeTokenFile, f.allowOperatorToken = o.NodeTokenFile, o.AllowOperatorToken
-	nodeSecrets, err := f.loadNodeSecrets("", p)
+	nodeSecrets, err := f.loadNodeSecrets(p)
 	if err != nil {
 		return err
 	}

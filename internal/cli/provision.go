@@ -60,23 +60,38 @@ var nodeTokenHint = "make a custom-scoped DigitalOcean token with " + strings.Jo
 	" (choosing reserved_ip:update adds the reads) and give it with --node-token-file FILE (mode 0600) or node_token_file in the context," +
 	" or pass --allow-operator-token to give droplets your own token"
 
-// loadNodeSecrets returns the DO token droplets get: tokenFile
-// (--node-token-file), else this run's, else the context's node_token_file.
-// Without one, droplets get the CLI's own token only when that is allowed
+// loadNodeSecrets returns the DO token droplets get: --node-token-file
+// (this run's), else the context's node_token_file. Without one, droplets
+// get the CLI's own token only when that is allowed
 // (--allow-operator-token, or allow_operator_token in the context), with a
 // warning; otherwise it is bad input (exit 2), reported before any API
 // call. A node token file must be 0600 and must not hold the CLI's own
-// token. The Spaces key comes from prepareBoot.
-func (f *Factory) loadNodeSecrets(tokenFile string, p *Progress) (nodeSecrets, error) {
+// token. The file is read once per run: the first load (while the command
+// checks its input) is kept, and prepareBoot's load returns it. The Spaces
+// key comes from prepareBoot.
+func (f *Factory) loadNodeSecrets(p *Progress) (nodeSecrets, error) {
+	f.nodeSecretsMu.Lock()
+	defer f.nodeSecretsMu.Unlock()
+	if f.nodeSecrets != nil {
+		return *f.nodeSecrets, nil
+	}
+	s, err := f.readNodeSecrets(p)
+	if err != nil {
+		return s, err
+	}
+	f.nodeSecrets = &s
+	return s, nil
+}
+
+// readNodeSecrets is loadNodeSecrets' read of the configured token.
+func (f *Factory) readNodeSecrets(p *Progress) (nodeSecrets, error) {
 	var s nodeSecrets
 	_, c, err := f.Config()
 	if err != nil {
 		return s, err
 	}
 	flag := "--node-token-file"
-	if tokenFile == "" {
-		tokenFile = f.nodeTokenFile
-	}
+	tokenFile := f.nodeTokenFile
 	if tokenFile == "" && c.NodeTokenFile != "" {
 		tokenFile, flag = c.NodeTokenFile, f.contextKey("node_token_file")
 	}
@@ -193,13 +208,14 @@ func (f *Factory) pullBinaryPath() (string, error) {
 	return p, nil
 }
 
-// prepareBoot loads the node secrets — the node token, the cluster key and
+// prepareBoot loads the node secrets — the node token (as this run first
+// loaded it, loadNodeSecrets), the cluster key and
 // the nodes' own Spaces key (minted at the first droplet, nodekey.go) —
 // and, for a bootstrap cluster, uploads dynia-pull to the bucket (only when
 // its content changed: Spaces limits writes per object) and presigns a GET
 // for the droplets. A dry run (cl nil) mints nothing and calls nothing.
 func (f *Factory) prepareBoot(ctx context.Context, store *cluster.Store, cl *cloud.Client, st *cluster.State, p *Progress, dryRun bool) (nodeBoot, error) {
-	secrets, err := f.loadNodeSecrets("", p)
+	secrets, err := f.loadNodeSecrets(p)
 	if err != nil {
 		return nodeBoot{}, err
 	}

@@ -397,7 +397,7 @@ func (f *Factory) checkRepairNodeToken(ctx context.Context, o *RepairOptions) er
 		return nil
 	}
 	p := NewProgress(f.IO, f.Global.Output == "json")
-	s, err := f.loadNodeSecrets("", p)
+	s, err := f.loadNodeSecrets(p)
 	if err != nil {
 		return err
 	}

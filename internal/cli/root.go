@@ -115,6 +115,12 @@ func NewCmdRoot(f *Factory) *cobra.Command {
 			if v := f.Global.SpacesRegion; v != "" && !spacesRegionRE.MatchString(v) {
 				return usagef("--spaces-region %q: want a region like sgp1", v)
 			}
+			// Every --name is a cluster's, and every command on a cluster
+			// reads its state with the state key: a key file others may
+			// read is bad input, refused before the bucket or the API.
+			if fl := cmd.Flags().Lookup("name"); fl != nil && fl.Changed {
+				return f.checkStateKeyFile(fl.Value.String())
+			}
 			return nil
 		},
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"strings"
@@ -267,4 +268,49 @@ func row(rows []NodeRow, id string) NodeRow {
 		}
 	}
 	return NodeRow{}
+}
+
+// TestExposedStateKeyIsBadInput: a state key file group or world may read
+// is bad input: every command on the cluster exits 2 with one line naming
+// the file and its mode, before any DO API call or bucket request (the
+// state is not even read). After chmod 600 the same commands work.
+func TestExposedStateKeyIsBadInput(t *testing.T) {
+	e := newEnv(t)
+	const name = "exposed"
+	stop := e.fakeNodes(name)
+	defer stop()
+	e.mustRun("node", "create-ha", "--name", name, "--region", "sgp1", "--size", "s-1vcpu-1gb")
+	base, err := NewFactoryForTest(e).keyBase(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := base + ".sign.key"
+	for _, mode := range []os.FileMode{0o640, 0o604} {
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+		for _, args := range [][]string{
+			{"cluster", "get", "--name", name},
+			{"node", "list", "--name", name},
+			{"node", "add", "--name", name},
+			{"node", "create-ha", "--name", name, "--region", "sgp1", "--size", "s-1vcpu-1gb"},
+			{"app", "status", "--name", name},
+			{"state", "resign", "--name", name, "--confirm"},
+		} {
+			t.Run(fmt.Sprintf("%04o %s", mode, strings.Join(args[:2], " ")), func(t *testing.T) {
+				calls, requests := len(e.sim.Calls()), e.requests.Load()
+				wantUsage(t, e.run(args...), "state key "+path+":", fmt.Sprintf("mode %04o", mode))
+				if n := len(e.sim.Calls()) - calls; n != 0 {
+					t.Errorf("%d DO API calls with an exposed state key", n)
+				}
+				if n := e.requests.Load() - requests; n != 0 {
+					t.Errorf("%d bucket requests with an exposed state key", n)
+				}
+			})
+		}
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.mustRun("cluster", "get", "--name", name)
 }

@@ -117,6 +117,8 @@ func (c *Client) createDroplet(ctx context.Context, s DropletSpec) (Droplet, err
 	}, func(ctx context.Context) (bool, error) {
 		// The same name, region and tags: dynia's names and node tags are
 		// unique, so this is the droplet the lost answer was about.
+		// createOnce calls this until it finds it, createdLookups times:
+		// DO's list can miss a droplet made a moment ago.
 		ds, err := listAll(ctx, func(opt *godo.ListOptions) ([]godo.Droplet, *godo.Response, error) {
 			return c.godo.Droplets.ListByName(ctx, s.Name, opt)
 		})

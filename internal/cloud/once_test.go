@@ -1,6 +1,10 @@
 package cloud_test
 
 import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync"
 	"testing"
 
 	"github.com/dynia/dynia/internal/cloud"
@@ -61,6 +65,73 @@ func TestCreateAnswerLost(t *testing.T) {
 			}
 			if n != 1 {
 				t.Errorf("%d VPCs named dynia-x-nyc3, want 1", n)
+			}
+		})
+	}
+}
+
+// listLag answers the first hide droplet lookups by name (GET
+// /v2/droplets?name=…) with an empty list and passes everything else to
+// next: DigitalOcean's list not showing yet a droplet it just made.
+type listLag struct {
+	next    http.Handler
+	mu      sync.Mutex
+	hide    int
+	lookups int
+}
+
+func (l *listLag) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet && r.URL.Path == "/v2/droplets" && r.URL.Query().Get("name") != "" {
+		l.mu.Lock()
+		l.lookups++
+		hidden := l.lookups <= l.hide
+		l.mu.Unlock()
+		if hidden {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprint(w, `{"droplets":[],"links":{},"meta":{"total":0}}`)
+			return
+		}
+	}
+	l.next.ServeHTTP(w, r)
+}
+
+// TestCreateDropletAnswerLostListLags: the answer to a droplet create DO
+// applied is lost, and DO's list by name does not show the new droplet
+// for the first lookups. The client looks again (with backoff) instead of
+// sending the create a second time: exactly one droplet, the one returned.
+// Before, one empty lookup sent the create again: two droplets.
+func TestCreateDropletAnswerLostListLags(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		fault dosim.Fault
+		hide  int
+	}{
+		{"500, one lookup misses it", dosim.Fault{Method: "POST", PathPrefix: "/v2/droplets", Status: 500, AnswerLost: true, Count: 1}, 1},
+		{"500, four lookups miss it", dosim.Fault{Method: "POST", PathPrefix: "/v2/droplets", Status: 500, AnswerLost: true, Count: 1}, 4},
+		{"connection dropped, two lookups miss it", dosim.Fault{Method: "POST", PathPrefix: "/v2/droplets", AnswerLost: true, Count: 1}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, dosim.Options{})
+			lag := &listLag{next: e.sim, hide: tc.hide}
+			ts := httptest.NewServer(lag)
+			t.Cleanup(ts.Close)
+			e.url = ts.URL
+			e.c = e.client(t, adminToken, nil)
+			e.sim.InjectFault(tc.fault)
+			ds, err := e.c.CreateDroplets(ctxT(t), []cloud.DropletSpec{{Name: "x-amber-fox", Region: "nyc3", Size: "s-1vcpu-1gb",
+				Image: "debian-12-x64", Tags: []string{cloud.ClusterTag("x"), cloud.NodeTag("amber-fox")}}})
+			if err != nil || len(ds) != 1 {
+				t.Fatalf("CreateDroplets: %+v, %v", ds, err)
+			}
+			if got := e.sim.Droplets(); len(got) != 1 || got[0].ID != ds[0].ID {
+				t.Errorf("droplets %+v, want exactly the one returned (%d)", got, ds[0].ID)
+			}
+			lag.mu.Lock()
+			defer lag.mu.Unlock()
+			if lag.lookups != tc.hide+1 {
+				t.Errorf("%d lookups by name, want %d (%d missing it, then the one that found it)", lag.lookups, tc.hide+1, tc.hide)
 			}
 		})
 	}

@@ -233,6 +233,36 @@ func (d *Daemon) appStep(ctx context.Context, st *cluster.State) {
 	d.switchRelease(ctx, st, cur, target)
 }
 
+// provenRelease says whether r is known good: its rollout finished (the
+// CLI that waited for it recorded rolled-out), or every other ready node
+// that reports runs it healthy, at least one (a release deployed with
+// --no-wait, once it reached them all). A release that is not proven (one
+// still being rolled out) and fails here is the release's fault, which
+// halts its rollout.
+func (d *Daemon) provenRelease(ctx context.Context, st *cluster.State, r *cluster.Release) bool {
+	switch r.Outcome {
+	case cluster.OutcomeRolledOut:
+		return true
+	case cluster.OutcomeFailed:
+		return false
+	}
+	healthy := 0
+	for _, n := range st.Nodes {
+		if n.ID == d.nodeID || n.Lifecycle != cluster.Ready {
+			continue
+		}
+		rep, err := d.app.readPeers(ctx, st, n.ID)
+		if err != nil || rep == nil || time.Since(rep.UpdatedAt) > peerReportStale {
+			continue // not heard from: neither for nor against
+		}
+		if rep.App == nil || rep.App.Release != r.Number || !rep.App.Healthy {
+			return false
+		}
+		healthy++
+	}
+	return healthy > 0
+}
+
 // adoptApp, once, takes over the instance a previous dynia-pull left
 // running (instances outlive it, and survive a reboot through Docker's
 // restart policy): the newest one of a release in st that answers its
@@ -286,6 +316,13 @@ func (d *Daemon) switchRelease(ctx context.Context, st *cluster.State, cur *appI
 	log := d.log.With("release", target.Number, "image", target.Image)
 	d.appReport(func(s *AppStatus) { s.State, s.Target, s.Waiting = AppStarting, target.Number, "" })
 	fail := func(f *appFailure) {
+		if !f.Retry && d.provenRelease(ctx, st, target) {
+			// What failed is this node's copy (its container killed while
+			// it got healthy, its dockerd restarting), not the release.
+			// Not retrying left the node without its app until the next
+			// release (found by the fault suite's process chaos).
+			f.Retry = true
+		}
 		a.mu.Lock()
 		if f.Retry {
 			a.retries++
@@ -294,7 +331,11 @@ func (d *Daemon) switchRelease(ctx context.Context, st *cluster.State, cur *appI
 			a.failed, a.failure = target.Number, f
 		}
 		a.mu.Unlock()
-		log.Error("release not started; the old one keeps serving", "err", f.Reason, "retry", f.Retry)
+		serving := int64(0)
+		if cur != nil {
+			serving = cur.Release
+		}
+		log.Error("release not started", "err", f.Reason, "retry", f.Retry, "serving_release", serving)
 		d.appReport(func(s *AppStatus) {
 			s.State = AppRunning
 			if cur == nil {

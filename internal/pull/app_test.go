@@ -233,3 +233,61 @@ func TestTransientStartFailureIsRetried(t *testing.T) {
 		t.Fatalf("after the retry: runs %d, report %+v", w.running(), w.report())
 	}
 }
+
+// TestProvenReleaseIsRetried is the reproduction of a node left without
+// its app: its container was killed while it got healthy again after a
+// dynia-pull restart, and the release, already rolled out, was taken for a
+// bad one and never tried again. A proven release (rolled out, or running
+// healthy on every other node that reports) is retried after a backoff and
+// never reported failed; one still being rolled out is not.
+func TestProvenReleaseIsRetried(t *testing.T) {
+	t.Parallel()
+	killed := &appFailure{Reason: "crashed and was restarted 1 times (its exit status was gone by the time it was seen)"}
+	for _, tc := range []struct {
+		name    string
+		outcome string
+		peers   map[string]bool // peer → runs the release healthy
+		retried bool
+	}{
+		{"rolled out", cluster.OutcomeRolledOut, nil, true},
+		{"failed rollout", cluster.OutcomeFailed, map[string]bool{"amber-fox": true, "calm-heron": true}, false},
+		{"every peer runs it", "", map[string]bool{"amber-fox": true, "calm-heron": true}, true},
+		{"one peer does not run it yet", "", map[string]bool{"amber-fox": true, "calm-heron": false}, false},
+		{"no peer reports", "", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			w := newAppWorld(t)
+			r1 := w.deploy("app")
+			w.st.App.Releases[len(w.st.App.Releases)-1].Outcome = tc.outcome
+			w.st.Generation++
+			if _, err := w.d.Apply(context.Background(), w.st.Clone()); err != nil {
+				t.Fatal(err)
+			}
+			for id, ok := range tc.peers {
+				rel := r1
+				if !ok {
+					rel = 0
+				}
+				w.peer(id, rel, ok, time.Minute, 0)
+			}
+			w.rt.fail[r1] = killed
+			w.step()
+			rep := w.report()
+			if w.running() != 0 || !strings.Contains(rep.Error, "crashed") {
+				t.Fatalf("after the failure: runs %d, report %+v", w.running(), rep)
+			}
+			if got := rep.FailedRelease == 0; got != tc.retried {
+				t.Fatalf("retried %v (report %+v), want %v", got, rep, tc.retried)
+			}
+			delete(w.rt.fail, r1)
+			w.d.app.mu.Lock()
+			w.d.app.retryAt = time.Time{} // the backoff has passed
+			w.d.app.mu.Unlock()
+			w.step()
+			if want := map[bool]int64{true: r1}[tc.retried]; w.running() != want {
+				t.Fatalf("after the backoff: runs %d, want %d", w.running(), want)
+			}
+		})
+	}
+}

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dynia/dynia/internal/procstat"
 )
 
 // startProc runs name with args in its own process group until the test ends.
@@ -184,17 +186,19 @@ func TestChangeTimeFollowsRename(t *testing.T) {
 	}
 }
 
-// TestRestartDelay: a daemon that ran long is restarted at once; one that
-// keeps exiting backs off 1 s, 2 s, 4 s … up to maxBackoff, and is started
-// at once again after a long run.
+// TestRestartDelay: a daemon that ran past its start is restarted at once,
+// even when killed again soon after; one that keeps exiting at start backs
+// off 1 s, 2 s, 4 s … up to maxBackoff, and is started at once again after
+// it ran past its start.
 func TestRestartDelay(t *testing.T) {
 	t.Parallel()
-	long, short := maxBackoff+time.Second, 100*time.Millisecond
+	long, short := stableRun+time.Second, 100*time.Millisecond
 	steps := []struct {
 		ran  time.Duration
 		want time.Duration
 	}{
 		{long, 0},
+		{long, 0}, // killed again 6 s after its restart (process chaos)
 		{short, time.Second},
 		{short, 2 * time.Second},
 		{short, 4 * time.Second},
@@ -212,5 +216,43 @@ func TestRestartDelay(t *testing.T) {
 			t.Errorf("exit %d (ran %v, previous wait %v): wait %v, want %v", i, s.ran, prev, got, s.want)
 		}
 		prev = got
+	}
+}
+
+// TestWatchSeesExitAndLeavesOnCancel: both ways of watching an adopted
+// daemon (pidfd, and polling where there is none) return true when it
+// exits and false, leaving it running, when ctx ends.
+func TestWatchSeesExitAndLeavesOnCancel(t *testing.T) {
+	t.Parallel()
+	sup := newSupervisor(slog.New(slog.DiscardHandler), "")
+	for _, w := range []struct {
+		name  string
+		watch func(context.Context, *slog.Logger, int, uint64) bool
+	}{{"pidfd", sup.watch}, {"poll", sup.pollWatch}} {
+		pid := startProc(t, "sleep", "60")
+		tick, err := procstat.StartTime(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan bool, 1)
+		go func() { done <- w.watch(ctx, sup.log, pid, tick) }()
+		cancel()
+		if exited := <-done; exited {
+			t.Errorf("%s: watch says a running daemon exited", w.name)
+		}
+		if err := syscall.Kill(pid, 0); err != nil {
+			t.Errorf("%s: the daemon did not outlive the watch: %v", w.name, err)
+		}
+		go func() { done <- w.watch(context.Background(), sup.log, pid, tick) }()
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		select {
+		case exited := <-done:
+			if !exited {
+				t.Errorf("%s: watch returned false for a killed daemon", w.name)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: watch did not return 30 s after the daemon was killed", w.name)
+		}
 	}
 }
