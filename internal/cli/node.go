@@ -21,6 +21,7 @@ func NewCmdNode(f *Factory) *cobra.Command {
 	cmd.AddCommand(NewCmdNodeCreateHA(f, nil))
 	cmd.AddCommand(NewCmdNodeAdd(f, nil))
 	cmd.AddCommand(NewCmdNodeRemove(f, nil))
+	cmd.AddCommand(NewCmdNodeReplace(f, nil))
 	cmd.AddCommand(NewCmdNodeList(f, nil))
 	cmd.AddCommand(NewCmdNodeMakeActive(f, nil))
 	cmd.AddCommand(NewCmdNodeRepairHA(f, nil))
