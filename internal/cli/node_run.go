@@ -452,7 +452,9 @@ func retireNode(ctx context.Context, store *cluster.Store, cl *cloud.Client, st 
 	name := st.Name
 	n := st.Node(id)
 	if n == nil {
-		return st, nil
+		// Gone already (a re-run, or removed by hand): only the final
+		// write may be left, e.g. a replacement still naming it.
+		return store.Update(ctx, name, forget)
 	}
 	var err error
 	if n.Role == cluster.RoleActive && len(st.Nodes) > 1 {

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -297,6 +298,103 @@ func TestUpgradeHaltsOnUnhealthyReplacement(t *testing.T) {
 		t.Fatalf("%d nodes after the upgrade, want %d", len(after.Nodes), len(st.Nodes))
 	}
 	for id, im := range e.dropletImages("halt") {
+		if im != img {
+			t.Errorf("droplet %d on image %d, want %d", id, im, img)
+		}
+	}
+}
+
+// TestKilledUpgradeResumes: SIGKILL the real binary in the middle of
+// `cluster upgrade` at two points — while it waits for the replacement's
+// droplet (the replacement and its droplet id already in the state), and
+// while it destroys the old node's droplet (the old node removing) — and
+// re-run the same command: it finishes, with 3 droplets created in all
+// (none twice), exactly one droplet per node, every node on the new image.
+func TestKilledUpgradeResumes(t *testing.T) {
+	e := newEnv(t)
+	defer e.fakeNodes("kup")()
+	e.mustRun("node", "create-ha", "--name", "kup", "--region", "sgp1", "--size", "s-1vcpu-1gb")
+	e.mustRun("node", "add", "--name", "kup", "--count", "2")
+	img := e.newImage("dynia-node-test-2")
+	old := e.state("kup")
+	dyniaBinary(t) // build before anything is timed
+	calls := len(e.sim.Calls())
+
+	// 1. Killed while waiting for the replacement's droplet to be active.
+	e.sim.InjectFault(dosim.Fault{Method: "GET", PathPrefix: "/v2/droplets/", Latency: holdOpen, Status: http.StatusServiceUnavailable})
+	p := e.startDynia("cluster", "upgrade", "--name", "kup")
+	e.killWhen(p, "the replacement's droplet recorded", func() bool {
+		for _, n := range e.state("kup").Nodes {
+			if n.Replaces != "" && n.DropletID != 0 {
+				return true
+			}
+		}
+		return false
+	})
+	e.sim.ClearFaults()
+
+	// 2. The re-run resumes it and is killed while destroying the old node.
+	e.sim.InjectFault(dosim.Fault{Method: "DELETE", PathPrefix: "/v2/droplets/", Latency: holdOpen, Status: http.StatusServiceUnavailable})
+	p = e.startDynia("cluster", "upgrade", "--name", "kup")
+	e.killWhen(p, "an old node removing", func() bool {
+		for _, n := range e.state("kup").Nodes {
+			if n.Lifecycle == cluster.Removing {
+				return true
+			}
+		}
+		return false
+	})
+	e.sim.ClearFaults()
+
+	r := e.mustRun("cluster", "upgrade", "--name", "kup")
+	if !strings.Contains(r.stderr, "resum") {
+		t.Errorf("the last run does not say it resumed a replacement:\n%s", r.stderr)
+	}
+	e.exactlyOnce("after the killed upgrades", "kup")
+	if n := e.dropletCreates(calls); n != 3 {
+		t.Errorf("%d droplets created over the three runs, want 3", n)
+	}
+	st := e.state("kup")
+	for _, n := range old.Nodes {
+		if st.Node(n.ID) != nil {
+			t.Errorf("old node %s still in the state", n.ID)
+		}
+	}
+	for id, im := range e.dropletImages("kup") {
+		if im != img {
+			t.Errorf("droplet %d on image %d, want %d", id, im, img)
+		}
+	}
+}
+
+// TestUpgradeAfterOldNodeRemovedByHand: the node a replacement was made for
+// was removed by `node remove` before the replacement finished; the upgrade
+// finishes the replacement (its `replaces` cleared) instead of looping on it.
+func TestUpgradeAfterOldNodeRemovedByHand(t *testing.T) {
+	e := newEnv(t)
+	defer e.fakeNodes("hand")()
+	e.mustRun("node", "create-ha", "--name", "hand", "--region", "sgp1", "--size", "s-1vcpu-1gb")
+	e.mustRun("node", "add", "--name", "hand", "--count", "1")
+	img := e.newImage("dynia-node-test-2")
+	standby := e.state("hand").Nodes[1]
+	if _, err := e.signedStore().Update(t.Context(), "hand", func(s *cluster.State) (*cluster.State, error) {
+		next, _, err := cluster.AddReplacement(s, standby.ID, strconv.Itoa(img), cluster.NewNamer(3), time.Now())
+		return next, err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e.mustRun("node", "remove", "--name", "hand", "--node", standby.ID, "--confirm")
+	e.mustRun("cluster", "upgrade", "--name", "hand")
+	st := e.consistent("hand")
+	if len(st.Nodes) != 2 {
+		t.Fatalf("%d nodes after the upgrade, want 2: %+v", len(st.Nodes), st.Nodes)
+	}
+	for _, n := range st.Nodes {
+		if n.Replaces != "" {
+			t.Errorf("node %s still replaces %s", n.ID, n.Replaces)
+		}
+	}
+	for id, im := range e.dropletImages("hand") {
 		if im != img {
 			t.Errorf("droplet %d on image %d, want %d", id, im, img)
 		}
