@@ -59,7 +59,7 @@ func updateCluster(ctx context.Context, f *Factory, o *updateOptions) error {
 func NewCmdCluster(f *Factory) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cluster",
-		Short: "List, inspect and destroy clusters",
+		Short: "List, inspect, update, upgrade and destroy clusters",
 		Args:  cobra.NoArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}

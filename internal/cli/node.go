@@ -14,7 +14,7 @@ import (
 func NewCmdNode(f *Factory) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "node",
-		Short: "Create a cluster and add, remove, list and promote its nodes",
+		Short: "Create a cluster and add, remove, replace, list and promote its nodes",
 		Args:  cobra.NoArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}

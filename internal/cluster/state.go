@@ -184,7 +184,7 @@ type Node struct {
 	ReportKey string `json:"report_key,omitempty"`
 	// Image is the image this node's droplet is made from (a snapshot
 	// id); empty: the cluster's Image. `node replace` sets it on a
-	// replacement.
+	// replacement until the replacement is finished.
 	Image string `json:"image,omitempty"`
 	// Replaces, while set, names the node this one replaces (`node
 	// replace`, `cluster upgrade`): a re-run after a crash finds the

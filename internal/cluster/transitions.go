@@ -141,7 +141,7 @@ func AddReplacement(s *State, old, image string, namer *Namer, now time.Time) (*
 // FinishReplacement removes node old (standby, its droplet gone) and gives
 // the node that replaced it old's priority when that is higher than its
 // own, so the nodes' order is what it was; the replacement's Replaces is
-// cleared. One write, so a crash leaves either both nodes or the finished
+// cleared, and so is its image (the droplet exists). One write, so a crash leaves either both nodes or the finished
 // replacement. Like RemoveNode, old must not be the active node.
 func FinishReplacement(s *State, old string) (*State, error) {
 	o := s.Node(old)
@@ -160,7 +160,10 @@ func FinishReplacement(s *State, old string) (*State, error) {
 	}
 	if r != nil {
 		n := next.Node(r.ID)
-		n.Replaces = ""
+		// Both fields exist only while a replacement is under way: the
+		// droplet is made, DO knows its image, and a state without them
+		// is one every dynia-pull before them still reads.
+		n.Replaces, n.Image = "", ""
 		if o != nil && o.Priority > n.Priority {
 			n.Priority = o.Priority
 		}

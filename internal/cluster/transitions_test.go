@@ -250,8 +250,8 @@ func TestReplacement(t *testing.T) {
 			if diff := cmp.Diff(want, prios(done)); diff != "" {
 				t.Errorf("priorities after the replacement (-want +got):\n%s", diff)
 			}
-			if n := done.Node(id); n.Replaces != "" || n.Role != old.Role {
-				t.Errorf("finished replacement %+v, want no replaces and role %s", n, old.Role)
+			if n := done.Node(id); n.Replaces != "" || n.Image != "" || n.Role != old.Role {
+				t.Errorf("finished replacement %+v, want no replaces, no image and role %s", n, old.Role)
 			}
 			if _, err := FinishReplacement(done, old.ID); !errors.Is(err, ErrNoChange) {
 				t.Errorf("FinishReplacement again: %v, want ErrNoChange", err)
