@@ -55,11 +55,11 @@ func updateCluster(ctx context.Context, f *Factory, o *updateOptions) error {
 	return printCluster(f, st)
 }
 
-// NewCmdCluster is `dynia cluster list|get|update|destroy`.
+// NewCmdCluster is `dynia cluster list|get|update|destroy|upgrade`.
 func NewCmdCluster(f *Factory) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cluster",
-		Short: "List, inspect and destroy clusters",
+		Short: "List, inspect, update, upgrade and destroy clusters",
 		Args:  cobra.NoArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
@@ -188,6 +188,7 @@ func NewCmdCluster(f *Factory) *cobra.Command {
 	destroy.Flags().BoolVar(&d.Confirm, "confirm", false, "really destroy")
 	destroy.Flags().DurationVar(&d.Timeout, "timeout", 5*time.Minute, "overall timeout")
 	cmd.AddCommand(destroy)
+	cmd.AddCommand(NewCmdClusterUpgrade(f, nil))
 	return cmd
 }
 

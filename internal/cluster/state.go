@@ -181,8 +181,25 @@ type Node struct {
 	// base64): its status reports must be signed with it. The CLI makes
 	// the pair when it creates the droplet; the private half is only in
 	// that droplet's user-data. Empty: a node made before report signing.
-	ReportKey string    `json:"report_key,omitempty"`
+	ReportKey string `json:"report_key,omitempty"`
+	// Image is the image this node's droplet is made from (a snapshot
+	// id); empty: the cluster's Image. `node replace` sets it on a
+	// replacement until the replacement is finished.
+	Image string `json:"image,omitempty"`
+	// Replaces, while set, names the node this one replaces (`node
+	// replace`, `cluster upgrade`): a re-run after a crash finds the
+	// replacement here instead of making another. Cleared when the old
+	// node is gone.
+	Replaces  string    `json:"replaces,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
+}
+
+// ImageOr is the node's image: its own, else the cluster's.
+func (n Node) ImageOr(clusterImage string) string {
+	if n.Image != "" {
+		return n.Image
+	}
+	return clusterImage
 }
 
 // Hostname is the droplet name: <cluster>-<node id>.

@@ -413,6 +413,14 @@ func (s *State) Validate() error {
 				return fieldErr(f("app_port"), fmt.Sprint(n.AppPort), "%v (0: app.port)", err)
 			}
 		}
+		if n.Image != "" && !dropletImageRE.MatchString(n.Image) {
+			return fieldErr(f("image"), n.Image, "must be a snapshot id or an image slug like debian-12-x64")
+		}
+		if n.Replaces != "" {
+			if err := ValidateNodeID(n.Replaces); err != nil || n.Replaces == n.ID {
+				return fieldErr(f("replaces"), n.Replaces, "must be another node's two-word id")
+			}
+		}
 	}
 	if len(s.RecentOps) > MaxRecentOps {
 		return fieldErr("recent_ops", fmt.Sprint(len(s.RecentOps)), "more than %d operation ids", MaxRecentOps)
