@@ -27,6 +27,7 @@ import (
 
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/loadloop"
 	"github.com/dynia/dynia/internal/pull"
 	"github.com/dynia/dynia/internal/sandbox"
 	"github.com/dynia/dynia/internal/signing"
@@ -227,13 +228,13 @@ func dropletIDs(rows []nodeRow) []int {
 }
 
 // within counts the samples of a load loop that started inside [from, to).
-func within(samples []sample, from, to time.Time) (total, failed int) {
+func within(samples []loadloop.Sample, from, to time.Time) (total, failed int) {
 	for _, s := range samples {
-		if s.at.Before(from) || !s.at.Before(to) {
+		if s.At.Before(from) || !s.At.Before(to) {
 			continue
 		}
 		total++
-		if !s.ok {
+		if !s.OK {
 			failed++
 		}
 	}
@@ -563,12 +564,12 @@ func TestProcessChaos(t *testing.T) {
 	// ended, by component and by whether it hit the Reserved IP's holder.
 	cause := map[string]int{}
 	for _, s := range samples {
-		if s.ok || s.at.Before(start) || !s.at.Before(end) {
+		if s.OK || s.At.Before(start) || !s.At.Before(end) {
 			continue
 		}
 		what := "no kill before it"
 		for _, k := range kills {
-			if k.at.After(s.at.Add(s.took)) {
+			if k.at.After(s.At.Add(s.Took)) {
 				break
 			}
 			where := "standby"
