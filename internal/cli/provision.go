@@ -310,6 +310,7 @@ func (f *Factory) userData(st *cluster.State, nodeID string, boot nodeBoot, repo
 			Cluster:     st.Name,
 			NodeID:      nodeID,
 			StateURL:    stateURL,
+			Image:       st.Image,
 			Endpoint:    endpoint,
 			Region:      bo.Region,
 			PathStyle:   bo.PathStyle,
