@@ -39,7 +39,7 @@ const (
 
 // Where things land on a droplet.
 const (
-	PullConfigPath        = nodeconfig.DefaultPath // /etc/dynia/pull.json
+	PullConfigPath        = nodeconfig.DefaultPath      // /etc/dynia/pull.json
 	ImagePath             = nodeconfig.DefaultImagePath // /etc/dynia/image
 	SpacesCredentialsPath = "/etc/dynia/spaces.json"
 	DOTokenPath           = "/etc/dynia/do-token"
