@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strings"
 	"text/template"
+
+	"github.com/dynia/dynia/internal/fsutil"
 )
 
 //go:embed report.md.tmpl
@@ -68,11 +70,10 @@ func WriteReport(resultsDir, notesPath, reportPath string) error {
 	if err != nil {
 		return err
 	}
-	tmp := reportPath + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(reportPath, b, 0o644); err != nil {
 		return fmt.Errorf("write report: %w", err)
 	}
-	return os.Rename(tmp, reportPath)
+	return nil
 }
 
 // RenderReport renders the Markdown page. Links to plots and raw files are

@@ -18,6 +18,7 @@ import (
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/fsutil"
 	"github.com/dynia/dynia/internal/procstat"
 	"github.com/dynia/dynia/internal/sandbox"
 )
@@ -321,10 +322,7 @@ func (s *Sandbox) EditPullConfig(id int, edit func(map[string]any)) {
 	}
 	edit(m)
 	out, _ := json.MarshalIndent(m, "", "  ")
-	if err := os.WriteFile(path+".new", out, 0o600); err != nil {
-		s.r.Fatalf("write pull.json: %v", err)
-	}
-	if err := os.Rename(path+".new", path); err != nil {
+	if err := fsutil.WriteFileAtomic(path, out, 0o600); err != nil {
 		s.r.Fatalf("write pull.json: %v", err)
 	}
 	old := s.PullPID(id)

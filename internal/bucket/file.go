@@ -15,6 +15,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/dynia/dynia/internal/fsutil"
 )
 
 // fileStore keeps objects as files under root, one file per key. It has the
@@ -142,36 +144,16 @@ func (s *fileStore) Put(ctx context.Context, key string, body []byte, cond Cond)
 	return etagOf(body), nil
 }
 
-// writeAtomic writes body to key via a temp file in the same directory, so a
-// crash leaves either the old or the new content, never a mix.
+// writeAtomic writes body to key (0600) via a temporary file in the same
+// directory, so a crash leaves either the old or the new content, never a
+// mix; the temporary file's name starts with reservedPrefix
+// (fsutil.TempPrefix), so List never shows it.
 func (s *fileStore) writeAtomic(key string, body []byte) error {
 	dst := s.path(key)
-	dir := filepath.Dir(dst)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, reservedPrefix+"tmp-*") // mode 0600
-	if err != nil {
-		return err
-	}
-	// Best-effort cleanup of a failed write; after a successful rename the
-	// name is gone and Remove fails with ENOENT, which is expected.
-	defer func() { _ = os.Remove(tmp.Name()) }()
-	if _, err := tmp.Write(body); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), dst); err != nil {
-		return err
-	}
-	return syncDir(dir)
+	return fsutil.WriteFileAtomic(dst, body, 0o600)
 }
 
 func (s *fileStore) Delete(ctx context.Context, key string) error {
@@ -199,7 +181,7 @@ func (s *fileStore) Delete(ctx context.Context, key string) error {
 	for dir != s.root && strings.HasPrefix(dir, s.root) && os.Remove(dir) == nil {
 		dir = filepath.Dir(dir)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := fsutil.SyncDir(dir); err != nil {
 		return s.fail("delete", key, nil, err)
 	}
 	return nil
@@ -280,15 +262,6 @@ func (s *fileStore) lock(ctx context.Context) (unlock func(), err error) {
 			delay *= 2
 		}
 	}
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // etagOf is the S3-style ETag of body: the quoted hex MD5.

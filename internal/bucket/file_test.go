@@ -13,7 +13,10 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/dynia/dynia/internal/bucket"
+	"github.com/dynia/dynia/internal/fsutil"
 )
 
 func openFileStore(t *testing.T) bucket.Store {
@@ -170,3 +173,32 @@ func TestFileLockHonoursContext(t *testing.T) {
 }
 
 func flock(f *os.File) error { return syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) }
+
+// A write in progress (fsutil's temporary file, in the key's directory) is
+// not an object: List hides it by its name.
+func TestFileListHidesWritesInProgress(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "store")
+	s, err := bucket.Open(ctx, "file://"+dir, bucket.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, s, "clusters/demo/state.json", "{}", bucket.Cond{})
+	tmp, err := fsutil.Stage(filepath.Join(dir, "clusters/demo/state.json"), []byte("{\"half\""), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(tmp)
+	infos, err := s.List(ctx, "clusters/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, in := range infos {
+		keys = append(keys, in.Key)
+	}
+	if diff := cmp.Diff([]string{"clusters/demo/state.json"}, keys); diff != "" {
+		t.Errorf("List (-want +got):\n%s", diff)
+	}
+}

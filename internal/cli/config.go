@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/dynia/dynia/internal/fsutil"
 )
 
 // Config is ~/.config/dynia/config.yaml: named contexts, each saying where
@@ -232,7 +234,7 @@ func (c *Config) Save() error {
 	if err := os.MkdirAll(filepath.Dir(c.path), 0o700); err != nil {
 		return fmt.Errorf("save config: %w", err)
 	}
-	return writeFileAtomic(c.path, b, 0o600)
+	return fsutil.WriteFileAtomic(c.path, b, 0o600)
 }
 
 // Resolve returns the context named by --context, else the current one,
@@ -254,31 +256,4 @@ func (c *Config) Resolve(name string) (*Context, string, error) {
 		return nil, "", usagef("--context %q: no such context (have: %s)", name, strings.Join(names, ", "))
 	}
 	return ctx, name, nil
-}
-
-// writeFileAtomic writes via a temp file in the same directory, fsync and
-// rename, so readers never see a half-written file.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() { _ = os.Remove(tmp) }() // gone after a successful rename
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/dynia/dynia/internal/fsutil"
 	"github.com/dynia/dynia/internal/sandbox"
 	"github.com/dynia/dynia/internal/sandbox/demoapp"
 )
@@ -217,7 +218,7 @@ func writeSandboxContext(f *Factory, info *sandbox.Info) error {
 	}
 	write := func(name string, b []byte) (string, error) {
 		p := filepath.Join(secrets, name)
-		return p, writeFileAtomic(p, b, 0o600)
+		return p, fsutil.WriteFileAtomic(p, b, 0o600)
 	}
 	tokFile, err := write("token", []byte(info.Token))
 	if err != nil {

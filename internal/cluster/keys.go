@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dynia/dynia/internal/fsutil"
 	"github.com/dynia/dynia/internal/signing"
 )
 
@@ -161,28 +162,13 @@ func lockFile(path string) (func(), error) {
 	return func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
 }
 
-// writeFileAtomic writes a file by rename, so a reader never sees half.
+// writeFileAtomic writes a file by rename, so a reader never sees half, in
+// a directory made 0700 when it is missing.
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), ".seen-*")
-	if err != nil {
-		return err
-	}
-	defer func() { _ = os.Remove(f.Name()) }() // after the rename there is nothing left to remove
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
+	return fsutil.WriteFileAtomic(path, data, mode)
 }
 
 // Seen is the newest generation of cluster name this machine accepted

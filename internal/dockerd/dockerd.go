@@ -37,6 +37,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/dynia/dynia/internal/fsutil"
 )
 
 // Binaries are the programs an Engine runs (dockerd and containerd
@@ -213,7 +215,7 @@ func (e Engine) WriteConfig() error {
 		return err
 	}
 	for path, b := range map[string][]byte{e.ContainerdConfigFile(): []byte(e.ContainerdConfig()), e.ConfigFile(): dj} {
-		if err := writeFileAtomic(path, b, 0o600); err != nil {
+		if err := fsutil.WriteFileAtomic(path, b, 0o600); err != nil {
 			return fmt.Errorf("write %s: %w", path, err)
 		}
 	}
@@ -447,27 +449,4 @@ func RemoveCgroups(parent string) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// writeFileAtomic writes via a temporary file in the same directory and
-// renames it into place.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	// After the rename the name is gone and Remove fails with ENOENT.
-	defer func() { _ = os.Remove(tmp.Name()) }()
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

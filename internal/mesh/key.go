@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/dynia/dynia/internal/fsutil"
 )
 
 // LoadOrCreateKey returns the WireGuard private key stored at path,
@@ -52,45 +54,17 @@ func LoadOrCreateKey(path string) (key wgtypes.Key, created, fixed bool, err err
 	return key, true, false, nil
 }
 
-// writeKey writes key to path atomically, 0600 from the first byte
-// (os.CreateTemp creates 0600), in a directory created 0700.
-func writeKey(path string, key wgtypes.Key) (err error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+// writeKey writes key to path atomically, 0600, in a directory created
+// 0700.
+func writeKey(path string, key wgtypes.Key) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("mesh key %s: %w", path, err)
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".dynia-*")
-	if err != nil {
+	// The key in place is a key written: a failed directory sync only loses
+	// the rename to a power cut, and a lost key is made again and re-learned
+	// by the peers from the next status report.
+	if err := fsutil.WriteFileAtomic(path, []byte(key.String()+"\n"), 0o600); err != nil && !errors.Is(err, fsutil.ErrDirSync) {
 		return fmt.Errorf("mesh key %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			_ = os.Remove(tmp) // best effort: the write error is the one to report
-		}
-	}()
-	_, err = f.WriteString(key.String() + "\n")
-	if err == nil {
-		err = f.Chmod(0o600)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		return fmt.Errorf("mesh key %s: %w", path, err)
-	}
-	// The key is in place; syncing the directory only makes the rename
-	// survive a power cut (a lost key is made again, and re-learned by the
-	// peers from the next status report).
-	if d, derr := os.Open(dir); derr == nil {
-		_ = d.Sync()
-		_ = d.Close()
 	}
 	return nil
 }

@@ -3,67 +3,46 @@ package pull
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/dynia/dynia/internal/fsutil"
 )
 
 // writeFileAtomic writes data next to path, fsyncs it and renames it over
 // path, so readers see the old or the new file, never a half-written one.
 func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	tmp, err := stageFile(path, data, perm)
-	if err != nil {
-		return err
+	if err == nil {
+		err = commitFile(tmp, path)
 	}
-	return commitFile(tmp, path)
+	return err
 }
 
-// stageFile writes data to a temporary file in path's directory (same file
-// system, so the rename is atomic) and fsyncs it. An existing file's mode is
+// stageFile writes data to a temporary file in path's directory (made 0755
+// when missing) and fsyncs it (fsutil.Stage). An existing file's mode is
 // kept.
 func stageFile(path string, data []byte, perm os.FileMode) (string, error) {
 	if st, err := os.Stat(path); err == nil {
 		perm = st.Mode().Perm()
 	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return "", fmt.Errorf("stage %s: %w", path, err)
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".dynia-*")
-	if err != nil {
-		return "", fmt.Errorf("stage %s: %w", path, err)
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(perm)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		_ = os.Remove(tmp) // best effort: the write error is the one to report
-		return "", fmt.Errorf("stage %s: %w", path, err)
-	}
-	return tmp, nil
+	return fsutil.Stage(path, data, perm)
 }
 
-// commitFile renames a staged file over path and fsyncs the directory.
+// commitFile renames a staged file over path and fsyncs the directory
+// (fsutil.Commit). The new file is in place and visible once renamed: a
+// failed directory sync only loses the rename to a power cut, so it is not a
+// failed install (the caller reloads next).
 func commitFile(tmp, path string) error {
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp) // best effort: the rename error is the one to report
-		return fmt.Errorf("install %s: %w", path, err)
-	}
-	// The new file is in place and visible. Syncing the directory only makes
-	// the rename survive a power cut, so it is best effort, not a failed install.
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync()
-		d.Close()
+	if err := fsutil.Commit(tmp, path); err != nil && !errors.Is(err, fsutil.ErrDirSync) {
+		return err
 	}
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/dynia/dynia/cloudinit"
+	"github.com/dynia/dynia/internal/fsutil"
 	"github.com/dynia/dynia/internal/nodeconfig"
 )
 
@@ -199,7 +200,7 @@ func writeCloudFile(root string, f cloudinit.File) error {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return fmt.Errorf("write_files %s: %w", f.Path, err)
 	}
-	if err := writeFileAtomic(dst, content, mode); err != nil {
+	if err := fsutil.WriteFileAtomic(dst, content, mode); err != nil {
 		return fmt.Errorf("write_files %s: %w", f.Path, err)
 	}
 	return nil

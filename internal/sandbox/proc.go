@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dynia/dynia/internal/fsutil"
 	"github.com/dynia/dynia/internal/procstat"
 )
 
@@ -98,7 +99,7 @@ func writePidFile(path string, pid int) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("pid file: %w", err)
 	}
-	return writeFileAtomic(path, []byte(fmt.Sprintf("%d %d\n", pid, start)), 0o600)
+	return fsutil.WriteFileAtomic(path, []byte(fmt.Sprintf("%d %d\n", pid, start)), 0o600)
 }
 
 // readPidFile returns the PID recorded in path if that process still runs
@@ -268,27 +269,4 @@ func (p *supervised) Stop(ctx context.Context, grace time.Duration) {
 	case <-ctx.Done():
 	}
 	_ = os.Remove(p.spec.PidPath)
-}
-
-// writeFileAtomic writes via a temp file in the same directory and renames.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	// Best-effort cleanup of a failed write; after the rename the name is
-	// gone and Remove fails with ENOENT, which is expected.
-	defer func() { _ = os.Remove(tmp.Name()) }()
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

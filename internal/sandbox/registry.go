@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dynia/dynia/internal/demoimage"
+	"github.com/dynia/dynia/internal/fsutil"
 )
 
 // registryPort is where the sandbox's registry listens on the router's
@@ -81,7 +82,7 @@ http:
   secret: %s
 `, filepath.Join(rdir, "data"), r.addr, randomHex(16))
 	confPath := filepath.Join(rdir, "config.yml")
-	if err := writeFileAtomic(confPath, []byte(conf), 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(confPath, []byte(conf), 0o600); err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
 	r.proc = supervise(procSpec{

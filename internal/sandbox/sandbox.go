@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/dynia/dynia/internal/dockerd"
+	"github.com/dynia/dynia/internal/fsutil"
 )
 
 // DefaultDir holds the sandbox's state, logs and secrets (0700).
@@ -699,7 +700,7 @@ func writeJSON(path string, v any) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if err := writeFileAtomic(path, append(b, '\n'), 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(path, append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil

@@ -25,6 +25,7 @@ import (
 	"github.com/dynia/dynia/internal/cfsim"
 	"github.com/dynia/dynia/internal/dnsserver"
 	"github.com/dynia/dynia/internal/dosim"
+	"github.com/dynia/dynia/internal/fsutil"
 	"github.com/dynia/dynia/internal/localca"
 	"github.com/dynia/dynia/internal/poll"
 )
@@ -267,7 +268,7 @@ func writePebbleConfig(dir string, p plan, validity time.Duration) error {
 	if err != nil {
 		return fmt.Errorf("pebble config: %w", err)
 	}
-	if err := writeFileAtomic(pebbleConfigPath(dir), append(b, '\n'), 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(pebbleConfigPath(dir), append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("pebble config: %w", err)
 	}
 	return nil
@@ -284,7 +285,7 @@ func writePebbleListenerCert(dir string, router netip.Addr) (*x509.CertPool, err
 	if err != nil {
 		return nil, err
 	}
-	if err := l.Write(writeFileAtomic, pebbleListenerCertPath(dir), pebbleListenerKeyPath(dir), acmeListenerRootPath(dir)); err != nil {
+	if err := l.Write(fsutil.WriteFileAtomic, pebbleListenerCertPath(dir), pebbleListenerKeyPath(dir), acmeListenerRootPath(dir)); err != nil {
 		return nil, err
 	}
 	return l.Roots, nil
@@ -383,7 +384,7 @@ func writeRoots(path string, pemBytes []byte) error {
 	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, pemBytes) {
 		return nil
 	}
-	return writeFileAtomic(path, pemBytes, 0o600)
+	return fsutil.WriteFileAtomic(path, pemBytes, 0o600)
 }
 
 func parseCerts(pemBytes []byte) ([]*x509.Certificate, error) {
