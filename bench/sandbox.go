@@ -18,6 +18,7 @@ import (
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/extcmd"
 	"github.com/dynia/dynia/internal/fsutil"
 	"github.com/dynia/dynia/internal/procstat"
 	"github.com/dynia/dynia/internal/sandbox"
@@ -280,11 +281,7 @@ func (s *Sandbox) DropletDir(id int) string {
 
 // Netns runs a command in a namespace and returns its combined output.
 func Netns(ns string, args ...string) (string, error) {
-	out, err := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...).CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("ip netns exec %s %s: %w: %s", ns, strings.Join(args, " "), err, bytes.TrimSpace(out))
-	}
-	return string(out), nil
+	return extcmd.Combined(exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...))
 }
 
 // PullPID is the droplet's running dynia-pull (0: none), from the pid file

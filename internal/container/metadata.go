@@ -1,10 +1,11 @@
 package container
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os/exec"
+
+	"github.com/dynia/dynia/internal/extcmd"
 )
 
 // MetadataIP is DigitalOcean's droplet metadata service
@@ -30,11 +31,8 @@ type Iptables func(ctx context.Context, args ...string) ([]byte, error)
 // backend) with -w, waiting for the xtables lock instead of failing while
 // dockerd edits its own rules.
 func ExecIptables(ctx context.Context, args ...string) ([]byte, error) {
-	out, err := exec.CommandContext(ctx, "iptables", append([]string{"-w"}, args...)...).CombinedOutput()
-	if err != nil {
-		return out, fmt.Errorf("iptables %v: %w: %s", args, err, bytes.TrimSpace(out))
-	}
-	return out, nil
+	out, err := extcmd.Combined(exec.CommandContext(ctx, "iptables", append([]string{"-w"}, args...)...))
+	return []byte(out), err
 }
 
 // MetadataRule is the rule BlockMetadata keeps at the top of DOCKER-USER:

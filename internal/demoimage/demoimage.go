@@ -39,6 +39,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/dynia/dynia/internal/extcmd"
 )
 
 // AppPort is the TCP port the demo app listens on inside the container.
@@ -219,8 +221,8 @@ func Binary() ([]byte, error) {
 	cmd.Env = append(os.Environ(),
 		"CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH,
 		"GOFLAGS=-mod=mod", "GOWORK=off", "GOTOOLCHAIN=local", "GO111MODULE=on")
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("demo app build: go build: %w: %s", err, bytes.TrimSpace(msg))
+	if _, err := extcmd.Combined(cmd); err != nil {
+		return nil, fmt.Errorf("demo app build: %w", err)
 	}
 	data, err := os.ReadFile(out)
 	if err != nil {

@@ -10,12 +10,13 @@ import (
 	"os"
 	"os/exec"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/dynia/dynia/internal/extcmd"
 )
 
 // PersistentKeepalive makes every pair of nodes exchange a packet at least
@@ -255,13 +256,8 @@ func (d *Device) ip(ctx context.Context, args ...string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	var out bytes.Buffer
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s %s: %w: %s", bin, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
-	}
-	return nil
+	_, err := extcmd.Combined(exec.CommandContext(ctx, bin, args...))
+	return err
 }
 
 // Peers returns the interface's peers as WireGuard reports them (latest

@@ -1,15 +1,14 @@
 package pull
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 
+	"github.com/dynia/dynia/internal/extcmd"
 	"github.com/dynia/dynia/internal/fsutil"
 )
 
@@ -47,39 +46,13 @@ func commitFile(tmp, path string) error {
 	return nil
 }
 
-// ToolError is a config the real tool rejected; Output is what it said.
-type ToolError struct {
-	Cmd    string
-	Err    error
-	Output string
-}
-
-func (e *ToolError) Error() string {
-	return fmt.Sprintf("%s: %v: %s", e.Cmd, e.Err, e.Output)
-}
-
-func (e *ToolError) Unwrap() error { return e.Err }
-
-// runTool runs a validation command and returns a ToolError carrying its
-// output when it fails.
+// runTool runs a validation command; a failure is an *extcmd.Error ending
+// with the tail of what the tool said (stdout and stderr).
 func runTool(ctx context.Context, name string, args ...string) error {
 	ctx, cancel := context.WithTimeout(ctx, toolTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		return &ToolError{Cmd: name + " " + strings.Join(args, " "), Err: err, Output: lastLines(out.String(), 8)}
-	}
-	return nil
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, " | ")
+	_, err := extcmd.Combined(exec.CommandContext(ctx, name, args...))
+	return err
 }
 
 // validateHAProxy checks a staged haproxy.cfg with `haproxy -c -f`.

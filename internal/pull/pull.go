@@ -32,6 +32,7 @@ import (
 
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/extcmd"
 	"github.com/dynia/dynia/internal/render"
 )
 
@@ -765,13 +766,8 @@ func (d *Daemon) reload(ctx context.Context, log *slog.Logger, haproxy, keepaliv
 func runReloadCommand(ctx context.Context, argv []string) error {
 	ctx, cancel := context.WithTimeout(ctx, toolTimeout)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
-	if err != nil {
-		msg := strings.TrimSpace(string(out))
-		if len(msg) > 500 {
-			msg = "…" + msg[len(msg)-500:]
-		}
-		return fmt.Errorf("reload command %q: %w: %s", argv, err, msg)
+	if _, err := extcmd.Combined(exec.CommandContext(ctx, argv[0], argv[1:]...)); err != nil {
+		return fmt.Errorf("reload command: %w", err)
 	}
 	return nil
 }

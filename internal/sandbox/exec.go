@@ -1,41 +1,16 @@
 package sandbox
 
 import (
-	"bytes"
 	"context"
-	"fmt"
 	"os/exec"
-	"strings"
+
+	"github.com/dynia/dynia/internal/extcmd"
 )
 
-// RunError is a failed external command with what it printed, so an error
-// from `ip` says which command failed and why.
-type RunError struct {
-	Args   []string
-	Err    error
-	Stderr string
-}
-
-func (e *RunError) Error() string {
-	msg := strings.TrimSpace(e.Stderr)
-	if msg == "" {
-		return fmt.Sprintf("%s: %v", strings.Join(e.Args, " "), e.Err)
-	}
-	return fmt.Sprintf("%s: %v: %s", strings.Join(e.Args, " "), e.Err, msg)
-}
-
-func (e *RunError) Unwrap() error { return e.Err }
-
-// run executes a command and returns its stdout; a failure is a *RunError.
+// run executes a command and returns its stdout; a failure is an
+// *extcmd.Error whose Output is the command's stderr.
 func run(ctx context.Context, name string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, name, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout = &stdout
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		return stdout.String(), &RunError{Args: append([]string{name}, args...), Err: err, Stderr: stderr.String()}
-	}
-	return stdout.String(), nil
+	return extcmd.Run(exec.CommandContext(ctx, name, args...))
 }
 
 // ip runs `ip ARGS...`.

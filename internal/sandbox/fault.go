@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/dynia/dynia/internal/dockerd"
+	"github.com/dynia/dynia/internal/extcmd"
 	"github.com/dynia/dynia/internal/procstat"
 )
 
@@ -124,10 +125,8 @@ func chainScript(name, hook, rule string) string {
 func nftIn(ctx context.Context, ns, script string) error {
 	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(script)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return &RunError{Args: cmd.Args, Err: err, Stderr: string(out)}
-	}
-	return nil
+	_, err := extcmd.Combined(cmd)
+	return err
 }
 
 // Cut partitions droplet id from target (CutBucket, CutAPI, CutMetadata,
@@ -237,8 +236,8 @@ func Faults(ctx context.Context, dir string) (*FaultList, error) {
 func faultChains(ctx context.Context, ns string) ([]string, error) {
 	out, err := run(ctx, "ip", "netns", "exec", ns, "nft", "list", "table", "inet", faultTable)
 	if err != nil {
-		var re *RunError
-		if errors.As(err, &re) && strings.Contains(re.Stderr, "No such file or directory") {
+		var re *extcmd.Error
+		if errors.As(err, &re) && strings.Contains(re.Output, "No such file or directory") {
 			return nil, nil
 		}
 		return nil, fmt.Errorf("sandbox fault: list %s: %w", ns, err)

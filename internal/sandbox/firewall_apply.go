@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dynia/dynia/internal/dosim"
+	"github.com/dynia/dynia/internal/extcmd"
 )
 
 // Firewall enforcement modes (Options.Firewalls, `sandbox up --firewalls`).
@@ -153,10 +154,8 @@ func applyNft(ctx context.Context, ns, text string) error {
 	script := fmt.Sprintf("table %[1]s %[2]s\ndelete table %[1]s %[2]s\ntable netdev %[2]s\ndelete table netdev %[2]s\n%[3]s", nftFamily, nftTable, text)
 	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(script)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return &RunError{Args: cmd.Args, Err: err, Stderr: string(out)}
-	}
-	return nil
+	_, err := extcmd.Combined(cmd)
+	return err
 }
 
 // lineDiff lists the firewall rule lines only in b (added) and only in a
