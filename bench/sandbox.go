@@ -287,19 +287,7 @@ func Netns(ns string, args ...string) (string, error) {
 // PullPID is the droplet's running dynia-pull (0: none), from the pid file
 // the sandbox writes ("pid starttime").
 func (s *Sandbox) PullPID(id int) int {
-	return pidFromFile(filepath.Join(s.DropletDir(id), "pids", "pull.pid"))
-}
-
-func pidFromFile(path string) int {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0
-	}
-	var pid int
-	var start uint64
-	if _, err := fmt.Sscanf(string(b), "%d %d", &pid, &start); err != nil || pid <= 1 || !procstat.Alive(pid, start) {
-		return 0
-	}
+	pid, _, _ := procstat.ReadPidFile(filepath.Join(s.DropletDir(id), "pids", "pull.pid"))
 	return pid
 }
 

@@ -5,7 +5,9 @@
 package procstat
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
@@ -58,4 +60,41 @@ func Alive(pid int, start uint64) bool {
 	}
 	now, err := strconv.ParseUint(f[19], 10, 64)
 	return err == nil && now == start
+}
+
+// ReadPidFile returns the process the pid file at path names if it still
+// runs: its pid and start time (clock ticks since boot, as StartTime). The
+// file holds "PID" (what haproxy -p, keepalived and dynia-pull's supervisor
+// write) or "PID START" (the sandbox's, which keeps the identity with the
+// pid); with a START a process with that pid but another start time is not
+// the one named. (0, 0, nil): the file is missing, or its process exited or
+// is a zombie. An error: the file cannot be read or is malformed (no
+// number, a pid ≤ 1 that could never be signalled safely).
+func ReadPidFile(path string) (pid int, start uint64, err error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("pid file: %w", err)
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 1 || len(f) == 2 {
+		pid, err = strconv.Atoi(f[0])
+	}
+	if len(f) == 2 && err == nil {
+		start, err = strconv.ParseUint(f[1], 10, 64)
+	}
+	if len(f) == 0 || len(f) > 2 || err != nil || pid <= 1 {
+		return 0, 0, fmt.Errorf("pid file %s: malformed: %q", path, strings.TrimSpace(string(b)))
+	}
+	if start == 0 {
+		if start, err = StartTime(pid); err != nil {
+			return 0, 0, nil // gone
+		}
+	}
+	if !Alive(pid, start) {
+		return 0, 0, nil // exited, or the pid now names another process
+	}
+	return pid, start, nil
 }

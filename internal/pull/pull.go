@@ -33,6 +33,7 @@ import (
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/extcmd"
+	"github.com/dynia/dynia/internal/procstat"
 	"github.com/dynia/dynia/internal/render"
 )
 
@@ -772,18 +773,10 @@ func runReloadCommand(ctx context.Context, argv []string) error {
 	return nil
 }
 
+// readPid is the running process the pid file at path names, 0 for none
+// (or a malformed file).
 func readPid(path string) int {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0
-	}
-	var pid int
-	if _, err := fmt.Sscan(string(b), &pid); err != nil || pid <= 0 {
-		return 0
-	}
-	if syscall.Kill(pid, 0) != nil {
-		return 0
-	}
+	pid, _, _ := procstat.ReadPidFile(path)
 	return pid
 }
 

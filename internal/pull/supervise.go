@@ -280,17 +280,9 @@ func (s *supervisor) wait() { s.wg.Wait() }
 // returns 0 and no error when there is nothing to adopt, and an error
 // saying why a live process was refused.
 func adoptable(spec daemonSpec) (int, uint64, error) {
-	b, err := os.ReadFile(spec.pidFile)
-	if err != nil {
-		return 0, 0, nil
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 {
-		return 0, 0, nil
-	}
-	tick, err := procstat.StartTime(pid)
-	if err != nil || !procstat.Alive(pid, tick) {
-		return 0, 0, nil // gone
+	pid, tick, err := procstat.ReadPidFile(spec.pidFile)
+	if err != nil || pid == 0 {
+		return 0, 0, nil // none, gone, or a malformed file: a daemon to start, nothing to refuse
 	}
 	proc := "/proc/" + strconv.Itoa(pid)
 	comm, err := os.ReadFile(proc + "/comm")

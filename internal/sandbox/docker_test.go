@@ -191,7 +191,7 @@ func TestSandboxDocker(t *testing.T) {
 		// the sandbox's pid files.
 		nsPids := nsPidSet(t, ns)
 		for _, c := range []string{"dockerd", "containerd"} {
-			pid, err := readPidFile(filepath.Join(ddir, "pids", c+".pid"))
+			pid, _, err := procstat.ReadPidFile(filepath.Join(ddir, "pids", c+".pid"))
 			if err != nil || pid == 0 {
 				t.Fatalf("droplet %d: no running %s in its pid file (%v)", id, c, err)
 			}
@@ -405,7 +405,7 @@ func nsPidSet(t *testing.T, ns string) map[int]bool {
 func daemonMemory(ddir string) string {
 	var rss, anon, pss int
 	for _, c := range []string{"dockerd", "containerd"} {
-		pid, _ := readPidFile(filepath.Join(ddir, "pids", c+".pid"))
+		pid, _, _ := procstat.ReadPidFile(filepath.Join(ddir, "pids", c+".pid"))
 		rss += procKiB(fmt.Sprintf("/proc/%d/status", pid), "VmRSS:")
 		anon += procKiB(fmt.Sprintf("/proc/%d/status", pid), "RssAnon:")
 		pss += procKiB(fmt.Sprintf("/proc/%d/smaps_rollup", pid), "Pss:")

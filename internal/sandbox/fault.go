@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 
@@ -314,19 +313,14 @@ func Processes(dir string, id int) (map[string][]Proc, error) {
 	}
 	out := map[string][]Proc{}
 	for comp, f := range pidFiles {
-		pid := pidOf(f)
-		if pid <= 1 {
+		pid, start, _ := procstat.ReadPidFile(f) // malformed: no process to name
+		if pid == 0 {
 			continue
 		}
 		if ino, err := inode(fmt.Sprintf("/proc/%d/ns/net", pid)); err != nil || ino != nsIno {
 			continue // gone, or not the droplet's
 		}
-		if st := procstat.State(pid); st == "" || st == "Z" {
-			continue
-		}
-		if start, err := procstat.StartTime(pid); err == nil {
-			out[comp] = []Proc{{pid, start}}
-		}
+		out[comp] = []Proc{{pid, start}}
 	}
 	for _, pid := range appPids(ddir, ns, nsIno) {
 		if start, err := procstat.StartTime(pid); err == nil {
@@ -397,24 +391,6 @@ func Kill(dir string, id int, component string) ([]Proc, error) {
 		return nil, fmt.Errorf("sandbox fault: droplet %d: %s exited before the kill: %w", id, component, os.ErrNotExist)
 	}
 	return killed, nil
-}
-
-// pidOf reads a pid file: "PID" (the daemons') or "PID START" (the
-// sandbox's); 0 when missing or malformed.
-func pidOf(path string) int {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 0
-	}
-	pid, err := strconv.Atoi(f[0])
-	if err != nil {
-		return 0
-	}
-	return pid
 }
 
 func inode(path string) (uint64, error) {

@@ -102,27 +102,6 @@ func writePidFile(path string, pid int) error {
 	return fsutil.WriteFileAtomic(path, []byte(fmt.Sprintf("%d %d\n", pid, start)), 0o600)
 }
 
-// readPidFile returns the PID recorded in path if that process still runs
-// (same start time); 0 if it is gone or the file is missing.
-func readPidFile(path string) (int, error) {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("read pid file: %w", err)
-	}
-	var pid int
-	var start uint64
-	if _, err := fmt.Sscanf(string(b), "%d %d", &pid, &start); err != nil || pid <= 1 {
-		return 0, fmt.Errorf("pid file %s: malformed", path)
-	}
-	if !procstat.Alive(pid, start) {
-		return 0, nil // exited (or the PID now belongs to someone else)
-	}
-	return pid, nil
-}
-
 // stopPid stops a process we started and its process group: SIGTERM, then
 // SIGKILL after grace. grace 0 kills at once (a power cut).
 func stopPid(pid int, grace time.Duration) {
@@ -150,7 +129,7 @@ func stopPid(pid int, grace time.Duration) {
 func stopPidFile(path string, grace time.Duration) error {
 	// A malformed file cannot name a process we could safely signal: it is
 	// just removed, so Down always finishes.
-	pid, _ := readPidFile(path)
+	pid, _, _ := procstat.ReadPidFile(path)
 	stopPid(pid, grace)
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove pid file: %w", err)

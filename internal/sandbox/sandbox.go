@@ -21,6 +21,7 @@ import (
 
 	"github.com/dynia/dynia/internal/dockerd"
 	"github.com/dynia/dynia/internal/fsutil"
+	"github.com/dynia/dynia/internal/procstat"
 )
 
 // DefaultDir holds the sandbox's state, logs and secrets (0700).
@@ -445,7 +446,7 @@ func waitReady(ctx context.Context, dir string, p plan, timeout time.Duration) e
 	delay := 20 * time.Millisecond
 	var last error
 	for {
-		pid, _ := readPidFile(servePidPath(dir))
+		pid, _, _ := procstat.ReadPidFile(servePidPath(dir))
 		if pid == 0 {
 			return errors.New("sandbox serve process exited")
 		}
@@ -487,7 +488,7 @@ func Status(dir string) (*Info, error) {
 	if err := json.Unmarshal(b, &info); err != nil {
 		return nil, fmt.Errorf("read sandbox status: %w", err)
 	}
-	pid, _ := readPidFile(servePidPath(dir))
+	pid, _, _ := procstat.ReadPidFile(servePidPath(dir))
 	info.ServePID, info.Running = pid, pid != 0
 	if info.Droplets == nil {
 		info.Droplets = []Droplet{}

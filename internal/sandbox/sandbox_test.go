@@ -197,7 +197,7 @@ func TestSandbox(t *testing.T) {
 		t.Errorf("a process-runtime droplet has a docker directory (%v)", err)
 	}
 	testutil.WaitFor(t, 15*time.Second, func() error {
-		pid, _ := readPidFile(filepath.Join(ddir, "pids", "pull.pid"))
+		pid, _, _ := procstat.ReadPidFile(filepath.Join(ddir, "pids", "pull.pid"))
 		if pid == 0 {
 			return fmt.Errorf("dynia-pull not running")
 		}
@@ -289,7 +289,7 @@ func TestDownAfterCrash(t *testing.T) {
 		return nil
 	})
 	// Pebble, which serve supervised, goes too (found by its pid file).
-	pebble, _ := readPidFile(pebblePidPath(dir))
+	pebble, _, _ := procstat.ReadPidFile(pebblePidPath(dir))
 	pebbleStart, err := procstat.StartTime(pebble)
 	if pebble == 0 || err != nil {
 		t.Fatalf("pebble not running: pid %d, %v", pebble, err)

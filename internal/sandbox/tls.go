@@ -28,6 +28,7 @@ import (
 	"github.com/dynia/dynia/internal/fsutil"
 	"github.com/dynia/dynia/internal/localca"
 	"github.com/dynia/dynia/internal/poll"
+	"github.com/dynia/dynia/internal/procstat"
 )
 
 // What the sandbox serves for HTTPS and DNS, besides the DO cloud: Pebble
@@ -320,7 +321,7 @@ func watchPebbleRoots(ctx context.Context, dir string, p plan, client *http.Clie
 	var donePID int
 	once := sync.OnceFunc(func() { close(ready) })
 	for {
-		pid, _ := readPidFile(pebblePidPath(dir))
+		pid, _, _ := procstat.ReadPidFile(pebblePidPath(dir))
 		if pid != 0 && pid != donePID {
 			roots, err := fetchPebbleRoots(ctx, client, p.PebbleManagementURL())
 			switch {
@@ -349,7 +350,7 @@ func watchPebbleRoots(ctx context.Context, dir string, p plan, client *http.Clie
 }
 
 func pebbleRunning(dir string, pid int) bool {
-	now, _ := readPidFile(pebblePidPath(dir))
+	now, _, _ := procstat.ReadPidFile(pebblePidPath(dir))
 	return now == pid
 }
 

@@ -149,7 +149,7 @@ func TestSandboxTLS(t *testing.T) {
 	if m, err := mgmtRoot(); err != nil || !bytes.Equal(m, rootPEM) {
 		t.Fatalf("root.pem is not Pebble's /roots/0 (%v)", err)
 	}
-	pebblePID, _ = readPidFile(pebblePidPath(dir))
+	pebblePID, _, _ = procstat.ReadPidFile(pebblePidPath(dir))
 	if pebblePID == 0 {
 		t.Fatal("pebble not running (run/pebble.pid)")
 	}
@@ -325,7 +325,7 @@ func TestSandboxTLS(t *testing.T) {
 	// A Pebble restart makes a new issuance root; serve rewrites root.pem.
 	stopPid(pebblePID, 0)
 	testutil.WaitFor(t, 30*time.Second, func() error {
-		pid, _ := readPidFile(pebblePidPath(dir))
+		pid, _, _ := procstat.ReadPidFile(pebblePidPath(dir))
 		if pid == 0 || pid == pebblePID {
 			return fmt.Errorf("pebble not restarted yet (pid %d)", pid)
 		}
