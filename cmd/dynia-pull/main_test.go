@@ -1,27 +1,9 @@
 package main
 
 import (
-	"os/exec"
 	"strings"
 	"testing"
 )
-
-// TestDeps keeps dynia-pull small: it must not link cobra, the DO simulator
-// or the sandbox.
-func TestDeps(t *testing.T) {
-	t.Parallel()
-	out, err := exec.Command("go", "list", "-deps", ".").Output()
-	if err != nil {
-		t.Fatalf("go list -deps: %v", err)
-	}
-	for _, dep := range strings.Fields(string(out)) {
-		for _, bad := range []string{"github.com/spf13/cobra", "github.com/dynia/dynia/internal/dosim", "github.com/dynia/dynia/internal/sandbox", "github.com/dynia/dynia/internal/cli"} {
-			if dep == bad || strings.HasPrefix(dep, bad+"/") {
-				t.Errorf("dynia-pull links %s", dep)
-			}
-		}
-	}
-}
 
 func TestExitCodes(t *testing.T) {
 	t.Parallel()
