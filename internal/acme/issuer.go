@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/dynia/dynia/internal/bucket"
+	"github.com/dynia/dynia/internal/poll"
 	legoacme "github.com/go-acme/lego/v5/acme"
 	"github.com/go-acme/lego/v5/acme/api"
 	"github.com/go-acme/lego/v5/certcrypto"
@@ -307,11 +308,7 @@ type orderDoc struct {
 }
 
 func (i *Issuer) backoff(failures int) time.Duration {
-	d := i.cfg.FailureBackoff
-	for n := 1; n < failures && d < maxFailureBackoff; n++ {
-		d *= 2
-	}
-	return min(d, maxFailureBackoff)
+	return poll.Backoff(i.cfg.FailureBackoff, maxFailureBackoff, failures)
 }
 
 // Ensure makes sure the store holds a certificate for the configured

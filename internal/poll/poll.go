@@ -1,11 +1,14 @@
 // Package poll waits for a condition by calling it with backoff until it
 // holds: the one implementation behind testutil.WaitFor (tests), the
 // benchmarks' Runner.WaitFor (which must not link package testing) and the
-// waits for Pebble's directory (the sandbox and testutil).
+// sandbox's waits (Pebble's directory, the registry, the API, versitygw's
+// bucket). Backoff is the doubling retry schedule of dynia-pull and the
+// ACME issuer.
 package poll
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -20,13 +23,18 @@ const (
 )
 
 // Until calls cond (at least once) until it returns nil, and then returns
-// nil; once ctx is done it returns cond's last error instead.
+// nil; once ctx is done it returns cond's last error instead. An error made
+// with Stop ends the wait at once: Until returns the error Stop was given.
 func Until(ctx context.Context, cond func() error) error {
 	delay := FirstDelay
 	for {
 		err := cond()
 		if err == nil {
 			return nil
+		}
+		var stop stopError
+		if errors.As(err, &stop) {
+			return stop.err
 		}
 		select {
 		case <-ctx.Done():
@@ -35,6 +43,26 @@ func Until(ctx context.Context, cond func() error) error {
 		}
 		delay = min(delay*2, MaxDelay)
 	}
+}
+
+// Stop marks err as final for Until: the condition can no longer hold (the
+// process it waits for exited, say), so waiting longer is pointless.
+func Stop(err error) error { return stopError{err} }
+
+type stopError struct{ err error }
+
+func (e stopError) Error() string { return e.err.Error() }
+func (e stopError) Unwrap() error { return e.err }
+
+// Backoff is the wait before the n-th retry (n ≥ 1) of a schedule that
+// starts at first and doubles up to max: first·2^(n-1), at most max. It is
+// the plain schedule: callers that want jitter add it.
+func Backoff(first, max time.Duration, n int) time.Duration {
+	d := first
+	for i := 1; i < n && d < max; i++ {
+		d *= 2
+	}
+	return min(d, max)
 }
 
 // Within is Until for at most timeout.

@@ -62,6 +62,44 @@ func TestUntilCancel(t *testing.T) {
 	}
 }
 
+// TestUntilStop: a Stop error ends the wait at once, however long is left,
+// with the error Stop was given.
+func TestUntilStop(t *testing.T) {
+	errGone := errors.New("serve exited")
+	calls := 0
+	err := Within(time.Hour, func() error {
+		calls++
+		if calls == 2 {
+			return Stop(fmt.Errorf("wait: %w", errGone))
+		}
+		return errors.New("not yet")
+	})
+	if calls != 2 || !errors.Is(err, errGone) || err.Error() != "wait: serve exited" {
+		t.Errorf("Until after Stop: %v after %d calls, want %q after 2", err, calls, "wait: serve exited")
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	s, m := time.Second, time.Minute
+	for _, tc := range []struct {
+		first, max time.Duration
+		n          int
+		want       time.Duration
+	}{
+		{s, m, 0, s},
+		{s, m, 1, s},
+		{s, m, 2, 2 * s},
+		{s, m, 6, 32 * s},
+		{s, m, 7, m},
+		{s, m, 1000, m}, // capped: no overflow
+		{m, s, 3, s},    // first above max: max
+	} {
+		if got := Backoff(tc.first, tc.max, tc.n); got != tc.want {
+			t.Errorf("Backoff(%v, %v, %d) = %v, want %v", tc.first, tc.max, tc.n, got, tc.want)
+		}
+	}
+}
+
 func TestGetOK(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/dir" {

@@ -33,6 +33,7 @@ import (
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/extcmd"
+	"github.com/dynia/dynia/internal/poll"
 	"github.com/dynia/dynia/internal/procstat"
 	"github.com/dynia/dynia/internal/render"
 )
@@ -406,11 +407,7 @@ func jitter(d time.Duration, frac float64) time.Duration {
 
 // backoff is base·2^(n-1) capped at maxBackoff, with jitter in its upper half.
 func backoff(base time.Duration, n int) time.Duration {
-	d := base
-	for i := 1; i < n && d < maxBackoff; i++ {
-		d *= 2
-	}
-	d = min(d, maxBackoff)
+	d := poll.Backoff(base, maxBackoff, n)
 	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
 }
 

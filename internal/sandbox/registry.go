@@ -11,6 +11,7 @@ import (
 
 	"github.com/dynia/dynia/internal/demoimage"
 	"github.com/dynia/dynia/internal/fsutil"
+	"github.com/dynia/dynia/internal/poll"
 )
 
 // registryPort is where the sandbox's registry listens on the router's
@@ -154,25 +155,8 @@ func waitRegistry(ctx context.Context, addr string, timeout time.Duration) error
 	defer cancel()
 	c := &http.Client{Timeout: 2 * time.Second}
 	defer c.CloseIdleConnections()
-	delay := 10 * time.Millisecond
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v2/", nil)
-		if err != nil {
-			return fmt.Errorf("registry %s: %w", addr, err)
-		}
-		resp, err := c.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("/v2/: %s", resp.Status)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("registry %s not serving after %v: %w", addr, timeout, err)
-		case <-time.After(delay):
-		}
-		delay = min(delay*2, 200*time.Millisecond)
+	if err := poll.Until(ctx, func() error { return poll.GetOK(ctx, c, "http://"+addr+"/v2/") }); err != nil {
+		return fmt.Errorf("registry %s not serving after %v: %w", addr, timeout, err)
 	}
+	return nil
 }

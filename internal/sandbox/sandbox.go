@@ -21,6 +21,7 @@ import (
 
 	"github.com/dynia/dynia/internal/dockerd"
 	"github.com/dynia/dynia/internal/fsutil"
+	"github.com/dynia/dynia/internal/poll"
 	"github.com/dynia/dynia/internal/procstat"
 )
 
@@ -443,31 +444,28 @@ func waitReady(ctx context.Context, dir string, p plan, timeout time.Duration) e
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	client := &http.Client{Timeout: 2 * time.Second}
-	delay := 20 * time.Millisecond
-	var last error
-	for {
-		pid, _, _ := procstat.ReadPidFile(servePidPath(dir))
-		if pid == 0 {
-			return errors.New("sandbox serve process exited")
+	err := poll.Until(ctx, func() error {
+		if pid, _, _ := procstat.ReadPidFile(servePidPath(dir)); pid == 0 {
+			return poll.Stop(errors.New("sandbox serve process exited"))
 		}
-		if _, err := os.Stat(statusPath(dir)); err == nil {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.APIURL()+"/v2/regions", nil)
-			resp, err := client.Do(req)
-			if err == nil {
-				resp.Body.Close()
-				return nil
-			}
-			last = err
-		} else {
-			last = errors.New("serve has not written its status yet")
+		if _, err := os.Stat(statusPath(dir)); err != nil {
+			return errors.New("serve has not written its status yet")
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("sandbox API not ready after %v: %v", timeout, last)
-		case <-time.After(delay):
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.APIURL()+"/v2/regions", nil)
+		if err != nil {
+			return poll.Stop(err)
 		}
-		delay = min(delay*2, 500*time.Millisecond)
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	})
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("sandbox API not ready after %v: %v", timeout, err)
 	}
+	return err
 }
 
 // Status reads the sandbox's status as Serve last wrote it and checks that

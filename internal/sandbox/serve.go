@@ -21,6 +21,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/dynia/dynia/internal/dosim"
+	"github.com/dynia/dynia/internal/poll"
 )
 
 // ServeOptions configure Serve. Everything else comes from the config.json
@@ -327,19 +328,17 @@ func createBucket(ctx context.Context, info *Info) error {
 	})
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	delay := 20 * time.Millisecond
-	for {
+	err := poll.Until(ctx, func() error {
 		_, err := client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(info.Bucket)})
-		if err == nil || strings.Contains(err.Error(), "BucketAlreadyOwnedByYou") {
+		if err != nil && strings.Contains(err.Error(), "BucketAlreadyOwnedByYou") {
 			return nil
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("create bucket %s on versitygw: %w", info.Bucket, err)
-		case <-time.After(delay):
-		}
-		delay = min(delay*2, 500*time.Millisecond)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("create bucket %s on versitygw: %w", info.Bucket, err)
 	}
+	return nil
 }
 
 // callLog appends one JSON line per DO API request (Options.RequestLogs).
