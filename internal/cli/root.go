@@ -141,6 +141,8 @@ func NewCmdRoot(f *Factory) *cobra.Command {
 	root.AddCommand(NewCmdDNS(f))
 	root.AddCommand(NewCmdSandbox(f))
 	root.AddCommand(NewCmdState(f))
+	root.AddCommand(NewCmdAuth(f))
+	root.AddCommand(NewCmdContext(f))
 	return root
 }
 
