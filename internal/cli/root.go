@@ -143,6 +143,7 @@ func NewCmdRoot(f *Factory) *cobra.Command {
 	root.AddCommand(NewCmdState(f))
 	root.AddCommand(NewCmdAuth(f))
 	root.AddCommand(NewCmdContext(f))
+	registerCompletions(root, f)
 	return root
 }
 

@@ -25,6 +25,8 @@ type setupEnv struct {
 	cfg string
 	sim *dosim.Server
 	api string
+	// env is the environment beyond DIGITALOCEAN_API_URL (none by default).
+	env map[string]string
 }
 
 func newSetupEnv(t *testing.T) *setupEnv {
@@ -48,7 +50,7 @@ func (e *setupEnv) run(stdin string, args ...string) result {
 		if k == "DIGITALOCEAN_API_URL" {
 			return e.api
 		}
-		return ""
+		return e.env[k]
 	}
 	f.CloudOptions = cloud.Options{RetryWaitMin: 5 * time.Millisecond, RetryWaitMax: 50 * time.Millisecond}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
