@@ -347,7 +347,9 @@ func TestStoreFaults(t *testing.T) {
 		load := startLoad(url, 50*time.Millisecond, 5*time.Minute)
 		// A broken object fails its signature first (nodes: "signature");
 		// a broken document signed with the cluster's key (an edit
-		// resigned, a newer dynia's state) fails decoding ("decode").
+		// resigned) fails decoding ("decode"); a newer schema_version is
+		// a state this dynia-pull is too old for ("upgrade_required",
+		// docs/state.md, Compatibility).
 		for _, tc := range []struct {
 			name   string
 			body   []byte
@@ -356,7 +358,7 @@ func TestStoreFaults(t *testing.T) {
 		}{
 			{"truncated", good[:len(good)/2], "state signature", "signature"},
 			{"hand-broken", e.signedEdit("store", good, `"region": "nyc3"`, `"region": ["nyc3"]`), "region", "decode"},
-			{"unknown schema_version", e.signedEdit("store", good, `"schema_version": 1`, `"schema_version": 2`), `schema_version "2": unsupported`, "decode"},
+			{"unknown schema_version", e.signedEdit("store", good, `"schema_version": 1`, `"schema_version": 2`), `schema_version "2": unsupported`, "upgrade_required"},
 		} {
 			if bytes.Equal(tc.body, good) {
 				t.Fatalf("%s: the corruption changed nothing", tc.name)

@@ -336,6 +336,7 @@ func (f *Factory) userData(st *cluster.State, nodeID string, boot nodeBoot, repo
 	if n := st.Node(nodeID); n != nil {
 		image = n.ImageOr(st.Image)
 	}
+	p.Image = image
 	if boot.bootstrap && isBootstrapImage(image) {
 		p.Mode = cloudinit.Bootstrap
 		p.Distro = image

@@ -266,6 +266,9 @@ func (s *State) Validate() error {
 	if s.SchemaVersion != SchemaVersion {
 		return fieldErr("schema_version", fmt.Sprint(s.SchemaVersion), "unsupported (this build reads %d)", SchemaVersion)
 	}
+	if err := ValidateMinPullVersion(s.MinPullVersion); err != nil {
+		return err
+	}
 	if s.Generation < 0 {
 		return fieldErr("generation", fmt.Sprint(s.Generation), "must not be negative")
 	}

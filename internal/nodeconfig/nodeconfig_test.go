@@ -1,6 +1,8 @@
 package nodeconfig
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -58,5 +60,25 @@ func TestMeshFields(t *testing.T) {
 		if err := ValidateInterfaceName(name); err == nil {
 			t.Errorf("ValidateInterfaceName(%q) accepted", name)
 		}
+	}
+}
+
+// TestReadImage: the image file beside pull.json gives its first line,
+// trimmed; a node without the file (created before it existed) reports
+// none.
+func TestReadImage(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "pull.json")
+	if got := ReadImage(cfg); got != "" {
+		t.Fatalf("no file: %q, want none", got)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "image"), []byte("182746331\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := ReadImage(cfg); got != "182746331" {
+		t.Fatalf("ReadImage = %q, want 182746331", got)
+	}
+	if ImagePath(DefaultPath) != DefaultImagePath {
+		t.Fatalf("ImagePath(%s) = %s, want %s", DefaultPath, ImagePath(DefaultPath), DefaultImagePath)
 	}
 }

@@ -67,6 +67,7 @@ func Run(ctx context.Context, o RunOptions) error {
 		return err
 	}
 	set := SettingsFrom(cfg)
+	set.Image = nodeconfig.ReadImage(o.ConfigPath)
 	// Reserved IP failover needs the node token; a node without one (tests,
 	// a node that must never move the IP) runs without it and says so.
 	var claimer *failover.Claimer
@@ -217,6 +218,7 @@ func Once(ctx context.Context, configPath string, log *slog.Logger, version stri
 		return Unchanged, err
 	}
 	set := SettingsFrom(cfg)
+	set.Image = nodeconfig.ReadImage(configPath)
 	set.Supervise = false
 	d := New(set, store, Options{Logger: log, Version: version})
 	d.setConfigWarning(warning)
@@ -260,7 +262,8 @@ func Check(ctx context.Context, configPath string, w io.Writer) error {
 		cancel()
 		line("state object "+cluster.StateKey(cfg.Cluster)+" in "+store.String(), err)
 		if err == nil && set.StatePublicKey != nil {
-			_, err = cluster.DecodeSigned(obj.Body, set.StatePublicKey)
+			// "" counts as the newest dynia-pull: this checks the signature.
+			_, err = cluster.DecodeSignedNode(obj.Body, set.StatePublicKey, "")
 			line("state signed with state_public_key", err)
 		}
 	}

@@ -66,6 +66,9 @@ type Settings struct {
 	MinStateGeneration int64
 	// NoIdleClose is pull.json's bench_no_idle_close (benchmarks only).
 	NoIdleClose bool
+	// Image is the droplet image the node was created from (the image file
+	// beside pull.json, nodeconfig.ReadImage), for the report.
+	Image string
 }
 
 // MeshSettings are pull.json's mesh fields with defaults applied.
