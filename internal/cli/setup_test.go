@@ -4,17 +4,24 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 
 	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/dosim"
+	"github.com/dynia/dynia/internal/poll"
+	"github.com/dynia/dynia/internal/testutil"
 )
 
 // setupEnv is a config directory and the in-process DO simulator: enough
@@ -285,5 +292,103 @@ func TestContexts(t *testing.T) {
 	cfg, _ = LoadConfig(e.cfg)
 	if len(cfg.Contexts) != 0 || cfg.CurrentContext != "" {
 		t.Fatalf("after deleting both: %+v", cfg)
+	}
+}
+
+// openPTY opens a pseudo-terminal pair: the controlling side (what a
+// terminal emulator holds) and the terminal a program reads.
+func openPTY(t *testing.T) (ptm, pts *os.File) {
+	t.Helper()
+	ptm, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals: %v", err)
+	}
+	t.Cleanup(func() { ptm.Close() })
+	n, err := unix.IoctlGetUint32(int(ptm.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.IoctlSetPointerInt(int(ptm.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	pts, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pts.Close() })
+	return ptm, pts
+}
+
+// TestAuthInitTerminal: on a terminal the token is typed with echo off
+// (it never reaches the screen), after a prompt on stderr, and the
+// terminal's echo is back afterwards.
+func TestAuthInitTerminal(t *testing.T) {
+	t.Parallel()
+	e := newSetupEnv(t)
+	ptm, pts := openPTY(t)
+
+	// What the terminal shows: everything the line discipline echoes.
+	var mu sync.Mutex
+	var screen bytes.Buffer
+	go func() {
+		buf := make([]byte, 256)
+		for {
+			n, err := ptm.Read(buf)
+			mu.Lock()
+			screen.Write(buf[:n])
+			mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	// Type the token once echo is off (typed earlier, the terminal would
+	// echo it before dynia could stop it, as it would for a person); if
+	// echo never goes off, type it anyway, and the check below fails.
+	go func() {
+		_ = poll.Within(30*time.Second, func() error {
+			tio, err := unix.IoctlGetTermios(int(pts.Fd()), unix.TCGETS)
+			if err == nil && tio.Lflag&unix.ECHO != 0 {
+				return errors.New("echo on")
+			}
+			return nil
+		})
+		_, _ = ptm.Write([]byte(fullToken + "\n"))
+	}()
+
+	var out, errOut bytes.Buffer
+	f := NewFactory(&IOStreams{In: pts, InTTY: true, Out: &out, ErrOut: &errOut})
+	f.Getenv = func(k string) string {
+		if k == "DIGITALOCEAN_API_URL" {
+			return e.api
+		}
+		return ""
+	}
+	if code := Run(t.Context(), f, []string{"--config", e.cfg, "auth", "init"}); code != 0 {
+		t.Fatalf("auth init on a terminal: exit %d\nstderr: %s", code, errOut.String())
+	}
+	if !strings.HasPrefix(errOut.String(), "DigitalOcean API token: ") {
+		t.Errorf("stderr %q: want the prompt first", errOut.String())
+	}
+	tok, err := os.ReadFile(filepath.Join(filepath.Dir(e.cfg), "tokens", "default.token"))
+	if err != nil || strings.TrimSpace(string(tok)) != fullToken {
+		t.Fatalf("stored token %q, %v; want the typed one", tok, err)
+	}
+
+	// Echo is back: a line typed now shows on the screen, and nothing
+	// before it did.
+	_, _ = ptm.Write([]byte("after\n"))
+	testutil.WaitFor(t, time.Minute, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if !strings.Contains(screen.String(), "after") {
+			return fmt.Errorf("screen %q: echo not restored", screen.String())
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Contains(screen.String(), fullToken) {
+		t.Fatalf("the token was echoed: screen %q", screen.String())
 	}
 }
