@@ -115,7 +115,7 @@ func runAuthInit(ctx context.Context, f *Factory, tokenFile string) error {
 	if c == nil {
 		c = &Context{}
 	}
-	tok, err := readToken(f, tokenFile)
+	tok, err := readToken(ctx, f, tokenFile)
 	if err != nil {
 		return err
 	}
@@ -166,7 +166,7 @@ func runAuthInit(ctx context.Context, f *Factory, tokenFile string) error {
 
 // readToken reads the token from tokenFile, else the terminal without echo,
 // else stdin's first line. An empty token is bad input.
-func readToken(f *Factory, tokenFile string) (string, error) {
+func readToken(ctx context.Context, f *Factory, tokenFile string) (string, error) {
 	var tok string
 	switch {
 	case tokenFile != "":
@@ -181,7 +181,7 @@ func readToken(f *Factory, tokenFile string) (string, error) {
 			return "", errors.New("auth init: stdin is a terminal but not a file")
 		}
 		fmt.Fprint(f.IO.ErrOut, "DigitalOcean API token: ")
-		b, err := term.ReadPassword(int(in.Fd()))
+		b, err := readPassword(ctx, int(in.Fd()))
 		fmt.Fprintln(f.IO.ErrOut)
 		if err != nil {
 			return "", fmt.Errorf("auth init: read the token: %w", err)
@@ -202,6 +202,33 @@ func readToken(f *Factory, tokenFile string) (string, error) {
 		return "", usagef("token: contains whitespace (one token, on one line)")
 	}
 	return tok, nil
+}
+
+// readPassword is term.ReadPassword (echo off while the line is typed)
+// that also returns when ctx ends: main turns Ctrl-C into a cancelled
+// context, which would otherwise leave the read waiting for Enter. The
+// terminal's state is restored either way.
+func readPassword(ctx context.Context, fd int) ([]byte, error) {
+	old, err := term.GetState(fd)
+	if err != nil {
+		return nil, err
+	}
+	type answer struct {
+		b   []byte
+		err error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		b, err := term.ReadPassword(fd)
+		done <- answer{b, err}
+	}()
+	select {
+	case a := <-done:
+		return a.b, a.err
+	case <-ctx.Done():
+		_ = term.Restore(fd, old)
+		return nil, ctx.Err()
+	}
 }
 
 // NewCmdContext is `dynia context`.

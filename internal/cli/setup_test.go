@@ -392,3 +392,42 @@ func TestAuthInitTerminal(t *testing.T) {
 		t.Fatalf("the token was echoed: screen %q", screen.String())
 	}
 }
+
+// TestAuthInitTerminalInterrupted: Ctrl-C (main cancels the context) while
+// the token is being typed ends auth init at once, with the terminal's echo
+// back on and nothing written.
+func TestAuthInitTerminalInterrupted(t *testing.T) {
+	t.Parallel()
+	e := newSetupEnv(t)
+	_, pts := openPTY(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go func() {
+		// Interrupt once dynia is waiting with echo off (or after 30 s,
+		// and the check of the echo below fails).
+		_ = poll.Within(30*time.Second, func() error {
+			tio, err := unix.IoctlGetTermios(int(pts.Fd()), unix.TCGETS)
+			if err == nil && tio.Lflag&unix.ECHO != 0 {
+				return errors.New("echo on")
+			}
+			return nil
+		})
+		cancel()
+	}()
+	var errOut bytes.Buffer
+	f := NewFactory(&IOStreams{In: pts, InTTY: true, Out: &bytes.Buffer{}, ErrOut: &errOut})
+	f.Getenv = func(k string) string { return "" }
+	if code := Run(ctx, f, []string{"--config", e.cfg, "auth", "init"}); code != ExitFailure {
+		t.Fatalf("interrupted auth init: exit %d, want %d\nstderr: %s", code, ExitFailure, errOut.String())
+	}
+	tio, err := unix.IoctlGetTermios(int(pts.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tio.Lflag&unix.ECHO == 0 {
+		t.Error("the terminal's echo is still off")
+	}
+	if e.config() != "" {
+		t.Error("an interrupted auth init wrote the config")
+	}
+}
