@@ -42,8 +42,12 @@ func Main(ctx context.Context, args []string, io *IOStreams) int {
 // Run runs dynia with a prepared Factory (tests inject environment and
 // backends through it) and returns the exit code.
 func Run(ctx context.Context, f *Factory, args []string) int {
+	return execute(ctx, f, NewCmdRoot(f), args)
+}
+
+// execute runs the command tree root (built by NewCmdRoot) on args.
+func execute(ctx context.Context, f *Factory, root *cobra.Command, args []string) int {
 	io := f.IO
-	root := NewCmdRoot(f)
 	root.SetArgs(args)
 	root.SetIn(io.In)
 	root.SetOut(io.Out)
@@ -51,9 +55,6 @@ func Run(ctx context.Context, f *Factory, args []string) int {
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return ExitOK
-	}
-	if isCobraUsageError(err) {
-		err = &UsageError{Msg: err.Error()}
 	}
 	printError(f, err)
 	return exitCode(err)
@@ -74,20 +75,49 @@ func printError(f *Factory, err error) {
 	fmt.Fprintln(f.IO.ErrOut, "error: "+msg)
 }
 
-// cobra reports flag and argument problems as plain errors; they are usage.
-func isCobraUsageError(err error) bool {
-	var ue *UsageError
-	if errors.As(err, &ue) {
-		return false
-	}
-	s := err.Error()
-	for _, p := range []string{"unknown flag", "unknown shorthand flag", "unknown command", "invalid argument",
-		"flag needs an argument", "required flag", "accepts ", "requires at least", "requires at most", "if any flags in the group"} {
-		if strings.Contains(s, p) {
-			return true
+// typeUsageErrors makes cobra's and pflag's own errors (a flag that does
+// not parse, an unknown flag, a positional argument a command does not
+// take) UsageErrors where they arise, so that the exit code never depends
+// on an error's text: a runtime error that happens to read "invalid
+// argument" (EINVAL) is a failure, not bad usage. Required flags and flag
+// groups are checked by the root's PersistentPreRunE. Call it on the whole
+// tree, after every command is added.
+func typeUsageErrors(c *cobra.Command) {
+	c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return &UsageError{Msg: err.Error()}
+	})
+	var walk func(*cobra.Command)
+	walk = func(c *cobra.Command) {
+		if args := c.Args; args != nil {
+			c.Args = func(cmd *cobra.Command, a []string) error {
+				if err := args(cmd, a); err != nil {
+					var ue *UsageError
+					if errors.As(err, &ue) {
+						return err
+					}
+					return &UsageError{Msg: err.Error()}
+				}
+				return nil
+			}
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
 		}
 	}
-	return false
+	walk(c)
+}
+
+// checkFlagRules runs cobra's required-flag and flag-group checks ahead of
+// cobra (which would return them as plain errors) and types what they find
+// as bad usage.
+func checkFlagRules(cmd *cobra.Command) error {
+	if err := cmd.ValidateRequiredFlags(); err != nil {
+		return &UsageError{Msg: err.Error()}
+	}
+	if err := cmd.ValidateFlagGroups(); err != nil {
+		return &UsageError{Msg: err.Error()}
+	}
+	return nil
 }
 
 // spacesRegionRE: a Spaces region slug, or an S3 gateway's (us-east-1).
@@ -101,7 +131,14 @@ func NewCmdRoot(f *Factory) *cobra.Command {
 		Long:          "dynia runs a stateless Docker app on DigitalOcean behind one Reserved IP that never changes,\nwith HAProxy, keepalived and health checks, growing from one droplet to many without SSH.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// With Args set cobra leaves the root's arguments to it (typed by
+		// typeUsageErrors) instead of its own untyped "unknown command".
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkFlagRules(cmd); err != nil {
+				return err
+			}
 			switch f.Global.Output {
 			case "text", "json":
 			default:
@@ -141,6 +178,7 @@ func NewCmdRoot(f *Factory) *cobra.Command {
 	root.AddCommand(NewCmdDNS(f))
 	root.AddCommand(NewCmdSandbox(f))
 	root.AddCommand(NewCmdState(f))
+	typeUsageErrors(root)
 	return root
 }
 
