@@ -4,6 +4,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -12,8 +13,10 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 
+	"github.com/agnivade/levenshtein"
 	"golang.org/x/sys/unix"
 
 	"github.com/dynia/dynia/internal/cluster"
@@ -46,7 +49,9 @@ commands:
   once                         apply once; exit 0 unchanged, 10 changed, 1 failed
   render --state FILE --node ID [--mesh=false]  print the files this node would write; no reload
   check                        check config, credentials, bucket and tools
-  version                      print the version
+  version                      print the version (also --version)
+
+dynia-pull <command> -h lists the command's flags.
 `
 
 // Main runs one command and returns its exit code.
@@ -56,8 +61,26 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	case "-version", "--version":
+		cmd = "version"
+	}
+	if !slices.Contains(commands, cmd) {
+		fmt.Fprintf(stderr, "dynia-pull: unknown command %q%s\n%s", cmd, suggest(cmd), usage)
+		return exitUsage
+	}
 	fs := flag.NewFlagSet("dynia-pull "+cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// The flag package's messages go to a buffer: to stdout for -h, to
+	// stderr for a bad flag.
+	var flagOut bytes.Buffer
+	fs.SetOutput(&flagOut)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: dynia-pull %s [flags]\n", cmd)
+		fs.PrintDefaults()
+	}
 	configPath := fs.String("config", nodeconfig.DefaultPath, "node config file (pull.json)")
 	var statePath, nodeID, runDir, iface string
 	var meshVRRP bool
@@ -69,6 +92,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.BoolVar(&meshVRRP, "mesh", true, "VRRP over the WireGuard mesh (false: over the VPC interface, as with mesh_disabled)")
 	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			_, _ = flagOut.WriteTo(stdout)
+			return exitOK
+		}
+		_, _ = flagOut.WriteTo(stderr)
 		return exitUsage
 	}
 	if fs.NArg() > 0 {
@@ -121,8 +149,26 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "dynia-pull", version)
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "dynia-pull: unknown command %q\n%s", cmd, usage)
+	fmt.Fprintf(stderr, "dynia-pull: unknown command %q\n%s", cmd, usage) // a command in commands not handled above
 	return exitUsage
+}
+
+// commands are dynia-pull's commands, as in usage.
+var commands = []string{"run", "once", "render", "check", "version"}
+
+// suggest is "; did you mean X?" for the command nearest to a mistyped
+// one, at most 2 edits away (cobra's distance, as in dynia), or "".
+func suggest(typo string) string {
+	best, bestD := "", 3
+	for _, c := range commands {
+		if d := levenshtein.ComputeDistance(typo, c); d < bestD {
+			best, bestD = c, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return "; did you mean " + best + "?"
 }
 
 func renderCmd(statePath string, l render.Local, stdout, stderr io.Writer) int {

@@ -12,7 +12,9 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/agnivade/levenshtein"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // Version and Commit are stamped by the build (-ldflags -X).
@@ -80,15 +82,38 @@ func printError(f *Factory, err error) {
 // take) UsageErrors where they arise, so that the exit code never depends
 // on an error's text: a runtime error that happens to read "invalid
 // argument" (EINVAL) is a failure, not bad usage. Required flags and flag
-// groups are checked by the root's PersistentPreRunE. Call it on the whole
-// tree, after every command is added.
+// groups are checked by the root's PersistentPreRunE. A command with
+// subcommands refuses any argument as an unknown command, with
+// suggestions, even when flags follow it. Call it on the whole tree, after
+// every command is added.
 func typeUsageErrors(c *cobra.Command) {
-	c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+	c.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		// pflag parses the arguments before the bad flag first: on a
+		// command with subcommands the first of them is a mistyped
+		// subcommand, the real mistake (`dynia node lst --name x`).
+		if a := cmd.Flags().Args(); cmd.HasSubCommands() && len(a) > 0 {
+			return unknownCommand(cmd, a[0])
+		}
+		var ne *pflag.NotExistError
+		if errors.As(err, &ne) {
+			if s := suggestFlag(cmd, ne.GetSpecifiedName()); s != "" {
+				return usagef("%v; did you mean --%s?", err, s)
+			}
+		}
 		return &UsageError{Msg: err.Error()}
 	})
 	var walk func(*cobra.Command)
 	walk = func(c *cobra.Command) {
-		if args := c.Args; args != nil {
+		switch args := c.Args; {
+		case c.HasSubCommands():
+			c.SuggestionsMinimumDistance = 2 // cobra's default, set only on its own path
+			c.Args = func(cmd *cobra.Command, a []string) error {
+				if len(a) > 0 {
+					return unknownCommand(cmd, a[0])
+				}
+				return nil
+			}
+		case args != nil:
 			c.Args = func(cmd *cobra.Command, a []string) error {
 				if err := args(cmd, a); err != nil {
 					var ue *UsageError
@@ -105,6 +130,31 @@ func typeUsageErrors(c *cobra.Command) {
 		}
 	}
 	walk(c)
+}
+
+// unknownCommand is arg given to cmd, which only has subcommands, with
+// cobra's suggestions (a prefix, or at most 2 edits away).
+func unknownCommand(cmd *cobra.Command, arg string) error {
+	msg := fmt.Sprintf("unknown command %q for %q", arg, cmd.CommandPath())
+	if s := cmd.SuggestionsFor(arg); len(s) > 0 {
+		msg += "; did you mean " + strings.Join(s, " or ") + "?"
+	}
+	return &UsageError{Msg: msg}
+}
+
+// suggestFlag is the flag of cmd (its own or inherited) closest to name,
+// at most 2 edits away (cobra's distance for commands), or "".
+func suggestFlag(cmd *cobra.Command, name string) string {
+	best, bestD := "", 3
+	cmd.Flags().VisitAll(func(fl *pflag.Flag) {
+		if fl.Hidden {
+			return
+		}
+		if d := levenshtein.ComputeDistance(name, fl.Name); d < bestD {
+			best, bestD = fl.Name, d
+		}
+	})
+	return best
 }
 
 // checkFlagRules runs cobra's required-flag and flag-group checks ahead of
@@ -131,10 +181,11 @@ func NewCmdRoot(f *Factory) *cobra.Command {
 		Long:          "dynia runs a stateless Docker app on DigitalOcean behind one Reserved IP that never changes,\nwith HAProxy, keepalived and health checks, growing from one droplet to many without SSH.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		// With Args set cobra leaves the root's arguments to it (typed by
-		// typeUsageErrors) instead of its own untyped "unknown command".
-		Args: cobra.NoArgs,
+		// With RunE the root's arguments reach its Args (set by
+		// typeUsageErrors) instead of cobra's untyped "unknown command".
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+		// --version prints what `dynia version` prints.
+		Version: Version + " (" + Commit + ")",
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkFlagRules(cmd); err != nil {
 				return err
@@ -170,6 +221,7 @@ func NewCmdRoot(f *Factory) *cobra.Command {
 	pf.StringVar(&f.Global.SpacesRegion, "spaces-region", "", "region of the state bucket, e.g. sgp1 (env SPACES_REGION; with no endpoint, https://<region>.digitaloceanspaces.com)")
 	pf.BoolVar(&f.Global.AllowUnsafeWrites, "allow-unsafe-writes", false, "write even when the store ignores conditional writes (unsafe with concurrent writers)")
 
+	root.SetVersionTemplate("dynia {{.Version}}\n")
 	root.AddCommand(NewCmdVersion(f))
 	root.AddCommand(NewCmdNode(f))
 	root.AddCommand(NewCmdCluster(f))
