@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"syscall"
 
 	"github.com/agnivade/levenshtein"
@@ -106,7 +107,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// dynia-pull's own lines also go to a ring whose tail `run` uploads
 	// for `dynia node logs`.
 	ring := pull.NewRing()
-	log := newLogger(stderr, ring)
+	log, level := newLogger(stderr, ring)
 
 	switch cmd {
 	case "run":
@@ -114,20 +115,22 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		signal.Notify(hup, syscall.SIGHUP)
 		defer signal.Stop(hup)
 		reload := make(chan struct{})
-		go func() {
-			for range hup {
-				reload <- struct{}{}
-			}
-		}()
-		if err := pull.Run(ctx, pull.RunOptions{ConfigPath: *configPath, Logger: log, Version: version, Reload: reload, Logs: ring}); err != nil {
+		fwdCtx, stopFwd := context.WithCancel(ctx)
+		fwdDone := make(chan struct{})
+		go func() { defer close(fwdDone); forwardHUP(fwdCtx, hup, reload) }()
+		err := pull.Run(ctx, pull.RunOptions{ConfigPath: *configPath, Logger: log, Level: level, Version: version, Reload: reload, Logs: ring})
+		stopFwd()
+		<-fwdDone
+		if err != nil {
 			log.Error("dynia-pull stopped", "err", err)
 			return exitFailed
 		}
 		return exitOK
 	case "once":
-		res, err := pull.Once(ctx, *configPath, log, version)
+		res, err := pull.Once(ctx, *configPath, log, level, version)
 		switch {
 		case err != nil:
+			fmt.Fprintln(stderr, "dynia-pull once:", strings.ReplaceAll(err.Error(), "\n", " "))
 			return exitFailed
 		case res == pull.Changed:
 			return exitChanged
@@ -189,19 +192,40 @@ func renderCmd(statePath string, l render.Local, stdout, stderr io.Writer) int {
 	return exitFailed
 }
 
-// newLogger logs JSON unless w is a terminal; ring gets the JSON lines too.
-func newLogger(w io.Writer, ring io.Writer) *slog.Logger {
-	level := slog.LevelInfo
-	if os.Getenv("DYNIA_PULL_DEBUG") != "" {
-		level = slog.LevelDebug
-	}
-	opts := &slog.HandlerOptions{Level: level}
-	if f, ok := w.(*os.File); ok {
-		if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err == nil {
-			return slog.New(teeHandler{slog.NewTextHandler(w, opts), slog.NewJSONHandler(ring, opts)})
+// forwardHUP turns each SIGHUP into a reload request until ctx ends; a
+// request nobody takes any more does not keep it running.
+func forwardHUP(ctx context.Context, hup <-chan os.Signal, reload chan<- struct{}) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			select {
+			case reload <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
 		}
 	}
-	return slog.New(slog.NewJSONHandler(io.MultiWriter(w, ring), opts))
+}
+
+// newLogger logs JSON unless w is a terminal; ring gets the JSON lines too.
+// The level starts at info and follows pull.json's log_level (the
+// returned LevelVar, which pull sets); DYNIA_PULL_DEBUG=1 fixes it at
+// debug, and the LevelVar is then nil.
+func newLogger(w io.Writer, ring io.Writer) (*slog.Logger, *slog.LevelVar) {
+	level := new(slog.LevelVar)
+	opts := &slog.HandlerOptions{Level: level}
+	if os.Getenv("DYNIA_PULL_DEBUG") != "" {
+		opts.Level = slog.LevelDebug
+		level = nil
+	}
+	if f, ok := w.(*os.File); ok {
+		if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err == nil {
+			return slog.New(teeHandler{slog.NewTextHandler(w, opts), slog.NewJSONHandler(ring, opts)}), level
+		}
+	}
+	return slog.New(slog.NewJSONHandler(io.MultiWriter(w, ring), opts)), level
 }
 
 // teeHandler sends each record to two handlers (a terminal's text and the

@@ -1,8 +1,16 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/dynia/dynia/internal/testutil"
 )
 
 // TestHelpAndTypos: --help and -h print the usage to stdout and exit 0, at
@@ -43,4 +51,79 @@ func TestHelpAndTypos(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestOnceErrorLine: `once` that cannot load its config or open its store
+// says why in one line on stderr, and exits 1.
+func TestOnceErrorLine(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "pull.json")
+	creds := filepath.Join(dir, "spaces.json")
+	doc := `{"cluster":"shop","node_id":"amber-fox","state_url":"s3://bucket/p","endpoint":"http://127.0.0.1:1","region":"us-east-1","credentials_file":"` + creds + `"}`
+	if err := os.WriteFile(cfg, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "bad.json")
+	if err := os.WriteFile(bad, []byte(`{"cluster":"shop","node_id":"amber-fox","state_url":"s3://b","log_level":"loud"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, config string
+		want         []string // in the one line
+	}{
+		{"missing config", filepath.Join(dir, "none.json"), []string{"dynia-pull once: read node config: ", "none.json", "no such file"}},
+		{"bad config", bad, []string{"dynia-pull once: node config: log_level \"loud\": must be debug, info, warn or error"}},
+		{"store credentials missing", cfg, []string{"dynia-pull once: ", "spaces.json"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var out, errb strings.Builder
+			code := Main(t.Context(), []string{"once", "--config", tc.config}, &out, &errb)
+			if code != exitFailed {
+				t.Errorf("exit %d, want %d", code, exitFailed)
+			}
+			lines := strings.Split(strings.TrimSuffix(errb.String(), "\n"), "\n")
+			if len(lines) != 1 || errb.Len() == 0 {
+				t.Fatalf("stderr %q, want one line", errb.String())
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(lines[0], w) {
+					t.Errorf("stderr %q, want it to contain %q", lines[0], w)
+				}
+			}
+		})
+	}
+}
+
+// TestForwardHUP: each SIGHUP becomes a reload request; when the context
+// ends the forwarder returns, even with a request nobody takes.
+func TestForwardHUP(t *testing.T) {
+	t.Parallel()
+	hup := make(chan os.Signal, 1)
+	reload := make(chan struct{})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { defer close(done); forwardHUP(ctx, hup, reload) }()
+	hup <- syscall.SIGHUP
+	<-reload // forwarded (the test's deadline bounds the wait)
+	hup <- syscall.SIGHUP
+	// Wait until the forwarder holds the second signal, then stop taking
+	// requests, as Run does when it returns.
+	testutil.WaitFor(t, 30*time.Second, func() error {
+		if len(hup) != 0 {
+			return errors.New("second SIGHUP not taken yet")
+		}
+		return nil
+	})
+	cancel()
+	testutil.WaitFor(t, 30*time.Second, func() error {
+		select {
+		case <-done:
+			return nil
+		default:
+			return errors.New("forwarder still running after its context ended")
+		}
+	})
 }

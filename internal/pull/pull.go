@@ -344,15 +344,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Add(8)
-	go func() {
-		defer wg.Done()
-		for ctx.Err() == nil {
-			if err := readFIFO(ctx, d.paths.NotifyFIFO, d.onVRRP); err != nil {
-				d.log.Error("notify fifo", "err", err)
-				time.Sleep(time.Second)
-			}
-		}
-	}()
+	go func() { defer wg.Done(); notifyLoop(ctx, d.log, d.paths.NotifyFIFO, d.onVRRP, time.Second) }()
 	go func() { defer wg.Done(); d.reportLoop(ctx) }()
 	go func() { defer wg.Done(); d.claimLoop(ctx) }()
 	go func() { defer wg.Done(); d.verifyLoop(ctx) }()
