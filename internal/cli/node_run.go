@@ -477,6 +477,19 @@ func removeNode(ctx context.Context, f *Factory, o *RemoveOptions) error {
 	if err := destroyDroplets(ctx, cl, mine, p); err != nil {
 		return err
 	}
+	// The report goes while the node is still in the state (removing), so
+	// that a failure here is finished by a re-run, which finds the node
+	// there. dynia-pull writes no report once it sees its node removing
+	// or gone, so a late one from a droplet still shutting down does not
+	// bring it back.
+	if err := p.Step("delete the report of "+n.ID, func() (string, error) {
+		if err := store.B.Delete(ctx, cluster.StatusKey(o.Name, o.Node)); err != nil {
+			return "", fmt.Errorf("delete the report of node %s: %w", o.Node, err)
+		}
+		return "", nil
+	}); err != nil {
+		return err
+	}
 	if err := p.Step("remove "+n.ID+" from the state", func() (string, error) {
 		st, err = store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
 			return cluster.RemoveNode(s, o.Node)
@@ -485,7 +498,6 @@ func removeNode(ctx context.Context, f *Factory, o *RemoveOptions) error {
 	}); err != nil {
 		return err
 	}
-	_ = store.B.Delete(ctx, cluster.StatusKey(o.Name, o.Node))
 	return printCluster(f, st)
 }
 

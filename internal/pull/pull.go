@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -59,6 +60,11 @@ type Daemon struct {
 	// reportKey signs this node's reports (nil: unsigned). sign.go.
 	stateKey  ed25519.PublicKey
 	reportKey ed25519.PrivateKey
+
+	// noReports is set while the applied state marks this node removing
+	// or no longer has it: `dynia node remove` deletes the node's report,
+	// and a report written after that would bring a removed node back.
+	noReports atomic.Bool
 
 	mu       sync.Mutex // guards set (live-reloadable fields), store and storeGen
 	set      Settings
@@ -450,6 +456,13 @@ func (d *Daemon) Step(ctx context.Context, force bool) (Result, error) {
 		d.etag = obj.ETag
 		return Unchanged, d.fail(st.Generation, &ApplyError{"wrong_cluster", fmt.Errorf("state is for cluster %q, this node is in %q", st.Name, set.Cluster)})
 	}
+	if d.reportsFor(st, set.NodeID) {
+		// Removed: nothing to render for a node the state does not have.
+		// HAProxy and keepalived keep their last config until the droplet
+		// goes; the ETag is kept, so this is said once per state.
+		d.etag = obj.ETag
+		return Unchanged, d.fail(st.Generation, &ApplyError{"removed", fmt.Errorf("node %s is not in cluster %s", set.NodeID, st.Name)})
+	}
 	res, err := d.Apply(ctx, st)
 	if err != nil {
 		return Unchanged, err // fail() already recorded it; ETag not kept, so it is retried
@@ -459,6 +472,22 @@ func (d *Daemon) Step(ctx context.Context, force bool) (Result, error) {
 	d.kickApp()
 	d.kickTLS()
 	return res, nil
+}
+
+// reportsFor turns status reports off while st marks this node removing
+// or no longer has it, and back on otherwise, logging each change. It
+// says whether the node is gone from st.
+func (d *Daemon) reportsFor(st *cluster.State, nodeID string) (gone bool) {
+	self := st.Node(nodeID)
+	off := self == nil || self.Lifecycle == cluster.Removing
+	if d.noReports.Swap(off) != off {
+		if off {
+			d.log.Info("this node is being removed from the state; no more status reports", "generation", st.Generation, "in_state", self != nil)
+		} else {
+			d.log.Info("this node is in the state again; reporting", "generation", st.Generation)
+		}
+	}
+	return self == nil
 }
 
 func (d *Daemon) pollOK() {

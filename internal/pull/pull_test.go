@@ -168,7 +168,7 @@ func TestBadInputKeepsLastGood(t *testing.T) {
 		{"corrupt json", "decode", `{"schema_version": 1, "nodes": [`},
 		{"unknown schema", "decode", `{"schema_version": 99}`},
 		{"wrong cluster", "wrong_cluster", ""},
-		{"node missing", "render", ""},
+		{"node missing", "removed", ""},
 		{"duplicate ip", "decode", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
