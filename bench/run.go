@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dynia/dynia/internal/poll"
 )
 
 // Config are the harness's knobs, from the environment (ConfigFromEnv).
@@ -209,20 +211,11 @@ func (r *Runner) Fatalf(format string, args ...any) {
 	panic(fatal{fmt.Sprintf(format, args...)})
 }
 
-// WaitFor polls cond until it holds, or aborts after timeout.
+// WaitFor polls cond (internal/poll's backoff) until it holds, or aborts
+// after timeout.
 func (r *Runner) WaitFor(timeout time.Duration, cond func() error) {
-	deadline := time.Now().Add(timeout)
-	delay := 10 * time.Millisecond
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			r.Fatalf("not after %v: %v", timeout, err)
-		}
-		time.Sleep(delay)
-		delay = min(delay*2, 500*time.Millisecond)
+	if err := poll.Within(timeout, cond); err != nil {
+		r.Fatalf("not after %v: %v", timeout, err)
 	}
 }
 

@@ -69,8 +69,8 @@ func (l loads) finish(t *testing.T, what string) map[string]int {
 		samples := loop.sorted()
 		total, failed, _, _ := loop.finish()
 		for _, s := range samples {
-			if s.ok {
-				versions[versionOf(s.body)]++
+			if s.OK {
+				versions[versionOf(s.Body)]++
 			}
 		}
 		t.Logf("%s: %d of %d %ss failed", what, failed, total, kind)

@@ -27,6 +27,7 @@ import (
 
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/loadloop"
 	"github.com/dynia/dynia/internal/pull"
 	"github.com/dynia/dynia/internal/sandbox"
 	"github.com/dynia/dynia/internal/signing"
@@ -227,13 +228,13 @@ func dropletIDs(rows []nodeRow) []int {
 }
 
 // within counts the samples of a load loop that started inside [from, to).
-func within(samples []sample, from, to time.Time) (total, failed int) {
+func within(samples []loadloop.Sample, from, to time.Time) (total, failed int) {
 	for _, s := range samples {
-		if s.at.Before(from) || !s.at.Before(to) {
+		if s.At.Before(from) || !s.At.Before(to) {
 			continue
 		}
 		total++
-		if !s.ok {
+		if !s.OK {
 			failed++
 		}
 	}
@@ -346,7 +347,9 @@ func TestStoreFaults(t *testing.T) {
 		load := startLoad(url, 50*time.Millisecond, 5*time.Minute)
 		// A broken object fails its signature first (nodes: "signature");
 		// a broken document signed with the cluster's key (an edit
-		// resigned, a newer dynia's state) fails decoding ("decode").
+		// resigned) fails decoding ("decode"); a newer schema_version is
+		// a state this dynia-pull is too old for ("upgrade_required",
+		// docs/state.md, Compatibility).
 		for _, tc := range []struct {
 			name   string
 			body   []byte
@@ -355,7 +358,7 @@ func TestStoreFaults(t *testing.T) {
 		}{
 			{"truncated", good[:len(good)/2], "state signature", "signature"},
 			{"hand-broken", e.signedEdit("store", good, `"region": "nyc3"`, `"region": ["nyc3"]`), "region", "decode"},
-			{"unknown schema_version", e.signedEdit("store", good, `"schema_version": 1`, `"schema_version": 2`), `schema_version "2": unsupported`, "decode"},
+			{"unknown schema_version", e.signedEdit("store", good, `"schema_version": 1`, `"schema_version": 2`), `schema_version "2": unsupported`, "upgrade_required"},
 		} {
 			if bytes.Equal(tc.body, good) {
 				t.Fatalf("%s: the corruption changed nothing", tc.name)
@@ -561,12 +564,12 @@ func TestProcessChaos(t *testing.T) {
 	// ended, by component and by whether it hit the Reserved IP's holder.
 	cause := map[string]int{}
 	for _, s := range samples {
-		if s.ok || s.at.Before(start) || !s.at.Before(end) {
+		if s.OK || s.At.Before(start) || !s.At.Before(end) {
 			continue
 		}
 		what := "no kill before it"
 		for _, k := range kills {
-			if k.at.After(s.at.Add(s.took)) {
+			if k.at.After(s.At.Add(s.Took)) {
 				break
 			}
 			where := "standby"

@@ -11,13 +11,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/dynia/dynia/internal/dockerd"
+	"github.com/dynia/dynia/internal/loadloop"
 	"github.com/dynia/dynia/internal/testutil"
 )
 
@@ -264,24 +263,10 @@ func get(url string) (string, error) {
 	return strings.TrimSpace(b.String()), nil
 }
 
-// loadLoop starts a request to url every interval until stopped or max is
-// reached (always bounded: at most 64 in flight), recording each outcome by
-// its start time. Requests do not wait for each other, so a request hanging
-// on a dead node does not hide when service came back: the outage is
-// measured to within one interval.
-type loadLoop struct {
-	mu      sync.Mutex
-	samples []sample
-	stop    chan struct{}
-	done    chan struct{}
-}
-
-type sample struct {
-	at   time.Time
-	took time.Duration
-	ok   bool
-	body string
-}
+// loadLoop is a loadloop.Loop (a request every interval until stopped or
+// its bound, at most loadloop.MaxInFlight in flight, each outcome recorded
+// by its start time) with the tests' readings of it.
+type loadLoop struct{ *loadloop.Loop }
 
 func startLoad(url string, interval time.Duration, max time.Duration) *loadLoop {
 	return startLoadWith(func() (string, error) { return get(url) }, interval, max)
@@ -309,105 +294,30 @@ func startPosts(url string, interval time.Duration, max time.Duration) *loadLoop
 }
 
 func startLoadWith(do func() (string, error), interval time.Duration, max time.Duration) *loadLoop {
-	l := &loadLoop{stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(l.done)
-		var wg sync.WaitGroup
-		defer wg.Wait()
-		inflight := make(chan struct{}, 64)
-		tick := time.NewTicker(interval)
-		defer tick.Stop()
-		deadline := time.After(max)
-		for {
-			select {
-			case <-l.stop:
-				return
-			case <-deadline:
-				return
-			case <-tick.C:
-			}
-			select {
-			case inflight <- struct{}{}:
-			default:
-				continue // 64 requests hanging: skip this tick
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { <-inflight }()
-				t0 := time.Now()
-				body, err := do()
-				l.mu.Lock()
-				if err != nil {
-					body = err.Error() // a failed sample keeps why
-				}
-				l.samples = append(l.samples, sample{t0, time.Since(t0), err == nil, body})
-				l.mu.Unlock()
-			}()
-		}
-	}()
-	return l
+	return &loadLoop{loadloop.Start(func(context.Context) (string, error) { return do() }, interval, max)}
 }
 
 // sorted returns the samples by start time (they finish out of order).
-func (l *loadLoop) sorted() []sample {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := append([]sample(nil), l.samples...)
-	sort.Slice(out, func(i, j int) bool { return out[i].at.Before(out[j].at) })
-	return out
-}
+func (l *loadLoop) sorted() []loadloop.Sample { return l.Samples() }
 
-// finish stops the loop and returns the request counts and the longest
-// outage: from the start of a failed request to the first moment after it
-// that a request got an answer. Answers, not request starts, end an outage:
-// a request sent during the outage may still succeed later (its SYN is
-// retransmitted after the Reserved IP moved), and must not shorten it.
-// outage is -1 if the last request failed.
 // failures describes up to n failed requests (when, how long, why), for a
 // test's log; call after finish.
 func (l *loadLoop) failures(n int) []string {
 	var out []string
 	for _, s := range l.sorted() {
-		if !s.ok && len(out) < n {
-			out = append(out, fmt.Sprintf("%s (+%v): %s", s.at.Format("15:04:05.000"), s.took.Round(time.Millisecond), s.body))
+		if !s.OK && len(out) < n {
+			out = append(out, fmt.Sprintf("%s (+%v): %s", s.At.Format("15:04:05.000"), s.Took.Round(time.Millisecond), s.Body))
 		}
 	}
 	return out
 }
 
+// finish stops the loop and returns the request counts, the longest outage
+// (loadloop.Outcome's, with failures only as hit: -1 if the last request
+// failed) and the answers by node.
 func (l *loadLoop) finish() (total, failed int, outage time.Duration, answered map[string]int) {
-	close(l.stop)
-	<-l.done
-	answered = map[string]int{}
-	samples := l.sorted()
-	recovered := true
-	for i, s := range samples {
-		total++
-		if s.ok {
-			answered[nodeOf(s.body)]++
-			continue
-		}
-		failed++
-		if i > 0 && !samples[i-1].ok {
-			continue // inside a run of failures already measured from its start
-		}
-		var back time.Time
-		for _, t := range samples[i+1:] {
-			if t.ok && t.at.Add(t.took).After(s.at) && (back.IsZero() || t.at.Add(t.took).Before(back)) {
-				back = t.at.Add(t.took)
-			}
-		}
-		if back.IsZero() {
-			recovered = false
-			continue
-		}
-		outage = max(outage, back.Sub(s.at))
-	}
-	if !recovered {
-		outage = -1
-	}
-	return
+	o := loadloop.Analyze(l.Stop(), 0)
+	return o.Total, o.Failed, o.Outage, o.Answered
 }
 
 // healthyFor reports nil once the last n finished samples all succeeded.
@@ -417,7 +327,7 @@ func (l *loadLoop) healthyFor(n int) error {
 		return fmt.Errorf("only %d samples", len(samples))
 	}
 	for _, s := range samples[len(samples)-n:] {
-		if !s.ok {
+		if !s.OK {
 			return fmt.Errorf("a failure among the last %d requests", n)
 		}
 	}
@@ -427,12 +337,10 @@ func (l *loadLoop) healthyFor(n int) error {
 // slowest is the longest a successful request took: a failover that no
 // request failed through still shows up here.
 func (l *loadLoop) slowest() time.Duration {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	var m time.Duration
-	for _, s := range l.samples {
-		if s.ok && s.took > m {
-			m = s.took
+	for _, s := range l.Samples() {
+		if s.OK && s.Took > m {
+			m = s.Took
 		}
 	}
 	return m

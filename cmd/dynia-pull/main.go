@@ -180,7 +180,7 @@ func renderCmd(statePath string, l render.Local, stdout, stderr io.Writer) int {
 		var st *cluster.State
 		// A signed object (as fetched from the bucket) or a bare document;
 		// a local file is rendered without checking its signature.
-		if st, err = cluster.DecodeSigned(b, nil); err == nil {
+		if st, err = cluster.DecodeSignedNode(b, nil, version); err == nil {
 			var res *render.Result
 			if res, err = render.Render(st, l); err == nil {
 				fmt.Fprintf(stdout, "==> haproxy.cfg <==\n%s\n==> keepalived.conf <==\n%s", res.HAProxy.Content, res.Keepalived.Content)

@@ -313,7 +313,18 @@ func TestIssueThroughHAProxy(t *testing.T) {
 	// The A record moves away: validation fails with Pebble's reason and
 	// the stored certificate stays.
 	l.pointAt(t, l.ca.Addr) // nothing listens on :80 there
-	res, err = renewer.Ensure(ctx)
+	// Pebble 2.10.3 still reuses a valid authorization for 1 order in 100
+	// at PEBBLE_AUTHZREUSE=0 (wfe/wfe.go: `rand.Intn(100) >
+	// authzReusePercent`), and a reused one is not validated again: then
+	// the order succeeds, and the test orders again (at most 5 times).
+	for try := 1; ; try++ {
+		res, err = renewer.Ensure(ctx)
+		if err != nil || try == 5 {
+			break
+		}
+		t.Logf("Pebble reused the valid authorization (order %d); ordering again", try)
+		second = res.Cert
+	}
 	var ve *acme.ValidationError
 	if !errors.As(err, &ve) {
 		t.Fatalf("Ensure after the record moved: %v, want a ValidationError", err)

@@ -73,7 +73,7 @@ var apiFaults = []apiFault{
 // TestAPIFaultsEveryCommand injects each kind of DO API failure at every
 // point of every command (from its k-th request on, k = 0, step, 2·step,
 // … until a command no longer reaches it) in a cluster's whole life:
-// create-ha, add --count 2, make-active, remove a standby, repair-ha
+// create-ha, add --count 2, make-active, replace the active node, remove a standby, repair-ha
 // --force replacing a vanished droplet, destroy. Each command must finish
 // or fail cleanly (exit 1, one line, a retryable one for a storm or a
 // timeout); a re-run without the fault must finish it; and after each
@@ -159,6 +159,8 @@ func (e *testEnv) apiFaultLife(kind apiFault, k int, name string) (hits, fails i
 	step("node", "add", "--name", name, "--count", "2")
 	st := e.state(name)
 	step("node", "make-active", "--name", name, "--node", st.Nodes[1].ID)
+	st = e.state(name)
+	step("node", "replace", "--name", name, "--node", st.Active().ID)
 	st = e.state(name)
 	step("node", "remove", "--name", name, "--node", st.Nodes[2].ID, "--confirm")
 	st = e.state(name)

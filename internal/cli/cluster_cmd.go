@@ -19,7 +19,12 @@ type updateOptions struct {
 	Name        string
 	AdminCIDRs  []string
 	NoAdminCIDR bool
-	Timeout     time.Duration
+	SetAdmin    bool // --admin-cidr or --no-admin-cidr given
+	// MinPullVersion is --min-pull-version, when SetMinPull.
+	MinPullVersion string
+	SetMinPull     bool
+	Force          bool
+	Timeout        time.Duration
 }
 
 // updateCluster records the new settings in the state, then makes the
@@ -28,12 +33,25 @@ func updateCluster(ctx context.Context, f *Factory, o *updateOptions) error {
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	p := NewProgress(f.IO, f.Global.Output == "json")
-	store, _, cl, err := f.openCluster(ctx, o.Name, true)
+	f.forcePullVersion = o.Force
+	store, st, cl, err := f.openCluster(ctx, o.Name, true)
 	if err != nil {
 		return err
 	}
+	if o.SetMinPull {
+		if err := p.Step(fmt.Sprintf("min_pull_version %q in the state", o.MinPullVersion), func() (string, error) {
+			st, err = store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
+				return cluster.SetMinPullVersion(s, o.MinPullVersion)
+			})
+			return "", err
+		}); err != nil {
+			return err
+		}
+	}
+	if !o.SetAdmin {
+		return printCluster(f, st)
+	}
 	want := slices.Clone(o.AdminCIDRs)
-	var st *cluster.State
 	if err := p.Step(fmt.Sprintf("admin CIDRs %v in the state", want), func() (string, error) {
 		st, err = store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
 			if slices.Equal(s.AdminCIDRs, want) {
@@ -55,11 +73,11 @@ func updateCluster(ctx context.Context, f *Factory, o *updateOptions) error {
 	return printCluster(f, st)
 }
 
-// NewCmdCluster is `dynia cluster list|get|update|destroy`.
+// NewCmdCluster is `dynia cluster list|get|update|destroy|upgrade`.
 func NewCmdCluster(f *Factory) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cluster",
-		Short: "List, inspect and destroy clusters",
+		Short: "List, inspect, update, upgrade and destroy clusters",
 		Args:  cobra.NoArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
@@ -123,13 +141,20 @@ func NewCmdCluster(f *Factory) *cobra.Command {
 			}
 			v.Masters = vrrpMasters(st, e)
 			v.RoleNote = roleNote(st, e)
+			v.VersionNote = versionsNote(v.Nodes)
 			if f.Global.Output == "json" {
 				return writeJSON(f.IO.Out, v)
 			}
 			fmt.Fprintf(f.IO.Out, "name:         %s\nregion:       %s\nsize:         %s\nreserved ip:  %s\nactive node:  %s\nheld by:      %s\nvrrp master:  %s\ngeneration:   %d\nnodes:        %d\n",
 				v.Name, v.Region, v.Size, dash(v.ReservedIP), v.ActiveNode, dash(v.Holder), dash(strings.Join(v.Masters, ", ")), v.Generation, len(v.Nodes))
+			if v.MinPullVersion != "" {
+				fmt.Fprintf(f.IO.Out, "min pull:     %s\n", v.MinPullVersion)
+			}
 			if v.RoleNote != "" {
 				fmt.Fprintln(f.IO.ErrOut, "note: "+v.RoleNote)
+			}
+			if v.VersionNote != "" {
+				fmt.Fprintln(f.IO.ErrOut, "note: "+v.VersionNote)
 			}
 			return nil
 		},
@@ -139,10 +164,11 @@ func NewCmdCluster(f *Factory) *cobra.Command {
 
 	var u updateOptions
 	update := &cobra.Command{
-		Use:   "update --name N [--admin-cidr C ...] [--no-admin-cidr]",
-		Short: "Change cluster settings kept in the state, and apply them (the firewall's SSH sources)",
+		Use:   "update --name N [--admin-cidr C ...] [--no-admin-cidr] [--min-pull-version V [--force]]",
+		Short: "Change cluster settings kept in the state, and apply them (the firewall's SSH sources, the oldest dynia-pull nodes may run)",
 		Example: "  dynia cluster update --name myapp --admin-cidr 192.0.2.7/32 --admin-cidr 198.51.100.0/28\n" +
-			"  dynia cluster update --name myapp --no-admin-cidr   # nobody may reach SSH",
+			"  dynia cluster update --name myapp --no-admin-cidr   # nobody may reach SSH\n" +
+			"  dynia cluster update --name myapp --min-pull-version v1.4.0   # older nodes report upgrade required",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkName(u.Name); err != nil {
@@ -154,8 +180,16 @@ func NewCmdCluster(f *Factory) *cobra.Command {
 			if u.NoAdminCIDR && len(u.AdminCIDRs) > 0 {
 				return usagef("--no-admin-cidr: cannot be combined with --admin-cidr %q", u.AdminCIDRs[0])
 			}
-			if !u.NoAdminCIDR && !cmd.Flags().Changed("admin-cidr") {
-				return usagef("--admin-cidr: nothing to update (give --admin-cidr or --no-admin-cidr)")
+			u.SetAdmin = u.NoAdminCIDR || cmd.Flags().Changed("admin-cidr")
+			u.SetMinPull = cmd.Flags().Changed("min-pull-version")
+			if u.Force && !u.SetMinPull {
+				return usagef("--force: only with --min-pull-version")
+			}
+			if !u.SetAdmin && !u.SetMinPull {
+				return usagef("--admin-cidr: nothing to update (give --admin-cidr, --no-admin-cidr or --min-pull-version)")
+			}
+			if err := cluster.ValidateMinPullVersion(u.MinPullVersion); err != nil {
+				return flagErr("min-pull-version", err)
 			}
 			if err := checkTimeout(u.Timeout); err != nil {
 				return err
@@ -166,6 +200,8 @@ func NewCmdCluster(f *Factory) *cobra.Command {
 	update.Flags().StringVar(&u.Name, "name", "", "cluster name")
 	update.Flags().StringSliceVar(&u.AdminCIDRs, "admin-cidr", nil, "CIDR allowed to reach SSH (repeatable; replaces the current list)")
 	update.Flags().BoolVar(&u.NoAdminCIDR, "no-admin-cidr", false, "remove every SSH source")
+	update.Flags().StringVar(&u.MinPullVersion, "min-pull-version", "", `oldest dynia-pull release (vMAJOR.MINOR.PATCH) that may apply the state; "" clears it`)
+	update.Flags().BoolVar(&u.Force, "force", false, "with --min-pull-version: write it even when ready nodes report an older dynia-pull (they stop applying states)")
 	update.Flags().DurationVar(&u.Timeout, "timeout", 2*time.Minute, "overall timeout")
 	cmd.AddCommand(update)
 
@@ -188,6 +224,7 @@ func NewCmdCluster(f *Factory) *cobra.Command {
 	destroy.Flags().BoolVar(&d.Confirm, "confirm", false, "really destroy")
 	destroy.Flags().DurationVar(&d.Timeout, "timeout", 5*time.Minute, "overall timeout")
 	cmd.AddCommand(destroy)
+	cmd.AddCommand(NewCmdClusterUpgrade(f, nil))
 	return cmd
 }
 

@@ -211,6 +211,18 @@ type nodeHealth struct {
 	stale map[string]bool
 	// silent nodes get no report from reportNodes (a test writes its own).
 	silent map[string]bool
+	// version is the dynia-pull version a node reports; upgrade, when
+	// set, the min_pull_version it refuses the state for (it then reports
+	// the generation before the state's applied).
+	version, upgrade map[string]string
+}
+
+// setVersion makes node id report dynia-pull version v, and upgrade
+// required to need (none: "").
+func (h *nodeHealth) setVersion(id, v, need string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.version[id], h.upgrade[id] = v, need
 }
 
 // silence stops reportNodes writing node id's report.
@@ -229,7 +241,8 @@ func (h *nodeHealth) set(id string, down, stale bool) {
 // reportNodes writes every node's status report every 50 ms, as dynia-pull
 // would, with the generation applied and the health h says, until stopped.
 func (e *testEnv) reportNodes(name string) (*nodeHealth, func()) {
-	h := &nodeHealth{down: map[string]bool{}, stale: map[string]bool{}, silent: map[string]bool{}}
+	h := &nodeHealth{down: map[string]bool{}, stale: map[string]bool{}, silent: map[string]bool{},
+		version: map[string]string{}, upgrade: map[string]string{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -254,6 +267,11 @@ func (e *testEnv) reportNodes(name string) (*nodeHealth, func()) {
 					}
 					if h.stale[n.ID] {
 						s.UpdatedAt = time.Now().Add(-time.Hour).UTC()
+					}
+					s.Version, s.Image = h.version[n.ID], st.Image
+					if need := h.upgrade[n.ID]; need != "" {
+						s.UpgradeRequired, s.AppliedGeneration = need, st.Generation-1
+						s.StateError = "upgrade_required: upgrade required: the state needs dynia-pull " + need + " or newer"
 					}
 					h.mu.Unlock()
 					// Signed with the node's key from its user-data, as

@@ -39,6 +39,9 @@ type Factory struct {
 	// --allow-operator-token, for this run.
 	nodeTokenFile      string
 	allowOperatorToken bool
+	// forcePullVersion is --force of a command that may raise the state's
+	// min_pull_version: write it even above a ready node's version.
+	forcePullVersion bool
 	// nodeSecrets is the node token as this run first loaded it
 	// (loadNodeSecrets, while checking its input): every later load
 	// returns it, so the droplets get the token that was checked even if
@@ -163,7 +166,7 @@ func (f *Factory) BucketOptions() (bucket.Options, error) {
 func (f *Factory) Store(ctx context.Context) (*cluster.Store, error) {
 	f.once.store.Do(func() {
 		if f.StoreOverride != nil {
-			f.store = cluster.NewSignedStore(f.StoreOverride, f.stateKeys())
+			f.store = f.guarded(cluster.NewSignedStore(f.StoreOverride, f.stateKeys()))
 			return
 		}
 		u, err := f.StateURL()
@@ -185,9 +188,18 @@ func (f *Factory) Store(ctx context.Context) (*cluster.Store, error) {
 			f.storeErr = fmt.Errorf("open state %s: %w", u, err)
 			return
 		}
-		f.store = cluster.NewSignedStore(b, f.stateKeys())
+		f.store = f.guarded(cluster.NewSignedStore(b, f.stateKeys()))
 	})
 	return f.store, f.storeErr
+}
+
+// guarded makes store check the nodes' versions before a write raises
+// min_pull_version (checkPullVersions).
+func (f *Factory) guarded(store *cluster.Store) *cluster.Store {
+	store.CheckRaise = func(ctx context.Context, cur, next *cluster.State) error {
+		return f.checkPullVersions(ctx, store, cur, next)
+	}
+	return store
 }
 
 // WritableStore is Store plus the check that the bucket honours conditional

@@ -25,6 +25,10 @@ const (
 	// HealthDegraded: serving, but something needs attention (the node
 	// could not move the Reserved IP to itself, or reports an error).
 	HealthDegraded Health = "degraded"
+	// HealthUpgradeRequired: serving its last good config, but its
+	// dynia-pull is older than the state's min_pull_version and applies
+	// no new state until the node is replaced or upgraded.
+	HealthUpgradeRequired Health = "upgrade-required"
 	// HealthStarting: joined recently and not serving yet.
 	HealthStarting Health = "starting"
 	// HealthDown: not serving: droplet off, peers' checks fail, app
@@ -40,7 +44,7 @@ const (
 // Serves says whether a node in this health is proven to serve now: what
 // repair-ha requires before it lets a node hold the Reserved IP.
 func (h Health) Serves() bool {
-	return h == HealthUp || h == HealthApplying || h == HealthDegraded
+	return h == HealthUp || h == HealthApplying || h == HealthDegraded || h == HealthUpgradeRequired
 }
 
 // A node writes its report on every change (VRRP, backend health, errors)
@@ -215,6 +219,10 @@ func (e *Evidence) Of(n cluster.Node) NodeHealth {
 			return NodeHealth{HealthStarting, why}
 		}
 		return NodeHealth{HealthDown, why}
+	}
+	if r.UpgradeRequired != "" {
+		return NodeHealth{HealthUpgradeRequired, fmt.Sprintf("dynia-pull %s refuses the state, which needs %s: it serves its last good config (generation %d); replace the node with a newer image",
+			dash(r.Version), r.UpgradeRequired, r.AppliedGeneration)}
 	}
 	if r.AppliedGeneration < e.st.Generation {
 		return NodeHealth{HealthApplying, fmt.Sprintf("applied generation %d of %d", r.AppliedGeneration, e.st.Generation)}

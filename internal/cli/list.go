@@ -47,6 +47,14 @@ type NodeRow struct {
 	// StateError is why the node refuses the state in the bucket (not
 	// signed with the cluster's key, or older than what it applied).
 	StateError string `json:"state_error,omitempty"`
+	// Version is the node's dynia-pull version and Image the droplet image
+	// it was created from, as its report says ("": no report, or a node
+	// that does not say).
+	Version string `json:"version,omitempty"`
+	Image   string `json:"image,omitempty"`
+	// UpgradeRequired is the dynia-pull version the state needs while
+	// this older node refuses it (health upgrade-required).
+	UpgradeRequired string `json:"upgrade_required,omitempty"`
 }
 
 // ClusterView is `cluster get`'s JSON.
@@ -59,14 +67,18 @@ type ClusterView struct {
 	ActiveNode string `json:"active_node"`
 	// Holder is the node the DO API says holds the Reserved IP ("" when
 	// unknown or unassigned); Masters are the nodes reporting VRRP MASTER.
-	Holder     string    `json:"reserved_ip_holder,omitempty"`
-	Masters    []string  `json:"vrrp_masters,omitempty"`
-	RoleNote   string    `json:"role_note,omitempty"`
-	Generation int64     `json:"generation"`
-	VPCID      string    `json:"vpc_id"`
-	FirewallID string    `json:"firewall_id"`
-	AdminCIDRs []string  `json:"admin_cidrs,omitempty"`
-	Nodes      []NodeRow `json:"nodes"`
+	Holder     string   `json:"reserved_ip_holder,omitempty"`
+	Masters    []string `json:"vrrp_masters,omitempty"`
+	RoleNote   string   `json:"role_note,omitempty"`
+	Generation int64    `json:"generation"`
+	VPCID      string   `json:"vpc_id"`
+	FirewallID string   `json:"firewall_id"`
+	AdminCIDRs []string `json:"admin_cidrs,omitempty"`
+	// MinPullVersion is the state's min_pull_version; VersionNote says
+	// when the nodes run more than one dynia-pull version.
+	MinPullVersion string    `json:"min_pull_version,omitempty"`
+	VersionNote    string    `json:"version_note,omitempty"`
+	Nodes          []NodeRow `json:"nodes"`
 }
 
 // rows is the node table from the evidence.
@@ -87,6 +99,7 @@ func rows(st *cluster.State, e *Evidence) []NodeRow {
 			row.VRRPState, row.Applied, row.LastError = r.VRRPState, r.AppliedGeneration, r.LastError
 			row.FailoverReady = r.Failover.Ready
 			row.StateSignature, row.StateError = r.StateSignature, r.StateError
+			row.Version, row.Image, row.UpgradeRequired = r.Version, r.Image, r.UpgradeRequired
 			row.Report = "verified"
 			if n.ReportKey == "" {
 				row.Report = "unsigned"
@@ -190,15 +203,15 @@ func listNodes(ctx context.Context, f *Factory, o *ListOptions) error {
 		w = tw
 	}
 	if !o.NoHeader {
-		fmt.Fprintln(w, "NODE ID\tROLE\tPRIORITY\tPUBLIC IP\tPRIVATE IP\tSTATUS\tVRRP\tRESERVED IP")
+		fmt.Fprintln(w, "NODE ID\tROLE\tPRIORITY\tPUBLIC IP\tPRIVATE IP\tSTATUS\tVRRP\tRESERVED IP\tVERSION")
 	}
 	for _, r := range rs {
 		holds := "-"
 		if r.HoldsReservedIP {
 			holds = "holds"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Role, strconv.Itoa(r.Priority), dash(r.PublicIP), dash(r.PrivateIP),
-			r.Status, dash(r.VRRPState), holds)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Role, strconv.Itoa(r.Priority), dash(r.PublicIP), dash(r.PrivateIP),
+			r.Status, dash(r.VRRPState), holds, dash(shortVersion(r.Version)))
 	}
 	if tw != nil {
 		_ = tw.Flush()
@@ -213,7 +226,20 @@ func listNodes(ctx context.Context, f *Factory, o *ListOptions) error {
 	if note := roleNote(st, e); note != "" {
 		fmt.Fprintln(f.IO.ErrOut, "note: "+note)
 	}
+	if note := versionsNote(rs); note != "" {
+		fmt.Fprintln(f.IO.ErrOut, "note: "+note)
+	}
 	return nil
+}
+
+// shortVersion keeps the table's VERSION column narrow: a report's version
+// may be up to MaxReportText long (-o json has it whole).
+func shortVersion(v string) string {
+	const max = 40
+	if r := []rune(v); len(r) > max {
+		return string(r[:max-1]) + "…"
+	}
+	return v
 }
 
 func activeID(st *cluster.State) string {
@@ -244,7 +270,7 @@ func viewOf(st *cluster.State, rs []NodeRow) ClusterView {
 	v := ClusterView{
 		Name: st.Name, Region: st.Region, Size: st.Size, Image: st.Image, ReservedIP: st.ReservedIP,
 		ActiveNode: activeID(st), Generation: st.Generation, VPCID: st.VPC.ID, FirewallID: st.FirewallID, Nodes: rs,
-		AdminCIDRs: st.AdminCIDRs,
+		AdminCIDRs: st.AdminCIDRs, MinPullVersion: st.MinPullVersion,
 	}
 	if v.Nodes == nil {
 		for _, n := range cluster.SortedByPriority(st.Nodes) {

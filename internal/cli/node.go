@@ -14,13 +14,14 @@ import (
 func NewCmdNode(f *Factory) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "node",
-		Short: "Create a cluster and add, remove, list and promote its nodes",
+		Short: "Create a cluster and add, remove, replace, list and promote its nodes",
 		Args:  cobra.NoArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	cmd.AddCommand(NewCmdNodeCreateHA(f, nil))
 	cmd.AddCommand(NewCmdNodeAdd(f, nil))
 	cmd.AddCommand(NewCmdNodeRemove(f, nil))
+	cmd.AddCommand(NewCmdNodeReplace(f, nil))
 	cmd.AddCommand(NewCmdNodeList(f, nil))
 	cmd.AddCommand(NewCmdNodeMakeActive(f, nil))
 	cmd.AddCommand(NewCmdNodeRepairHA(f, nil))

@@ -430,52 +430,75 @@ func removeNode(ctx context.Context, f *Factory, o *RemoveOptions) error {
 	if err != nil {
 		return err
 	}
-	n := st.Node(o.Node)
 	if len(st.Nodes) == 1 && !o.Force {
 		return usagef("--node %q: the last node of %s; use --force (or `dynia cluster destroy`)", o.Node, o.Name)
 	}
+	st, err = retireNode(ctx, store, cl, st, o.Node, p, func(s *cluster.State) (*cluster.State, error) {
+		return cluster.RemoveNode(s, o.Node)
+	})
+	if err != nil {
+		return err
+	}
+	return printCluster(f, st)
+}
+
+// retireNode takes node id out of service and destroys it: the Reserved IP
+// moves to the next node if id is active, id is drained (every other ready
+// node applied that), marked removing, its droplets destroyed, and last
+// the state's final write (forget: RemoveNode, or FinishReplacement) runs.
+// Every step looks first, so a re-run after a crash at any point finishes.
+func retireNode(ctx context.Context, store *cluster.Store, cl *cloud.Client, st *cluster.State, id string, p *Progress,
+	forget func(*cluster.State) (*cluster.State, error)) (*cluster.State, error) {
+	name := st.Name
+	n := st.Node(id)
+	if n == nil {
+		// Gone already (a re-run, or removed by hand): only the final
+		// write may be left, e.g. a replacement still naming it.
+		return store.Update(ctx, name, forget)
+	}
+	var err error
 	if n.Role == cluster.RoleActive && len(st.Nodes) > 1 {
 		next := cluster.NextActive(st, n.ID)
 		if next == nil {
-			return fmt.Errorf("node %s is active and no other node is ready to take the Reserved IP", n.ID)
+			return nil, fmt.Errorf("node %s is active and no other node is ready to take the Reserved IP", n.ID)
 		}
 		if err := p.Step("move the Reserved IP to "+next.ID, func() (string, error) {
-			return "", promote(ctx, store, cl, o.Name, next.ID)
+			return "", promote(ctx, store, cl, name, next.ID)
 		}); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	// A node already removing was drained by the run that marked it.
 	if len(st.Nodes) > 1 && n.Lifecycle != cluster.Removing {
 		if err := p.Step("drain "+n.ID, func() (string, error) {
-			st, err = store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
-				return cluster.MarkDraining(s, o.Node)
+			st, err = store.Update(ctx, name, func(s *cluster.State) (*cluster.State, error) {
+				return cluster.MarkDraining(s, id)
 			})
 			if err != nil {
 				return "", err
 			}
-			return "", waitOthers(ctx, store, st, o.Node, p)
+			return "", waitOthers(ctx, store, st, id, p)
 		}); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	if _, err := store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
-		return cluster.MarkRemoving(s, o.Node)
+	if _, err := store.Update(ctx, name, func(s *cluster.State) (*cluster.State, error) {
+		return cluster.MarkRemoving(s, id)
 	}); err != nil {
-		return err
+		return nil, err
 	}
-	ds, err := cl.ListDropletsByTag(ctx, cloud.NodeTag(o.Node))
+	ds, err := cl.ListDropletsByTag(ctx, cloud.NodeTag(id))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var mine []cloud.Droplet
 	for _, d := range ds {
-		if hasTag(d.Tags, cloud.ClusterTag(o.Name)) {
+		if hasTag(d.Tags, cloud.ClusterTag(name)) {
 			mine = append(mine, d)
 		}
 	}
 	if err := destroyDroplets(ctx, cl, mine, p); err != nil {
-		return err
+		return nil, err
 	}
 	// The report goes while the node is still in the state (removing), so
 	// that a failure here is finished by a re-run, which finds the node
@@ -483,22 +506,20 @@ func removeNode(ctx context.Context, f *Factory, o *RemoveOptions) error {
 	// or gone, so a late one from a droplet still shutting down does not
 	// bring it back.
 	if err := p.Step("delete the report of "+n.ID, func() (string, error) {
-		if err := store.B.Delete(ctx, cluster.StatusKey(o.Name, o.Node)); err != nil {
-			return "", fmt.Errorf("delete the report of node %s: %w", o.Node, err)
+		if err := store.B.Delete(ctx, cluster.StatusKey(name, id)); err != nil {
+			return "", fmt.Errorf("delete the report of node %s: %w", id, err)
 		}
 		return "", nil
 	}); err != nil {
-		return err
+		return nil, err
 	}
 	if err := p.Step("remove "+n.ID+" from the state", func() (string, error) {
-		st, err = store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
-			return cluster.RemoveNode(s, o.Node)
-		})
+		st, err = store.Update(ctx, name, forget)
 		return "", err
 	}); err != nil {
-		return err
+		return nil, err
 	}
-	return printCluster(f, st)
+	return st, nil
 }
 
 func destroyDroplets(ctx context.Context, cl *cloud.Client, ds []cloud.Droplet, p *Progress) error {

@@ -127,10 +127,10 @@ func TestNodeLifecycle(t *testing.T) {
 		t.Fatalf("list rows: %+v", rows)
 	}
 	r = e.mustRun("node", "list", "--name", "myapp")
-	if !strings.HasPrefix(r.stdout, "NODE ID\tROLE\tPRIORITY\tPUBLIC IP\tPRIVATE IP\tSTATUS\tVRRP\tRESERVED IP\n") {
+	if !strings.HasPrefix(r.stdout, "NODE ID\tROLE\tPRIORITY\tPUBLIC IP\tPRIVATE IP\tSTATUS\tVRRP\tRESERVED IP\tVERSION\n") {
 		t.Fatalf("list header: %q", r.stdout)
 	}
-	if strings.Contains(r.stderr, "note:") || !strings.Contains(r.stdout, "\tholds\n") {
+	if strings.Contains(r.stderr, "note:") || !strings.Contains(r.stdout, "\tholds\t") {
 		t.Fatalf("list of a consistent cluster: a note, or no holder shown:\n%s%s", r.stdout, r.stderr)
 	}
 

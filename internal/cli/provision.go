@@ -310,6 +310,7 @@ func (f *Factory) userData(st *cluster.State, nodeID string, boot nodeBoot, repo
 			Cluster:     st.Name,
 			NodeID:      nodeID,
 			StateURL:    stateURL,
+			Image:       st.Image,
 			Endpoint:    endpoint,
 			Region:      bo.Region,
 			PathStyle:   bo.PathStyle,
@@ -330,9 +331,15 @@ func (f *Factory) userData(st *cluster.State, nodeID string, boot nodeBoot, repo
 		// old signed state put back while it boots is refused (replay).
 		p.Node.MinStateGeneration = st.Generation
 	}
-	if boot.bootstrap {
+	// A node of its own image (a replacement's snapshot) boots from it
+	// even in a cluster made with --bootstrap.
+	image := st.Image
+	if n := st.Node(nodeID); n != nil {
+		image = n.ImageOr(st.Image)
+	}
+	if boot.bootstrap && isBootstrapImage(image) {
 		p.Mode = cloudinit.Bootstrap
-		p.Distro = st.Image
+		p.Distro = image
 		p.PullBinaryURL, p.PullBinarySHA256 = boot.pullURL, boot.pullSHA
 	}
 	return cloudinit.Render(p)
@@ -483,7 +490,7 @@ func provisionNodes(ctx context.Context, f *Factory, store *cluster.Store, cl *c
 				return "", err
 			}
 			toCreate = append(toCreate, cloud.DropletSpec{
-				Name: cluster.Hostname(name, n.ID), Region: st.Region, Size: st.Size, Image: st.Image,
+				Name: cluster.Hostname(name, n.ID), Region: st.Region, Size: st.Size, Image: n.ImageOr(st.Image),
 				UserData: string(ud), VPCUUID: st.VPC.ID, Tags: nodeTags(name, n.ID), Monitoring: true,
 			})
 			createdFor = append(createdFor, n.ID)

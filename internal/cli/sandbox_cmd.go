@@ -50,6 +50,11 @@ func NewCmdSandbox(f *Factory) *cobra.Command {
 			if err := sandbox.CheckACMECertValidity(up.ACMECertValidity); err != nil {
 				return usagef("--acme-cert-validity %q: %v", up.ACMECertValidity, err)
 			}
+			for _, im := range up.ExtraImages {
+				if err := checkImageFlag(im); err != nil || im == "" {
+					return usagef("--extra-image %q: must be a snapshot name (letters, digits, '.', '_', '-')", im)
+				}
+			}
 			if _, err := sandbox.ParseFirewalls(up.Firewalls); err != nil {
 				return usagef("--firewalls %q: %v", up.Firewalls, err)
 			}
@@ -93,6 +98,8 @@ func NewCmdSandbox(f *Factory) *cobra.Command {
 		"enforce the simulated DO cloud firewalls on droplet traffic, public and VPC side (enforce|off)")
 	upCmd.Flags().StringVar(&up.Runtime, "runtime", sandbox.DefaultRuntime,
 		"how droplets run the app: docker (a dockerd per droplet, as on the node image) or process (no Docker)")
+	upCmd.Flags().StringSliceVar(&up.ExtraImages, "extra-image", nil,
+		"another snapshot name to offer (repeatable), newer than dynia-node-<version>, booting the same node binaries: an image to `cluster upgrade` to")
 	upCmd.Flags().StringVar(&up.PullBinary, "pull-binary", "", "dynia-pull binary (default: next to dynia, else PATH)")
 	upCmd.Flags().BoolVar(&up.RequestLogs, "request-logs", false, "log every DO API request (logs/api-calls.log) and S3 request (logs/s3-access.log): the benchmarks count calls with them")
 	upCmd.Flags().StringVar(&up.Prefix, "prefix", "", "name prefix of namespaces and links (tests run several sandboxes)")

@@ -69,6 +69,17 @@ func (c *Client) FindSnapshot(ctx context.Context, namePrefix, region string) (I
 	return *best, nil
 }
 
+// GetImage reads one image by id (GET /v2/images/{id}); an unknown id is
+// an *APIError with StatusCode 404.
+func (c *Client) GetImage(ctx context.Context, id int) (Image, error) {
+	im, _, err := c.godo.Images.GetByID(ctx, id)
+	if err != nil {
+		return Image{}, wrap(fmt.Sprintf("get image %d", id), err)
+	}
+	created, _ := time.Parse(time.RFC3339, im.Created)
+	return Image{ID: im.ID, Name: im.Name, Regions: slices.Clone(im.Regions), CreatedAt: created}, nil
+}
+
 // Region is a DO region.
 type Region struct {
 	Slug, Name string

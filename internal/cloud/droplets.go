@@ -38,6 +38,8 @@ type Droplet struct {
 	PrivateIP string
 	Tags      []string
 	CreatedAt time.Time
+	// ImageID is the image the droplet was created from (0: not given).
+	ImageID int
 }
 
 func fromGodoDroplet(d *godo.Droplet) Droplet {
@@ -51,6 +53,9 @@ func fromGodoDroplet(d *godo.Droplet) Droplet {
 	}
 	if t, err := time.Parse(time.RFC3339, d.Created); err == nil {
 		out.CreatedAt = t
+	}
+	if d.Image != nil {
+		out.ImageID = d.Image.ID
 	}
 	return out
 }

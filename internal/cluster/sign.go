@@ -47,12 +47,24 @@ func (s *State) EncodeSigned(key ed25519.PrivateKey) ([]byte, error) {
 // an envelope's document and a bare document are both decoded, for a
 // reader that has no key (a node made before signing, a local file).
 func DecodeSigned(b []byte, pub ed25519.PublicKey) (*State, error) {
+	return decodeSigned(b, pub, Decode)
+}
+
+// DecodeSignedNode is DecodeSigned for dynia-pull of build version
+// pullVersion: the document is read with DecodeNode. The signature covers
+// the payload's bytes as stored, so a document with fields this build
+// does not know verifies like any other.
+func DecodeSignedNode(b []byte, pub ed25519.PublicKey, pullVersion string) (*State, error) {
+	return decodeSigned(b, pub, func(p []byte) (*State, error) { return DecodeNode(p, pullVersion) })
+}
+
+func decodeSigned(b []byte, pub ed25519.PublicKey, decode func([]byte) (*State, error)) (*State, error) {
 	if pub == nil {
 		payload, _, err := signing.Unwrap(b)
 		if err != nil {
 			return nil, fmt.Errorf("state: %w", err)
 		}
-		return Decode(payload)
+		return decode(payload)
 	}
 	payload, err := signing.Open(signing.KindState, b, pub)
 	if err != nil {
@@ -61,7 +73,7 @@ func DecodeSigned(b []byte, pub ed25519.PublicKey) (*State, error) {
 		}
 		return nil, fmt.Errorf("state: %w", err)
 	}
-	st, err := Decode(payload)
+	st, err := decode(payload)
 	if err != nil {
 		return nil, err
 	}

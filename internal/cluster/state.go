@@ -10,6 +10,7 @@ package cluster
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -53,15 +54,20 @@ const (
 
 // State is the whole desired state of one cluster.
 type State struct {
-	SchemaVersion int    `json:"schema_version"`
-	Generation    int64  `json:"generation"`
-	Name          string `json:"name"`
-	Region        string `json:"region"`
-	Size          string `json:"size"`
-	Image         string `json:"image"` // snapshot id or distribution slug
-	VPC           VPC    `json:"vpc"`
-	ReservedIP    string `json:"reserved_ip,omitempty"`
-	FirewallID    string `json:"firewall_id,omitempty"`
+	SchemaVersion int `json:"schema_version"`
+	// MinPullVersion is the oldest dynia-pull release that serves this
+	// state correctly (vMAJOR.MINOR.PATCH; empty: any). A dynia-pull below
+	// it keeps its last good config and reports "upgrade required"
+	// (compat.go).
+	MinPullVersion string `json:"min_pull_version,omitempty"`
+	Generation     int64  `json:"generation"`
+	Name           string `json:"name"`
+	Region         string `json:"region"`
+	Size           string `json:"size"`
+	Image          string `json:"image"` // snapshot id or distribution slug
+	VPC            VPC    `json:"vpc"`
+	ReservedIP     string `json:"reserved_ip,omitempty"`
+	FirewallID     string `json:"firewall_id,omitempty"`
 	// AdminCIDRs may reach SSH (22/tcp) through the firewall; empty: nobody.
 	AdminCIDRs []string `json:"admin_cidrs,omitempty"`
 	// SecretsRecipient is the cluster key's public half (an age X25519
@@ -181,8 +187,25 @@ type Node struct {
 	// base64): its status reports must be signed with it. The CLI makes
 	// the pair when it creates the droplet; the private half is only in
 	// that droplet's user-data. Empty: a node made before report signing.
-	ReportKey string    `json:"report_key,omitempty"`
+	ReportKey string `json:"report_key,omitempty"`
+	// Image is the image this node's droplet is made from (a snapshot
+	// id); empty: the cluster's Image. `node replace` sets it on a
+	// replacement until the replacement is finished.
+	Image string `json:"image,omitempty"`
+	// Replaces, while set, names the node this one replaces (`node
+	// replace`, `cluster upgrade`): a re-run after a crash finds the
+	// replacement here instead of making another. Cleared when the old
+	// node is gone.
+	Replaces  string    `json:"replaces,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
+}
+
+// ImageOr is the node's image: its own, else the cluster's.
+func (n Node) ImageOr(clusterImage string) string {
+	if n.Image != "" {
+		return n.Image
+	}
+	return clusterImage
 }
 
 // Hostname is the droplet name: <cluster>-<node id>.
@@ -250,16 +273,43 @@ func (s *State) applyDefaults() {
 // MaxStateBytes bounds a state document (a 254-node state is about 80 KiB).
 const MaxStateBytes = 1 << 20
 
-// Decode strictly decodes and validates a state document: a document over
-// MaxStateBytes, duplicate or case-variant keys, trailing data (package
-// jsonstrict), unknown fields, an unknown schema_version, or any invalid
-// value is an error naming the field.
-func Decode(b []byte) (*State, error) {
-	if err := jsonstrict.Check[State](b, MaxStateBytes); err != nil {
+// Decode strictly decodes and validates a state document, as the CLI
+// reads it: a document over MaxStateBytes, duplicate or case-variant keys,
+// trailing data (package jsonstrict), an unknown schema_version, or any
+// invalid value is an error naming the field; a field this build does not
+// know, or a schema_version above its own, is a *NewerStateError (the CLI
+// would drop the field on its next write).
+func Decode(b []byte) (*State, error) { return decode(b, "", false) }
+
+// DecodeNode decodes and validates a state document as dynia-pull (of
+// build version pullVersion) reads it: like Decode, except that fields it
+// does not know are ignored (a newer CLI added them; they are optional by
+// the compatibility rule, docs/state.md), and a state that needs a newer
+// dynia-pull — min_pull_version above pullVersion (VersionBelow), or a
+// schema_version above SchemaVersion — is an *UpgradeRequiredError,
+// checked before validation (a newer rule may accept values this build
+// refuses). Duplicate and case-variant keys of the fields it knows are
+// still refused.
+func DecodeNode(b []byte, pullVersion string) (*State, error) { return decode(b, pullVersion, true) }
+
+func decode(b []byte, pullVersion string, node bool) (*State, error) {
+	check := jsonstrict.CheckKnown[State]
+	if node {
+		check = jsonstrict.Check[State]
+	}
+	if err := check(b, MaxStateBytes); err != nil {
+		var je *jsonstrict.Error
+		if errors.As(err, &je) && errors.Is(err, jsonstrict.ErrUnknownField) {
+			if v, ok := newerSchema(b); ok {
+				return nil, &NewerStateError{Field: "schema_version", Value: v}
+			}
+			return nil, &NewerStateError{Field: je.Path}
+		}
 		return nil, fmt.Errorf("state: %w", err)
 	}
 	var probe struct {
-		SchemaVersion *int `json:"schema_version"`
+		SchemaVersion  *int   `json:"schema_version"`
+		MinPullVersion string `json:"min_pull_version"`
 	}
 	if err := json.Unmarshal(b, &probe); err != nil {
 		return nil, fmt.Errorf("state: not valid JSON: %w", err)
@@ -267,13 +317,25 @@ func Decode(b []byte) (*State, error) {
 	if probe.SchemaVersion == nil {
 		return nil, &FieldError{Field: "schema_version", Value: "", Reason: "missing"}
 	}
-	if *probe.SchemaVersion != SchemaVersion {
-		return nil, &FieldError{Field: "schema_version", Value: fmt.Sprint(*probe.SchemaVersion),
+	if v := *probe.SchemaVersion; v > SchemaVersion && node {
+		return nil, &UpgradeRequiredError{Need: fmt.Sprintf("schema_version %d", v), Have: pullVersion, Schema: v}
+	} else if v > SchemaVersion {
+		return nil, &NewerStateError{Field: "schema_version", Value: fmt.Sprint(v)}
+	} else if v != SchemaVersion {
+		return nil, &FieldError{Field: "schema_version", Value: fmt.Sprint(v),
 			Reason: fmt.Sprintf("unsupported (this build reads %d)", SchemaVersion)}
+	}
+	if err := ValidateMinPullVersion(probe.MinPullVersion); err != nil {
+		return nil, err
+	}
+	if node && VersionBelow(pullVersion, probe.MinPullVersion) {
+		return nil, &UpgradeRequiredError{Need: probe.MinPullVersion, Have: pullVersion}
 	}
 	var s State
 	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
+	if !node {
+		dec.DisallowUnknownFields()
+	}
 	if err := dec.Decode(&s); err != nil {
 		return nil, fmt.Errorf("state: %w", err)
 	}
@@ -284,6 +346,18 @@ func Decode(b []byte) (*State, error) {
 		return nil, err
 	}
 	return &s, nil
+}
+
+// newerSchema reports a schema_version above SchemaVersion in b, which
+// explains unknown fields better than the first of them.
+func newerSchema(b []byte) (string, bool) {
+	var probe struct {
+		SchemaVersion *int `json:"schema_version"`
+	}
+	if json.Unmarshal(b, &probe) != nil || probe.SchemaVersion == nil || *probe.SchemaVersion <= SchemaVersion {
+		return "", false
+	}
+	return fmt.Sprint(*probe.SchemaVersion), true
 }
 
 // Encode validates and writes the canonical JSON form (indented, newline-terminated).

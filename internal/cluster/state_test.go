@@ -102,9 +102,10 @@ func TestDecodeRejects(t *testing.T) {
 	tests := []struct {
 		name, from, to, wantErr string
 	}{
-		{"unknown schema", `"schema_version": 1`, `"schema_version": 2`, `schema_version "2"`},
+		{"unknown schema", `"schema_version": 1`, `"schema_version": 2`, `schema_version "2": unsupported by this dynia, which reads 1: state written by a newer dynia; upgrade the dynia CLI`},
+		{"schema zero", `"schema_version": 1`, `"schema_version": 0`, `schema_version "0": unsupported`},
 		{"missing schema", `"schema_version": 1,`, ``, `schema_version "": missing`},
-		{"unknown field", `"generation": 5`, `"generation": 5, "surprise": true`, `unknown field "surprise"`},
+		{"unknown field", `"generation": 5`, `"generation": 5, "surprise": true`, `field "surprise" is unknown to this one`},
 		{"bad ip", `"private_ip": "10.10.0.12"`, `"private_ip": "10.10.0.x"`, `nodes[1].private_ip "10.10.0.x"`},
 		{"dup private ip", `"private_ip": "10.10.0.12"`, `"private_ip": "10.10.0.11"`, `nodes[1].private_ip "10.10.0.11": same as node`},
 		{"dup priority", `"priority": 140`, `"priority": 150`, `nodes[1].priority "150": same as node`},

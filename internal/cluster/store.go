@@ -40,6 +40,11 @@ type Store struct {
 	MaxAttempts int
 	// Now stamps updated_at; default time.Now.
 	Now func() time.Time
+	// CheckRaise, when set, is asked before Update writes a state that
+	// raises min_pull_version (RaisesMinPullVersion): an error stops the
+	// write and is returned as is. The CLI refuses there to strand a ready
+	// node whose dynia-pull is older (internal/cli, compat.go).
+	CheckRaise func(ctx context.Context, cur, next *State) error
 
 	conflicts   atomic.Int64
 	lostAnswers atomic.Int64
@@ -228,6 +233,11 @@ func (s *Store) load(ctx context.Context, name string) (*State, string, error) {
 		return nil, "", fmt.Errorf("read state of %s: %w", name, err)
 	}
 	st, err := s.open(name, obj.Body)
+	var newer *NewerStateError
+	if errors.As(err, &newer) {
+		// Nothing to fix in the object: this CLI is too old for it.
+		return nil, obj.ETag, fmt.Errorf("state of %s (%s in %s): %w", name, StateKey(name), s.B, err)
+	}
 	if err != nil {
 		// Every write reads first (Update) or creates only where nothing
 		// is (Create): an unreadable state is never overwritten.
@@ -316,6 +326,11 @@ func (s *Store) Update(ctx context.Context, name string, mutate func(*State) (*S
 		}
 		if err != nil {
 			return nil, err
+		}
+		if s.CheckRaise != nil && RaisesMinPullVersion(cur, next) {
+			if err := s.CheckRaise(ctx, cur, next); err != nil {
+				return nil, err
+			}
 		}
 		next.Generation = cur.Generation + 1
 		next.UpdatedAt = s.now()

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/testutil"
@@ -272,5 +274,45 @@ func TestLostAnswers(t *testing.T) {
 				t.Fatalf("create over an existing cluster: %v", err)
 			}
 		})
+	}
+}
+
+// TestCheckRaise: Update asks CheckRaise only before a write that raises
+// min_pull_version, and its error stops the write.
+func TestCheckRaise(t *testing.T) {
+	t.Parallel()
+	store := cluster.NewStore(backends()[0].open(t))
+	newCluster(t, store, "vers")
+	var asked []string
+	refuse := errors.New("a ready node is older")
+	store.CheckRaise = func(_ context.Context, cur, next *cluster.State) error {
+		asked = append(asked, cur.MinPullVersion+"→"+next.MinPullVersion)
+		if next.MinPullVersion == "v2.0.0" {
+			return refuse
+		}
+		return nil
+	}
+	set := func(v string) error {
+		_, err := store.Update(context.Background(), "vers", func(s *cluster.State) (*cluster.State, error) {
+			return cluster.SetMinPullVersion(s, v)
+		})
+		return err
+	}
+	for _, v := range []string{"v1.2.0", "v1.10.0", "v1.3.0", ""} {
+		if err := set(v); err != nil {
+			t.Fatalf("set %q: %v", v, err)
+		}
+	}
+	before, etag, _ := store.Load(context.Background(), "vers")
+	if err := set("v2.0.0"); !errors.Is(err, refuse) {
+		t.Fatalf("refused raise: %v", err)
+	}
+	after, etag2, _ := store.Load(context.Background(), "vers")
+	if etag != etag2 || after.Generation != before.Generation {
+		t.Fatal("a refused raise wrote the state")
+	}
+	// Raises only: "" → v1.2.0, v1.2.0 → v1.10.0, "" → v2.0.0; lowering and clearing are not asked.
+	if diff := cmp.Diff([]string{"→v1.2.0", "v1.2.0→v1.10.0", "→v2.0.0"}, asked); diff != "" {
+		t.Fatalf("CheckRaise asked (-want +got):\n%s", diff)
 	}
 }

@@ -102,6 +102,75 @@ func nextPriority(nodes []Node, used map[int]bool) (int, error) {
 	return 0, fmt.Errorf("no free VRRP priority left (%d nodes)", len(nodes))
 }
 
+// Replacement returns the node replacing id (its Replaces is id), or nil.
+func (s *State) Replacement(id string) *Node {
+	for i := range s.Nodes {
+		if s.Nodes[i].Replaces == id {
+			return &s.Nodes[i]
+		}
+	}
+	return nil
+}
+
+// AddReplacement adds a provisioning node that replaces node old, made
+// from image (a snapshot id; "" for the cluster's), with a fresh two-word
+// id and, for now, a priority below every other node's (it takes old's
+// rank when old goes: FinishReplacement). It returns the new id. A node
+// already replacing old is returned as it is, with ErrNoChange: a re-run
+// after a crash finishes that one instead of making a second.
+func AddReplacement(s *State, old, image string, namer *Namer, now time.Time) (*State, string, error) {
+	if r := s.Replacement(old); r != nil {
+		return nil, r.ID, ErrNoChange
+	}
+	o := s.Node(old)
+	if o == nil {
+		return nil, "", fieldErr("node", old, "not in cluster %s", s.Name)
+	}
+	if o.Lifecycle != Ready {
+		return nil, "", fieldErr("node", old, "is %s; only a ready node can be replaced", o.Lifecycle)
+	}
+	next, ids, err := AddNodes(s, 1, namer, now)
+	if err != nil {
+		return nil, "", err
+	}
+	n := next.Node(ids[0])
+	n.Replaces, n.Image = old, image
+	return next, n.ID, next.Validate()
+}
+
+// FinishReplacement removes node old (standby, its droplet gone) and gives
+// the node that replaced it old's priority when that is higher than its
+// own, so the nodes' order is what it was; the replacement's Replaces is
+// cleared, and so is its image (the droplet exists). One write, so a crash leaves either both nodes or the finished
+// replacement. Like RemoveNode, old must not be the active node.
+func FinishReplacement(s *State, old string) (*State, error) {
+	o := s.Node(old)
+	r := s.Replacement(old)
+	if o == nil && r == nil {
+		return nil, ErrNoChange
+	}
+	var next *State
+	if o != nil {
+		var err error
+		if next, err = RemoveNode(s, old); err != nil {
+			return nil, err
+		}
+	} else {
+		next = s.Clone()
+	}
+	if r != nil {
+		n := next.Node(r.ID)
+		// Both fields exist only while a replacement is under way: the
+		// droplet is made, DO knows its image, and a state without them
+		// is one every dynia-pull before them still reads.
+		n.Replaces, n.Image = "", ""
+		if o != nil && o.Priority > n.Priority {
+			n.Priority = o.Priority
+		}
+	}
+	return next, next.Validate()
+}
+
 // SetNodeNetwork records a node's droplet and addresses and marks it ready.
 func SetNodeNetwork(s *State, id string, dropletID int, publicIP, privateIP string) (*State, error) {
 	next := s.Clone()

@@ -202,3 +202,69 @@ func TestSetNodeNetworkTakesAddressesOfARemovedDroplet(t *testing.T) {
 		t.Errorf("a new node with a ready node's private IP: %v, want refused", err)
 	}
 }
+
+// TestReplacement: a replacement is added below every node, found again
+// instead of added twice, and when the old node goes it takes the old
+// node's priority (a standby's) or keeps its own higher one (the active
+// node's, which it took by MakeActive), so the order is what it was.
+func TestReplacement(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		old     int // index in sample's nodes
+		promote bool
+	}{
+		{"standby", 1, false},
+		{"active", 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := sample(t)
+			old := s.Nodes[tc.old]
+			next, id, err := AddReplacement(s, old.ID, "654321", NewNamer(5), t0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := next.Node(id)
+			if r.Replaces != old.ID || r.Image != "654321" || r.Lifecycle != Provisioning || r.Priority >= 130 {
+				t.Fatalf("replacement %+v", r)
+			}
+			if _, again, err := AddReplacement(next, old.ID, "654321", NewNamer(6), t0); !errors.Is(err, ErrNoChange) || again != id {
+				t.Fatalf("second AddReplacement: %q, %v; want %q and ErrNoChange", again, err, id)
+			}
+			next, err = SetNodeNetwork(next, id, 3000, "198.51.100.99", "10.10.0.99")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.promote {
+				if next, err = MakeActive(next, id); err != nil {
+					t.Fatal(err)
+				}
+			}
+			done, err := FinishReplacement(next, old.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := prios(s)
+			delete(want, old.ID)
+			want[id] = old.Priority
+			if diff := cmp.Diff(want, prios(done)); diff != "" {
+				t.Errorf("priorities after the replacement (-want +got):\n%s", diff)
+			}
+			if n := done.Node(id); n.Replaces != "" || n.Image != "" || n.Role != old.Role {
+				t.Errorf("finished replacement %+v, want no replaces, no image and role %s", n, old.Role)
+			}
+			if _, err := FinishReplacement(done, old.ID); !errors.Is(err, ErrNoChange) {
+				t.Errorf("FinishReplacement again: %v, want ErrNoChange", err)
+			}
+		})
+	}
+	s := sample(t)
+	if _, _, err := AddReplacement(s, "no-such", "", NewNamer(5), t0); err == nil {
+		t.Error("replacing an unknown node: no error")
+	}
+	bad := s.Clone()
+	bad.Nodes[1].Replaces = bad.Nodes[1].ID
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "replaces") {
+		t.Errorf("a node replacing itself: %v", err)
+	}
+}

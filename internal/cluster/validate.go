@@ -266,6 +266,9 @@ func (s *State) Validate() error {
 	if s.SchemaVersion != SchemaVersion {
 		return fieldErr("schema_version", fmt.Sprint(s.SchemaVersion), "unsupported (this build reads %d)", SchemaVersion)
 	}
+	if err := ValidateMinPullVersion(s.MinPullVersion); err != nil {
+		return err
+	}
 	if s.Generation < 0 {
 		return fieldErr("generation", fmt.Sprint(s.Generation), "must not be negative")
 	}
@@ -411,6 +414,14 @@ func (s *State) Validate() error {
 		if n.AppPort != 0 {
 			if err := checkAppPort(n.AppPort); err != nil {
 				return fieldErr(f("app_port"), fmt.Sprint(n.AppPort), "%v (0: app.port)", err)
+			}
+		}
+		if n.Image != "" && !dropletImageRE.MatchString(n.Image) {
+			return fieldErr(f("image"), n.Image, "must be a snapshot id or an image slug like debian-12-x64")
+		}
+		if n.Replaces != "" {
+			if err := ValidateNodeID(n.Replaces); err != nil || n.Replaces == n.ID {
+				return fieldErr(f("replaces"), n.Replaces, "must be another node's two-word id")
 			}
 		}
 	}

@@ -20,7 +20,9 @@
 //
 // Map keys are compared exactly: FOO and foo are two environment variables.
 // Unknown keys are not Check's business (the caller's decoder allows or
-// refuses them); their values are still checked for duplicates.
+// refuses them); their values are still checked for duplicates. CheckKnown
+// also refuses them, naming the first one's path (ErrUnknownField), for a
+// reader that must not drop what it does not know.
 package jsonstrict
 
 import (
@@ -46,8 +48,14 @@ const MaxDepth = 32
 type Error struct {
 	Path   string
 	Reason string
-	Err    error // the *json.SyntaxError of a malformed document, else nil
+	// Err is the *json.SyntaxError of a malformed document, ErrUnknownField
+	// for CheckKnown's unknown key, else nil.
+	Err error
 }
+
+// ErrUnknownField is a key that names no field of the struct its object
+// decodes into (CheckKnown only); the *Error's Path is the key's path.
+var ErrUnknownField = errors.New("unknown field")
 
 // Unwrap returns the syntax error, if any.
 func (e *Error) Unwrap() error { return e.Err }
@@ -66,15 +74,28 @@ func Check[T any](b []byte, maxBytes int) error {
 	return CheckType(b, reflect.TypeFor[T](), maxBytes)
 }
 
+// CheckKnown is Check that also refuses a key naming no field of the struct
+// its object decodes into (maps and values dynia does not model are
+// exempt): an *Error whose Path is the key's path and whose Err is
+// ErrUnknownField. The document is checked in order, so an earlier problem
+// of another kind is reported first.
+func CheckKnown[T any](b []byte, maxBytes int) error {
+	return check(b, reflect.TypeFor[T](), maxBytes, true)
+}
+
 // CheckType is Check with the target type as a value (nil: no struct
 // knowledge, only duplicate keys, size, depth and trailing data).
 func CheckType(b []byte, t reflect.Type, maxBytes int) error {
+	return check(b, t, maxBytes, false)
+}
+
+func check(b []byte, t reflect.Type, maxBytes int, known bool) error {
 	if len(b) > maxBytes {
 		return &Error{Reason: fmt.Sprintf("document is %d bytes, over the limit of %d", len(b), maxBytes)}
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
-	w := walker{dec: dec}
+	w := walker{dec: dec, known: known}
 	if err := w.value(t, "", 0); err != nil {
 		return err
 	}
@@ -86,7 +107,10 @@ func CheckType(b []byte, t reflect.Type, maxBytes int) error {
 	return nil
 }
 
-type walker struct{ dec *json.Decoder }
+type walker struct {
+	dec   *json.Decoder
+	known bool // refuse keys that name no struct field (CheckKnown)
+}
 
 var (
 	unmarshalerType     = reflect.TypeFor[json.Unmarshaler]()
@@ -198,6 +222,8 @@ func (w *walker) object(t reflect.Type, path string, depth int) error {
 				next = fd.typ
 			} else if fd, variant := fields.folded[fold(key)]; variant {
 				return &Error{Path: path, Reason: fmt.Sprintf("key %q must be spelled %q (encoding/json would match it case-insensitively)", key, fd.name)}
+			} else if w.known {
+				return &Error{Path: sub, Reason: "unknown field", Err: ErrUnknownField}
 			}
 		}
 		if err := w.value(next, sub, depth+1); err != nil {

@@ -105,3 +105,48 @@ func TestCheckDepthWithinLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCheckKnown: CheckKnown refuses keys no struct field names, with
+// their path, and leaves map keys and unmodelled values alone; what Check
+// refuses it refuses too.
+func TestCheckKnown(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, doc string
+		wantPath  string // "" = accepted
+		unknown   bool   // the error is ErrUnknownField
+	}{
+		{"all known", `{"name":"a","nodes":[{"id":"x"}],"env":{"ANY":"1"},"ptr":{"id":"y"},"kind":"k","NoTag":"n"}`, "", false},
+		{"unknown at the top", `{"name":"a","zone":"z"}`, "zone", true},
+		{"unknown in a node", `{"nodes":[{"id":"x"},{"id":"y","weight":3}]}`, "nodes[1].weight", true},
+		{"unknown in a pointer", `{"ptr":{"id":"y","extra":{}}}`, "ptr.extra", true},
+		{"odd unknown key is quoted", `{"a.b":1}`, `["a.b"]`, true},
+		{"a case variant is still a typo, not a new field", `{"Name":"a"}`, "", false},
+		{"a duplicate before the unknown key", `{"name":"a","name":"b","zone":1}`, "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			err := CheckKnown[doc]([]byte(tc.doc), 1<<10)
+			var e *Error
+			switch {
+			case tc.wantPath == "" && tc.unknown:
+				t.Fatal("bad case")
+			case tc.wantPath == "" && !tc.unknown:
+				if errors.Is(err, ErrUnknownField) {
+					t.Fatalf("CheckKnown(%s) = %v, not an unknown field", tc.doc, err)
+				}
+				if strings.Contains(tc.name, "all known") && err != nil {
+					t.Fatalf("CheckKnown(%s) = %v, want nil", tc.doc, err)
+				}
+				if !strings.Contains(tc.name, "all known") && err == nil {
+					t.Fatalf("CheckKnown(%s) = nil, want Check's error", tc.doc)
+				}
+			case !errors.As(err, &e) || !errors.Is(err, ErrUnknownField) || e.Path != tc.wantPath:
+				t.Fatalf("CheckKnown(%s) = %v, want unknown field at %s", tc.doc, err, tc.wantPath)
+			}
+			if errors.Is(Check[doc]([]byte(tc.doc), 1<<10), ErrUnknownField) {
+				t.Fatalf("Check(%s) refuses an unknown field", tc.doc)
+			}
+		})
+	}
+}

@@ -27,6 +27,10 @@ type Config struct {
 	NodeID  string `json:"node_id"`
 	// StateURL is s3://bucket/prefix or file://DIR, as the CLI's --state.
 	StateURL string `json:"state_url"`
+	// Image is the droplet image the node was created from, as the CLI
+	// asked DigitalOcean for it (a snapshot id, or a distribution slug with
+	// --bootstrap); reported as the status's image. Informational only.
+	Image string `json:"image,omitempty"`
 	// Endpoint is the S3/Spaces endpoint (https://sgp1.digitaloceanspaces.com).
 	Endpoint  string `json:"endpoint,omitempty"`
 	Region    string `json:"region,omitempty"`

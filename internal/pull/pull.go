@@ -122,7 +122,7 @@ func New(set Settings, store bucket.Store, opts Options) *Daemon {
 		sup: newSupervisor(log, set.LogDir), mesh: newMeshState(set.Mesh), kick: make(chan struct{}, 1), wake: make(chan struct{}, 1), claims: make(chan string, 1), verify: make(chan struct{}, 1),
 	}
 	d.m = newMetrics(d.sinceLastPoll)
-	d.status = Status{NodeID: set.NodeID, Cluster: set.Cluster, VRRPState: VRRPUnknown, Version: opts.Version, Backends: []BackendStatus{},
+	d.status = Status{NodeID: set.NodeID, Cluster: set.Cluster, VRRPState: VRRPUnknown, Version: opts.Version, Image: set.Image, Backends: []BackendStatus{},
 		StateSignature: StateVerified}
 	d.stateKey = set.StatePublicKey
 	if d.stateKey == nil {

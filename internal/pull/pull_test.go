@@ -166,7 +166,8 @@ func TestBadInputKeepsLastGood(t *testing.T) {
 		body         string
 	}{
 		{"corrupt json", "decode", `{"schema_version": 1, "nodes": [`},
-		{"unknown schema", "decode", `{"schema_version": 99}`},
+		{"unknown schema", "decode", `{"schema_version": 0}`},
+		{"newer schema", "upgrade_required", `{"schema_version": 99}`},
 		{"wrong cluster", "wrong_cluster", ""},
 		{"node missing", "removed", ""},
 		{"duplicate ip", "decode", ""},

@@ -274,7 +274,8 @@ func Check(ctx context.Context, configPath string, w io.Writer) error {
 		cancel()
 		line("state object "+cluster.StateKey(cfg.Cluster)+" in "+store.String(), err)
 		if err == nil && set.StatePublicKey != nil {
-			_, err = cluster.DecodeSigned(obj.Body, set.StatePublicKey)
+			// "" counts as the newest dynia-pull: this checks the signature.
+			_, err = cluster.DecodeSignedNode(obj.Body, set.StatePublicKey, "")
 			line("state signed with state_public_key", err)
 		}
 	}

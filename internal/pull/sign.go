@@ -43,13 +43,19 @@ func loadReportKey(path string, log *slog.Logger) (ed25519.PrivateKey, error) {
 
 // openState verifies and decodes a state object read from the bucket: a
 // state not signed by the key in pull.json is refused (reason signature),
-// so is one older than the newest this node applied (reason replay: an
-// old signed state put back), and an invalid one (decode).
+// so is one that needs a newer dynia-pull (reason upgrade_required: its
+// min_pull_version or schema_version is above this build's), one older
+// than the newest this node applied (reason replay: an old signed state
+// put back), and an invalid one (decode). Fields this build does not know
+// are ignored (cluster.DecodeNode).
 func (d *Daemon) openState(b []byte) (*cluster.State, *ApplyError) {
-	st, err := cluster.DecodeSigned(b, d.stateKey)
+	st, err := cluster.DecodeSignedNode(b, d.stateKey, d.version)
 	var se *cluster.SignatureError
 	if errors.As(err, &se) {
 		return nil, &ApplyError{"signature", err}
+	}
+	if errors.Is(err, cluster.ErrUpgradeRequired) {
+		return nil, &ApplyError{"upgrade_required", err}
 	}
 	if err != nil {
 		return nil, &ApplyError{"decode", err}
@@ -64,7 +70,12 @@ func (d *Daemon) openState(b []byte) (*cluster.State, *ApplyError) {
 // and state_error in the report until a good state arrives.
 func (d *Daemon) refuseState(gen int64, ae *ApplyError) error {
 	now := time.Now().UTC()
-	d.updateStatus(func(s *Status) { s.StateError, s.StateErrorAt = ae.Error(), &now })
+	var ue *cluster.UpgradeRequiredError
+	need := ""
+	if errors.As(ae.Err, &ue) {
+		need = ue.Need
+	}
+	d.updateStatus(func(s *Status) { s.StateError, s.StateErrorAt, s.UpgradeRequired = ae.Error(), &now, need })
 	return d.fail(gen, ae)
 }
 
@@ -73,8 +84,8 @@ func (d *Daemon) refuseState(gen int64, ae *ApplyError) error {
 func (d *Daemon) stateOK() {
 	cleared := false
 	d.updateStatus(func(s *Status) {
-		if s.StateError != "" {
-			s.StateError, s.StateErrorAt, cleared = "", nil, true
+		if s.StateError != "" || s.UpgradeRequired != "" {
+			s.StateError, s.StateErrorAt, s.UpgradeRequired, cleared = "", nil, "", true
 		}
 	})
 	if cleared {
@@ -121,7 +132,7 @@ func (d *Daemon) loadAccepted(set Settings) {
 	}
 	if err == nil {
 		var st *cluster.State
-		if st, err = cluster.DecodeSigned(b, d.stateKey); err == nil && st.Name == set.Cluster {
+		if st, err = cluster.DecodeSignedNode(b, d.stateKey, d.version); err == nil && st.Name == set.Cluster {
 			d.accepted, d.keptGen = st.Generation, st.Generation
 			return
 		}

@@ -18,19 +18,23 @@ import (
 // after each apply, on each VRRP change and otherwise once a minute.
 // `dynia node list` reads it. Fields are only ever added, never renamed.
 type Status struct {
-	NodeID               string           `json:"node_id"`
-	Cluster              string           `json:"cluster"`
-	AppliedGeneration    int64            `json:"applied_generation"`
-	HAProxyConfigHash    string           `json:"haproxy_config_hash"`
-	KeepalivedConfigHash string           `json:"keepalived_config_hash"`
-	VRRPState            string           `json:"vrrp_state"` // MASTER, BACKUP, FAULT or UNKNOWN
-	Backends             []BackendStatus  `json:"backends"`
-	AppHealthy           bool             `json:"app_healthy"`
-	Version              string           `json:"version"`
-	LastError            string           `json:"last_error,omitempty"` // empty once an apply succeeds again
-	LastErrorAt          *time.Time       `json:"last_error_at,omitempty"`
-	LastApplyAt          *time.Time       `json:"last_apply_at,omitempty"`
-	ReservedIP           ReservedIPStatus `json:"reserved_ip"`
+	NodeID               string          `json:"node_id"`
+	Cluster              string          `json:"cluster"`
+	AppliedGeneration    int64           `json:"applied_generation"`
+	HAProxyConfigHash    string          `json:"haproxy_config_hash"`
+	KeepalivedConfigHash string          `json:"keepalived_config_hash"`
+	VRRPState            string          `json:"vrrp_state"` // MASTER, BACKUP, FAULT or UNKNOWN
+	Backends             []BackendStatus `json:"backends"`
+	AppHealthy           bool            `json:"app_healthy"`
+	Version              string          `json:"version"` // dynia-pull's build version (`dynia-pull version`)
+	// Image is the droplet image the node was created from (pull.json's
+	// image: a snapshot id or a distribution slug); empty when pull.json
+	// does not say (a node made before it did).
+	Image       string           `json:"image,omitempty"`
+	LastError   string           `json:"last_error,omitempty"` // empty once an apply succeeds again
+	LastErrorAt *time.Time       `json:"last_error_at,omitempty"`
+	LastApplyAt *time.Time       `json:"last_apply_at,omitempty"`
+	ReservedIP  ReservedIPStatus `json:"reserved_ip"`
 	// Mesh is this node's side of the WireGuard mesh VRRP runs over; absent
 	// with mesh_disabled, or while the key cannot be loaded. Peers learn the
 	// node's public key and port from here.
@@ -52,9 +56,14 @@ type Status struct {
 	// with the state key, or older than the generation this node applied
 	// (a replay) — while the node serves its last good config; empty once
 	// a good state arrives.
-	StateError   string     `json:"state_error,omitempty"`
-	StateErrorAt *time.Time `json:"state_error_at,omitempty"`
-	UpdatedAt    time.Time  `json:"updated_at"`
+	StateError string `json:"state_error,omitempty"`
+	// UpgradeRequired is the dynia-pull version the state in the bucket
+	// requires (its min_pull_version, or "schema_version N") while
+	// this older node refuses it and serves its last good config; empty
+	// otherwise. StateError then says the same in words.
+	UpgradeRequired string     `json:"upgrade_required,omitempty"`
+	StateErrorAt    *time.Time `json:"state_error_at,omitempty"`
+	UpdatedAt       time.Time  `json:"updated_at"`
 }
 
 // TLSStatus is the certificate a node serves.

@@ -25,7 +25,7 @@ const (
 	MaxReportLogLines = 20
 	MaxReportLogLine  = 1024
 	// MaxReportText bounds each free-text field (last_error, notes, the
-	// failover error, version) as the CLI keeps and prints it; longer
+	// failover error, version, image) as the CLI keeps and prints it; longer
 	// text is cut, ending in "…".
 	MaxReportText = 2048
 	// MaxClockSkew is how far a report's times may be ahead of the
@@ -58,6 +58,8 @@ func decodeStatus(b []byte) (*Status, error) {
 	s.LastError = cleanText(s.LastError)
 	s.StateError = cleanText(s.StateError)
 	s.Version = cleanText(s.Version)
+	s.Image = cleanText(s.Image)
+	s.UpgradeRequired = cleanText(s.UpgradeRequired)
 	s.ReservedIP.LastMoveReason = cleanText(s.ReservedIP.LastMoveReason)
 	s.ReservedIP.Note = cleanText(s.ReservedIP.Note)
 	s.Failover.Error = cleanText(s.Failover.Error)

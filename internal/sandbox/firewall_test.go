@@ -321,29 +321,11 @@ func nonce(what string) string {
 // out, stateful, TCP/UDP/ICMP only, silent drops, changes through the API
 // taking effect, and an untagged droplet unfiltered.
 func TestFirewallEnforcement(t *testing.T) {
-	testutil.NeedRoot(t)
 	testutil.NeedBinary(t, "nft")
-	vgw := testutil.NeedBinary(t, "versitygw")
 	ctx := context.Background()
 	// The test binary stands in for dynia-pull: the droplets are bare.
-	p, opts := testOptions(t, testBinary(t), vgw)
-	opts.Firewalls = FirewallsEnforce
+	p, opts, info := upLab(t, testBinary(t), func(o *Options) { o.Firewalls = FirewallsEnforce })
 	dir := opts.Dir
-	t.Cleanup(func() {
-		if t.Failed() {
-			if b, err := os.ReadFile(filepath.Join(dir, "logs", "serve.log")); err == nil {
-				t.Logf("serve.log:\n%s", b)
-			}
-		}
-		if err := Down(ctx, dir); err != nil {
-			t.Errorf("Down: %v", err)
-		}
-		assertClean(t, p, dir)
-	})
-	info, err := Up(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if info.Firewalls != FirewallsEnforce {
 		t.Fatalf("status says firewalls %q, want enforce", info.Firewalls)
 	}

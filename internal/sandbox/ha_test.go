@@ -26,15 +26,15 @@ import (
 // (Automatic failover by dynia-pull is tested end to end by the CLI tests.)
 func TestTwoNodeDataPath(t *testing.T) {
 	testutil.NeedRoot(t)
-	vgw := testutil.NeedBinary(t, "versitygw")
+	testutil.NeedBinary(t, "versitygw")
 	testutil.NeedBinary(t, "haproxy")
 	testutil.NeedBinary(t, "keepalived")
 	pullBin := buildPull(t)
 	ctx := context.Background()
-	p, opts := testOptions(t, pullBin, vgw)
+	p, opts, info := upLab(t, pullBin, nil)
 	dir := opts.Dir
 	var ids []int
-	t.Cleanup(func() {
+	t.Cleanup(func() { // before upLab's: the droplets' logs while they exist
 		if t.Failed() {
 			for _, id := range ids {
 				for _, c := range []string{"pull", "haproxy", "keepalived"} {
@@ -44,15 +44,7 @@ func TestTwoNodeDataPath(t *testing.T) {
 				}
 			}
 		}
-		if err := Down(ctx, dir); err != nil {
-			t.Errorf("Down: %v", err)
-		}
-		assertClean(t, p, dir)
 	})
-	info, err := Up(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
 	nodes := []string{"misty-owl", "brave-panda"}
 	// The nodes' own Spaces key, as create-ha mints it: readwrite on the
 	// state's bucket only. dynia-pull reads the state and writes its

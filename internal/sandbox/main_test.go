@@ -75,6 +75,41 @@ func testBinary(t *testing.T) string {
 	return exe
 }
 
+// upLab brings up a sandbox for the test with Up: the options of
+// testOptions (pullBin runs as dynia-pull; testBinary(t) for bare
+// droplets), changed first by edit when it is not nil. It needs root and
+// versitygw (skipping, or failing under DYNIA_REQUIRE_INTEGRATION=1). When
+// the test ends it logs serve.log if the test failed, takes the sandbox
+// down and checks that nothing of it is left (assertClean). Cleanups the
+// test registers afterwards run before that one (last registered, first
+// run); one registered in edit runs after it.
+func upLab(t *testing.T, pullBin string, edit func(*Options)) (plan, Options, *Info) {
+	t.Helper()
+	testutil.NeedRoot(t)
+	vgw := testutil.NeedBinary(t, "versitygw")
+	p, opts := testOptions(t, pullBin, vgw)
+	if edit != nil {
+		edit(&opts)
+	}
+	dir := opts.Dir
+	t.Cleanup(func() {
+		if t.Failed() {
+			if b, err := os.ReadFile(filepath.Join(dir, "logs", "serve.log")); err == nil {
+				t.Logf("serve.log:\n%s", b)
+			}
+		}
+		if err := Down(context.Background(), dir); err != nil {
+			t.Errorf("Down: %v", err)
+		}
+		assertClean(t, p, dir)
+	})
+	info, err := Up(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, opts, info
+}
+
 // testPlan picks a unique prefix and a free /24 in 198.18.0.0/15 (the
 // benchmarking range), so tests never touch a user's sandbox.
 // testOptions is a sandbox in a fresh directory on a free test range (from

@@ -60,6 +60,11 @@ type Options struct {
 	// Version names the snapshot image registered in the simulator
 	// (dynia-node-<Version>), which the CLI finds by default. Default "dev".
 	Version string
+	// ExtraImages are more snapshot names the simulator offers, each newer
+	// than the dynia-node-<Version> one and the one before it, all booting
+	// the same node binaries: a second "image" to upgrade a cluster to
+	// (`dynia cluster upgrade`), visible as the droplets' image id.
+	ExtraImages []string
 	// Regions limits the simulator's regions (default: the simulator's).
 	Regions []string
 	// ActionDelay makes simulated actions (Reserved IP assignment, power)
@@ -174,6 +179,7 @@ type config struct {
 	PebbleBinary    string        `json:"pebble_binary,omitempty"`
 	ACMEValidity    time.Duration `json:"acme_cert_validity,omitempty"`
 	Version         string        `json:"version"`
+	ExtraImages     []string      `json:"extra_images,omitempty"`
 	Regions         []string      `json:"regions,omitempty"`
 	ActionDelay     time.Duration `json:"action_delay,omitempty"`
 	Firewalls       string        `json:"firewalls,omitempty"`
@@ -374,7 +380,7 @@ func Up(ctx context.Context, opts Options) (*Info, error) {
 	}
 	cfg := config{Prefix: p.Prefix, PublicRange: p.Public.String(), Binary: opts.Binary, PullBinary: opts.PullBinary,
 		PebbleBinary: opts.PebbleBinary, ACMEValidity: opts.ACMECertValidity,
-		VersitygwBinary: opts.VersitygwBinary, Version: opts.Version, Regions: opts.Regions, ActionDelay: opts.ActionDelay,
+		VersitygwBinary: opts.VersitygwBinary, Version: opts.Version, ExtraImages: opts.ExtraImages, Regions: opts.Regions, ActionDelay: opts.ActionDelay,
 		Firewalls: opts.Firewalls, Runtime: opts.Runtime, DemoAppBinary: opts.DemoAppBinary, RegistryBinary: opts.RegistryBinary,
 		RequestLogs: opts.RequestLogs}
 	if err := writeJSON(configPath(opts.Dir), cfg); err != nil {

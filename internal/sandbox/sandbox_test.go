@@ -109,33 +109,23 @@ func buildPull(t *testing.T) string {
 func TestSandbox(t *testing.T) {
 	testutil.NeedRoot(t)
 	testutil.NeedBinary(t, "curl")
-	vgw := testutil.NeedBinary(t, "versitygw")
+	testutil.NeedBinary(t, "versitygw")
 	testutil.NeedBinary(t, "haproxy")
 	testutil.NeedBinary(t, "keepalived")
 	pullBin := buildPull(t)
 	ctx := context.Background()
-	p, opts := testOptions(t, pullBin, vgw)
-	opts.Version = "v0.0.0-test"
-	dir := opts.Dir
-	t.Cleanup(func() {
-		if t.Failed() {
-			if b, err := os.ReadFile(filepath.Join(dir, "logs", "serve.log")); err == nil {
-				t.Logf("serve.log:\n%s", b)
-			}
-		}
-		if err := Down(ctx, dir); err != nil {
-			t.Errorf("Down: %v", err)
-		}
-		assertClean(t, p, dir)
-		if err := Down(ctx, dir); err != nil {
-			t.Errorf("second Down: %v", err)
-		}
-	})
 	start := time.Now()
-	info, err := Up(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, opts, info := upLab(t, pullBin, func(o *Options) {
+		o.Version = "v0.0.0-test"
+		// Registered before upLab's cleanup, so it runs after it: Down
+		// again over the sandbox taken down.
+		t.Cleanup(func() {
+			if err := Down(ctx, o.Dir); err != nil {
+				t.Errorf("second Down: %v", err)
+			}
+		})
+	})
+	dir := opts.Dir
 	t.Logf("sandbox up in %v: api %s s3 %s", time.Since(start), info.APIURL, info.S3Endpoint)
 	if !info.Running || info.Token == "" || info.NodeToken == "" || info.Bucket == "" || info.SecretAccessKey == "" {
 		t.Fatalf("incomplete info: running=%v", info.Running)
@@ -287,22 +277,10 @@ func TestSandbox(t *testing.T) {
 // TestDownAfterCrash kills the serve process outright and checks that Down
 // still removes everything, from the manifest and droplet records alone.
 func TestDownAfterCrash(t *testing.T) {
-	testutil.NeedRoot(t)
-	vgw := testutil.NeedBinary(t, "versitygw")
 	ctx := context.Background()
 	// The test binary stands in for dynia-pull too: no droplet boots here.
-	p, opts := testOptions(t, testBinary(t), vgw)
+	p, opts, info := upLab(t, testBinary(t), nil)
 	dir := opts.Dir
-	t.Cleanup(func() {
-		if err := Down(ctx, dir); err != nil {
-			t.Errorf("Down: %v", err)
-		}
-		assertClean(t, p, dir)
-	})
-	info, err := Up(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
 	id := createDroplet(t, info, "bare", "")
 	testutil.WaitFor(t, 10*time.Second, func() error {
 		if !netnsExists(p.DropletNS(id)) {

@@ -221,7 +221,14 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	keys.Sync(ctx)
 	sim.AddToken(info.Token, dosim.FullScopes()...)
 	sim.AddToken(info.NodeToken, dosim.NodeScopes()...)
-	sim.RegisterImage(dosim.Image{Name: info.Image, Description: "dynia node image (sandbox)"})
+	registered := time.Now()
+	sim.RegisterImage(dosim.Image{Name: info.Image, Description: "dynia node image (sandbox)", CreatedAt: registered})
+	for i, name := range cfg.ExtraImages {
+		// Newer by a second each: the CLI's default, the newest
+		// dynia-node-* snapshot, is the last one given.
+		sim.RegisterImage(dosim.Image{Name: name, Description: "dynia node image (sandbox, --extra-image: the same node binaries)",
+			CreatedAt: registered.Add(time.Duration(i+1) * time.Second)})
+	}
 	// Pebble, the DNS server and the Cloudflare simulator (tls.go), ready
 	// before the status that lists them is written.
 	tlsSvc, err := startTLSServices(ctx, opts.Dir, cfg, p, sim, info, log)

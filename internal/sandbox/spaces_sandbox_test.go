@@ -11,8 +11,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/google/go-cmp/cmp"
-
-	"github.com/dynia/dynia/internal/testutil"
 )
 
 // mintSpacesKey creates a Spaces key through the sandbox's API, as
@@ -37,26 +35,9 @@ func mintSpacesKey(t *testing.T, info *Info, bucketName, permission string) (id,
 // The node token may move a Reserved IP but not create droplets or keys.
 // versitygw's account file is 0600.
 func TestSandboxSpacesKeys(t *testing.T) {
-	testutil.NeedRoot(t)
-	vgw := testutil.NeedBinary(t, "versitygw")
 	ctx := context.Background()
-	p, opts := testOptions(t, "/bin/true", vgw)
+	_, opts, info := upLab(t, "/bin/true", nil)
 	dir := opts.Dir
-	t.Cleanup(func() {
-		if t.Failed() {
-			if b, err := os.ReadFile(filepath.Join(dir, "logs", "serve.log")); err == nil {
-				t.Logf("serve.log:\n%s", b)
-			}
-		}
-		if err := Down(ctx, dir); err != nil {
-			t.Errorf("Down: %v", err)
-		}
-		assertClean(t, p, dir)
-	})
-	info, err := Up(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
 	root := s3Client(info.S3Endpoint, info.AccessKeyID, info.SecretAccessKey)
 	const other = "someone-elses-bucket"
 	if _, err := root.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(other)}); err != nil {

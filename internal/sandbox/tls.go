@@ -3,13 +3,9 @@ package sandbox
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
@@ -17,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/netip"
@@ -30,6 +25,8 @@ import (
 	"github.com/dynia/dynia/internal/cfsim"
 	"github.com/dynia/dynia/internal/dnsserver"
 	"github.com/dynia/dynia/internal/dosim"
+	"github.com/dynia/dynia/internal/localca"
+	"github.com/dynia/dynia/internal/poll"
 )
 
 // What the sandbox serves for HTTPS and DNS, besides the DO cloud: Pebble
@@ -282,74 +279,15 @@ func writePebbleConfig(dir string, p plan, validity time.Duration) error {
 // the directory). The CA's key is thrown away: nothing else is ever
 // signed with it.
 func writePebbleListenerCert(dir string, router netip.Addr) (*x509.CertPool, error) {
-	now := time.Now()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	l, err := localca.Issue("dynia sandbox: Pebble listener CA "+randomHex(4), "pebble", []string{"pebble", "localhost"},
+		[]net.IP{net.IP(router.AsSlice()), net.IPv4(127, 0, 0, 1)}, 365*24*time.Hour)
 	if err != nil {
 		return nil, err
 	}
-	caTmpl := &x509.Certificate{
-		SerialNumber:          randomSerial(),
-		Subject:               pkix.Name{CommonName: "dynia sandbox: Pebble listener CA " + randomHex(4)},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.AddDate(1, 0, 0),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		MaxPathLenZero:        true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
+	if err := l.Write(writeFileAtomic, pebbleListenerCertPath(dir), pebbleListenerKeyPath(dir), acmeListenerRootPath(dir)); err != nil {
 		return nil, err
 	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return nil, err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: randomSerial(),
-		Subject:      pkix.Name{CommonName: "pebble"},
-		DNSNames:     []string{"pebble", "localhost"},
-		IPAddresses:  []net.IP{net.IP(router.AsSlice()), net.IPv4(127, 0, 0, 1)},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.AddDate(1, 0, 0),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		return nil, err
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	for _, f := range []struct {
-		path, typ string
-		der       []byte
-	}{
-		{pebbleListenerKeyPath(dir), "PRIVATE KEY", kder},
-		{pebbleListenerCertPath(dir), "CERTIFICATE", der},
-		{acmeListenerRootPath(dir), "CERTIFICATE", caDER},
-	} {
-		if err := writeFileAtomic(f.path, pem.EncodeToMemory(&pem.Block{Type: f.typ, Bytes: f.der}), 0o600); err != nil {
-			return nil, err
-		}
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	return pool, nil
-}
-
-func randomSerial() *big.Int {
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		panic(err) // crypto/rand never fails on Linux
-	}
-	return n.Add(n, big.NewInt(1))
+	return l.Roots, nil
 }
 
 // pebbleClient talks to Pebble's listeners (directory and management).
@@ -363,31 +301,14 @@ func pebbleClient(roots *x509.CertPool) *http.Client {
 // waitPebble returns once the directory answers 200 and the first root
 // has been written (ready closed).
 func waitPebble(ctx context.Context, client *http.Client, dirURL string, ready <-chan struct{}) error {
-	delay := 20 * time.Millisecond
-	var last error
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, dirURL, nil)
-		resp, err := client.Do(req)
-		if err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				select {
-				case <-ready:
-					return nil
-				case <-ctx.Done():
-					return errors.New("the issuance root was not fetched")
-				}
-			}
-			err = fmt.Errorf("directory: %s", resp.Status)
-		}
-		last = err
-		select {
-		case <-ctx.Done():
-			return last
-		case <-time.After(delay):
-		}
-		delay = min(delay*2, 500*time.Millisecond)
+	if err := poll.Until(ctx, func() error { return poll.GetOK(ctx, client, dirURL) }); err != nil {
+		return err
+	}
+	select {
+	case <-ready:
+		return nil
+	case <-ctx.Done():
+		return errors.New("the issuance root was not fetched")
 	}
 }
 

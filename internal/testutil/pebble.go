@@ -1,17 +1,12 @@
 package testutil
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/netip"
@@ -23,6 +18,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dynia/dynia/internal/localca"
+	"github.com/dynia/dynia/internal/poll"
 )
 
 // PebbleOptions configure StartPebble.
@@ -185,29 +183,29 @@ func StartPebble(t testing.TB, opts PebbleOptions) *Pebble {
 		}
 	})
 
+	// Wait for the directory; Pebble exiting ends the wait at once.
 	client := p.HTTPClient()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	go func() {
 		select {
 		case <-exited:
-			out, _ := os.ReadFile(p.LogPath)
-			t.Fatalf("pebble exited (%v): %s", waitErr, tail(out))
-		default:
+			cancel()
+		case <-ctx.Done():
 		}
-		resp, err := client.Get(p.DirectoryURL)
-		if err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p
-			}
-		}
-		if time.Now().After(deadline) {
-			out, _ := os.ReadFile(p.LogPath)
-			t.Fatalf("pebble directory %s not answering after 30s (%v): %s", p.DirectoryURL, err, tail(out))
-		}
-		time.Sleep(50 * time.Millisecond)
+	}()
+	err = poll.Until(ctx, func() error { return poll.GetOK(ctx, client, p.DirectoryURL) })
+	select {
+	case <-exited:
+		out, _ := os.ReadFile(p.LogPath)
+		t.Fatalf("pebble exited (%v): %s", waitErr, tail(out))
+	default:
 	}
+	if err != nil {
+		out, _ := os.ReadFile(p.LogPath)
+		t.Fatalf("pebble directory %s not answering after 30s (%v): %s", p.DirectoryURL, err, tail(out))
+	}
+	return p
 }
 
 // pebbleEnv is the environment without any PEBBLE_* the caller may have
@@ -263,57 +261,13 @@ func (p *Pebble) IssuerRoots(t testing.TB) *x509.CertPool {
 // writeListenerCert makes a throwaway CA and a server certificate for addr
 // and localhost, and writes the CA (rootFile), certificate and key.
 func writeListenerCert(rootFile, certFile, keyFile string, addr netip.Addr) (*x509.CertPool, error) {
-	now := time.Now()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	l, err := localca.Issue("dynia test: Pebble listener CA", "pebble", []string{"localhost", "pebble"},
+		[]net.IP{net.IP(addr.AsSlice()), net.IPv4(127, 0, 0, 1)}, 24*time.Hour)
 	if err != nil {
 		return nil, err
 	}
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "dynia test: Pebble listener CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
+	if err := l.Write(os.WriteFile, certFile, keyFile, rootFile); err != nil {
 		return nil, err
 	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "pebble"},
-		DNSNames:     []string{"localhost", "pebble"},
-		IPAddresses:  []net.IP{net.IP(addr.AsSlice()), net.ParseIP("127.0.0.1")},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		return nil, err
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	for _, f := range []struct {
-		path string
-		typ  string
-		der  []byte
-	}{{rootFile, "CERTIFICATE", caDER}, {certFile, "CERTIFICATE", der}, {keyFile, "PRIVATE KEY", kder}} {
-		if err := os.WriteFile(f.path, pem.EncodeToMemory(&pem.Block{Type: f.typ, Bytes: f.der}), 0o600); err != nil {
-			return nil, err
-		}
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	return pool, nil
+	return l.Roots, nil
 }

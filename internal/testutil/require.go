@@ -11,6 +11,8 @@ import (
 	"os/exec"
 	"testing"
 	"time"
+
+	"github.com/dynia/dynia/internal/poll"
 )
 
 // Required reports whether integration prerequisites are mandatory.
@@ -78,24 +80,12 @@ func binDirs() []string {
 	return append(dirs, "/usr/local/bin", "/usr/sbin", "/sbin")
 }
 
-// WaitFor polls cond with backoff (10 ms doubling to 500 ms) until it returns
-// nil or the timeout passes; then the test fails with cond's last error.
-// Tests wait with this, never with a bare sleep.
+// WaitFor polls cond with backoff (10 ms doubling to 500 ms: internal/poll)
+// until it returns nil or the timeout passes; then the test fails with
+// cond's last error. Tests wait with this, never with a bare sleep.
 func WaitFor(t testing.TB, timeout time.Duration, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	delay := 10 * time.Millisecond
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %v: %v", timeout, err)
-		}
-		time.Sleep(delay)
-		if delay < 500*time.Millisecond {
-			delay *= 2
-		}
+	if err := poll.Within(timeout, cond); err != nil {
+		t.Fatalf("condition not met after %v: %v", timeout, err)
 	}
 }
