@@ -39,7 +39,8 @@ const (
 
 // Where things land on a droplet.
 const (
-	PullConfigPath        = nodeconfig.DefaultPath // /etc/dynia/pull.json
+	PullConfigPath        = nodeconfig.DefaultPath      // /etc/dynia/pull.json
+	ImagePath             = nodeconfig.DefaultImagePath // /etc/dynia/image
 	SpacesCredentialsPath = "/etc/dynia/spaces.json"
 	DOTokenPath           = "/etc/dynia/do-token"
 	ClusterKeyPath        = "/etc/dynia/cluster.key"
@@ -104,6 +105,12 @@ type Params struct {
 	// ReportKey is this node's report key, private half (base64 seed,
 	// internal/signing) → ReportKeyPath (0600): it signs the node's reports.
 	ReportKey string
+	// Image is the droplet image the node is created from, as the CLI
+	// asked DigitalOcean for it (a snapshot id, or a distribution slug with
+	// --bootstrap) → ImagePath (0644), which dynia-pull reports. A file of
+	// its own rather than a pull.json key: a dynia-pull older than the key
+	// would take it for a typo and report the node degraded.
+	Image string
 
 	// Bootstrap mode only.
 	PullBinaryURL    string // presigned GET of the uploaded dynia-pull
@@ -220,6 +227,9 @@ func Render(p Params) ([]byte, error) {
 		ManageEtcHosts:   true,
 	}
 	cc.WriteFiles = append(cc.WriteFiles, secretFile(PullConfigPath, string(pullJSON)+"\n"))
+	if p.Image != "" {
+		cc.WriteFiles = append(cc.WriteFiles, plainFile(ImagePath, "0644", []byte(p.Image+"\n")))
+	}
 	if p.SpacesAccessKeyID != "" {
 		creds, err := json.MarshalIndent(map[string]string{
 			"access_key_id":     p.SpacesAccessKeyID,

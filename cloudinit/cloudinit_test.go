@@ -52,6 +52,7 @@ func params(mode Mode) Params {
 		DOToken:               doToken,
 		StatePublicKey:        statePub,
 		ReportKey:             reportKey,
+		Image:                 "182746331",
 	}
 	if mode == Bootstrap {
 		p.PullBinaryURL = pullURL
@@ -191,6 +192,9 @@ func TestParseRoundTrip(t *testing.T) {
 			if diff := cmp.Diff(want, *node); diff != "" {
 				t.Errorf("pull.json (-want +got):\n%s", diff)
 			}
+			if img, ok := files[ImagePath]; p.Image != "" && (!ok || img.Content != p.Image+"\n" || img.Permissions != "0644") {
+				t.Errorf("image file: %+v, want %q 0644", img, p.Image)
+			}
 
 			if p.SpacesAccessKeyID != "" {
 				var creds map[string]string
@@ -226,8 +230,8 @@ func TestParseRoundTrip(t *testing.T) {
 				if diff := cmp.Diff(wantCmd, c.RunCmd); diff != "" {
 					t.Errorf("runcmd (-want +got):\n%s", diff)
 				}
-				if len(c.WriteFiles) > 4 {
-					t.Errorf("snapshot mode writes %d files, want only config and secrets", len(c.WriteFiles))
+				if len(c.WriteFiles) > 5 {
+					t.Errorf("snapshot mode writes %d files, want only config, image and secrets", len(c.WriteFiles))
 				}
 			case Bootstrap:
 				for path, want := range map[string]string{
@@ -332,8 +336,8 @@ func TestHostileValuesSurvive(t *testing.T) {
 	if diff := cmp.Diff(wantKeys, keys); diff != "" {
 		t.Errorf("top-level keys (-want +got):\n%s", diff)
 	}
-	if len(c.WriteFiles) != 4 { // pull.json, spaces.json, do-token, report.key
-		t.Errorf("%d files, want 4", len(c.WriteFiles))
+	if len(c.WriteFiles) != 5 { // pull.json, image, spaces.json, do-token, report.key
+		t.Errorf("%d files, want 5", len(c.WriteFiles))
 	}
 	for _, f := range c.WriteFiles {
 		if f.Path == DOTokenPath && f.Content != p.DOToken {

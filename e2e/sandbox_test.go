@@ -36,6 +36,8 @@ type nodeRow struct {
 	VRRPState       string `json:"vrrp_state"`
 	HoldsReservedIP bool   `json:"holds_reserved_ip"`
 	FailoverReady   bool   `json:"failover_ready"`
+	Version         string `json:"version"`
+	Image           string `json:"image"` // from the node's report
 }
 
 func (e *sandboxEnv) nodes(name string) []nodeRow {

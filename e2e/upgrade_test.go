@@ -137,6 +137,11 @@ func TestUpgrade(t *testing.T) {
 		if drops[r.DropletID] != ids[nextImage] {
 			t.Errorf("node %s: droplet %d on image %d, want %s (%d)", r.ID, r.DropletID, drops[r.DropletID], nextImage, ids[nextImage])
 		}
+		// What the node itself reports: the image cloud-init wrote beside
+		// pull.json, and dynia-pull's version.
+		if r.Image != strconv.Itoa(ids[nextImage]) || r.Version == "" {
+			t.Errorf("node %s reports image %q version %q, want image %d and a version", r.ID, r.Image, r.Version, ids[nextImage])
+		}
 	}
 	if len(drops) != 3 {
 		t.Errorf("%d droplets tagged for the cluster after the upgrade, want 3: %v", len(drops), drops)

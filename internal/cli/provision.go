@@ -310,7 +310,6 @@ func (f *Factory) userData(st *cluster.State, nodeID string, boot nodeBoot, repo
 			Cluster:     st.Name,
 			NodeID:      nodeID,
 			StateURL:    stateURL,
-			Image:       st.Image,
 			Endpoint:    endpoint,
 			Region:      bo.Region,
 			PathStyle:   bo.PathStyle,
@@ -337,6 +336,7 @@ func (f *Factory) userData(st *cluster.State, nodeID string, boot nodeBoot, repo
 	if n := st.Node(nodeID); n != nil {
 		image = n.ImageOr(st.Image)
 	}
+	p.Image = image
 	if boot.bootstrap && isBootstrapImage(image) {
 		p.Mode = cloudinit.Bootstrap
 		p.Distro = image

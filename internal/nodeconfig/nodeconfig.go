@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -20,6 +21,29 @@ import (
 // DefaultPath is where cloud-init writes the config on a droplet.
 const DefaultPath = "/etc/dynia/pull.json"
 
+// DefaultImagePath is where cloud-init writes the droplet image the node
+// was created from (one line: a snapshot id or a distribution slug).
+// dynia-pull reads it beside its config (ImagePath) and reports it.
+const DefaultImagePath = "/etc/dynia/image"
+
+// ImagePath is the image file that goes with the config at configPath:
+// "image" in the same directory, so a sandbox droplet's root or a test's
+// directory holds its own.
+func ImagePath(configPath string) string {
+	return filepath.Join(filepath.Dir(configPath), filepath.Base(DefaultImagePath))
+}
+
+// ReadImage reads the image file beside configPath: "" when there is none
+// (a node created before the file existed) or it cannot be read.
+func ReadImage(configPath string) string {
+	b, err := os.ReadFile(ImagePath(configPath))
+	if err != nil {
+		return ""
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	return strings.TrimSpace(line)
+}
+
 // Config is pull.json. Every path has a default suited to a real droplet;
 // tests and the sandbox override them per node.
 type Config struct {
@@ -27,10 +51,6 @@ type Config struct {
 	NodeID  string `json:"node_id"`
 	// StateURL is s3://bucket/prefix or file://DIR, as the CLI's --state.
 	StateURL string `json:"state_url"`
-	// Image is the droplet image the node was created from, as the CLI
-	// asked DigitalOcean for it (a snapshot id, or a distribution slug with
-	// --bootstrap); reported as the status's image. Informational only.
-	Image string `json:"image,omitempty"`
 	// Endpoint is the S3/Spaces endpoint (https://sgp1.digitaloceanspaces.com).
 	Endpoint  string `json:"endpoint,omitempty"`
 	Region    string `json:"region,omitempty"`

@@ -2,6 +2,8 @@ package nodeconfig
 
 import (
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -89,5 +91,25 @@ func TestLogLevel(t *testing.T) {
 		if want := `node config: log_level "` + bad + `": must be debug, info, warn or error`; err == nil || err.Error() != want {
 			t.Errorf("log_level %q: %v, want %q", bad, err, want)
 		}
+	}
+}
+
+// TestReadImage: the image file beside pull.json gives its first line,
+// trimmed; a node without the file (created before it existed) reports
+// none.
+func TestReadImage(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "pull.json")
+	if got := ReadImage(cfg); got != "" {
+		t.Fatalf("no file: %q, want none", got)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "image"), []byte("182746331\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := ReadImage(cfg); got != "182746331" {
+		t.Fatalf("ReadImage = %q, want 182746331", got)
+	}
+	if ImagePath(DefaultPath) != DefaultImagePath {
+		t.Fatalf("ImagePath(%s) = %s, want %s", DefaultPath, ImagePath(DefaultPath), DefaultImagePath)
 	}
 }

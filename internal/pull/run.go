@@ -78,6 +78,7 @@ func Run(ctx context.Context, o RunOptions) error {
 		return err
 	}
 	set := SettingsFrom(cfg)
+	set.Image = nodeconfig.ReadImage(o.ConfigPath)
 	// Reserved IP failover needs the node token; a node without one (tests,
 	// a node that must never move the IP) runs without it and says so.
 	var claimer *failover.Claimer
@@ -231,6 +232,7 @@ func Once(ctx context.Context, configPath string, log *slog.Logger, level *slog.
 		return Unchanged, err
 	}
 	set := SettingsFrom(cfg)
+	set.Image = nodeconfig.ReadImage(configPath)
 	set.Supervise = false
 	d := New(set, store, Options{Logger: log, Version: version})
 	d.setConfigWarning(warning)

@@ -66,8 +66,8 @@ type Settings struct {
 	MinStateGeneration int64
 	// NoIdleClose is pull.json's bench_no_idle_close (benchmarks only).
 	NoIdleClose bool
-	// Image is the droplet image the node was created from (pull.json's
-	// image), for the report.
+	// Image is the droplet image the node was created from (the image file
+	// beside pull.json, nodeconfig.ReadImage), for the report.
 	Image string
 }
 
@@ -91,7 +91,7 @@ func SettingsFrom(c *nodeconfig.Config) Settings {
 		ChallengeAddr: c.ACMEChallengeAddr, TLSDir: c.TLSDir,
 		Runtime: c.Runtime, DockerHost: c.DockerHost, AppCommand: c.AppCommand, ClusterKeyFile: c.ClusterKeyFile,
 		ReportKeyFile: c.ReportKeyFile, AcceptedStateFile: c.AcceptedStateFile, MinStateGeneration: c.MinStateGeneration,
-		NoIdleClose: c.BenchNoIdleClose, Image: c.Image,
+		NoIdleClose: c.BenchNoIdleClose,
 	}
 	if c.StatePublicKey != "" {
 		// nodeconfig.Validate refused a malformed key before this runs.

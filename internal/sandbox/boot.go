@@ -79,6 +79,13 @@ func (b cloudBooter) Boot(_ context.Context, ddir string, d dropletNet, userData
 	if err := writeJSON(cfgPath, cfg); err != nil {
 		return nil, fmt.Errorf("boot: %w", err)
 	}
+	// dynia-pull reads the image file beside its config
+	// (nodeconfig.ImagePath): the rewritten config's neighbour here.
+	if img, err := os.ReadFile(filepath.Join(root, nodeconfig.DefaultImagePath)); err == nil {
+		if err := os.WriteFile(nodeconfig.ImagePath(cfgPath), img, 0o644); err != nil {
+			return nil, fmt.Errorf("boot: %w", err)
+		}
+	}
 	logs := filepath.Join(ddir, "logs")
 	var procs []procSpec
 	if b.runtime != RuntimeProcess {
