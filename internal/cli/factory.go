@@ -81,22 +81,11 @@ func NewFactory(io *IOStreams) *Factory {
 // Config loads the config file and resolves the context.
 func (f *Factory) Config() (*Config, *Context, error) {
 	f.once.cfg.Do(func() {
-		path := f.Global.ConfigPath
-		if path == "" {
-			path = f.Getenv("DYNIA_CONFIG")
-		}
-		if path == "" {
-			path = DefaultConfigPath()
-		}
-		f.cfg, f.cfgErr = LoadConfig(path)
+		f.cfg, f.cfgErr = LoadConfig(f.configPath())
 		if f.cfgErr != nil {
 			return
 		}
-		name := f.Global.Context
-		if name == "" {
-			name = f.Getenv("DYNIA_CONTEXT")
-		}
-		f.ctxCfg, f.ctxName, f.cfgErr = f.cfg.Resolve(name)
+		f.ctxCfg, f.ctxName, f.cfgErr = f.cfg.Resolve(f.contextFlagName())
 	})
 	return f.cfg, f.ctxCfg, f.cfgErr
 }

@@ -230,6 +230,9 @@ func NewCmdRoot(f *Factory) *cobra.Command {
 	root.AddCommand(NewCmdDNS(f))
 	root.AddCommand(NewCmdSandbox(f))
 	root.AddCommand(NewCmdState(f))
+	root.AddCommand(NewCmdAuth(f))
+	root.AddCommand(NewCmdContext(f))
+	registerCompletions(root, f)
 	typeUsageErrors(root)
 	return root
 }
