@@ -54,6 +54,15 @@ func execute(ctx context.Context, f *Factory, root *cobra.Command, args []string
 	root.SetIn(io.In)
 	root.SetOut(io.Out)
 	root.SetErr(io.ErrOut)
+	// cobra adds its completion command in Execute, after NewCmdRoot typed
+	// the tree: add it here, once the output is set (its scripts go
+	// there), and type it too.
+	root.InitDefaultCompletionCmd(args...)
+	for _, c := range root.Commands() {
+		if c.Name() == "completion" {
+			typeUsageErrors(c)
+		}
+	}
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return ExitOK
@@ -107,6 +116,11 @@ func typeUsageErrors(c *cobra.Command) {
 		switch args := c.Args; {
 		case c.HasSubCommands():
 			c.SuggestionsMinimumDistance = 2 // cobra's default, set only on its own path
+			if !c.Runnable() {
+				// cobra shows a command that cannot run its help, exit 0,
+				// before looking at its arguments.
+				c.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+			}
 			c.Args = func(cmd *cobra.Command, a []string) error {
 				if len(a) > 0 {
 					return unknownCommand(cmd, a[0])
@@ -133,11 +147,22 @@ func typeUsageErrors(c *cobra.Command) {
 }
 
 // unknownCommand is arg given to cmd, which only has subcommands, with
-// cobra's suggestions (a prefix, or at most 2 edits away).
+// the nearest of cobra's suggestions (a prefix, or at most 2 edits away).
 func unknownCommand(cmd *cobra.Command, arg string) error {
 	msg := fmt.Sprintf("unknown command %q for %q", arg, cmd.CommandPath())
-	if s := cmd.SuggestionsFor(arg); len(s) > 0 {
-		msg += "; did you mean " + strings.Join(s, " or ") + "?"
+	// Of cobra's suggestions, the nearest: "bsh" is bash, not also fish.
+	var best []string
+	bestD := 0
+	for _, c := range cmd.SuggestionsFor(arg) {
+		switch d := levenshtein.ComputeDistance(arg, c); {
+		case len(best) == 0 || d < bestD:
+			best, bestD = []string{c}, d
+		case d == bestD:
+			best = append(best, c)
+		}
+	}
+	if len(best) > 0 {
+		msg += "; did you mean " + strings.Join(best, " or ") + "?"
 	}
 	return &UsageError{Msg: msg}
 }

@@ -20,6 +20,8 @@ func TestTypoSuggestions(t *testing.T) {
 		{[]string{"node", "lst", "--name", "myapp"}, `error: unknown command "lst" for "dynia node"; did you mean list?`},
 		{[]string{"-o", "json", "app", "stat", "--name", "myapp"}, `{"error":"unknown command \"stat\" for \"dynia app\"; did you mean status?","exit_code":2,"retryable":false}`},
 		{[]string{"node", "zzzzzz"}, `error: unknown command "zzzzzz" for "dynia node"`},
+		{[]string{"context", "lst"}, `error: unknown command "lst" for "dynia context"; did you mean list?`},
+		{[]string{"completion", "bsh"}, `error: unknown command "bsh" for "dynia completion"; did you mean bash or zsh?`},
 		{[]string{"node", "list", "--nme", "myapp"}, `error: unknown flag: --nme; did you mean --name?`},
 		{[]string{"node", "create-ha", "--dry-rn"}, `error: unknown flag: --dry-rn; did you mean --dry-run?`},
 		{[]string{"node", "list", "--zzzzzz"}, `error: unknown flag: --zzzzzz`},
