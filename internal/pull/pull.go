@@ -33,6 +33,7 @@ import (
 
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/poll"
 	"github.com/dynia/dynia/internal/render"
 )
 
@@ -317,6 +318,26 @@ func (d *Daemon) superviseStart(ctx context.Context) {
 			d.needReload.keepalived = true
 		}
 	}
+}
+
+// masterSocketWait bounds how long a reload waits for a just-started
+// HAProxy's master socket; past it the apply fails and is retried.
+const masterSocketWait = 10 * time.Second
+
+// haproxyPredatesConfig says whether the HAProxy the supervisor runs
+// started no later than its config file was installed, so it may run an
+// older config. (An adopted one's start is known to the second at best,
+// from /proc/stat's btime: a doubt reloads, which costs nothing.)
+func (d *Daemon) haproxyPredatesConfig(set Settings) bool {
+	pid, started := d.sup.running("haproxy")
+	if pid == 0 {
+		return false // none running: the next start reads the file
+	}
+	fi, err := os.Stat(set.HAProxyConfig)
+	if err != nil {
+		return false
+	}
+	return !started.After(changeTime(fi))
 }
 
 // changeTime is a file's inode change time, which the rename installing a
@@ -744,7 +765,20 @@ func (d *Daemon) reload(ctx context.Context, log *slog.Logger, haproxy, keepaliv
 		}
 	} else if haproxy {
 		began := time.Now()
-		if _, err := os.Stat(d.paths.MasterSocket); err != nil {
+		_, err := os.Stat(d.paths.MasterSocket)
+		if err != nil && d.haproxyPredatesConfig(set) {
+			// Started (by an earlier apply) from the config before this
+			// one, and not listening on its master socket yet (a loaded
+			// machine): skipping the reload would leave it on the old
+			// config until the next change.
+			wctx, cancel := context.WithTimeout(ctx, masterSocketWait)
+			err = poll.Until(wctx, func() error { _, err := os.Stat(d.paths.MasterSocket); return err })
+			cancel()
+			if err != nil {
+				return &ApplyError{"reload_haproxy", fmt.Errorf("haproxy started before this config and its master socket is not up after %v: %w", masterSocketWait, err)}
+			}
+		}
+		if err != nil {
 			log.Info("haproxy not running yet; it will load the new config when it starts")
 		} else if err := reloadHAProxy(ctx, d.paths.MasterSocket); err != nil {
 			return &ApplyError{"reload_haproxy", err}
