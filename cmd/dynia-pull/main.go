@@ -4,6 +4,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -12,8 +13,11 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 
+	"github.com/agnivade/levenshtein"
 	"golang.org/x/sys/unix"
 
 	"github.com/dynia/dynia/internal/cluster"
@@ -46,7 +50,9 @@ commands:
   once                         apply once; exit 0 unchanged, 10 changed, 1 failed
   render --state FILE --node ID [--mesh=false]  print the files this node would write; no reload
   check                        check config, credentials, bucket and tools
-  version                      print the version
+  version                      print the version (also --version)
+
+dynia-pull <command> -h lists the command's flags.
 `
 
 // Main runs one command and returns its exit code.
@@ -56,8 +62,26 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	case "-version", "--version":
+		cmd = "version"
+	}
+	if !slices.Contains(commands, cmd) {
+		fmt.Fprintf(stderr, "dynia-pull: unknown command %q%s\n%s", cmd, suggest(cmd), usage)
+		return exitUsage
+	}
 	fs := flag.NewFlagSet("dynia-pull "+cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// The flag package's messages go to a buffer: to stdout for -h, to
+	// stderr for a bad flag.
+	var flagOut bytes.Buffer
+	fs.SetOutput(&flagOut)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: dynia-pull %s [flags]\n", cmd)
+		fs.PrintDefaults()
+	}
 	configPath := fs.String("config", nodeconfig.DefaultPath, "node config file (pull.json)")
 	var statePath, nodeID, runDir, iface string
 	var meshVRRP bool
@@ -69,6 +93,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.BoolVar(&meshVRRP, "mesh", true, "VRRP over the WireGuard mesh (false: over the VPC interface, as with mesh_disabled)")
 	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			_, _ = flagOut.WriteTo(stdout)
+			return exitOK
+		}
+		_, _ = flagOut.WriteTo(stderr)
 		return exitUsage
 	}
 	if fs.NArg() > 0 {
@@ -78,7 +107,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// dynia-pull's own lines also go to a ring whose tail `run` uploads
 	// for `dynia node logs`.
 	ring := pull.NewRing()
-	log := newLogger(stderr, ring)
+	log, level := newLogger(stderr, ring)
 
 	switch cmd {
 	case "run":
@@ -86,20 +115,22 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		signal.Notify(hup, syscall.SIGHUP)
 		defer signal.Stop(hup)
 		reload := make(chan struct{})
-		go func() {
-			for range hup {
-				reload <- struct{}{}
-			}
-		}()
-		if err := pull.Run(ctx, pull.RunOptions{ConfigPath: *configPath, Logger: log, Version: version, Reload: reload, Logs: ring}); err != nil {
+		fwdCtx, stopFwd := context.WithCancel(ctx)
+		fwdDone := make(chan struct{})
+		go func() { defer close(fwdDone); forwardHUP(fwdCtx, hup, reload) }()
+		err := pull.Run(ctx, pull.RunOptions{ConfigPath: *configPath, Logger: log, Level: level, Version: version, Reload: reload, Logs: ring})
+		stopFwd()
+		<-fwdDone
+		if err != nil {
 			log.Error("dynia-pull stopped", "err", err)
 			return exitFailed
 		}
 		return exitOK
 	case "once":
-		res, err := pull.Once(ctx, *configPath, log, version)
+		res, err := pull.Once(ctx, *configPath, log, level, version)
 		switch {
 		case err != nil:
+			fmt.Fprintln(stderr, "dynia-pull once:", strings.ReplaceAll(err.Error(), "\n", " "))
 			return exitFailed
 		case res == pull.Changed:
 			return exitChanged
@@ -121,8 +152,26 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "dynia-pull", version)
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "dynia-pull: unknown command %q\n%s", cmd, usage)
+	fmt.Fprintf(stderr, "dynia-pull: unknown command %q\n%s", cmd, usage) // a command in commands not handled above
 	return exitUsage
+}
+
+// commands are dynia-pull's commands, as in usage.
+var commands = []string{"run", "once", "render", "check", "version"}
+
+// suggest is "; did you mean X?" for the command nearest to a mistyped
+// one, at most 2 edits away (cobra's distance, as in dynia), or "".
+func suggest(typo string) string {
+	best, bestD := "", 3
+	for _, c := range commands {
+		if d := levenshtein.ComputeDistance(typo, c); d < bestD {
+			best, bestD = c, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return "; did you mean " + best + "?"
 }
 
 func renderCmd(statePath string, l render.Local, stdout, stderr io.Writer) int {
@@ -143,19 +192,40 @@ func renderCmd(statePath string, l render.Local, stdout, stderr io.Writer) int {
 	return exitFailed
 }
 
-// newLogger logs JSON unless w is a terminal; ring gets the JSON lines too.
-func newLogger(w io.Writer, ring io.Writer) *slog.Logger {
-	level := slog.LevelInfo
-	if os.Getenv("DYNIA_PULL_DEBUG") != "" {
-		level = slog.LevelDebug
-	}
-	opts := &slog.HandlerOptions{Level: level}
-	if f, ok := w.(*os.File); ok {
-		if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err == nil {
-			return slog.New(teeHandler{slog.NewTextHandler(w, opts), slog.NewJSONHandler(ring, opts)})
+// forwardHUP turns each SIGHUP into a reload request until ctx ends; a
+// request nobody takes any more does not keep it running.
+func forwardHUP(ctx context.Context, hup <-chan os.Signal, reload chan<- struct{}) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			select {
+			case reload <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
 		}
 	}
-	return slog.New(slog.NewJSONHandler(io.MultiWriter(w, ring), opts))
+}
+
+// newLogger logs JSON unless w is a terminal; ring gets the JSON lines too.
+// The level starts at info and follows pull.json's log_level (the
+// returned LevelVar, which pull sets); DYNIA_PULL_DEBUG=1 fixes it at
+// debug, and the LevelVar is then nil.
+func newLogger(w io.Writer, ring io.Writer) (*slog.Logger, *slog.LevelVar) {
+	level := new(slog.LevelVar)
+	opts := &slog.HandlerOptions{Level: level}
+	if os.Getenv("DYNIA_PULL_DEBUG") != "" {
+		opts.Level = slog.LevelDebug
+		level = nil
+	}
+	if f, ok := w.(*os.File); ok {
+		if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err == nil {
+			return slog.New(teeHandler{slog.NewTextHandler(w, opts), slog.NewJSONHandler(ring, opts)}), level
+		}
+	}
+	return slog.New(slog.NewJSONHandler(io.MultiWriter(w, ring), opts)), level
 }
 
 // teeHandler sends each record to two handlers (a terminal's text and the

@@ -8,7 +8,10 @@ import (
 	"net"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/spf13/cobra"
 
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cloud"
@@ -50,6 +53,63 @@ func TestRetryableErrors(t *testing.T) {
 			printError(f, tc.err)
 			if json := strings.Contains(out.String(), `"retryable":true`); json != (tc.want != "") {
 				t.Errorf("-o json error %s: retryable %v, want %v", out.String(), json, tc.want != "")
+			}
+		})
+	}
+}
+
+// TestExitCodeNotByText: the exit code follows the error's type, never its
+// text. A runtime error wrapping EINVAL (whose text is "invalid argument",
+// like pflag's) is a failure (1); a flag or argument cobra refuses is bad
+// usage (2).
+func TestExitCodeNotByText(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		args []string
+		want int
+	}{
+		{"runtime EINVAL", []string{"einval"}, ExitFailure},
+		{"runtime required flag text", []string{"einval", "--text", `required flag(s) "x" not set`}, ExitFailure},
+		{"bad flag value", []string{"einval", "--count", "x"}, ExitUsage},
+		{"unknown flag", []string{"einval", "--nope"}, ExitUsage},
+		{"flag needs an argument", []string{"einval", "--count"}, ExitUsage},
+		{"unexpected argument", []string{"einval", "extra"}, ExitUsage},
+		{"unknown command", []string{"nope"}, ExitUsage},
+		{"missing required flag", []string{"needs"}, ExitUsage},
+		{"flags exclusive", []string{"needs", "--a", "--b", "--c"}, ExitUsage},
+		{"required flag given", []string{"needs", "--a"}, ExitOK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var out, errOut bytes.Buffer
+			f := NewFactory(&IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
+			f.Getenv = func(string) string { return "" }
+			root := NewCmdRoot(f)
+			var count int
+			text := ""
+			einval := &cobra.Command{Use: "einval", Args: cobra.NoArgs, RunE: func(*cobra.Command, []string) error {
+				if text != "" {
+					return errors.New(text)
+				}
+				return fmt.Errorf("write /tmp/x: %w", syscall.EINVAL)
+			}}
+			einval.Flags().IntVar(&count, "count", 0, "a number")
+			einval.Flags().StringVar(&text, "text", "", "the error's text")
+			needs := &cobra.Command{Use: "needs", Args: cobra.NoArgs, RunE: func(*cobra.Command, []string) error { return nil }}
+			needs.Flags().Bool("a", false, "")
+			needs.Flags().Bool("b", false, "")
+			needs.Flags().Bool("c", false, "")
+			_ = needs.MarkFlagRequired("a")
+			needs.MarkFlagsMutuallyExclusive("b", "c")
+			root.AddCommand(einval, needs)
+			typeUsageErrors(root) // the test commands were added after NewCmdRoot typed the tree
+			got := execute(context.Background(), f, root, tc.args)
+			if got != tc.want {
+				t.Errorf("dynia %q: exit %d, want %d (stderr %q)", tc.args, got, tc.want, errOut.String())
+			}
+			if tc.want != ExitOK && strings.Count(errOut.String(), "\n") != 1 {
+				t.Errorf("dynia %q: stderr %q, want one line", tc.args, errOut.String())
 			}
 		})
 	}

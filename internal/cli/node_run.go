@@ -500,13 +500,25 @@ func retireNode(ctx context.Context, store *cluster.Store, cl *cloud.Client, st 
 	if err := destroyDroplets(ctx, cl, mine, p); err != nil {
 		return nil, err
 	}
+	// The report goes while the node is still in the state (removing), so
+	// that a failure here is finished by a re-run, which finds the node
+	// there. dynia-pull writes no report once it sees its node removing
+	// or gone, so a late one from a droplet still shutting down does not
+	// bring it back.
+	if err := p.Step("delete the report of "+n.ID, func() (string, error) {
+		if err := store.B.Delete(ctx, cluster.StatusKey(name, id)); err != nil {
+			return "", fmt.Errorf("delete the report of node %s: %w", id, err)
+		}
+		return "", nil
+	}); err != nil {
+		return nil, err
+	}
 	if err := p.Step("remove "+n.ID+" from the state", func() (string, error) {
 		st, err = store.Update(ctx, name, forget)
 		return "", err
 	}); err != nil {
 		return nil, err
 	}
-	_ = store.B.Delete(ctx, cluster.StatusKey(name, id))
 	return st, nil
 }
 

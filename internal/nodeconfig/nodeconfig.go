@@ -7,8 +7,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -132,7 +134,10 @@ type Config struct {
 	ACMEChallengeAddr string `json:"acme_challenge_addr,omitempty"`
 	// TLSDir holds the certificate HAProxy serves on :443 (cert.pem, 0600;
 	// default /etc/dynia/tls).
-	TLSDir   string `json:"tls_dir,omitempty"`
+	TLSDir string `json:"tls_dir,omitempty"`
+	// LogLevel is the least severe of dynia-pull's own log lines it writes
+	// and uploads: debug, info, warn or error (slog's levels; default
+	// info). It follows a config reload; DYNIA_PULL_DEBUG=1 forces debug.
 	LogLevel string `json:"log_level,omitempty"`
 
 	// The WireGuard mesh keepalived's VRRP runs over (docs/pull.md, Mesh).
@@ -254,6 +259,22 @@ func Decode(b []byte) (*Config, error) {
 	return &c, nil
 }
 
+// logLevels are log_level's values, as slog names its levels.
+var logLevels = []string{"debug", "info", "warn", "error"}
+
+// SlogLevel is log_level as a slog.Level (info when unset).
+func (c *Config) SlogLevel() slog.Level {
+	switch c.LogLevel {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}
+
 // Validate checks required fields and names the first bad one.
 func (c *Config) Validate() error {
 	switch {
@@ -273,6 +294,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("node config: runtime %q: must be %s or %s", c.Runtime, RuntimeDocker, RuntimeProcess)
 	case c.Runtime == RuntimeProcess && (len(c.AppCommand) == 0 || c.AppCommand[0] == ""):
 		return fmt.Errorf("node config: app_command %q: the process runtime needs a program", c.AppCommand)
+	case c.LogLevel != "" && !slices.Contains(logLevels, c.LogLevel):
+		return fmt.Errorf("node config: log_level %q: must be debug, info, warn or error", c.LogLevel)
 	case c.MeshPort < 0 || c.MeshPort > 65535:
 		return fmt.Errorf("node config: mesh_port %d must be 1-65535 (0: %d)", c.MeshPort, DefaultMeshPort)
 	}

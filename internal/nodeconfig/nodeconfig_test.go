@@ -1,6 +1,7 @@
 package nodeconfig
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -59,6 +60,36 @@ func TestMeshFields(t *testing.T) {
 	for _, name := range []string{"", ".", "1234567890123456", "wg:0", "wgé"} {
 		if err := ValidateInterfaceName(name); err == nil {
 			t.Errorf("ValidateInterfaceName(%q) accepted", name)
+		}
+	}
+}
+
+// TestLogLevel: log_level is one of slog's four level names, lowercase;
+// anything else names the field and the value.
+func TestLogLevel(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		level string
+		want  slog.Level
+	}{
+		{"", slog.LevelInfo},
+		{"debug", slog.LevelDebug},
+		{"info", slog.LevelInfo},
+		{"warn", slog.LevelWarn},
+		{"error", slog.LevelError},
+	} {
+		c, err := Decode([]byte(`{"cluster":"demo","node_id":"misty-owl","state_url":"s3://b","log_level":"` + tc.level + `"}`))
+		if err != nil {
+			t.Fatalf("log_level %q: %v", tc.level, err)
+		}
+		if got := c.SlogLevel(); got != tc.want {
+			t.Errorf("log_level %q: level %v, want %v", tc.level, got, tc.want)
+		}
+	}
+	for _, bad := range []string{"DEBUG", "warning", "trace", "info+2", " info"} {
+		_, err := Decode([]byte(`{"cluster":"demo","node_id":"misty-owl","state_url":"s3://b","log_level":"` + bad + `"}`))
+		if want := `node config: log_level "` + bad + `": must be debug, info, warn or error`; err == nil || err.Error() != want {
+			t.Errorf("log_level %q: %v, want %q", bad, err, want)
 		}
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -62,6 +63,11 @@ type Daemon struct {
 	// reportKey signs this node's reports (nil: unsigned). sign.go.
 	stateKey  ed25519.PublicKey
 	reportKey ed25519.PrivateKey
+
+	// noReports is set while the applied state marks this node removing
+	// or no longer has it: `dynia node remove` deletes the node's report,
+	// and a report written after that would bring a removed node back.
+	noReports atomic.Bool
 
 	mu       sync.Mutex // guards set (live-reloadable fields), store and storeGen
 	set      Settings
@@ -316,6 +322,26 @@ func (d *Daemon) superviseStart(ctx context.Context) {
 	}
 }
 
+// masterSocketWait bounds how long a reload waits for a just-started
+// HAProxy's master socket; past it the apply fails and is retried.
+const masterSocketWait = 10 * time.Second
+
+// haproxyPredatesConfig says whether the HAProxy the supervisor runs
+// started no later than its config file was installed, so it may run an
+// older config. (An adopted one's start is known to the second at best,
+// from /proc/stat's btime: a doubt reloads, which costs nothing.)
+func (d *Daemon) haproxyPredatesConfig(set Settings) bool {
+	pid, started := d.sup.running("haproxy")
+	if pid == 0 {
+		return false // none running: the next start reads the file
+	}
+	fi, err := os.Stat(set.HAProxyConfig)
+	if err != nil {
+		return false
+	}
+	return !started.After(changeTime(fi))
+}
+
 // changeTime is a file's inode change time, which the rename installing a
 // config sets; its modification time is the staged file's, written before
 // validation, and may predate a daemon (re)started meanwhile.
@@ -347,15 +373,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Add(8)
-	go func() {
-		defer wg.Done()
-		for ctx.Err() == nil {
-			if err := readFIFO(ctx, d.paths.NotifyFIFO, d.onVRRP); err != nil {
-				d.log.Error("notify fifo", "err", err)
-				time.Sleep(time.Second)
-			}
-		}
-	}()
+	go func() { defer wg.Done(); notifyLoop(ctx, d.log, d.paths.NotifyFIFO, d.onVRRP, time.Second) }()
 	go func() { defer wg.Done(); d.reportLoop(ctx) }()
 	go func() { defer wg.Done(); d.claimLoop(ctx) }()
 	go func() { defer wg.Done(); d.verifyLoop(ctx) }()
@@ -457,6 +475,13 @@ func (d *Daemon) Step(ctx context.Context, force bool) (Result, error) {
 		d.etag = obj.ETag
 		return Unchanged, d.fail(st.Generation, &ApplyError{"wrong_cluster", fmt.Errorf("state is for cluster %q, this node is in %q", st.Name, set.Cluster)})
 	}
+	if d.reportsFor(st, set.NodeID) {
+		// Removed: nothing to render for a node the state does not have.
+		// HAProxy and keepalived keep their last config until the droplet
+		// goes; the ETag is kept, so this is said once per state.
+		d.etag = obj.ETag
+		return Unchanged, d.fail(st.Generation, &ApplyError{"removed", fmt.Errorf("node %s is not in cluster %s", set.NodeID, st.Name)})
+	}
 	res, err := d.Apply(ctx, st)
 	if err != nil {
 		return Unchanged, err // fail() already recorded it; ETag not kept, so it is retried
@@ -466,6 +491,22 @@ func (d *Daemon) Step(ctx context.Context, force bool) (Result, error) {
 	d.kickApp()
 	d.kickTLS()
 	return res, nil
+}
+
+// reportsFor turns status reports off while st marks this node removing
+// or no longer has it, and back on otherwise, logging each change. It
+// says whether the node is gone from st.
+func (d *Daemon) reportsFor(st *cluster.State, nodeID string) (gone bool) {
+	self := st.Node(nodeID)
+	off := self == nil || self.Lifecycle == cluster.Removing
+	if d.noReports.Swap(off) != off {
+		if off {
+			d.log.Info("this node is being removed from the state; no more status reports", "generation", st.Generation, "in_state", self != nil)
+		} else {
+			d.log.Info("this node is in the state again; reporting", "generation", st.Generation)
+		}
+	}
+	return self == nil
 }
 
 func (d *Daemon) pollOK() {
@@ -722,7 +763,20 @@ func (d *Daemon) reload(ctx context.Context, log *slog.Logger, haproxy, keepaliv
 		}
 	} else if haproxy {
 		began := time.Now()
-		if _, err := os.Stat(d.paths.MasterSocket); err != nil {
+		_, err := os.Stat(d.paths.MasterSocket)
+		if err != nil && d.haproxyPredatesConfig(set) {
+			// Started (by an earlier apply) from the config before this
+			// one, and not listening on its master socket yet (a loaded
+			// machine): skipping the reload would leave it on the old
+			// config until the next change.
+			wctx, cancel := context.WithTimeout(ctx, masterSocketWait)
+			err = poll.Until(wctx, func() error { _, err := os.Stat(d.paths.MasterSocket); return err })
+			cancel()
+			if err != nil {
+				return &ApplyError{"reload_haproxy", fmt.Errorf("haproxy started before this config and its master socket is not up after %v: %w", masterSocketWait, err)}
+			}
+		}
+		if err != nil {
 			log.Info("haproxy not running yet; it will load the new config when it starts")
 		} else if err := reloadHAProxy(ctx, d.paths.MasterSocket); err != nil {
 			return &ApplyError{"reload_haproxy", err}

@@ -169,7 +169,7 @@ func TestBadInputKeepsLastGood(t *testing.T) {
 		{"unknown schema", "decode", `{"schema_version": 0}`},
 		{"newer schema", "upgrade_required", `{"schema_version": 99}`},
 		{"wrong cluster", "wrong_cluster", ""},
-		{"node missing", "render", ""},
+		{"node missing", "removed", ""},
 		{"duplicate ip", "decode", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

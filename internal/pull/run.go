@@ -46,6 +46,16 @@ type RunOptions struct {
 	// Logs holds dynia-pull's own recent log lines (the logger writes
 	// through it); its tail is uploaded for `dynia node logs`.
 	Logs *Ring
+	// Level is the Logger's level: set from the config's log_level at
+	// start and on each reload. nil leaves the Logger's level alone.
+	Level *slog.LevelVar
+}
+
+// setLevel sets level (when not nil) from cfg's log_level.
+func setLevel(level *slog.LevelVar, cfg *nodeconfig.Config) {
+	if level != nil {
+		level.Set(cfg.SlogLevel())
+	}
 }
 
 // Run is `dynia-pull run`: load the config, serve metrics, and converge
@@ -59,6 +69,7 @@ func Run(ctx context.Context, o RunOptions) error {
 	if err != nil {
 		return err
 	}
+	setLevel(o.Level, cfg)
 	if warning != "" {
 		log.Error("node config has errors; running without the keys it ignores", "err", warning)
 	}
@@ -110,7 +121,7 @@ func Run(ctx context.Context, o RunOptions) error {
 			case <-o.Reload:
 			case <-changed:
 			}
-			reconfigure(ctx, log, o.ConfigPath, d, &cfg)
+			reconfigure(ctx, log, o.Level, o.ConfigPath, d, &cfg)
 			if claimer != nil {
 				// A replaced token file is picked up by the claimer too,
 				// and checked at once.
@@ -135,7 +146,7 @@ func Run(ctx context.Context, o RunOptions) error {
 // is accepted again, ignored as before: otherwise a typo nobody has fixed
 // yet would block a rotation of the Spaces key (which also lands here).
 // A good file clears the startup warning.
-func reconfigure(ctx context.Context, log *slog.Logger, path string, d *Daemon, cur **nodeconfig.Config) {
+func reconfigure(ctx context.Context, log *slog.Logger, level *slog.LevelVar, path string, d *Daemon, cur **nodeconfig.Config) {
 	cfg, warning, err := LoadConfig(path)
 	if err == nil && warning != "" && warning != d.currentConfigWarning() {
 		err = errors.New(strings.TrimSuffix(warning, " (ignored)")) // refused, not ignored
@@ -146,6 +157,7 @@ func reconfigure(ctx context.Context, log *slog.Logger, path string, d *Daemon, 
 			d.setConfigWarning(warning)
 			d.clearError("node config: ") // an earlier refused reload
 			d.Reconfigure(SettingsFrom(cfg), store)
+			setLevel(level, cfg)
 			*cur = cfg
 			return
 		}
@@ -204,12 +216,14 @@ func watchFiles(log *slog.Logger, changed chan<- struct{}, files ...string) (*fs
 }
 
 // Once is `dynia-pull once`: one forced poll and apply. It reloads the
-// daemons if they run but never starts them.
-func Once(ctx context.Context, configPath string, log *slog.Logger, version string) (Result, error) {
+// daemons if they run but never starts them. level, when not nil, is log's
+// level, set from the config's log_level.
+func Once(ctx context.Context, configPath string, log *slog.Logger, level *slog.LevelVar, version string) (Result, error) {
 	cfg, warning, err := LoadConfig(configPath)
 	if err != nil {
 		return Unchanged, err
 	}
+	setLevel(level, cfg)
 	if warning != "" {
 		log.Error("node config has errors; running without the keys it ignores", "err", warning)
 	}

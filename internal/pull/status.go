@@ -184,6 +184,9 @@ func (d *Daemon) reportLoop(ctx context.Context) {
 }
 
 func (d *Daemon) writeStatus(ctx context.Context) {
+	if d.noReports.Load() {
+		return // being removed: a report now would outlive the node (pull.go, reportsFor)
+	}
 	d.refreshHealth(ctx)
 	d.refreshMesh()
 	s := d.snapshot()

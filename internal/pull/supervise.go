@@ -34,12 +34,13 @@ type supervisor struct {
 	logDir string
 	wg     sync.WaitGroup
 
-	mu   sync.Mutex
-	pids map[string]int // running pid by name (child or adopted); 0 while restarting
+	mu      sync.Mutex
+	pids    map[string]int       // running pid by name (child or adopted); 0 while restarting
+	started map[string]time.Time // when that process started (a child: just before its exec)
 }
 
 func newSupervisor(log *slog.Logger, logDir string) *supervisor {
-	return &supervisor{log: log, out: os.Stderr, logDir: logDir, pids: map[string]int{}}
+	return &supervisor{log: log, out: os.Stderr, logDir: logDir, pids: map[string]int{}, started: map[string]time.Time{}}
 }
 
 // daemonSpec is one supervised daemon.
@@ -83,7 +84,7 @@ func (s *supervisor) start(ctx context.Context, spec daemonSpec) *adopted {
 		log.Info("not adopting the pid file's process", "pid_file", spec.pidFile, "reason", err)
 	} else if pid != 0 {
 		a = &adopted{pid: pid, started: tickTime(tick)}
-		s.setPid(spec.name, pid)
+		s.setPid(spec.name, pid, a.started)
 		log.Info("adopted running daemon", "pid", pid, "pid_file", spec.pidFile)
 	}
 	s.wg.Add(1)
@@ -93,7 +94,7 @@ func (s *supervisor) start(ctx context.Context, spec daemonSpec) *adopted {
 			if !s.watch(ctx, log, pid, tick) {
 				return
 			}
-			s.setPid(spec.name, 0)
+			s.setPid(spec.name, 0, time.Time{})
 			log.Warn("adopted daemon exited; starting it", "pid", pid)
 		}
 		s.loop(ctx, log, spec)
@@ -167,9 +168,16 @@ func (s *supervisor) pid(name string) int {
 	return s.pids[name]
 }
 
-func (s *supervisor) setPid(name string, pid int) {
+// running returns the running daemon's pid (0: none) and when it started.
+func (s *supervisor) running(name string) (int, time.Time) {
 	s.mu.Lock()
-	s.pids[name] = pid
+	defer s.mu.Unlock()
+	return s.pids[name], s.started[name]
+}
+
+func (s *supervisor) setPid(name string, pid int, started time.Time) {
+	s.mu.Lock()
+	s.pids[name], s.started[name] = pid, started
 	s.mu.Unlock()
 }
 
@@ -244,6 +252,7 @@ func (s *supervisor) runOnce(ctx context.Context, log *slog.Logger, spec daemonS
 	if len(spec.env) > 0 {
 		cmd.Env = append(os.Environ(), spec.env...)
 	}
+	began := time.Now() // before the exec: the daemon reads its config after
 	if err := cmd.Start(); err != nil {
 		return err
 	}
@@ -255,8 +264,8 @@ func (s *supervisor) runOnce(ctx context.Context, log *slog.Logger, spec daemonS
 		}
 	}
 	log.Info("started", "pid", pid, "args", spec.args)
-	s.setPid(spec.name, pid)
-	defer s.setPid(spec.name, 0)
+	s.setPid(spec.name, pid, began)
+	defer s.setPid(spec.name, 0, time.Time{})
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {

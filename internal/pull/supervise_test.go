@@ -256,3 +256,36 @@ func TestWatchSeesExitAndLeavesOnCancel(t *testing.T) {
 		}
 	}
 }
+
+// TestHAProxyPredatesConfig is the reproduction of a node left on its
+// first config: HAProxy, started by one apply, had not opened its master
+// socket when the next apply installed a new config, and that apply took
+// it for "not running yet" and skipped the reload. A daemon started no
+// later than the config's installation predates it (the reload waits for
+// the socket); one started after, or none, does not.
+func TestHAProxyPredatesConfig(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "haproxy.cfg")
+	if err := os.WriteFile(cfg, []byte("global\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	installed := changeTime(fi)
+	d := New(Settings{Cluster: "shop", NodeID: "amber-fox", RunDir: dir, PollInterval: time.Second, HAProxyConfig: cfg}, newMemStore(), Options{})
+	set, _ := d.current()
+	if d.haproxyPredatesConfig(set) {
+		t.Error("no HAProxy running: predates its config")
+	}
+	d.sup.setPid("haproxy", os.Getpid(), installed.Add(-time.Second))
+	if !d.haproxyPredatesConfig(set) {
+		t.Error("HAProxy started a second before the config was installed: does not predate it")
+	}
+	d.sup.setPid("haproxy", os.Getpid(), installed.Add(time.Second))
+	if d.haproxyPredatesConfig(set) {
+		t.Error("HAProxy started after the config was installed: predates it")
+	}
+}

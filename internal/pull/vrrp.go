@@ -5,10 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // VRRP states reported in Status.VRRPState.
@@ -48,9 +51,14 @@ func readFIFO(ctx context.Context, path string, onState func(string)) error {
 	if err != nil {
 		return fmt.Errorf("open notify fifo: %w", err)
 	}
-	go func() {
-		<-ctx.Done()
-		f.Close()
+	// Closing f is what ends the blocked read when ctx ends; on a read
+	// error it is closed here, leaving no goroutine or descriptor behind
+	// for each retry.
+	stop := context.AfterFunc(ctx, func() { _ = f.Close() }) // a read-only fifo: nothing to flush
+	defer func() {
+		if stop() {
+			_ = f.Close() // nothing was written; the read error is the one to report
+		}
 	}()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
@@ -61,7 +69,28 @@ func readFIFO(ctx context.Context, path string, onState func(string)) error {
 	if ctx.Err() != nil {
 		return nil
 	}
-	return fmt.Errorf("read notify fifo: %w", sc.Err())
+	err = sc.Err()
+	if err == nil {
+		err = io.ErrUnexpectedEOF // not a fifo opened read-write: a writer closed it
+	}
+	return fmt.Errorf("read notify fifo: %w", err)
+}
+
+// notifyLoop runs readFIFO until ctx ends, retrying after retry when the
+// fifo cannot be opened or read; the wait ends with ctx.
+func notifyLoop(ctx context.Context, log *slog.Logger, path string, onState func(string), retry time.Duration) {
+	for ctx.Err() == nil {
+		if err := readFIFO(ctx, path, onState); err != nil {
+			log.Error("notify fifo", "err", err)
+			t := time.NewTimer(retry)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+	}
 }
 
 func parseNotify(line string) (string, bool) {
