@@ -111,7 +111,7 @@ func TestUpgrade(t *testing.T) {
 
 	url := "http://" + rip + "/"
 	load := startLoad(url, 50*time.Millisecond, 5*time.Minute)
-	time.Sleep(time.Second)
+	testutil.WaitFor(t, 30*time.Second, func() error { return load.healthyFor(5) }) // the loop answers before the upgrade
 	start := time.Now()
 	e.mustRun("cluster", "upgrade", "--name", "up", "--timeout", "3m", "--health-timeout", "2m")
 	took := time.Since(start)

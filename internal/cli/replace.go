@@ -217,16 +217,35 @@ func pickImage(ctx context.Context, cl *cloud.Client, image, region string) (str
 		if err != nil {
 			return "", err
 		}
-		if len(img.Regions) > 0 && !slices.Contains(img.Regions, region) {
+		if img.Public || img.Type != "snapshot" {
+			// A distribution image boots without dynia-pull: its node
+			// could never serve, and the cluster's image would be it.
+			return "", usagef("--image %q: %s is not a private snapshot (a dynia node image is one: `make image` builds it)", image, imageKind(img))
+		}
+		if !slices.Contains(img.Regions, region) {
 			return "", usagef("--image %q: not available in %s (in %s)", image, region, strings.Join(img.Regions, ", "))
 		}
-		return image, nil
+		// The id as DO writes it ("0123" is image 123): what droplets
+		// report is compared with it.
+		return strconv.Itoa(img.ID), nil
 	}
 	id, err := resolveImage(ctx, cl, image, region, false)
 	if errors.Is(err, cloud.ErrNoSnapshot) && image != "" {
 		return "", usagef("--image %q: %v", image, err)
 	}
 	return id, err
+}
+
+// imageKind names an image's type for an error: "a public base image".
+func imageKind(img cloud.Image) string {
+	kind := img.Type
+	if kind == "" {
+		kind = "untyped"
+	}
+	if img.Public {
+		return "a public " + kind + " image"
+	}
+	return "a " + kind + " image"
 }
 
 func replaceNode(ctx context.Context, f *Factory, o *ReplaceOptions) error {
@@ -407,6 +426,14 @@ func upgradeCluster(ctx context.Context, f *Factory, o *UpgradeOptions) error {
 	}
 	start := time.Now()
 	replaced := 0
+	st0, _, err := store.Load(ctx, o.Name)
+	if err != nil {
+		return err
+	}
+	// Each node is replaced once, plus a replacement a crashed run left:
+	// past that the loop is not converging (a droplet that never reports
+	// the image asked for), and must not create droplets for ever.
+	limit := len(st0.Nodes) + 1
 	for {
 		nctx, cancel := context.WithTimeout(ctx, o.Timeout)
 		old, img, err := nextReplacement(nctx, store, cl, o.Name, image, p)
@@ -421,6 +448,12 @@ func upgradeCluster(ctx context.Context, f *Factory, o *UpgradeOptions) error {
 			break
 		}
 		replaced++
+		if replaced >= limit {
+			if next, _, err := nextReplacement(ctx, store, cl, o.Name, image, p); err != nil || next != "" {
+				return fmt.Errorf("upgrade of %s halted after %d replacement(s): nodes still not on image %s (next: %q, %v); the droplets do not report the image asked for", o.Name, replaced, image, next, err)
+			}
+			break
+		}
 	}
 	p.Info("cluster %s: every node on image %s (%d replaced in %v)", o.Name, image, replaced, time.Since(start).Round(time.Second))
 	st, _, err := store.Load(ctx, o.Name)
@@ -463,15 +496,21 @@ func nextReplacement(ctx context.Context, store *cluster.Store, cl *cloud.Client
 		holder = r.DropletID
 	}
 	var todo []cluster.Node
+	var skipped []string
 	for _, n := range st.Nodes {
-		if n.DropletID == 0 || strconv.Itoa(imageOf[n.DropletID]) == image {
+		if n.DropletID != 0 && strconv.Itoa(imageOf[n.DropletID]) == image {
 			continue
 		}
-		if n.Lifecycle != cluster.Ready {
+		if n.DropletID == 0 || n.Lifecycle != cluster.Ready {
 			p.Info("node %s is %s: not replaced (finish or undo what left it so, then re-run)", n.ID, n.Lifecycle)
+			skipped = append(skipped, fmt.Sprintf("%s (%s)", n.ID, n.Lifecycle))
 			continue
 		}
 		todo = append(todo, n)
+	}
+	if len(todo) == 0 && len(skipped) > 0 {
+		// Not "every node on image": say which are not, and fail.
+		return "", "", fmt.Errorf("node(s) %s are not on image %s and not ready to be replaced: finish or undo what left them so (node list, repair-ha), then re-run", strings.Join(skipped, ", "), image)
 	}
 	if len(todo) == 0 {
 		return "", "", nil

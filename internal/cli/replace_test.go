@@ -65,6 +65,10 @@ func TestReplaceBadInput(t *testing.T) {
 		{"image shape", []string{"node", "replace", "--name", "exists", "--node", id, "--image", "my image!"}, `--image "my image!"`},
 		{"distribution image", []string{"node", "replace", "--name", "exists", "--node", id, "--image", "debian-12-x64"}, `--image "debian-12-x64"`},
 		{"unknown image id", []string{"node", "replace", "--name", "exists", "--node", id, "--image", "4242"}, `--image "4242"`},
+		// DO answers GET /v2/images/{id} for its public images too: Debian
+		// by id would boot a node without dynia-pull.
+		{"public image id", []string{"node", "replace", "--name", "exists", "--node", id, "--image", "170000001"}, `--image "170000001": a public base image is not a private snapshot`},
+		{"upgrade: public image id", []string{"cluster", "upgrade", "--name", "exists", "--image", "170000001"}, `--image "170000001"`},
 		{"unknown image name", []string{"node", "replace", "--name", "exists", "--node", id, "--image", "dynia-node-nope"}, `--image "dynia-node-nope"`},
 		{"health timeout", []string{"node", "replace", "--name", "exists", "--node", id, "--health-timeout", "0s"}, `--health-timeout "0s"`},
 		{"upgrade: no such cluster", []string{"cluster", "upgrade", "--name", "ghost"}, `ghost`},
@@ -116,7 +120,10 @@ func TestReplaceNode(t *testing.T) {
 			if which == "active" {
 				old = *st.Active()
 			}
-			e.mustRun("node", "replace", "--name", "rep", "--node", old.ID)
+			// The id written with a leading zero is the same image: the
+			// replacement must be recorded as DO writes it, or an upgrade
+			// would take it for outdated for ever.
+			e.mustRun("node", "replace", "--name", "rep", "--node", old.ID, "--image", "0"+strconv.Itoa(img))
 			after := e.consistent("rep")
 			if after.Node(old.ID) != nil || len(after.Nodes) != len(st.Nodes) {
 				t.Fatalf("after replacing %s: %+v", old.ID, after.Nodes)

@@ -142,7 +142,12 @@ func runAuthInit(ctx context.Context, f *Factory, tokenFile string) error {
 		return fmt.Errorf("auth init: check the token: %w", err)
 	}
 
-	path := filepath.Join(filepath.Dir(cfg.path), "tokens", name+".token")
+	// Absolute: a relative --config would store a path that every
+	// command run from another directory could not open.
+	path, err := filepath.Abs(filepath.Join(filepath.Dir(cfg.path), "tokens", name+".token"))
+	if err != nil {
+		return fmt.Errorf("auth init: %w", err)
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("auth init: %w", err)
 	}

@@ -17,6 +17,11 @@ type Image struct {
 	Name      string
 	Regions   []string
 	CreatedAt time.Time
+	// Type is DO's image type ("snapshot", "backup", "custom", "base")
+	// and Public whether it is one of DO's public images: a dynia node
+	// image is a private snapshot.
+	Type   string
+	Public bool
 }
 
 // FindSnapshot returns the newest private image whose name starts with
@@ -77,7 +82,7 @@ func (c *Client) GetImage(ctx context.Context, id int) (Image, error) {
 		return Image{}, wrap(fmt.Sprintf("get image %d", id), err)
 	}
 	created, _ := time.Parse(time.RFC3339, im.Created)
-	return Image{ID: im.ID, Name: im.Name, Regions: slices.Clone(im.Regions), CreatedAt: created}, nil
+	return Image{ID: im.ID, Name: im.Name, Regions: slices.Clone(im.Regions), CreatedAt: created, Type: im.Type, Public: im.Public}, nil
 }
 
 // Region is a DO region.

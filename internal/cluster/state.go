@@ -326,6 +326,11 @@ func decode(b []byte, pullVersion string, node bool) (*State, error) {
 			Reason: fmt.Sprintf("unsupported (this build reads %d)", SchemaVersion)}
 	}
 	if err := ValidateMinPullVersion(probe.MinPullVersion); err != nil {
+		if node {
+			// A form this build cannot read comes from a newer CLI: the
+			// node cannot tell whether it qualifies, so it must not apply.
+			return nil, &UpgradeRequiredError{Need: probe.MinPullVersion, Have: pullVersion}
+		}
 		return nil, err
 	}
 	if node && VersionBelow(pullVersion, probe.MinPullVersion) {

@@ -339,8 +339,14 @@ func (d *Daemon) haproxyPredatesConfig(set Settings) bool {
 	if err != nil {
 		return false
 	}
-	return !started.After(changeTime(fi))
+	// The inode's change time comes from the kernel's coarse clock (a few
+	// ms behind), the start time from time.Now: a margin keeps a config
+	// installed just after the start from looking older than the daemon.
+	return !started.After(changeTime(fi).Add(predatesMargin))
 }
+
+// predatesMargin is haproxyPredatesConfig's allowance for clock grain.
+const predatesMargin = 50 * time.Millisecond
 
 // changeTime is a file's inode change time, which the rename installing a
 // config sets; its modification time is the staged file's, written before

@@ -83,7 +83,7 @@ func (b cloudBooter) Boot(_ context.Context, ddir string, d dropletNet, userData
 	// dynia-pull reads the image file beside its config
 	// (nodeconfig.ImagePath): the rewritten config's neighbour here.
 	if img, err := os.ReadFile(filepath.Join(root, nodeconfig.DefaultImagePath)); err == nil {
-		if err := os.WriteFile(nodeconfig.ImagePath(cfgPath), img, 0o644); err != nil {
+		if err := fsutil.WriteFileAtomic(nodeconfig.ImagePath(cfgPath), img, 0o644); err != nil {
 			return nil, fmt.Errorf("boot: %w", err)
 		}
 	}
