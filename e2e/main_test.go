@@ -245,6 +245,14 @@ func (e *sandboxEnv) dumpLogs() {
 			e.t.Logf("=== %s log of droplet %d (%s):\n%s", c, d.ID, d.Name, out)
 		}
 	}
+	// The simulated cloud's own lines: API calls, Reserved IP routes,
+	// firewall applies, droplets made and destroyed.
+	r := e.run("sandbox", "logs", "sandbox")
+	out := r.stdout
+	if len(out) > 12000 {
+		out = out[len(out)-12000:]
+	}
+	e.t.Logf("=== the sandbox's log:\n%s", out)
 }
 
 // get does one request with a short timeout; it returns the body's first line.
