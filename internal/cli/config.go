@@ -248,12 +248,7 @@ func (c *Config) Resolve(name string) (*Context, string, error) {
 	}
 	ctx, ok := c.Contexts[name]
 	if !ok {
-		names := make([]string, 0, len(c.Contexts))
-		for n := range c.Contexts {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		return nil, "", usagef("--context %q: no such context (have: %s)", name, strings.Join(names, ", "))
+		return nil, "", usagef("--context %q: no such context (have: %s)", name, strings.Join(c.contextNames(), ", "))
 	}
 	return ctx, name, nil
 }

@@ -258,14 +258,20 @@ func (f *Factory) Cloud() (*cloud.Client, error) {
 			f.clErr = err
 			return
 		}
-		o := f.CloudOptions
-		o.BaseURL = f.apiBaseURL(c)
-		if o.Logger == nil {
-			o.Logger = f.Logger
-		}
-		f.cl, f.clErr = cloud.New(tok, o)
+		f.cl, f.clErr = f.cloudWith(tok, c)
 	})
 	return f.cl, f.clErr
+}
+
+// cloudWith returns a DO API client for token: the factory's options, the
+// API URL apiBaseURL gives for context c.
+func (f *Factory) cloudWith(token string, c *Context) (*cloud.Client, error) {
+	o := f.CloudOptions
+	o.BaseURL = f.apiBaseURL(c)
+	if o.Logger == nil {
+		o.Logger = f.Logger
+	}
+	return cloud.New(token, o)
 }
 
 // apiBaseURL is where the DO API is: the factory's override, the

@@ -143,12 +143,7 @@ func (f *Factory) checkNodeToken(ctx context.Context, s nodeSecrets, p *Progress
 	if err != nil {
 		return err
 	}
-	o := f.CloudOptions
-	o.BaseURL = f.apiBaseURL(c)
-	if o.Logger == nil {
-		o.Logger = f.Logger
-	}
-	cl, err := cloud.New(s.doToken, o)
+	cl, err := f.cloudWith(s.doToken, c)
 	if err != nil {
 		return usagef("--node-token-file: %v", err)
 	}

@@ -123,12 +123,7 @@ func runAuthInit(ctx context.Context, f *Factory, tokenFile string) error {
 
 	// One API call, through the client every command uses (its errors
 	// never carry the token).
-	o := f.CloudOptions
-	o.BaseURL = f.apiBaseURL(c)
-	if o.Logger == nil {
-		o.Logger = f.Logger
-	}
-	cl, err := cloud.New(tok, o)
+	cl, err := f.cloudWith(tok, c)
 	if err != nil {
 		return fmt.Errorf("auth init: %w", err)
 	}
