@@ -39,19 +39,7 @@ func TestBadNodeTokenIsVisibleAndHeals(t *testing.T) {
 	t.Cleanup(sim.Close)
 
 	dir := t.TempDir()
-	stateDir := filepath.Join(dir, "bucket")
-	if err := os.MkdirAll(stateDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	store, err := bucket.Open(context.Background(), "file://"+stateDir, bucket.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := testState(1, 1)
-	b, _ := st.Encode()
-	if _, err := store.Put(context.Background(), cluster.StateKey(st.Name), b, bucket.Cond{}); err != nil {
-		t.Fatal(err)
-	}
+	store, stateDir := fileStoreWithState(t, dir)
 	secrets := filepath.Join(dir, "secrets")
 	if err := os.MkdirAll(secrets, 0o700); err != nil {
 		t.Fatal(err)
@@ -137,4 +125,25 @@ func TestUnreachableAPIMarksFailoverNotReady(t *testing.T) {
 	if f := d.snapshot().Failover; !f.Ready || f.Error != "" {
 		t.Errorf("after a claim that moved the IP: failover %+v; want ready", f)
 	}
+}
+
+// fileStoreWithState makes a file:// bucket under dir holding a one-node
+// cluster's state ("shop", node amber-fox), and returns it with its URL's
+// directory.
+func fileStoreWithState(t *testing.T, dir string) (bucket.Store, string) {
+	t.Helper()
+	stateDir := filepath.Join(dir, "bucket")
+	if err := os.MkdirAll(stateDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	store, err := bucket.Open(context.Background(), "file://"+stateDir, bucket.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := testState(1, 1)
+	b, _ := st.Encode()
+	if _, err := store.Put(context.Background(), cluster.StateKey(st.Name), b, bucket.Cond{}); err != nil {
+		t.Fatal(err)
+	}
+	return store, stateDir
 }

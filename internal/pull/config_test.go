@@ -124,15 +124,7 @@ func TestRunWithTypoInConfig(t *testing.T) {
 		t.Skip("true not found")
 	}
 	dir := t.TempDir()
-	stateDir := filepath.Join(dir, "bucket")
-	os.MkdirAll(stateDir, 0o755)
-	store, err := bucket.Open(context.Background(), "file://"+stateDir, bucket.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := testState(1, 1)
-	b, _ := st.Encode()
-	store.Put(context.Background(), cluster.StateKey(st.Name), b, bucket.Cond{})
+	store, stateDir := fileStoreWithState(t, dir)
 	cfgPath := filepath.Join(dir, "pull.json")
 	cfg := func(pollKey string) []byte {
 		return []byte(`{"cluster": "shop", "node_id": "amber-fox", "state_url": "file://` + stateDir + `",

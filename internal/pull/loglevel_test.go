@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dynia/dynia/internal/bucket"
-	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/testutil"
 )
 
@@ -28,19 +26,7 @@ func TestRunLogLevel(t *testing.T) {
 		t.Fatalf("true not found: %v", err)
 	}
 	dir := t.TempDir()
-	stateDir := filepath.Join(dir, "bucket")
-	if err := os.MkdirAll(stateDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	store, err := bucket.Open(context.Background(), "file://"+stateDir, bucket.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := testState(1, 1)
-	b, _ := st.Encode()
-	if _, err := store.Put(context.Background(), cluster.StateKey(st.Name), b, bucket.Cond{}); err != nil {
-		t.Fatal(err)
-	}
+	store, stateDir := fileStoreWithState(t, dir)
 	cfgPath := filepath.Join(dir, "pull.json")
 	writeCfg := func(level string) {
 		t.Helper()
