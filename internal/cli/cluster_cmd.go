@@ -2,16 +2,14 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/ops"
 )
 
 // updateOptions are `cluster update`'s inputs.
@@ -28,47 +26,25 @@ type updateOptions struct {
 }
 
 // updateCluster records the new settings in the state, then makes the
-// firewall match the state (re-runnable: both steps are idempotent).
+// firewall match the state (re-runnable: both steps are idempotent). With
+// --force the store does not check the nodes' dynia-pull versions before
+// raising min_pull_version.
 func updateCluster(ctx context.Context, f *Factory, o *updateOptions) error {
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	p := NewProgress(f.IO, f.Global.Output == "json")
-	f.forcePullVersion = o.Force
 	store, st, cl, err := f.openCluster(ctx, o.Name, true)
 	if err != nil {
 		return err
 	}
-	if o.SetMinPull {
-		if err := p.Step(fmt.Sprintf("min_pull_version %q in the state", o.MinPullVersion), func() (string, error) {
-			st, err = store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
-				return cluster.SetMinPullVersion(s, o.MinPullVersion)
-			})
-			return "", err
-		}); err != nil {
-			return err
-		}
+	if o.Force {
+		store.CheckRaise = nil
 	}
-	if !o.SetAdmin {
-		return printCluster(f, st)
-	}
-	want := slices.Clone(o.AdminCIDRs)
-	if err := p.Step(fmt.Sprintf("admin CIDRs %v in the state", want), func() (string, error) {
-		st, err = store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
-			if slices.Equal(s.AdminCIDRs, want) {
-				return nil, cluster.ErrNoChange
-			}
-			s.AdminCIDRs = want
-			return s, nil
-		})
-		return "", err
-	}); err != nil {
-		return err
-	}
-	if err := p.Step("firewall", func() (string, error) {
-		fw, created, err := cl.EnsureFirewall(ctx, firewallSpec(st))
-		return reuse(fw.ID, created), err
-	}); err != nil {
-		return err
+	st, err = ops.UpdateSettings(ctx, deps(store, cl, p, nil), st, ops.Settings{
+		MinPullVersion: o.MinPullVersion, SetMinPull: o.SetMinPull, AdminCIDRs: o.AdminCIDRs, SetAdmin: o.SetAdmin,
+	})
+	if err != nil {
+		return cliError(err)
 	}
 	return printCluster(f, st)
 }
@@ -234,8 +210,8 @@ type destroyOptions struct {
 	Timeout time.Duration
 }
 
-// destroyCluster removes what the cluster made, found by tag and by the
-// state's ids, and the state last, so an interrupted destroy can re-run.
+// destroyCluster removes what the cluster made (ops.Destroy), the state
+// last, so an interrupted destroy can re-run.
 func destroyCluster(ctx context.Context, f *Factory, o *destroyOptions) error {
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
@@ -244,125 +220,21 @@ func destroyCluster(ctx context.Context, f *Factory, o *destroyOptions) error {
 	if err != nil {
 		return err
 	}
-	ds, err := cl.ListDropletsByTag(ctx, cloud.ClusterTag(o.Name))
+	stateURL, err := f.StateURL()
 	if err != nil {
 		return err
 	}
-	// The Reserved IP goes before the droplets: once they are gone, an IP
-	// the state never recorded is no longer recognisable as the cluster's.
-	ips, err := clusterReservedIPs(ctx, cl, st, ds)
+	err = ops.Destroy(ctx, deps(store, cl, p, nil), st, ops.DestroyOptions{
+		StateURL: stateURL,
+		// Only a record dynia created: one it merely repointed was the user's.
+		DeleteDNS: func(ctx context.Context, st *cluster.State) error { return deleteDNS(ctx, f, p, cl, st, false) },
+	})
 	if err != nil {
-		return err
-	}
-	for _, ip := range ips {
-		if err := p.Step("release Reserved IP "+ip, func() (string, error) {
-			err := cl.DeleteReservedIP(ctx, ip)
-			if errors.Is(err, cloud.ErrNotFound) {
-				return "already gone", nil
-			}
-			return "", err
-		}); err != nil {
-			return err
-		}
-	}
-	if err := destroyDroplets(ctx, cl, ds, p); err != nil {
-		return err
-	}
-	// The nodes' Spaces key once no droplet holds it.
-	if err := deleteNodeSpacesKeys(ctx, f, cl, st, p); err != nil {
-		return err
-	}
-	// Only a record dynia created: one it merely repointed was the user's.
-	if err := deleteDNS(ctx, f, p, cl, st, false); err != nil {
-		return err
-	}
-	fws, err := clusterFirewalls(ctx, cl, st)
-	if err != nil {
-		return err
-	}
-	for _, id := range fws {
-		if err := p.Step("firewall "+id, func() (string, error) { return "", ignoreNotFound(cl.DeleteFirewall(ctx, id)) }); err != nil {
-			return err
-		}
-	}
-	if st.VPC.ID != "" && st.VPC.Created {
-		// DO refuses to delete a VPC while droplets are still leaving it.
-		if err := p.Step("VPC "+st.VPC.ID, func() (string, error) {
-			return "", pollUntil(ctx, func() (bool, string, error) {
-				err := ignoreNotFound(cl.DeleteVPC(ctx, st.VPC.ID))
-				if err != nil && strings.Contains(err.Error(), "default VPC") {
-					// DO makes the first VPC of a region its default and
-					// never deletes a default VPC; it costs nothing to keep.
-					return true, "", nil
-				}
-				if errors.Is(err, cloud.ErrUnprocessable) {
-					return false, "VPC still has members", nil
-				}
-				return err == nil, "", err
-			})
-		}); err != nil {
-			return err
-		}
-	}
-	if err := p.Step("state", func() (string, error) { return "", store.Delete(ctx, o.Name) }); err != nil {
-		return err
+		return cliError(err)
 	}
 	if f.Global.Output == "json" {
 		return writeJSON(f.IO.Out, map[string]any{"destroyed": o.Name})
 	}
 	fmt.Fprintf(f.IO.Out, "cluster %s destroyed\n", o.Name)
 	return nil
-}
-
-// clusterReservedIPs is the state's Reserved IP plus any held by one of the
-// cluster's droplets: create-ha creates the IP assigned to its droplet, so
-// one it made but died before recording sits on a droplet tagged for the
-// cluster.
-func clusterReservedIPs(ctx context.Context, cl *cloud.Client, st *cluster.State, ds []cloud.Droplet) ([]string, error) {
-	var out []string
-	if st.ReservedIP != "" {
-		out = append(out, st.ReservedIP)
-	}
-	mine := map[int]bool{}
-	for _, d := range ds {
-		mine[d.ID] = true
-	}
-	rips, err := cl.ListReservedIPs(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for _, r := range rips {
-		if r.DropletID != 0 && mine[r.DropletID] && !slices.Contains(out, r.IP) {
-			out = append(out, r.IP)
-		}
-	}
-	return out, nil
-}
-
-// clusterFirewalls is the state's firewall plus one found by the name
-// create-ha gives it that targets the cluster's tag (one made by a create-ha
-// that died before recording it). The tag check keeps a user's firewall
-// that merely shares the name out of it.
-func clusterFirewalls(ctx context.Context, cl *cloud.Client, st *cluster.State) ([]string, error) {
-	var out []string
-	if st.FirewallID != "" {
-		out = append(out, st.FirewallID)
-	}
-	fws, err := cl.ListFirewalls(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for _, fw := range fws {
-		if fw.Name == resourceName(st.Name) && slices.Contains(fw.Tags, cloud.ClusterTag(st.Name)) && !slices.Contains(out, fw.ID) {
-			out = append(out, fw.ID)
-		}
-	}
-	return out, nil
-}
-
-func ignoreNotFound(err error) error {
-	if errors.Is(err, cloud.ErrNotFound) {
-		return nil
-	}
-	return err
 }

@@ -22,9 +22,6 @@ import (
 // nodes and their versions (exit 2). A node without a fresh report, or
 // whose version names no release, is not counted: nothing says it is old.
 func (f *Factory) checkPullVersions(ctx context.Context, store *cluster.Store, cur, next *cluster.State) error {
-	if f.forcePullVersion {
-		return nil
-	}
 	var old []string
 	now := time.Now()
 	for _, n := range cluster.SortedByPriority(next.Nodes) {

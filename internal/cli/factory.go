@@ -32,22 +32,8 @@ type Factory struct {
 	// store (tests count the writes a command makes with it).
 	BucketHTTPClient *http.Client
 	// StuckAfter is how old a droplet still "new" must be to count as one
-	// that never becomes active (default stuckDropletAge).
+	// that never becomes active (default ops.StuckDropletAge).
 	StuckAfter time.Duration
-
-	// nodeTokenFile is --node-token-file and allowOperatorToken
-	// --allow-operator-token, for this run.
-	nodeTokenFile      string
-	allowOperatorToken bool
-	// forcePullVersion is --force of a command that may raise the state's
-	// min_pull_version: write it even above a ready node's version.
-	forcePullVersion bool
-	// nodeSecrets is the node token as this run first loaded it
-	// (loadNodeSecrets, while checking its input): every later load
-	// returns it, so the droplets get the token that was checked even if
-	// the file is replaced meanwhile. Guarded by nodeSecretsMu.
-	nodeSecrets   *nodeSecrets
-	nodeSecretsMu sync.Mutex
 
 	once struct {
 		cfg   sync.Once
@@ -62,15 +48,6 @@ type Factory struct {
 	storeErr error
 	cl       *cloud.Client
 	clErr    error
-}
-
-// journalDir is where `node add` keeps its crash journal ($DYNIA_JOURNAL_DIR
-// overrides it for tests).
-func (f *Factory) journalDir() string {
-	if d := f.Getenv("DYNIA_JOURNAL_DIR"); d != "" {
-		return d
-	}
-	return journalDir()
 }
 
 // NewFactory returns a Factory on the given streams.

@@ -2,32 +2,35 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"slices"
 	"time"
 
+	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
-	"github.com/dynia/dynia/internal/nodeconfig"
+	"github.com/dynia/dynia/internal/ops"
 	"github.com/dynia/dynia/internal/signing"
 )
 
-// createHA creates (or resumes creating) a one-node cluster. Every step
-// looks before it creates, so re-running after a crash or Ctrl-C finishes
-// the job without duplicating anything.
+// The run functions of `node create-ha|add|remove|make-active`: each checks
+// what only the CLI can (files, credentials, the config), builds the
+// operation's dependencies from the Factory, calls internal/ops and prints
+// the result.
+
+// createHA creates (or resumes creating) a one-node cluster (ops.CreateHA),
+// then points DNS at it, waits for it to serve, deploys the app and
+// enables HTTPS, as asked.
 func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	p := NewProgress(f.IO, f.Global.Output == "json")
 	if o.DryRun {
-		return createDryRun(ctx, f, o, p)
+		return createDryRun(f, o, p)
 	}
 	// Everything that can be bad input is checked before the first write:
-	// the flags (Validate), the node token (its file first, before any API
-	// call; then two read-only GETs with it), an existing cluster's region
-	// and size (a read of the state), region and size against the catalog
-	// (read-only GETs). Only then does the write probe run.
+	// the flags (Validate), files (the app's image reference, the TLS
+	// settings, the node token: before any API call), then in ops.CreateHA
+	// the reads (the state, the catalog, the node token at DigitalOcean).
 	if err := f.checkStateReachableByDroplets(); err != nil {
 		return err
 	}
@@ -45,10 +48,7 @@ func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
 			return err
 		}
 	}
-	// The node token before any API call: droplets never get the CLI's own
-	// token unless asked to. prepareBoot gets this load, not a new read.
-	f.nodeTokenFile, f.allowOperatorToken = o.NodeTokenFile, o.AllowOperatorToken
-	nodeSecrets, err := f.loadNodeSecrets(p)
+	token, err := loadNodeToken(f, o.NodeTokenFile, o.AllowOperatorToken, p)
 	if err != nil {
 		return err
 	}
@@ -65,219 +65,60 @@ func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
 	if err != nil {
 		return err
 	}
-	// State first: it names the node, so the droplet can be tagged with
-	// its id at creation and adopted if this run dies.
-	st, _, err := store.Load(ctx, o.Name)
-	exists := err == nil
-	if err != nil && !errors.Is(err, cluster.ErrClusterNotFound) {
+	boot, err := bootSpec(f, token)
+	if err != nil {
 		return err
 	}
-	if exists && (st.Region != o.Region || st.Size != o.Size) {
-		return usagef("--region %q/--size %q: cluster %s exists with region %s and size %s", o.Region, o.Size, o.Name, st.Region, st.Size)
-	}
-	// One step, so a refused node token is the only line printed.
-	if err := p.Step("region, size and node token", func() (string, error) {
-		if err := checkCatalog(ctx, cl, o.Region, o.Size); err != nil {
-			return "", err
-		}
-		return o.Region + ", " + o.Size, f.checkNodeToken(ctx, nodeSecrets, p)
-	}); err != nil {
-		return err
-	}
-	if _, err := f.WritableStore(ctx); err != nil {
-		return err
-	}
-	if exists {
-		p.Info("cluster %s exists (generation %d): resuming", o.Name, st.Generation)
-	} else {
-		var image string
-		if err := p.Step("image", func() (string, error) {
-			image, err = resolveImage(ctx, cl, o.Image, o.Region, o.Bootstrap)
-			return image, err
-		}); err != nil {
-			return err
-		}
-		st = cluster.New(o.Name, o.Region, o.Size, image, time.Now())
-		st, _, err = cluster.AddNodes(st, 1, cluster.NewNamer(0), time.Now())
-		if err != nil {
-			return err
-		}
-		if err := p.Step("cluster state", func() (string, error) {
-			return store.B.String(), store.Create(ctx, st)
-		}); err != nil {
-			return err
-		}
-	}
-
-	// The cluster key seals the app's secrets; nodes get it in their
-	// user-data, so it exists before the first droplet.
-	if err := p.Step("cluster key", func() (string, error) {
-		_, rcpt, err := f.clusterKey(st, true)
-		if err != nil {
-			return "", err
-		}
-		st, err = store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
-			if s.SecretsRecipient == rcpt {
-				return nil, cluster.ErrNoChange
-			}
-			s.SecretsRecipient = rcpt
-			return s, nil
-		})
-		return rcpt, err
-	}); err != nil {
-		return err
-	}
-
-	var vpc cloud.VPC
-	var vpcCreated bool
-	if err := p.Step("VPC", func() (string, error) {
-		var created bool
-		vpc, created, err = cl.EnsureVPC(ctx, vpcName(o.Name, o.Region), o.Region, "")
-		// A VPC found with dynia's marker was made by an earlier run that
-		// may have died before recording it: it is ours to delete too.
-		vpcCreated = created || vpc.Dynia
-		return reuse(vpc.ID+" "+vpc.IPRange, created), err
-	}); err != nil {
-		return err
-	}
-	// The VPC and, when given, the admin CIDRs go into the state first: the
-	// firewall is built from the state, so a re-run without --admin-cidr
-	// keeps the SSH rule instead of dropping it.
-	st, err = store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
-		want := cluster.VPC{ID: vpc.ID, CIDR: vpc.IPRange, Created: s.VPC.Created || vpcCreated}
-		if s.VPC == want && (o.AdminCIDRs == nil || slices.Equal(s.AdminCIDRs, o.AdminCIDRs)) {
-			return nil, cluster.ErrNoChange
-		}
-		s.VPC = want
-		if o.AdminCIDRs != nil {
-			s.AdminCIDRs = slices.Clone(o.AdminCIDRs)
-		}
-		return s, nil
+	st, err := ops.CreateHA(ctx, deps(store, cl, p, boot), ops.CreateHAOptions{
+		Name: o.Name, Region: o.Region, Size: o.Size, Image: o.Image, Bootstrap: o.Bootstrap, AdminCIDRs: o.AdminCIDRs,
+		CheckNodeToken: func(ctx context.Context) error { return checkNodeToken(ctx, f, token, p) },
+		RequireSafe:    func(ctx context.Context) error { return bucket.RequireSafe(ctx, store.B, f.Global.AllowUnsafeWrites) },
 	})
 	if err != nil {
+		return cliError(err)
+	}
+	if st, err = afterCreate(ctx, f, o, p, store, cl, st, app, tlsSettings); err != nil {
 		return err
-	}
-	var fw cloud.Firewall
-	if err := p.Step("firewall", func() (string, error) {
-		var created bool
-		fw, created, err = cl.EnsureFirewall(ctx, firewallSpec(st))
-		return reuse(fw.ID, created), err
-	}); err != nil {
-		return err
-	}
-	if _, err := store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
-		if s.FirewallID == fw.ID {
-			return nil, cluster.ErrNoChange
-		}
-		s.FirewallID = fw.ID
-		return s, nil
-	}); err != nil {
-		return err
-	}
-
-	st, err = provisionNodes(ctx, f, store, cl, o.Name, nil, p)
-	if err != nil {
-		return err
-	}
-	active := st.Active()
-	if active == nil || active.DropletID == 0 {
-		return fmt.Errorf("cluster %s has no active node with a droplet; run `dynia node repair-ha --name %s --force`", o.Name, o.Name)
-	}
-	if err := p.Step("reserved IP", func() (string, error) {
-		ip, note, err := ensureReservedIP(ctx, cl, st, active.DropletID)
-		if err != nil {
-			return "", err
-		}
-		st, err = store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
-			if s.ReservedIP == ip {
-				return nil, cluster.ErrNoChange
-			}
-			s.ReservedIP = ip
-			return s, nil
-		})
-		return ip + " → " + active.ID + note, err
-	}); err != nil {
-		return err
-	}
-	if o.DNS.Record != "" {
-		if st, err = setDNS(ctx, f, p, store, cl, st, o.DNS); err != nil {
-			return err
-		}
-	}
-	if !o.NoWait {
-		if err := waitApplied(ctx, f, store, st, p); err != nil {
-			return err
-		}
-	}
-	// Once the cluster serves: the app, then HTTPS for it.
-	if app != nil && (st.App.CurrentRelease() == nil || st.App.CurrentRelease().Tag != app.ref) {
-		if err := releaseApp(ctx, f, p, store, cl, st, app, !o.NoWait); err != nil {
-			return err
-		}
-		if st, _, err = store.Load(ctx, o.Name); err != nil {
-			return err
-		}
-	}
-	if tlsSettings != nil {
-		if st, err = enableTLS(ctx, f, p, store, st, tlsSettings, !o.NoWait); err != nil {
-			return err
-		}
 	}
 	return printCluster(f, st)
 }
 
-// firewallSpec is the cluster's firewall as the state describes it; every
-// command that creates or repairs the firewall builds it here.
-func firewallSpec(st *cluster.State) cloud.FirewallSpec {
-	return cloud.FirewallSpec{
-		Name: resourceName(st.Name), Tag: cloud.ClusterTag(st.Name), AdminCIDRs: slices.Clone(st.AdminCIDRs),
-		AppPort: st.App.Port, MeshPort: nodeconfig.DefaultMeshPort,
+// afterCreate is what create-ha does once the cluster exists: the DNS
+// record, the wait for the nodes to apply the state, then the app, then
+// HTTPS for it.
+func afterCreate(ctx context.Context, f *Factory, o *CreateOptions, p *Progress, store *cluster.Store, cl *cloud.Client,
+	st *cluster.State, app *release, tlsSettings *cluster.TLS) (*cluster.State, error) {
+	var err error
+	if o.DNS.Record != "" {
+		if st, err = setDNS(ctx, f, p, store, cl, st, o.DNS); err != nil {
+			return nil, err
+		}
 	}
+	if !o.NoWait {
+		if err := waitApplied(ctx, f, store, st, p); err != nil {
+			return nil, err
+		}
+	}
+	if app != nil && (st.App.CurrentRelease() == nil || st.App.CurrentRelease().Tag != app.ref) {
+		if err := releaseApp(ctx, f, p, store, cl, st, app, !o.NoWait); err != nil {
+			return nil, err
+		}
+		if st, _, err = store.Load(ctx, o.Name); err != nil {
+			return nil, err
+		}
+	}
+	if tlsSettings != nil {
+		if st, err = enableTLS(ctx, f, p, store, st, tlsSettings, !o.NoWait); err != nil {
+			return nil, err
+		}
+	}
+	return st, nil
 }
 
-func reuse(what string, created bool) string {
-	if created {
-		return what + " (created)"
-	}
-	return what + " (reused)"
-}
+// firewallSpec is the cluster's firewall as the state describes it.
+func firewallSpec(st *cluster.State) cloud.FirewallSpec { return ops.FirewallSpec(st) }
 
-// ensureReservedIP finds the cluster's RIP (the state's, else one already on
-// the droplet) or creates one assigned to dropletID, and makes sure it is
-// assigned there.
-func ensureReservedIP(ctx context.Context, cl *cloud.Client, st *cluster.State, dropletID int) (string, string, error) {
-	ip := st.ReservedIP
-	if ip == "" {
-		rips, err := cl.ListReservedIPs(ctx)
-		if err != nil {
-			return "", "", err
-		}
-		for _, r := range rips {
-			if r.DropletID == dropletID {
-				return r.IP, " (reused)", nil
-			}
-		}
-		r, err := cl.CreateReservedIP(ctx, dropletID)
-		if err != nil {
-			return "", "", err
-		}
-		return r.IP, " (created)", nil
-	}
-	r, err := cl.GetReservedIP(ctx, ip)
-	if err != nil {
-		return "", "", err
-	}
-	if r.DropletID == dropletID {
-		return ip, " (reused)", nil
-	}
-	if err := cl.AssignReservedIP(ctx, ip, dropletID); err != nil {
-		return "", "", err
-	}
-	return ip, " (reassigned)", nil
-}
-
-func createDryRun(ctx context.Context, f *Factory, o *CreateOptions, p *Progress) error {
-	f.nodeTokenFile, f.allowOperatorToken = o.NodeTokenFile, o.AllowOperatorToken
+func createDryRun(f *Factory, o *CreateOptions, p *Progress) error {
 	image := o.Image
 	if o.Bootstrap {
 		image = BootstrapImage
@@ -287,7 +128,11 @@ func createDryRun(ctx context.Context, f *Factory, o *CreateOptions, p *Progress
 	if err != nil {
 		return err
 	}
-	boot, err := f.prepareBoot(ctx, nil, nil, st, p, true)
+	spec, err := nodeBoot(f, o.NodeTokenFile, o.AllowOperatorToken, p)
+	if err != nil {
+		return err
+	}
+	boot, err := ops.DryRunBoot(spec, st)
 	if err != nil {
 		return err
 	}
@@ -307,7 +152,7 @@ func createDryRun(ctx context.Context, f *Factory, o *CreateOptions, p *Progress
 		stateKey = reportKey
 	}
 	st.SigningKey = signing.PublicKeyString(signing.Public(stateKey))
-	ud, err := f.userData(st, ids[0], boot, reportKey)
+	ud, err := ops.UserData(st, ids[0], boot, reportKey)
 	if err != nil {
 		return err
 	}
@@ -329,8 +174,9 @@ func createDryRun(ctx context.Context, f *Factory, o *CreateOptions, p *Progress
 	return err
 }
 
-// addNodes adds o.Count nodes: ids and priorities by CAS first, droplets
-// next (tagged with their ids), then waits for every node to apply.
+// addNodes adds o.Count nodes (ops.AddNodes), then waits for every node to
+// apply. An unknown cluster is bad input reported before any API call;
+// then the node token is checked, before anything is written.
 func addNodes(ctx context.Context, f *Factory, o *AddOptions) error {
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
@@ -338,77 +184,30 @@ func addNodes(ctx context.Context, f *Factory, o *AddOptions) error {
 	if err := f.checkStateReachableByDroplets(); err != nil {
 		return err
 	}
-	f.nodeTokenFile, f.allowOperatorToken = o.NodeTokenFile, o.AllowOperatorToken
-	nodeSecrets, err := f.loadNodeSecrets(p)
+	token, err := loadNodeToken(f, o.NodeTokenFile, o.AllowOperatorToken, p)
 	if err != nil {
 		return err
 	}
-	// An unknown cluster is bad input reported before any API call; then
-	// the node token is checked, before anything is written.
 	if s, err := f.Store(ctx); err != nil {
 		return err
 	} else if _, _, err := s.Load(ctx, o.Name); err != nil {
 		return err
 	}
-	if err := f.checkNodeToken(ctx, nodeSecrets, p); err != nil {
+	if err := checkNodeToken(ctx, f, token, p); err != nil {
+		return err
+	}
+	boot, err := bootSpec(f, token)
+	if err != nil {
 		return err
 	}
 	store, _, cl, err := f.openCluster(ctx, o.Name, true)
 	if err != nil {
 		return err
 	}
-	stateURL, _ := f.StateURL()
-	jdir := f.journalDir()
-	j, err := resumeAdd(jdir, stateURL, o.Name, o.Count)
+	st, _, err := ops.AddNodes(ctx, deps(store, cl, p, boot), ops.AddOptions{Name: o.Name, Count: o.Count, JournalDir: journalDir(f)})
 	if err != nil {
-		return err
+		return cliError(err)
 	}
-	if j != nil && !unfinished(ctx, store, o.Name, j.Nodes) {
-		j.release(true) // finished meanwhile (repair-ha): nothing to resume
-		j = nil
-	}
-	var added []string
-	if j != nil {
-		added = j.Nodes
-		p.Info("resuming an interrupted `node add --count %d`: nodes %v", o.Count, added)
-		// Ids the crashed run journaled but never wrote to the state are
-		// added now; the rest are already there.
-		if _, err := store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
-			return cluster.AddNamedNodes(s, added, time.Now())
-		}); err != nil {
-			j.release(false)
-			return err
-		}
-	} else {
-		if j, err = newAddJournal(jdir, stateURL, o.Name, o.Count); err != nil {
-			return err
-		}
-		if err := p.Step(fmt.Sprintf("add %d node(s) to the state", o.Count), func() (string, error) {
-			_, err := store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
-				next, ids, err := cluster.AddNodes(s, o.Count, cluster.NewNamer(0), time.Now())
-				if err != nil {
-					return nil, err
-				}
-				// Journal the ids before the state names them, so a crash
-				// after the write still knows which nodes this add owns.
-				if err := j.record(ids); err != nil {
-					return nil, fmt.Errorf("add journal: %w", err)
-				}
-				added = ids
-				return next, nil
-			})
-			return fmt.Sprint(added), err
-		}); err != nil {
-			j.release(false)
-			return err
-		}
-	}
-	st, err := provisionNodes(ctx, f, store, cl, o.Name, added, p)
-	if err != nil {
-		j.release(false)
-		return fmt.Errorf("%w (nodes %v are in the state; re-run the same command, or `dynia node repair-ha --name %s --force`, to finish them)", err, added, o.Name)
-	}
-	j.release(true)
 	if !o.NoWait {
 		if err := waitApplied(ctx, f, store, st, p); err != nil {
 			return err
@@ -417,11 +216,9 @@ func addNodes(ctx context.Context, f *Factory, o *AddOptions) error {
 	return printCluster(f, st)
 }
 
-// removeNode drains a node, hands the RIP on if it holds it, destroys its
-// droplet and removes it from the state. The node stays in the state
-// (lifecycle removing) until its droplet is gone, so a re-run after a crash
-// finds it there and finishes, and an id the state does not know is bad
-// input, reported before any API call.
+// removeNode drains a node, hands the Reserved IP on if it holds it,
+// destroys its droplet and removes it from the state (ops.RemoveNode). An
+// id the state does not know is bad input, reported before any API call.
 func removeNode(ctx context.Context, f *Factory, o *RemoveOptions) error {
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
@@ -433,137 +230,14 @@ func removeNode(ctx context.Context, f *Factory, o *RemoveOptions) error {
 	if len(st.Nodes) == 1 && !o.Force {
 		return usagef("--node %q: the last node of %s; use --force (or `dynia cluster destroy`)", o.Node, o.Name)
 	}
-	st, err = retireNode(ctx, store, cl, st, o.Node, p, func(s *cluster.State) (*cluster.State, error) {
-		return cluster.RemoveNode(s, o.Node)
-	})
-	if err != nil {
-		return err
+	if st, err = ops.RemoveNode(ctx, deps(store, cl, p, nil), st, o.Node); err != nil {
+		return cliError(err)
 	}
 	return printCluster(f, st)
 }
 
-// retireNode takes node id out of service and destroys it: the Reserved IP
-// moves to the next node if id is active, id is drained (every other ready
-// node applied that), marked removing, its droplets destroyed, and last
-// the state's final write (forget: RemoveNode, or FinishReplacement) runs.
-// Every step looks first, so a re-run after a crash at any point finishes.
-func retireNode(ctx context.Context, store *cluster.Store, cl *cloud.Client, st *cluster.State, id string, p *Progress,
-	forget func(*cluster.State) (*cluster.State, error)) (*cluster.State, error) {
-	name := st.Name
-	n := st.Node(id)
-	if n == nil {
-		// Gone already (a re-run, or removed by hand): only the final
-		// write may be left, e.g. a replacement still naming it.
-		return store.Update(ctx, name, forget)
-	}
-	var err error
-	if n.Role == cluster.RoleActive && len(st.Nodes) > 1 {
-		next := cluster.NextActive(st, n.ID)
-		if next == nil {
-			return nil, fmt.Errorf("node %s is active and no other node is ready to take the Reserved IP", n.ID)
-		}
-		if err := p.Step("move the Reserved IP to "+next.ID, func() (string, error) {
-			return "", promote(ctx, store, cl, name, next.ID)
-		}); err != nil {
-			return nil, err
-		}
-	}
-	// A node already removing was drained by the run that marked it.
-	if len(st.Nodes) > 1 && n.Lifecycle != cluster.Removing {
-		if err := p.Step("drain "+n.ID, func() (string, error) {
-			st, err = store.Update(ctx, name, func(s *cluster.State) (*cluster.State, error) {
-				return cluster.MarkDraining(s, id)
-			})
-			if err != nil {
-				return "", err
-			}
-			return "", waitOthers(ctx, store, st, id, p)
-		}); err != nil {
-			return nil, err
-		}
-	}
-	if _, err := store.Update(ctx, name, func(s *cluster.State) (*cluster.State, error) {
-		return cluster.MarkRemoving(s, id)
-	}); err != nil {
-		return nil, err
-	}
-	ds, err := cl.ListDropletsByTag(ctx, cloud.NodeTag(id))
-	if err != nil {
-		return nil, err
-	}
-	var mine []cloud.Droplet
-	for _, d := range ds {
-		if hasTag(d.Tags, cloud.ClusterTag(name)) {
-			mine = append(mine, d)
-		}
-	}
-	if err := destroyDroplets(ctx, cl, mine, p); err != nil {
-		return nil, err
-	}
-	// The report goes while the node is still in the state (removing), so
-	// that a failure here is finished by a re-run, which finds the node
-	// there. dynia-pull writes no report once it sees its node removing
-	// or gone, so a late one from a droplet still shutting down does not
-	// bring it back.
-	if err := p.Step("delete the report of "+n.ID, func() (string, error) {
-		if err := store.B.Delete(ctx, cluster.StatusKey(name, id)); err != nil {
-			return "", fmt.Errorf("delete the report of node %s: %w", id, err)
-		}
-		return "", nil
-	}); err != nil {
-		return nil, err
-	}
-	if err := p.Step("remove "+n.ID+" from the state", func() (string, error) {
-		st, err = store.Update(ctx, name, forget)
-		return "", err
-	}); err != nil {
-		return nil, err
-	}
-	return st, nil
-}
-
-func destroyDroplets(ctx context.Context, cl *cloud.Client, ds []cloud.Droplet, p *Progress) error {
-	for _, d := range ds {
-		if err := p.Step(fmt.Sprintf("destroy droplet %d (%s)", d.ID, d.Name), func() (string, error) {
-			return "", cl.DeleteDroplet(ctx, d.ID)
-		}); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// promote assigns the RIP to the node's droplet and then records it as the
-// active node (top priority), so state and RIP holder agree at the end.
-func promote(ctx context.Context, store *cluster.Store, cl *cloud.Client, name, nodeID string) error {
-	st, _, err := store.Load(ctx, name)
-	if err != nil {
-		return err
-	}
-	n := st.Node(nodeID)
-	if n == nil {
-		return usagef("--node %q: not a node of cluster %s", nodeID, name)
-	}
-	if n.Lifecycle != cluster.Ready || n.DropletID == 0 {
-		return usagef("--node %q: is %s; only a ready node can become active", nodeID, n.Lifecycle)
-	}
-	if st.ReservedIP != "" {
-		r, err := cl.GetReservedIP(ctx, st.ReservedIP)
-		if err != nil {
-			return err
-		}
-		if r.DropletID != n.DropletID {
-			if err := cl.AssignReservedIP(ctx, st.ReservedIP, n.DropletID); err != nil {
-				return err
-			}
-		}
-	}
-	_, err = store.Update(ctx, name, func(s *cluster.State) (*cluster.State, error) {
-		return cluster.MakeActive(s, nodeID)
-	})
-	return err
-}
-
+// makeActive moves the Reserved IP to a node and records it as the active
+// node (ops.MakeActive).
 func makeActive(ctx context.Context, f *Factory, o *MakeActiveOptions) error {
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
@@ -572,29 +246,8 @@ func makeActive(ctx context.Context, f *Factory, o *MakeActiveOptions) error {
 	if err != nil {
 		return err
 	}
-	if err := p.Step("make "+o.Node+" active", func() (string, error) {
-		return st.ReservedIP, promote(ctx, store, cl, o.Name, o.Node)
-	}); err != nil {
-		return err
-	}
-	st, _, err = store.Load(ctx, o.Name)
-	if err != nil {
-		return err
+	if st, err = ops.MakeActive(ctx, deps(store, cl, p, nil), st, o.Node); err != nil {
+		return cliError(err)
 	}
 	return printCluster(f, st)
-}
-
-// unfinished reports whether any of the nodes is missing from the state or
-// still provisioning: what a resumed add has left to do.
-func unfinished(ctx context.Context, store *cluster.Store, name string, ids []string) bool {
-	st, _, err := store.Load(ctx, name)
-	if err != nil {
-		return true // let the resume path report the error
-	}
-	for _, id := range ids {
-		if n := st.Node(id); n == nil || n.Lifecycle == cluster.Provisioning {
-			return true
-		}
-	}
-	return false
 }

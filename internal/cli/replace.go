@@ -16,14 +16,15 @@ import (
 
 	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/ops"
 )
 
 // Replacing a node (`node replace`) and every node (`cluster upgrade`) is
 // built from the commands' own steps: the replacement is a node added to
 // the state (carrying `replaces: <old id>`) and provisioned like `node add`
-// does (provisionNodes), the Reserved IP moves to it like `make-active`
-// does (promote) when the old node holds it, and the old node is retired
-// like `node remove` does (retireNode). Each step looks before it acts, so
+// does (ops.ProvisionNodes), the Reserved IP moves to it like `make-active`
+// does (ops.Promote) when the old node holds it, and the old node is retired
+// like `node remove` does (ops.RetireNode). Each step looks before it acts, so
 // a re-run after a crash finds the replacement in the state and finishes
 // it instead of creating a second one.
 
@@ -92,7 +93,7 @@ func checkImageFlag(image string) error {
 		return nil
 	case !snapshotRE.MatchString(image):
 		return usagef("--image %q: must be a snapshot id or name (letters, digits, '.', '_', '-')", image)
-	case isBootstrapImage(image):
+	case ops.IsBootstrapImage(image):
 		return usagef("--image %q: a distribution image, not a dynia node snapshot", image)
 	}
 	return nil
@@ -166,31 +167,31 @@ func addReplaceFlags(cmd *cobra.Command, tokenFile *string, allow *bool, health 
 // prepareReplace is what both commands do before their first write: the
 // node token (file, then DigitalOcean's word on it), the cluster (and the
 // node, when given) read from the state, the image resolved. Bad input is
-// exit 2 with nothing written: only reads reach the bucket and the API.
-func prepareReplace(ctx context.Context, f *Factory, p *Progress, name, node, image, tokenFile string, allow bool) (string, error) {
+// exit 2 with nothing written: only reads reach the bucket and the API. It
+// returns the image and what the replacements boot with.
+func prepareReplace(ctx context.Context, f *Factory, p *Progress, name, node, image, tokenFile string, allow bool) (string, *ops.BootSpec, error) {
 	if err := f.checkStateReachableByDroplets(); err != nil {
-		return "", err
+		return "", nil, err
 	}
-	f.nodeTokenFile, f.allowOperatorToken = tokenFile, allow
-	secrets, err := f.loadNodeSecrets(p)
+	token, err := loadNodeToken(f, tokenFile, allow, p)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	_, st, cl, err := f.openClusterNode(ctx, name, node, false)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	if node != "" && st.Replacement(node) == nil {
 		n := st.Node(node)
 		if n.Replaces != "" {
-			return "", usagef("--node %q: is the replacement of %s, still under way; run `dynia node replace --name %s --node %s` to finish it", node, n.Replaces, name, n.Replaces)
+			return "", nil, usagef("--node %q: is the replacement of %s, still under way; run `dynia node replace --name %s --node %s` to finish it", node, n.Replaces, name, n.Replaces)
 		}
 		if n.Lifecycle != cluster.Ready {
-			return "", usagef("--node %q: is %s; only a ready node can be replaced", node, n.Lifecycle)
+			return "", nil, usagef("--node %q: is %s; only a ready node can be replaced", node, n.Lifecycle)
 		}
 	}
-	if err := f.checkNodeToken(ctx, secrets, p); err != nil {
-		return "", err
+	if err := checkNodeToken(ctx, f, token, p); err != nil {
+		return "", nil, err
 	}
 	var id string
 	err = p.Step("image", func() (string, error) {
@@ -198,7 +199,11 @@ func prepareReplace(ctx context.Context, f *Factory, p *Progress, name, node, im
 		id, err = pickImage(ctx, cl, image, st.Region)
 		return id, err
 	})
-	return id, err
+	if err != nil {
+		return "", nil, err
+	}
+	boot, err := bootSpec(f, token)
+	return id, boot, err
 }
 
 // pickImage resolves --image to a snapshot id usable in region: an id is
@@ -207,7 +212,7 @@ func prepareReplace(ctx context.Context, f *Factory, p *Progress, name, node, im
 // snapshot. An image that does not exist or is not in the region is bad
 // input (exit 2).
 func pickImage(ctx context.Context, cl *cloud.Client, image, region string) (string, error) {
-	if isDigits(image) {
+	if ops.IsDigits(image) {
 		id, _ := strconv.Atoi(image)
 		img, err := cl.GetImage(ctx, id)
 		var ae *cloud.APIError
@@ -229,7 +234,7 @@ func pickImage(ctx context.Context, cl *cloud.Client, image, region string) (str
 		// report is compared with it.
 		return strconv.Itoa(img.ID), nil
 	}
-	id, err := resolveImage(ctx, cl, image, region, false)
+	id, err := ops.ResolveImage(ctx, cl, image, region, false)
 	if errors.Is(err, cloud.ErrNoSnapshot) && image != "" {
 		return "", usagef("--image %q: %v", image, err)
 	}
@@ -252,7 +257,7 @@ func replaceNode(ctx context.Context, f *Factory, o *ReplaceOptions) error {
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	p := NewProgress(f.IO, f.Global.Output == "json")
-	image, err := prepareReplace(ctx, f, p, o.Name, o.Node, o.Image, o.NodeTokenFile, o.AllowOperatorToken)
+	image, boot, err := prepareReplace(ctx, f, p, o.Name, o.Node, o.Image, o.NodeTokenFile, o.AllowOperatorToken)
 	if err != nil {
 		return err
 	}
@@ -260,7 +265,7 @@ func replaceNode(ctx context.Context, f *Factory, o *ReplaceOptions) error {
 	if err != nil {
 		return err
 	}
-	st, err := replaceOne(ctx, f, store, cl, o.Name, o.Node, image, o.HealthTimeout, p)
+	st, err := replaceOne(ctx, deps(store, cl, p, boot), o.Name, o.Node, image, o.HealthTimeout, p)
 	if err != nil {
 		return err
 	}
@@ -288,7 +293,8 @@ func (e *ReplacementUnhealthyError) Unwrap() error { return e.Err }
 // if old holds it, then drains and destroys old; the replacement takes
 // old's priority. When the replacement does not serve in time it returns a
 // *ReplacementUnhealthyError and old is untouched.
-func replaceOne(ctx context.Context, f *Factory, store *cluster.Store, cl *cloud.Client, name, old, image string, health time.Duration, p *Progress) (*cluster.State, error) {
+func replaceOne(ctx context.Context, d ops.Deps, name, old, image string, health time.Duration, p *Progress) (*cluster.State, error) {
+	store, cl := d.Store, d.Cloud
 	var repl string
 	if err := p.Step("replacement for "+old, func() (string, error) {
 		resumed := false
@@ -304,7 +310,7 @@ func replaceOne(ctx context.Context, f *Factory, store *cluster.Store, cl *cloud
 	}); err != nil {
 		return nil, err
 	}
-	if _, err := provisionNodes(ctx, f, store, cl, name, []string{repl}, p); err != nil {
+	if _, err := ops.ProvisionNodes(ctx, d, name, []string{repl}); err != nil {
 		return nil, fmt.Errorf("%w (replacement %s of %s is in the state; re-run the same command to finish it)", err, repl, old)
 	}
 	if err := p.Step(repl+" serves", func() (string, error) {
@@ -332,7 +338,7 @@ func replaceOne(ctx context.Context, f *Factory, store *cluster.Store, cl *cloud
 		}
 		if holds {
 			if err := p.Step("move the Reserved IP to "+repl, func() (string, error) {
-				return st.ReservedIP, promote(ctx, store, cl, name, repl)
+				return st.ReservedIP, cliError(ops.Promote(ctx, d, name, repl))
 			}); err != nil {
 				return nil, err
 			}
@@ -341,9 +347,10 @@ func replaceOne(ctx context.Context, f *Factory, store *cluster.Store, cl *cloud
 			}
 		}
 	}
-	return retireNode(ctx, store, cl, st, old, p, func(s *cluster.State) (*cluster.State, error) {
+	st, err = ops.RetireNode(ctx, d, st, old, func(s *cluster.State) (*cluster.State, error) {
 		return cluster.FinishReplacement(s, old)
 	})
+	return st, cliError(err)
 }
 
 // waitServing polls until node id serves: the CLI's health verdict on it is
@@ -399,7 +406,7 @@ func (e *Evidence) peersCheck(id string) bool {
 func upgradeCluster(ctx context.Context, f *Factory, o *UpgradeOptions) error {
 	p := NewProgress(f.IO, f.Global.Output == "json")
 	pctx, cancel := context.WithTimeout(ctx, o.Timeout)
-	image, err := prepareReplace(pctx, f, p, o.Name, "", o.Image, o.NodeTokenFile, o.AllowOperatorToken)
+	image, boot, err := prepareReplace(pctx, f, p, o.Name, "", o.Image, o.NodeTokenFile, o.AllowOperatorToken)
 	if err != nil {
 		cancel()
 		return err
@@ -438,7 +445,7 @@ func upgradeCluster(ctx context.Context, f *Factory, o *UpgradeOptions) error {
 		nctx, cancel := context.WithTimeout(ctx, o.Timeout)
 		old, img, err := nextReplacement(nctx, store, cl, o.Name, image, p)
 		if err == nil && old != "" {
-			_, err = replaceOne(nctx, f, store, cl, o.Name, old, img, o.HealthTimeout, p)
+			_, err = replaceOne(nctx, deps(store, cl, p, boot), o.Name, old, img, o.HealthTimeout, p)
 		}
 		cancel()
 		if err != nil {

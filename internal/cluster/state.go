@@ -79,7 +79,7 @@ type State struct {
 	// file; this one lets either name a mismatch. Empty: a cluster whose
 	// state was never signed.
 	SigningKey string `json:"signing_key,omitempty"`
-	// NodeSpacesKey is the Spaces key nodes use (nodekey.go).
+	// NodeSpacesKey is the Spaces key nodes use (internal/ops, nodekey.go).
 	NodeSpacesKey *NodeSpacesKey `json:"node_spaces_key,omitempty"`
 	DNS           *DNS           `json:"dns,omitempty"`
 	// TLS, when set, serves HTTPS on every node (tls.go).

@@ -1,4 +1,4 @@
-package cli
+package ops
 
 import (
 	"crypto/sha256"
@@ -26,7 +26,9 @@ type addJournal struct {
 	Nodes []string `json:"nodes"`
 }
 
-func journalDir() string {
+// JournalDir is where `node add` keeps its journals by default:
+// $XDG_STATE_HOME/dynia/pending, else ~/.local/state/dynia/pending.
+func JournalDir() string {
 	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
 		return filepath.Join(d, "dynia", "pending")
 	}
