@@ -115,9 +115,6 @@ func afterCreate(ctx context.Context, f *Factory, o *CreateOptions, p *Progress,
 	return st, nil
 }
 
-// firewallSpec is the cluster's firewall as the state describes it.
-func firewallSpec(st *cluster.State) cloud.FirewallSpec { return ops.FirewallSpec(st) }
-
 func createDryRun(f *Factory, o *CreateOptions, p *Progress) error {
 	image := o.Image
 	if o.Bootstrap {

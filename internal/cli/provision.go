@@ -30,7 +30,6 @@ var NodeTokenScopes = ops.NodeTokenScopes
 func resourceName(cluster string) string           { return ops.ResourceName(cluster) }
 func vpcName(cluster, region string) string        { return ops.VPCName(cluster, region) }
 func nodeTags(clusterName, nodeID string) []string { return ops.NodeTags(clusterName, nodeID) }
-func ignoreNotFound(err error) error               { return ops.IgnoreNotFound(err) }
 
 // reporter is Progress as the operations' step reporter: bad input an
 // operation finds inside a step becomes the CLI's UsageError there, so

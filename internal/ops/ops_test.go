@@ -157,7 +157,7 @@ func TestLifecycle(t *testing.T) {
 
 	// Removing the active node moves the Reserved IP to another first.
 	active := st.Active().ID
-	if st, err = RemoveNode(ctx, e.d, st, active); err != nil {
+	if _, err = RemoveNode(ctx, e.d, st, active); err != nil {
 		t.Fatalf("RemoveNode %s: %v", active, err)
 	}
 	st = e.check("after removing the active node", 2)
