@@ -24,7 +24,7 @@ type CreateHAOptions struct {
 	// checked, e.g. droplets get the CLI's own token).
 	CheckNodeToken func(ctx context.Context) error
 	// RequireSafe is the bucket's conditional-write probe; it runs after
-	// the read-only checks, before the first write.
+	// the read-only checks, before the first write (nil: none).
 	RequireSafe func(ctx context.Context) error
 }
 
@@ -50,7 +50,12 @@ func CreateHA(ctx context.Context, d Deps, o CreateHAOptions) (*cluster.State, e
 	steps := []Step{
 		// One step, so a refused node token is the only line printed.
 		{"region, size and node token", c.checkInputs},
-		{"", func(ctx context.Context) (string, error) { return "", o.RequireSafe(ctx) }},
+		{"", func(ctx context.Context) (string, error) {
+			if o.RequireSafe == nil {
+				return "", nil
+			}
+			return "", o.RequireSafe(ctx)
+		}},
 	}
 	if exists {
 		d.Report.Info("cluster %s exists (generation %d): resuming", o.Name, st.Generation)

@@ -2,6 +2,7 @@ package ops
 
 import (
 	"context"
+	"errors"
 	"net/http/httptest"
 	"slices"
 	"sort"
@@ -112,12 +113,17 @@ func (e *env) check(what string, want int) *cluster.State {
 	return st
 }
 
-// TestLifecycle runs create-ha, add, remove and repair on a fresh state
+// TestLifecycle runs create-ha, add, remove, repair and destroy on a fresh state
 // against the simulator, checking the node table and the droplets after
 // each, and that running create-ha again creates nothing.
 func TestLifecycle(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
+	// The region's first VPC is DO's default, never deleted: the cluster's
+	// is another, so Destroy must delete it.
+	if _, _, err := e.d.Cloud.EnsureVPC(ctx, "first", "sgp1", ""); err != nil {
+		t.Fatal(err)
+	}
 	safe := func(ctx context.Context) error { return bucket.RequireSafe(ctx, e.d.Store.B, false) }
 	create := CreateHAOptions{Name: "ops", Region: "sgp1", Size: "s-1vcpu-1gb", AdminCIDRs: []string{"192.0.2.7/32"}, RequireSafe: safe}
 	if _, err := CreateHA(ctx, e.d, create); err != nil {
@@ -193,6 +199,23 @@ func TestLifecycle(t *testing.T) {
 	}
 	if drifts, err := FindDrift(ctx, e.d, st, checks...); err != nil || len(drifts) != 0 {
 		t.Fatalf("drift after repair: %+v, %v", drifts, err)
+	}
+
+	// Destroy leaves nothing: no droplet, Reserved IP, firewall, VPC or
+	// state.
+	if err := Destroy(ctx, e.d, st, DestroyOptions{StateURL: e.d.Boot.StateURL}); err != nil {
+		t.Fatalf("Destroy: %v", err)
+	}
+	if ds, rips, fws := e.sim.Droplets(), e.sim.ReservedIPs(), e.sim.Firewalls(); len(ds)+len(rips)+len(fws) != 0 {
+		t.Errorf("after destroy: droplets %+v, Reserved IPs %+v, firewalls %+v", ds, rips, fws)
+	}
+	for _, v := range e.sim.VPCs() {
+		if v.ID == st.VPC.ID {
+			t.Errorf("after destroy: VPC %s left", v.ID)
+		}
+	}
+	if _, _, err := e.d.Store.Load(ctx, "ops"); !errors.Is(err, cluster.ErrClusterNotFound) {
+		t.Errorf("after destroy: state load %v, want ErrClusterNotFound", err)
 	}
 }
 
