@@ -31,6 +31,9 @@ func resourceName(cluster string) string           { return ops.ResourceName(clu
 func vpcName(cluster, region string) string        { return ops.VPCName(cluster, region) }
 func nodeTags(clusterName, nodeID string) []string { return ops.NodeTags(clusterName, nodeID) }
 
+// Progress is a step reporter as the operations want one.
+var _ ops.Reporter = (*Progress)(nil)
+
 // reporter is Progress as the operations' step reporter: bad input an
 // operation finds inside a step becomes the CLI's UsageError there, so
 // Progress prints no failure line for it (the error line says it all).

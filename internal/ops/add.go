@@ -24,67 +24,98 @@ type AddOptions struct {
 // write: a refused token leaves the state as it was. It returns the state
 // at the end and the ids added.
 func AddNodes(ctx context.Context, d Deps, o AddOptions) (*cluster.State, []string, error) {
-	if err := CheckCloud(ctx, d.Cloud, o.Name); err != nil {
-		return nil, nil, err
-	}
-	stateURL := d.Boot.StateURL
-	j, err := resumeAdd(o.JournalDir, stateURL, o.Name, o.Count)
+	a := &addition{d: d, o: o}
+	err := Run(ctx, d.Report,
+		Step{"", func(ctx context.Context) (string, error) { return "", CheckCloud(ctx, d.Cloud, o.Name) }},
+		Step{"", a.resume},
+	)
 	if err != nil {
 		return nil, nil, err
 	}
-	if j != nil && !unfinished(ctx, d.Store, o.Name, j.Nodes) {
-		j.release(true) // finished meanwhile (repair-ha): nothing to resume
+	name := "" // a resumed add names its nodes in a note, not a step
+	if a.added == nil {
+		name = fmt.Sprintf("add %d node(s) to the state", o.Count)
+	}
+	err = Run(ctx, d.Report,
+		Step{name, a.name},
+		Step{"", a.provision},
+	)
+	if a.j != nil {
+		a.j.release(err == nil)
+	}
+	if err != nil {
+		return nil, a.added, err
+	}
+	return a.st, a.added, nil
+}
+
+// addition is one AddNodes run.
+type addition struct {
+	d     Deps
+	o     AddOptions
+	j     *addJournal
+	added []string // the nodes this add owns (a resumed add's, once known)
+	st    *cluster.State
+}
+
+// resume finds the journal of an interrupted add of as many nodes to the
+// cluster (not finished meanwhile, e.g. by repair-ha), or starts a new one.
+func (a *addition) resume(ctx context.Context) (string, error) {
+	j, err := resumeAdd(a.o.JournalDir, a.d.Boot.StateURL, a.o.Name, a.o.Count)
+	if err != nil {
+		return "", err
+	}
+	if j != nil && !unfinished(ctx, a.d.Store, a.o.Name, j.Nodes) {
+		j.release(true) // finished meanwhile: nothing to resume
 		j = nil
 	}
-	var added []string
 	if j != nil {
-		added = j.Nodes
-		d.Report.Info("resuming an interrupted `node add --count %d`: nodes %v", o.Count, added)
-		// Ids the crashed run journaled but never wrote to the state are
-		// added now; the rest are already there.
-		if _, err := d.Store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
-			return cluster.AddNamedNodes(s, added, time.Now())
-		}); err != nil {
-			j.release(false)
-			return nil, nil, err
-		}
-	} else {
-		if j, err = newAddJournal(o.JournalDir, stateURL, o.Name, o.Count); err != nil {
-			return nil, nil, err
-		}
-		if added, err = addToState(ctx, d, o, j); err != nil {
-			j.release(false)
-			return nil, nil, err
-		}
+		a.j, a.added = j, j.Nodes
+		a.d.Report.Info("resuming an interrupted `node add --count %d`: nodes %v", a.o.Count, a.added)
+		return "", nil
 	}
-	st, err := ProvisionNodes(ctx, d, o.Name, added)
-	if err != nil {
-		j.release(false)
-		return nil, added, fmt.Errorf("%w (nodes %v are in the state; re-run the same command, or `dynia node repair-ha --name %s --force`, to finish them)", err, added, o.Name)
+	a.j, err = newAddJournal(a.o.JournalDir, a.d.Boot.StateURL, a.o.Name, a.o.Count)
+	return "", err
+}
+
+// name writes the nodes into the state: a resumed add's journaled ids the
+// crashed run never wrote (the rest are there already), else new ones.
+func (a *addition) name(ctx context.Context) (string, error) {
+	if a.added != nil {
+		_, err := a.d.Store.Update(ctx, a.o.Name, func(s *cluster.State) (*cluster.State, error) {
+			return cluster.AddNamedNodes(s, a.added, time.Now())
+		})
+		return "", err
 	}
-	j.release(true)
-	return st, added, nil
+	var err error
+	a.added, err = addToState(ctx, a.d, a.o, a.j)
+	return fmt.Sprint(a.added), err
+}
+
+func (a *addition) provision(ctx context.Context) (string, error) {
+	var err error
+	if a.st, err = ProvisionNodes(ctx, a.d, a.o.Name, a.added); err != nil {
+		return "", fmt.Errorf("%w (nodes %v are in the state; re-run the same command, or `dynia node repair-ha --name %s --force`, to finish them)", err, a.added, a.o.Name)
+	}
+	return "", nil
 }
 
 // addToState names o.Count new nodes in the state, journaling their ids
 // in j before the write that names them.
 func addToState(ctx context.Context, d Deps, o AddOptions, j *addJournal) ([]string, error) {
 	var added []string
-	err := d.Report.Step(fmt.Sprintf("add %d node(s) to the state", o.Count), func() (string, error) {
-		_, err := d.Store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
-			next, ids, err := cluster.AddNodes(s, o.Count, cluster.NewNamer(0), time.Now())
-			if err != nil {
-				return nil, err
-			}
-			// Journal the ids before the state names them, so a crash
-			// after the write still knows which nodes this add owns.
-			if err := j.record(ids); err != nil {
-				return nil, fmt.Errorf("add journal: %w", err)
-			}
-			added = ids
-			return next, nil
-		})
-		return fmt.Sprint(added), err
+	_, err := d.Store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
+		next, ids, err := cluster.AddNodes(s, o.Count, cluster.NewNamer(0), time.Now())
+		if err != nil {
+			return nil, err
+		}
+		// Journal the ids before the state names them, so a crash after
+		// the write still knows which nodes this add owns.
+		if err := j.record(ids); err != nil {
+			return nil, fmt.Errorf("add journal: %w", err)
+		}
+		added = ids
+		return next, nil
 	})
 	return added, err
 }
