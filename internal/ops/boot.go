@@ -122,21 +122,25 @@ func DryRunBoot(spec *BootSpec, st *cluster.State) (Boot, error) {
 	if !boot.bootstrap {
 		return boot, nil
 	}
-	bin, err := readPullBinary(spec)
-	if err != nil {
+	var err error
+	if _, boot.pullSHA, err = readPullBinary(spec); err != nil {
 		return boot, err
 	}
-	sum := sha256.Sum256(bin)
-	boot.pullSHA = hex.EncodeToString(sum[:])
 	boot.pullURL = "https://presigned-url.invalid/" + pullBinaryKey(spec.PullVersion)
 	return boot, nil
 }
 
-func readPullBinary(spec *BootSpec) ([]byte, error) {
+// readPullBinary reads the dynia-pull a bootstrap cluster's droplets
+// download, and its SHA-256 in hex (what they check it against).
+func readPullBinary(spec *BootSpec) (bin []byte, sha string, err error) {
 	if spec.PullBinary == "" {
-		return nil, fmt.Errorf("--bootstrap needs the dynia-pull binary next to dynia or on PATH (make build puts both in bin/)")
+		return nil, "", fmt.Errorf("--bootstrap needs the dynia-pull binary next to dynia or on PATH (make build puts both in bin/)")
 	}
-	return os.ReadFile(spec.PullBinary)
+	if bin, err = os.ReadFile(spec.PullBinary); err != nil {
+		return nil, "", err
+	}
+	sum := sha256.Sum256(bin)
+	return bin, hex.EncodeToString(sum[:]), nil
 }
 
 // prepareBoot loads the cluster key and the nodes' own Spaces key (minted
@@ -159,12 +163,10 @@ func prepareBoot(ctx context.Context, d Deps, st *cluster.State) (Boot, error) {
 	if !boot.bootstrap {
 		return boot, nil
 	}
-	bin, err := readPullBinary(spec)
-	if err != nil {
+	var bin []byte
+	if bin, boot.pullSHA, err = readPullBinary(spec); err != nil {
 		return boot, err
 	}
-	sum := sha256.Sum256(bin)
-	boot.pullSHA = hex.EncodeToString(sum[:])
 	key := pullBinaryKey(spec.PullVersion)
 	md := md5.Sum(bin)
 	etag := `"` + hex.EncodeToString(md[:]) + `"`

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -81,20 +82,11 @@ func ProvisionNodes(ctx context.Context, d Deps, name string, only []string) (*c
 func provisioning(st *cluster.State, only []string) []cluster.Node {
 	var pending []cluster.Node
 	for _, n := range st.Nodes {
-		if n.Lifecycle == cluster.Provisioning && (only == nil || contains(only, n.ID)) {
+		if n.Lifecycle == cluster.Provisioning && (only == nil || slices.Contains(only, n.ID)) {
 			pending = append(pending, n)
 		}
 	}
 	return pending
-}
-
-func contains(ids []string, id string) bool {
-	for _, x := range ids {
-		if x == id {
-			return true
-		}
-	}
-	return false
 }
 
 // adoptDroplets finds the droplets a crashed run created for pending (by
