@@ -8,6 +8,7 @@ import (
 	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/failover"
+	"github.com/dynia/dynia/internal/report"
 )
 
 // ReservedIPClaimer moves the cluster's Reserved IP to this node
@@ -43,7 +44,7 @@ const claimTimeout = time.Minute
 func (d *Daemon) isMaster() bool {
 	d.smu.Lock()
 	defer d.smu.Unlock()
-	return d.status.VRRPState == VRRPMaster
+	return d.status.VRRPState == report.VRRPMaster
 }
 
 func (d *Daemon) appliedState() *cluster.State {
@@ -114,29 +115,29 @@ func (d *Daemon) recordClaim(reason string, res failover.Result, err error) {
 		note = "MASTER without the Reserved IP: " + res.Reason + "; checking the DO API with backoff"
 	}
 	var prevNote string
-	d.updateStatus(func(s *Status) {
+	d.updateStatus(func(s *report.Status) {
 		if err != nil {
 			s.LastError, s.LastErrorAt = "claim reserved ip: "+err.Error(), &now
 			switch {
 			case errors.Is(err, cloud.ErrAuth):
-				s.Failover = FailoverStatus{Ready: false, Error: "claim reserved ip: " + err.Error(), CheckedAt: &now}
+				s.Failover = report.FailoverStatus{Ready: false, Error: "claim reserved ip: " + err.Error(), CheckedAt: &now}
 			case unreachable(err):
 				// No answer from the DO API: this node cannot move the IP
 				// now, whatever its token. The next claim or check that
 				// gets an answer makes it ready again.
-				s.Failover = FailoverStatus{Ready: false, Error: "claim reserved ip: cannot reach the DO API: " + err.Error(), CheckedAt: &now}
+				s.Failover = report.FailoverStatus{Ready: false, Error: "claim reserved ip: cannot reach the DO API: " + err.Error(), CheckedAt: &now}
 			}
 			return
 		}
 		prevNote = s.ReservedIP.Note
 		s.ReservedIP.Note = note
-		s.ReservedIP.Held = s.VRRPState == VRRPMaster && res.Held
+		s.ReservedIP.Held = s.VRRPState == report.VRRPMaster && res.Held
 		if res.Moved {
 			s.ReservedIP.LastMoveAt, s.ReservedIP.LastMoveReason = &now, res.Reason
 		}
 		if res.APICalls > 0 {
 			// An API answer proves the token works.
-			s.Failover = FailoverStatus{Ready: true, CheckedAt: &now}
+			s.Failover = report.FailoverStatus{Ready: true, CheckedAt: &now}
 		}
 	})
 	switch {
@@ -165,8 +166,8 @@ func (d *Daemon) recordClaim(reason string, res failover.Result, err error) {
 func (d *Daemon) verifyLoop(ctx context.Context) {
 	if d.claimer == nil {
 		now := time.Now().UTC()
-		d.updateStatus(func(s *Status) {
-			s.Failover = FailoverStatus{Error: "no node token (do_token_file) configured", CheckedAt: &now}
+		d.updateStatus(func(s *report.Status) {
+			s.Failover = report.FailoverStatus{Error: "no node token (do_token_file) configured", CheckedAt: &now}
 		})
 		return
 	}
@@ -198,8 +199,8 @@ func (d *Daemon) verifyLoop(ctx context.Context) {
 		}
 		now := time.Now().UTC()
 		changed := false
-		d.updateStatus(func(s *Status) {
-			next := FailoverStatus{Ready: err == nil, CheckedAt: &now}
+		d.updateStatus(func(s *report.Status) {
+			next := report.FailoverStatus{Ready: err == nil, CheckedAt: &now}
 			if err != nil {
 				next.Error = err.Error()
 			}

@@ -18,6 +18,7 @@ import (
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/dosim"
 	"github.com/dynia/dynia/internal/failover"
+	"github.com/dynia/dynia/internal/report"
 )
 
 // TestBadNodeTokenIsVisibleAndHeals is the reproduction of a standby with
@@ -75,11 +76,11 @@ func TestBadNodeTokenIsVisibleAndHeals(t *testing.T) {
 		<-done
 	})
 
-	waitReport(t, store, "shop", "amber-fox", "bad token reported", func(s *Status) bool {
+	waitReport(t, store, "shop", "amber-fox", "bad token reported", func(s *report.Status) bool {
 		return !s.Failover.Ready && strings.Contains(s.Failover.Error, "401")
 	})
 	writeToken("node-good")
-	waitReport(t, store, "shop", "amber-fox", "good token picked up", func(s *Status) bool {
+	waitReport(t, store, "shop", "amber-fox", "good token picked up", func(s *report.Status) bool {
 		return s.Failover.Ready && s.Failover.Error == ""
 	})
 	if strings.Contains(reportText(t, store), "node-good") || strings.Contains(reportText(t, store), "node-bad") {
@@ -104,9 +105,9 @@ func reportText(t *testing.T, store bucket.Store) string {
 func TestUnreachableAPIMarksFailoverNotReady(t *testing.T) {
 	t.Parallel()
 	d := New(Settings{Cluster: "shop", NodeID: "amber-fox", RunDir: t.TempDir(), PollInterval: time.Second}, newMemStore(), Options{})
-	d.onVRRP(VRRPMaster)
+	d.onVRRP(report.VRRPMaster)
 	ready := time.Now().UTC()
-	d.updateStatus(func(s *Status) { s.Failover = FailoverStatus{Ready: true, CheckedAt: &ready} })
+	d.updateStatus(func(s *report.Status) { s.Failover = report.FailoverStatus{Ready: true, CheckedAt: &ready} })
 
 	timeout := fmt.Errorf("read reserved IP 198.51.100.7: cloud: get reserved IP: %w",
 		&net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded})

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/report"
 	"github.com/dynia/dynia/internal/signing"
 )
 
@@ -99,12 +100,12 @@ func TestOlderNodeAndNewerStates(t *testing.T) {
 	// What the CLI reads: the signed report, with the version and image.
 	rep := d.snapshot()
 	rep.UpdatedAt = time.Now().UTC() // as writeStatus stamps it
-	b, err := SignReport(rep, d.reportKey)
+	b, err := report.SignReport(rep, d.reportKey)
 	if err != nil {
 		t.Fatal(err)
 	}
 	st := testState(4, 2)
-	r, err := OpenReport(b, st, set.NodeID)
+	r, err := report.OpenReport(b, st, set.NodeID)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,6 +37,7 @@ import (
 	"github.com/dynia/dynia/internal/poll"
 	"github.com/dynia/dynia/internal/procstat"
 	"github.com/dynia/dynia/internal/render"
+	"github.com/dynia/dynia/internal/report"
 )
 
 // Daemon converges one node. Create it with New; Run polls until ctx ends,
@@ -93,7 +94,7 @@ type Daemon struct {
 	firstApplied bool
 
 	smu    sync.Mutex // guards status and configWarning
-	status Status
+	status report.Status
 	// configWarning is a problem with pull.json the daemon runs despite
 	// (keys ignored): reported as last_error whenever no other error is,
 	// until a reload of a fixed file clears it.
@@ -125,11 +126,11 @@ func New(set Settings, store bucket.Store, opts Options) *Daemon {
 		sup: newSupervisor(log, set.LogDir), mesh: newMeshState(set.Mesh), kick: make(chan struct{}, 1), wake: make(chan struct{}, 1), claims: make(chan string, 1), verify: make(chan struct{}, 1),
 	}
 	d.m = newMetrics(d.sinceLastPoll)
-	d.status = Status{NodeID: set.NodeID, Cluster: set.Cluster, VRRPState: VRRPUnknown, Version: opts.Version, Image: set.Image, Backends: []BackendStatus{},
-		StateSignature: StateVerified}
+	d.status = report.Status{NodeID: set.NodeID, Cluster: set.Cluster, VRRPState: report.VRRPUnknown, Version: opts.Version, Image: set.Image, Backends: []report.BackendStatus{},
+		StateSignature: report.StateVerified}
 	d.stateKey = set.StatePublicKey
 	if d.stateKey == nil {
-		d.status.StateSignature = StateUnchecked
+		d.status.StateSignature = report.StateUnchecked
 		log.Warn("no state_public_key in the node config: state signatures are not checked (a node made before state signing; replace it to re-key)")
 	}
 	if set.ReportKeyFile != "" {
@@ -149,7 +150,7 @@ func New(set Settings, store bucket.Store, opts Options) *Daemon {
 	if opts.App != nil {
 		d.app = &appState{rt: opts.App, keyFile: set.ClusterKeyFile, kick: make(chan struct{}, 1), nodeID: set.NodeID,
 			bind: d.privateIP, readPeers: readPeerReport(func() bucket.Store { _, st := d.current(); return st })}
-		d.status.App = &AppStatus{State: AppNone}
+		d.status.App = &report.AppStatus{State: report.AppNone}
 	}
 	return d
 }
@@ -527,7 +528,7 @@ func (d *Daemon) pollOK() {
 // A config warning is never cleared here: it is reported again instead.
 func (d *Daemon) clearError(prefix string) {
 	cleared := false
-	d.updateStatus(func(s *Status) {
+	d.updateStatus(func(s *report.Status) {
 		if s.LastError != "" && s.LastError != d.configWarning && strings.HasPrefix(s.LastError, prefix) {
 			s.LastError, s.LastErrorAt, cleared = d.configWarning, d.configWarningAt, true
 		}
@@ -541,7 +542,7 @@ func (d *Daemon) clearError(prefix string) {
 // daemon runs despite; it stays in last_error until cleared.
 func (d *Daemon) setConfigWarning(msg string) {
 	changed := false
-	d.updateStatus(func(s *Status) {
+	d.updateStatus(func(s *report.Status) {
 		if msg == d.configWarning {
 			return
 		}
@@ -574,7 +575,7 @@ func (d *Daemon) fail(gen int64, err *ApplyError) error {
 	log.Error("state not applied; last good config keeps serving", "reason", err.Reason, "err", err.Err)
 	now := time.Now().UTC()
 	changed := false
-	d.updateStatus(func(s *Status) {
+	d.updateStatus(func(s *report.Status) {
 		changed = s.LastError != err.Error()
 		s.LastError, s.LastErrorAt = err.Error(), &now
 	})
@@ -710,7 +711,7 @@ func (d *Daemon) Apply(ctx context.Context, st *cluster.State) (Result, error) {
 	d.applied1(st, res)
 	d.m.applies.Inc()
 	now := time.Now().UTC()
-	d.updateStatus(func(s *Status) {
+	d.updateStatus(func(s *report.Status) {
 		s.LastApplyAt = &now
 	})
 	d.kickStatus()
@@ -729,7 +730,7 @@ func (d *Daemon) applied1(st *cluster.State, res *render.Result) {
 	d.m.generation.Set(float64(st.Generation))
 	d.clearError("")
 	newGen := false
-	d.updateStatus(func(s *Status) {
+	d.updateStatus(func(s *report.Status) {
 		newGen = s.AppliedGeneration != st.Generation
 		s.AppliedGeneration = st.Generation
 		s.HAProxyConfigHash = res.HAProxy.Hash
@@ -874,7 +875,7 @@ func (d *Daemon) restoreVRRP(set Settings, a *adopted) {
 	}
 	state := strings.TrimSpace(string(b))
 	switch state {
-	case VRRPMaster, VRRPBackup, VRRPFault:
+	case report.VRRPMaster, report.VRRPBackup, report.VRRPFault:
 		d.log.Info("vrrp state of the adopted keepalived restored", "state", state, "pid", a.pid)
 		d.onVRRP(state)
 	}
@@ -883,10 +884,10 @@ func (d *Daemon) restoreVRRP(set Settings, a *adopted) {
 // onVRRP handles a state line from keepalived's notify fifo.
 func (d *Daemon) onVRRP(state string) {
 	prev := ""
-	d.updateStatus(func(s *Status) {
+	d.updateStatus(func(s *report.Status) {
 		prev = s.VRRPState
 		s.VRRPState = state
-		if state != VRRPMaster {
+		if state != report.VRRPMaster {
 			s.ReservedIP.Held, s.ReservedIP.Note = false, ""
 		}
 	})
@@ -899,10 +900,10 @@ func (d *Daemon) onVRRP(state string) {
 	if err := writeFileAtomic(vrrpStateFile(set), []byte(state+"\n"), 0o644); err != nil {
 		d.log.Warn("record vrrp state", "err", err)
 	}
-	if state == VRRPMaster {
+	if state == report.VRRPMaster {
 		d.kickTLS() // the new MASTER orders or renews if due
 	}
-	if state == VRRPMaster && d.claimer != nil {
+	if state == report.VRRPMaster && d.claimer != nil {
 		select {
 		case d.claims <- "vrrp " + prev + " -> MASTER":
 		default: // a claim is already pending

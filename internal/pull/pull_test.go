@@ -19,6 +19,7 @@ import (
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/failover"
+	"github.com/dynia/dynia/internal/report"
 )
 
 // memStore is an in-memory bucket.Store with ETags.
@@ -253,8 +254,8 @@ func TestPollErrorAndStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := DecodeStatus(obj.Body)
-	if err != nil || st.AppliedGeneration != 1 || st.NodeID != "amber-fox" || st.VRRPState != VRRPUnknown {
+	st, err := report.DecodeStatus(obj.Body)
+	if err != nil || st.AppliedGeneration != 1 || st.NodeID != "amber-fox" || st.VRRPState != report.VRRPUnknown {
 		t.Errorf("status = %+v, %v", st, err)
 	}
 	if err := d.healthy(); err != nil {
@@ -282,8 +283,8 @@ func TestParseStat(t *testing.T) {
 func TestParseNotify(t *testing.T) {
 	t.Parallel()
 	for line, want := range map[string]string{
-		`INSTANCE "dynia" MASTER 150`: VRRPMaster, `INSTANCE "dynia" BACKUP 140`: VRRPBackup,
-		`INSTANCE "dynia" FAULT 0`: VRRPFault, `INSTANCE "dynia" STOP 0`: VRRPUnknown, `GROUP "g" MASTER`: "",
+		`INSTANCE "dynia" MASTER 150`: report.VRRPMaster, `INSTANCE "dynia" BACKUP 140`: report.VRRPBackup,
+		`INSTANCE "dynia" FAULT 0`: report.VRRPFault, `INSTANCE "dynia" STOP 0`: report.VRRPUnknown, `GROUP "g" MASTER`: "",
 	} {
 		if got, _ := parseNotify(line); got != want {
 			t.Errorf("parseNotify(%q) = %q, want %q", line, got, want)
@@ -383,7 +384,7 @@ func (h msgHandler) WithGroup(string) slog.Handler      { return h }
 // MASTER again claims.
 func TestNoClaimAfterMaster(t *testing.T) {
 	t.Parallel()
-	for _, next := range []string{VRRPBackup, VRRPFault} {
+	for _, next := range []string{report.VRRPBackup, report.VRRPFault} {
 		t.Run(next, func(t *testing.T) {
 			t.Parallel()
 			logs := make(msgHandler, 64)
@@ -393,7 +394,7 @@ func TestNoClaimAfterMaster(t *testing.T) {
 			c.d = d
 			// What the fifo reader does for "MASTER" then "BACKUP" arriving
 			// before the claim loop gets to run.
-			d.onVRRP(VRRPMaster)
+			d.onVRRP(report.VRRPMaster)
 			d.onVRRP(next)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
@@ -412,10 +413,10 @@ func TestNoClaimAfterMaster(t *testing.T) {
 					t.Fatal("the queued claim was neither dropped nor made")
 				}
 			}
-			d.onVRRP(VRRPMaster)
+			d.onVRRP(report.VRRPMaster)
 			select {
 			case call := <-c.calls:
-				if !strings.HasPrefix(call, VRRPMaster+": vrrp "+next+" -> MASTER") {
+				if !strings.HasPrefix(call, report.VRRPMaster+": vrrp "+next+" -> MASTER") {
 					t.Errorf("call %q; want a claim made as MASTER for the %s -> MASTER transition", call, next)
 				}
 			case <-time.After(10 * time.Second):

@@ -20,6 +20,7 @@ import (
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/failover"
 	"github.com/dynia/dynia/internal/nodeconfig"
+	"github.com/dynia/dynia/internal/report"
 )
 
 // OpenStore opens the state store named by a node config, with the Spaces
@@ -164,7 +165,7 @@ func reconfigure(ctx context.Context, log *slog.Logger, level *slog.LevelVar, pa
 	}
 	log.Error("node config not reloaded; keeping the old one", "err", err)
 	now := time.Now().UTC()
-	d.updateStatus(func(s *Status) { s.LastError, s.LastErrorAt = "node config: "+err.Error(), &now })
+	d.updateStatus(func(s *report.Status) { s.LastError, s.LastErrorAt = "node config: "+err.Error(), &now })
 	d.kickStatus()
 }
 

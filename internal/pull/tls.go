@@ -19,6 +19,7 @@ import (
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/render"
+	"github.com/dynia/dynia/internal/report"
 	"github.com/dynia/dynia/internal/secrets"
 )
 
@@ -188,7 +189,7 @@ func (d *Daemon) tlsStep(ctx context.Context, st *cluster.State) {
 		had := t.installed != nil
 		t.installed, t.etag = nil, ""
 		t.mu.Unlock()
-		d.updateStatus(func(s *Status) { s.TLS = nil })
+		d.updateStatus(func(s *report.Status) { s.TLS = nil })
 		if had {
 			if err := d.reapply(ctx); err != nil {
 				d.log.Warn("drop HTTPS", "err", err)
@@ -373,8 +374,8 @@ func (d *Daemon) reportTLS(errMsg string) {
 	inst := d.tls.installed
 	d.tls.mu.Unlock()
 	changed := false
-	d.updateStatus(func(s *Status) {
-		next := &TLSStatus{Error: errMsg}
+	d.updateStatus(func(s *report.Status) {
+		next := &report.TLSStatus{Error: errMsg}
 		if inst != nil {
 			na, ia := inst.NotAfter, inst.InstalledAt
 			next.Serial, next.Names, next.InstalledAt, next.Placeholder = inst.Serial, inst.Names, &ia, inst.Placeholder
