@@ -47,6 +47,7 @@ type Daemon struct {
 	nodeID  string
 	version string
 	claimer ReservedIPClaimer
+	notify  notifyFunc
 	paths   render.Paths
 	m       *metrics
 	sup     *supervisor
@@ -111,6 +112,10 @@ type Options struct {
 	// App runs the app's releases on this node; nil: no app (tests, or a
 	// node whose app something else runs on its app port).
 	App appRuntime
+	// Notify sends a systemd notification (sd_notify(3): READY=1 after the
+	// first apply attempt, STOPPING=1 at shutdown; sdnotify.go); nil: to
+	// $NOTIFY_SOCKET when set.
+	Notify func(state string)
 }
 
 // New returns a daemon for the given settings and store.
@@ -124,6 +129,10 @@ func New(set Settings, store bucket.Store, opts Options) *Daemon {
 		log: log, nodeID: set.NodeID, version: opts.Version, claimer: opts.Claimer,
 		paths: render.PathsIn(set.RunDir), set: set, store: store,
 		sup: newSupervisor(log, set.LogDir), mesh: newMeshState(set.Mesh), kick: make(chan struct{}, 1), wake: make(chan struct{}, 1), claims: make(chan string, 1), verify: make(chan struct{}, 1),
+	}
+	d.notify = opts.Notify
+	if d.notify == nil {
+		d.notify = sdNotify(log)
 	}
 	d.m = newMetrics(d.sinceLastPoll)
 	d.status = report.Status{NodeID: set.NodeID, Cluster: set.Cluster, VRRPState: report.VRRPUnknown, Version: opts.Version, Image: set.Image, Backends: []report.BackendStatus{},
@@ -391,10 +400,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer d.sup.wait()
 	defer d.closeMesh()
 
-	for {
+	for first := true; ; first = false {
 		set, _ := d.current()
 		force := time.Since(d.lastFull) >= fullRenderEvery
 		_, err := d.Step(ctx, force)
+		if first && ctx.Err() == nil {
+			var gen int64
+			if st := d.appliedState(); st != nil {
+				gen = st.Generation
+			}
+			d.notify(readyState(gen, err))
+		}
 		var ae *ApplyError
 		refused := errors.As(err, &ae) && (ae.Reason == "decode" || ae.Reason == "signature" || ae.Reason == "replay")
 		if force && (err == nil || refused) {
@@ -417,6 +433,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			d.log.Info("stopping")
+			d.notify("STOPPING=1")
 			return nil
 		case <-time.After(wait):
 		case <-d.wake:
