@@ -451,7 +451,7 @@ const peerReportStale = 3 * time.Minute
 // it changed.
 func (d *Daemon) appReport(f func(*report.AppStatus)) {
 	changed := false
-	d.updateStatus(func(s *report.Status) {
+	d.rep.update(func(s *report.Status) {
 		var before report.AppStatus
 		if s.App != nil {
 			before = *s.App
@@ -462,7 +462,7 @@ func (d *Daemon) appReport(f func(*report.AppStatus)) {
 		changed = !sameAppStatus(before, *s.App)
 	})
 	if changed {
-		d.kickStatus()
+		d.rep.kick()
 	}
 }
 

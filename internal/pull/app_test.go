@@ -125,7 +125,7 @@ func (w *appWorld) running() int64 {
 	return 0
 }
 
-func (w *appWorld) report() report.AppStatus { return *w.d.snapshot().App }
+func (w *appWorld) report() report.AppStatus { return *w.d.rep.snapshot().App }
 
 func (w *appWorld) peer(id string, release int64, healthy bool, since time.Duration, failed int64) {
 	t := time.Now().Add(-since).UTC()

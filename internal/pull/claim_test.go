@@ -107,23 +107,23 @@ func TestUnreachableAPIMarksFailoverNotReady(t *testing.T) {
 	d := New(Settings{Cluster: "shop", NodeID: "amber-fox", RunDir: t.TempDir(), PollInterval: time.Second}, newMemStore(), Options{})
 	d.onVRRP(report.VRRPMaster)
 	ready := time.Now().UTC()
-	d.updateStatus(func(s *report.Status) { s.Failover = report.FailoverStatus{Ready: true, CheckedAt: &ready} })
+	d.rep.update(func(s *report.Status) { s.Failover = report.FailoverStatus{Ready: true, CheckedAt: &ready} })
 
 	timeout := fmt.Errorf("read reserved IP 198.51.100.7: cloud: get reserved IP: %w",
 		&net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded})
-	d.recordClaim("vrrp BACKUP -> MASTER", failover.Result{APICalls: 1}, timeout)
-	f := d.snapshot().Failover
+	d.claim.record("vrrp BACKUP -> MASTER", failover.Result{APICalls: 1}, timeout)
+	f := d.rep.snapshot().Failover
 	if f.Ready || !strings.Contains(f.Error, "cannot reach the DO API") || !strings.Contains(f.Error, "dial tcp") {
 		t.Errorf("after a claim that got no answer: failover %+v; want not ready, naming the DO API and the network error", f)
 	}
 
 	refused := &cloud.APIError{Op: "assign reserved IP", StatusCode: 500, Message: "internal"}
-	d.recordClaim("check", failover.Result{APICalls: 2}, refused)
-	if f := d.snapshot().Failover; !strings.Contains(f.Error, "cannot reach") {
+	d.claim.record("check", failover.Result{APICalls: 2}, refused)
+	if f := d.rep.snapshot().Failover; !strings.Contains(f.Error, "cannot reach") {
 		t.Errorf("a 500 answer changed the failover status to %+v; only an answer that proves the API works does", f)
 	}
-	d.recordClaim("check", failover.Result{APICalls: 2, Moved: true, Held: true, Reason: "MASTER without the reserved IP"}, nil)
-	if f := d.snapshot().Failover; !f.Ready || f.Error != "" {
+	d.claim.record("check", failover.Result{APICalls: 2, Outcome: failover.Assigned, Reason: "MASTER without the reserved IP"}, nil)
+	if f := d.rep.snapshot().Failover; !f.Ready || f.Error != "" {
 		t.Errorf("after a claim that moved the IP: failover %+v; want ready", f)
 	}
 }

@@ -85,32 +85,32 @@ func TestConfigWarningIsSticky(t *testing.T) {
 	d, m, _ := newTestDaemon(t, "true")
 	ctx := context.Background()
 	const warn = `config /etc/dynia/pull.json: unknown field "poll_intervall" (ignored)`
-	d.setConfigWarning(warn)
-	if s := d.snapshot(); s.LastError != warn || s.LastErrorAt == nil {
+	d.rep.setConfigWarning(warn)
+	if s := d.rep.snapshot(); s.LastError != warn || s.LastErrorAt == nil {
 		t.Fatalf("after setConfigWarning: %q %v", s.LastError, s.LastErrorAt)
 	}
 	putState(t, m, testState(1, 2))
 	if _, err := d.Step(ctx, false); err != nil {
 		t.Fatal(err)
 	}
-	if s := d.snapshot(); s.LastError != warn {
+	if s := d.rep.snapshot(); s.LastError != warn {
 		t.Errorf("after a good apply: last_error %q, want the config warning", s.LastError)
 	}
 	// A failed poll takes its place, and gives it back once polls work.
 	m.err = errors.New("boom")
 	d.Step(ctx, true)
-	if s := d.snapshot(); !strings.HasPrefix(s.LastError, "poll") {
+	if s := d.rep.snapshot(); !strings.HasPrefix(s.LastError, "poll") {
 		t.Errorf("after a failed poll: last_error %q", s.LastError)
 	}
 	m.err = nil
 	if _, err := d.Step(ctx, true); err != nil {
 		t.Fatal(err)
 	}
-	if s := d.snapshot(); s.LastError != warn {
+	if s := d.rep.snapshot(); s.LastError != warn {
 		t.Errorf("after polls recover: last_error %q, want the config warning", s.LastError)
 	}
-	d.setConfigWarning("")
-	if s := d.snapshot(); s.LastError != "" || s.LastErrorAt != nil {
+	d.rep.setConfigWarning("")
+	if s := d.rep.snapshot(); s.LastError != "" || s.LastErrorAt != nil {
 		t.Errorf("after the fix: last_error %q at %v", s.LastError, s.LastErrorAt)
 	}
 }

@@ -227,7 +227,7 @@ func (d *Daemon) logLoop(ctx context.Context, s *shipper) {
 	defer tick.Stop()
 	check := time.NewTicker(5 * time.Second)
 	defer check.Stop()
-	lastErr := d.snapshot().LastError
+	lastErr := d.rep.snapshot().LastError
 	for {
 		select {
 		case <-ctx.Done():
@@ -238,7 +238,7 @@ func (d *Daemon) logLoop(ctx context.Context, s *shipper) {
 		case <-check.C:
 			// An error is when the operator needs the lines: ship the
 			// tails that changed since, now rather than in ten minutes.
-			if e := d.snapshot().LastError; e != lastErr {
+			if e := d.rep.snapshot().LastError; e != lastErr {
 				lastErr = e
 				if e != "" {
 					s.ship(ctx, shipChanged)

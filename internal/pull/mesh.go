@@ -126,11 +126,11 @@ func (d *Daemon) meshKey() (wgtypes.Key, error) {
 	if created {
 		d.log.Info("mesh key created", "path", m.set.KeyFile, "public_key", pub)
 	}
-	d.updateStatus(func(s *report.Status) {
+	d.rep.update(func(s *report.Status) {
 		s.Mesh = &report.MeshStatus{Interface: m.set.Interface, PublicKey: pub, Port: m.set.Port, Peers: []report.MeshPeerStatus{}}
 	})
 	if created {
-		d.kickStatus()
+		d.rep.kick()
 	}
 	return key, nil
 }
@@ -178,13 +178,13 @@ func (d *Daemon) syncMesh(ctx context.Context, st *cluster.State, keepPeers bool
 			"peers_removed", ch.Removed, "peers", len(cfg.Peers))
 	}
 	if ch.Relinked() && d.keepalivedRunning() {
-		d.needReload.keepalived = true
+		d.ap.markReload(false, true)
 	}
 	if err != nil {
 		return err
 	}
 	if addr.IsValid() {
-		d.updateStatus(func(s *report.Status) {
+		d.rep.update(func(s *report.Status) {
 			if s.Mesh != nil && s.Mesh.Address != addr.String() {
 				c := *s.Mesh
 				c.Address = addr.String()
@@ -225,11 +225,11 @@ func (d *Daemon) meshPoll(ctx context.Context) {
 	d.seedKeys(st)
 	d.learnKeys(ctx, st)
 	err := d.syncMesh(ctx, st, false)
-	if err == nil && d.needReload.keepalived {
-		if rerr := d.reload(ctx, d.log, false, true, nil); rerr != nil {
+	if _, pending := d.ap.pending(); err == nil && pending {
+		if _, rerr := d.ap.reload(ctx, d.log, false, true, nil); rerr != nil {
 			err = rerr
 		} else {
-			d.needReload.keepalived = false
+			d.ap.clearReload(false, true)
 			d.log.Info("keepalived reloaded: the mesh interface was re-made under it")
 		}
 	}
@@ -242,7 +242,7 @@ func (d *Daemon) meshPoll(ctx context.Context) {
 	m.mu.Unlock()
 	switch {
 	case err == nil && last != "":
-		d.clearError("mesh")
+		d.rep.clearError("mesh")
 	case err != nil && err.Error() != last:
 		_ = d.meshFailed(st.Generation, err) // recorded in the status; the loop goes on
 	}
@@ -468,7 +468,7 @@ func (d *Daemon) refreshMesh() {
 		out = append(out, ps)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].NodeID < out[j].NodeID })
-	d.updateStatus(func(s *report.Status) {
+	d.rep.update(func(s *report.Status) {
 		if s.Mesh != nil {
 			c := *s.Mesh
 			c.Peers = out

@@ -89,7 +89,7 @@ func (d *Daemon) Handler() http.Handler {
 	})
 	mux.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		s := d.snapshot()
+		s := d.rep.snapshot()
 		// An encode error means the client went away mid-answer; there is
 		// no one left to tell.
 		_ = json.NewEncoder(w).Encode(s)

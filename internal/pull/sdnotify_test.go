@@ -108,7 +108,7 @@ func TestReadyAfterFirstApply(t *testing.T) {
 	if st := d.appliedState(); st == nil || st.Generation != 3 {
 		t.Fatalf("READY=1 sent with applied state %v, want generation 3 applied", st)
 	}
-	if s := d.snapshot(); s.AppliedGeneration != 3 {
+	if s := d.rep.snapshot(); s.AppliedGeneration != 3 {
 		t.Fatalf("READY=1 sent while the report says generation %d", s.AppliedGeneration)
 	}
 	cancel()

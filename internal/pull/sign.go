@@ -68,7 +68,7 @@ func (d *Daemon) refuseState(gen int64, ae *ApplyError) error {
 	if errors.As(ae.Err, &ue) {
 		need = ue.Need
 	}
-	d.updateStatus(func(s *report.Status) { s.StateError, s.StateErrorAt, s.UpgradeRequired = ae.Error(), &now, need })
+	d.rep.update(func(s *report.Status) { s.StateError, s.StateErrorAt, s.UpgradeRequired = ae.Error(), &now, need })
 	return d.fail(gen, ae)
 }
 
@@ -76,13 +76,13 @@ func (d *Daemon) refuseState(gen int64, ae *ApplyError) error {
 // applied one arrived.
 func (d *Daemon) stateOK() {
 	cleared := false
-	d.updateStatus(func(s *report.Status) {
+	d.rep.update(func(s *report.Status) {
 		if s.StateError != "" || s.UpgradeRequired != "" {
 			s.StateError, s.StateErrorAt, s.UpgradeRequired, cleared = "", nil, "", true
 		}
 	})
 	if cleared {
-		d.kickStatus()
+		d.rep.kick()
 	}
 }
 

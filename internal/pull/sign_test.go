@@ -76,7 +76,7 @@ func TestSignedStateRefusals(t *testing.T) {
 	if res, err := d.Step(ctx, false); err != nil || res != Changed {
 		t.Fatalf("signed state: %v, %v", res, err)
 	}
-	if s := d.snapshot(); s.StateSignature != report.StateVerified || s.StateError != "" {
+	if s := d.rep.snapshot(); s.StateSignature != report.StateVerified || s.StateError != "" {
 		t.Fatalf("after a good state: signature %q, state_error %q", s.StateSignature, s.StateError)
 	}
 	if b, err := os.ReadFile(set.AcceptedStateFile); err != nil || !cluster.IsSigned(b) {
@@ -115,7 +115,7 @@ func TestSignedStateRefusals(t *testing.T) {
 			if got := readFiles(t, set); got != served {
 				t.Fatal("a refused state changed haproxy.cfg or keepalived.conf")
 			}
-			s := d.snapshot()
+			s := d.rep.snapshot()
 			if !strings.HasPrefix(s.StateError, tc.reason+": ") || s.StateErrorAt == nil || s.LastError != s.StateError {
 				t.Fatalf("report: state_error %q, last_error %q", s.StateError, s.LastError)
 			}
@@ -123,7 +123,7 @@ func TestSignedStateRefusals(t *testing.T) {
 			if res, err := d.Step(ctx, false); err != nil || res != Unchanged {
 				t.Fatalf("the refused object polled again: %v, %v", res, err)
 			}
-			if d.snapshot().StateError != s.StateError {
+			if d.rep.snapshot().StateError != s.StateError {
 				t.Fatal("state_error cleared by a poll that found nothing new")
 			}
 		})
@@ -132,7 +132,7 @@ func TestSignedStateRefusals(t *testing.T) {
 	if _, err := d.Step(ctx, false); err != nil {
 		t.Fatalf("the good generation 3: %v", err)
 	}
-	if s := d.snapshot(); s.StateError != "" || s.LastError != "" || s.AppliedGeneration != 3 {
+	if s := d.rep.snapshot(); s.StateError != "" || s.LastError != "" || s.AppliedGeneration != 3 {
 		t.Fatalf("after a good state: %+v", s)
 	}
 
@@ -160,7 +160,7 @@ func TestUncheckedNodeAppliesAnyState(t *testing.T) {
 	if _, err := d.Step(ctx, false); err != nil {
 		t.Fatal(err)
 	}
-	if s := d.snapshot(); s.AppliedGeneration != 2 || s.StateSignature != report.StateUnchecked {
+	if s := d.rep.snapshot(); s.AppliedGeneration != 2 || s.StateSignature != report.StateUnchecked {
 		t.Fatalf("report: generation %d, state_signature %q", s.AppliedGeneration, s.StateSignature)
 	}
 }
@@ -180,7 +180,7 @@ func TestReportsAreSigned(t *testing.T) {
 	if fi, _ := os.Stat(set.ReportKeyFile); fi.Mode().Perm() != 0o600 {
 		t.Errorf("report key mode %04o after start, want 0600", fi.Mode().Perm())
 	}
-	d.writeStatus(context.Background())
+	d.rep.write(context.Background())
 	obj, err := m.Get(context.Background(), cluster.StatusKey("shop", "amber-fox"), "")
 	if err != nil {
 		t.Fatal(err)

@@ -2,22 +2,54 @@ package pull
 
 import (
 	"context"
+	"crypto/ed25519"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dynia/dynia/internal/bucket"
-	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/render"
 	"github.com/dynia/dynia/internal/report"
 )
 
+// statusReporter owns the node's status report: the report as it stands,
+// the pull.json warning shown in last_error, and the loop that writes it to
+// the bucket (coalesced kicks plus a heartbeat). Everything else updates
+// the report through update and asks for a write with kick.
+type statusReporter struct {
+	log *slog.Logger
+	m   *metrics
+	key ed25519.PrivateKey // signs the report (nil: unsigned; sign.go)
+	// refresh brings what the report reads from elsewhere up to date
+	// before each write (backend and app health, mesh peers).
+	refresh func(context.Context)
+	// target is where the report goes: its key and the current store.
+	target func() (string, bucket.Store)
+	kickc  chan struct{}
+	// off is set while the applied state marks this node removing or no
+	// longer has it: `dynia node remove` deletes the node's report, and a
+	// report written after that would bring a removed node back.
+	off atomic.Bool
+
+	mu     sync.Mutex // guards status and the config warning
+	status report.Status
+	// configWarning is a problem with pull.json the daemon runs despite
+	// (keys ignored): reported as last_error whenever no other error is,
+	// until a reload of a fixed file clears it.
+	configWarning   string
+	configWarningAt *time.Time
+}
+
 // snapshot returns a copy of the current status.
-func (d *Daemon) snapshot() report.Status {
-	d.smu.Lock()
-	defer d.smu.Unlock()
-	s := d.status
+func (r *statusReporter) snapshot() report.Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.status
 	s.Backends = append([]report.BackendStatus(nil), s.Backends...)
 	if s.App != nil {
 		a := *s.App
@@ -27,33 +59,48 @@ func (d *Daemon) snapshot() report.Status {
 	return s
 }
 
-func (d *Daemon) updateStatus(f func(*report.Status)) {
-	d.smu.Lock()
-	f(&d.status)
-	d.smu.Unlock()
+func (r *statusReporter) update(f func(*report.Status)) {
+	r.mu.Lock()
+	f(&r.status)
+	r.mu.Unlock()
 }
 
-// kickStatus asks the reporter to write soon (coalesced).
-func (d *Daemon) kickStatus() {
+// kick asks the reporter to write soon (coalesced).
+func (r *statusReporter) kick() {
 	select {
-	case d.kick <- struct{}{}:
+	case r.kickc <- struct{}{}:
 	default:
 	}
 }
 
-// reportLoop writes status.json on kicks (at most one per statusMinGap) and
+// isMaster says whether keepalived's last reported state is MASTER.
+func (r *statusReporter) isMaster() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.status.VRRPState == report.VRRPMaster
+}
+
+// failoverProvenSince says whether an API answer proved the token after t.
+func (r *statusReporter) failoverProvenSince(t time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f := r.status.Failover
+	return f.Ready && f.CheckedAt != nil && f.CheckedAt.After(t)
+}
+
+// loop writes status.json on kicks (at most one per statusMinGap) and
 // as a heartbeat every statusEvery, because Spaces limits PUTs per object.
-func (d *Daemon) reportLoop(ctx context.Context) {
+func (r *statusReporter) loop(ctx context.Context) {
 	tick := time.NewTicker(statusEvery)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-d.kick:
+		case <-r.kickc:
 		case <-tick.C:
 		}
-		d.writeStatus(ctx)
+		r.write(ctx)
 		select {
 		case <-ctx.Done():
 			return
@@ -62,29 +109,92 @@ func (d *Daemon) reportLoop(ctx context.Context) {
 	}
 }
 
-func (d *Daemon) writeStatus(ctx context.Context) {
-	if d.noReports.Load() {
+func (r *statusReporter) write(ctx context.Context) {
+	if r.off.Load() {
 		return // being removed: a report now would outlive the node (pull.go, reportsFor)
 	}
-	d.refreshHealth(ctx)
-	d.refreshMesh()
-	s := d.snapshot()
+	if r.refresh != nil {
+		r.refresh(ctx)
+	}
+	s := r.snapshot()
 	s.UpdatedAt = time.Now().UTC()
-	d.updateStatus(func(st *report.Status) { st.UpdatedAt = s.UpdatedAt })
-	b, err := report.SignReport(s, d.reportKey)
+	r.update(func(st *report.Status) { st.UpdatedAt = s.UpdatedAt })
+	b, err := report.SignReport(s, r.key)
 	if err != nil {
-		d.log.Error("encode status", "err", err)
+		r.log.Error("encode status", "err", err)
 		return
 	}
-	set, store := d.current()
+	key, store := r.target()
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := store.Put(pctx, cluster.StatusKey(set.Cluster, set.NodeID), b, bucket.Cond{}); err != nil {
-		d.m.statusErrors.Inc()
-		d.log.Warn("write status report", "err", err)
+	if _, err := store.Put(pctx, key, b, bucket.Cond{}); err != nil {
+		r.m.statusErrors.Inc()
+		r.log.Warn("write status report", "err", err)
 		return
 	}
-	d.m.statusWrites.Inc()
+	r.m.statusWrites.Inc()
+}
+
+// clearError clears the reported error once its cause is gone: any error
+// after a good apply, a poll error after a good poll (prefix "" matches all).
+// A config warning is never cleared here: it is reported again instead.
+func (r *statusReporter) clearError(prefix string) {
+	cleared := false
+	r.update(func(s *report.Status) {
+		if s.LastError != "" && s.LastError != r.configWarning && strings.HasPrefix(s.LastError, prefix) {
+			s.LastError, s.LastErrorAt, cleared = r.configWarning, r.configWarningAt, true
+		}
+	})
+	if cleared {
+		r.kick()
+	}
+}
+
+// setError reports msg as last_error (now), asking for a write when it
+// is news.
+func (r *statusReporter) setError(msg string) {
+	now := time.Now().UTC()
+	changed := false
+	r.update(func(s *report.Status) {
+		changed = s.LastError != msg
+		s.LastError, s.LastErrorAt = msg, &now
+	})
+	if changed {
+		r.kick()
+	}
+}
+
+// setConfigWarning records (or, with "", clears) a pull.json problem the
+// daemon runs despite; it stays in last_error until cleared.
+func (r *statusReporter) setConfigWarning(msg string) {
+	changed := false
+	r.update(func(s *report.Status) {
+		if msg == r.configWarning {
+			return
+		}
+		changed = true
+		old := r.configWarning
+		r.configWarning, r.configWarningAt = msg, nil
+		if msg != "" {
+			now := time.Now().UTC()
+			r.configWarningAt = &now
+		}
+		// Replace the shown error if it is the old warning or none; a
+		// failed apply shown now keeps its place until it clears.
+		if s.LastError == "" || s.LastError == old {
+			s.LastError, s.LastErrorAt = r.configWarning, r.configWarningAt
+		}
+	})
+	if changed {
+		r.kick()
+	}
+}
+
+// currentConfigWarning is the pull.json problem the daemon runs despite ("" if none).
+func (r *statusReporter) currentConfigWarning() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.configWarning
 }
 
 // healthEvery is how often the node reads its HAProxy's view of every
@@ -105,7 +215,7 @@ func (d *Daemon) healthLoop(ctx context.Context) {
 		case <-tick.C:
 		}
 		if d.refreshHealth(ctx) {
-			d.kickStatus()
+			d.rep.kick()
 		}
 	}
 }
@@ -130,7 +240,7 @@ func (d *Daemon) refreshHealth(ctx context.Context) bool {
 		}
 	}
 	changed := false
-	d.updateStatus(func(s *report.Status) {
+	d.rep.update(func(s *report.Status) {
 		changed = s.AppHealthy != healthy || !sameBackends(s.Backends, backends)
 		s.Backends = backends
 		s.AppHealthy = healthy
