@@ -128,6 +128,37 @@ func TestUnreachableAPIMarksFailoverNotReady(t *testing.T) {
 	}
 }
 
+// TestRecordClaimOutcome: the claim loop reports by the claim's typed
+// outcome, not its reason text: already here and assigned hold the IP
+// (assigned also records the move), yielding holds nothing and sets the
+// note, cooling off (a refused move) holds nothing and records no move.
+func TestRecordClaimOutcome(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		outcome     failover.Outcome
+		held, moved bool
+		note        bool
+	}{
+		{failover.AlreadyHere, true, false, false},
+		{failover.Assigned, true, true, false},
+		{failover.Yielding, false, false, true},
+		{failover.CoolingOff, false, false, false},
+		{failover.NoReservedIP, false, false, false},
+	} {
+		t.Run(tc.outcome.String(), func(t *testing.T) {
+			t.Parallel()
+			d := New(Settings{Cluster: "shop", NodeID: "amber-fox", RunDir: t.TempDir(), PollInterval: time.Second}, newMemStore(), Options{})
+			d.onVRRP(report.VRRPMaster)
+			// The same reason text for every outcome: only Outcome may matter.
+			d.claim.record("vrrp BACKUP -> MASTER", failover.Result{Outcome: tc.outcome, APICalls: 1, Reason: "already here"}, nil)
+			r := d.rep.snapshot().ReservedIP
+			if r.Held != tc.held || (r.LastMoveAt != nil) != tc.moved || (r.Note != "") != tc.note {
+				t.Errorf("reserved_ip %+v; want held %v, a move recorded %v, a note %v", r, tc.held, tc.moved, tc.note)
+			}
+		})
+	}
+}
+
 // fileStoreWithState makes a file:// bucket under dir holding a one-node
 // cluster's state ("shop", node amber-fox), and returns it with its URL's
 // directory.
