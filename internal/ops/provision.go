@@ -24,58 +24,107 @@ func ProvisionNodes(ctx context.Context, d Deps, name string, only []string) (*c
 	if err != nil {
 		return nil, err
 	}
-	pending := provisioning(st, only)
-	if len(pending) == 0 {
+	pv := &provisioner{d: d, name: name, st: st, pending: provisioning(st, only)}
+	if len(pv.pending) == 0 {
 		return st, nil
 	}
-	dropletOf, toMake, adopted, err := adoptDroplets(ctx, d, name, pending)
+	err = Run(ctx, d.Report,
+		Step{"", pv.adopt},
+		Step{"", pv.reportKeys},
+		Step{"", pv.prepare},
+		Step{fmt.Sprintf("droplets for %s", ids(pv.pending)), pv.create},
+		Step{"", pv.record},
+		Step{"droplets active", pv.waitActive},
+		Step{"", pv.setNetworks},
+	)
 	if err != nil {
 		return nil, err
 	}
-	st, reportKeys, err := newReportKeys(ctx, d, name, st, toMake)
+	return pv.st, nil
+}
+
+// provisioner is one ProvisionNodes run: its steps share what the earlier
+// ones found.
+type provisioner struct {
+	d       Deps
+	name    string
+	st      *cluster.State
+	pending []cluster.Node
+	// dropletOf maps a pending node's id to its droplet's; toMake are the
+	// nodes without one, adopted counts the droplets found.
+	dropletOf   map[string]int
+	toMake      []cluster.Node
+	adopted     int
+	reportKeyOf map[string]ed25519.PrivateKey
+	boot        Boot
+	droplets    []cloud.Droplet
+}
+
+func (pv *provisioner) adopt(ctx context.Context) (string, error) {
+	var err error
+	pv.dropletOf, pv.toMake, pv.adopted, err = adoptDroplets(ctx, pv.d, pv.name, pv.pending)
+	return "", err
+}
+
+func (pv *provisioner) reportKeys(ctx context.Context) (string, error) {
+	var err error
+	pv.st, pv.reportKeyOf, err = newReportKeys(ctx, pv.d, pv.name, pv.st, pv.toMake)
+	return "", err
+}
+
+func (pv *provisioner) prepare(ctx context.Context) (string, error) {
+	var err error
+	pv.boot, err = prepareBoot(ctx, pv.d, pv.st)
+	return "", err
+}
+
+func (pv *provisioner) create(ctx context.Context) (string, error) {
+	n, err := createDroplets(ctx, pv.d, pv.st, pv.toMake, pv.boot, pv.reportKeyOf, pv.dropletOf)
 	if err != nil {
-		return nil, err
+		// What was created is recorded even after a partial failure: the
+		// next run adopts by tag anyway, but the state should say what
+		// exists.
+		_, _ = pv.record(ctx)
+		return "", err
 	}
-	boot, err := prepareBoot(ctx, d, st)
-	if err != nil {
-		return nil, err
-	}
-	err = d.Report.Step(fmt.Sprintf("droplets for %s", ids(pending)), func() (string, error) {
-		n, err := createDroplets(ctx, d, st, toMake, boot, reportKeys, dropletOf)
-		if err != nil {
-			return "", err
-		}
-		return fmt.Sprintf("%d created, %d adopted", n, adopted), nil
-	})
-	// Record droplet ids even after a partial failure: the next run adopts
-	// by tag anyway, but the state should say what exists.
-	for id, did := range dropletOf {
-		if _, uerr := d.Store.Update(ctx, name, func(s *cluster.State) (*cluster.State, error) {
+	return fmt.Sprintf("%d created, %d adopted", n, pv.adopted), nil
+}
+
+// record writes each pending node's droplet id into the state.
+func (pv *provisioner) record(ctx context.Context) (string, error) {
+	var err error
+	for id, did := range pv.dropletOf {
+		if _, uerr := pv.d.Store.Update(ctx, pv.name, func(s *cluster.State) (*cluster.State, error) {
 			return cluster.SetDroplet(s, id, did)
 		}); uerr != nil && err == nil {
 			err = uerr
 		}
 	}
-	if err != nil {
-		return nil, err
-	}
+	return "", err
+}
+
+// waitActive waits for the droplets to be active. When the operation's
+// time runs out meanwhile, droplets that never became active are dropped
+// (dropStuck).
+func (pv *provisioner) waitActive(ctx context.Context) (string, error) {
 	var idsToWait []int
-	for _, n := range pending {
-		idsToWait = append(idsToWait, dropletOf[n.ID])
+	for _, n := range pv.pending {
+		idsToWait = append(idsToWait, pv.dropletOf[n.ID])
 	}
-	var droplets []cloud.Droplet
-	if err := d.Report.Step("droplets active", func() (string, error) {
-		droplets, err = d.Cloud.WaitActive(ctx, idsToWait)
-		return "", err
-	}); err != nil {
-		if ctx.Err() != nil {
-			return nil, dropStuck(ctx, d, name, pending, dropletOf, err)
-		}
-		return nil, err
+	var err error
+	pv.droplets, err = pv.d.Cloud.WaitActive(ctx, idsToWait)
+	if err != nil && ctx.Err() != nil {
+		return "", dropStuck(ctx, pv.d, pv.name, pv.pending, pv.dropletOf, err)
 	}
-	return d.Store.Update(ctx, name, func(s *cluster.State) (*cluster.State, error) {
-		return setNetworks(s, pending, dropletOf, droplets)
+	return "", err
+}
+
+func (pv *provisioner) setNetworks(ctx context.Context) (string, error) {
+	var err error
+	pv.st, err = pv.d.Store.Update(ctx, pv.name, func(s *cluster.State) (*cluster.State, error) {
+		return setNetworks(s, pv.pending, pv.dropletOf, pv.droplets)
 	})
+	return "", err
 }
 
 // provisioning is st's provisioning nodes among only (all when nil).
