@@ -44,10 +44,13 @@ type AuthError struct{ Err error }
 func (e *AuthError) Error() string { return e.Err.Error() }
 func (e *AuthError) Unwrap() error { return e.Err }
 
-// exitCode maps an error to the process exit code.
+// exitCode maps an error to the process exit code. DigitalOcean's 401/403
+// are typed where they arise (*cloud.AuthError, internal/cloud's wrap):
+// exit 4 from every command, whatever step met them.
 func exitCode(err error) int {
 	var ue *UsageError
 	var ae *AuthError
+	var cae *cloud.AuthError
 	switch {
 	case err == nil:
 		return ExitOK
@@ -55,10 +58,21 @@ func exitCode(err error) int {
 		return ExitUsage
 	case errors.Is(err, cluster.ErrConflict):
 		return ExitConflict
-	case errors.As(err, &ae), errors.Is(err, bucket.ErrAccessDenied):
+	case errors.As(err, &ae), errors.As(err, &cae), errors.Is(err, bucket.ErrAccessDenied):
 		return ExitAuth
 	}
 	return ExitFailure
+}
+
+// tokenHint is what to do about a DO token DigitalOcean rejected (401):
+// where the token came from and how to store a new one ("" for any other
+// error). It never holds the token.
+func tokenHint(err error) string {
+	var cae *cloud.AuthError
+	if !errors.As(err, &cae) || !cae.Rejected() {
+		return ""
+	}
+	return "check DIGITALOCEAN_ACCESS_TOKEN or the context's token_file; `dynia auth init` stores a new token"
 }
 
 // retryable says, in words, why a failure is worth running again as it
