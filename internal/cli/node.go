@@ -331,7 +331,7 @@ func NewCmdNodeRepairHA(f *Factory, runF func(*RepairOptions) error) *cobra.Comm
 	}
 	cmd.Flags().StringVar(&o.Name, "name", "", "cluster name")
 	cmd.Flags().BoolVar(&o.CheckOnly, "check-only", false, "report drift; exit 1 when there is some")
-	cmd.Flags().BoolVar(&o.Force, "force", false, "apply the fixes")
+	cmd.Flags().BoolVar(&o.Force, "force", false, "apply the fixes it prints (writes the state and DigitalOcean; its only meaning here)")
 	cmd.Flags().StringVar(&o.NodeTokenFile, "node-token-file", "", "file (0600) with the node token for droplets --force creates: "+nodeTokenScopesHelp+" (default: the context's node_token_file)")
 	cmd.Flags().BoolVar(&o.AllowOperatorToken, "allow-operator-token", false, "without a node token, give droplets --force creates your own DO token (unsafe)")
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", 5*time.Minute, "how long to wait for fixes")
