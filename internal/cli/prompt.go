@@ -23,10 +23,6 @@ func addYesFlag(cmd *cobra.Command, yes *bool) {
 	_ = cmd.Flags().MarkHidden("confirm")
 }
 
-// canPrompt says whether a question can be asked and answered: stdin and
-// stderr (where the question goes) are terminals.
-func (s *IOStreams) canPrompt() bool { return s.InTTY && s.ErrTTY }
-
 // confirmDestructive asks question ("Destroy …?") unless yes. Without a
 // terminal it refuses, naming --yes and what (e.g. `destroy cluster
 // "myapp"`); any answer but y/yes is bad input too: nothing was written.

@@ -290,26 +290,6 @@ func NewCmdTLS(f *Factory) *cobra.Command {
 	enable.Flags().BoolVar(&noWait, "no-wait", false, "return once the certificate is stored, before every node serves it")
 	enable.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "overall timeout")
 
-	var to TableOptions
-	status := &cobra.Command{
-		Use:   "status --name N",
-		Short: "The stored certificate, and per node: the serial it serves, its names, expiry, since when",
-		Long: "The stored certificate, and per node: the serial it serves, its names, expiry, since when.\n\n" +
-			"A summary line comes before the table (not with --no-header).",
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkName(name); err != nil {
-				return err
-			}
-			if _, err := to.columns(tlsColumns); err != nil {
-				return err
-			}
-			return tlsStatus(cmd.Context(), f, name, to)
-		},
-	}
-	status.Flags().StringVar(&name, "name", "", "cluster name")
-	addTableFlags(status, &to, tlsColumns)
-
 	disable := &cobra.Command{
 		Use:   "disable --name N",
 		Short: "Serve plain HTTP only (the certificate stays in the bucket for a later enable)",
@@ -339,7 +319,32 @@ func NewCmdTLS(f *Factory) *cobra.Command {
 	}
 	disable.Flags().StringVar(&name, "name", "", "cluster name")
 	disable.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "overall timeout")
-	cmd.AddCommand(enable, status, disable)
+	cmd.AddCommand(enable, NewCmdTLSStatus(f), disable)
+	return cmd
+}
+
+// NewCmdTLSStatus is `dynia tls status`.
+func NewCmdTLSStatus(f *Factory) *cobra.Command {
+	var name string
+	var to TableOptions
+	cmd := &cobra.Command{
+		Use:   "status --name N",
+		Short: "The stored certificate, and per node: the serial it serves, its names, expiry, since when",
+		Long: "The stored certificate, and per node: the serial it serves, its names, expiry, since when.\n\n" +
+			"A summary line comes before the table (not with --no-header).",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkName(name); err != nil {
+				return err
+			}
+			if _, err := to.columns(tlsColumns); err != nil {
+				return err
+			}
+			return tlsStatus(cmd.Context(), f, name, to)
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "cluster name")
+	addTableFlags(cmd, &to, tlsColumns)
 	return cmd
 }
 
