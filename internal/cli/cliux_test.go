@@ -283,6 +283,21 @@ func TestDestroyPromptNoWrites(t *testing.T) {
 	stop := e.fakeNodes("keep")
 	defer stop()
 	e.mustRun("node", "create-ha", "--name", "keep", "--region", "sgp1", "--size", "s-1vcpu-1gb")
+	st := e.consistent("keep")
+
+	// cluster list: the table's fields, and the same in -o json.
+	if r := e.mustRun("cluster", "list", "--format", "name,nodes,reserved ip,activenode,HEALTH", "--no-header"); r.stdout != "keep\t1\t"+st.ReservedIP+"\t"+st.Nodes[0].ID+"\tup\n" {
+		t.Errorf("cluster list row %q", r.stdout)
+	}
+	var views []ClusterView
+	if err := json.Unmarshal([]byte(e.mustRun("cluster", "list", "-o", "json").stdout), &views); err != nil {
+		t.Fatal(err)
+	}
+	if len(views) != 1 || views[0].Name != "keep" || views[0].Region != "sgp1" || len(views[0].Nodes) != 1 ||
+		views[0].ReservedIP != st.ReservedIP || views[0].ActiveNode != st.Nodes[0].ID || views[0].Health != HealthUp || views[0].NodesServing != 1 {
+		t.Errorf("cluster list -o json: %+v", views)
+	}
+
 	writes, calls := e.writes.Load(), e.mutations()
 	r := e.runTTY("n\n", true, "cluster", "destroy", "--name", "keep")
 	if r.code != ExitUsage || !strings.Contains(r.stderr, "Destroy cluster keep") || !strings.Contains(r.stderr, "--yes: not confirmed") {

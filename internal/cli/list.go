@@ -234,7 +234,7 @@ func writeNodeTable(w io.Writer, aligned bool, rs []NodeRow, o TableOptions) err
 		if r.HoldsReservedIP {
 			holds = "holds"
 		}
-		t.row(r.ID, string(r.Role), strconv.Itoa(r.Priority), dash(r.PublicIP), dash(r.PrivateIP),
+		t.row(r.ID, r.Role, strconv.Itoa(r.Priority), dash(r.PublicIP), dash(r.PrivateIP),
 			r.Status, dash(r.VRRPState), holds, dash(shortVersion(r.Version)))
 	}
 	return t.write(w, aligned)
