@@ -396,4 +396,14 @@ func TestRejectedTokenExit4(t *testing.T) {
 		t.Errorf("a rejected token changed the state: generation %d → %d, nodes %+v", st.Generation, got.Generation, got.Nodes)
 	}
 	t.Logf("bucket writes with the rejected token (probe scratch objects only): %d", e.writes.Load()-writes)
+	// A token DO knows but that lacks a scope (the node token: Reserved
+	// IP and droplet reads only) is 403 for the firewall: exit 4 too. (A
+	// missing scope shows at the call that needs it: update has recorded
+	// the CIDRs by then, and a re-run with the right token applies them.)
+	e.env["DIGITALOCEAN_ACCESS_TOKEN"] = nodeToken
+	r := e.run("cluster", "update", "--name", "tok", "--admin-cidr", "192.0.2.7/32")
+	if r.code != ExitAuth || !strings.Contains(r.stderr, "403 Forbidden") || !strings.Contains(r.stderr, "may lack a scope") || strings.Contains(r.stderr, nodeToken) {
+		t.Errorf("cluster update with a token lacking a scope: exit %d, stderr %q; want 4 naming the 403 and the scopes", r.code, r.stderr)
+	}
+	e.env["DIGITALOCEAN_ACCESS_TOKEN"] = fullToken
 }

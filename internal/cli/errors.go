@@ -64,15 +64,19 @@ func exitCode(err error) int {
 	return ExitFailure
 }
 
-// tokenHint is what to do about a DO token DigitalOcean rejected (401):
-// where the token came from and how to store a new one ("" for any other
-// error). It never holds the token.
+// tokenHint is what to do about a DO token DigitalOcean refused: for a
+// 401, where the token came from and how to store a new one; for a 403,
+// where the scopes are listed ("" for any other error). It never holds
+// the token.
 func tokenHint(err error) string {
 	var cae *cloud.AuthError
-	if !errors.As(err, &cae) || !cae.Rejected() {
+	switch {
+	case !errors.As(err, &cae):
 		return ""
+	case cae.Rejected():
+		return "check DIGITALOCEAN_ACCESS_TOKEN or the context's token_file; `dynia auth init` stores a new token"
 	}
-	return "check DIGITALOCEAN_ACCESS_TOKEN or the context's token_file; `dynia auth init` stores a new token"
+	return "the token may lack a scope this needs: docs/credentials.md lists them"
 }
 
 // retryable says, in words, why a failure is worth running again as it

@@ -31,7 +31,7 @@ func addTableFlags(cmd *cobra.Command, o *TableOptions, cols []column) {
 		names[i] = c.Name
 	}
 	cmd.Flags().StringVar(&o.Format, "format", "",
-		"columns to print, comma-separated, in that order (text output; names in any case): "+strings.Join(names, ", "))
+		"columns to print, comma-separated, in that order (text output; names in any case; no Go templates: use -o json): "+strings.Join(names, ", "))
 	cmd.Flags().BoolVar(&o.NoHeader, "no-header", false, "print the rows without the header line")
 }
 
