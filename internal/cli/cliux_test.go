@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/spf13/cobra"
 
+	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
 )
 
@@ -406,4 +409,41 @@ func TestRejectedTokenExit4(t *testing.T) {
 		t.Errorf("cluster update with a token lacking a scope: exit %d, stderr %q; want 4 naming the 403 and the scopes", r.code, r.stderr)
 	}
 	e.env["DIGITALOCEAN_ACCESS_TOKEN"] = fullToken
+}
+
+// TestAuthErrorExitCode: DO's refusal is exit 4 by its type wherever it is
+// wrapped, with the hint for its kind on the one error line; the same
+// words in an untyped error are a failure (1).
+func TestAuthErrorExitCode(t *testing.T) {
+	t.Parallel()
+	rejected := &cloud.AuthError{APIError: &cloud.APIError{Op: "list droplets", StatusCode: 401, Message: "Unable to authenticate you"}}
+	forbidden := &cloud.AuthError{APIError: &cloud.APIError{Op: "create firewall", StatusCode: 403, Message: "You are not authorized to perform this operation"}}
+	for _, tc := range []struct {
+		name string
+		err  error
+		code int
+		line string
+	}{
+		{"401 wrapped", fmt.Errorf("add nodes: %w", rejected), ExitAuth,
+			"error: add nodes: cloud: list droplets: DigitalOcean rejected the token (401 Unauthorized: Unable to authenticate you) (check DIGITALOCEAN_ACCESS_TOKEN or the context's token_file; `dynia auth init` stores a new token)"},
+		{"403", forbidden, ExitAuth,
+			"error: cloud: create firewall: DigitalOcean refused the request with this token (403 Forbidden: You are not authorized to perform this operation) (the token may lack a scope this needs: docs/credentials.md lists them)"},
+		{"auth init's own", &AuthError{Err: fmt.Errorf("auth init: %w", rejected)}, ExitAuth,
+			"error: auth init: cloud: list droplets: DigitalOcean rejected the token (401 Unauthorized: Unable to authenticate you)"},
+		{"404", &cloud.APIError{Op: "get droplet 7", StatusCode: 404}, ExitFailure, "error: cloud: get droplet 7: 404 Not Found"},
+		{"the words, untyped", errors.New("cloud: x: DigitalOcean rejected the token (401 Unauthorized)"), ExitFailure,
+			"error: cloud: x: DigitalOcean rejected the token (401 Unauthorized)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := exitCode(tc.err); got != tc.code {
+				t.Errorf("exit %d, want %d", got, tc.code)
+			}
+			var out bytes.Buffer
+			printError(NewFactory(&IOStreams{ErrOut: &out}), tc.err)
+			if got := out.String(); got != tc.line+"\n" {
+				t.Errorf("error line\n got %q\nwant %q", got, tc.line+"\n")
+			}
+		})
+	}
 }

@@ -70,8 +70,9 @@ func exitCode(err error) int {
 // the token.
 func tokenHint(err error) string {
 	var cae *cloud.AuthError
+	var own *AuthError // auth init's, which says what it checked
 	switch {
-	case !errors.As(err, &cae):
+	case !errors.As(err, &cae), errors.As(err, &own):
 		return ""
 	case cae.Rejected():
 		return "check DIGITALOCEAN_ACCESS_TOKEN or the context's token_file; `dynia auth init` stores a new token"
