@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -165,25 +166,12 @@ func (d *Dockerd) spawn(name, bin string, args ...string) (*daemonProc, error) {
 func (d *Dockerd) waitReady(name string, p *daemonProc, ready func() error) {
 	t := d.t
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	delay := 10 * time.Millisecond
-	for {
-		select {
-		case <-p.exited:
-			t.Fatalf("%s exited during start (%v):\n%s", name, p.err, d.LogTail(name, 30))
-		default:
-		}
-		err := ready()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready after 60s: %v\n%s", name, err, d.LogTail(name, 30))
-		}
-		time.Sleep(delay)
-		if delay < 200*time.Millisecond {
-			delay *= 2
-		}
+	err := waitStarted(p.exited, 60*time.Second, func(context.Context) error { return ready() })
+	if errors.Is(err, errExited) {
+		t.Fatalf("%s exited during start (%v):\n%s", name, p.err, d.LogTail(name, 30))
+	}
+	if err != nil {
+		t.Fatalf("%s not ready after 60s: %v\n%s", name, err, d.LogTail(name, 30))
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -219,21 +220,12 @@ func (p *Pebble) start(t testing.TB, bin, cfgFile string, opts PebbleOptions) *p
 func (p *Pebble) waitReady(t testing.TB, proc *pebbleProc) {
 	t.Helper()
 	client := p.HTTPClient()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	go func() {
-		select {
-		case <-proc.exited:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	err := poll.Until(ctx, func() error { return poll.GetOK(ctx, client, p.DirectoryURL) })
-	select {
-	case <-proc.exited:
+	err := waitStarted(proc.exited, 30*time.Second, func(ctx context.Context) error {
+		return poll.GetOK(ctx, client, p.DirectoryURL)
+	})
+	if errors.Is(err, errExited) {
 		out, _ := os.ReadFile(p.LogPath)
 		t.Fatalf("pebble exited (%v): %s", proc.err, tail(out))
-	default:
 	}
 	if err != nil {
 		out, _ := os.ReadFile(p.LogPath)

@@ -2,8 +2,10 @@ package testutil
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -149,38 +151,34 @@ func startVersity(t testing.TB, bin, addr string, srv *S3Server, logPath string)
 		})
 	}
 
-	deadline := time.Now().Add(15 * time.Second)
-	delay := 5 * time.Millisecond
-	for {
-		select {
-		case <-exited:
-			out, _ := os.ReadFile(logPath)
-			return 0, fmt.Errorf("versitygw exited (%v): %s", waitErr, tail(out))
-		default:
+	var dialer net.Dialer
+	err = waitStarted(exited, 15*time.Second, func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		c, err := dialer.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return err
 		}
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			_ = c.Close() // only probing that it listens
-			t.Cleanup(func() {
-				kill()
-				if t.Failed() {
-					if out, err := os.ReadFile(logPath); err == nil && len(out) > 0 {
-						t.Logf("versitygw log (%s):\n%s", logPath, tail(out))
-					}
-				}
-			})
-			return cmd.Process.Pid, nil
-		}
-		if time.Now().After(deadline) {
-			kill()
-			out, _ := os.ReadFile(logPath)
-			return 0, fmt.Errorf("versitygw not listening on %s after 15s: %s", addr, tail(out))
-		}
-		time.Sleep(delay)
-		if delay < 100*time.Millisecond {
-			delay *= 2
-		}
+		return c.Close() // only probing that it listens
+	})
+	if errors.Is(err, errExited) {
+		out, _ := os.ReadFile(logPath)
+		return 0, fmt.Errorf("versitygw exited (%v): %s", waitErr, tail(out))
 	}
+	if err != nil {
+		kill()
+		out, _ := os.ReadFile(logPath)
+		return 0, fmt.Errorf("versitygw not listening on %s after 15s: %s", addr, tail(out))
+	}
+	t.Cleanup(func() {
+		kill()
+		if t.Failed() {
+			if out, err := os.ReadFile(logPath); err == nil && len(out) > 0 {
+				t.Logf("versitygw log (%s):\n%s", logPath, tail(out))
+			}
+		}
+	})
+	return cmd.Process.Pid, nil
 }
 
 func freeLoopbackAddr() (string, error) {
