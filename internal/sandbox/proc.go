@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dynia/dynia/internal/fsutil"
+	"github.com/dynia/dynia/internal/poll"
 	"github.com/dynia/dynia/internal/procstat"
 )
 
@@ -164,7 +165,7 @@ func supervise(spec procSpec, log *slog.Logger) *supervised {
 
 func (p *supervised) loop() {
 	defer close(p.done)
-	delay := restartMin
+	n := 1 // the restart's number in internal/poll's doubling schedule
 	for {
 		if !p.waitAfter() {
 			return
@@ -190,17 +191,17 @@ func (p *supervised) loop() {
 			if stopped {
 				return
 			}
-			p.log.Warn("process exited; restarting", "err", err, "after", delay)
+			p.log.Warn("process exited; restarting", "err", err, "after", poll.Backoff(restartMin, restartMax, n))
 		}
 		if time.Since(began) > restartReset {
-			delay = restartMin
+			n = 1
 		}
 		select {
 		case <-p.stopCh:
 			return
-		case <-time.After(delay):
+		case <-time.After(poll.Backoff(restartMin, restartMax, n)):
 		}
-		delay = min(delay*2, restartMax)
+		n++
 	}
 }
 
