@@ -117,10 +117,12 @@ func stopPid(pid int, grace time.Duration) {
 	if grace > 0 {
 		_ = syscall.Kill(-pid, syscall.SIGTERM)
 		_ = syscall.Kill(pid, syscall.SIGTERM)
-		deadline := time.Now().Add(grace)
-		for alive() && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
+		_ = poll.Within(grace, func() error {
+			if alive() {
+				return errStillRunning
+			}
+			return nil
+		})
 	}
 	_ = syscall.Kill(-pid, syscall.SIGKILL)
 	_ = syscall.Kill(pid, syscall.SIGKILL)
@@ -150,6 +152,9 @@ type supervised struct {
 	stopCh  chan struct{}
 	done    chan struct{}
 }
+
+// errStillRunning is a wait's condition not met yet: the process lives.
+var errStillRunning = errors.New("still running")
 
 const (
 	restartMin   = 500 * time.Millisecond
