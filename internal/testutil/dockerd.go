@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/dynia/dynia/internal/dockerd"
+	"github.com/dynia/dynia/internal/extcmd"
 	"github.com/dynia/dynia/internal/procstat"
 )
 
@@ -97,8 +98,8 @@ func StartDockerd(t testing.TB, netns string, extraArgs ...string) *Dockerd {
 		mustRun(t, "ip", "netns", "add", d.NetNS)
 		d.ownNetNS = true
 		t.Cleanup(func() {
-			if out, err := exec.Command("ip", "netns", "del", d.NetNS).CombinedOutput(); err != nil {
-				t.Logf("dockerd cleanup: ip netns del %s: %v %s", d.NetNS, err, out)
+			if _, err := extcmd.Combined(exec.Command("ip", "netns", "del", d.NetNS)); err != nil {
+				t.Logf("dockerd cleanup: %v", err)
 			}
 		})
 		mustRun(t, "ip", "-n", d.NetNS, "link", "set", "lo", "up")
