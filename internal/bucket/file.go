@@ -255,7 +255,7 @@ func (s *fileStore) lock(ctx context.Context) (unlock func(), err error) {
 			return func() { unlockFile(f); f.Close() }, nil
 		}
 		// 1 ms doubling to 32 ms: another writer holds it for one write.
-		if err := sleep(ctx, poll.Backoff(time.Millisecond, 32*time.Millisecond, n)); err != nil {
+		if err := poll.Sleep(ctx, poll.Backoff(time.Millisecond, 32*time.Millisecond, n)); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("waiting for lock %s: %w", path.Base(f.Name()), err)
 		}

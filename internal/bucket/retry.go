@@ -1,7 +1,6 @@
 package bucket
 
 import (
-	"context"
 	"math/rand/v2"
 	"time"
 
@@ -36,16 +35,4 @@ func newRetryPolicy(opts Options) retryPolicy {
 func (p retryPolicy) delay(n int) time.Duration {
 	d := poll.Backoff(p.base, p.cap, n+1)
 	return time.Duration(rand.Int64N(int64(d) + 1))
-}
-
-// sleep waits d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

@@ -72,6 +72,19 @@ func Backoff(first, max time.Duration, n int) time.Duration {
 	return min(d, max)
 }
 
+// Sleep waits d, or until ctx is done: then it returns ctx's error. The
+// wait between two tries of a retry loop (with Backoff's schedule).
+func Sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
 // Within is Until for at most timeout.
 func Within(timeout time.Duration, cond func() error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
