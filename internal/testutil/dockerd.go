@@ -37,14 +37,8 @@ type Dockerd struct {
 	ownNetNS bool
 
 	mu        sync.Mutex
-	dockerd   *daemonProc
-	container *daemonProc
-}
-
-type daemonProc struct {
-	cmd    *exec.Cmd
-	exited chan struct{}
-	err    error
+	dockerd   *child
+	container *child
 }
 
 // PID is dockerd's current pid (it changes across PowerCut and Start).
@@ -148,7 +142,7 @@ func (d *Dockerd) Start() {
 
 // spawn starts one daemon with its output appended to Dir/<name>.log.
 // nsenter execs the daemon in place, so the pid is the daemon's.
-func (d *Dockerd) spawn(name, bin string, args ...string) (*daemonProc, error) {
+func (d *Dockerd) spawn(name, bin string, args ...string) (*child, error) {
 	logf, err := os.OpenFile(filepath.Join(d.Dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
@@ -156,15 +150,14 @@ func (d *Dockerd) spawn(name, bin string, args ...string) (*daemonProc, error) {
 	defer logf.Close()
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
+	p, err := startChild(cmd)
+	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &daemonProc{cmd: cmd, exited: make(chan struct{})}
-	go func() { p.err = cmd.Wait(); close(p.exited) }()
 	return p, nil
 }
 
-func (d *Dockerd) waitReady(name string, p *daemonProc, ready func() error) {
+func (d *Dockerd) waitReady(name string, p *child, ready func() error) {
 	t := d.t
 	t.Helper()
 	err := waitStarted(p.exited, 60*time.Second, func(context.Context) error { return ready() })
@@ -204,7 +197,7 @@ func (d *Dockerd) PowerCut() {
 	d.dockerd, d.container = nil, nil
 	d.mu.Unlock()
 	var pids []int
-	for _, p := range []*daemonProc{dd, ctd} {
+	for _, p := range []*child{dd, ctd} {
 		if p != nil {
 			pids = append(pids, p.cmd.Process.Pid)
 		}
@@ -216,7 +209,7 @@ func (d *Dockerd) PowerCut() {
 	for _, pid := range pids {
 		_ = syscall.Kill(pid, syscall.SIGKILL) // ESRCH: already gone
 	}
-	for _, p := range []*daemonProc{dd, ctd} {
+	for _, p := range []*child{dd, ctd} {
 		if p != nil {
 			<-p.exited
 		}
@@ -262,7 +255,7 @@ func (d *Dockerd) stop() {
 	dd, ctd := d.dockerd, d.container
 	d.mu.Unlock()
 	for _, s := range []struct {
-		p     *daemonProc
+		p     *child
 		grace time.Duration
 	}{{dd, 60 * time.Second}, {ctd, 30 * time.Second}} {
 		if s.p == nil {

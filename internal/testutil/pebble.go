@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -163,16 +162,9 @@ func (p *Pebble) writeConfig(t testing.TB, dir string, opts PebbleOptions) strin
 	return cfgFile
 }
 
-// pebbleProc is a started Pebble: exited is closed once it has exited,
-// with its wait error in err.
-type pebbleProc struct {
-	exited chan struct{}
-	err    error
-}
-
 // start runs Pebble (in opts.Node if set), logging to p.LogPath, and kills
 // it when the test ends, logging the log's tail if the test failed.
-func (p *Pebble) start(t testing.TB, bin, cfgFile string, opts PebbleOptions) *pebbleProc {
+func (p *Pebble) start(t testing.TB, bin, cfgFile string, opts PebbleOptions) *child {
 	t.Helper()
 	args := []string{"-config", cfgFile}
 	if opts.DNSServer != "" {
@@ -191,21 +183,13 @@ func (p *Pebble) start(t testing.TB, bin, cfgFile string, opts PebbleOptions) *p
 	}
 	defer func() { _ = logf.Close() }() // the child holds its own descriptor
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
+	proc, err := startChild(cmd)
+	if err != nil {
 		t.Fatalf("start pebble: %v", err)
 	}
 	p.PID = cmd.Process.Pid
-	proc := &pebbleProc{exited: make(chan struct{})}
-	go func() { proc.err = cmd.Wait(); close(proc.exited) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			_ = cmd.Process.Kill() // our own child, by PID
-			<-proc.exited
-		})
-	}
 	t.Cleanup(func() {
-		stop()
+		proc.kill()
 		if t.Failed() {
 			if out, err := os.ReadFile(p.LogPath); err == nil {
 				t.Logf("pebble log (%s):\n%s", p.LogPath, tail(out))
@@ -217,7 +201,7 @@ func (p *Pebble) start(t testing.TB, bin, cfgFile string, opts PebbleOptions) *p
 
 // waitReady waits up to 30 s for the directory to answer; Pebble exiting
 // ends the wait at once. Either failure fails the test with the log's tail.
-func (p *Pebble) waitReady(t testing.TB, proc *pebbleProc) {
+func (p *Pebble) waitReady(t testing.TB, proc *child) {
 	t.Helper()
 	client := p.HTTPClient()
 	err := waitStarted(proc.exited, 30*time.Second, func(ctx context.Context) error {

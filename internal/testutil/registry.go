@@ -9,8 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -116,21 +114,12 @@ func startRegistry(t testing.TB, bin, confPath, addr, logPath string) (int, erro
 	defer logf.Close()
 	cmd := exec.Command(bin, "serve", confPath)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
+	proc, err := startChild(cmd)
+	if err != nil {
 		return 0, fmt.Errorf("start %s: %w", bin, err)
 	}
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	var once sync.Once
-	kill := func() {
-		once.Do(func() {
-			_ = cmd.Process.Signal(syscall.SIGKILL) // our own child, by pid
-			<-exited
-		})
-	}
 	client := &http.Client{Timeout: 2 * time.Second}
-	err = waitStarted(exited, 30*time.Second, func(ctx context.Context) error {
+	err = waitStarted(proc.exited, 30*time.Second, func(ctx context.Context) error {
 		// /v2/ answers 200, or 401 with authentication: either way it serves.
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v2/", nil)
 		if err != nil {
@@ -148,16 +137,16 @@ func startRegistry(t testing.TB, bin, confPath, addr, logPath string) (int, erro
 	})
 	if errors.Is(err, errExited) {
 		out, _ := os.ReadFile(logPath)
-		return 0, fmt.Errorf("docker-registry exited (%v): %s", waitErr, tail(out))
+		return 0, fmt.Errorf("docker-registry exited (%v): %s", proc.err, tail(out))
 	}
 	if err != nil {
-		kill()
+		proc.kill()
 		out, _ := os.ReadFile(logPath)
 		return 0, fmt.Errorf("docker-registry not serving on %s after 30s (%v): %s", addr, err, tail(out))
 	}
 	client.CloseIdleConnections()
 	t.Cleanup(func() {
-		kill()
+		proc.kill()
 		if t.Failed() {
 			if out, err := os.ReadFile(logPath); err == nil && len(out) > 0 {
 				t.Logf("docker-registry log (%s):\n%s", logPath, tail(out))

@@ -3,6 +3,8 @@ package testutil
 import (
 	"context"
 	"errors"
+	"os/exec"
+	"sync"
 	"time"
 
 	"github.com/dynia/dynia/internal/poll"
@@ -43,4 +45,34 @@ func waitStarted(exited <-chan struct{}, timeout time.Duration, ready func(conte
 	default:
 		return err
 	}
+}
+
+// child is a server process a test started (versitygw, docker-registry,
+// Pebble, dockerd, containerd): exited is closed once it has exited, err
+// is then its wait error.
+type child struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+	err    error
+	once   sync.Once
+}
+
+// startChild starts cmd (its output already set) and waits for it in the
+// background.
+func startChild(cmd *exec.Cmd) (*child, error) {
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	c := &child{cmd: cmd, exited: make(chan struct{})}
+	go func() { c.err = cmd.Wait(); close(c.exited) }()
+	return c, nil
+}
+
+// kill SIGKILLs the process (our own child, by PID; once) and waits for
+// it to exit.
+func (c *child) kill() {
+	c.once.Do(func() {
+		_ = c.cmd.Process.Kill()
+		<-c.exited
+	})
 }

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -137,22 +136,13 @@ func startVersity(t testing.TB, bin, addr string, srv *S3Server, logPath string)
 		cmd.Args = append(append(cmd.Args[:1:1], "--iam-dir", srv.IAMDir), cmd.Args[1:]...)
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
+	proc, err := startChild(cmd)
+	if err != nil {
 		return 0, fmt.Errorf("start %s: %w", bin, err)
-	}
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	var once sync.Once
-	kill := func() {
-		once.Do(func() {
-			_ = cmd.Process.Kill() // our own child, by PID
-			<-exited
-		})
 	}
 
 	var dialer net.Dialer
-	err = waitStarted(exited, 15*time.Second, func(ctx context.Context) error {
+	err = waitStarted(proc.exited, 15*time.Second, func(ctx context.Context) error {
 		ctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
 		c, err := dialer.DialContext(ctx, "tcp", addr)
@@ -163,15 +153,15 @@ func startVersity(t testing.TB, bin, addr string, srv *S3Server, logPath string)
 	})
 	if errors.Is(err, errExited) {
 		out, _ := os.ReadFile(logPath)
-		return 0, fmt.Errorf("versitygw exited (%v): %s", waitErr, tail(out))
+		return 0, fmt.Errorf("versitygw exited (%v): %s", proc.err, tail(out))
 	}
 	if err != nil {
-		kill()
+		proc.kill()
 		out, _ := os.ReadFile(logPath)
 		return 0, fmt.Errorf("versitygw not listening on %s after 15s: %s", addr, tail(out))
 	}
 	t.Cleanup(func() {
-		kill()
+		proc.kill()
 		if t.Failed() {
 			if out, err := os.ReadFile(logPath); err == nil && len(out) > 0 {
 				t.Logf("versitygw log (%s):\n%s", logPath, tail(out))
