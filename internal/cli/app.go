@@ -18,7 +18,7 @@ import (
 
 	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
-	"github.com/dynia/dynia/internal/pull"
+	"github.com/dynia/dynia/internal/report"
 	"github.com/dynia/dynia/internal/secrets"
 )
 
@@ -396,7 +396,7 @@ func waitRollout(ctx context.Context, f *Factory, p *Progress, store *cluster.St
 }
 
 // appPhase says where a node is with release n.
-func appPhase(r *pull.Status, n int64) string {
+func appPhase(r *report.Status, n int64) string {
 	switch {
 	case r == nil:
 		return "no report yet"
@@ -406,9 +406,9 @@ func appPhase(r *pull.Status, n int64) string {
 		return fmt.Sprintf("release %d failed: %s", n, r.App.Error)
 	case r.App.Release == n && r.App.Healthy:
 		return fmt.Sprintf("runs release %d, healthy", n)
-	case r.App.State == pull.AppStarting:
+	case r.App.State == report.AppStarting:
 		return fmt.Sprintf("starting release %d", n)
-	case r.App.State == pull.AppWaiting:
+	case r.App.State == report.AppWaiting:
 		return "waiting " + r.App.Waiting
 	}
 	return fmt.Sprintf("runs release %d (%s)", r.App.Release, r.App.State)

@@ -21,7 +21,7 @@ import (
 	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/dosim"
-	"github.com/dynia/dynia/internal/pull"
+	"github.com/dynia/dynia/internal/report"
 	"github.com/dynia/dynia/internal/signing"
 	"github.com/dynia/dynia/internal/testutil"
 )
@@ -252,10 +252,10 @@ func (e *testEnv) reportNodes(name string) (*nodeHealth, func()) {
 		for ctx.Err() == nil {
 			if st, _, err := store.Load(ctx, name); err == nil {
 				for _, n := range st.Nodes {
-					s := pull.Status{NodeID: n.ID, Cluster: name, AppliedGeneration: st.Generation,
-						VRRPState: pull.VRRPBackup, AppHealthy: true, UpdatedAt: time.Now().UTC()}
+					s := report.Status{NodeID: n.ID, Cluster: name, AppliedGeneration: st.Generation,
+						VRRPState: report.VRRPBackup, AppHealthy: true, UpdatedAt: time.Now().UTC()}
 					if n.Role == cluster.RoleActive {
-						s.VRRPState = pull.VRRPMaster
+						s.VRRPState = report.VRRPMaster
 					}
 					h.mu.Lock()
 					if h.silent[n.ID] {
@@ -263,7 +263,7 @@ func (e *testEnv) reportNodes(name string) (*nodeHealth, func()) {
 						continue
 					}
 					if h.down[n.ID] {
-						s.VRRPState, s.AppHealthy = pull.VRRPFault, false
+						s.VRRPState, s.AppHealthy = report.VRRPFault, false
 					}
 					if h.stale[n.ID] {
 						s.UpdatedAt = time.Now().Add(-time.Hour).UTC()
@@ -276,7 +276,7 @@ func (e *testEnv) reportNodes(name string) (*nodeHealth, func()) {
 					h.mu.Unlock()
 					// Signed with the node's key from its user-data, as
 					// dynia-pull on the droplet signs it.
-					b, _ := pull.SignReport(s, e.reportKey(n))
+					b, _ := report.SignReport(s, e.reportKey(n))
 					_, _ = e.bucket.Put(ctx, cluster.StatusKey(name, n.ID), b, bucket.Cond{})
 				}
 			}

@@ -8,7 +8,7 @@ import (
 	"text/template"
 
 	"github.com/dynia/dynia/internal/cluster"
-	"github.com/dynia/dynia/internal/pull"
+	"github.com/dynia/dynia/internal/report"
 )
 
 // NodeRow is one node as `node list` and `cluster get` show it. JSON names
@@ -147,7 +147,7 @@ func roleNote(st *cluster.State, e *Evidence) string {
 func vrrpMasters(st *cluster.State, e *Evidence) []string {
 	var out []string
 	for _, n := range cluster.SortedByPriority(st.Nodes) {
-		if r := e.Report(n.ID); r != nil && e.fresh(r) && r.VRRPState == pull.VRRPMaster {
+		if r := e.Report(n.ID); r != nil && e.fresh(r) && r.VRRPState == report.VRRPMaster {
 			out = append(out, n.ID)
 		}
 	}
