@@ -381,7 +381,7 @@ func TestStoreFaults(t *testing.T) {
 			})
 			for _, args := range [][]string{
 				{"node", "add", "--name", "store"},
-				{"node", "remove", "--name", "store", "--node", rows[len(rows)-1].ID, "--confirm"},
+				{"node", "remove", "--name", "store", "--node", rows[len(rows)-1].ID, "--yes"},
 				{"cluster", "update", "--name", "store", "--admin-cidr", "192.0.2.7/32"},
 				{"node", "list", "--name", "store"},
 			} {

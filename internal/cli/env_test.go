@@ -356,3 +356,22 @@ func NewFactoryForTest(e *testEnv) *Factory {
 	f.Global.ConfigPath = e.cfg
 	return f
 }
+
+// runTTY runs dynia as run does, with stdin reading in and, when tty,
+// stdin and stderr taken for terminals (the prompts of destructive
+// commands).
+func (e *testEnv) runTTY(in string, tty bool, args ...string) result {
+	e.t.Helper()
+	var out, errOut bytes.Buffer
+	f := NewFactory(&IOStreams{In: strings.NewReader(in), Out: &out, ErrOut: &errOut, InTTY: tty, ErrTTY: tty})
+	f.Getenv = func(k string) string { return e.env[k] }
+	f.CloudOptions = cloud.Options{RetryWaitMin: 5 * time.Millisecond, RetryWaitMax: 50 * time.Millisecond,
+		PollInterval: 10 * time.Millisecond, PollMax: 50 * time.Millisecond, RequestTimeout: e.requestTimeout}
+	f.BucketHTTPClient = &http.Client{Transport: writeCounter{next: http.DefaultTransport, n: &e.writes, all: &e.requests,
+		onWrite: e.onBucketWrite}}
+	f.StoreOverride = e.store
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	code := Run(ctx, f, append([]string{"--config", e.cfg}, args...))
+	return result{code, out.String(), errOut.String()}
+}

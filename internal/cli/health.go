@@ -263,6 +263,13 @@ func followFailover(ctx context.Context, f *Factory, store *cluster.Store, cl *c
 	if err != nil {
 		return nil, err
 	}
+	// A token DigitalOcean refuses stops the command here, before its
+	// first write to the state (`node add` would otherwise commit its
+	// provisioning nodes, then fail creating their droplets).
+	var ae *cloud.AuthError
+	if errors.As(ev.APIErr, &ae) {
+		return nil, ev.APIErr
+	}
 	h := ev.HolderNode()
 	if h == nil || h.Lifecycle != cluster.Ready || h.Role == cluster.RoleActive || !ev.Of(*h).Health.Serves() {
 		return st, nil
