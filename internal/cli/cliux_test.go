@@ -392,13 +392,16 @@ func TestRejectedTokenExit4(t *testing.T) {
 	}
 	e.env["DIGITALOCEAN_ACCESS_TOKEN"] = fullToken
 	// Nothing written to the state: node add committed no provisioning
-	// node, remove and destroy changed nothing. (The conditional-write
-	// probe's scratch objects are the only bucket writes.)
+	// node, remove and destroy changed nothing.
 	got := e.state("tok")
 	if got.Generation != st.Generation || len(got.Nodes) != len(st.Nodes) || got.DNS == nil {
 		t.Errorf("a rejected token changed the state: generation %d → %d, nodes %+v", st.Generation, got.Generation, got.Nodes)
 	}
-	t.Logf("bucket writes with the rejected token (probe scratch objects only): %d", e.writes.Load()-writes)
+	// Not even the write probe's scratch objects: the token is checked
+	// with a read-only DO call before the probe.
+	if n := e.writes.Load() - writes; n != 0 {
+		t.Errorf("bucket writes with the rejected token: %d, want 0", n)
+	}
 	// A token DO knows but that lacks a scope (the node token: Reserved
 	// IP and droplet reads only) is 403 for the firewall: exit 4 too. (A
 	// missing scope shows at the call that needs it: update has recorded

@@ -13,6 +13,7 @@ import (
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/ops"
 )
 
 // Factory builds what commands need, lazily: a command that fails flag
@@ -291,8 +292,9 @@ func (f *Factory) openCluster(ctx context.Context, name string, write bool) (*cl
 // openClusterNode opens the store, loads the cluster's state and builds the
 // API client. Bad input is reported first, with nothing written and no API
 // call: the state is only read until the cluster is known to exist and node
-// (when not empty) to be one of its nodes. Only then, when write is set, does
-// the conditional-write probe put its scratch objects in the bucket.
+// (when not empty) to be one of its nodes. Only then, when write is set, and
+// after one read-only DO call has accepted the token, does the
+// conditional-write probe put its scratch objects in the bucket.
 func (f *Factory) openClusterNode(ctx context.Context, name, node string, write bool) (*cluster.Store, *cluster.State, *cloud.Client, error) {
 	store, err := f.Store(ctx)
 	if err != nil {
@@ -310,6 +312,11 @@ func (f *Factory) openClusterNode(ctx context.Context, name, node string, write 
 		return nil, nil, nil, err
 	}
 	if write {
+		// A token DigitalOcean refuses fails here, before the write probe
+		// puts its scratch objects in the bucket: nothing is written.
+		if err := ops.CheckCloud(ctx, cl, name); err != nil {
+			return nil, nil, nil, err
+		}
 		if _, err := f.WritableStore(ctx); err != nil {
 			return nil, nil, nil, err
 		}
