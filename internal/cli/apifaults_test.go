@@ -81,6 +81,12 @@ var apiFaults = []apiFault{
 // duplicate), one Reserved IP and one firewall, state and DO agreeing;
 // after destroy nothing of it is left.
 func TestAPIFaultsEveryCommand(t *testing.T) {
+	if testing.Short() {
+		// Every fault at every request of every command: minutes, not
+		// seconds, of simulator work (TestCommandsSurviveFaults is the
+		// short form).
+		t.Skip("exhaustive fault sweep skipped under -short")
+	}
 	for _, kind := range apiFaults {
 		t.Run(kind.name, func(t *testing.T) {
 			t.Parallel()

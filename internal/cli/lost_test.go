@@ -152,11 +152,13 @@ func (e *testEnv) loseFileAnswers() answerLoser {
 func TestLostAnswers(t *testing.T) {
 	for _, backend := range []string{"s3", "file"} {
 		t.Run(backend, func(t *testing.T) {
-			e := newEnv(t)
+			var e *testEnv
 			var l answerLoser
 			if backend == "s3" {
+				e = newS3Env(t)
 				l = e.loseS3Answers()
 			} else {
+				e = newEnv(t)
 				l = e.loseFileAnswers()
 			}
 			// run runs a command with the answer to its nth state write
