@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -27,8 +28,11 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
+	flag.Parse() // for testing.Short
 	binDir = os.Getenv("DYNIA_BIN_DIR")
-	if binDir == "" {
+	// Under -short every test here skips (each needs root and a sandbox:
+	// testutil.NeedRoot), so nothing is built.
+	if binDir == "" && !testing.Short() {
 		dir, err := os.MkdirTemp("", "dynia-e2e-bin")
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -46,6 +50,18 @@ func run(m *testing.M) int {
 		binDir = dir
 	}
 	return m.Run()
+}
+
+// dyniaBin is the dynia binary the tests run: DYNIA_BIN_DIR's, else the one
+// TestMain built. Under -short TestMain builds none and a test that runs
+// the binary skips (the CLI's own tests, internal/cli, cover its bad
+// input in-process).
+func dyniaBin(t testing.TB) string {
+	t.Helper()
+	if binDir == "" {
+		t.Skip("no dynia binary under -short (set DYNIA_BIN_DIR=$PWD/bin after `make build` to run it)")
+	}
+	return filepath.Join(binDir, "dynia")
 }
 
 // sandboxEnv is one sandbox of the test's own: its own dir, name prefix,
@@ -181,7 +197,7 @@ func (e *sandboxEnv) run(args ...string) result {
 	if args[0] == "sandbox" {
 		full = append([]string{"--config", e.config, "sandbox", "--dir", e.dir}, args[1:]...)
 	}
-	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "dynia"), full...)
+	cmd := exec.CommandContext(ctx, dyniaBin(e.t), full...)
 	cmd.Env = append(os.Environ(), "PATH="+binDir+":"+os.Getenv("PATH")+":/root/go/bin:/usr/sbin:/sbin")
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
