@@ -272,8 +272,11 @@ func (e *sandboxEnv) dumpLogs() {
 }
 
 // get does one request with a short timeout; it returns the body's first line.
-func get(url string) (string, error) {
-	c := &http.Client{Timeout: 2 * time.Second}
+func get(url string) (string, error) { return getWithin(url, 2*time.Second) }
+
+// getWithin is get with the given timeout.
+func getWithin(url string, timeout time.Duration) (string, error) {
+	c := &http.Client{Timeout: timeout}
 	resp, err := c.Get(url)
 	if err != nil {
 		return "", err
