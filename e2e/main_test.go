@@ -361,6 +361,26 @@ func (l *loadLoop) healthyFor(n int) error {
 	return nil
 }
 
+// waitAnswered waits until n requests started at or after since (the
+// zero time: any) were answered: a phase is observed for n answers, not
+// for a fixed time a loaded machine fills with fewer. The deadline is
+// generous; a service that does not answer fails the test here.
+func (l *loadLoop) waitAnswered(t testing.TB, since time.Time, n int) {
+	t.Helper()
+	testutil.WaitFor(t, 2*time.Minute, func() error {
+		ok := 0
+		for _, s := range l.Samples() {
+			if s.OK && !s.At.Before(since) {
+				ok++
+			}
+		}
+		if ok < n {
+			return fmt.Errorf("%d requests answered since %s, want %d", ok, since.Format("15:04:05.000"), n)
+		}
+		return nil
+	})
+}
+
 // slowest is the longest a successful request took: a failover that no
 // request failed through still shows up here.
 func (l *loadLoop) slowest() time.Duration {

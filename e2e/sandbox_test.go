@@ -152,9 +152,9 @@ func TestSandboxCluster(t *testing.T) {
 			t.Fatalf("no up standby to promote: %+v", rows)
 		}
 		load := startLoad(url, 50*time.Millisecond, 60*time.Second)
-		time.Sleep(500 * time.Millisecond)
+		load.waitAnswered(t, time.Time{}, 10)
 		e.mustRun("node", "make-active", "--name", "demo", "--node", target.ID)
-		time.Sleep(2 * time.Second)
+		load.waitAnswered(t, time.Now(), 40)
 		total, failed, outage, _ := load.finish()
 		t.Logf("OUTAGE make-active: %v (%d of %d requests failed)", outage, failed, total)
 		if h := e.ripHolder(rip); h != target.DropletID {
@@ -175,7 +175,7 @@ func TestSandboxCluster(t *testing.T) {
 		standby := rows[len(rows)-1]
 		load := startLoad(url, 50*time.Millisecond, 60*time.Second)
 		e.mustRun("node", "remove", "--name", "demo", "--node", standby.ID, "--confirm")
-		time.Sleep(2 * time.Second)
+		load.waitAnswered(t, time.Now(), 40)
 		total, failed, _, _ := load.finish()
 		t.Logf("remove standby: %d of %d requests failed", failed, total)
 		if failed != 0 {
@@ -188,7 +188,7 @@ func TestSandboxCluster(t *testing.T) {
 		active := rows[0]
 		load := startLoad(url, 50*time.Millisecond, 60*time.Second)
 		e.mustRun("node", "remove", "--name", "demo", "--node", active.ID, "--confirm")
-		time.Sleep(2 * time.Second)
+		load.waitAnswered(t, time.Now(), 40)
 		total, failed, outage, _ := load.finish()
 		t.Logf("OUTAGE remove active: %v (%d of %d requests failed)", outage, failed, total)
 		rows = e.nodes("demo")
@@ -212,7 +212,7 @@ func powerOffActive(t *testing.T, e *sandboxEnv, active nodeRow, rip string) {
 		t.Fatalf("before: active %+v, RIP on droplet %d", active, e.ripHolder(rip))
 	}
 	load := startLoad(url, 50*time.Millisecond, 90*time.Second)
-	time.Sleep(time.Second)
+	load.waitAnswered(t, time.Time{}, 20)
 	if err := e.cloud().PowerOff(context.Background(), active.DropletID); err != nil {
 		t.Fatal(err)
 	}
@@ -450,7 +450,7 @@ func TestSandboxDownLeavesNothing(t *testing.T) {
 	// SIGKILLed processes may take a moment to be reaped; a zombie is dead
 	// already (it waits for a parent, perhaps this machine's init).
 	var leaked []string
-	for end := time.Now().Add(5 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+	for end := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
 		leaked = leaked[:0]
 		for pid, start := range procs {
 			if st, err := procstat.StartTime(pid); err == nil && st == start && procstat.State(pid) != "Z" {
