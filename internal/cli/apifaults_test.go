@@ -254,6 +254,7 @@ func (e *testEnv) nothingLeft(what, name string) {
 // provisioning, and the re-run creates a droplet that does become active
 // and finishes the add: one droplet per node, none orphaned.
 func TestNeverActiveDroplet(t *testing.T) {
+	t.Parallel() // its own environment; mostly waiting on the simulator
 	e := newEnv(t)
 	e.stuckAfter = time.Second
 	defer e.fakeNodes("stuck")()

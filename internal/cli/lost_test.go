@@ -150,6 +150,7 @@ func (e *testEnv) loseFileAnswers() answerLoser {
 // --count 2` adds exactly two ready nodes (no orphan provisioning node),
 // create-ha makes one cluster, and state, droplets and Reserved IP agree.
 func TestLostAnswers(t *testing.T) {
+	t.Parallel() // its own environment; mostly waiting on the simulator
 	for _, backend := range []string{"s3", "file"} {
 		t.Run(backend, func(t *testing.T) {
 			var e *testEnv
