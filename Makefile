@@ -49,7 +49,7 @@ test: build ## unit + integration + end-to-end tests (integration needs root and
 # minimized for at most FUZZMINIMIZETIME (go test's default, 60 s, would
 # eat a short run).
 FUZZ_TARGETS := internal/cluster:FuzzDecodeState:10000 internal/nodeconfig:FuzzNodeConfig:100000 \
-                internal/pull:FuzzDecodeStatus:20000 internal/metadata:FuzzMetadata:40000 \
+                internal/report:FuzzDecodeStatus:20000 internal/metadata:FuzzMetadata:40000 \
                 internal/render:FuzzRender:5000 internal/cli:FuzzFlags:6000 internal/signing:FuzzOpen:40000
 # FUZZTIME, when set (10s, 5m, 20000x), replaces every target's count.
 FUZZTIME ?=

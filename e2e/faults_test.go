@@ -29,6 +29,7 @@ import (
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/loadloop"
 	"github.com/dynia/dynia/internal/pull"
+	"github.com/dynia/dynia/internal/report"
 	"github.com/dynia/dynia/internal/sandbox"
 	"github.com/dynia/dynia/internal/signing"
 	"github.com/dynia/dynia/internal/testutil"
@@ -76,7 +77,7 @@ func (e *sandboxEnv) store() bucket.Store {
 }
 
 // report reads a node's status report from the bucket (nil if none).
-func (e *sandboxEnv) report(name, id string) *pull.Status {
+func (e *sandboxEnv) report(name, id string) *report.Status {
 	e.t.Helper()
 	obj, err := e.store().Get(context.Background(), cluster.StatusKey(name, id), "")
 	if errors.Is(err, bucket.ErrNotFound) {
@@ -90,7 +91,7 @@ func (e *sandboxEnv) report(name, id string) *pull.Status {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	s, err := pull.DecodeStatus(b)
+	s, err := report.DecodeStatus(b)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -99,13 +100,13 @@ func (e *sandboxEnv) report(name, id string) *pull.Status {
 
 // localStatus is what dynia-pull on a droplet says about itself now, from
 // its metrics endpoint inside the droplet (no bucket needed).
-func (e *sandboxEnv) localStatus(dropletID int) (*pull.Status, error) {
+func (e *sandboxEnv) localStatus(dropletID int) (*report.Status, error) {
 	out, err := exec.Command("ip", "netns", "exec", e.namespace(dropletID), "curl", "-sf", "--max-time", "3",
 		"http://"+pull.DefaultMetricsAddr+"/status").Output()
 	if err != nil {
 		return nil, fmt.Errorf("status of droplet %d: %w", dropletID, err)
 	}
-	return pull.DecodeStatus(out)
+	return report.DecodeStatus(out)
 }
 
 // haproxyCfg is a droplet's installed haproxy.cfg.
@@ -380,7 +381,7 @@ func TestStoreFaults(t *testing.T) {
 			})
 			for _, args := range [][]string{
 				{"node", "add", "--name", "store"},
-				{"node", "remove", "--name", "store", "--node", rows[len(rows)-1].ID, "--confirm"},
+				{"node", "remove", "--name", "store", "--node", rows[len(rows)-1].ID, "--yes"},
 				{"cluster", "update", "--name", "store", "--admin-cidr", "192.0.2.7/32"},
 				{"node", "list", "--name", "store"},
 			} {
@@ -652,7 +653,7 @@ func TestPartitions(t *testing.T) {
 		cutAt := time.Now()
 		testutil.WaitFor(t, cut+time.Minute, func() error {
 			r := e.report("part", standby.ID)
-			if r == nil || r.VRRPState != pull.VRRPMaster || !strings.Contains(r.ReservedIP.Note, "is healthy") {
+			if r == nil || r.VRRPState != report.VRRPMaster || !strings.Contains(r.ReservedIP.Note, "is healthy") {
 				return fmt.Errorf("the cut standby %s reports %+v", standby.ID, r)
 			}
 			var v struct {
@@ -668,7 +669,7 @@ func TestPartitions(t *testing.T) {
 		e.fault("heal", strconv.Itoa(standby.DropletID), "vrrp")
 		// Healing makes the two MASTERs meet: the cut one must step back.
 		testutil.WaitFor(t, time.Minute, func() error {
-			if r := e.report("part", standby.ID); r == nil || r.VRRPState != pull.VRRPBackup {
+			if r := e.report("part", standby.ID); r == nil || r.VRRPState != report.VRRPBackup {
 				return fmt.Errorf("the healed standby reports %+v", r)
 			}
 			return nil
@@ -754,7 +755,7 @@ func TestPartitions(t *testing.T) {
 		off := time.Now()
 		testutil.WaitFor(t, cut+time.Minute, func() error {
 			r := row(e.nodes("part"), next.ID)
-			if r.VRRPState != pull.VRRPMaster || r.FailoverReady || !strings.Contains(r.HealthReason, "cannot reach the DO API") {
+			if r.VRRPState != report.VRRPMaster || r.FailoverReady || !strings.Contains(r.HealthReason, "cannot reach the DO API") {
 				return fmt.Errorf("the promoted standby cut from the API: %+v", r)
 			}
 			return nil

@@ -174,7 +174,7 @@ func TestSandboxCluster(t *testing.T) {
 		rows := e.nodes("demo")
 		standby := rows[len(rows)-1]
 		load := startLoad(url, 50*time.Millisecond, 60*time.Second)
-		e.mustRun("node", "remove", "--name", "demo", "--node", standby.ID, "--confirm")
+		e.mustRun("node", "remove", "--name", "demo", "--node", standby.ID, "--yes")
 		load.waitAnswered(t, time.Now(), 40)
 		total, failed, _, _ := load.finish()
 		t.Logf("remove standby: %d of %d requests failed", failed, total)
@@ -187,7 +187,7 @@ func TestSandboxCluster(t *testing.T) {
 		rows := e.nodes("demo")
 		active := rows[0]
 		load := startLoad(url, 50*time.Millisecond, 60*time.Second)
-		e.mustRun("node", "remove", "--name", "demo", "--node", active.ID, "--confirm")
+		e.mustRun("node", "remove", "--name", "demo", "--node", active.ID, "--yes")
 		load.waitAnswered(t, time.Now(), 40)
 		total, failed, outage, _ := load.finish()
 		t.Logf("OUTAGE remove active: %v (%d of %d requests failed)", outage, failed, total)

@@ -23,6 +23,7 @@ import (
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/nodeconfig"
 	"github.com/dynia/dynia/internal/pull"
+	"github.com/dynia/dynia/internal/report"
 	"github.com/dynia/dynia/internal/signing"
 	"github.com/dynia/dynia/internal/testutil"
 )
@@ -65,7 +66,7 @@ func (e *sandboxEnv) served(ids ...int) map[string]string {
 }
 
 // rawReport is a node's report as the bucket holds it, unverified.
-func rawReport(t *testing.T, store bucket.Store, name, id string) *pull.Status {
+func rawReport(t *testing.T, store bucket.Store, name, id string) *report.Status {
 	t.Helper()
 	obj, err := store.Get(context.Background(), cluster.StatusKey(name, id), "")
 	if err != nil {
@@ -75,7 +76,7 @@ func rawReport(t *testing.T, store bucket.Store, name, id string) *pull.Status {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := pull.DecodeStatus(b)
+	s, err := report.DecodeStatus(b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +232,7 @@ func TestNodeCredentialsCannotChangeOtherNodes(t *testing.T) {
 		}
 		testutil.WaitFor(t, 60*time.Second, func() error {
 			for _, r := range []nodeRow{a, b} {
-				if s := rawReport(t, mallory, name, r.ID); s.StateError != "" || s.StateSignature != pull.StateVerified {
+				if s := rawReport(t, mallory, name, r.ID); s.StateError != "" || s.StateSignature != report.StateVerified {
 					return fmt.Errorf("node %s: state_error %q, state_signature %q", r.ID, s.StateError, s.StateSignature)
 				}
 			}
@@ -267,11 +268,11 @@ func TestNodeCredentialsCannotChangeOtherNodes(t *testing.T) {
 			}
 		}
 		defer resume()
-		forged := pull.Status{NodeID: b.ID, Cluster: name, AppliedGeneration: st, VRRPState: pull.VRRPFault, AppHealthy: false,
-			Mesh:      &pull.MeshStatus{Interface: "dynia0", PublicKey: forgedWG.PublicKey().String(), Port: 51820},
-			App:       &pull.AppStatus{State: pull.AppRunning, Release: 1, FailedRelease: 1, Error: "forged"},
+		forged := report.Status{NodeID: b.ID, Cluster: name, AppliedGeneration: st, VRRPState: report.VRRPFault, AppHealthy: false,
+			Mesh:      &report.MeshStatus{Interface: "dynia0", PublicKey: forgedWG.PublicKey().String(), Port: 51820},
+			App:       &report.AppStatus{State: report.AppRunning, Release: 1, FailedRelease: 1, Error: "forged"},
 			UpdatedAt: time.Now().UTC()}
-		body, err := pull.SignReport(forged, aKey)
+		body, err := report.SignReport(forged, aKey)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -313,7 +314,7 @@ func TestNodeCredentialsCannotChangeOtherNodes(t *testing.T) {
 			}
 			return nil
 		})
-		aReport := func() *pull.Status {
+		aReport := func() *report.Status {
 			// A's report is written after its next change or heartbeat.
 			return rawReport(t, mallory, name, a.ID)
 		}

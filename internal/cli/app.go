@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -18,7 +17,7 @@ import (
 
 	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
-	"github.com/dynia/dynia/internal/pull"
+	"github.com/dynia/dynia/internal/report"
 	"github.com/dynia/dynia/internal/secrets"
 )
 
@@ -396,7 +395,7 @@ func waitRollout(ctx context.Context, f *Factory, p *Progress, store *cluster.St
 }
 
 // appPhase says where a node is with release n.
-func appPhase(r *pull.Status, n int64) string {
+func appPhase(r *report.Status, n int64) string {
 	switch {
 	case r == nil:
 		return "no report yet"
@@ -406,9 +405,9 @@ func appPhase(r *pull.Status, n int64) string {
 		return fmt.Sprintf("release %d failed: %s", n, r.App.Error)
 	case r.App.Release == n && r.App.Healthy:
 		return fmt.Sprintf("runs release %d, healthy", n)
-	case r.App.State == pull.AppStarting:
+	case r.App.State == report.AppStarting:
 		return fmt.Sprintf("starting release %d", n)
-	case r.App.State == pull.AppWaiting:
+	case r.App.State == report.AppWaiting:
 		return "waiting " + r.App.Waiting
 	}
 	return fmt.Sprintf("runs release %d (%s)", r.App.Release, r.App.State)
@@ -445,15 +444,25 @@ func releaseView(st *cluster.State, r cluster.Release) ReleaseView {
 		Note: r.Note, CreatedAt: r.CreatedAt}
 }
 
+// historyColumns are `app history`'s table.
+var historyColumns = []column{
+	{"Release", "RELEASE"}, {"Image", "IMAGE"}, {"Created", "CREATED"}, {"Outcome", "OUTCOME"}, {"Note", "NOTE"},
+}
+
 // NewCmdAppHistory is `dynia app history`.
 func NewCmdAppHistory(f *Factory) *cobra.Command {
 	var name string
+	var to TableOptions
 	cmd := &cobra.Command{
 		Use:   "history --name N",
 		Short: "The last releases, newest first (the current one starred)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkName(name); err != nil {
+				return err
+			}
+			t, err := newTable(historyColumns, to)
+			if err != nil {
 				return err
 			}
 			store, err := f.Store(cmd.Context())
@@ -471,8 +480,6 @@ func NewCmdAppHistory(f *Factory) *cobra.Command {
 			if f.Global.Output == "json" {
 				return writeJSON(f.IO.Out, views)
 			}
-			tw := tabwriter.NewWriter(f.IO.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "RELEASE\tIMAGE\tCREATED\tOUTCOME\tNOTE")
 			for _, v := range views {
 				mark := " "
 				if v.Current {
@@ -482,12 +489,13 @@ func NewCmdAppHistory(f *Factory) *cobra.Command {
 				if img == "" {
 					img = v.Image
 				}
-				fmt.Fprintf(tw, "%s%d\t%s\t%s\t%s\t%s\n", mark, v.Number, img, v.CreatedAt.Local().Format(time.DateTime), dash(v.Outcome), dash(v.Note))
+				t.row(fmt.Sprintf("%s%d", mark, v.Number), img, v.CreatedAt.Local().Format(time.DateTime), dash(v.Outcome), dash(v.Note))
 			}
-			return tw.Flush()
+			return t.write(f.IO.Out, f.IO.OutTTY)
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "cluster name")
+	addTableFlags(cmd, &to, historyColumns)
 	return cmd
 }
 
@@ -505,15 +513,28 @@ type AppNodeView struct {
 	Logs          []string   `json:"logs,omitempty"`
 }
 
+// appStatusColumns are `app status`'s table.
+var appStatusColumns = []column{
+	{"Node", "NODE"}, {"Release", "RELEASE"}, {"Image", "IMAGE"}, {"State", "STATE"}, {"Healthy", "HEALTHY"},
+	{"Since", "SINCE"}, {"Note", "NOTE"},
+}
+
 // NewCmdAppStatus is `dynia app status`.
 func NewCmdAppStatus(f *Factory) *cobra.Command {
 	var name string
+	var to TableOptions
 	cmd := &cobra.Command{
 		Use:   "status --name N",
 		Short: "Per node: the release it runs, its image digest, health and since when; why a release failed there",
-		Args:  cobra.NoArgs,
+		Long: "Per node: the release it runs, its image digest, health and since when; why a release failed there.\n\n" +
+			"A summary line comes before the table (not with --no-header) and a failed release's last log lines after it.",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkName(name); err != nil {
+				return err
+			}
+			t, err := newTable(appStatusColumns, to)
+			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
@@ -542,13 +563,13 @@ func NewCmdAppStatus(f *Factory) *cobra.Command {
 			if f.Global.Output == "json" {
 				return writeJSON(f.IO.Out, map[string]any{"cluster": name, "current": st.App.Current, "rollout": st.App.Rollout, "nodes": views})
 			}
-			if st.App.Current == 0 {
+			switch {
+			case to.NoHeader:
+			case st.App.Current == 0:
 				fmt.Fprintf(f.IO.Out, "cluster %s: no release deployed yet (`dynia app deploy --name %s --image …`)\n", name, name)
-			} else {
+			default:
 				fmt.Fprintf(f.IO.Out, "cluster %s: current release %d (%s)\n", name, st.App.Current, st.App.CurrentRelease().Image)
 			}
-			tw := tabwriter.NewWriter(f.IO.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NODE\tRELEASE\tIMAGE\tSTATE\tHEALTHY\tSINCE\tNOTE")
 			for _, v := range views {
 				since := "-"
 				if v.Since != nil {
@@ -560,9 +581,9 @@ func NewCmdAppStatus(f *Factory) *cobra.Command {
 				} else if v.Error != "" {
 					note = v.Error
 				}
-				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%t\t%s\t%s\n", v.Node, v.Release, shortDigest(v.Image), v.State, v.Healthy, since, dash(note))
+				t.row(v.Node, strconv.FormatInt(v.Release, 10), shortDigest(v.Image), v.State, strconv.FormatBool(v.Healthy), since, dash(note))
 			}
-			if err := tw.Flush(); err != nil {
+			if err := t.write(f.IO.Out, f.IO.OutTTY); err != nil {
 				return err
 			}
 			for _, v := range views {
@@ -578,6 +599,7 @@ func NewCmdAppStatus(f *Factory) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "cluster name")
+	addTableFlags(cmd, &to, appStatusColumns)
 	return cmd
 }
 

@@ -161,10 +161,12 @@ func TestRemoveArgv(t *testing.T) {
 	testArgv(t, NewCmdNodeRemove, []argvCase[RemoveOptions]{
 		{argv: "--name shop --node brave-panda --confirm",
 			want: &RemoveOptions{Name: "shop", Node: "brave-panda", Confirm: true, Timeout: 5 * time.Minute}},
+		{argv: "--name shop --node brave-panda --yes",
+			want: &RemoveOptions{Name: "shop", Node: "brave-panda", Confirm: true, Timeout: 5 * time.Minute}},
 		{argv: "--name shop --node brave-panda --confirm --force --timeout 30s",
 			want: &RemoveOptions{Name: "shop", Node: "brave-panda", Confirm: true, Force: true, Timeout: 30 * time.Second}},
 		// Not on a terminal (the test's input is not one): no prompt.
-		{argv: "--name shop --node brave-panda", code: ExitUsage, msg: "--confirm"},
+		{argv: "--name shop --node brave-panda", code: ExitUsage, msg: "--yes: required"},
 		{argv: "--name shop --confirm", code: ExitUsage, msg: "--node"},
 		{argv: "--name shop --node Brave_Panda --confirm", code: ExitUsage, msg: `--node "Brave_Panda"`},
 	})
@@ -194,8 +196,9 @@ func TestRepairHAArgv(t *testing.T) {
 func TestNodeListArgv(t *testing.T) {
 	testArgv(t, NewCmdNodeList, []argvCase[ListOptions]{
 		{argv: "--name shop", want: &ListOptions{Name: "shop"}},
-		{argv: "--name shop --no-header", want: &ListOptions{Name: "shop", NoHeader: true}},
+		{argv: "--name shop --format ID,Status --no-header", want: &ListOptions{Name: "shop", Table: TableOptions{Format: "ID,Status", NoHeader: true}}},
 		{argv: "", code: ExitUsage, msg: "--name: required"},
+		{argv: "--name shop --format ID,Colour", code: ExitUsage, msg: "Colour"},
 		{argv: "--name shop --no-header=maybe", code: ExitUsage, msg: `"maybe"`},
 	})
 }
@@ -259,7 +262,7 @@ func TestCommandGroupsBadInput(t *testing.T) {
 	}{
 		{"cluster get", "--name: required"},
 		{"cluster get --name Bad_Name", `--name "Bad_Name"`},
-		{"cluster destroy --name shop", "--confirm"},
+		{"cluster destroy --name shop", "--yes: required"},
 		{"cluster update --name shop --admin-cidr 10.0.0.1", `--admin-cidr "10.0.0.1"`},
 		{"cluster update --name shop --admin-cidr 10.0.0.0/8 --no-admin-cidr", "--no-admin-cidr"},
 		{"tls enable --name shop", "--domain: required"},

@@ -219,42 +219,65 @@ func NewCmdDNS(f *Factory) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	var name string
-	var o DNSOptions
-	var timeout time.Duration
-	set := &cobra.Command{
+	cmd.AddCommand(NewCmdDNSSet(f, nil), NewCmdDNSShow(f, nil), NewCmdDNSDelete(f, nil))
+	return cmd
+}
+
+// DNSSetOptions are `dns set`'s inputs.
+type DNSSetOptions struct {
+	Name    string
+	DNS     DNSOptions
+	Timeout time.Duration
+}
+
+// NewCmdDNSSet is `dynia dns set`.
+func NewCmdDNSSet(f *Factory, runF func(*DNSSetOptions) error) *cobra.Command {
+	o := &DNSSetOptions{}
+	cmd := &cobra.Command{
 		Use:     "set --name N --record host.example.com [--provider digitalocean|cloudflare]",
 		Short:   "Create or update the A record (idempotent)",
 		Example: "  dynia dns set --name myapp --record app.example.com --provider cloudflare",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkName(name); err != nil {
+			if err := checkName(o.Name); err != nil {
 				return err
 			}
-			if err := o.check(""); err != nil {
+			if err := o.DNS.check(""); err != nil {
 				return err
 			}
-			if err := f.checkDNSCredentials(o.Provider); err != nil {
+			if err := f.checkDNSCredentials(o.DNS.Provider); err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-			defer cancel()
-			store, st, cl, err := f.openCluster(ctx, name, true)
-			if err != nil {
-				return err
+			if runF != nil {
+				return runF(o)
 			}
-			p := NewProgress(f.IO, f.Global.Output == "json")
-			if st, err = setDNS(ctx, f, p, store, cl, st, o); err != nil {
-				return err
-			}
-			return printDNS(f, st)
+			return runDNSSet(cmd.Context(), f, o)
 		},
 	}
-	set.Flags().StringVar(&name, "name", "", "cluster name")
-	addDNSFlags(set, &o, "")
-	set.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "overall timeout")
+	cmd.Flags().StringVar(&o.Name, "name", "", "cluster name")
+	addDNSFlags(cmd, &o.DNS, "")
+	cmd.Flags().DurationVar(&o.Timeout, "timeout", 2*time.Minute, "overall timeout")
+	return cmd
+}
 
-	show := &cobra.Command{
+func runDNSSet(ctx context.Context, f *Factory, o *DNSSetOptions) error {
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	store, st, cl, err := f.openCluster(ctx, o.Name, true)
+	if err != nil {
+		return err
+	}
+	p := NewProgress(f.IO, f.Global.Output == "json")
+	if st, err = setDNS(ctx, f, p, store, cl, st, o.DNS); err != nil {
+		return err
+	}
+	return printDNS(f, st)
+}
+
+// NewCmdDNSShow is `dynia dns show`.
+func NewCmdDNSShow(f *Factory, runF func(name string) error) *cobra.Command {
+	var name string
+	cmd := &cobra.Command{
 		Use:   "show --name N",
 		Short: "The cluster's A record, as the state records it and as the provider has it",
 		Args:  cobra.NoArgs,
@@ -262,79 +285,120 @@ func NewCmdDNS(f *Factory) *cobra.Command {
 			if err := checkName(name); err != nil {
 				return err
 			}
-			store, err := f.Store(cmd.Context())
-			if err != nil {
-				return err
+			if runF != nil {
+				return runF(name)
 			}
-			st, _, err := store.Load(cmd.Context(), name)
-			if err != nil {
-				return err
-			}
-			if st.DNS == nil {
-				if f.Global.Output == "json" {
-					return writeJSON(f.IO.Out, map[string]any{"cluster": name, "dns": nil})
-				}
-				fmt.Fprintf(f.IO.Out, "cluster %s: no DNS record (`dynia dns set --name %s --record …`)\n", name, name)
-				return nil
-			}
-			var live []string
-			if cl, err := f.Cloud(); err == nil {
-				if prov, err := f.dnsProvider(providerOf(st.DNS), cl); err == nil {
-					if recs, err := prov.Get(cmd.Context(), st.DNS.Domain, st.DNS.FQDN()); err == nil {
-						for _, r := range recs {
-							live = append(live, r.IP.String())
-						}
-					}
-				}
-			}
-			if f.Global.Output == "json" {
-				return writeJSON(f.IO.Out, map[string]any{"cluster": name, "dns": st.DNS, "fqdn": st.DNS.FQDN(), "points_at": live, "reserved_ip": st.ReservedIP})
-			}
-			fmt.Fprintf(f.IO.Out, "%s A %s (%s, zone %s, record %s, created by dynia: %t)\n", st.DNS.FQDN(), dash(strings.Join(live, ",")),
-				providerOf(st.DNS), st.DNS.Domain, st.DNS.RecordID, st.DNS.Created)
-			if len(live) > 0 && (len(live) != 1 || live[0] != st.ReservedIP) {
-				fmt.Fprintf(f.IO.ErrOut, "warning: the record does not point at the Reserved IP %s only; `dynia dns set` fixes it\n", st.ReservedIP)
-			}
-			return nil
+			return showDNS(cmd.Context(), f, name)
 		},
 	}
-	show.Flags().StringVar(&name, "name", "", "cluster name")
-
-	del := &cobra.Command{
-		Use:   "delete --name N",
-		Short: "Delete the A record (only while it still points at the Reserved IP) and forget it",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkName(name); err != nil {
-				return err
-			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-			defer cancel()
-			store, st, cl, err := f.openCluster(ctx, name, true)
-			if err != nil {
-				return err
-			}
-			p := NewProgress(f.IO, f.Global.Output == "json")
-			if err := deleteDNS(ctx, f, p, cl, st, true); err != nil {
-				return err
-			}
-			st, err = store.Update(ctx, name, func(s *cluster.State) (*cluster.State, error) {
-				if s.DNS == nil {
-					return nil, cluster.ErrNoChange
-				}
-				s.DNS = nil
-				return s, nil
-			})
-			if err != nil {
-				return err
-			}
-			return printDNS(f, st)
-		},
-	}
-	del.Flags().StringVar(&name, "name", "", "cluster name")
-	del.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "overall timeout")
-	cmd.AddCommand(set, show, del)
+	cmd.Flags().StringVar(&name, "name", "", "cluster name")
 	return cmd
+}
+
+func showDNS(ctx context.Context, f *Factory, name string) error {
+	store, err := f.Store(ctx)
+	if err != nil {
+		return err
+	}
+	st, _, err := store.Load(ctx, name)
+	if err != nil {
+		return err
+	}
+	if st.DNS == nil {
+		if f.Global.Output == "json" {
+			return writeJSON(f.IO.Out, map[string]any{"cluster": name, "dns": nil})
+		}
+		fmt.Fprintf(f.IO.Out, "cluster %s: no DNS record (`dynia dns set --name %s --record …`)\n", name, name)
+		return nil
+	}
+	var live []string
+	if cl, err := f.Cloud(); err == nil {
+		if prov, err := f.dnsProvider(providerOf(st.DNS), cl); err == nil {
+			recs, err := prov.Get(ctx, st.DNS.Domain, st.DNS.FQDN())
+			var ae *cloud.AuthError
+			if errors.As(err, &ae) {
+				return err // a token DO refuses is exit 4, not "no record"
+			}
+			for _, r := range recs {
+				live = append(live, r.IP.String())
+			}
+		}
+	}
+	if f.Global.Output == "json" {
+		return writeJSON(f.IO.Out, map[string]any{"cluster": name, "dns": st.DNS, "fqdn": st.DNS.FQDN(), "points_at": live, "reserved_ip": st.ReservedIP})
+	}
+	fmt.Fprintf(f.IO.Out, "%s A %s (%s, zone %s, record %s, created by dynia: %t)\n", st.DNS.FQDN(), dash(strings.Join(live, ",")),
+		providerOf(st.DNS), st.DNS.Domain, st.DNS.RecordID, st.DNS.Created)
+	if len(live) > 0 && (len(live) != 1 || live[0] != st.ReservedIP) {
+		fmt.Fprintf(f.IO.ErrOut, "warning: the record does not point at the Reserved IP %s only; `dynia dns set` fixes it\n", st.ReservedIP)
+	}
+	return nil
+}
+
+// DNSDeleteOptions are `dns delete`'s inputs.
+type DNSDeleteOptions struct {
+	Name string
+	// Yes is --yes (old name --confirm): do not ask.
+	Yes     bool
+	Timeout time.Duration
+}
+
+// NewCmdDNSDelete is `dynia dns delete`.
+func NewCmdDNSDelete(f *Factory, runF func(*DNSDeleteOptions) error) *cobra.Command {
+	o := &DNSDeleteOptions{}
+	cmd := &cobra.Command{
+		Use:   "delete --name N [--yes]",
+		Short: "Delete the A record (only while it still points at the Reserved IP) and forget it",
+		Long: "Delete the cluster's A record, also one dynia did not create, while it still points at the\n" +
+			"Reserved IP, and forget it.\n\n" +
+			"Destructive: asks for confirmation on a terminal; --yes skips the question and is required without a terminal.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkName(o.Name); err != nil {
+				return err
+			}
+			if err := checkTimeout(o.Timeout); err != nil {
+				return err
+			}
+			if err := confirmDestructive(f.IO, o.Yes, fmt.Sprintf("delete cluster %q's DNS record", o.Name),
+				fmt.Sprintf("Delete cluster %s's DNS A record at its provider?", o.Name)); err != nil {
+				return err
+			}
+			o.Yes = true
+			if runF != nil {
+				return runF(o)
+			}
+			return runDNSDelete(cmd.Context(), f, o)
+		},
+	}
+	cmd.Flags().StringVar(&o.Name, "name", "", "cluster name")
+	addYesFlag(cmd, &o.Yes)
+	cmd.Flags().DurationVar(&o.Timeout, "timeout", 2*time.Minute, "overall timeout")
+	return cmd
+}
+
+func runDNSDelete(ctx context.Context, f *Factory, o *DNSDeleteOptions) error {
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	store, st, cl, err := f.openCluster(ctx, o.Name, true)
+	if err != nil {
+		return err
+	}
+	p := NewProgress(f.IO, f.Global.Output == "json")
+	if err := deleteDNS(ctx, f, p, cl, st, true); err != nil {
+		return err
+	}
+	st, err = store.Update(ctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
+		if s.DNS == nil {
+			return nil, cluster.ErrNoChange
+		}
+		s.DNS = nil
+		return s, nil
+	})
+	if err != nil {
+		return err
+	}
+	return printDNS(f, st)
 }
 
 func printDNS(f *Factory, st *cluster.State) error {

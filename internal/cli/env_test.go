@@ -21,7 +21,7 @@ import (
 	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/dosim"
-	"github.com/dynia/dynia/internal/pull"
+	"github.com/dynia/dynia/internal/report"
 	"github.com/dynia/dynia/internal/signing"
 	"github.com/dynia/dynia/internal/testutil"
 )
@@ -350,10 +350,10 @@ func (e *testEnv) reportNodes(name string) (*nodeHealth, func()) {
 		for ctx.Err() == nil {
 			if st, _, err := store.Load(ctx, name); err == nil {
 				for _, n := range st.Nodes {
-					s := pull.Status{NodeID: n.ID, Cluster: name, AppliedGeneration: st.Generation,
-						VRRPState: pull.VRRPBackup, AppHealthy: true, UpdatedAt: time.Now().UTC()}
+					s := report.Status{NodeID: n.ID, Cluster: name, AppliedGeneration: st.Generation,
+						VRRPState: report.VRRPBackup, AppHealthy: true, UpdatedAt: time.Now().UTC()}
 					if n.Role == cluster.RoleActive {
-						s.VRRPState = pull.VRRPMaster
+						s.VRRPState = report.VRRPMaster
 					}
 					h.mu.Lock()
 					if h.silent[n.ID] {
@@ -361,7 +361,7 @@ func (e *testEnv) reportNodes(name string) (*nodeHealth, func()) {
 						continue
 					}
 					if h.down[n.ID] {
-						s.VRRPState, s.AppHealthy = pull.VRRPFault, false
+						s.VRRPState, s.AppHealthy = report.VRRPFault, false
 					}
 					if h.stale[n.ID] {
 						s.UpdatedAt = time.Now().Add(-time.Hour).UTC()
@@ -375,7 +375,7 @@ func (e *testEnv) reportNodes(name string) (*nodeHealth, func()) {
 					// dynia-pull on the droplet signs it. Written under
 					// h.mu: once silence returns, no report of that node
 					// is still on its way to overwrite the test's own.
-					b, _ := pull.SignReport(s, e.reportKey(n))
+					b, _ := report.SignReport(s, e.reportKey(n))
 					_, _ = e.bucket.Put(ctx, cluster.StatusKey(name, n.ID), b, bucket.Cond{})
 					h.mu.Unlock()
 				}
@@ -460,4 +460,23 @@ func NewFactoryForTest(e *testEnv) *Factory {
 	f.Getenv = func(k string) string { return e.env[k] }
 	f.Global.ConfigPath = e.cfg
 	return f
+}
+
+// runTTY runs dynia as run does, with stdin reading in and, when tty,
+// stdin and stderr taken for terminals (the prompts of destructive
+// commands).
+func (e *testEnv) runTTY(in string, tty bool, args ...string) result {
+	e.t.Helper()
+	var out, errOut bytes.Buffer
+	f := NewFactory(&IOStreams{In: strings.NewReader(in), Out: &out, ErrOut: &errOut, InTTY: tty, ErrTTY: tty})
+	f.Getenv = func(k string) string { return e.env[k] }
+	f.CloudOptions = cloud.Options{RetryWaitMin: 5 * time.Millisecond, RetryWaitMax: 50 * time.Millisecond,
+		PollInterval: 10 * time.Millisecond, PollMax: 50 * time.Millisecond, RequestTimeout: e.requestTimeout}
+	f.BucketHTTPClient = &http.Client{Transport: writeCounter{next: http.DefaultTransport, n: &e.writes, all: &e.requests,
+		onWrite: e.onBucketWrite}}
+	f.StoreOverride = e.store
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	code := Run(ctx, f, append([]string{"--config", e.cfg}, args...))
+	return result{code, out.String(), errOut.String()}
 }

@@ -44,10 +44,13 @@ type AuthError struct{ Err error }
 func (e *AuthError) Error() string { return e.Err.Error() }
 func (e *AuthError) Unwrap() error { return e.Err }
 
-// exitCode maps an error to the process exit code.
+// exitCode maps an error to the process exit code. DigitalOcean's 401/403
+// are typed where they arise (*cloud.AuthError, internal/cloud's wrap):
+// exit 4 from every command, whatever step met them.
 func exitCode(err error) int {
 	var ue *UsageError
 	var ae *AuthError
+	var cae *cloud.AuthError
 	switch {
 	case err == nil:
 		return ExitOK
@@ -55,10 +58,26 @@ func exitCode(err error) int {
 		return ExitUsage
 	case errors.Is(err, cluster.ErrConflict):
 		return ExitConflict
-	case errors.As(err, &ae), errors.Is(err, bucket.ErrAccessDenied):
+	case errors.As(err, &ae), errors.As(err, &cae), errors.Is(err, bucket.ErrAccessDenied):
 		return ExitAuth
 	}
 	return ExitFailure
+}
+
+// tokenHint is what to do about a DO token DigitalOcean refused: for a
+// 401, where the token came from and how to store a new one; for a 403,
+// where the scopes are listed ("" for any other error). It never holds
+// the token.
+func tokenHint(err error) string {
+	var cae *cloud.AuthError
+	var own *AuthError // auth init's, which says what it checked
+	switch {
+	case !errors.As(err, &cae), errors.As(err, &own):
+		return ""
+	case cae.Rejected():
+		return "check DIGITALOCEAN_ACCESS_TOKEN or the context's token_file; `dynia auth init` stores a new token"
+	}
+	return "the token may lack a scope this needs: docs/credentials.md lists them"
 }
 
 // retryable says, in words, why a failure is worth running again as it

@@ -8,7 +8,7 @@ import (
 
 	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
-	"github.com/dynia/dynia/internal/pull"
+	"github.com/dynia/dynia/internal/report"
 )
 
 // Health is what the CLI concludes about a ready node from everything it
@@ -63,9 +63,9 @@ const startupGrace = 2 * time.Minute
 // on the reports alone.
 type Evidence struct {
 	st      *cluster.State
-	reports map[string]*pull.Status // by node id; nil: no report
+	reports map[string]*report.Status // by node id; nil: no report
 	// refused holds, by node id, why a node's report was not believed
-	// (pull.ReportError): such a node counts as unheard-of, and its
+	// (report.ReportError): such a node counts as unheard-of, and its
 	// report is in no other map, so it drives nothing.
 	refused  map[string]string
 	droplets map[int]cloud.Droplet // by droplet id, from the cluster tag
@@ -87,7 +87,7 @@ type NodeHealth struct {
 // droplets and the Reserved IP's holder (two API reads). An unreadable
 // report counts as missing; a failed API read leaves the DO half empty.
 func gatherEvidence(ctx context.Context, store *cluster.Store, cl *cloud.Client, st *cluster.State) (*Evidence, error) {
-	e := &Evidence{st: st, reports: map[string]*pull.Status{}, refused: map[string]string{}, now: time.Now()}
+	e := &Evidence{st: st, reports: map[string]*report.Status{}, refused: map[string]string{}, now: time.Now()}
 	for _, n := range st.Nodes {
 		r, refused, err := readReport(ctx, store, st, n.ID)
 		if err != nil {
@@ -127,7 +127,7 @@ func gatherEvidence(ctx context.Context, store *cluster.Store, cl *cloud.Client,
 }
 
 // Report is the node's last report (nil if none, or not believed).
-func (e *Evidence) Report(id string) *pull.Status { return e.reports[id] }
+func (e *Evidence) Report(id string) *report.Status { return e.reports[id] }
 
 // Refused is why the node's report was not believed ("": it was, or
 // there is none).
@@ -147,7 +147,7 @@ func (e *Evidence) HolderNode() *cluster.Node {
 }
 
 // fresh says whether r was written within reportStaleAfter.
-func (e *Evidence) fresh(r *pull.Status) bool {
+func (e *Evidence) fresh(r *report.Status) bool {
 	return r != nil && e.now.Sub(r.UpdatedAt) <= reportStaleAfter
 }
 
@@ -210,9 +210,9 @@ func (e *Evidence) Of(n cluster.Node) NodeHealth {
 	if !e.fresh(r) {
 		return NodeHealth{HealthStale, fmt.Sprintf("last report %v ago", age)}
 	}
-	if r.VRRPState == pull.VRRPFault || !r.AppHealthy {
+	if r.VRRPState == report.VRRPFault || !r.AppHealthy {
 		why := "its app does not answer its health check"
-		if r.VRRPState == pull.VRRPFault {
+		if r.VRRPState == report.VRRPFault {
 			why = "VRRP FAULT (its HAProxy does not answer)"
 		}
 		if young {
@@ -262,6 +262,13 @@ func followFailover(ctx context.Context, f *Factory, store *cluster.Store, cl *c
 	ev, err := gatherEvidence(ctx, store, cl, st)
 	if err != nil {
 		return nil, err
+	}
+	// A token DigitalOcean refuses stops the command here, before its
+	// first write to the state (`node add` would otherwise commit its
+	// provisioning nodes, then fail creating their droplets).
+	var ae *cloud.AuthError
+	if errors.As(ev.APIErr, &ae) {
+		return nil, ev.APIErr
 	}
 	h := ev.HolderNode()
 	if h == nil || h.Lifecycle != cluster.Ready || h.Role == cluster.RoleActive || !ev.Of(*h).Health.Serves() {

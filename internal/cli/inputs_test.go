@@ -10,7 +10,7 @@ import (
 
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
-	"github.com/dynia/dynia/internal/pull"
+	"github.com/dynia/dynia/internal/report"
 )
 
 // TestBadInputStateRules: a flag value the state would refuse (the rules of
@@ -74,14 +74,14 @@ func TestHostileReport(t *testing.T) {
 	e.mustRun("node", "create-ha", "--name", "shop", "--region", "sgp1", "--size", "s-1vcpu-1gb", "--no-wait")
 	st := e.state("shop")
 	id := st.Nodes[0].ID
-	put := func(mutate func(*pull.Status)) {
+	put := func(mutate func(*report.Status)) {
 		t.Helper()
-		s := pull.Status{NodeID: id, Cluster: "shop", AppliedGeneration: st.Generation, VRRPState: pull.VRRPMaster,
+		s := report.Status{NodeID: id, Cluster: "shop", AppliedGeneration: st.Generation, VRRPState: report.VRRPMaster,
 			AppHealthy: true, UpdatedAt: time.Now().UTC()}
 		mutate(&s)
 		// Signed with the node's own report key: what is refused below is
 		// the content, not the signature (sign_test.go has those).
-		b, err := pull.SignReport(s, e.reportKey(st.Nodes[0]))
+		b, err := report.SignReport(s, e.reportKey(st.Nodes[0]))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -100,19 +100,19 @@ func TestHostileReport(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name   string
-		mutate func(*pull.Status)
+		mutate func(*report.Status)
 	}{
-		{"from the future", func(s *pull.Status) { s.UpdatedAt = time.Now().Add(24 * time.Hour).UTC() }},
-		{"names another node", func(s *pull.Status) { s.NodeID = "other-node" }},
-		{"names another cluster", func(s *pull.Status) { s.Cluster = "prod" }},
-		{"unknown vrrp state", func(s *pull.Status) { s.VRRPState = "MASTER\x1b[2J" }},
+		{"from the future", func(s *report.Status) { s.UpdatedAt = time.Now().Add(24 * time.Hour).UTC() }},
+		{"names another node", func(s *report.Status) { s.NodeID = "other-node" }},
+		{"names another cluster", func(s *report.Status) { s.Cluster = "prod" }},
+		{"unknown vrrp state", func(s *report.Status) { s.VRRPState = "MASTER\x1b[2J" }},
 	} {
 		put(tc.mutate)
 		if got := status(); got == string(HealthUp) {
 			t.Errorf("report %s: node listed as %s", tc.name, got)
 		}
 	}
-	put(func(*pull.Status) {})
+	put(func(*report.Status) {})
 	if got := status(); got != string(HealthUp) {
 		t.Errorf("good report: node listed as %s, want up", got)
 	}

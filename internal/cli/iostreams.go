@@ -25,6 +25,10 @@ func System() *IOStreams {
 	}
 }
 
+// canPrompt says whether a question can be asked and answered: stdin and
+// stderr (where the question goes) are terminals.
+func (s *IOStreams) canPrompt() bool { return s.InTTY && s.ErrTTY }
+
 func isTTY(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil

@@ -2,13 +2,14 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"strconv"
-	"text/tabwriter"
-	"text/template"
 
+	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
-	"github.com/dynia/dynia/internal/pull"
+	"github.com/dynia/dynia/internal/report"
 )
 
 // NodeRow is one node as `node list` and `cluster get` show it. JSON names
@@ -76,9 +77,15 @@ type ClusterView struct {
 	AdminCIDRs []string `json:"admin_cidrs,omitempty"`
 	// MinPullVersion is the state's min_pull_version; VersionNote says
 	// when the nodes run more than one dynia-pull version.
-	MinPullVersion string    `json:"min_pull_version,omitempty"`
-	VersionNote    string    `json:"version_note,omitempty"`
-	Nodes          []NodeRow `json:"nodes"`
+	MinPullVersion string `json:"min_pull_version,omitempty"`
+	VersionNote    string `json:"version_note,omitempty"`
+	// Health sums up the nodes' (clusterHealth: up, degraded, down,
+	// unknown) and NodesServing counts those that serve (absent: none);
+	// both only where the nodes' health was observed (cluster list,
+	// cluster get), not in a command's result.
+	Health       Health    `json:"health,omitempty"`
+	NodesServing int       `json:"nodes_serving,omitempty"`
+	Nodes        []NodeRow `json:"nodes"`
 }
 
 // rows is the node table from the evidence.
@@ -147,7 +154,7 @@ func roleNote(st *cluster.State, e *Evidence) string {
 func vrrpMasters(st *cluster.State, e *Evidence) []string {
 	var out []string
 	for _, n := range cluster.SortedByPriority(st.Nodes) {
-		if r := e.Report(n.ID); r != nil && e.fresh(r) && r.VRRPState == pull.VRRPMaster {
+		if r := e.Report(n.ID); r != nil && e.fresh(r) && r.VRRPState == report.VRRPMaster {
 			out = append(out, n.ID)
 		}
 	}
@@ -155,13 +162,29 @@ func vrrpMasters(st *cluster.State, e *Evidence) []string {
 }
 
 // observe gathers the evidence for a cluster: reports always, the DO half
-// when a token is configured.
+// when a token is configured. A token DigitalOcean refuses is an error
+// (exit 4), not a table without its DO half: the user has a token, and it
+// is wrong.
 func observe(ctx context.Context, f *Factory, store *cluster.Store, st *cluster.State) (*Evidence, error) {
 	cl, err := f.Cloud()
 	if err != nil {
-		cl = nil // the table still shows what the reports say
+		cl = nil // no token: the table still shows what the reports say
 	}
-	return gatherEvidence(ctx, store, cl, st)
+	e, err := gatherEvidence(ctx, store, cl, st)
+	if err != nil {
+		return nil, err
+	}
+	var ae *cloud.AuthError
+	if errors.As(e.APIErr, &ae) {
+		return nil, e.APIErr
+	}
+	return e, nil
+}
+
+// nodeColumns are `node list`'s table (NodeRow's fields; -o json has all).
+var nodeColumns = []column{
+	{"ID", "NODE ID"}, {"Role", "ROLE"}, {"Priority", "PRIORITY"}, {"PublicIP", "PUBLIC IP"}, {"PrivateIP", "PRIVATE IP"},
+	{"Status", "STATUS"}, {"VRRP", "VRRP"}, {"ReservedIP", "RESERVED IP"}, {"Version", "VERSION"},
 }
 
 func listNodes(ctx context.Context, f *Factory, o *ListOptions) error {
@@ -181,40 +204,8 @@ func listNodes(ctx context.Context, f *Factory, o *ListOptions) error {
 	if f.Global.Output == "json" {
 		return writeJSON(f.IO.Out, rs)
 	}
-	if o.Format != "" {
-		tmpl, err := template.New("format").Option("missingkey=error").Parse(o.Format + "\n")
-		if err != nil {
-			return usagef("--format %q: %v", o.Format, err)
-		}
-		for _, r := range rs {
-			if err := tmpl.Execute(f.IO.Out, r); err != nil {
-				return usagef("--format %q: %v", o.Format, err)
-			}
-		}
-		return nil
-	}
-	// Aligned on a terminal, tab-separated when piped (for cut/awk).
-	var w interface {
-		Write([]byte) (int, error)
-	} = f.IO.Out
-	var tw *tabwriter.Writer
-	if f.IO.OutTTY {
-		tw = tabwriter.NewWriter(f.IO.Out, 0, 4, 2, ' ', 0)
-		w = tw
-	}
-	if !o.NoHeader {
-		fmt.Fprintln(w, "NODE ID\tROLE\tPRIORITY\tPUBLIC IP\tPRIVATE IP\tSTATUS\tVRRP\tRESERVED IP\tVERSION")
-	}
-	for _, r := range rs {
-		holds := "-"
-		if r.HoldsReservedIP {
-			holds = "holds"
-		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Role, strconv.Itoa(r.Priority), dash(r.PublicIP), dash(r.PrivateIP),
-			r.Status, dash(r.VRRPState), holds, dash(shortVersion(r.Version)))
-	}
-	if tw != nil {
-		_ = tw.Flush()
+	if err := writeNodeTable(f.IO.Out, f.IO.OutTTY, rs, o.Table); err != nil {
+		return err
 	}
 	// Why each node that is not up is what it is, and what differs from
 	// the state, on stderr: stdout stays the table.
@@ -230,6 +221,104 @@ func listNodes(ctx context.Context, f *Factory, o *ListOptions) error {
 		fmt.Fprintln(f.IO.ErrOut, "note: "+note)
 	}
 	return nil
+}
+
+// writeNodeTable prints rs as `node list`'s table.
+func writeNodeTable(w io.Writer, aligned bool, rs []NodeRow, o TableOptions) error {
+	t, err := newTable(nodeColumns, o)
+	if err != nil {
+		return err
+	}
+	for _, r := range rs {
+		holds := "-"
+		if r.HoldsReservedIP {
+			holds = "holds"
+		}
+		t.row(r.ID, r.Role, strconv.Itoa(r.Priority), dash(r.PublicIP), dash(r.PrivateIP),
+			r.Status, dash(r.VRRPState), holds, dash(shortVersion(r.Version)))
+	}
+	return t.write(w, aligned)
+}
+
+// clusterColumns are `cluster list`'s table.
+var clusterColumns = []column{
+	{"Name", "NAME"}, {"Region", "REGION"}, {"Nodes", "NODES"}, {"ReservedIP", "RESERVED IP"},
+	{"ActiveNode", "ACTIVE NODE"}, {"Health", "HEALTH"},
+}
+
+// clusterHealth sums up the nodes' health as `node list` computes it: up
+// when every node is up, down when none serves (the app is unreachable),
+// else degraded; serving counts the nodes that serve.
+func clusterHealth(rs []NodeRow) (h Health, serving int) {
+	up := 0
+	for _, r := range rs {
+		if r.Health.Serves() {
+			serving++
+		}
+		if r.Health == HealthUp {
+			up++
+		}
+	}
+	switch {
+	case len(rs) == 0:
+		return HealthUnknown, 0
+	case up == len(rs):
+		return HealthUp, serving
+	case serving == 0:
+		return HealthDown, 0
+	}
+	return HealthDegraded, serving
+}
+
+// healthCell is the HEALTH column: the word, and how many nodes serve
+// when not all are up.
+func healthCell(v ClusterView) string {
+	if v.Health == HealthUp || v.Health == HealthUnknown || v.Health == "" {
+		return dash(string(v.Health))
+	}
+	return fmt.Sprintf("%s (%d/%d serve)", v.Health, v.NodesServing, len(v.Nodes))
+}
+
+// listClusters is `cluster list`: per cluster one state read plus what
+// health needs (each node's report; with a token, the cluster's droplets
+// and the Reserved IP's holder: two DO reads).
+func listClusters(ctx context.Context, f *Factory, o TableOptions) error {
+	store, err := f.Store(ctx)
+	if err != nil {
+		return err
+	}
+	names, err := store.List(ctx)
+	if err != nil {
+		return err
+	}
+	views := []ClusterView{}
+	for _, n := range names {
+		st, _, err := store.Load(ctx, n)
+		if err != nil {
+			return err
+		}
+		e, err := observe(ctx, f, store, st)
+		if err != nil {
+			return err
+		}
+		views = append(views, viewOf(st, rows(st, e)))
+	}
+	if f.Global.Output == "json" {
+		return writeJSON(f.IO.Out, views)
+	}
+	return writeClusterTable(f.IO.Out, f.IO.OutTTY, views, o)
+}
+
+// writeClusterTable prints vs as `cluster list`'s table.
+func writeClusterTable(w io.Writer, aligned bool, vs []ClusterView, o TableOptions) error {
+	t, err := newTable(clusterColumns, o)
+	if err != nil {
+		return err
+	}
+	for _, v := range vs {
+		t.row(v.Name, v.Region, strconv.Itoa(len(v.Nodes)), dash(v.ReservedIP), v.ActiveNode, healthCell(v))
+	}
+	return t.write(w, aligned)
 }
 
 // shortVersion keeps the table's VERSION column narrow: a report's version
@@ -271,6 +360,9 @@ func viewOf(st *cluster.State, rs []NodeRow) ClusterView {
 		Name: st.Name, Region: st.Region, Size: st.Size, Image: st.Image, ReservedIP: st.ReservedIP,
 		ActiveNode: activeID(st), Generation: st.Generation, VPCID: st.VPC.ID, FirewallID: st.FirewallID, Nodes: rs,
 		AdminCIDRs: st.AdminCIDRs, MinPullVersion: st.MinPullVersion,
+	}
+	if v.Nodes != nil {
+		v.Health, v.NodesServing = clusterHealth(v.Nodes)
 	}
 	if v.Nodes == nil {
 		for _, n := range cluster.SortedByPriority(st.Nodes) {

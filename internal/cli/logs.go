@@ -14,7 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dynia/dynia/internal/bucket"
-	"github.com/dynia/dynia/internal/pull"
+	"github.com/dynia/dynia/internal/report"
 )
 
 // LogsOptions are `node logs`' inputs.
@@ -46,8 +46,8 @@ func NewCmdNodeLogs(f *Factory, runF func(*LogsOptions) error) *cobra.Command {
 			if err := checkNodeID(o.Node); err != nil {
 				return err
 			}
-			if !slices.Contains(pull.LogComponents, o.Component) {
-				return usagef("--component %q: must be one of %s", o.Component, strings.Join(pull.LogComponents, ", "))
+			if !slices.Contains(report.LogComponents, o.Component) {
+				return usagef("--component %q: must be one of %s", o.Component, strings.Join(report.LogComponents, ", "))
 			}
 			if o.Since < 0 {
 				return usagef("--since %q: must not be negative", o.Since)
@@ -61,7 +61,7 @@ func NewCmdNodeLogs(f *Factory, runF func(*LogsOptions) error) *cobra.Command {
 	fl := cmd.Flags()
 	fl.StringVar(&o.Name, "name", "", "cluster name")
 	fl.StringVar(&o.Node, "node", "", "node id (two words, e.g. misty-owl)")
-	fl.StringVar(&o.Component, "component", pull.LogPull, "which log: "+strings.Join(pull.LogComponents, ", "))
+	fl.StringVar(&o.Component, "component", report.LogPull, "which log: "+strings.Join(report.LogComponents, ", "))
 	fl.DurationVar(&o.Since, "since", 0, "only lines from the last D (lines without a timestamp are kept)")
 	return cmd
 }
@@ -78,7 +78,7 @@ func nodeLogs(ctx context.Context, f *Factory, o *LogsOptions) error {
 	if st.Node(o.Node) == nil {
 		return usagef("--node %q: not a node of cluster %s", o.Node, o.Name)
 	}
-	obj, err := store.B.Get(ctx, pull.LogKey(o.Name, o.Node, o.Component), "")
+	obj, err := store.B.Get(ctx, report.LogKey(o.Name, o.Node, o.Component), "")
 	if errors.Is(err, bucket.ErrNotFound) {
 		return fmt.Errorf("node %s has not uploaded a %s log yet (it uploads once dynia-pull runs; "+
 			"a node that never got that far has none: check the droplet in the DigitalOcean console)", o.Node, o.Component)
@@ -86,7 +86,7 @@ func nodeLogs(ctx context.Context, f *Factory, o *LogsOptions) error {
 	if err != nil {
 		return err
 	}
-	uploaded, body := pull.ParseLogTail(obj.Body)
+	uploaded, body := report.ParseLogTail(obj.Body)
 	if !uploaded.IsZero() {
 		fmt.Fprintf(f.IO.ErrOut, "%s log of %s, uploaded %s (%v ago)\n", o.Component, o.Node,
 			uploaded.Local().Format(time.RFC3339), time.Since(uploaded).Round(time.Second))
@@ -96,7 +96,7 @@ func nodeLogs(ctx context.Context, f *Factory, o *LogsOptions) error {
 		cutoff = time.Now().Add(-o.Since)
 	}
 	sc := bufio.NewScanner(bytes.NewReader(body))
-	sc.Buffer(make([]byte, 64*1024), pull.LogTailBytes+1)
+	sc.Buffer(make([]byte, 64*1024), report.LogTailBytes+1)
 	for sc.Scan() {
 		line := sc.Text()
 		if !cutoff.IsZero() {

@@ -221,9 +221,12 @@ func NewCmdNodeAdd(f *Factory, runF func(*AddOptions) error) *cobra.Command {
 
 // RemoveOptions are `node remove`'s inputs.
 type RemoveOptions struct {
-	Name    string
-	Node    string
+	Name string
+	Node string
+	// Confirm is --yes (old name --confirm): do not ask.
 	Confirm bool
+	// Force is --force: remove the last node too (the safety check it
+	// overrides; `cluster destroy` is the usual way).
 	Force   bool
 	Timeout time.Duration
 }
@@ -232,27 +235,22 @@ type RemoveOptions struct {
 func NewCmdNodeRemove(f *Factory, runF func(*RemoveOptions) error) *cobra.Command {
 	o := &RemoveOptions{}
 	cmd := &cobra.Command{
-		Use:     "remove --name N --node ID --confirm",
-		Short:   "Drain a node, move the Reserved IP off it if needed, and destroy it",
-		Example: "  dynia node remove --name myapp --node brave-panda --confirm",
+		Use:   "remove --name N --node ID [--yes] [--force]",
+		Short: "Drain a node, move the Reserved IP off it if needed, and destroy it",
+		Long: "Drain a node, move the Reserved IP off it if needed, and destroy its droplet.\n\n" +
+			"Destructive: asks for confirmation on a terminal; --yes skips the question and is required without a terminal.\n" +
+			"--force is only for the last node of a cluster, which is refused without it.",
+		Example: "  dynia node remove --name myapp --node brave-panda\n  dynia node remove --name myapp --node brave-panda --yes",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkNameNode(o.Name, o.Node, o.Timeout); err != nil {
 				return err
 			}
-			if !o.Confirm {
-				if !f.IO.InTTY {
-					return usagef("--confirm: required to remove node %q when not on a terminal", o.Node)
-				}
-				ok, err := confirm(f.IO, fmt.Sprintf("Remove node %s from cluster %s and destroy its droplet?", o.Node, o.Name))
-				if err != nil {
-					return err
-				}
-				if !ok {
-					return usagef("--confirm: not confirmed; nothing changed")
-				}
-				o.Confirm = true
+			if err := confirmDestructive(f.IO, o.Confirm, fmt.Sprintf("remove node %q", o.Node),
+				fmt.Sprintf("Remove node %s from cluster %s and destroy its droplet?", o.Node, o.Name)); err != nil {
+				return err
 			}
+			o.Confirm = true
 			if runF != nil {
 				return runF(o)
 			}
@@ -261,8 +259,8 @@ func NewCmdNodeRemove(f *Factory, runF func(*RemoveOptions) error) *cobra.Comman
 	}
 	cmd.Flags().StringVar(&o.Name, "name", "", "cluster name")
 	cmd.Flags().StringVar(&o.Node, "node", "", "two-word node id")
-	cmd.Flags().BoolVar(&o.Confirm, "confirm", false, "do not ask")
-	cmd.Flags().BoolVar(&o.Force, "force", false, "allow removing the last node")
+	addYesFlag(cmd, &o.Confirm)
+	cmd.Flags().BoolVar(&o.Force, "force", false, "allow removing the cluster's last node (refused otherwise; `dynia cluster destroy` removes everything)")
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", 5*time.Minute, "how long to wait for draining and the Reserved IP")
 	return cmd
 }
@@ -333,7 +331,7 @@ func NewCmdNodeRepairHA(f *Factory, runF func(*RepairOptions) error) *cobra.Comm
 	}
 	cmd.Flags().StringVar(&o.Name, "name", "", "cluster name")
 	cmd.Flags().BoolVar(&o.CheckOnly, "check-only", false, "report drift; exit 1 when there is some")
-	cmd.Flags().BoolVar(&o.Force, "force", false, "apply the fixes")
+	cmd.Flags().BoolVar(&o.Force, "force", false, "apply the fixes it prints (writes the state and DigitalOcean; its only meaning here)")
 	cmd.Flags().StringVar(&o.NodeTokenFile, "node-token-file", "", "file (0600) with the node token for droplets --force creates: "+nodeTokenScopesHelp+" (default: the context's node_token_file)")
 	cmd.Flags().BoolVar(&o.AllowOperatorToken, "allow-operator-token", false, "without a node token, give droplets --force creates your own DO token (unsafe)")
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", 5*time.Minute, "how long to wait for fixes")
@@ -342,9 +340,8 @@ func NewCmdNodeRepairHA(f *Factory, runF func(*RepairOptions) error) *cobra.Comm
 
 // ListOptions are `node list`'s inputs.
 type ListOptions struct {
-	Name     string
-	Format   string
-	NoHeader bool
+	Name  string
+	Table TableOptions
 }
 
 // NewCmdNodeList is `dynia node list`.
@@ -353,10 +350,13 @@ func NewCmdNodeList(f *Factory, runF func(*ListOptions) error) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "list --name N",
 		Short:   "List a cluster's nodes with role, priority, addresses and status",
-		Example: "  dynia node list --name myapp\n  dynia node list --name myapp -o json",
+		Example: "  dynia node list --name myapp\n  dynia node list --name myapp --format ID,Status,ReservedIP --no-header\n  dynia node list --name myapp -o json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkName(o.Name); err != nil {
+				return err
+			}
+			if _, err := o.Table.columns(nodeColumns); err != nil {
 				return err
 			}
 			if runF != nil {
@@ -366,18 +366,8 @@ func NewCmdNodeList(f *Factory, runF func(*ListOptions) error) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&o.Name, "name", "", "cluster name")
-	cmd.Flags().StringVar(&o.Format, "format", "", "Go template per node, e.g. '{{.ID}} {{.Status}}'")
-	cmd.Flags().BoolVar(&o.NoHeader, "no-header", false, "omit the table header")
+	addTableFlags(cmd, &o.Table, nodeColumns)
 	return cmd
-}
-
-func confirm(io *IOStreams, question string) (bool, error) {
-	fmt.Fprintf(io.ErrOut, "%s [y/N] ", question)
-	var answer string
-	if _, err := fmt.Fscanln(io.In, &answer); err != nil {
-		return false, nil
-	}
-	return answer == "y" || answer == "Y" || answer == "yes", nil
 }
 
 func checkAdminCIDRs(cidrs []string) error {

@@ -52,7 +52,7 @@ func TestBadInput(t *testing.T) {
 		{"create-ha: existing cluster, other size", []string{"node", "create-ha", "--name", "exists", "--region", "sgp1", "--size", "s-2vcpu-2gb"}, `--size "s-2vcpu-2gb"`, false},
 		{"missing node token file", []string{"node", "add", "--name", "exists", "--node-token-file", "/nonexistent/tok"}, `--node-token-file "/nonexistent/tok"`, false},
 		{"bad node id", []string{"node", "make-active", "--name", "exists", "--node", "Blue Whale"}, `--node "Blue Whale"`, false},
-		{"remove without confirm", []string{"node", "remove", "--name", "exists", "--node", "blue-whale"}, `--confirm`, false},
+		{"remove without confirm", []string{"node", "remove", "--name", "exists", "--node", "blue-whale"}, `--yes: required to remove node "blue-whale"`, false},
 		{"no such cluster", []string{"node", "add", "--name", "ghost"}, `ghost`, false},
 		{"repair needs a mode", []string{"node", "repair-ha", "--name", "exists"}, `--check-only or --force`, false},
 		{"bad output", []string{"node", "list", "--name", "exists", "-o", "yaml"}, `--output "yaml"`, false},

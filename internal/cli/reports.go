@@ -9,18 +9,18 @@ import (
 
 	"github.com/dynia/dynia/cloudinit"
 	"github.com/dynia/dynia/internal/cluster"
-	"github.com/dynia/dynia/internal/pull"
+	"github.com/dynia/dynia/internal/report"
 )
 
 // readReport reads a node's status.json (written by dynia-pull), verified
 // against st, whose node table holds each node's report key
-// (pull.ReadReport): a node that has not reported yet is nil; a report
+// (report.ReadReport): a node that has not reported yet is nil; a report
 // that cannot be believed (not signed with its node's key: forged, or
 // replaced) is nil too, with why in refused, so the node counts as
 // unheard-of and nothing acts on what it says. err is a failed read.
-func readReport(ctx context.Context, store *cluster.Store, st *cluster.State, id string) (r *pull.Status, refused string, err error) {
-	r, err = pull.ReadReport(ctx, store.B, st, id)
-	var re *pull.ReportError
+func readReport(ctx context.Context, store *cluster.Store, st *cluster.State, id string) (r *report.Status, refused string, err error) {
+	r, err = report.ReadReport(ctx, store.B, st, id)
+	var re *report.ReportError
 	if errors.As(err, &re) {
 		return nil, re.Reason, nil
 	}
@@ -86,7 +86,7 @@ func waitReports(ctx context.Context, store *cluster.Store, st *cluster.State, p
 }
 
 // waitPhase says where a node is on its way to applying generation gen.
-func waitPhase(r *pull.Status, gen int64) string {
+func waitPhase(r *report.Status, gen int64) string {
 	var phase string
 	switch {
 	case r == nil:

@@ -78,6 +78,9 @@ func printError(f *Factory, err error) {
 	if retry != "" {
 		msg += " (" + retry + ")"
 	}
+	if hint := tokenHint(err); hint != "" {
+		msg += " (" + hint + ")"
+	}
 	if f.Global.Output == "json" {
 		b, _ := json.Marshal(map[string]any{"error": msg, "exit_code": exitCode(err), "retryable": retry != ""})
 		fmt.Fprintln(f.IO.ErrOut, string(b))

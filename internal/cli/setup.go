@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -131,7 +130,7 @@ func runAuthInit(ctx context.Context, f *Factory, tokenFile string) error {
 	defer cancel()
 	acct, err := cl.Account(actx)
 	if errors.Is(err, cloud.ErrAuth) {
-		return &AuthError{Err: fmt.Errorf("auth init: DigitalOcean rejected the token: %w", err)}
+		return &AuthError{Err: fmt.Errorf("auth init: %w", err)} // says the token was rejected
 	}
 	if err != nil {
 		return fmt.Errorf("auth init: check the token: %w", err)
@@ -381,12 +380,23 @@ type ContextRow struct {
 	NodeTokenFile string `json:"node_token_file,omitempty"`
 }
 
+// contextColumns are `context list`'s table.
+var contextColumns = []column{
+	{"Current", "CURRENT"}, {"Name", "NAME"}, {"State", "STATE"}, {"SpacesEndpoint", "SPACES ENDPOINT"},
+	{"SpacesRegion", "SPACES REGION"}, {"DOToken", "DO TOKEN"},
+}
+
 func newCmdContextList(f *Factory) *cobra.Command {
-	return &cobra.Command{
+	var to TableOptions
+	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List the contexts, the current one marked *",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			t, err := newTable(contextColumns, to)
+			if err != nil {
+				return err
+			}
 			cfg, err := LoadConfig(f.configPath())
 			if err != nil {
 				return err
@@ -404,8 +414,6 @@ func newCmdContextList(f *Factory) *cobra.Command {
 			if f.Global.Output == "json" {
 				return writeJSON(f.IO.Out, rows)
 			}
-			tw := tabwriter.NewWriter(f.IO.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "CURRENT\tNAME\tSTATE\tSPACES ENDPOINT\tSPACES REGION\tDO TOKEN")
 			for _, r := range rows {
 				cur, tok := "", "environment"
 				if r.Current {
@@ -414,11 +422,13 @@ func newCmdContextList(f *Factory) *cobra.Command {
 				if r.TokenFile != "" {
 					tok = r.TokenFile
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", cur, r.Name, dash(r.State), dash(r.SpacesEndpoint), dash(r.SpacesRegion), tok)
+				t.row(cur, r.Name, dash(r.State), dash(r.SpacesEndpoint), dash(r.SpacesRegion), tok)
 			}
-			return tw.Flush()
+			return t.write(f.IO.Out, f.IO.OutTTY)
 		},
 	}
+	addTableFlags(cmd, &to, contextColumns)
+	return cmd
 }
 
 func newCmdContextDelete(f *Factory) *cobra.Command {

@@ -16,7 +16,7 @@ import (
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/nodeconfig"
-	"github.com/dynia/dynia/internal/pull"
+	"github.com/dynia/dynia/internal/report"
 	"github.com/dynia/dynia/internal/signing"
 )
 
@@ -193,9 +193,9 @@ func TestStateAndReportSigning(t *testing.T) {
 		t.Fatal(err)
 	}
 	forge := func(id string, key ed25519.PrivateKey) {
-		s := pull.Status{NodeID: id, Cluster: name, AppliedGeneration: st.Generation, VRRPState: pull.VRRPFault,
+		s := report.Status{NodeID: id, Cluster: name, AppliedGeneration: st.Generation, VRRPState: report.VRRPFault,
 			AppHealthy: false, UpdatedAt: time.Now().UTC()}
-		b, err := pull.SignReport(s, key)
+		b, err := report.SignReport(s, key)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -229,8 +229,8 @@ func TestStateAndReportSigning(t *testing.T) {
 		t.Fatal("the Reserved IP moved")
 	}
 	// The standby's own report (signed with its real key) at the holder's key.
-	standbyOwn, err := pull.SignReport(pull.Status{NodeID: standby.ID, Cluster: name, AppliedGeneration: st.Generation, AppHealthy: true,
-		VRRPState: pull.VRRPMaster, UpdatedAt: time.Now().UTC()}, e.reportKey(standby))
+	standbyOwn, err := report.SignReport(report.Status{NodeID: standby.ID, Cluster: name, AppliedGeneration: st.Generation, AppHealthy: true,
+		VRRPState: report.VRRPMaster, UpdatedAt: time.Now().UTC()}, e.reportKey(standby))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
-	"github.com/dynia/dynia/internal/pull"
+	"github.com/dynia/dynia/internal/report"
 	"github.com/dynia/dynia/internal/signing"
 )
 
@@ -114,7 +114,7 @@ func resignState(ctx context.Context, f *Factory, name string) error {
 			continue
 		}
 		if b, _, err := signing.Unwrap(obj.Body); err == nil {
-			if r, err := pull.DecodeStatus(b); err == nil && r.AppliedGeneration > floor && r.AppliedGeneration < math.MaxInt64/4 {
+			if r, err := report.DecodeStatus(b); err == nil && r.AppliedGeneration > floor && r.AppliedGeneration < math.MaxInt64/4 {
 				floor = r.AppliedGeneration
 			}
 		}

@@ -8,7 +8,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -291,19 +290,6 @@ func NewCmdTLS(f *Factory) *cobra.Command {
 	enable.Flags().BoolVar(&noWait, "no-wait", false, "return once the certificate is stored, before every node serves it")
 	enable.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "overall timeout")
 
-	status := &cobra.Command{
-		Use:   "status --name N",
-		Short: "The stored certificate, and per node: the serial it serves, its names, expiry, since when",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkName(name); err != nil {
-				return err
-			}
-			return tlsStatus(cmd.Context(), f, name)
-		},
-	}
-	status.Flags().StringVar(&name, "name", "", "cluster name")
-
 	disable := &cobra.Command{
 		Use:   "disable --name N",
 		Short: "Serve plain HTTP only (the certificate stays in the bucket for a later enable)",
@@ -333,7 +319,32 @@ func NewCmdTLS(f *Factory) *cobra.Command {
 	}
 	disable.Flags().StringVar(&name, "name", "", "cluster name")
 	disable.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "overall timeout")
-	cmd.AddCommand(enable, status, disable)
+	cmd.AddCommand(enable, NewCmdTLSStatus(f), disable)
+	return cmd
+}
+
+// NewCmdTLSStatus is `dynia tls status`.
+func NewCmdTLSStatus(f *Factory) *cobra.Command {
+	var name string
+	var to TableOptions
+	cmd := &cobra.Command{
+		Use:   "status --name N",
+		Short: "The stored certificate, and per node: the serial it serves, its names, expiry, since when",
+		Long: "The stored certificate, and per node: the serial it serves, its names, expiry, since when.\n\n" +
+			"A summary line comes before the table (not with --no-header).",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkName(name); err != nil {
+				return err
+			}
+			if _, err := to.columns(tlsColumns); err != nil {
+				return err
+			}
+			return tlsStatus(cmd.Context(), f, name, to)
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "cluster name")
+	addTableFlags(cmd, &to, tlsColumns)
 	return cmd
 }
 
@@ -348,7 +359,12 @@ type TLSNodeView struct {
 	Error       string     `json:"error,omitempty"`
 }
 
-func tlsStatus(ctx context.Context, f *Factory, name string) error {
+// tlsColumns are `tls status`'s table.
+var tlsColumns = []column{
+	{"Node", "NODE"}, {"Serial", "SERIAL"}, {"Names", "NAMES"}, {"Expires", "EXPIRES"}, {"Since", "SINCE"}, {"Note", "NOTE"},
+}
+
+func tlsStatus(ctx context.Context, f *Factory, name string, to TableOptions) error {
 	store, err := f.Store(ctx)
 	if err != nil {
 		return err
@@ -384,6 +400,7 @@ func tlsStatus(ctx context.Context, f *Factory, name string) error {
 		return writeJSON(f.IO.Out, out)
 	}
 	switch {
+	case to.NoHeader:
 	case st.TLS == nil:
 		fmt.Fprintf(f.IO.Out, "cluster %s: TLS disabled\n", name)
 	case !stored:
@@ -392,8 +409,10 @@ func tlsStatus(ctx context.Context, f *Factory, name string) error {
 		fmt.Fprintf(f.IO.Out, "cluster %s: certificate %s for %s, expires %s (issued %s by %s)\n", name, info.Serial,
 			strings.Join(info.Names, ", "), info.NotAfter.Local().Format(time.DateTime), info.IssuedAt.Local().Format(time.DateTime), info.IssuedBy)
 	}
-	tw := tabwriter.NewWriter(f.IO.Out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tSERIAL\tNAMES\tEXPIRES\tSINCE\tNOTE")
+	t, err := newTable(tlsColumns, to)
+	if err != nil {
+		return err
+	}
 	for _, v := range views {
 		exp, since := "-", "-"
 		if v.NotAfter != nil {
@@ -406,7 +425,7 @@ func tlsStatus(ctx context.Context, f *Factory, name string) error {
 		if v.Placeholder {
 			note = "placeholder (no certificate yet)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", v.Node, dash(v.Serial), dash(strings.Join(v.Names, ",")), exp, since, dash(note))
+		t.row(v.Node, dash(v.Serial), dash(strings.Join(v.Names, ",")), exp, since, dash(note))
 	}
-	return tw.Flush()
+	return t.write(f.IO.Out, f.IO.OutTTY)
 }

@@ -82,7 +82,7 @@ func wrap(op string, err error) error {
 		if msg == "" && er.NestedError != nil {
 			msg = er.NestedError.Message
 		}
-		return &APIError{
+		ae := &APIError{
 			Op:         op,
 			StatusCode: er.Response.StatusCode,
 			Message:    msg,
@@ -90,9 +90,48 @@ func wrap(op string, err error) error {
 			Attempts:   er.Attempts,
 			err:        err,
 		}
+		if ae.StatusCode == http.StatusUnauthorized || ae.StatusCode == http.StatusForbidden {
+			return &AuthError{APIError: ae}
+		}
+		return ae
 	}
 	return fmt.Errorf("cloud: %s: %w", op, err)
 }
+
+// AuthError is DigitalOcean refusing the token: 401 (the token is wrong,
+// expired or revoked: DO answers every request so) or 403 (the token lacks
+// a scope the request needs, or DO refuses the request for this account,
+// e.g. deleting a default VPC). Every error of this package that DO
+// answered 401 or 403 is an *AuthError; errors.As with *APIError still
+// finds the answer, and errors.Is(err, ErrAuth) holds. Its text never holds
+// the token (DO's answers do not echo it).
+// DO's API reference: https://docs.digitalocean.com/reference/api/ ("Errors",
+// "Authentication"), and the scopes: https://docs.digitalocean.com/reference/api/scopes/.
+type AuthError struct{ *APIError }
+
+// Rejected reports a 401: the token itself is refused, not one request.
+func (e *AuthError) Rejected() bool { return e.StatusCode == http.StatusUnauthorized }
+
+func (e *AuthError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "cloud: %s: ", e.Op)
+	if e.Rejected() {
+		b.WriteString("DigitalOcean rejected the token (401 Unauthorized")
+	} else {
+		b.WriteString("DigitalOcean refused the request with this token (403 Forbidden")
+	}
+	if e.Message != "" {
+		b.WriteString(": " + e.Message)
+	}
+	b.WriteString(")")
+	if e.RequestID != "" {
+		b.WriteString(" [request " + e.RequestID + "]")
+	}
+	return b.String()
+}
+
+// Unwrap returns the *APIError.
+func (e *AuthError) Unwrap() error { return e.APIError }
 
 // Transient reports whether err may go away by itself: DO's 429 and 5xx
 // answers, and transport failures (connection refused or reset, a request

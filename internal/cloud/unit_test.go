@@ -163,8 +163,47 @@ func TestAPIErrorIs(t *testing.T) {
 		t.Error("other 422 taken for a pending event")
 	}
 	e := mk(403, "You are not authorized to perform this operation")
-	if s := e.Error(); !strings.Contains(s, "op: 403 Forbidden: You are not authorized") || !strings.Contains(s, "r1") {
+	if s := e.Error(); !strings.Contains(s, "op: DigitalOcean refused the request with this token (403 Forbidden: You are not authorized") || !strings.Contains(s, "r1") {
 		t.Errorf("message %q", s)
+	}
+}
+
+// TestAuthErrorTyped: DO's 401 and 403 are *AuthError at the source (the
+// CLI's exit 4 rests on the type, not the text), still *APIError and
+// ErrAuth underneath; other statuses are not.
+func TestAuthErrorTyped(t *testing.T) {
+	t.Parallel()
+	mk := func(code int) error {
+		return wrap("list droplets", &godo.ErrorResponse{Response: &http.Response{StatusCode: code}, Message: "Unable to authenticate you"})
+	}
+	for _, c := range []struct {
+		code           int
+		auth, rejected bool
+		text           string
+	}{
+		{401, true, true, "cloud: list droplets: DigitalOcean rejected the token (401 Unauthorized: Unable to authenticate you)"},
+		{403, true, false, "cloud: list droplets: DigitalOcean refused the request with this token (403 Forbidden: Unable to authenticate you)"},
+		{404, false, false, "cloud: list droplets: 404 Not Found: Unable to authenticate you"},
+		{500, false, false, "cloud: list droplets: 500 Internal Server Error: Unable to authenticate you"},
+	} {
+		err := fmt.Errorf("step: %w", mk(c.code))
+		var ae *AuthError
+		if got := errors.As(err, &ae); got != c.auth {
+			t.Errorf("%d: errors.As(*AuthError) = %v, want %v", c.code, got, c.auth)
+		}
+		if c.auth && ae.Rejected() != c.rejected {
+			t.Errorf("%d: Rejected() = %v, want %v", c.code, ae.Rejected(), c.rejected)
+		}
+		var api *APIError
+		if !errors.As(err, &api) || api.StatusCode != c.code {
+			t.Errorf("%d: errors.As(*APIError) = %+v", c.code, api)
+		}
+		if got := errors.Is(err, ErrAuth); got != c.auth {
+			t.Errorf("%d: errors.Is(ErrAuth) = %v", c.code, got)
+		}
+		if got := mk(c.code).Error(); got != c.text {
+			t.Errorf("%d: text %q, want %q", c.code, got, c.text)
+		}
 	}
 }
 

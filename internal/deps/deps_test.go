@@ -16,6 +16,13 @@ var notInPull = []string{
 	mod + "internal/dosim", mod + "internal/cfsim", mod + "internal/sandbox",
 }
 
+// Never in the CLI: dynia-pull's daemon and what only it needs (its
+// metrics and file watching). The CLI reads node reports through
+// internal/report.
+var notInCLI = []string{
+	mod + "internal/pull", "github.com/prometheus/client_golang", "github.com/fsnotify/fsnotify",
+}
+
 // TestDeps: go list -deps of each package holds none of its banned import
 // paths (a path bans itself and everything under it).
 func TestDeps(t *testing.T) {
@@ -27,6 +34,11 @@ func TestDeps(t *testing.T) {
 	}{
 		{mod + "cmd/dynia-pull", notInPull, "dynia-pull stays small and runs nothing of the CLI's"},
 		{mod + "internal/pull", notInPull, "dynia-pull's body"},
+		{mod + "cmd/dynia", notInCLI, "the CLI links no daemon: report types live in internal/report"},
+		{mod + "internal/cli", notInCLI, "the CLI links no daemon: report types live in internal/report"},
+		{mod + "internal/report", append([]string{
+			"github.com/docker", mod + "internal/render",
+		}, append(notInCLI, notInPull...)...), "the report types are shared by the CLI and dynia-pull, and link neither"},
 		{mod + "internal/acme", append([]string{
 			"github.com/miekg/dns", "github.com/cloudflare",
 			"github.com/go-acme/lego/v5/challenge/resolver", "github.com/go-acme/lego/v5/challenge/dns01",

@@ -102,20 +102,52 @@ type Claimer struct {
 	metaFailAt time.Time
 }
 
-// Result says what a Claim or Check did, for the node's status report.
-type Result struct {
-	// Moved: this call assigned the IP to this droplet.
-	Moved bool
-	// Held: the IP is on this droplet as far as this call knows.
-	Held bool
+// Outcome is what a Claim or Check found or did, for the caller to switch
+// on (never the text of Reason).
+type Outcome int
+
+// Outcomes.
+const (
+	// NoReservedIP: the state has no Reserved IP; nothing to hold.
+	NoReservedIP Outcome = iota
+	// AlreadyHere: the IP is on this droplet as far as this call knows.
+	AlreadyHere
+	// Assigned: this call assigned the IP to this droplet.
+	Assigned
 	// Yielding: MASTER without the IP because a healthy holder keeps it;
 	// the caller reports it once, not on every Check.
-	Yielding bool
+	Yielding
+	// CoolingOff: the IP is elsewhere and this node moved it within
+	// CoolOff; not moved again yet.
+	CoolingOff
+	// Failed: the call returned an error before it knew where the IP is.
+	Failed
+)
+
+var outcomeNames = [...]string{"no_reserved_ip", "already_here", "assigned", "yielding", "cooling_off", "failed"}
+
+func (o Outcome) String() string {
+	if int(o) < len(outcomeNames) {
+		return outcomeNames[o]
+	}
+	return fmt.Sprintf("Outcome(%d)", int(o))
+}
+
+// Result says what a Claim or Check did, for the node's status report.
+type Result struct {
+	Outcome Outcome
 	// APICalls is how many DO API requests this call made.
 	APICalls int
-	// Reason says why it moved or why not.
+	// Reason says why it moved or why not, in words for the log and the
+	// report.
 	Reason string
 }
+
+// Held says whether the IP is on this droplet as far as this call knows.
+func (r Result) Held() bool { return r.Outcome == AlreadyHere || r.Outcome == Assigned }
+
+// Moved says whether this call assigned the IP to this droplet.
+func (r Result) Moved() bool { return r.Outcome == Assigned }
 
 // New returns a claimer for node nodeID using api.
 func New(nodeID string, api API, md Metadata) *Claimer {
@@ -206,18 +238,18 @@ func (c *Claimer) Claim(ctx context.Context, st *cluster.State, why string) (Res
 
 func (c *Claimer) claim(ctx context.Context, st *cluster.State, why string) (Result, error) {
 	if st == nil || st.ReservedIP == "" {
-		return Result{Reason: "no reserved IP in the state"}, nil
+		return Result{Outcome: NoReservedIP, Reason: "no reserved IP in the state"}, nil
 	}
 	rip := st.ReservedIP
 	me, err := c.myDroplet(ctx, st)
 	if err != nil {
-		return Result{}, err
+		return Result{Outcome: Failed}, err
 	}
 	api, err := c.client()
 	if err != nil {
-		return Result{}, err
+		return Result{Outcome: Failed}, err
 	}
-	res := Result{APICalls: 1}
+	res := Result{Outcome: Failed, APICalls: 1}
 	cur, err := api.GetReservedIP(ctx, rip)
 	if err != nil {
 		return res, fmt.Errorf("read reserved IP %s: %w", rip, err)
@@ -226,13 +258,13 @@ func (c *Claimer) claim(ctx context.Context, st *cluster.State, why string) (Res
 	c.holder, c.readAt = cur.DropletID, c.now()
 	c.mu.Unlock()
 	if cur.DropletID == me {
-		res.Held, res.Reason = true, "already here"
+		res.Outcome, res.Reason = AlreadyHere, "already here"
 		return res, nil
 	}
 	if holder := nodeByDroplet(st, cur.DropletID); holder != nil && holder.PublicIP != "" {
 		if c.healthy(ctx, holder.PublicIP) {
 			c.yield()
-			res.Yielding, res.Reason = true, "holder "+holder.ID+" is healthy"
+			res.Outcome, res.Reason = Yielding, "holder "+holder.ID+" is healthy"
 			return res, nil
 		}
 	}
@@ -240,7 +272,7 @@ func (c *Claimer) claim(ctx context.Context, st *cluster.State, why string) (Res
 	last := c.lastMove
 	c.mu.Unlock()
 	if !last.IsZero() && c.now().Sub(last) < c.coolOff() {
-		res.Reason = fmt.Sprintf("cool-off: moved %v ago", c.now().Sub(last).Round(time.Second))
+		res.Outcome, res.Reason = CoolingOff, fmt.Sprintf("cool-off: moved %v ago", c.now().Sub(last).Round(time.Second))
 		return res, nil
 	}
 	start := c.now()
@@ -253,7 +285,7 @@ func (c *Claimer) claim(ctx context.Context, st *cluster.State, why string) (Res
 	c.mu.Unlock()
 	c.log().Info("reserved IP moved here", "reserved_ip", rip, "from_droplet", cur.DropletID, "droplet", me,
 		"why", why, "took", c.now().Sub(start).Round(time.Millisecond))
-	res.Moved, res.Held, res.Reason = true, true, why
+	res.Outcome, res.Reason = Assigned, why
 	return res, nil
 }
 
@@ -278,11 +310,11 @@ func (c *Claimer) yield() {
 // backoff has run out.
 func (c *Claimer) Check(ctx context.Context, st *cluster.State) (Result, error) {
 	if st == nil || st.ReservedIP == "" {
-		return Result{Reason: "no reserved IP in the state"}, nil
+		return Result{Outcome: NoReservedIP, Reason: "no reserved IP in the state"}, nil
 	}
 	me, err := c.myDroplet(ctx, st)
 	if err != nil {
-		return Result{}, err
+		return Result{Outcome: Failed}, err
 	}
 	c.mu.Lock()
 	metaOK := c.Metadata != nil && (c.metaFailAt.IsZero() || c.now().Sub(c.metaFailAt) > metadataRetryAfter)
@@ -297,16 +329,16 @@ func (c *Claimer) Check(ctx context.Context, st *cluster.State) (Result, error) 
 			c.mu.Unlock()
 			c.log().Warn("metadata unavailable; checking the reserved IP through the DO API", "err", err)
 		case active && ip == st.ReservedIP:
-			return Result{Held: true, Reason: "already here"}, nil
+			return Result{Outcome: AlreadyHere, Reason: "already here"}, nil
 		}
 	}
 	now := c.now()
 	if holder == me && !readAt.IsZero() && now.Sub(readAt) < c.backoffMax() {
-		return Result{Held: true, Reason: "already here (last read " + now.Sub(readAt).Round(time.Second).String() + " ago)"}, nil
+		return Result{Outcome: AlreadyHere, Reason: "already here (last read " + now.Sub(readAt).Round(time.Second).String() + " ago)"}, nil
 	}
 	if holder != 0 && holder != me && now.Before(nextRead) {
 		if h := nodeByDroplet(st, holder); h != nil && h.PublicIP != "" && c.healthy(ctx, h.PublicIP) {
-			return Result{Yielding: true, Reason: "holder " + h.ID + " is healthy"}, nil
+			return Result{Outcome: Yielding, Reason: "holder " + h.ID + " is healthy"}, nil
 		}
 	}
 	return c.claim(ctx, st, "MASTER without the reserved IP")

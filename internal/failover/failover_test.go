@@ -144,7 +144,7 @@ func TestHealthyHolderIsLeftAlone(t *testing.T) {
 	now := time.Now()
 	c := w.claimer(&now)
 	res, err := c.Claim(context.Background(), w.st, "vrrp BACKUP -> MASTER")
-	if err != nil || res.Moved {
+	if err != nil || res.Moved() {
 		t.Fatalf("claim against a healthy holder: %+v %v", res, err)
 	}
 	if w.holder(t) != w.droplets[0].ID {
@@ -159,13 +159,13 @@ func TestDeadHolderLosesTheIPOnceThenCoolOff(t *testing.T) {
 	now := time.Now()
 	c := w.claimer(&now)
 	res, err := c.Claim(context.Background(), w.st, "vrrp BACKUP -> MASTER")
-	if err != nil || !res.Moved {
+	if err != nil || !res.Moved() {
 		t.Fatalf("claim against a dead holder: %+v %v", res, err)
 	}
 	if w.holder(t) != w.droplets[1].ID {
 		t.Fatal("the reserved IP did not move")
 	}
-	if res, _ := c.Claim(context.Background(), w.st, "again"); res.Moved || res.Reason != "already here" {
+	if res, _ := c.Claim(context.Background(), w.st, "again"); res.Moved() || res.Reason != "already here" {
 		t.Fatalf("second claim: %+v", res)
 	}
 	// Someone moves it back; within the cool-off this node does not fight.
@@ -173,11 +173,11 @@ func TestDeadHolderLosesTheIPOnceThenCoolOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	now = now.Add(5 * time.Second)
-	if res, _ := c.Claim(context.Background(), w.st, "flap"); res.Moved {
+	if res, _ := c.Claim(context.Background(), w.st, "flap"); res.Moved() {
 		t.Fatalf("moved again within the cool-off: %+v", res)
 	}
 	now = now.Add(2 * time.Minute)
-	if res, err := c.Claim(context.Background(), w.st, "after cool-off"); err != nil || !res.Moved {
+	if res, err := c.Claim(context.Background(), w.st, "after cool-off"); err != nil || !res.Moved() {
 		t.Fatalf("after the cool-off: %+v %v", res, err)
 	}
 }
@@ -189,13 +189,13 @@ func TestCheckClaimsWhenMetadataSaysNotHere(t *testing.T) {
 	now := time.Now()
 	c := w.claimer(&now)
 	res, err := c.Check(context.Background(), w.st)
-	if err != nil || !res.Moved {
+	if err != nil || !res.Moved() {
 		t.Fatalf("check with an unassigned IP: %+v %v", res, err)
 	}
 	if w.holder(t) != w.droplets[1].ID {
 		t.Fatal("the reserved IP is not here after Check")
 	}
-	if res, _ := c.Check(context.Background(), w.st); res.Moved {
+	if res, _ := c.Check(context.Background(), w.st); res.Moved() {
 		t.Fatalf("second check moved again: %+v", res)
 	}
 }
@@ -212,7 +212,7 @@ func TestClaimNeedsNoMetadata(t *testing.T) {
 	c := w.claimer(&now)
 	c.Metadata = deadMetadata{}
 	res, err := c.Claim(context.Background(), w.st, "vrrp BACKUP -> MASTER")
-	if err != nil || !res.Moved {
+	if err != nil || !res.Moved() {
 		t.Fatalf("claim with metadata down: %+v %v", res, err)
 	}
 	if w.holder(t) != w.droplets[1].ID {
@@ -222,14 +222,14 @@ func TestClaimNeedsNoMetadata(t *testing.T) {
 	// recent, then reads the API again: no metadata call blocks it.
 	now = now.Add(5 * time.Second)
 	before := calls(c)
-	if res, err := c.Check(context.Background(), w.st); err != nil || !res.Held || res.Moved {
+	if res, err := c.Check(context.Background(), w.st); err != nil || !res.Held() || res.Moved() {
 		t.Fatalf("check after the move: %+v %v", res, err)
 	}
 	if got := calls(c) - before; got != 0 {
 		t.Errorf("check right after a move made %d API calls, want 0", got)
 	}
 	now = now.Add(DefaultCheckBackoffMax + time.Second)
-	if res, err := c.Check(context.Background(), w.st); err != nil || !res.Held {
+	if res, err := c.Check(context.Background(), w.st); err != nil || !res.Held() {
 		t.Fatalf("check a minute later: %+v %v", res, err)
 	}
 	if got := calls(c) - before; got != 1 {
@@ -248,14 +248,14 @@ func TestCheckBacksOffWhileAHealthyHolderKeepsTheIP(t *testing.T) {
 	c := w.claimer(&now)
 	ctx := context.Background()
 	res, err := c.Claim(ctx, w.st, "vrrp BACKUP -> MASTER")
-	if err != nil || res.Moved || !res.Yielding {
+	if err != nil || res.Moved() || !(res.Outcome == Yielding) {
 		t.Fatalf("claim against a healthy holder: %+v %v", res, err)
 	}
 	start := calls(c)
 	for i := 0; i < 720; i++ { // an hour of checks, 5 s apart
 		now = now.Add(5 * time.Second)
 		res, err := c.Check(ctx, w.st)
-		if err != nil || res.Moved || !res.Yielding {
+		if err != nil || res.Moved() || !(res.Outcome == Yielding) {
 			t.Fatalf("check %d: %+v %v", i, res, err)
 		}
 	}
@@ -265,7 +265,7 @@ func TestCheckBacksOffWhileAHealthyHolderKeepsTheIP(t *testing.T) {
 	w.healthy.Store(false)
 	now = now.Add(5 * time.Second)
 	res, err = c.Check(ctx, w.st)
-	if err != nil || !res.Moved {
+	if err != nil || !res.Moved() {
 		t.Fatalf("check after the holder failed: %+v %v", res, err)
 	}
 	if w.holder(t) != w.droplets[1].ID {
@@ -292,5 +292,54 @@ func TestVerifyToken(t *testing.T) {
 	}
 	if _, err := c.Claim(context.Background(), w.st, "MASTER"); !errors.Is(err, cloud.ErrAuth) {
 		t.Fatalf("claim with a bad token: %v, want ErrAuth", err)
+	}
+}
+
+// TestOutcomes: each way a Claim or Check ends has its own Outcome, and
+// Held/Moved follow from it (never from Reason's text): a healthy holder
+// is left alone (Yielding), a dead one loses the IP (Assigned), a second
+// claim finds it here (AlreadyHere), a claim within the cool-off after
+// someone moved it back is refused (CoolingOff), a state without a
+// Reserved IP has none, and an error is Failed.
+func TestOutcomes(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	now := time.Now()
+	c := w.claimer(&now)
+	ctx := context.Background()
+	type want struct {
+		outcome     Outcome
+		held, moved bool
+	}
+	check := func(what string, res Result, err error, wantErr bool, w want) {
+		t.Helper()
+		if (err != nil) != wantErr {
+			t.Fatalf("%s: err %v, want error %v", what, err, wantErr)
+		}
+		if got := (want{res.Outcome, res.Held(), res.Moved()}); got != w {
+			t.Errorf("%s: outcome %v held %v moved %v (reason %q), want %v held %v moved %v",
+				what, got.outcome, got.held, got.moved, res.Reason, w.outcome, w.held, w.moved)
+		}
+	}
+	res, err := c.Claim(ctx, w.st, "vrrp BACKUP -> MASTER")
+	check("healthy holder", res, err, false, want{Yielding, false, false})
+	w.healthy.Store(false)
+	res, err = c.Claim(ctx, w.st, "vrrp BACKUP -> MASTER")
+	check("dead holder", res, err, false, want{Assigned, true, true})
+	res, err = c.Claim(ctx, w.st, "again")
+	check("second claim", res, err, false, want{AlreadyHere, true, false})
+	if err := w.api.AssignReservedIP(ctx, w.st.ReservedIP, w.droplets[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(5 * time.Second)
+	res, err = c.Claim(ctx, w.st, "flap")
+	check("within the cool-off", res, err, false, want{CoolingOff, false, false})
+	res, err = c.Check(ctx, &cluster.State{Nodes: w.st.Nodes})
+	check("no reserved IP", res, err, false, want{NoReservedIP, false, false})
+	c.SetAPI(nil, errors.New("token file unreadable"))
+	res, err = c.Claim(ctx, w.st, "no client")
+	check("no API client", res, err, true, want{Failed, false, false})
+	if got := Assigned.String(); got != "assigned" {
+		t.Errorf("Assigned.String() = %q", got)
 	}
 }

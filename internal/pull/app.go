@@ -12,6 +12,7 @@ import (
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/render"
+	"github.com/dynia/dynia/internal/report"
 	"github.com/dynia/dynia/internal/secrets"
 )
 
@@ -66,34 +67,6 @@ type appFailure struct {
 
 func (e *appFailure) Error() string { return e.Reason }
 
-// AppStatus is the app part of a node's report.
-type AppStatus struct {
-	// Release is the release this node runs and serves (0: none).
-	Release int64  `json:"release"`
-	Image   string `json:"image,omitempty"`
-	// State is none, starting (a new release is being started), running,
-	// or waiting (the rollout has not reached this node yet).
-	State   string     `json:"state"`
-	Healthy bool       `json:"healthy"`
-	Since   *time.Time `json:"since,omitempty"`
-	// Target is the release the node is moving to, when not Release.
-	Target  int64  `json:"target,omitempty"`
-	Waiting string `json:"waiting,omitempty"`
-	// FailedRelease could not be made healthy here; Error says why and
-	// Logs are its last lines (secrets redacted).
-	FailedRelease int64    `json:"failed_release,omitempty"`
-	Error         string   `json:"error,omitempty"`
-	Logs          []string `json:"logs,omitempty"`
-}
-
-// App states.
-const (
-	AppNone     = "none"
-	AppStarting = "starting"
-	AppRunning  = "running"
-	AppWaiting  = "waiting"
-)
-
 // Bounds of a release switch.
 const (
 	// appDrainMax bounds the wait for the old HAProxy worker (still
@@ -119,7 +92,7 @@ type appState struct {
 	adopted   bool // Instances answered once (guarded by mu)
 	kick      chan struct{}
 	nodeID    string
-	readPeers func(ctx context.Context, st *cluster.State, id string) (*Status, error)
+	readPeers func(ctx context.Context, st *cluster.State, id string) (*report.Status, error)
 }
 
 // localApp is what HAProxy's app_local forwards to (nil: nothing), with
@@ -205,16 +178,16 @@ func (d *Daemon) appStep(ctx context.Context, st *cluster.State) {
 	cur := d.currentApp()
 	target, waiting := d.appTarget(ctx, st, cur)
 	if target == nil {
-		d.appReport(func(s *AppStatus) {
+		d.appReport(func(s *report.AppStatus) {
 			s.Target, s.Waiting = 0, waiting
 			if cur == nil {
-				s.State = AppNone
+				s.State = report.AppNone
 			}
 		})
 		return
 	}
 	if cur != nil && cur.Release == target.Number {
-		d.appReport(func(s *AppStatus) { s.Target, s.Waiting = 0, "" })
+		d.appReport(func(s *report.AppStatus) { s.Target, s.Waiting = 0, "" })
 		return
 	}
 	a.mu.Lock()
@@ -227,7 +200,7 @@ func (d *Daemon) appStep(ctx context.Context, st *cluster.State) {
 		return
 	}
 	if waiting != "" {
-		d.appReport(func(s *AppStatus) { s.State, s.Target, s.Waiting = AppWaiting, target.Number, waiting })
+		d.appReport(func(s *report.AppStatus) { s.State, s.Target, s.Waiting = report.AppWaiting, target.Number, waiting })
 		return
 	}
 	d.switchRelease(ctx, st, cur, target)
@@ -280,7 +253,7 @@ func (d *Daemon) adoptApp(ctx context.Context, st *cluster.State) bool {
 	defer cancel()
 	insts, err := a.rt.Instances(lctx)
 	if err != nil {
-		d.appReport(func(s *AppStatus) { s.Error = "app runtime: " + err.Error() })
+		d.appReport(func(s *report.AppStatus) { s.Error = "app runtime: " + err.Error() })
 		return false
 	}
 	a.mu.Lock()
@@ -296,8 +269,8 @@ func (d *Daemon) adoptApp(ctx context.Context, st *cluster.State) bool {
 			if since.IsZero() {
 				since = now
 			}
-			d.appReport(func(s *AppStatus) {
-				s.Release, s.Image, s.State, s.Healthy, s.Since, s.Error = inst.Release, inst.Image, AppRunning, true, &since, ""
+			d.appReport(func(s *report.AppStatus) {
+				s.Release, s.Image, s.State, s.Healthy, s.Since, s.Error = inst.Release, inst.Image, report.AppRunning, true, &since, ""
 			})
 			return true
 		}
@@ -314,7 +287,7 @@ func (d *Daemon) switchRelease(ctx context.Context, st *cluster.State, cur *appI
 		return // no private IP in the state yet
 	}
 	log := d.log.With("release", target.Number, "image", target.Image)
-	d.appReport(func(s *AppStatus) { s.State, s.Target, s.Waiting = AppStarting, target.Number, "" })
+	d.appReport(func(s *report.AppStatus) { s.State, s.Target, s.Waiting = report.AppStarting, target.Number, "" })
 	fail := func(f *appFailure) {
 		if !f.Retry && d.provenRelease(ctx, st, target) {
 			// What failed is this node's copy (its container killed while
@@ -336,12 +309,12 @@ func (d *Daemon) switchRelease(ctx context.Context, st *cluster.State, cur *appI
 			serving = cur.Release
 		}
 		log.Error("release not started", "err", f.Reason, "retry", f.Retry, "serving_release", serving)
-		d.appReport(func(s *AppStatus) {
-			s.State = AppRunning
+		d.appReport(func(s *report.AppStatus) {
+			s.State = report.AppRunning
 			if cur == nil {
-				s.State = AppNone
+				s.State = report.AppNone
 			}
-			s.Target, s.Error, s.Logs = target.Number, f.Reason, reportLogs(f.Logs)
+			s.Target, s.Error, s.Logs = target.Number, f.Reason, report.TrimLogs(f.Logs)
 			if !f.Retry {
 				s.Target, s.FailedRelease = 0, target.Number
 			}
@@ -386,8 +359,8 @@ func (d *Daemon) switchRelease(ctx context.Context, st *cluster.State, cur *appI
 	a.mu.Lock()
 	a.failed, a.failure, a.retries, a.retryAt = 0, nil, 0, time.Time{}
 	a.mu.Unlock()
-	d.appReport(func(s *AppStatus) {
-		s.Release, s.Image, s.State, s.Healthy, s.Since = inst.Release, inst.Image, AppRunning, true, &now
+	d.appReport(func(s *report.AppStatus) {
+		s.Release, s.Image, s.State, s.Healthy, s.Since = inst.Release, inst.Image, report.AppRunning, true, &now
 		s.Target, s.Waiting, s.FailedRelease, s.Error, s.Logs = 0, "", 0, "", nil
 	})
 	if cur != nil {
@@ -476,24 +449,24 @@ const peerReportStale = 3 * time.Minute
 
 // appReport changes the app part of the report and asks for a write when
 // it changed.
-func (d *Daemon) appReport(f func(*AppStatus)) {
+func (d *Daemon) appReport(f func(*report.AppStatus)) {
 	changed := false
-	d.updateStatus(func(s *Status) {
-		var before AppStatus
+	d.rep.update(func(s *report.Status) {
+		var before report.AppStatus
 		if s.App != nil {
 			before = *s.App
 		} else {
-			s.App = &AppStatus{State: AppNone}
+			s.App = &report.AppStatus{State: report.AppNone}
 		}
 		f(s.App)
 		changed = !sameAppStatus(before, *s.App)
 	})
 	if changed {
-		d.kickStatus()
+		d.rep.kick()
 	}
 }
 
-func sameAppStatus(a, b AppStatus) bool {
+func sameAppStatus(a, b report.AppStatus) bool {
 	if a.Release != b.Release || a.Image != b.Image || a.State != b.State || a.Healthy != b.Healthy ||
 		a.Target != b.Target || a.Waiting != b.Waiting || a.FailedRelease != b.FailedRelease || a.Error != b.Error ||
 		len(a.Logs) != len(b.Logs) || (a.Since == nil) != (b.Since == nil) {
@@ -520,10 +493,10 @@ func (d *Daemon) refreshAppHealth(ctx context.Context) (healthy bool, known bool
 	hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	healthy = d.app.rt.Healthy(hctx, *inst, path)
-	d.appReport(func(s *AppStatus) {
+	d.appReport(func(s *report.AppStatus) {
 		if s.Release == 0 && inst != nil {
 			now := time.Now().UTC()
-			s.Release, s.Image, s.State, s.Since = inst.Release, inst.Image, AppRunning, &now
+			s.Release, s.Image, s.State, s.Since = inst.Release, inst.Image, report.AppRunning, &now
 		}
 		s.Healthy = healthy
 	})
@@ -589,13 +562,13 @@ func redactLines(lines, secrets []string) []string {
 }
 
 // readPeerReport reads a peer's report (the rollout waits on it), verified
-// against st (ReadReport): a report not believed is an error, so the peer
+// against st (report.ReadReport): a report not believed is an error, so the peer
 // counts as unheard-of, exactly as one whose report is missing.
-func readPeerReport(store func() bucket.Store) func(context.Context, *cluster.State, string) (*Status, error) {
-	return func(ctx context.Context, st *cluster.State, id string) (*Status, error) {
+func readPeerReport(store func() bucket.Store) func(context.Context, *cluster.State, string) (*report.Status, error) {
+	return func(ctx context.Context, st *cluster.State, id string) (*report.Status, error) {
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		return ReadReport(ctx, store(), st, id)
+		return report.ReadReport(ctx, store(), st, id)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/report"
 	"github.com/dynia/dynia/internal/secrets"
 )
 
@@ -78,7 +79,7 @@ type appWorld struct {
 	d     *Daemon
 	rt    *fakeRuntime
 	st    *cluster.State
-	peers map[string]*Status
+	peers map[string]*report.Status
 }
 
 func newAppWorld(t *testing.T) *appWorld {
@@ -92,9 +93,9 @@ func newAppWorld(t *testing.T) *appWorld {
 	set := Settings{Cluster: "shop", NodeID: "brisk-owl", RunDir: filepath.Join(dir, "run"), PollInterval: time.Second,
 		HAProxyConfig: filepath.Join(dir, "haproxy.cfg"), KeepalivedConfig: filepath.Join(dir, "keepalived.conf"),
 		HAProxyBin: tool, KeepalivedBin: tool}
-	w := &appWorld{t: t, rt: rt, peers: map[string]*Status{}}
+	w := &appWorld{t: t, rt: rt, peers: map[string]*report.Status{}}
 	w.d = New(set, newMemStore(), Options{App: rt})
-	w.d.app.readPeers = func(_ context.Context, _ *cluster.State, id string) (*Status, error) { return w.peers[id], nil }
+	w.d.app.readPeers = func(_ context.Context, _ *cluster.State, id string) (*report.Status, error) { return w.peers[id], nil }
 	w.st = testState(1, 3) // amber-fox, brisk-owl, calm-heron
 	return w
 }
@@ -124,12 +125,12 @@ func (w *appWorld) running() int64 {
 	return 0
 }
 
-func (w *appWorld) report() AppStatus { return *w.d.snapshot().App }
+func (w *appWorld) report() report.AppStatus { return *w.d.rep.snapshot().App }
 
 func (w *appWorld) peer(id string, release int64, healthy bool, since time.Duration, failed int64) {
 	t := time.Now().Add(-since).UTC()
-	w.peers[id] = &Status{NodeID: id, UpdatedAt: time.Now(), App: &AppStatus{Release: release, Healthy: healthy, Since: &t,
-		State: AppRunning, FailedRelease: failed, Error: map[bool]string{true: "exited with status 3"}[failed != 0]}}
+	w.peers[id] = &report.Status{NodeID: id, UpdatedAt: time.Now(), App: &report.AppStatus{Release: release, Healthy: healthy, Since: &t,
+		State: report.AppRunning, FailedRelease: failed, Error: map[bool]string{true: "exited with status 3"}[failed != 0]}}
 }
 
 // TestRolloutWaitsItsTurn: a node with a running release starts a new one
@@ -147,7 +148,7 @@ func TestRolloutWaitsItsTurn(t *testing.T) {
 	r2 := w.deploy("app", "amber-fox", "brisk-owl", "calm-heron")
 	w.peer("amber-fox", r1, true, time.Hour, 0)
 	w.step()
-	if w.running() != r1 || w.report().State != AppWaiting || !strings.Contains(w.report().Waiting, "amber-fox") {
+	if w.running() != r1 || w.report().State != report.AppWaiting || !strings.Contains(w.report().Waiting, "amber-fox") {
 		t.Fatalf("before amber-fox moved: runs %d, report %+v", w.running(), w.report())
 	}
 	w.peer("amber-fox", r2, true, time.Second, 0) // healthy, not soaked yet

@@ -20,6 +20,7 @@ import (
 
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/procstat"
+	"github.com/dynia/dynia/internal/report"
 	"github.com/dynia/dynia/internal/secrets"
 )
 
@@ -168,7 +169,7 @@ func (p *processApp) output() (*os.File, func()) {
 	if err := os.MkdirAll(p.logDir, 0o750); err != nil {
 		return os.Stderr, func() {}
 	}
-	f, err := os.OpenFile(filepath.Join(p.logDir, LogApp+".log"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	f, err := os.OpenFile(filepath.Join(p.logDir, report.LogApp+".log"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
 	if err != nil {
 		return os.Stderr, func() {}
 	}
@@ -180,7 +181,7 @@ func (p *processApp) tail(n int) []string {
 	if p.logDir == "" {
 		return nil
 	}
-	f, err := os.Open(filepath.Join(p.logDir, LogApp+".log"))
+	f, err := os.Open(filepath.Join(p.logDir, report.LogApp+".log"))
 	if err != nil {
 		return nil
 	}

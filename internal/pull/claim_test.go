@@ -18,6 +18,7 @@ import (
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/dosim"
 	"github.com/dynia/dynia/internal/failover"
+	"github.com/dynia/dynia/internal/report"
 )
 
 // TestBadNodeTokenIsVisibleAndHeals is the reproduction of a standby with
@@ -75,11 +76,11 @@ func TestBadNodeTokenIsVisibleAndHeals(t *testing.T) {
 		<-done
 	})
 
-	waitReport(t, store, "shop", "amber-fox", "bad token reported", func(s *Status) bool {
+	waitReport(t, store, "shop", "amber-fox", "bad token reported", func(s *report.Status) bool {
 		return !s.Failover.Ready && strings.Contains(s.Failover.Error, "401")
 	})
 	writeToken("node-good")
-	waitReport(t, store, "shop", "amber-fox", "good token picked up", func(s *Status) bool {
+	waitReport(t, store, "shop", "amber-fox", "good token picked up", func(s *report.Status) bool {
 		return s.Failover.Ready && s.Failover.Error == ""
 	})
 	if strings.Contains(reportText(t, store), "node-good") || strings.Contains(reportText(t, store), "node-bad") {
@@ -104,26 +105,57 @@ func reportText(t *testing.T, store bucket.Store) string {
 func TestUnreachableAPIMarksFailoverNotReady(t *testing.T) {
 	t.Parallel()
 	d := New(Settings{Cluster: "shop", NodeID: "amber-fox", RunDir: t.TempDir(), PollInterval: time.Second}, newMemStore(), Options{})
-	d.onVRRP(VRRPMaster)
+	d.onVRRP(report.VRRPMaster)
 	ready := time.Now().UTC()
-	d.updateStatus(func(s *Status) { s.Failover = FailoverStatus{Ready: true, CheckedAt: &ready} })
+	d.rep.update(func(s *report.Status) { s.Failover = report.FailoverStatus{Ready: true, CheckedAt: &ready} })
 
 	timeout := fmt.Errorf("read reserved IP 198.51.100.7: cloud: get reserved IP: %w",
 		&net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded})
-	d.recordClaim("vrrp BACKUP -> MASTER", failover.Result{APICalls: 1}, timeout)
-	f := d.snapshot().Failover
+	d.claim.record("vrrp BACKUP -> MASTER", failover.Result{APICalls: 1}, timeout)
+	f := d.rep.snapshot().Failover
 	if f.Ready || !strings.Contains(f.Error, "cannot reach the DO API") || !strings.Contains(f.Error, "dial tcp") {
 		t.Errorf("after a claim that got no answer: failover %+v; want not ready, naming the DO API and the network error", f)
 	}
 
 	refused := &cloud.APIError{Op: "assign reserved IP", StatusCode: 500, Message: "internal"}
-	d.recordClaim("check", failover.Result{APICalls: 2}, refused)
-	if f := d.snapshot().Failover; !strings.Contains(f.Error, "cannot reach") {
+	d.claim.record("check", failover.Result{APICalls: 2}, refused)
+	if f := d.rep.snapshot().Failover; !strings.Contains(f.Error, "cannot reach") {
 		t.Errorf("a 500 answer changed the failover status to %+v; only an answer that proves the API works does", f)
 	}
-	d.recordClaim("check", failover.Result{APICalls: 2, Moved: true, Held: true, Reason: "MASTER without the reserved IP"}, nil)
-	if f := d.snapshot().Failover; !f.Ready || f.Error != "" {
+	d.claim.record("check", failover.Result{APICalls: 2, Outcome: failover.Assigned, Reason: "MASTER without the reserved IP"}, nil)
+	if f := d.rep.snapshot().Failover; !f.Ready || f.Error != "" {
 		t.Errorf("after a claim that moved the IP: failover %+v; want ready", f)
+	}
+}
+
+// TestRecordClaimOutcome: the claim loop reports by the claim's typed
+// outcome, not its reason text: already here and assigned hold the IP
+// (assigned also records the move), yielding holds nothing and sets the
+// note, cooling off (a refused move) holds nothing and records no move.
+func TestRecordClaimOutcome(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		outcome     failover.Outcome
+		held, moved bool
+		note        bool
+	}{
+		{failover.AlreadyHere, true, false, false},
+		{failover.Assigned, true, true, false},
+		{failover.Yielding, false, false, true},
+		{failover.CoolingOff, false, false, false},
+		{failover.NoReservedIP, false, false, false},
+	} {
+		t.Run(tc.outcome.String(), func(t *testing.T) {
+			t.Parallel()
+			d := New(Settings{Cluster: "shop", NodeID: "amber-fox", RunDir: t.TempDir(), PollInterval: time.Second}, newMemStore(), Options{})
+			d.onVRRP(report.VRRPMaster)
+			// The same reason text for every outcome: only Outcome may matter.
+			d.claim.record("vrrp BACKUP -> MASTER", failover.Result{Outcome: tc.outcome, APICalls: 1, Reason: "already here"}, nil)
+			r := d.rep.snapshot().ReservedIP
+			if r.Held != tc.held || (r.LastMoveAt != nil) != tc.moved || (r.Note != "") != tc.note {
+				t.Errorf("reserved_ip %+v; want held %v, a move recorded %v, a note %v", r, tc.held, tc.moved, tc.note)
+			}
+		})
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/report"
 	"github.com/dynia/dynia/internal/signing"
 )
 
@@ -70,7 +71,7 @@ func TestOlderNodeAndNewerStates(t *testing.T) {
 	if !strings.Contains(served, "advert_int 3") {
 		t.Fatalf("generation 3 not rendered:\n%s", served)
 	}
-	if s := d.snapshot(); s.AppliedGeneration != 3 || s.StateError != "" || s.LastError != "" || s.UpgradeRequired != "" {
+	if s := d.rep.snapshot(); s.AppliedGeneration != 3 || s.StateError != "" || s.LastError != "" || s.UpgradeRequired != "" {
 		t.Fatalf("after generation 3: %+v", s)
 	}
 
@@ -87,7 +88,7 @@ func TestOlderNodeAndNewerStates(t *testing.T) {
 	if readFiles(t, set) != served {
 		t.Fatal("a state needing a newer dynia-pull changed haproxy.cfg or keepalived.conf")
 	}
-	s := d.snapshot()
+	s := d.rep.snapshot()
 	const want = "upgrade_required: upgrade required: the state needs dynia-pull v1.3.0 or newer, this is v1.2.0; serving the last good config"
 	if s.UpgradeRequired != "v1.3.0" || s.StateError != want || s.LastError != want || s.AppliedGeneration != 3 {
 		t.Fatalf("report after generation 4: upgrade_required %q, state_error %q, last_error %q, applied %d",
@@ -97,14 +98,14 @@ func TestOlderNodeAndNewerStates(t *testing.T) {
 		t.Fatalf("the refused object polled again: %v, %v", res, err)
 	}
 	// What the CLI reads: the signed report, with the version and image.
-	rep := d.snapshot()
-	rep.UpdatedAt = time.Now().UTC() // as writeStatus stamps it
-	b, err := SignReport(rep, d.reportKey)
+	rep := d.rep.snapshot()
+	rep.UpdatedAt = time.Now().UTC() // as statusReporter.write stamps it
+	b, err := report.SignReport(rep, d.rep.key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	st := testState(4, 2)
-	r, err := OpenReport(b, st, set.NodeID)
+	r, err := report.OpenReport(b, st, set.NodeID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +121,7 @@ func TestOlderNodeAndNewerStates(t *testing.T) {
 	if res, err := d.Step(ctx, false); err != nil || res != Changed {
 		t.Fatalf("generation 5 needing v1.2.0: %v, %v", res, err)
 	}
-	if s := d.snapshot(); s.AppliedGeneration != 5 || s.UpgradeRequired != "" || s.StateError != "" || s.LastError != "" {
+	if s := d.rep.snapshot(); s.AppliedGeneration != 5 || s.UpgradeRequired != "" || s.StateError != "" || s.LastError != "" {
 		t.Fatalf("after generation 5: %+v", s)
 	}
 	if !strings.Contains(readFiles(t, set), "advert_int 5") {

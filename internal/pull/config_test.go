@@ -14,6 +14,7 @@ import (
 
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/report"
 	"github.com/dynia/dynia/internal/testutil"
 )
 
@@ -84,32 +85,32 @@ func TestConfigWarningIsSticky(t *testing.T) {
 	d, m, _ := newTestDaemon(t, "true")
 	ctx := context.Background()
 	const warn = `config /etc/dynia/pull.json: unknown field "poll_intervall" (ignored)`
-	d.setConfigWarning(warn)
-	if s := d.snapshot(); s.LastError != warn || s.LastErrorAt == nil {
+	d.rep.setConfigWarning(warn)
+	if s := d.rep.snapshot(); s.LastError != warn || s.LastErrorAt == nil {
 		t.Fatalf("after setConfigWarning: %q %v", s.LastError, s.LastErrorAt)
 	}
 	putState(t, m, testState(1, 2))
 	if _, err := d.Step(ctx, false); err != nil {
 		t.Fatal(err)
 	}
-	if s := d.snapshot(); s.LastError != warn {
+	if s := d.rep.snapshot(); s.LastError != warn {
 		t.Errorf("after a good apply: last_error %q, want the config warning", s.LastError)
 	}
 	// A failed poll takes its place, and gives it back once polls work.
 	m.err = errors.New("boom")
 	d.Step(ctx, true)
-	if s := d.snapshot(); !strings.HasPrefix(s.LastError, "poll") {
+	if s := d.rep.snapshot(); !strings.HasPrefix(s.LastError, "poll") {
 		t.Errorf("after a failed poll: last_error %q", s.LastError)
 	}
 	m.err = nil
 	if _, err := d.Step(ctx, true); err != nil {
 		t.Fatal(err)
 	}
-	if s := d.snapshot(); s.LastError != warn {
+	if s := d.rep.snapshot(); s.LastError != warn {
 		t.Errorf("after polls recover: last_error %q, want the config warning", s.LastError)
 	}
-	d.setConfigWarning("")
-	if s := d.snapshot(); s.LastError != "" || s.LastErrorAt != nil {
+	d.rep.setConfigWarning("")
+	if s := d.rep.snapshot(); s.LastError != "" || s.LastErrorAt != nil {
 		t.Errorf("after the fix: last_error %q at %v", s.LastError, s.LastErrorAt)
 	}
 }
@@ -134,7 +135,7 @@ func TestRunWithTypoInConfig(t *testing.T) {
 			"mesh_disabled": true}`)
 	}
 	os.WriteFile(cfgPath, cfg("poll_intervall"), 0o644)
-	waitStatus := func(what string, ok func(*Status) bool) {
+	waitStatus := func(what string, ok func(*report.Status) bool) {
 		t.Helper()
 		waitReport(t, store, "shop", "amber-fox", what, ok)
 	}
@@ -146,25 +147,25 @@ func TestRunWithTypoInConfig(t *testing.T) {
 	go func() {
 		done <- Run(ctx, RunOptions{ConfigPath: cfgPath, Logger: slog.New(slog.DiscardHandler), Version: "test", Reload: reload})
 	}()
-	waitStatus("running with a typo", func(s *Status) bool {
+	waitStatus("running with a typo", func(s *report.Status) bool {
 		return s.AppliedGeneration == 1 && strings.Contains(s.LastError, `unknown field "poll_intervall" (ignored)`)
 	})
 	// A new typo in a reloaded file is refused whole...
 	os.WriteFile(cfgPath, cfg("poll_intervalll"), 0o644)
 	reload <- struct{}{}
-	waitStatus("a new typo reloaded", func(s *Status) bool {
+	waitStatus("a new typo reloaded", func(s *report.Status) bool {
 		return strings.HasPrefix(s.LastError, "node config: ") && strings.Contains(s.LastError, "poll_intervalll")
 	})
 	// ...but the typo the node already runs with is accepted again (a
 	// Spaces key rotation reloads the unchanged file), still reported.
 	os.WriteFile(cfgPath, cfg("poll_intervall"), 0o644)
 	reload <- struct{}{}
-	waitStatus("the known typo reloaded", func(s *Status) bool {
+	waitStatus("the known typo reloaded", func(s *report.Status) bool {
 		return strings.HasPrefix(s.LastError, "config ") && strings.Contains(s.LastError, `unknown field "poll_intervall" (ignored)`)
 	})
 	os.WriteFile(cfgPath, cfg("poll_interval"), 0o644)
 	reload <- struct{}{}
-	waitStatus("after the fix", func(s *Status) bool { return s.LastError == "" && s.AppliedGeneration == 1 })
+	waitStatus("after the fix", func(s *report.Status) bool { return s.LastError == "" && s.AppliedGeneration == 1 })
 	cancel()
 	select {
 	case err := <-done:
@@ -184,16 +185,16 @@ func TestRunWithTypoInConfig(t *testing.T) {
 }
 
 // waitReport waits until the node's status.json in store satisfies ok.
-func waitReport(t *testing.T, store bucket.Store, clusterName, nodeID, what string, ok func(*Status) bool) {
+func waitReport(t *testing.T, store bucket.Store, clusterName, nodeID, what string, ok func(*report.Status) bool) {
 	t.Helper()
-	var s *Status
+	var s *report.Status
 	var err error
 	testutil.WaitFor(t, 30*time.Second, func() error {
 		var obj *bucket.Object
 		if obj, err = store.Get(context.Background(), cluster.StatusKey(clusterName, nodeID), ""); err != nil {
 			return err
 		}
-		if s, err = DecodeStatus(obj.Body); err != nil {
+		if s, err = report.DecodeStatus(obj.Body); err != nil {
 			return err
 		}
 		if !ok(s) {

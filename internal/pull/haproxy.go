@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/dynia/dynia/internal/render"
+	"github.com/dynia/dynia/internal/report"
 )
 
 // socketCmd sends one command to an HAProxy CLI socket (admin or master)
@@ -244,14 +245,8 @@ func filterServerState(dump []byte, servers map[serverKey]string) []byte {
 	return out.Bytes()
 }
 
-// BackendStatus is one server as this node's HAProxy sees it.
-type BackendStatus struct {
-	ID     string `json:"id"`
-	Status string `json:"status"` // UP, DOWN, DRAIN or MAINT
-}
-
 // showBackends reads `show stat` and maps every app server to a status.
-func showBackends(ctx context.Context, statsSock string) ([]BackendStatus, error) {
+func showBackends(ctx context.Context, statsSock string) ([]report.BackendStatus, error) {
 	out, err := socketCmd(ctx, statsSock, "show stat")
 	if err != nil {
 		return nil, err
@@ -259,7 +254,7 @@ func showBackends(ctx context.Context, statsSock string) ([]BackendStatus, error
 	return parseStat(out)
 }
 
-func parseStat(out string) ([]BackendStatus, error) {
+func parseStat(out string) ([]report.BackendStatus, error) {
 	r := csv.NewReader(strings.NewReader(strings.TrimPrefix(out, "# ")))
 	r.FieldsPerRecord = -1
 	rows, err := r.ReadAll()
@@ -274,12 +269,12 @@ func parseStat(out string) ([]BackendStatus, error) {
 		col[name] = i
 	}
 	pi, si, sti, wi := col["pxname"], col["svname"], col["status"], col["weight"]
-	var res []BackendStatus
+	var res []report.BackendStatus
 	for _, row := range rows[1:] {
 		if len(row) <= sti || len(row) <= wi || row[pi] != render.BackendName || row[si] == "BACKEND" {
 			continue
 		}
-		res = append(res, BackendStatus{ID: row[si], Status: mapStatus(row[sti], row[wi])})
+		res = append(res, report.BackendStatus{ID: row[si], Status: mapStatus(row[sti], row[wi])})
 	}
 	return res, nil
 }

@@ -23,7 +23,7 @@ import (
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/procstat"
-	"github.com/dynia/dynia/internal/pull"
+	"github.com/dynia/dynia/internal/report"
 	"github.com/dynia/dynia/internal/testutil"
 )
 
@@ -435,17 +435,17 @@ func (e *env) post(client *http.Client, i int, reused *atomic.Int64) error {
 }
 
 // reported reads node i's status.json from the bucket.
-func (e *env) reported(i int) (*pull.Status, error) {
+func (e *env) reported(i int) (*report.Status, error) {
 	obj, err := e.store.Get(context.Background(), cluster.StatusKey("it", e.ids[i]), "")
 	if err != nil {
 		return nil, err
 	}
-	return pull.DecodeStatus(obj.Body)
+	return report.DecodeStatus(obj.Body)
 }
 
 // status asks node i's dynia-pull for its status on its loopback (metrics
 // and status never listen beyond it), from inside the node's namespace.
-func (e *env) status(i int) (*pull.Status, error) {
+func (e *env) status(i int) (*report.Status, error) {
 	node := e.lab.Nodes[i]
 	client := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -457,7 +457,7 @@ func (e *env) status(i int) (*pull.Status, error) {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return pull.DecodeStatus(b)
+	return report.DecodeStatus(b)
 }
 
 func (e *env) setLifecycle(id string, lc cluster.Lifecycle) {
@@ -607,7 +607,7 @@ func TestCluster(t *testing.T) {
 	testutil.WaitFor(t, 30*time.Second, func() error {
 		n := 0
 		for i := 0; i < e.pulled; i++ {
-			if st, err := e.status(i); err == nil && st.VRRPState == pull.VRRPMaster {
+			if st, err := e.status(i); err == nil && st.VRRPState == report.VRRPMaster {
 				master = i
 				n++
 			}
@@ -631,7 +631,7 @@ func TestCluster(t *testing.T) {
 	}
 	testutil.WaitFor(t, 30*time.Second, func() error {
 		for i := 0; i < e.pulled; i++ {
-			if st, err := e.status(i); err == nil && i != master && st.VRRPState == pull.VRRPMaster {
+			if st, err := e.status(i); err == nil && i != master && st.VRRPState == report.VRRPMaster {
 				return nil
 			}
 		}

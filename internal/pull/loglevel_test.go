@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dynia/dynia/internal/report"
 	"github.com/dynia/dynia/internal/testutil"
 )
 
@@ -58,7 +59,7 @@ func TestRunLogLevel(t *testing.T) {
 	go func() {
 		done <- Run(ctx, RunOptions{ConfigPath: cfgPath, Logger: slog.New(h), Level: lv, Version: "test", Reload: reload})
 	}()
-	waitReport(t, store, "shop", "amber-fox", "applied", func(s *Status) bool { return s.AppliedGeneration == 1 })
+	waitReport(t, store, "shop", "amber-fox", "applied", func(s *report.Status) bool { return s.AppliedGeneration == 1 })
 	if got := lv.Level(); got != slog.LevelError {
 		t.Errorf("log_level error: level %v", got)
 	}

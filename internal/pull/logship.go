@@ -9,12 +9,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/dynia/dynia/internal/bucket"
-	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/report"
 )
 
 // Log tails reach the operator without SSH: dynia-pull uploads a bounded,
@@ -29,37 +28,13 @@ import (
 const (
 	logShipEvery = 10 * time.Minute
 	logMinGap    = time.Minute
-	// LogTailBytes bounds one uploaded tail (and the in-memory ring of
-	// dynia-pull's own lines).
-	LogTailBytes = 64 << 10
 	// logRotateBytes bounds the daemons' log files on disk: past it the
 	// file's tail is kept in <file>.1 and the file is truncated (the
 	// daemons append, so truncating in place is safe).
 	logRotateBytes = 8 << 20
 )
 
-// Log components a node uploads.
-const (
-	LogPull       = "pull"
-	LogHAProxy    = "haproxy"
-	LogKeepalived = "keepalived"
-	LogCloudInit  = "cloud-init"
-	LogApp        = "app"
-)
-
-// LogComponents are the components `dynia node logs --component` takes.
-var LogComponents = []string{LogPull, LogHAProxy, LogKeepalived, LogCloudInit, LogApp}
-
-// LogKey is where a node's tail of component lives in the bucket.
-func LogKey(clusterName, nodeID, component string) string {
-	return filepath.Dir(cluster.StatusKey(clusterName, nodeID)) + "/logs/" + component + ".log"
-}
-
-// LogHeaderPrefix starts the first line of an uploaded tail; the rest of
-// the line names the node, the component and the upload time (RFC 3339).
-const LogHeaderPrefix = "# dynia-pull log tail:"
-
-// Ring keeps the last LogTailBytes of complete lines written to it: the
+// Ring keeps the last report.LogTailBytes of complete lines written to it: the
 // logger writes dynia-pull's own lines through it.
 type Ring struct {
 	mu  sync.Mutex
@@ -70,12 +45,12 @@ type Ring struct {
 // NewRing returns an empty ring.
 func NewRing() *Ring { return &Ring{} }
 
-// Write appends p, dropping the oldest whole lines past LogTailBytes.
+// Write appends p, dropping the oldest whole lines past report.LogTailBytes.
 func (r *Ring) Write(p []byte) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.buf = append(r.buf, p...)
-	if over := len(r.buf) - LogTailBytes; over > 0 {
+	if over := len(r.buf) - report.LogTailBytes; over > 0 {
 		cut := over
 		if i := bytes.IndexByte(r.buf[over:], '\n'); i >= 0 {
 			cut = over + i + 1
@@ -113,7 +88,7 @@ func (s logSource) tail() ([]byte, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	b, err := readTail(f, st.Size(), LogTailBytes)
+	b, err := readTail(f, st.Size(), report.LogTailBytes)
 	return b, fmt.Sprintf("%d/%d", st.Size(), st.ModTime().UnixNano()), err
 }
 
@@ -201,10 +176,10 @@ func (s *shipper) ship(ctx context.Context, mode shipMode) {
 			continue
 		}
 		var out bytes.Buffer
-		fmt.Fprintf(&out, "%s node=%s component=%s uploaded=%s\n", LogHeaderPrefix, set.NodeID, src.name, now.UTC().Format(time.RFC3339))
+		fmt.Fprintf(&out, "%s node=%s component=%s uploaded=%s\n", report.LogHeaderPrefix, set.NodeID, src.name, now.UTC().Format(time.RFC3339))
 		out.Write(Redact(b, secrets))
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err = store.Put(pctx, LogKey(set.Cluster, set.NodeID, src.name), out.Bytes(), bucket.Cond{})
+		_, err = store.Put(pctx, report.LogKey(set.Cluster, set.NodeID, src.name), out.Bytes(), bucket.Cond{})
 		cancel()
 		if err != nil {
 			s.d.log.Warn("upload log tail", "component", src.name, "err", err)
@@ -217,7 +192,7 @@ func (s *shipper) ship(ctx context.Context, mode shipMode) {
 // rotate keeps the daemons' log files bounded.
 func (s *shipper) rotate() {
 	for _, src := range s.sources {
-		if src.path == "" || src.name == LogCloudInit {
+		if src.path == "" || src.name == report.LogCloudInit {
 			continue // cloud-init's log is the system's
 		}
 		st, err := os.Stat(src.path)
@@ -252,7 +227,7 @@ func (d *Daemon) logLoop(ctx context.Context, s *shipper) {
 	defer tick.Stop()
 	check := time.NewTicker(5 * time.Second)
 	defer check.Stop()
-	lastErr := d.snapshot().LastError
+	lastErr := d.rep.snapshot().LastError
 	for {
 		select {
 		case <-ctx.Done():
@@ -263,7 +238,7 @@ func (d *Daemon) logLoop(ctx context.Context, s *shipper) {
 		case <-check.C:
 			// An error is when the operator needs the lines: ship the
 			// tails that changed since, now rather than in ten minutes.
-			if e := d.snapshot().LastError; e != lastErr {
+			if e := d.rep.snapshot().LastError; e != lastErr {
 				lastErr = e
 				if e != "" {
 					s.ship(ctx, shipChanged)
@@ -280,30 +255,16 @@ func (d *Daemon) logLoop(ctx context.Context, s *shipper) {
 func logSources(ring *Ring, logDir, cloudInitLog string) []logSource {
 	var out []logSource
 	if ring != nil {
-		out = append(out, logSource{name: LogPull, ring: ring})
+		out = append(out, logSource{name: report.LogPull, ring: ring})
 	}
 	if logDir != "" {
-		for _, c := range []string{LogHAProxy, LogKeepalived, LogApp} {
+		for _, c := range []string{report.LogHAProxy, report.LogKeepalived, report.LogApp} {
 			out = append(out, logSource{name: c, path: filepath.Join(logDir, c+".log")})
 		}
 	}
 	if cloudInitLog != "" {
-		out = append(out, logSource{name: LogCloudInit, path: cloudInitLog})
+		out = append(out, logSource{name: report.LogCloudInit, path: cloudInitLog})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
 	return out
-}
-
-// ParseLogTail splits an uploaded tail into its header fields and lines.
-func ParseLogTail(b []byte) (uploaded time.Time, body []byte) {
-	line, rest, ok := bytes.Cut(b, []byte("\n"))
-	if !ok || !bytes.HasPrefix(line, []byte(LogHeaderPrefix)) {
-		return time.Time{}, b
-	}
-	for _, f := range strings.Fields(string(line)) {
-		if v, ok := strings.CutPrefix(f, "uploaded="); ok {
-			uploaded, _ = time.Parse(time.RFC3339, v)
-		}
-	}
-	return uploaded, rest
 }

@@ -11,23 +11,24 @@ import (
 	"time"
 
 	"github.com/dynia/dynia/internal/nodeconfig"
+	"github.com/dynia/dynia/internal/report"
 )
 
 func TestRingKeepsWholeLinesUpToTheBound(t *testing.T) {
 	t.Parallel()
 	r := NewRing()
 	line := strings.Repeat("x", 99) + "\n"
-	for i := 0; i < 2*LogTailBytes/len(line); i++ {
+	for i := 0; i < 2*report.LogTailBytes/len(line); i++ {
 		fmt.Fprintf(r, "%05d%s", i, line[5:])
 	}
 	b, _ := r.snapshot()
-	if len(b) > LogTailBytes {
-		t.Fatalf("ring holds %d bytes, bound %d", len(b), LogTailBytes)
+	if len(b) > report.LogTailBytes {
+		t.Fatalf("ring holds %d bytes, bound %d", len(b), report.LogTailBytes)
 	}
 	if !bytes.HasSuffix(b, []byte("\n")) || bytes.Count(b, []byte("\n"))*len(line) != len(b) {
 		t.Fatalf("ring does not hold whole lines: %q…", b[:40])
 	}
-	last := fmt.Sprintf("%05d", 2*LogTailBytes/len(line)-1)
+	last := fmt.Sprintf("%05d", 2*report.LogTailBytes/len(line)-1)
 	if !bytes.Contains(b, []byte(last)) {
 		t.Errorf("the newest line %s is missing", last)
 	}
@@ -63,7 +64,7 @@ func TestShipperUploadsRedactedTails(t *testing.T) {
 	ring := NewRing()
 	fmt.Fprintln(ring, `{"msg":"started","token":"node-secret-token-1"}`)
 	haproxyLog := filepath.Join(dir, "haproxy.log")
-	big := strings.Repeat("[NOTICE] haproxy line\n", 2*LogTailBytes/22)
+	big := strings.Repeat("[NOTICE] haproxy line\n", 2*report.LogTailBytes/22)
 	if err := os.WriteFile(haproxyLog, []byte(big+"last line with node-secret-token-1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -72,23 +73,23 @@ func TestShipperUploadsRedactedTails(t *testing.T) {
 		secrets: func() []string { return []string{"node-secret-token-1"} }}
 	s.ship(context.Background(), shipAll)
 
-	for _, c := range []string{LogPull, LogHAProxy} {
-		obj, err := store.Get(context.Background(), LogKey("shop", "amber-fox", c), "")
+	for _, c := range []string{report.LogPull, report.LogHAProxy} {
+		obj, err := store.Get(context.Background(), report.LogKey("shop", "amber-fox", c), "")
 		if err != nil {
 			t.Fatalf("%s tail not uploaded: %v", c, err)
 		}
-		up, body := ParseLogTail(obj.Body)
+		up, body := report.ParseLogTail(obj.Body)
 		if time.Since(up) > time.Minute {
 			t.Errorf("%s: header upload time %v", c, up)
 		}
 		if bytes.Contains(obj.Body, []byte("node-secret-token-1")) {
 			t.Errorf("%s tail contains the secret", c)
 		}
-		if len(body) > LogTailBytes {
-			t.Errorf("%s tail is %d bytes, bound %d", c, len(body), LogTailBytes)
+		if len(body) > report.LogTailBytes {
+			t.Errorf("%s tail is %d bytes, bound %d", c, len(body), report.LogTailBytes)
 		}
 	}
-	if _, err := store.Get(context.Background(), LogKey("shop", "amber-fox", LogCloudInit), ""); err == nil {
+	if _, err := store.Get(context.Background(), report.LogKey("shop", "amber-fox", report.LogCloudInit), ""); err == nil {
 		t.Error("a missing file was uploaded")
 	}
 	puts := store.puts()
@@ -101,7 +102,7 @@ func TestShipperUploadsRedactedTails(t *testing.T) {
 	if store.puts() != puts {
 		t.Error("a tail was rewritten within logMinGap")
 	}
-	s.at[LogPull] = time.Now().Add(-2 * logMinGap)
+	s.at[report.LogPull] = time.Now().Add(-2 * logMinGap)
 	s.ship(context.Background(), shipChanged)
 	if store.puts() != puts+1 {
 		t.Errorf("%d uploads after the gap, want exactly the changed pull tail", store.puts()-puts)
@@ -124,7 +125,7 @@ func TestShipperRetriesPendingComponents(t *testing.T) {
 	s := &shipper{d: d, sources: logSources(ring, dir, ""),
 		last: map[string]string{}, at: map[string]time.Time{}}
 	s.ship(context.Background(), shipAll)
-	if _, err := store.Get(context.Background(), LogKey("shop", "amber-fox", LogPull), ""); err == nil {
+	if _, err := store.Get(context.Background(), report.LogKey("shop", "amber-fox", report.LogPull), ""); err == nil {
 		t.Fatal("an empty ring was uploaded")
 	}
 	puts := store.puts()
@@ -134,7 +135,7 @@ func TestShipperRetriesPendingComponents(t *testing.T) {
 	if store.puts() != puts+1 {
 		t.Fatalf("%d uploads on the check, want the pull tail only", store.puts()-puts)
 	}
-	obj, err := store.Get(context.Background(), LogKey("shop", "amber-fox", LogPull), "")
+	obj, err := store.Get(context.Background(), report.LogKey("shop", "amber-fox", report.LogPull), "")
 	if err != nil || !bytes.Contains(obj.Body, []byte("dynia-pull running")) {
 		t.Fatalf("pull tail after the check: %v\n%s", err, obj.Body)
 	}

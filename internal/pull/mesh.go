@@ -16,6 +16,7 @@ import (
 	"github.com/dynia/dynia/internal/mesh"
 	"github.com/dynia/dynia/internal/nodeconfig"
 	"github.com/dynia/dynia/internal/render"
+	"github.com/dynia/dynia/internal/report"
 )
 
 // The mesh step (docs/pull.md, Mesh). keepalived's VRRP runs over one
@@ -125,11 +126,11 @@ func (d *Daemon) meshKey() (wgtypes.Key, error) {
 	if created {
 		d.log.Info("mesh key created", "path", m.set.KeyFile, "public_key", pub)
 	}
-	d.updateStatus(func(s *Status) {
-		s.Mesh = &MeshStatus{Interface: m.set.Interface, PublicKey: pub, Port: m.set.Port, Peers: []MeshPeerStatus{}}
+	d.rep.update(func(s *report.Status) {
+		s.Mesh = &report.MeshStatus{Interface: m.set.Interface, PublicKey: pub, Port: m.set.Port, Peers: []report.MeshPeerStatus{}}
 	})
 	if created {
-		d.kickStatus()
+		d.rep.kick()
 	}
 	return key, nil
 }
@@ -177,13 +178,13 @@ func (d *Daemon) syncMesh(ctx context.Context, st *cluster.State, keepPeers bool
 			"peers_removed", ch.Removed, "peers", len(cfg.Peers))
 	}
 	if ch.Relinked() && d.keepalivedRunning() {
-		d.needReload.keepalived = true
+		d.ap.markReload(false, true)
 	}
 	if err != nil {
 		return err
 	}
 	if addr.IsValid() {
-		d.updateStatus(func(s *Status) {
+		d.rep.update(func(s *report.Status) {
 			if s.Mesh != nil && s.Mesh.Address != addr.String() {
 				c := *s.Mesh
 				c.Address = addr.String()
@@ -224,11 +225,11 @@ func (d *Daemon) meshPoll(ctx context.Context) {
 	d.seedKeys(st)
 	d.learnKeys(ctx, st)
 	err := d.syncMesh(ctx, st, false)
-	if err == nil && d.needReload.keepalived {
-		if rerr := d.reload(ctx, d.log, false, true, nil); rerr != nil {
+	if _, pending := d.ap.pending(); err == nil && pending {
+		if _, rerr := d.ap.reload(ctx, d.log, false, true, nil); rerr != nil {
 			err = rerr
 		} else {
-			d.needReload.keepalived = false
+			d.ap.clearReload(false, true)
 			d.log.Info("keepalived reloaded: the mesh interface was re-made under it")
 		}
 	}
@@ -241,7 +242,7 @@ func (d *Daemon) meshPoll(ctx context.Context) {
 	m.mu.Unlock()
 	switch {
 	case err == nil && last != "":
-		d.clearError("mesh")
+		d.rep.clearError("mesh")
 	case err != nil && err.Error() != last:
 		_ = d.meshFailed(st.Generation, err) // recorded in the status; the loop goes on
 	}
@@ -398,13 +399,13 @@ func (d *Daemon) learnKeys(ctx context.Context, st *cluster.State) {
 // readPeerKey GETs a node's status report and returns its mesh key and
 // port; ok is false when there is none yet (no report, an old dynia-pull,
 // mesh disabled there), the read failed, or the report is not believed
-// (not signed with the report key st records for that node: ReadReport).
+// (not signed with the report key st records for that node: report.ReadReport).
 // A key is only ever taken from a report that verifies.
 func (d *Daemon) readPeerKey(ctx context.Context, store bucket.Store, st *cluster.State, id string) (wgtypes.Key, int, bool) {
 	gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	s, err := ReadReport(gctx, store, st, id)
-	var re *ReportError
+	s, err := report.ReadReport(gctx, store, st, id)
+	var re *report.ReportError
 	if errors.As(err, &re) {
 		m := d.mesh
 		m.mu.Lock()
@@ -454,9 +455,9 @@ func (d *Daemon) refreshMesh() {
 		}
 	}
 	now := time.Now()
-	out := make([]MeshPeerStatus, 0, len(peers))
+	out := make([]report.MeshPeerStatus, 0, len(peers))
 	for _, p := range peers {
-		ps := MeshPeerStatus{NodeID: byKey[p.PublicKey], PublicKey: p.PublicKey.String()}
+		ps := report.MeshPeerStatus{NodeID: byKey[p.PublicKey], PublicKey: p.PublicKey.String()}
 		if p.Endpoint != nil {
 			ps.Endpoint = p.Endpoint.String()
 		}
@@ -467,7 +468,7 @@ func (d *Daemon) refreshMesh() {
 		out = append(out, ps)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].NodeID < out[j].NodeID })
-	d.updateStatus(func(s *Status) {
+	d.rep.update(func(s *report.Status) {
 		if s.Mesh != nil {
 			c := *s.Mesh
 			c.Peers = out

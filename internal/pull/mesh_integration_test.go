@@ -16,8 +16,8 @@ import (
 
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/mesh"
-	"github.com/dynia/dynia/internal/pull"
 	"github.com/dynia/dynia/internal/render"
+	"github.com/dynia/dynia/internal/report"
 	"github.com/dynia/dynia/internal/testutil"
 )
 
@@ -39,12 +39,12 @@ func oneMaster(states []string, among []int) (int, error) {
 	master := -1
 	for _, i := range among {
 		switch states[i] {
-		case pull.VRRPMaster:
+		case report.VRRPMaster:
 			if master != -1 {
 				return -1, fmt.Errorf("two MASTERs: %v", states)
 			}
 			master = i
-		case pull.VRRPBackup:
+		case report.VRRPBackup:
 		default:
 			return -1, fmt.Errorf("node %d is %q: %v", i, states[i], states)
 		}
@@ -133,7 +133,7 @@ func (e *env) election(nodes []int) (lastStart, settled time.Time, masters int) 
 			if logTime(l).After(settled) {
 				settled = logTime(l)
 			}
-			if l["to"] == pull.VRRPMaster {
+			if l["to"] == report.VRRPMaster {
 				masters++
 			}
 		}
@@ -379,7 +379,7 @@ func TestVPCVRRPBehindFirewallSplits(t *testing.T) {
 	testutil.WaitFor(t, 60*time.Second, func() error {
 		states := e.vrrpStates()
 		for i, s := range states {
-			if s != pull.VRRPMaster {
+			if s != report.VRRPMaster {
 				return fmt.Errorf("%s is %q, want MASTER (no advert crosses the firewall): %v", e.ids[i], s, states)
 			}
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/mesh"
+	"github.com/dynia/dynia/internal/report"
 )
 
 func genKey(t *testing.T) wgtypes.Key {
@@ -81,9 +82,9 @@ func (c *countingStore) count(key string) int {
 	return c.gets[key]
 }
 
-func putReport(t *testing.T, m *memStore, id string, ms *MeshStatus) {
+func putReport(t *testing.T, m *memStore, id string, ms *report.MeshStatus) {
 	t.Helper()
-	b, err := json.Marshal(Status{NodeID: id, Cluster: "shop", VRRPState: VRRPUnknown, Mesh: ms, UpdatedAt: time.Now().UTC()})
+	b, err := json.Marshal(report.Status{NodeID: id, Cluster: "shop", VRRPState: report.VRRPUnknown, Mesh: ms, UpdatedAt: time.Now().UTC()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +109,7 @@ func TestLearnKeys(t *testing.T) {
 	known := func() map[string]peerKey { return d.mesh.knownKeys() }
 
 	// brisk-owl has reported its key; calm-heron has no report yet.
-	putReport(t, store.memStore, "brisk-owl", &MeshStatus{PublicKey: kb.String(), Port: 51821})
+	putReport(t, store.memStore, "brisk-owl", &report.MeshStatus{PublicKey: kb.String(), Port: 51821})
 	d.learnKeys(ctx, st)
 	if k := known()["brisk-owl"]; !k.known || k.key != kb || k.port != 51821 {
 		t.Fatalf("brisk-owl after one poll: %+v", k)
@@ -127,7 +128,7 @@ func TestLearnKeys(t *testing.T) {
 	if known()["calm-heron"].known {
 		t.Fatal("calm-heron known from a report without mesh")
 	}
-	putReport(t, store.memStore, "calm-heron", &MeshStatus{PublicKey: kc.String(), Port: 51820})
+	putReport(t, store.memStore, "calm-heron", &report.MeshStatus{PublicKey: kc.String(), Port: 51820})
 	d.learnKeys(ctx, st)
 	if k := known()["calm-heron"]; !k.known || k.key != kc {
 		t.Fatalf("calm-heron within a poll of its report: %+v", k)
@@ -146,7 +147,7 @@ func TestLearnKeys(t *testing.T) {
 	d.mesh.keys["calm-heron"].checked = time.Now().Add(-keyRecheck - time.Second)
 	d.mesh.mu.Unlock()
 	kb2 := genKey(t).PublicKey()
-	putReport(t, store.memStore, "brisk-owl", &MeshStatus{PublicKey: kb2.String(), Port: 51821})
+	putReport(t, store.memStore, "brisk-owl", &report.MeshStatus{PublicKey: kb2.String(), Port: 51821})
 	bBefore, cBefore := store.count(bKey), store.count(cKey)
 	d.learnKeys(ctx, st)
 	if store.count(bKey) != bBefore+1 || store.count(cKey) != cBefore {
@@ -172,7 +173,7 @@ func TestLearnKeys(t *testing.T) {
 	// A new droplet under the same id (a new private IP) is read again at
 	// the next poll, though its key is not due for a re-check.
 	kb3 := genKey(t).PublicKey()
-	putReport(t, store.memStore, "brisk-owl", &MeshStatus{PublicKey: kb3.String(), Port: 51820})
+	putReport(t, store.memStore, "brisk-owl", &report.MeshStatus{PublicKey: kb3.String(), Port: 51820})
 	st.Node("brisk-owl").PrivateIP = "10.9.0.22"
 	d.learnKeys(ctx, st)
 	if k := known()["brisk-owl"]; k.key != kb3 || k.privateIP != "10.9.0.22" {

@@ -8,6 +8,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/dynia/dynia/internal/report"
 )
 
 type metrics struct {
@@ -58,12 +60,12 @@ func newMetrics(sinceLastPoll func() float64) *metrics {
 			Name: "dynia_pull_seconds_since_last_successful_poll",
 			Help: "Seconds since the state object was last read (or found unchanged)."}, sinceLastPoll),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m.setVRRP(VRRPUnknown)
+	m.setVRRP(report.VRRPUnknown)
 	return m
 }
 
 func (m *metrics) setVRRP(state string) {
-	for _, s := range []string{VRRPMaster, VRRPBackup, VRRPFault, VRRPUnknown} {
+	for _, s := range []string{report.VRRPMaster, report.VRRPBackup, report.VRRPFault, report.VRRPUnknown} {
 		v := 0.0
 		if s == state {
 			v = 1
@@ -87,7 +89,7 @@ func (d *Daemon) Handler() http.Handler {
 	})
 	mux.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		s := d.snapshot()
+		s := d.rep.snapshot()
 		// An encode error means the client went away mid-answer; there is
 		// no one left to tell.
 		_ = json.NewEncoder(w).Encode(s)

@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/dynia/dynia/internal/report"
 	"github.com/dynia/dynia/internal/testutil"
 )
 
@@ -97,7 +98,7 @@ func TestReadFIFOReadErrorLeavesNothing(t *testing.T) {
 	if !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Errorf("readFIFO: %v, want unexpected EOF", err)
 	}
-	if len(got) != 1 || got[0] != VRRPMaster {
+	if len(got) != 1 || got[0] != report.VRRPMaster {
 		t.Errorf("states %q, want [MASTER]", got)
 	}
 }

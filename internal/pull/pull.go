@@ -23,51 +23,47 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
-	"github.com/dynia/dynia/internal/extcmd"
 	"github.com/dynia/dynia/internal/poll"
 	"github.com/dynia/dynia/internal/procstat"
 	"github.com/dynia/dynia/internal/render"
+	"github.com/dynia/dynia/internal/report"
 )
 
 // Daemon converges one node. Create it with New; Run polls until ctx ends,
-// Step applies once.
+// Step applies once. It runs the poll loop and wires three pieces that
+// each own their state and lock: the applier (apply.go: validate, commit
+// and reload a render, with a per-file ApplyResult), the status reporter
+// (status.go: the report and its writes) and the claim loop (claim.go:
+// the Reserved IP, switching on failover's typed Outcome).
 type Daemon struct {
 	log     *slog.Logger
 	nodeID  string
 	version string
-	claimer ReservedIPClaimer
+	notify  notifyFunc
 	paths   render.Paths
 	m       *metrics
 	sup     *supervisor
 	mesh    *meshState // nil: VRRP over the VPC interface (mesh_disabled)
 	app     *appState  // nil: no app runtime
 	tls     *tlsState
-	// applyMu serializes Apply: the poll loop applies new states, the app
-	// loop re-applies when the node's app instance changes.
+	// applyMu serializes Apply (render, mesh, the applier's install, the
+	// applied state): the poll loop applies new states, the app loop
+	// re-applies when the node's app instance changes.
 	applyMu sync.Mutex
-	kick    chan struct{}
+	ap      *applier
+	rep     *statusReporter
+	claim   *claimLoop
 	wake    chan struct{} // Reconfigure: poll now with the new settings
-	claims  chan string
-	verify  chan struct{} // check the claimer's credentials now (token file replaced)
-	// stateKey verifies states (nil: a node made before signing);
-	// reportKey signs this node's reports (nil: unsigned). sign.go.
-	stateKey  ed25519.PublicKey
-	reportKey ed25519.PrivateKey
-
-	// noReports is set while the applied state marks this node removing
-	// or no longer has it: `dynia node remove` deletes the node's report,
-	// and a report written after that would bring a removed node back.
-	noReports atomic.Bool
+	// stateKey verifies states (nil: a node made before signing; sign.go).
+	stateKey ed25519.PublicKey
 
 	mu       sync.Mutex // guards set (live-reloadable fields), store and storeGen
 	set      Settings
@@ -75,30 +71,17 @@ type Daemon struct {
 	storeGen int // bumped by Reconfigure: an ETag from an older store is not reused
 
 	// Loop state, touched only by the goroutine running Step/Run.
-	etag       string
-	etagGen    int // the storeGen etag was read from
-	lastFull   time.Time
-	lastReload time.Time
-	failures   int
-	keptGen    int64 // generation in the accepted-state file
-	// needReload is set before a file is installed and cleared after its
-	// daemon reloaded, so after a failed rename or reload the next apply
-	// reloads even though the files on disk already match.
-	needReload struct{ haproxy, keepalived bool }
+	etag     string
+	etagGen  int // the storeGen etag was read from
+	lastFull time.Time
+	failures int
+	keptGen  int64 // generation in the accepted-state file
 
 	amu          sync.Mutex // guards applied, accepted, lastPollOK, firstApplied
 	applied      *cluster.State
 	accepted     int64 // newest generation applied: older ones are replays
 	lastPollOK   time.Time
 	firstApplied bool
-
-	smu    sync.Mutex // guards status and configWarning
-	status Status
-	// configWarning is a problem with pull.json the daemon runs despite
-	// (keys ignored): reported as last_error whenever no other error is,
-	// until a reload of a fixed file clears it.
-	configWarning   string
-	configWarningAt *time.Time
 }
 
 // Options are a Daemon's collaborators.
@@ -110,6 +93,10 @@ type Options struct {
 	// App runs the app's releases on this node; nil: no app (tests, or a
 	// node whose app something else runs on its app port).
 	App appRuntime
+	// Notify sends a systemd notification (sd_notify(3): READY=1 after the
+	// first apply attempt, STOPPING=1 at shutdown; sdnotify.go); nil: to
+	// $NOTIFY_SOCKET when set.
+	Notify func(state string)
 }
 
 // New returns a daemon for the given settings and store.
@@ -120,16 +107,29 @@ func New(set Settings, store bucket.Store, opts Options) *Daemon {
 	}
 	log = log.With("cluster", set.Cluster, "node", set.NodeID)
 	d := &Daemon{
-		log: log, nodeID: set.NodeID, version: opts.Version, claimer: opts.Claimer,
+		log: log, nodeID: set.NodeID, version: opts.Version,
 		paths: render.PathsIn(set.RunDir), set: set, store: store,
-		sup: newSupervisor(log, set.LogDir), mesh: newMeshState(set.Mesh), kick: make(chan struct{}, 1), wake: make(chan struct{}, 1), claims: make(chan string, 1), verify: make(chan struct{}, 1),
+		sup: newSupervisor(log, set.LogDir), mesh: newMeshState(set.Mesh), wake: make(chan struct{}, 1),
+	}
+	d.notify = opts.Notify
+	if d.notify == nil {
+		d.notify = sdNotify(log)
 	}
 	d.m = newMetrics(d.sinceLastPoll)
-	d.status = Status{NodeID: set.NodeID, Cluster: set.Cluster, VRRPState: VRRPUnknown, Version: opts.Version, Image: set.Image, Backends: []BackendStatus{},
-		StateSignature: StateVerified}
+	d.rep = &statusReporter{log: log, m: d.m, kickc: make(chan struct{}, 1),
+		refresh: func(ctx context.Context) { d.refreshHealth(ctx); d.refreshMesh() },
+		target: func() (string, bucket.Store) {
+			set, store := d.current()
+			return cluster.StatusKey(set.Cluster, set.NodeID), store
+		}}
+	d.ap = &applier{log: log, paths: d.paths, m: d.m, sup: d.sup, settings: func() Settings { set, _ := d.current(); return set },
+		startDaemons: d.superviseStart}
+	d.claim = newClaimLoop(log, d.m, d.rep, opts.Claimer, set.NodeID, d.appliedState)
+	d.rep.status = report.Status{NodeID: set.NodeID, Cluster: set.Cluster, VRRPState: report.VRRPUnknown, Version: opts.Version, Image: set.Image, Backends: []report.BackendStatus{},
+		StateSignature: report.StateVerified}
 	d.stateKey = set.StatePublicKey
 	if d.stateKey == nil {
-		d.status.StateSignature = StateUnchecked
+		d.rep.status.StateSignature = report.StateUnchecked
 		log.Warn("no state_public_key in the node config: state signatures are not checked (a node made before state signing; replace it to re-key)")
 	}
 	if set.ReportKeyFile != "" {
@@ -139,7 +139,7 @@ func New(set Settings, store bucket.Store, opts Options) *Daemon {
 			// the state holds a report key for: it shows as unverifiable.
 			log.Error("report key not loaded: reports are written unsigned", "err", err)
 		}
-		d.reportKey = key
+		d.rep.key = key
 	}
 	d.loadAccepted(set)
 	// The CLI's floor from the user-data: no state older than the one
@@ -149,7 +149,7 @@ func New(set Settings, store bucket.Store, opts Options) *Daemon {
 	if opts.App != nil {
 		d.app = &appState{rt: opts.App, keyFile: set.ClusterKeyFile, kick: make(chan struct{}, 1), nodeID: set.NodeID,
 			bind: d.privateIP, readPeers: readPeerReport(func() bucket.Store { _, st := d.current(); return st })}
-		d.status.App = &AppStatus{State: AppNone}
+		d.rep.status.App = &report.AppStatus{State: report.AppNone}
 	}
 	return d
 }
@@ -314,39 +314,9 @@ func (d *Daemon) superviseStart(ctx context.Context) {
 		}
 		d.log.Info("adopted daemon may predate its config on disk; reloading it at the next apply",
 			"component", spec.name, "pid", a.pid)
-		if spec.name == "haproxy" {
-			d.needReload.haproxy = true
-		} else {
-			d.needReload.keepalived = true
-		}
+		d.ap.markReload(spec.name == "haproxy", spec.name == "keepalived")
 	}
 }
-
-// masterSocketWait bounds how long a reload waits for a just-started
-// HAProxy's master socket; past it the apply fails and is retried.
-const masterSocketWait = 10 * time.Second
-
-// haproxyPredatesConfig says whether the HAProxy the supervisor runs
-// started no later than its config file was installed, so it may run an
-// older config. (An adopted one's start is known to the second at best,
-// from /proc/stat's btime: a doubt reloads, which costs nothing.)
-func (d *Daemon) haproxyPredatesConfig(set Settings) bool {
-	pid, started := d.sup.running("haproxy")
-	if pid == 0 {
-		return false // none running: the next start reads the file
-	}
-	fi, err := os.Stat(set.HAProxyConfig)
-	if err != nil {
-		return false
-	}
-	// The inode's change time comes from the kernel's coarse clock (a few
-	// ms behind), the start time from time.Now: a margin keeps a config
-	// installed just after the start from looking older than the daemon.
-	return !started.After(changeTime(fi).Add(predatesMargin))
-}
-
-// predatesMargin is haproxyPredatesConfig's allowance for clock grain.
-const predatesMargin = 50 * time.Millisecond
 
 // changeTime is a file's inode change time, which the rename installing a
 // config sets; its modification time is the staged file's, written before
@@ -380,9 +350,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer wg.Wait()
 	wg.Add(8)
 	go func() { defer wg.Done(); notifyLoop(ctx, d.log, d.paths.NotifyFIFO, d.onVRRP, time.Second) }()
-	go func() { defer wg.Done(); d.reportLoop(ctx) }()
-	go func() { defer wg.Done(); d.claimLoop(ctx) }()
-	go func() { defer wg.Done(); d.verifyLoop(ctx) }()
+	go func() { defer wg.Done(); d.rep.loop(ctx) }()
+	go func() { defer wg.Done(); d.claim.run(ctx) }()
+	go func() { defer wg.Done(); d.claim.verifyLoop(ctx) }()
 	go func() { defer wg.Done(); d.healthLoop(ctx) }()
 	go func() { defer wg.Done(); d.appLoop(ctx) }()
 	go func() { defer wg.Done(); d.tlsLoop(ctx) }()
@@ -390,10 +360,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer d.sup.wait()
 	defer d.closeMesh()
 
-	for {
+	for first := true; ; first = false {
 		set, _ := d.current()
 		force := time.Since(d.lastFull) >= fullRenderEvery
 		_, err := d.Step(ctx, force)
+		if first && ctx.Err() == nil {
+			var gen int64
+			if st := d.appliedState(); st != nil {
+				gen = st.Generation
+			}
+			d.notify(readyState(gen, err))
+		}
 		var ae *ApplyError
 		refused := errors.As(err, &ae) && (ae.Reason == "decode" || ae.Reason == "signature" || ae.Reason == "replay")
 		if force && (err == nil || refused) {
@@ -416,6 +393,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			d.log.Info("stopping")
+			d.notify("STOPPING=1")
 			return nil
 		case <-time.After(wait):
 		case <-d.wake:
@@ -505,7 +483,7 @@ func (d *Daemon) Step(ctx context.Context, force bool) (Result, error) {
 func (d *Daemon) reportsFor(st *cluster.State, nodeID string) (gone bool) {
 	self := st.Node(nodeID)
 	off := self == nil || self.Lifecycle == cluster.Removing
-	if d.noReports.Swap(off) != off {
+	if d.rep.off.Swap(off) != off {
 		if off {
 			d.log.Info("this node is being removed from the state; no more status reports", "generation", st.Generation, "in_state", self != nil)
 		} else {
@@ -519,48 +497,7 @@ func (d *Daemon) pollOK() {
 	d.amu.Lock()
 	d.lastPollOK = time.Now()
 	d.amu.Unlock()
-	d.clearError("poll")
-}
-
-// clearError clears the reported error once its cause is gone: any error
-// after a good apply, a poll error after a good poll (prefix "" matches all).
-// A config warning is never cleared here: it is reported again instead.
-func (d *Daemon) clearError(prefix string) {
-	cleared := false
-	d.updateStatus(func(s *Status) {
-		if s.LastError != "" && s.LastError != d.configWarning && strings.HasPrefix(s.LastError, prefix) {
-			s.LastError, s.LastErrorAt, cleared = d.configWarning, d.configWarningAt, true
-		}
-	})
-	if cleared {
-		d.kickStatus()
-	}
-}
-
-// setConfigWarning records (or, with "", clears) a pull.json problem the
-// daemon runs despite; it stays in last_error until cleared.
-func (d *Daemon) setConfigWarning(msg string) {
-	changed := false
-	d.updateStatus(func(s *Status) {
-		if msg == d.configWarning {
-			return
-		}
-		changed = true
-		old := d.configWarning
-		d.configWarning, d.configWarningAt = msg, nil
-		if msg != "" {
-			now := time.Now().UTC()
-			d.configWarningAt = &now
-		}
-		// Replace the shown error if it is the old warning or none; a
-		// failed apply shown now keeps its place until it clears.
-		if s.LastError == "" || s.LastError == old {
-			s.LastError, s.LastErrorAt = d.configWarning, d.configWarningAt
-		}
-	})
-	if changed {
-		d.kickStatus()
-	}
+	d.rep.clearError("poll")
 }
 
 // fail records a refused or failed apply: one log line, a metric and the
@@ -572,151 +509,8 @@ func (d *Daemon) fail(gen int64, err *ApplyError) error {
 		log = log.With("generation", gen)
 	}
 	log.Error("state not applied; last good config keeps serving", "reason", err.Reason, "err", err.Err)
-	now := time.Now().UTC()
-	changed := false
-	d.updateStatus(func(s *Status) {
-		changed = s.LastError != err.Error()
-		s.LastError, s.LastErrorAt = err.Error(), &now
-	})
-	if changed {
-		d.kickStatus()
-	}
+	d.rep.setError(err.Error())
 	return err
-}
-
-// Apply renders st for this node and installs what changed.
-func (d *Daemon) Apply(ctx context.Context, st *cluster.State) (Result, error) {
-	d.applyMu.Lock()
-	defer d.applyMu.Unlock()
-	if d.app != nil {
-		d.adoptApp(ctx, st) // a restarted dynia-pull renders the running app at once
-	}
-	set, _ := d.current()
-	log := d.log.With("generation", st.Generation)
-	self := st.Node(set.NodeID)
-	local := render.Local{NodeID: set.NodeID, RunDir: set.RunDir, App: d.localApp(st), NoIdleClose: set.NoIdleClose}
-	local.ACME, local.TLS = d.localTLS(st)
-	if set.Mesh != nil {
-		local.Mesh, local.Interface = true, set.Mesh.Interface
-	} else if self != nil {
-		local.Interface = interfaceWith(self.PrivateIP)
-	}
-	res, err := render.Render(st, local)
-	if err != nil {
-		return Unchanged, d.fail(st.Generation, &ApplyError{"render", err})
-	}
-	d.amu.Lock()
-	prev := d.applied
-	d.amu.Unlock()
-	// Defence only: no state that passed cluster.Decode and Render reaches
-	// this. The guard needs this node ready or draining (Decode admits no
-	// other lifecycle besides provisioning and removing), render.Backends
-	// keeps every ready and draining node, and Render fails without this
-	// node, so this node itself is a backend. It is kept for the day
-	// Backends learns to leave nodes out (e.g. unhealthy ones): an empty
-	// backend while serving is an outage, never a state to apply.
-	if len(res.Backends) == 0 && prev != nil && len(render.Backends(prev)) > 0 &&
-		self.Lifecycle != cluster.Provisioning && self.Lifecycle != cluster.Removing {
-		return Unchanged, d.fail(st.Generation, &ApplyError{"zero_backends",
-			errors.New("the state leaves no backend while this node is in service")})
-	}
-
-	// keepalived -t checks that keepalived.conf's interface exists: bring
-	// the mesh up first. Peers follow once the state is applied (meshPoll).
-	if d.mesh != nil {
-		if err := d.syncMesh(ctx, st, true); err != nil {
-			return Unchanged, d.meshFailed(st.Generation, err)
-		}
-	}
-
-	type job struct {
-		path, tmp string
-		content   []byte
-		validate  func(context.Context, string, string) error
-		bin       string
-		reason    string
-	}
-	var jobs []*job
-	for _, j := range []*job{
-		{path: set.HAProxyConfig, content: res.HAProxy.Content, validate: validateHAProxy, bin: set.HAProxyBin, reason: "haproxy"},
-		{path: set.KeepalivedConfig, content: res.Keepalived.Content, validate: validateKeepalived, bin: set.KeepalivedBin, reason: "keepalived"},
-	} {
-		if cur, err := os.ReadFile(j.path); err == nil {
-			h, ok := render.FileHash(cur)
-			want, _ := render.FileHash(j.content)
-			if ok && h == want {
-				continue
-			}
-		}
-		jobs = append(jobs, j)
-	}
-	if len(jobs) == 0 && !d.needReload.haproxy && !d.needReload.keepalived {
-		d.applied1(st, res)
-		return Unchanged, nil
-	}
-
-	// Stage and validate everything before touching any target.
-	cleanup := func() {
-		for _, j := range jobs {
-			if j.tmp != "" {
-				_ = os.Remove(j.tmp) // best effort: the failure being returned matters more
-			}
-		}
-	}
-	for _, j := range jobs {
-		tmp, err := stageFile(j.path, j.content, 0o644)
-		if err != nil {
-			cleanup()
-			return Unchanged, d.fail(st.Generation, &ApplyError{"install", err})
-		}
-		j.tmp = tmp
-		if err := j.validate(ctx, j.bin, tmp); err != nil {
-			cleanup()
-			return Unchanged, d.fail(st.Generation, &ApplyError{"validate_" + j.reason, err})
-		}
-	}
-
-	// Each daemon's pending reload is recorded before its file is renamed:
-	// if a later rename (or the reload) fails, the files already installed
-	// match the next render, and only this flag makes the next apply reload
-	// the daemon instead of leaving it on the old config.
-	for _, j := range jobs {
-		if j.reason == "keepalived" {
-			d.needReload.keepalived = true
-		}
-		if j.reason == "haproxy" {
-			d.needReload.haproxy = true
-			// Act on drains now, and carry states over the reload for the
-			// servers whose address and port stay.
-			if err := setServerStates(ctx, d.paths.StatsSocket, res.Backends); err != nil {
-				log.Debug("runtime server states not set (haproxy not running?)", "err", err)
-			}
-			if err := saveServerState(ctx, d.paths.StatsSocket, d.paths.ServerStateFile, j.content); err != nil {
-				log.Warn("save server state before reload", "err", err)
-			}
-		}
-		if err := commitFile(j.tmp, j.path); err != nil {
-			j.tmp = ""
-			cleanup()
-			return Unchanged, d.fail(st.Generation, &ApplyError{"install", err})
-		}
-		j.tmp = ""
-	}
-
-	if err := d.reload(ctx, log, d.needReload.haproxy, d.needReload.keepalived, res.Backends); err != nil {
-		return Unchanged, d.fail(st.Generation, err)
-	}
-	d.needReload.haproxy, d.needReload.keepalived = false, false
-	d.applied1(st, res)
-	d.m.applies.Inc()
-	now := time.Now().UTC()
-	d.updateStatus(func(s *Status) {
-		s.LastApplyAt = &now
-	})
-	d.kickStatus()
-	log.Info("applied", "files", len(jobs), "backends", len(res.Backends),
-		"haproxy_hash", res.HAProxy.Hash, "keepalived_hash", res.Keepalived.Hash)
-	return Changed, nil
 }
 
 // applied1 records st as the node's applied state (files on disk match it).
@@ -727,9 +521,9 @@ func (d *Daemon) applied1(st *cluster.State, res *render.Result) {
 	d.firstApplied = true
 	d.amu.Unlock()
 	d.m.generation.Set(float64(st.Generation))
-	d.clearError("")
+	d.rep.clearError("")
 	newGen := false
-	d.updateStatus(func(s *Status) {
+	d.rep.update(func(s *report.Status) {
 		newGen = s.AppliedGeneration != st.Generation
 		s.AppliedGeneration = st.Generation
 		s.HAProxyConfigHash = res.HAProxy.Hash
@@ -739,95 +533,8 @@ func (d *Daemon) applied1(st *cluster.State, res *render.Result) {
 	// (e.g. the Reserved IP recorded): the CLI waits for every node to
 	// report the generation it wrote, and the heartbeat is a minute away.
 	if newGen {
-		d.kickStatus()
+		d.rep.kick()
 	}
-}
-
-// reload reloads the changed daemons once, no sooner than
-// minReloadInterval after the previous reload.
-func (d *Daemon) reload(ctx context.Context, log *slog.Logger, haproxy, keepalived bool, backends []render.Backend) *ApplyError {
-	set, _ := d.current()
-	if wait := minReloadInterval - time.Since(d.lastReload); wait > 0 {
-		select {
-		case <-ctx.Done():
-			return &ApplyError{"reload_haproxy", ctx.Err()}
-		case <-time.After(wait):
-		}
-	}
-	defer func() { d.lastReload = time.Now() }()
-	if set.Supervise {
-		d.superviseStart(ctx) // first apply: start what was not running
-	}
-	if haproxy && len(set.HAProxyReload) > 0 {
-		began := time.Now()
-		if err := runReloadCommand(ctx, set.HAProxyReload); err != nil {
-			return &ApplyError{"reload_haproxy", err}
-		}
-		d.m.reloadSeconds.WithLabelValues("haproxy").Observe(time.Since(began).Seconds())
-		if err := setServerStates(ctx, d.paths.StatsSocket, backends); err != nil {
-			log.Warn("runtime server states not set after reload", "err", err)
-		}
-	} else if haproxy {
-		began := time.Now()
-		_, err := os.Stat(d.paths.MasterSocket)
-		if err != nil && d.haproxyPredatesConfig(set) {
-			// Started (by an earlier apply) from the config before this
-			// one, and not listening on its master socket yet (a loaded
-			// machine): skipping the reload would leave it on the old
-			// config until the next change.
-			wctx, cancel := context.WithTimeout(ctx, masterSocketWait)
-			err = poll.Until(wctx, func() error { _, err := os.Stat(d.paths.MasterSocket); return err })
-			cancel()
-			if err != nil {
-				return &ApplyError{"reload_haproxy", fmt.Errorf("haproxy started before this config and its master socket is not up after %v: %w", masterSocketWait, err)}
-			}
-		}
-		if err != nil {
-			log.Info("haproxy not running yet; it will load the new config when it starts")
-		} else if err := reloadHAProxy(ctx, d.paths.MasterSocket); err != nil {
-			return &ApplyError{"reload_haproxy", err}
-		} else {
-			d.m.reloadSeconds.WithLabelValues("haproxy").Observe(time.Since(began).Seconds())
-			// The new worker loaded the saved states; set them again for
-			// servers that were not in the old worker.
-			if err := setServerStates(ctx, d.paths.StatsSocket, backends); err != nil {
-				log.Warn("runtime server states not set after reload", "err", err)
-			}
-		}
-	}
-	if keepalived && len(set.KeepalivedReload) > 0 {
-		began := time.Now()
-		if err := runReloadCommand(ctx, set.KeepalivedReload); err != nil {
-			return &ApplyError{"reload_keepalived", err}
-		}
-		d.m.reloadSeconds.WithLabelValues("keepalived").Observe(time.Since(began).Seconds())
-	} else if keepalived {
-		began := time.Now()
-		pid := d.sup.pid("keepalived")
-		if pid == 0 {
-			pid = readPid(d.paths.KeepalivedPid)
-		}
-		if pid == 0 {
-			log.Info("keepalived not running yet; it will load the new config when it starts")
-		} else if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
-			return &ApplyError{"reload_keepalived", fmt.Errorf("SIGHUP keepalived pid %d: %w", pid, err)}
-		} else {
-			d.m.reloadSeconds.WithLabelValues("keepalived").Observe(time.Since(began).Seconds())
-		}
-	}
-	return nil
-}
-
-// runReloadCommand runs a reload command from pull.json (an argv, no
-// shell), bounded by toolTimeout; a failure names the command and carries
-// the end of its output.
-func runReloadCommand(ctx context.Context, argv []string) error {
-	ctx, cancel := context.WithTimeout(ctx, toolTimeout)
-	defer cancel()
-	if _, err := extcmd.Combined(exec.CommandContext(ctx, argv[0], argv[1:]...)); err != nil {
-		return fmt.Errorf("reload command: %w", err)
-	}
-	return nil
 }
 
 // readPid is the running process the pid file at path names, 0 for none
@@ -874,7 +581,7 @@ func (d *Daemon) restoreVRRP(set Settings, a *adopted) {
 	}
 	state := strings.TrimSpace(string(b))
 	switch state {
-	case VRRPMaster, VRRPBackup, VRRPFault:
+	case report.VRRPMaster, report.VRRPBackup, report.VRRPFault:
 		d.log.Info("vrrp state of the adopted keepalived restored", "state", state, "pid", a.pid)
 		d.onVRRP(state)
 	}
@@ -883,10 +590,10 @@ func (d *Daemon) restoreVRRP(set Settings, a *adopted) {
 // onVRRP handles a state line from keepalived's notify fifo.
 func (d *Daemon) onVRRP(state string) {
 	prev := ""
-	d.updateStatus(func(s *Status) {
+	d.rep.update(func(s *report.Status) {
 		prev = s.VRRPState
 		s.VRRPState = state
-		if state != VRRPMaster {
+		if state != report.VRRPMaster {
 			s.ReservedIP.Held, s.ReservedIP.Note = false, ""
 		}
 	})
@@ -899,21 +606,11 @@ func (d *Daemon) onVRRP(state string) {
 	if err := writeFileAtomic(vrrpStateFile(set), []byte(state+"\n"), 0o644); err != nil {
 		d.log.Warn("record vrrp state", "err", err)
 	}
-	if state == VRRPMaster {
+	if state == report.VRRPMaster {
 		d.kickTLS() // the new MASTER orders or renews if due
 	}
-	if state == VRRPMaster && d.claimer != nil {
-		select {
-		case d.claims <- "vrrp " + prev + " -> MASTER":
-		default: // a claim is already pending
-		}
+	if state == report.VRRPMaster {
+		d.claim.request("vrrp " + prev + " -> MASTER")
 	}
-	d.kickStatus()
-}
-
-// currentConfigWarning is the pull.json problem the daemon runs despite ("" if none).
-func (d *Daemon) currentConfigWarning() string {
-	d.smu.Lock()
-	defer d.smu.Unlock()
-	return d.configWarning
+	d.rep.kick()
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/failover"
+	"github.com/dynia/dynia/internal/report"
 )
 
 // memStore is an in-memory bucket.Store with ETags.
@@ -121,7 +122,7 @@ func TestStepAppliesAndSkips(t *testing.T) {
 	// A new generation with the same content is applied without rewriting,
 	// and reported at once (the CLI waits for it).
 	select {
-	case <-d.kick:
+	case <-d.rep.kickc:
 	default:
 	}
 	putState(t, m, testState(2, 2))
@@ -129,11 +130,11 @@ func TestStepAppliesAndSkips(t *testing.T) {
 		t.Fatalf("same-content step = %v, %v", res, err)
 	}
 	select {
-	case <-d.kick:
+	case <-d.rep.kickc:
 	default:
 		t.Error("a new generation that changed no file asked for no status report")
 	}
-	if g := d.snapshot().AppliedGeneration; g != 2 {
+	if g := d.rep.snapshot().AppliedGeneration; g != 2 {
 		t.Errorf("applied generation = %d, want 2", g)
 	}
 	// A hand edit is repaired by a forced step.
@@ -205,7 +206,7 @@ func TestBadInputKeepsLastGood(t *testing.T) {
 			if string(now) != string(good) {
 				t.Error("config on disk changed")
 			}
-			if st := d.snapshot(); st.LastError == "" || st.AppliedGeneration != 1 {
+			if st := d.rep.snapshot(); st.LastError == "" || st.AppliedGeneration != 1 {
 				t.Errorf("status = %+v", st)
 			}
 		})
@@ -245,16 +246,16 @@ func TestPollErrorAndStatus(t *testing.T) {
 	if _, err := d.Step(ctx, false); err != nil {
 		t.Fatal(err)
 	}
-	if d.snapshot().LastError != "" {
+	if d.rep.snapshot().LastError != "" {
 		t.Error("error not cleared after a good apply")
 	}
-	d.writeStatus(ctx)
+	d.rep.write(ctx)
 	obj, err := m.Get(ctx, cluster.StatusKey("shop", "amber-fox"), "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := DecodeStatus(obj.Body)
-	if err != nil || st.AppliedGeneration != 1 || st.NodeID != "amber-fox" || st.VRRPState != VRRPUnknown {
+	st, err := report.DecodeStatus(obj.Body)
+	if err != nil || st.AppliedGeneration != 1 || st.NodeID != "amber-fox" || st.VRRPState != report.VRRPUnknown {
 		t.Errorf("status = %+v, %v", st, err)
 	}
 	if err := d.healthy(); err != nil {
@@ -282,8 +283,8 @@ func TestParseStat(t *testing.T) {
 func TestParseNotify(t *testing.T) {
 	t.Parallel()
 	for line, want := range map[string]string{
-		`INSTANCE "dynia" MASTER 150`: VRRPMaster, `INSTANCE "dynia" BACKUP 140`: VRRPBackup,
-		`INSTANCE "dynia" FAULT 0`: VRRPFault, `INSTANCE "dynia" STOP 0`: VRRPUnknown, `GROUP "g" MASTER`: "",
+		`INSTANCE "dynia" MASTER 150`: report.VRRPMaster, `INSTANCE "dynia" BACKUP 140`: report.VRRPBackup,
+		`INSTANCE "dynia" FAULT 0`: report.VRRPFault, `INSTANCE "dynia" STOP 0`: report.VRRPUnknown, `GROUP "g" MASTER`: "",
 	} {
 		if got, _ := parseNotify(line); got != want {
 			t.Errorf("parseNotify(%q) = %q, want %q", line, got, want)
@@ -308,11 +309,11 @@ type fakeClaimer struct{ calls chan string }
 
 func (f fakeClaimer) Claim(_ context.Context, _ *cluster.State, reason string) (failover.Result, error) {
 	f.calls <- reason
-	return failover.Result{Moved: true, Held: true, Reason: reason}, nil
+	return failover.Result{Outcome: failover.Assigned, Reason: reason}, nil
 }
 
 func (f fakeClaimer) Check(context.Context, *cluster.State) (failover.Result, error) {
-	return failover.Result{Held: true, Reason: "already here"}, nil
+	return failover.Result{Outcome: failover.AlreadyHere, Reason: "already here"}, nil
 }
 
 func (f fakeClaimer) Verify(context.Context) error { return nil }
@@ -328,7 +329,7 @@ func TestMasterClaims(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go readFIFO(ctx, d.paths.NotifyFIFO, d.onVRRP)
-	go d.claimLoop(ctx)
+	go d.claim.run(ctx)
 	f, err := os.OpenFile(d.paths.NotifyFIFO, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -353,13 +354,13 @@ type stateClaimer struct {
 }
 
 func (c *stateClaimer) Claim(_ context.Context, _ *cluster.State, reason string) (failover.Result, error) {
-	c.calls <- c.d.snapshot().VRRPState + ": " + reason
-	return failover.Result{Moved: true, Held: true, Reason: reason}, nil
+	c.calls <- c.d.rep.snapshot().VRRPState + ": " + reason
+	return failover.Result{Outcome: failover.Assigned, Reason: reason}, nil
 }
 
 func (c *stateClaimer) Check(context.Context, *cluster.State) (failover.Result, error) {
-	c.calls <- c.d.snapshot().VRRPState + ": check"
-	return failover.Result{Held: true, Reason: "already here"}, nil
+	c.calls <- c.d.rep.snapshot().VRRPState + ": check"
+	return failover.Result{Outcome: failover.AlreadyHere, Reason: "already here"}, nil
 }
 
 func (c *stateClaimer) Verify(context.Context) error { return nil }
@@ -383,7 +384,7 @@ func (h msgHandler) WithGroup(string) slog.Handler      { return h }
 // MASTER again claims.
 func TestNoClaimAfterMaster(t *testing.T) {
 	t.Parallel()
-	for _, next := range []string{VRRPBackup, VRRPFault} {
+	for _, next := range []string{report.VRRPBackup, report.VRRPFault} {
 		t.Run(next, func(t *testing.T) {
 			t.Parallel()
 			logs := make(msgHandler, 64)
@@ -393,11 +394,11 @@ func TestNoClaimAfterMaster(t *testing.T) {
 			c.d = d
 			// What the fifo reader does for "MASTER" then "BACKUP" arriving
 			// before the claim loop gets to run.
-			d.onVRRP(VRRPMaster)
+			d.onVRRP(report.VRRPMaster)
 			d.onVRRP(next)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			go d.claimLoop(ctx)
+			go d.claim.run(ctx)
 			timeout := time.After(10 * time.Second)
 		wait:
 			for {
@@ -412,10 +413,10 @@ func TestNoClaimAfterMaster(t *testing.T) {
 					t.Fatal("the queued claim was neither dropped nor made")
 				}
 			}
-			d.onVRRP(VRRPMaster)
+			d.onVRRP(report.VRRPMaster)
 			select {
 			case call := <-c.calls:
-				if !strings.HasPrefix(call, VRRPMaster+": vrrp "+next+" -> MASTER") {
+				if !strings.HasPrefix(call, report.VRRPMaster+": vrrp "+next+" -> MASTER") {
 					t.Errorf("call %q; want a claim made as MASTER for the %s -> MASTER transition", call, next)
 				}
 			case <-time.After(10 * time.Second):
@@ -515,7 +516,7 @@ func TestPartialInstallReloads(t *testing.T) {
 	if want := "haproxy\nkeepalived\nhaproxy\nkeepalived\n"; string(got) != want {
 		t.Errorf("reloads run:\n%s\nwant:\n%s", got, want)
 	}
-	if st := d.snapshot(); st.LastError != "" || st.AppliedGeneration != 2 {
+	if st := d.rep.snapshot(); st.LastError != "" || st.AppliedGeneration != 2 {
 		t.Errorf("status after the fix: %+v", st)
 	}
 }

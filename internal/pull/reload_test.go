@@ -21,6 +21,7 @@ import (
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/pull"
+	"github.com/dynia/dynia/internal/report"
 	"github.com/dynia/dynia/internal/testutil"
 )
 
@@ -222,14 +223,14 @@ func (e *reloadEnv) start(file, prefix string) {
 	}
 }
 
-func (e *reloadEnv) status() (*pull.Status, error) {
+func (e *reloadEnv) status() (*report.Status, error) {
 	c := http.Client{Timeout: 5 * time.Second}
 	resp, err := c.Get("http://" + e.metrics + "/status")
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	var s pull.Status
+	var s report.Status
 	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
 		return nil, fmt.Errorf("decode /status: %w", err)
 	}
@@ -301,7 +302,7 @@ func TestReloadRotatedCredentials(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		s, err := pull.DecodeStatus(obj.Body)
+		s, err := report.DecodeStatus(obj.Body)
 		if err != nil {
 			return err
 		}

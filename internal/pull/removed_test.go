@@ -33,7 +33,7 @@ func TestNoReportsOnceRemoved(t *testing.T) {
 	if _, err := d.Step(ctx, false); err != nil {
 		t.Fatal(err)
 	}
-	d.writeStatus(ctx)
+	d.rep.write(ctx)
 	if !reported() {
 		t.Fatal("a node in the state wrote no report")
 	}
@@ -47,7 +47,7 @@ func TestNoReportsOnceRemoved(t *testing.T) {
 		t.Fatalf("removing: %v", err)
 	}
 	deleteReport() // what `dynia node remove` does
-	d.writeStatus(ctx)
+	d.rep.write(ctx)
 	if reported() {
 		t.Error("a node marked removing wrote its report again")
 	}
@@ -63,20 +63,20 @@ func TestNoReportsOnceRemoved(t *testing.T) {
 	}
 	for range 3 {
 		d.Step(ctx, true)
-		d.writeStatus(ctx)
+		d.rep.write(ctx)
 	}
 	if reported() {
 		t.Error("a node gone from the state wrote its report again")
 	}
-	if d.snapshot().AppliedGeneration != 2 {
-		t.Errorf("applied generation %d, want 2: nothing applied once gone", d.snapshot().AppliedGeneration)
+	if d.rep.snapshot().AppliedGeneration != 2 {
+		t.Errorf("applied generation %d, want 2: nothing applied once gone", d.rep.snapshot().AppliedGeneration)
 	}
 
 	putState(t, m, testState(4, 2))
 	if _, err := d.Step(ctx, false); err != nil {
 		t.Fatalf("back in the state: %v", err)
 	}
-	d.writeStatus(ctx)
+	d.rep.write(ctx)
 	if !reported() {
 		t.Error("a node back in the state wrote no report")
 	}

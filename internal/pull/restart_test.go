@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/dynia/dynia/internal/cluster"
-	"github.com/dynia/dynia/internal/pull"
+	"github.com/dynia/dynia/internal/report"
 	"github.com/dynia/dynia/internal/testutil"
 )
 
@@ -38,9 +38,9 @@ func TestRestartLeavesDaemonsServing(t *testing.T) {
 				return err
 			}
 			switch {
-			case st.VRRPState == pull.VRRPMaster && master == -1:
+			case st.VRRPState == report.VRRPMaster && master == -1:
 				master = i
-			case st.VRRPState != pull.VRRPBackup:
+			case st.VRRPState != report.VRRPBackup:
 				return fmt.Errorf("node %s is %s", e.ids[i], st.VRRPState)
 			}
 		}
@@ -113,7 +113,7 @@ func TestRestartLeavesDaemonsServing(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if st.AppliedGeneration != e.state.Generation || st.VRRPState != pull.VRRPMaster {
+		if st.AppliedGeneration != e.state.Generation || st.VRRPState != report.VRRPMaster {
 			return fmt.Errorf("restarted %s: applied %d (want %d), vrrp %s (want MASTER, restored)",
 				id, st.AppliedGeneration, e.state.Generation, st.VRRPState)
 		}
@@ -144,7 +144,7 @@ func TestRestartLeavesDaemonsServing(t *testing.T) {
 	if n := transitions("pull-" + e.ids[peer]); n != peerBefore {
 		t.Errorf("peer %s logged %d VRRP transitions during the restart, want none", e.ids[peer], n-peerBefore)
 	}
-	if st, err := e.status(peer); err != nil || st.VRRPState != pull.VRRPBackup {
+	if st, err := e.status(peer); err != nil || st.VRRPState != report.VRRPBackup {
 		t.Errorf("peer %s: %+v %v; want BACKUP", e.ids[peer], st, err)
 	}
 	t.Logf("restart of MASTER %s's dynia-pull: %d requests through its haproxy, %d failed; haproxy %d, keepalived %d and wireguard-go %d adopted",

@@ -20,6 +20,7 @@ import (
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/failover"
 	"github.com/dynia/dynia/internal/nodeconfig"
+	"github.com/dynia/dynia/internal/report"
 )
 
 // OpenStore opens the state store named by a node config, with the Spaces
@@ -93,7 +94,7 @@ func Run(ctx context.Context, o RunOptions) error {
 	}
 	opts.App = rt
 	d := New(set, store, opts)
-	d.setConfigWarning(warning)
+	d.rep.setConfigWarning(warning)
 
 	ln, err := net.Listen("tcp", set.MetricsAddr)
 	if err != nil {
@@ -148,14 +149,14 @@ func Run(ctx context.Context, o RunOptions) error {
 // A good file clears the startup warning.
 func reconfigure(ctx context.Context, log *slog.Logger, level *slog.LevelVar, path string, d *Daemon, cur **nodeconfig.Config) {
 	cfg, warning, err := LoadConfig(path)
-	if err == nil && warning != "" && warning != d.currentConfigWarning() {
+	if err == nil && warning != "" && warning != d.rep.currentConfigWarning() {
 		err = errors.New(strings.TrimSuffix(warning, " (ignored)")) // refused, not ignored
 	}
 	if err == nil {
 		var store bucket.Store
 		if store, err = OpenStore(ctx, cfg, log); err == nil {
-			d.setConfigWarning(warning)
-			d.clearError("node config: ") // an earlier refused reload
+			d.rep.setConfigWarning(warning)
+			d.rep.clearError("node config: ") // an earlier refused reload
 			d.Reconfigure(SettingsFrom(cfg), store)
 			setLevel(level, cfg)
 			*cur = cfg
@@ -164,8 +165,8 @@ func reconfigure(ctx context.Context, log *slog.Logger, level *slog.LevelVar, pa
 	}
 	log.Error("node config not reloaded; keeping the old one", "err", err)
 	now := time.Now().UTC()
-	d.updateStatus(func(s *Status) { s.LastError, s.LastErrorAt = "node config: "+err.Error(), &now })
-	d.kickStatus()
+	d.rep.update(func(s *report.Status) { s.LastError, s.LastErrorAt = "node config: "+err.Error(), &now })
+	d.rep.kick()
 }
 
 // watchFiles signals changed when one of files is written, replaced or
@@ -235,13 +236,13 @@ func Once(ctx context.Context, configPath string, log *slog.Logger, level *slog.
 	set.Image = nodeconfig.ReadImage(configPath)
 	set.Supervise = false
 	d := New(set, store, Options{Logger: log, Version: version})
-	d.setConfigWarning(warning)
+	d.rep.setConfigWarning(warning)
 	if err := d.Prepare(ctx); err != nil {
 		return Unchanged, err
 	}
 	res, err := d.Step(ctx, true)
 	if err == nil {
-		d.writeStatus(ctx)
+		d.rep.write(ctx)
 	}
 	return res, err
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/report"
 	"github.com/dynia/dynia/internal/signing"
 )
 
@@ -75,7 +76,7 @@ func TestSignedStateRefusals(t *testing.T) {
 	if res, err := d.Step(ctx, false); err != nil || res != Changed {
 		t.Fatalf("signed state: %v, %v", res, err)
 	}
-	if s := d.snapshot(); s.StateSignature != StateVerified || s.StateError != "" {
+	if s := d.rep.snapshot(); s.StateSignature != report.StateVerified || s.StateError != "" {
 		t.Fatalf("after a good state: signature %q, state_error %q", s.StateSignature, s.StateError)
 	}
 	if b, err := os.ReadFile(set.AcceptedStateFile); err != nil || !cluster.IsSigned(b) {
@@ -114,7 +115,7 @@ func TestSignedStateRefusals(t *testing.T) {
 			if got := readFiles(t, set); got != served {
 				t.Fatal("a refused state changed haproxy.cfg or keepalived.conf")
 			}
-			s := d.snapshot()
+			s := d.rep.snapshot()
 			if !strings.HasPrefix(s.StateError, tc.reason+": ") || s.StateErrorAt == nil || s.LastError != s.StateError {
 				t.Fatalf("report: state_error %q, last_error %q", s.StateError, s.LastError)
 			}
@@ -122,7 +123,7 @@ func TestSignedStateRefusals(t *testing.T) {
 			if res, err := d.Step(ctx, false); err != nil || res != Unchanged {
 				t.Fatalf("the refused object polled again: %v, %v", res, err)
 			}
-			if d.snapshot().StateError != s.StateError {
+			if d.rep.snapshot().StateError != s.StateError {
 				t.Fatal("state_error cleared by a poll that found nothing new")
 			}
 		})
@@ -131,7 +132,7 @@ func TestSignedStateRefusals(t *testing.T) {
 	if _, err := d.Step(ctx, false); err != nil {
 		t.Fatalf("the good generation 3: %v", err)
 	}
-	if s := d.snapshot(); s.StateError != "" || s.LastError != "" || s.AppliedGeneration != 3 {
+	if s := d.rep.snapshot(); s.StateError != "" || s.LastError != "" || s.AppliedGeneration != 3 {
 		t.Fatalf("after a good state: %+v", s)
 	}
 
@@ -159,7 +160,7 @@ func TestUncheckedNodeAppliesAnyState(t *testing.T) {
 	if _, err := d.Step(ctx, false); err != nil {
 		t.Fatal(err)
 	}
-	if s := d.snapshot(); s.AppliedGeneration != 2 || s.StateSignature != StateUnchecked {
+	if s := d.rep.snapshot(); s.AppliedGeneration != 2 || s.StateSignature != report.StateUnchecked {
 		t.Fatalf("report: generation %d, state_signature %q", s.AppliedGeneration, s.StateSignature)
 	}
 }
@@ -179,14 +180,14 @@ func TestReportsAreSigned(t *testing.T) {
 	if fi, _ := os.Stat(set.ReportKeyFile); fi.Mode().Perm() != 0o600 {
 		t.Errorf("report key mode %04o after start, want 0600", fi.Mode().Perm())
 	}
-	d.writeStatus(context.Background())
+	d.rep.write(context.Background())
 	obj, err := m.Get(context.Background(), cluster.StatusKey("shop", "amber-fox"), "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	st := testState(1, 2)
 	st.Nodes[0].ReportKey = signing.PublicKeyString(signing.Public(key))
-	r, err := OpenReport(obj.Body, st, "amber-fox")
+	r, err := report.OpenReport(obj.Body, st, "amber-fox")
 	if err != nil || r.NodeID != "amber-fox" {
 		t.Fatalf("OpenReport of the node's own report: %+v, %v", r, err)
 	}
@@ -204,42 +205,42 @@ func TestOpenReport(t *testing.T) {
 	st := testState(1, 3)
 	st.Nodes[0].ReportKey = signing.PublicKeyString(signing.Public(fox)) // amber-fox
 	st.Nodes[1].ReportKey = signing.PublicKeyString(signing.Public(owl)) // brisk-owl; calm-heron has none
-	report := func(id string, key ed25519.PrivateKey, edit func(*Status)) []byte {
-		s := Status{NodeID: id, Cluster: "shop", VRRPState: VRRPBackup, AppHealthy: true, UpdatedAt: time.Now().UTC()}
+	mkReport := func(id string, key ed25519.PrivateKey, edit func(*report.Status)) []byte {
+		s := report.Status{NodeID: id, Cluster: "shop", VRRPState: report.VRRPBackup, AppHealthy: true, UpdatedAt: time.Now().UTC()}
 		if edit != nil {
 			edit(&s)
 		}
-		b, err := SignReport(s, key)
+		b, err := report.SignReport(s, key)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return b
 	}
-	owlOwn := report("brisk-owl", owl, nil)
+	owlOwn := mkReport("brisk-owl", owl, nil)
 	for _, tc := range []struct {
 		name, id string
 		body     []byte
 		want     string // "" believed, else part of the reason
 	}{
-		{"signed by its node", "amber-fox", report("amber-fox", fox, nil), ""},
-		{"unsigned, node has a key", "amber-fox", report("amber-fox", nil, nil), "not signed"},
-		{"signed with another node's key", "amber-fox", report("amber-fox", owl, nil), "signature invalid"},
+		{"signed by its node", "amber-fox", mkReport("amber-fox", fox, nil), ""},
+		{"unsigned, node has a key", "amber-fox", mkReport("amber-fox", nil, nil), "not signed"},
+		{"signed with another node's key", "amber-fox", mkReport("amber-fox", owl, nil), "signature invalid"},
 		{"another node's genuine report copied here", "amber-fox", owlOwn, "signature invalid"},
 		{"a field changed after signing", "brisk-owl", bytes.Replace(owlOwn, []byte(`"app_healthy": true`), []byte(`"app_healthy": false`), 1), "signature invalid"},
-		{"signed, but about another node", "brisk-owl", report("amber-fox", owl, nil), "not the node whose report"},
-		{"node without a key, unsigned", "calm-heron", report("calm-heron", nil, nil), ""},
-		{"node without a key, about another", "calm-heron", report("amber-fox", nil, nil), "not the node whose report"},
-		{"not a node of the state", "dusty-yak", report("dusty-yak", nil, nil), "not a node"},
+		{"signed, but about another node", "brisk-owl", mkReport("amber-fox", owl, nil), "not the node whose report"},
+		{"node without a key, unsigned", "calm-heron", mkReport("calm-heron", nil, nil), ""},
+		{"node without a key, about another", "calm-heron", mkReport("amber-fox", nil, nil), "not the node whose report"},
+		{"not a node of the state", "dusty-yak", mkReport("dusty-yak", nil, nil), "not a node"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r, err := OpenReport(tc.body, st, tc.id)
+			r, err := report.OpenReport(tc.body, st, tc.id)
 			if tc.want == "" {
 				if err != nil || r == nil {
 					t.Fatalf("not believed: %v", err)
 				}
 				return
 			}
-			var re *ReportError
+			var re *report.ReportError
 			if !errors.As(err, &re) || !strings.Contains(re.Reason, tc.want) || r != nil {
 				t.Fatalf("OpenReport: %v, %v; want a ReportError with %q", r, err, tc.want)
 			}
@@ -260,8 +261,8 @@ func TestLearnKeysOnlyFromSignedReports(t *testing.T) {
 	st.Nodes[1].ReportKey = signing.PublicKeyString(signing.Public(owl))
 	ctx := context.Background()
 	put := func(key ed25519.PrivateKey, wg string) {
-		b, err := SignReport(Status{NodeID: "brisk-owl", Cluster: "shop", VRRPState: VRRPBackup, UpdatedAt: time.Now().UTC(),
-			Mesh: &MeshStatus{PublicKey: wg, Port: 51820}}, key)
+		b, err := report.SignReport(report.Status{NodeID: "brisk-owl", Cluster: "shop", VRRPState: report.VRRPBackup, UpdatedAt: time.Now().UTC(),
+			Mesh: &report.MeshStatus{PublicKey: wg, Port: 51820}}, key)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -290,7 +291,7 @@ func TestLearnKeysOnlyFromSignedReports(t *testing.T) {
 }
 
 // TestRolloutBelievesOnlySignedReports: the rollout reads its peers'
-// reports through ReadReport. A report of amber-fox forged with another
+// reports through report.ReadReport. A report of amber-fox forged with another
 // key (claiming the new release failed there) does not halt brisk-owl's
 // rollout: amber-fox counts as unheard-of, as a dead node does. Its
 // genuine report saying the same does.
@@ -304,8 +305,8 @@ func TestRolloutBelievesOnlySignedReports(t *testing.T) {
 	failedOnFox := func(key ed25519.PrivateKey, release, failed int64) {
 		t.Helper()
 		since := time.Now().Add(-time.Hour).UTC()
-		b, err := SignReport(Status{NodeID: "amber-fox", Cluster: "shop", VRRPState: VRRPBackup, UpdatedAt: time.Now().UTC(),
-			App: &AppStatus{State: AppRunning, Release: release, Healthy: true, Since: &since, FailedRelease: failed, Error: "exited with status 3"}}, key)
+		b, err := report.SignReport(report.Status{NodeID: "amber-fox", Cluster: "shop", VRRPState: report.VRRPBackup, UpdatedAt: time.Now().UTC(),
+			App: &report.AppStatus{State: report.AppRunning, Release: release, Healthy: true, Since: &since, FailedRelease: failed, Error: "exited with status 3"}}, key)
 		if err != nil {
 			t.Fatal(err)
 		}

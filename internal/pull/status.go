@@ -2,144 +2,55 @@ package pull
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
+	"crypto/ed25519"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dynia/dynia/internal/bucket"
-	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/render"
+	"github.com/dynia/dynia/internal/report"
 )
 
-// Status is what a node reports to clusters/<name>/nodes/<id>/status.json
-// after each apply, on each VRRP change and otherwise once a minute.
-// `dynia node list` reads it. Fields are only ever added, never renamed.
-type Status struct {
-	NodeID               string          `json:"node_id"`
-	Cluster              string          `json:"cluster"`
-	AppliedGeneration    int64           `json:"applied_generation"`
-	HAProxyConfigHash    string          `json:"haproxy_config_hash"`
-	KeepalivedConfigHash string          `json:"keepalived_config_hash"`
-	VRRPState            string          `json:"vrrp_state"` // MASTER, BACKUP, FAULT or UNKNOWN
-	Backends             []BackendStatus `json:"backends"`
-	AppHealthy           bool            `json:"app_healthy"`
-	Version              string          `json:"version"` // dynia-pull's build version (`dynia-pull version`)
-	// Image is the droplet image the node was created from (pull.json's
-	// image: a snapshot id or a distribution slug); empty when pull.json
-	// does not say (a node made before it did).
-	Image       string           `json:"image,omitempty"`
-	LastError   string           `json:"last_error,omitempty"` // empty once an apply succeeds again
-	LastErrorAt *time.Time       `json:"last_error_at,omitempty"`
-	LastApplyAt *time.Time       `json:"last_apply_at,omitempty"`
-	ReservedIP  ReservedIPStatus `json:"reserved_ip"`
-	// Mesh is this node's side of the WireGuard mesh VRRP runs over; absent
-	// with mesh_disabled, or while the key cannot be loaded. Peers learn the
-	// node's public key and port from here.
-	Mesh *MeshStatus `json:"mesh,omitempty"`
-	// App is the app release this node runs, or moves to (absent: the node
-	// runs no app runtime).
-	App *AppStatus `json:"app,omitempty"`
-	// TLS is the certificate this node serves on :443 (absent: TLS off).
-	TLS *TLSStatus `json:"tls,omitempty"`
-	// Failover says whether this node could move the Reserved IP to itself
-	// now: its node token was checked (at start, every 10 minutes, when the
-	// file changes, and by every claim).
-	Failover FailoverStatus `json:"failover"`
-	// StateSignature is "verified" (pull.json names the state key: only
-	// states signed with it are applied) or "unchecked" (a node made
-	// before state signing).
-	StateSignature string `json:"state_signature,omitempty"`
-	// StateError is why the state in the bucket is refused — not signed
-	// with the state key, or older than the generation this node applied
-	// (a replay) — while the node serves its last good config; empty once
-	// a good state arrives.
-	StateError string `json:"state_error,omitempty"`
-	// UpgradeRequired is the dynia-pull version the state in the bucket
-	// requires (its min_pull_version, or "schema_version N") while
-	// this older node refuses it and serves its last good config; empty
-	// otherwise. StateError then says the same in words.
-	UpgradeRequired string     `json:"upgrade_required,omitempty"`
-	StateErrorAt    *time.Time `json:"state_error_at,omitempty"`
-	UpdatedAt       time.Time  `json:"updated_at"`
-}
+// statusReporter owns the node's status report: the report as it stands,
+// the pull.json warning shown in last_error, and the loop that writes it to
+// the bucket (coalesced kicks plus a heartbeat). Everything else updates
+// the report through update and asks for a write with kick.
+type statusReporter struct {
+	log *slog.Logger
+	m   *metrics
+	key ed25519.PrivateKey // signs the report (nil: unsigned; sign.go)
+	// refresh brings what the report reads from elsewhere up to date
+	// before each write (backend and app health, mesh peers).
+	refresh func(context.Context)
+	// target is where the report goes: its key and the current store.
+	target func() (string, bucket.Store)
+	kickc  chan struct{}
+	// off is set while the applied state marks this node removing or no
+	// longer has it: `dynia node remove` deletes the node's report, and a
+	// report written after that would bring a removed node back.
+	off atomic.Bool
 
-// TLSStatus is the certificate a node serves.
-type TLSStatus struct {
-	Serial      string     `json:"serial,omitempty"`
-	Names       []string   `json:"names,omitempty"`
-	NotAfter    *time.Time `json:"not_after,omitempty"`
-	InstalledAt *time.Time `json:"installed_at,omitempty"`
-	// Placeholder: no certificate was issued yet; the node serves a
-	// self-signed stand-in so HAProxy can bind :443.
-	Placeholder bool `json:"placeholder,omitempty"`
-	// Error is the last TLS problem (a certificate that failed to verify,
-	// an order that failed); the node keeps serving what it has.
-	Error string `json:"error,omitempty"`
+	mu     sync.Mutex // guards status and the config warning
+	status report.Status
+	// configWarning is a problem with pull.json the daemon runs despite
+	// (keys ignored): reported as last_error whenever no other error is,
+	// until a reload of a fixed file clears it.
+	configWarning   string
+	configWarningAt *time.Time
 }
-
-// FailoverStatus is whether the node's claimer can work.
-type FailoverStatus struct {
-	Ready     bool       `json:"ready"`
-	Error     string     `json:"error,omitempty"`
-	CheckedAt *time.Time `json:"checked_at,omitempty"`
-}
-
-// MeshStatus is a node's WireGuard interface as its report shows it.
-type MeshStatus struct {
-	Interface string `json:"interface"`
-	PublicKey string `json:"public_key"`        // base64, as wg(8) shows it
-	Address   string `json:"address,omitempty"` // mesh address, once the state names the node's private IP
-	Port      int    `json:"port"`              // UDP listen port
-	// Peers are the interface's peers, sorted by node id, refreshed at each
-	// report (the report is not written more often for them).
-	Peers []MeshPeerStatus `json:"peers"`
-}
-
-// MeshPeerStatus is one configured peer.
-type MeshPeerStatus struct {
-	NodeID    string `json:"node_id,omitempty"` // empty: a key no member has (being removed)
-	PublicKey string `json:"public_key"`
-	Endpoint  string `json:"endpoint,omitempty"` // private IP:port WireGuard sends to
-	// LatestHandshakeAgeSeconds is the age of the latest completed
-	// handshake with this peer, in whole seconds; absent: none yet. Every
-	// pair exchanges a keepalive every 25 s and WireGuard renews sessions
-	// every 2 minutes, so a healthy peer stays under about 3 minutes
-	// (wireguard.com/protocol: REKEY_AFTER_TIME 120 s).
-	LatestHandshakeAgeSeconds *int64 `json:"latest_handshake_age_seconds,omitempty"`
-}
-
-// ReservedIPStatus is this node's view of the cluster's Reserved IP.
-type ReservedIPStatus struct {
-	Held           bool       `json:"held"`
-	LastMoveAt     *time.Time `json:"last_move_at,omitempty"`
-	LastMoveReason string     `json:"last_move_reason,omitempty"`
-	// Note is a lasting condition, e.g. MASTER without the IP while a
-	// healthy holder keeps it (VRRP cut between nodes).
-	Note string `json:"note,omitempty"`
-}
-
-// DecodeStatus reads a status.json, tolerating fields added later, and
-// refuses one that is too large, ambiguous or invalid (decodeStatus). Use
-// DecodeStatusOf where the reader knows whose report it is.
-func DecodeStatus(b []byte) (*Status, error) {
-	s, err := decodeStatus(b)
-	if err != nil {
-		return nil, fmt.Errorf("node status: %w", err)
-	}
-	return s, nil
-}
-
-func jsonIndent(s Status) ([]byte, error) { return json.MarshalIndent(s, "", "  ") }
 
 // snapshot returns a copy of the current status.
-func (d *Daemon) snapshot() Status {
-	d.smu.Lock()
-	defer d.smu.Unlock()
-	s := d.status
-	s.Backends = append([]BackendStatus(nil), s.Backends...)
+func (r *statusReporter) snapshot() report.Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.status
+	s.Backends = append([]report.BackendStatus(nil), s.Backends...)
 	if s.App != nil {
 		a := *s.App
 		a.Logs = append([]string(nil), a.Logs...)
@@ -148,33 +59,48 @@ func (d *Daemon) snapshot() Status {
 	return s
 }
 
-func (d *Daemon) updateStatus(f func(*Status)) {
-	d.smu.Lock()
-	f(&d.status)
-	d.smu.Unlock()
+func (r *statusReporter) update(f func(*report.Status)) {
+	r.mu.Lock()
+	f(&r.status)
+	r.mu.Unlock()
 }
 
-// kickStatus asks the reporter to write soon (coalesced).
-func (d *Daemon) kickStatus() {
+// kick asks the reporter to write soon (coalesced).
+func (r *statusReporter) kick() {
 	select {
-	case d.kick <- struct{}{}:
+	case r.kickc <- struct{}{}:
 	default:
 	}
 }
 
-// reportLoop writes status.json on kicks (at most one per statusMinGap) and
+// isMaster says whether keepalived's last reported state is MASTER.
+func (r *statusReporter) isMaster() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.status.VRRPState == report.VRRPMaster
+}
+
+// failoverProvenSince says whether an API answer proved the token after t.
+func (r *statusReporter) failoverProvenSince(t time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f := r.status.Failover
+	return f.Ready && f.CheckedAt != nil && f.CheckedAt.After(t)
+}
+
+// loop writes status.json on kicks (at most one per statusMinGap) and
 // as a heartbeat every statusEvery, because Spaces limits PUTs per object.
-func (d *Daemon) reportLoop(ctx context.Context) {
+func (r *statusReporter) loop(ctx context.Context) {
 	tick := time.NewTicker(statusEvery)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-d.kick:
+		case <-r.kickc:
 		case <-tick.C:
 		}
-		d.writeStatus(ctx)
+		r.write(ctx)
 		select {
 		case <-ctx.Done():
 			return
@@ -183,29 +109,92 @@ func (d *Daemon) reportLoop(ctx context.Context) {
 	}
 }
 
-func (d *Daemon) writeStatus(ctx context.Context) {
-	if d.noReports.Load() {
+func (r *statusReporter) write(ctx context.Context) {
+	if r.off.Load() {
 		return // being removed: a report now would outlive the node (pull.go, reportsFor)
 	}
-	d.refreshHealth(ctx)
-	d.refreshMesh()
-	s := d.snapshot()
+	if r.refresh != nil {
+		r.refresh(ctx)
+	}
+	s := r.snapshot()
 	s.UpdatedAt = time.Now().UTC()
-	d.updateStatus(func(st *Status) { st.UpdatedAt = s.UpdatedAt })
-	b, err := SignReport(s, d.reportKey)
+	r.update(func(st *report.Status) { st.UpdatedAt = s.UpdatedAt })
+	b, err := report.SignReport(s, r.key)
 	if err != nil {
-		d.log.Error("encode status", "err", err)
+		r.log.Error("encode status", "err", err)
 		return
 	}
-	set, store := d.current()
+	key, store := r.target()
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := store.Put(pctx, cluster.StatusKey(set.Cluster, set.NodeID), b, bucket.Cond{}); err != nil {
-		d.m.statusErrors.Inc()
-		d.log.Warn("write status report", "err", err)
+	if _, err := store.Put(pctx, key, b, bucket.Cond{}); err != nil {
+		r.m.statusErrors.Inc()
+		r.log.Warn("write status report", "err", err)
 		return
 	}
-	d.m.statusWrites.Inc()
+	r.m.statusWrites.Inc()
+}
+
+// clearError clears the reported error once its cause is gone: any error
+// after a good apply, a poll error after a good poll (prefix "" matches all).
+// A config warning is never cleared here: it is reported again instead.
+func (r *statusReporter) clearError(prefix string) {
+	cleared := false
+	r.update(func(s *report.Status) {
+		if s.LastError != "" && s.LastError != r.configWarning && strings.HasPrefix(s.LastError, prefix) {
+			s.LastError, s.LastErrorAt, cleared = r.configWarning, r.configWarningAt, true
+		}
+	})
+	if cleared {
+		r.kick()
+	}
+}
+
+// setError reports msg as last_error (now), asking for a write when it
+// is news.
+func (r *statusReporter) setError(msg string) {
+	now := time.Now().UTC()
+	changed := false
+	r.update(func(s *report.Status) {
+		changed = s.LastError != msg
+		s.LastError, s.LastErrorAt = msg, &now
+	})
+	if changed {
+		r.kick()
+	}
+}
+
+// setConfigWarning records (or, with "", clears) a pull.json problem the
+// daemon runs despite; it stays in last_error until cleared.
+func (r *statusReporter) setConfigWarning(msg string) {
+	changed := false
+	r.update(func(s *report.Status) {
+		if msg == r.configWarning {
+			return
+		}
+		changed = true
+		old := r.configWarning
+		r.configWarning, r.configWarningAt = msg, nil
+		if msg != "" {
+			now := time.Now().UTC()
+			r.configWarningAt = &now
+		}
+		// Replace the shown error if it is the old warning or none; a
+		// failed apply shown now keeps its place until it clears.
+		if s.LastError == "" || s.LastError == old {
+			s.LastError, s.LastErrorAt = r.configWarning, r.configWarningAt
+		}
+	})
+	if changed {
+		r.kick()
+	}
+}
+
+// currentConfigWarning is the pull.json problem the daemon runs despite ("" if none).
+func (r *statusReporter) currentConfigWarning() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.configWarning
 }
 
 // healthEvery is how often the node reads its HAProxy's view of every
@@ -226,7 +215,7 @@ func (d *Daemon) healthLoop(ctx context.Context) {
 		case <-tick.C:
 		}
 		if d.refreshHealth(ctx) {
-			d.kickStatus()
+			d.rep.kick()
 		}
 	}
 }
@@ -251,7 +240,7 @@ func (d *Daemon) refreshHealth(ctx context.Context) bool {
 		}
 	}
 	changed := false
-	d.updateStatus(func(s *Status) {
+	d.rep.update(func(s *report.Status) {
 		changed = s.AppHealthy != healthy || !sameBackends(s.Backends, backends)
 		s.Backends = backends
 		s.AppHealthy = healthy
@@ -259,7 +248,7 @@ func (d *Daemon) refreshHealth(ctx context.Context) bool {
 	return changed
 }
 
-func sameBackends(a, b []BackendStatus) bool {
+func sameBackends(a, b []report.BackendStatus) bool {
 	if len(a) != len(b) {
 		return false
 	}

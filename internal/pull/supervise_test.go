@@ -277,15 +277,15 @@ func TestHAProxyPredatesConfig(t *testing.T) {
 	installed := changeTime(fi)
 	d := New(Settings{Cluster: "shop", NodeID: "amber-fox", RunDir: dir, PollInterval: time.Second, HAProxyConfig: cfg}, newMemStore(), Options{})
 	set, _ := d.current()
-	if d.haproxyPredatesConfig(set) {
+	if d.ap.haproxyPredatesConfig(set) {
 		t.Error("no HAProxy running: predates its config")
 	}
 	d.sup.setPid("haproxy", os.Getpid(), installed.Add(-time.Second))
-	if !d.haproxyPredatesConfig(set) {
+	if !d.ap.haproxyPredatesConfig(set) {
 		t.Error("HAProxy started a second before the config was installed: does not predate it")
 	}
 	d.sup.setPid("haproxy", os.Getpid(), installed.Add(time.Second))
-	if d.haproxyPredatesConfig(set) {
+	if d.ap.haproxyPredatesConfig(set) {
 		t.Error("HAProxy started after the config was installed: predates it")
 	}
 }

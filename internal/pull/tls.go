@@ -19,6 +19,7 @@ import (
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/render"
+	"github.com/dynia/dynia/internal/report"
 	"github.com/dynia/dynia/internal/secrets"
 )
 
@@ -188,7 +189,7 @@ func (d *Daemon) tlsStep(ctx context.Context, st *cluster.State) {
 		had := t.installed != nil
 		t.installed, t.etag = nil, ""
 		t.mu.Unlock()
-		d.updateStatus(func(s *Status) { s.TLS = nil })
+		d.rep.update(func(s *report.Status) { s.TLS = nil })
 		if had {
 			if err := d.reapply(ctx); err != nil {
 				d.log.Warn("drop HTTPS", "err", err)
@@ -319,7 +320,7 @@ func (d *Daemon) ensureCert(ctx context.Context, st *cluster.State, store acme.S
 	// path. Another node that applied the TLS settings first would order
 	// while the holder still sent the path to the app, and the failed order
 	// would hold every node back for the failure backoff.
-	if !d.isMaster() {
+	if !d.rep.isMaster() {
 		return
 	}
 	key := strings.Join(append(slices.Clone(st.TLS.Domains), st.TLS.Email, st.TLS.Directory, st.TLS.DirectoryRoots,
@@ -373,8 +374,8 @@ func (d *Daemon) reportTLS(errMsg string) {
 	inst := d.tls.installed
 	d.tls.mu.Unlock()
 	changed := false
-	d.updateStatus(func(s *Status) {
-		next := &TLSStatus{Error: errMsg}
+	d.rep.update(func(s *report.Status) {
+		next := &report.TLSStatus{Error: errMsg}
 		if inst != nil {
 			na, ia := inst.NotAfter, inst.InstalledAt
 			next.Serial, next.Names, next.InstalledAt, next.Placeholder = inst.Serial, inst.Names, &ia, inst.Placeholder
@@ -386,7 +387,7 @@ func (d *Daemon) reportTLS(errMsg string) {
 		s.TLS = next
 	})
 	if changed {
-		d.kickStatus()
+		d.rep.kick()
 	}
 }
 

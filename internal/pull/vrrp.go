@@ -12,14 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
-)
 
-// VRRP states reported in Status.VRRPState.
-const (
-	VRRPMaster  = "MASTER"
-	VRRPBackup  = "BACKUP"
-	VRRPFault   = "FAULT"
-	VRRPUnknown = "UNKNOWN"
+	"github.com/dynia/dynia/internal/report"
 )
 
 // ensureFIFO makes path a fifo (mode 0600) for keepalived's notify_fifo.
@@ -99,10 +93,10 @@ func parseNotify(line string) (string, bool) {
 		return "", false
 	}
 	switch f[2] {
-	case VRRPMaster, VRRPBackup, VRRPFault:
+	case report.VRRPMaster, report.VRRPBackup, report.VRRPFault:
 		return f[2], true
 	case "STOP":
-		return VRRPUnknown, true
+		return report.VRRPUnknown, true
 	}
 	return "", false
 }

@@ -1,4 +1,4 @@
-package pull
+package report
 
 import (
 	"encoding/json"
@@ -15,7 +15,7 @@ import (
 
 // Bounds on a node status report. A report is about 300 bytes, plus about
 // 60 per backend and 230 per mesh peer, plus a failed release's log lines
-// (reportLogs: at most MaxReportLogLines of MaxReportLogLine bytes): a
+// (TrimLogs: at most MaxReportLogLines of MaxReportLogLine bytes): a
 // node of a 254-node cluster (the most unique VRRP priorities allow)
 // writes under 100 KiB (TestLargestReportFits).
 const (
@@ -73,10 +73,10 @@ func decodeStatus(b []byte) (*Status, error) {
 	return &s, nil
 }
 
-// reportLogs is what a report keeps of an app's log lines: the last
+// TrimLogs is what a report keeps of an app's log lines: the last
 // MaxReportLogLines, each cut to MaxReportLogLine bytes, so a report stays
 // far below MaxStatusBytes whatever the app printed.
-func reportLogs(lines []string) []string {
+func TrimLogs(lines []string) []string {
 	if len(lines) > MaxReportLogLines {
 		lines = lines[len(lines)-MaxReportLogLines:]
 	}

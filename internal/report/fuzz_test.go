@@ -1,4 +1,4 @@
-package pull
+package report
 
 import (
 	"encoding/json"

@@ -1,4 +1,4 @@
-package pull
+package report
 
 import (
 	"encoding/json"
@@ -129,7 +129,7 @@ func TestLargestReportFits(t *testing.T) {
 	}
 	s.App = &AppStatus{Release: 1 << 40, Image: "registry.example.com/acme/app@sha256:" + strings.Repeat("ab", 32), State: AppRunning,
 		Target: 1 << 40, FailedRelease: 1 << 40, Waiting: strings.Repeat("w", MaxReportText), Error: strings.Repeat("e", MaxReportText),
-		Logs: reportLogs(long)}
+		Logs: TrimLogs(long)}
 	b, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		t.Fatal(err)
