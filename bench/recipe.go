@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dynia/dynia/internal/cloud"
+	"github.com/dynia/dynia/internal/procstat"
 )
 
 // RecipeURL is the community recipe the baseline rebuilds: DigitalOcean's
@@ -256,8 +257,8 @@ func (rc *Recipe) Start(i int) {
 	start([]string{"DYNIA_NODE_ID=" + n.Name, "DEMO_APP_VERSION=v1", "DEMO_APP_ADDR=" + n.Private + ":8080"},
 		filepath.Join(rc.s.r.cfg.BinDir, "dynia-demo-app"))
 	// HAProxy daemonizes (pid file in the node's directory).
-	if out, err := Netns(n.NS, "haproxy", "-f", filepath.Join(n.dir, "haproxy.cfg")); err != nil {
-		rc.s.r.Fatalf("recipe haproxy: %v %s", err, out)
+	if _, err := Netns(n.NS, "haproxy", "-f", filepath.Join(n.dir, "haproxy.cfg")); err != nil {
+		rc.s.r.Fatalf("recipe haproxy: %v", err) // the error ends with what haproxy printed
 	}
 	n.keepalive = start(nil, "keepalived", "-n", "-l", "-D", "-f", filepath.Join(n.dir, "keepalived.conf"),
 		"-p", filepath.Join(n.dir, "keepalived.pid"), "-r", filepath.Join(n.dir, "keepalived-vrrp.pid"),
@@ -279,14 +280,10 @@ func (rc *Recipe) Ready() error {
 	return err
 }
 
-// pidFromPlainFile is a pid file's process if it is alive.
+// pidFromPlainFile is a pid file's process if it is alive (0: none).
 func pidFromPlainFile(path string) int {
-	b, err := os.ReadFile(path)
+	pid, _, err := procstat.ReadPidFile(path)
 	if err != nil {
-		return 0
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 || syscall.Kill(pid, 0) != nil {
 		return 0
 	}
 	return pid

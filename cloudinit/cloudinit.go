@@ -175,6 +175,27 @@ func Render(p Params) ([]byte, error) {
 	if err := p.check(); err != nil {
 		return nil, err
 	}
+	pullJSON, err := p.pullConfig()
+	if err != nil {
+		return nil, err
+	}
+	f := false
+	cc := Config{
+		Hostname:         p.Hostname,
+		FQDN:             p.Hostname,
+		PreserveHostname: &f,
+		ManageEtcHosts:   true,
+	}
+	if cc.WriteFiles, err = p.nodeFiles(pullJSON); err != nil {
+		return nil, err
+	}
+	p.addBoot(&cc)
+	return encode(cc)
+}
+
+// pullConfig is pull.json: p.Node completed with the cluster, the node id
+// and the paths of the files Render writes, validated and indented.
+func (p Params) pullConfig() ([]byte, error) {
 	node := p.Node
 	if node.Cluster == "" {
 		node.Cluster = p.Cluster
@@ -218,17 +239,15 @@ func Render(p Params) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("render user-data: encode node config: %w", err)
 	}
+	return pullJSON, nil
+}
 
-	f := false
-	cc := Config{
-		Hostname:         p.Hostname,
-		FQDN:             p.Hostname,
-		PreserveHostname: &f,
-		ManageEtcHosts:   true,
-	}
-	cc.WriteFiles = append(cc.WriteFiles, secretFile(PullConfigPath, string(pullJSON)+"\n"))
+// nodeFiles are the write_files every mode has: pull.json, the image name
+// and the secrets given.
+func (p Params) nodeFiles(pullJSON []byte) ([]File, error) {
+	files := []File{secretFile(PullConfigPath, string(pullJSON)+"\n")}
 	if p.Image != "" {
-		cc.WriteFiles = append(cc.WriteFiles, plainFile(ImagePath, "0644", []byte(p.Image+"\n")))
+		files = append(files, plainFile(ImagePath, "0644", []byte(p.Image+"\n")))
 	}
 	if p.SpacesAccessKeyID != "" {
 		creds, err := json.MarshalIndent(map[string]string{
@@ -238,18 +257,23 @@ func Render(p Params) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("render user-data: encode spaces credentials: %w", err)
 		}
-		cc.WriteFiles = append(cc.WriteFiles, secretFile(SpacesCredentialsPath, string(creds)+"\n"))
+		files = append(files, secretFile(SpacesCredentialsPath, string(creds)+"\n"))
 	}
 	if p.DOToken != "" {
-		cc.WriteFiles = append(cc.WriteFiles, secretFile(DOTokenPath, p.DOToken))
+		files = append(files, secretFile(DOTokenPath, p.DOToken))
 	}
 	if p.ClusterKey != "" {
-		cc.WriteFiles = append(cc.WriteFiles, secretFile(ClusterKeyPath, p.ClusterKey+"\n"))
+		files = append(files, secretFile(ClusterKeyPath, p.ClusterKey+"\n"))
 	}
 	if p.ReportKey != "" {
-		cc.WriteFiles = append(cc.WriteFiles, secretFile(ReportKeyPath, p.ReportKey+"\n"))
+		files = append(files, secretFile(ReportKeyPath, p.ReportKey+"\n"))
 	}
+	return files, nil
+}
 
+// addBoot adds what starts dynia-pull in p's mode: the image's unit, or the
+// bootstrap's files and script.
+func (p Params) addBoot(cc *Config) {
 	switch p.Mode {
 	case Snapshot:
 		// The image enables the unit, and its ConditionPathExists usually
@@ -269,7 +293,11 @@ func Render(p Params) ([]byte, error) {
 		// with its default config, exactly as in the image build.
 		cc.RunCmd = []Command{{LibDir + "/bootstrap.sh"}}
 	}
+}
 
+// encode is the #cloud-config document, within DigitalOcean's user-data
+// limit.
+func encode(cc Config) ([]byte, error) {
 	body, err := yaml.Marshal(cc)
 	if err != nil {
 		return nil, fmt.Errorf("render user-data: encode yaml: %w", err)

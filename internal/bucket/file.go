@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/dynia/dynia/internal/fsutil"
+	"github.com/dynia/dynia/internal/poll"
 )
 
 // fileStore keeps objects as files under root, one file per key. It has the
@@ -244,8 +245,7 @@ func (s *fileStore) lock(ctx context.Context) (unlock func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open lock: %w", err)
 	}
-	delay := time.Millisecond
-	for {
+	for n := 1; ; n++ {
 		ok, err := tryLock(f)
 		if err != nil {
 			f.Close()
@@ -254,12 +254,10 @@ func (s *fileStore) lock(ctx context.Context) (unlock func(), err error) {
 		if ok {
 			return func() { unlockFile(f); f.Close() }, nil
 		}
-		if err := sleep(ctx, delay); err != nil {
+		// 1 ms doubling to 32 ms: another writer holds it for one write.
+		if err := poll.Sleep(ctx, poll.Backoff(time.Millisecond, 32*time.Millisecond, n)); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("waiting for lock %s: %w", path.Base(f.Name()), err)
-		}
-		if delay < 20*time.Millisecond {
-			delay *= 2
 		}
 	}
 }

@@ -32,134 +32,197 @@ const ProbePrefix = "_dynia/probe/"
 // It writes at most five times, each on a fresh key, so Spaces' per-object
 // rate limits do not matter. Nothing is cached: call it once per command.
 func Probe(ctx context.Context, store Store) (res ProbeResult, err error) {
-	problem := func(format string, args ...any) { res.Problems = append(res.Problems, fmt.Sprintf(format, args...)) }
-
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
-	key := ProbePrefix + hex.EncodeToString(rnd[:])
-	body := func(step string) []byte { return []byte("dynia probe " + key + " " + step + "\n") }
-
-	wrote := false
+	pr := &prober{ctx: ctx, store: store, key: ProbePrefix + hex.EncodeToString(rnd[:])}
 	defer func() {
-		if !wrote {
-			return // nothing to clean up, and maybe no store to reach
-		}
-		// Clean up even if ctx was cancelled meanwhile.
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		if derr := store.Delete(dctx, key); derr != nil {
-			problem("deleting the probe object failed: %v", derr)
-		}
+		pr.cleanUp()
+		res = pr.res
 	}()
 
-	// landed reports whether key holds want, and its ETag: a conditional
-	// put whose answer was lost after the store applied it is retried by
-	// the S3 backend, and that retry gets 412 although the write happened.
-	landed := func(want []byte) (string, bool) {
-		obj, err := store.Get(ctx, key, "")
-		if err != nil || !bytes.Equal(obj.Body, want) {
-			return "", false
-		}
-		return obj.ETag, true
+	supported, err := pr.create()
+	if err != nil || !supported {
+		return pr.res, err
 	}
+	for _, check := range []func() error{
+		pr.createAgain, pr.update, pr.staleUpdate, pr.missingKey, pr.conditionalGet, pr.list,
+	} {
+		if err := check(); err != nil {
+			return pr.res, err
+		}
+	}
+	pr.res.ConditionalWrites = !pr.unsafe
+	return pr.res, nil
+}
 
-	// 1. create: this also proves reachability and write permission.
-	etag1, err := store.Put(ctx, key, body("create"), Cond{IfNoneMatch: true})
+// prober is one run of Probe: its scratch key and what the checks learned
+// so far. Each check is one numbered step of Probe's doc comment.
+type prober struct {
+	ctx   context.Context
+	store Store
+	key   string
+	res   ProbeResult
+	// wrote: the scratch key exists (cleanUp deletes it).
+	wrote bool
+	// unsafe: a check found conditional writes ignored or broken.
+	unsafe bool
+	// etag1 is the first version's ETag; current the key's ETag now ("":
+	// unknown).
+	etag1, current string
+}
+
+func (pr *prober) problem(format string, args ...any) {
+	pr.res.Problems = append(pr.res.Problems, fmt.Sprintf(format, args...))
+}
+
+func (pr *prober) body(step string) []byte {
+	return []byte("dynia probe " + pr.key + " " + step + "\n")
+}
+
+// cleanUp deletes the scratch key if a check wrote it, even if ctx was
+// cancelled meanwhile.
+func (pr *prober) cleanUp() {
+	if !pr.wrote {
+		return // nothing to clean up, and maybe no store to reach
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(pr.ctx), 30*time.Second)
+	defer cancel()
+	if derr := pr.store.Delete(dctx, pr.key); derr != nil {
+		pr.problem("deleting the probe object failed: %v", derr)
+	}
+}
+
+// landed reports whether key holds want, and its ETag: a conditional
+// put whose answer was lost after the store applied it is retried by
+// the S3 backend, and that retry gets 412 although the write happened.
+func (pr *prober) landed(want []byte) (string, bool) {
+	obj, err := pr.store.Get(pr.ctx, pr.key, "")
+	if err != nil || !bytes.Equal(obj.Body, want) {
+		return "", false
+	}
+	return obj.ETag, true
+}
+
+// create is step 1, a create-only put: this also proves reachability and
+// write permission. It answers false (and a problem) when the store
+// rejects conditional headers while a plain put works: no further check
+// can run.
+func (pr *prober) create() (bool, error) {
+	ctx, store := pr.ctx, pr.store
+	etag1, err := store.Put(ctx, pr.key, pr.body("create"), Cond{IfNoneMatch: true})
 	if errors.Is(err, ErrPrecondition) {
-		if etag, ok := landed(body("create")); ok {
+		if etag, ok := pr.landed(pr.body("create")); ok {
 			etag1, err = etag, nil
 		}
 	}
 	switch {
 	case err == nil:
-		wrote = true
+		pr.wrote = true
 	case errors.Is(err, ErrPrecondition):
-		return res, fmt.Errorf("probe %s: create-only put of a fresh random key was refused: %w", store, err)
+		return false, fmt.Errorf("probe %s: create-only put of a fresh random key was refused: %w", store, err)
 	case errors.Is(err, ErrAccessDenied), errors.Is(err, ErrThrottled), ctx.Err() != nil:
-		return res, fmt.Errorf("probe %s: cannot write a scratch object: %w", store, err)
+		return false, fmt.Errorf("probe %s: cannot write a scratch object: %w", store, err)
 	default:
 		// Maybe the store rejects conditional headers outright (501/400).
-		if _, perr := store.Put(ctx, key, body("plain"), Cond{}); perr != nil {
-			return res, fmt.Errorf("probe %s: cannot write a scratch object: %w", store, err)
+		if _, perr := store.Put(ctx, pr.key, pr.body("plain"), Cond{}); perr != nil {
+			return false, fmt.Errorf("probe %s: cannot write a scratch object: %w", store, err)
 		}
-		wrote = true
-		problem("a create-only put (If-None-Match: *) failed (%v) while a plain put works: the store does not support conditional writes", err)
-		return res, nil
+		pr.wrote = true
+		pr.problem("a create-only put (If-None-Match: *) failed (%v) while a plain put works: the store does not support conditional writes", err)
+		return false, nil
 	}
-	current := etag1
-	unsafe := false
+	pr.etag1, pr.current = etag1, etag1
+	return true, nil
+}
 
-	// 2. a second create-only put must be refused.
-	etag2, err := store.Put(ctx, key, body("create again"), Cond{IfNoneMatch: true})
+// createAgain is step 2: a second create-only put must be refused.
+func (pr *prober) createAgain() error {
+	etag2, err := pr.store.Put(pr.ctx, pr.key, pr.body("create again"), Cond{IfNoneMatch: true})
 	switch {
 	case err == nil:
-		unsafe = true
-		current = etag2
-		problem("a create-only put (If-None-Match: *) overwrote an existing object: the store ignores If-None-Match")
+		pr.unsafe = true
+		pr.current = etag2
+		pr.problem("a create-only put (If-None-Match: *) overwrote an existing object: the store ignores If-None-Match")
 	case !errors.Is(err, ErrPrecondition):
-		return res, fmt.Errorf("probe %s: create-only put: %w", store, err)
+		return fmt.Errorf("probe %s: create-only put: %w", pr.store, err)
 	}
+	return nil
+}
 
-	// 3. a put with the current ETag must succeed...
-	etag3, err := store.Put(ctx, key, body("update"), Cond{IfMatch: current})
+// update is step 3: a put with the current ETag must succeed...
+func (pr *prober) update() error {
+	etag3, err := pr.store.Put(pr.ctx, pr.key, pr.body("update"), Cond{IfMatch: pr.current})
 	if errors.Is(err, ErrPrecondition) {
-		if etag, ok := landed(body("update")); ok {
+		if etag, ok := pr.landed(pr.body("update")); ok {
 			etag3, err = etag, nil
 		}
 	}
 	switch {
 	case err == nil:
-		current = etag3
+		pr.current = etag3
 	case errors.Is(err, ErrPrecondition):
-		unsafe = true
-		problem("a put with the current ETag (If-Match %s) was refused: conditional writes are broken", current)
+		pr.unsafe = true
+		pr.problem("a put with the current ETag (If-Match %s) was refused: conditional writes are broken", pr.current)
 	default:
-		return res, fmt.Errorf("probe %s: conditional put: %w", store, err)
+		return fmt.Errorf("probe %s: conditional put: %w", pr.store, err)
 	}
+	return nil
+}
 
-	// 4. ...and one with a stale ETag must fail.
-	if sameETag(etag1, current) {
-		unsafe = true
-		problem("the store returned the same ETag %s for different content", current)
-	} else if _, err := store.Put(ctx, key, body("stale update"), Cond{IfMatch: etag1}); err == nil {
-		unsafe = true
-		problem("a put with a stale ETag (If-Match %s) succeeded: the store ignores If-Match", etag1)
-		current = ""
+// staleUpdate is step 4: ...and one with a stale ETag must fail.
+func (pr *prober) staleUpdate() error {
+	if sameETag(pr.etag1, pr.current) {
+		pr.unsafe = true
+		pr.problem("the store returned the same ETag %s for different content", pr.current)
+	} else if _, err := pr.store.Put(pr.ctx, pr.key, pr.body("stale update"), Cond{IfMatch: pr.etag1}); err == nil {
+		pr.unsafe = true
+		pr.problem("a put with a stale ETag (If-Match %s) succeeded: the store ignores If-Match", pr.etag1)
+		pr.current = ""
 	} else if !errors.Is(err, ErrPrecondition) {
-		return res, fmt.Errorf("probe %s: stale conditional put: %w", store, err)
+		return fmt.Errorf("probe %s: stale conditional put: %w", pr.store, err)
 	}
+	return nil
+}
 
-	// 5. If-Match on a missing key must fail too (AWS and versitygw: 404).
-	missing := key + "-missing"
-	if _, err := store.Put(ctx, missing, body("missing"), Cond{IfMatch: etag1}); err == nil {
-		unsafe = true
-		problem("a put with If-Match on a missing key created it: the store ignores If-Match")
-		_ = store.Delete(ctx, missing)
+// missingKey is step 5: If-Match on a missing key must fail too (AWS and
+// versitygw: 404).
+func (pr *prober) missingKey() error {
+	missing := pr.key + "-missing"
+	if _, err := pr.store.Put(pr.ctx, missing, pr.body("missing"), Cond{IfMatch: pr.etag1}); err == nil {
+		pr.unsafe = true
+		pr.problem("a put with If-Match on a missing key created it: the store ignores If-Match")
+		_ = pr.store.Delete(pr.ctx, missing)
 	} else if !errors.Is(err, ErrPrecondition) {
-		return res, fmt.Errorf("probe %s: conditional put on a missing key: %w", store, err)
+		return fmt.Errorf("probe %s: conditional put on a missing key: %w", pr.store, err)
 	}
+	return nil
+}
 
-	// 6. reading with the current ETag should answer not-modified: without
-	// it polling still works but downloads the object every time.
-	if current != "" {
-		if _, err := store.Get(ctx, key, current); err == nil {
-			problem("a GET with If-None-Match and the current ETag returned the object instead of not-modified (polling will download it every time)")
-		} else if !errors.Is(err, ErrNotModified) {
-			return res, fmt.Errorf("probe %s: conditional get: %w", store, err)
-		}
+// conditionalGet is step 6: reading with the current ETag should answer
+// not-modified: without it polling still works but downloads the object
+// every time.
+func (pr *prober) conditionalGet() error {
+	if pr.current == "" {
+		return nil
 	}
+	if _, err := pr.store.Get(pr.ctx, pr.key, pr.current); err == nil {
+		pr.problem("a GET with If-None-Match and the current ETag returned the object instead of not-modified (polling will download it every time)")
+	} else if !errors.Is(err, ErrNotModified) {
+		return fmt.Errorf("probe %s: conditional get: %w", pr.store, err)
+	}
+	return nil
+}
 
-	// 7. listing must show the scratch key.
-	infos, err := store.List(ctx, key)
+// list is step 7: listing must show the scratch key.
+func (pr *prober) list() error {
+	infos, err := pr.store.List(pr.ctx, pr.key)
 	if err != nil {
-		return res, fmt.Errorf("probe %s: list: %w", store, err)
+		return fmt.Errorf("probe %s: list: %w", pr.store, err)
 	}
-	if len(infos) == 0 || infos[0].Key != key {
-		problem("listing %q did not return the object just written", key)
+	if len(infos) == 0 || infos[0].Key != pr.key {
+		pr.problem("listing %q did not return the object just written", pr.key)
 	}
-
-	res.ConditionalWrites = !unsafe
-	return res, nil
+	return nil
 }
 
 // UnsafeStoreError is returned by RequireSafe; it wraps ErrUnsafeStore.

@@ -1,9 +1,10 @@
 package bucket
 
 import (
-	"context"
 	"math/rand/v2"
 	"time"
+
+	"github.com/dynia/dynia/internal/poll"
 )
 
 // retryPolicy is the one retry loop of the package: exponential backoff with
@@ -32,21 +33,6 @@ func newRetryPolicy(opts Options) retryPolicy {
 
 // delay is the sleep before retry number n (0-based).
 func (p retryPolicy) delay(n int) time.Duration {
-	d := p.cap
-	if n < 20 && p.base<<n < p.cap {
-		d = p.base << n
-	}
+	d := poll.Backoff(p.base, p.cap, n+1)
 	return time.Duration(rand.Int64N(int64(d) + 1))
-}
-
-// sleep waits d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

@@ -19,6 +19,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/dynia/dynia/internal/poll"
 )
 
 // s3Store is the S3 / Spaces backend.
@@ -277,7 +279,7 @@ func (s *s3Store) do(ctx context.Context, op, key string, ifMatch bool, call fun
 		d := s.retry.delay(attempt)
 		s.log.Warn("object store request failed, retrying",
 			"op", op, "store", s.String(), "key", key, "attempt", attempt+1, "delay", d, "reason", c.detail)
-		if err := sleep(ctx, d); err != nil {
+		if err := poll.Sleep(ctx, d); err != nil {
 			if c.kind == ErrUnavailable {
 				detail := "no answer before the deadline"
 				if netDetail != "" {

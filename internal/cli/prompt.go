@@ -11,7 +11,8 @@ import (
 // Destructive commands ask before they destroy: on a terminal they prompt,
 // unless --yes; without one (a script, CI) --yes is required, and its
 // absence is bad input before any read or write. The destructive commands
-// are `node remove`, `cluster destroy` and `dns delete` (README.md,
+// are `node remove`, `cluster destroy`, `dns delete` and `state resign`
+// (it signs what the bucket holds, unverified) (README.md,
 // "Destructive commands"). --force never skips a prompt: where a command
 // has one, it overrides the safety check its help names.
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/dynia/dynia/cloudinit"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/poll"
 	"github.com/dynia/dynia/internal/report"
 )
 
@@ -108,24 +109,25 @@ func waitPhase(r *report.Status, gen int64) string {
 // pollUntil polls cond with backoff (250 ms to 2 s) until it holds or ctx
 // ends; a cancelled wait is an error naming what it waited for.
 func pollUntil(ctx context.Context, cond func() (bool, string, error)) error {
-	delay := 250 * time.Millisecond
-	for {
-		ok, what, err := cond()
-		if err != nil {
-			return err
+	var what string
+	err := poll.UntilBackoff(ctx, 250*time.Millisecond, 2*time.Second, func() error {
+		ok, w, err := cond()
+		switch {
+		case err != nil:
+			return poll.Stop(err)
+		case !ok:
+			what = w
+			return errNotYet
 		}
-		if ok {
-			return nil
-		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("%s: %w", what, ctx.Err())
-		case <-t.C:
-		}
-		delay = min(delay*2, 2*time.Second)
+		return nil
+	})
+	if errors.Is(err, errNotYet) {
+		return fmt.Errorf("%s: %w", what, ctx.Err())
 	}
+	return err
 }
+
+// errNotYet is pollUntil's condition not holding yet.
+var errNotYet = errors.New("not yet")
 
 func maskUserData(ud []byte) []byte { return cloudinit.Mask(ud) }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,7 +10,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -24,139 +24,207 @@ const SandboxContext = "sandbox"
 // NewCmdSandbox is `dynia sandbox up|status|down|logs|fault` (plus the hidden
 // serve and demo-app, which the sandbox itself runs).
 func NewCmdSandbox(f *Factory) *cobra.Command {
-	var dir string
 	cmd := &cobra.Command{
 		Use:   "sandbox",
 		Short: "A simulated DigitalOcean on this Linux machine (root): try everything with no account",
 		Args:  cobra.NoArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.PersistentFlags().StringVar(&dir, "dir", sandbox.DefaultDir, "sandbox state directory")
+	// Read by every subcommand (sandboxDir).
+	cmd.PersistentFlags().String("dir", sandbox.DefaultDir, "sandbox state directory")
+	cmd.AddCommand(NewCmdSandboxUp(f, nil))
+	cmd.AddCommand(NewCmdSandboxStatus(f, nil))
+	cmd.AddCommand(NewCmdSandboxDown(f, nil))
+	cmd.AddCommand(NewCmdSandboxLogs(f, nil))
+	cmd.AddCommand(NewCmdSandboxFault(f))
+	cmd.AddCommand(NewCmdSandboxServe(f, nil))
+	cmd.AddCommand(NewCmdSandboxDemoApp(f, nil))
+	return cmd
+}
 
-	var up sandbox.Options
-	var actionDelay time.Duration
-	upCmd := &cobra.Command{
+// NewCmdSandboxUp is `dynia sandbox up`; runF gets the checked options
+// (Dir and Version set).
+func NewCmdSandboxUp(f *Factory, runF func(*sandbox.Options) error) *cobra.Command {
+	o := &sandbox.Options{}
+	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Start the simulated cloud and make the `sandbox` context current",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			// Flags first, so bad input is exit 2 even without root. A range
-			// in use on this machine is found later, by Up (exit 1).
-			if _, err := sandbox.ParsePublicRange(up.PublicRange); err != nil {
-				return usagef("--public-range %q: %v", up.PublicRange, err)
-			}
-			if actionDelay < 0 {
-				return usagef("--action-delay %q: must not be negative", actionDelay)
-			}
-			if err := sandbox.CheckACMECertValidity(up.ACMECertValidity); err != nil {
-				return usagef("--acme-cert-validity %q: %v", up.ACMECertValidity, err)
-			}
-			for _, im := range up.ExtraImages {
-				if err := checkImageFlag(im); err != nil || im == "" {
-					return usagef("--extra-image %q: must be a snapshot name (letters, digits, '.', '_', '-')", im)
-				}
-			}
-			if _, err := sandbox.ParseFirewalls(up.Firewalls); err != nil {
-				return usagef("--firewalls %q: %v", up.Firewalls, err)
-			}
-			rt, err := sandbox.ParseRuntime(up.Runtime)
-			if err != nil {
-				return usagef("--runtime %q: %v", up.Runtime, err)
-			}
-			if err := sandbox.CheckDir(dir, rt); err != nil {
-				return usagef("--dir %q: %v", dir, err)
-			}
-			if runtime.GOOS != "linux" || os.Geteuid() != 0 {
-				return usagef("sandbox up: needs root on Linux (network namespaces)")
-			}
-			up.Dir, up.ActionDelay, up.Version = dir, actionDelay, Version
-			up.Logger = slog.New(slog.NewTextHandler(f.IO.ErrOut, &slog.HandlerOptions{Level: slog.LevelInfo}))
-			var info *sandbox.Info
-			p := NewProgress(f.IO, f.Global.Output == "json")
-			if err := p.Step("sandbox up", func() (string, error) {
-				var err error
-				info, err = sandbox.Up(cmd.Context(), up)
-				if err != nil {
-					return "", err
-				}
-				return info.APIURL, nil
-			}); err != nil {
+			o.Dir, o.Version = sandboxDir(cmd), Version
+			if err := checkSandboxUp(o); err != nil {
 				return err
 			}
-			if err := p.Step("context "+SandboxContext, func() (string, error) {
-				return "", writeSandboxContext(f, info)
-			}); err != nil {
+			if runF != nil {
+				return runF(o)
+			}
+			return sandboxUp(cmd.Context(), f, o)
+		},
+	}
+	cmd.Flags().StringVar(&o.PublicRange, "public-range", "198.51.100.0/24", "simulated public range (Reserved and public IPs); must be unused on this machine")
+	cmd.Flags().DurationVar(&o.ActionDelay, "action-delay", 0, "how long a simulated Reserved IP assignment takes")
+	cmd.Flags().DurationVar(&o.ACMECertValidity, "acme-cert-validity", 0,
+		"lifetime of certificates from the sandbox's ACME CA, whole seconds (0: Pebble's default, 90 days; short ones force renewals)")
+	cmd.Flags().StringVar(&o.Firewalls, "firewalls", sandbox.DefaultFirewalls,
+		"enforce the simulated DO cloud firewalls on droplet traffic, public and VPC side (enforce|off)")
+	cmd.Flags().StringVar(&o.Runtime, "runtime", sandbox.DefaultRuntime,
+		"how droplets run the app: docker (a dockerd per droplet, as on the node image) or process (no Docker)")
+	cmd.Flags().StringSliceVar(&o.ExtraImages, "extra-image", nil,
+		"another snapshot name to offer (repeatable), newer than dynia-node-<version>, booting the same node binaries: an image to `cluster upgrade` to")
+	cmd.Flags().StringVar(&o.PullBinary, "pull-binary", "", "dynia-pull binary (default: next to dynia, else PATH)")
+	cmd.Flags().BoolVar(&o.RequestLogs, "request-logs", false, "log every DO API request (logs/api-calls.log) and S3 request (logs/s3-access.log): the benchmarks count calls with them")
+	cmd.Flags().StringVar(&o.Prefix, "prefix", "", "name prefix of namespaces and links (tests run several sandboxes)")
+	_ = cmd.Flags().MarkHidden("prefix")
+	return cmd
+}
+
+// checkSandboxUp checks up's flags, so bad input is exit 2 even without
+// root. A range in use on this machine is found later, by Up (exit 1).
+func checkSandboxUp(o *sandbox.Options) error {
+	if _, err := sandbox.ParsePublicRange(o.PublicRange); err != nil {
+		return usagef("--public-range %q: %v", o.PublicRange, err)
+	}
+	if o.ActionDelay < 0 {
+		return usagef("--action-delay %q: must not be negative", o.ActionDelay)
+	}
+	if err := sandbox.CheckACMECertValidity(o.ACMECertValidity); err != nil {
+		return usagef("--acme-cert-validity %q: %v", o.ACMECertValidity, err)
+	}
+	for _, im := range o.ExtraImages {
+		if err := checkImageFlag(im); err != nil || im == "" {
+			return usagef("--extra-image %q: must be a snapshot name (letters, digits, '.', '_', '-')", im)
+		}
+	}
+	if _, err := sandbox.ParseFirewalls(o.Firewalls); err != nil {
+		return usagef("--firewalls %q: %v", o.Firewalls, err)
+	}
+	rt, err := sandbox.ParseRuntime(o.Runtime)
+	if err != nil {
+		return usagef("--runtime %q: %v", o.Runtime, err)
+	}
+	if err := sandbox.CheckDir(o.Dir, rt); err != nil {
+		return usagef("--dir %q: %v", o.Dir, err)
+	}
+	return nil
+}
+
+// sandboxUp starts the sandbox (root on Linux) and makes its context
+// current.
+func sandboxUp(ctx context.Context, f *Factory, o *sandbox.Options) error {
+	if runtime.GOOS != "linux" || os.Geteuid() != 0 {
+		return usagef("sandbox up: needs root on Linux (network namespaces)")
+	}
+	o.Logger = slog.New(slog.NewTextHandler(f.IO.ErrOut, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	var info *sandbox.Info
+	p := NewProgress(f.IO, f.Global.Output == "json")
+	if err := p.Step("sandbox up", func() (string, error) {
+		var err error
+		info, err = sandbox.Up(ctx, *o)
+		if err != nil {
+			return "", err
+		}
+		return info.APIURL, nil
+	}); err != nil {
+		return err
+	}
+	if err := p.Step("context "+SandboxContext, func() (string, error) {
+		return "", writeSandboxContext(f, info)
+	}); err != nil {
+		return err
+	}
+	return printSandbox(f, info)
+}
+
+// SandboxDirOptions are the options of sandbox commands that take only
+// the sandbox's directory (status, down).
+type SandboxDirOptions struct {
+	Dir string
+}
+
+// NewCmdSandboxStatus is `dynia sandbox status`.
+func NewCmdSandboxStatus(f *Factory, runF func(*SandboxDirOptions) error) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show the sandbox: API, S3, droplets, Reserved IPs",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o := &SandboxDirOptions{Dir: sandboxDir(cmd)}
+			if runF != nil {
+				return runF(o)
+			}
+			info, err := sandbox.Status(o.Dir)
+			if err != nil {
 				return err
 			}
 			return printSandbox(f, info)
 		},
 	}
-	upCmd.Flags().StringVar(&up.PublicRange, "public-range", "198.51.100.0/24", "simulated public range (Reserved and public IPs); must be unused on this machine")
-	upCmd.Flags().DurationVar(&actionDelay, "action-delay", 0, "how long a simulated Reserved IP assignment takes")
-	upCmd.Flags().DurationVar(&up.ACMECertValidity, "acme-cert-validity", 0,
-		"lifetime of certificates from the sandbox's ACME CA, whole seconds (0: Pebble's default, 90 days; short ones force renewals)")
-	upCmd.Flags().StringVar(&up.Firewalls, "firewalls", sandbox.DefaultFirewalls,
-		"enforce the simulated DO cloud firewalls on droplet traffic, public and VPC side (enforce|off)")
-	upCmd.Flags().StringVar(&up.Runtime, "runtime", sandbox.DefaultRuntime,
-		"how droplets run the app: docker (a dockerd per droplet, as on the node image) or process (no Docker)")
-	upCmd.Flags().StringSliceVar(&up.ExtraImages, "extra-image", nil,
-		"another snapshot name to offer (repeatable), newer than dynia-node-<version>, booting the same node binaries: an image to `cluster upgrade` to")
-	upCmd.Flags().StringVar(&up.PullBinary, "pull-binary", "", "dynia-pull binary (default: next to dynia, else PATH)")
-	upCmd.Flags().BoolVar(&up.RequestLogs, "request-logs", false, "log every DO API request (logs/api-calls.log) and S3 request (logs/s3-access.log): the benchmarks count calls with them")
-	upCmd.Flags().StringVar(&up.Prefix, "prefix", "", "name prefix of namespaces and links (tests run several sandboxes)")
-	_ = upCmd.Flags().MarkHidden("prefix")
-	cmd.AddCommand(upCmd)
+}
 
-	cmd.AddCommand(&cobra.Command{
-		Use:   "status",
-		Short: "Show the sandbox: API, S3, droplets, Reserved IPs",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			info, err := sandbox.Status(dir)
-			if err != nil {
-				return err
-			}
-			return printSandbox(f, info)
-		},
-	})
-	cmd.AddCommand(&cobra.Command{
+// NewCmdSandboxDown is `dynia sandbox down`.
+func NewCmdSandboxDown(f *Factory, runF func(*SandboxDirOptions) error) *cobra.Command {
+	return &cobra.Command{
 		Use:   "down",
 		Short: "Remove every namespace, route, process and file of the sandbox (idempotent)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			// The context's token and key files (written by up) go first, so
-			// Down finds the directory as it left it.
-			if err := os.RemoveAll(filepath.Join(dir, "cli")); err != nil {
-				return err
+			o := &SandboxDirOptions{Dir: sandboxDir(cmd)}
+			if runF != nil {
+				return runF(o)
 			}
-			if err := sandbox.Down(cmd.Context(), dir); err != nil {
-				return err
-			}
-			if cfg, _, err := f.Config(); err == nil && cfg.Contexts[SandboxContext] != nil {
-				delete(cfg.Contexts, SandboxContext)
-				if cfg.CurrentContext == SandboxContext {
-					cfg.CurrentContext = ""
-				}
-				if err := cfg.Save(); err != nil {
-					return err
-				}
-			}
-			fmt.Fprintln(f.IO.Out, "sandbox down")
-			return nil
+			return sandboxDown(cmd.Context(), f, o)
 		},
-	})
-	var component string
-	logs := &cobra.Command{
+	}
+}
+
+// sandboxDown removes the sandbox and the context up wrote.
+func sandboxDown(ctx context.Context, f *Factory, o *SandboxDirOptions) error {
+	// The context's token and key files (written by up) go first, so
+	// Down finds the directory as it left it.
+	if err := os.RemoveAll(filepath.Join(o.Dir, "cli")); err != nil {
+		return err
+	}
+	if err := sandbox.Down(ctx, o.Dir); err != nil {
+		return err
+	}
+	if cfg, _, err := f.Config(); err == nil && cfg.Contexts[SandboxContext] != nil {
+		delete(cfg.Contexts, SandboxContext)
+		if cfg.CurrentContext == SandboxContext {
+			cfg.CurrentContext = ""
+		}
+		if err := cfg.Save(); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintln(f.IO.Out, "sandbox down")
+	return nil
+}
+
+// SandboxLogsOptions are `dynia sandbox logs`'s.
+type SandboxLogsOptions struct {
+	Dir       string
+	Droplet   string // id or name; "sandbox" for the cloud's own
+	Component string // "" for all
+}
+
+// NewCmdSandboxLogs is `dynia sandbox logs DROPLET [--component C]`.
+func NewCmdSandboxLogs(f *Factory, runF func(*SandboxLogsOptions) error) *cobra.Command {
+	o := &SandboxLogsOptions{}
+	cmd := &cobra.Command{
 		Use:   "logs DROPLET",
 		Short: "Print a droplet's logs (id or name; `sandbox` for the cloud's); --component haproxy|keepalived|pull|app|dockerd|containerd|cloud-init",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			switch component {
+			switch o.Component {
 			case "", "haproxy", "keepalived", "pull", "app", "dockerd", "containerd", "cloud-init", "serve", "versitygw", "registry", "pebble":
 			default:
-				return usagef("--component %q: must be haproxy, keepalived, pull, app, dockerd, containerd or cloud-init (droplets), serve, versitygw, registry or pebble (sandbox)", component)
+				return usagef("--component %q: must be haproxy, keepalived, pull, app, dockerd, containerd or cloud-init (droplets), serve, versitygw, registry or pebble (sandbox)", o.Component)
 			}
-			rc, err := sandbox.Logs(dir, args[0], component)
+			o.Dir, o.Droplet = sandboxDir(cmd), args[0]
+			if runF != nil {
+				return runF(o)
+			}
+			rc, err := sandbox.Logs(o.Dir, o.Droplet, o.Component)
 			if err != nil {
 				return err
 			}
@@ -165,22 +233,39 @@ func NewCmdSandbox(f *Factory) *cobra.Command {
 			return err
 		},
 	}
-	logs.Flags().StringVar(&component, "component", "", "one component's log (default: all)")
-	cmd.AddCommand(logs)
+	cmd.Flags().StringVar(&o.Component, "component", "", "one component's log (default: all)")
+	return cmd
+}
 
-	cmd.AddCommand(newCmdSandboxFault(f, &dir))
-
-	cmd.AddCommand(&cobra.Command{
+// NewCmdSandboxServe is the hidden `dynia sandbox serve`, run by `sandbox
+// up` inside the router namespace.
+func NewCmdSandboxServe(f *Factory, runF func(*sandbox.ServeOptions) error) *cobra.Command {
+	return &cobra.Command{
 		Use:    "serve",
 		Hidden: true, // run by `sandbox up` inside the router namespace
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			lg := slog.New(slog.NewJSONHandler(f.IO.ErrOut, nil))
-			return sandbox.Serve(cmd.Context(), sandbox.ServeOptions{Dir: dir, Logger: lg})
+			o := &sandbox.ServeOptions{Dir: sandboxDir(cmd), Logger: slog.New(slog.NewJSONHandler(f.IO.ErrOut, nil))}
+			if runF != nil {
+				return runF(o)
+			}
+			return sandbox.Serve(cmd.Context(), *o)
 		},
-	})
-	var listen, id string
-	demo := &cobra.Command{
+	}
+}
+
+// SandboxDemoAppOptions are the hidden `dynia sandbox demo-app`'s.
+type SandboxDemoAppOptions struct {
+	Listen string
+	ID     string
+}
+
+// NewCmdSandboxDemoApp is the hidden `dynia sandbox demo-app`: the
+// sandbox's stand-in app on every droplet (the process runtime's
+// app_command).
+func NewCmdSandboxDemoApp(_ *Factory, runF func(*SandboxDemoAppOptions) error) *cobra.Command {
+	o := &SandboxDemoAppOptions{}
+	cmd := &cobra.Command{
 		Use:    "demo-app",
 		Hidden: true, // the sandbox's stand-in app on every droplet (the process runtime's app_command)
 		Args:   cobra.NoArgs,
@@ -189,18 +274,20 @@ func NewCmdSandbox(f *Factory) *cobra.Command {
 			// (nodeconfig.Config.AppCommand); flags win.
 			if !cmd.Flags().Changed("listen") {
 				if v := os.Getenv("DYNIA_APP_ADDR"); v != "" {
-					listen = v
+					o.Listen = v
 				}
 			}
 			if !cmd.Flags().Changed("id") {
-				id = os.Getenv("DYNIA_NODE_ID")
+				o.ID = os.Getenv("DYNIA_NODE_ID")
 			}
-			return demoapp.Run(cmd.Context(), listen, id)
+			if runF != nil {
+				return runF(o)
+			}
+			return demoapp.Run(cmd.Context(), o.Listen, o.ID)
 		},
 	}
-	demo.Flags().StringVar(&listen, "listen", ":8080", "address (default: $DYNIA_APP_ADDR, else :8080)")
-	demo.Flags().StringVar(&id, "id", "", "node id to answer with (default: $DYNIA_NODE_ID)")
-	cmd.AddCommand(demo)
+	cmd.Flags().StringVar(&o.Listen, "listen", ":8080", "address (default: $DYNIA_APP_ADDR, else :8080)")
+	cmd.Flags().StringVar(&o.ID, "id", "", "node id to answer with (default: $DYNIA_NODE_ID)")
 	return cmd
 }
 

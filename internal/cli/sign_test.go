@@ -241,13 +241,13 @@ func TestStateAndReportSigning(t *testing.T) {
 
 	// The state changed outside dynia, then resigned as it is.
 	e.putRaw(cluster.StateKey(name), tampered)
-	e.mustRun("state", "resign", "--name", name, "--confirm")
+	e.mustRun("state", "resign", "--name", name, "--yes")
 	after := e.state(name)
 	if after.HA.AdvertInterval != 7 || after.Generation <= st.Generation || after.SigningKey != st.SigningKey {
 		t.Fatalf("after resign: advert %v, generation %d (was %d), key %q", after.HA.AdvertInterval, after.Generation, st.Generation, after.SigningKey)
 	}
 	if r := e.run("state", "resign", "--name", name); r.code != ExitUsage {
-		t.Fatalf("resign without --confirm: exit %d", r.code)
+		t.Fatalf("resign without --yes: exit %d", r.code)
 	}
 }
 
@@ -295,7 +295,7 @@ func TestExposedStateKeyIsBadInput(t *testing.T) {
 			{"node", "add", "--name", name},
 			{"node", "create-ha", "--name", name, "--region", "sgp1", "--size", "s-1vcpu-1gb"},
 			{"app", "status", "--name", name},
-			{"state", "resign", "--name", name, "--confirm"},
+			{"state", "resign", "--name", name, "--yes"},
 		} {
 			t.Run(fmt.Sprintf("%04o %s", mode, strings.Join(args[:2], " ")), func(t *testing.T) {
 				calls, requests := len(e.sim.Calls()), e.requests.Load()

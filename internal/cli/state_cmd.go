@@ -63,9 +63,9 @@ func NewCmdState(f *Factory) *cobra.Command {
 		},
 	})
 	var name string
-	var confirm bool
+	var yes bool
 	resign := &cobra.Command{
-		Use:   "resign --name N --confirm",
+		Use:   "resign --name N [--yes]",
 		Short: "Sign the cluster's state object as the bucket holds it now (after it was changed outside dynia)",
 		Long: "Every state dynia writes is signed with the cluster's state key, and every reader refuses one that\n" +
 			"does not verify (docs/security.md). When the object was replaced — by someone holding the bucket key,\n" +
@@ -77,14 +77,15 @@ func NewCmdState(f *Factory) *cobra.Command {
 			if err := checkName(name); err != nil {
 				return err
 			}
-			if !confirm {
-				return usagef("--confirm: required to sign cluster %q's state as it is", name)
+			what := fmt.Sprintf("sign cluster %q's state as the bucket holds it, unverified", name)
+			if err := confirmDestructive(f.IO, yes, what, "Sign cluster "+name+"'s state as the bucket holds it, unverified?"); err != nil {
+				return err
 			}
 			return resignState(cmd.Context(), f, name)
 		},
 	}
 	resign.Flags().StringVar(&name, "name", "", "cluster name")
-	resign.Flags().BoolVar(&confirm, "confirm", false, "sign what the bucket holds, unverified")
+	addYesFlag(resign, &yes)
 	cmd.AddCommand(resign)
 	return cmd
 }

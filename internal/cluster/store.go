@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dynia/dynia/internal/bucket"
+	"github.com/dynia/dynia/internal/poll"
 	"github.com/dynia/dynia/internal/signing"
 )
 
@@ -395,16 +396,8 @@ func unknownOutcome(rerr error) string {
 // sleepJitter waits a full-jitter exponential backoff: random in
 // [0, min(1s, 10ms·2^attempt)], so racing writers spread out.
 func sleepJitter(ctx context.Context, attempt int) error {
-	ceiling := 10 * time.Millisecond << min(attempt, 7)
-	ceiling = min(ceiling, time.Second)
-	t := time.NewTimer(rand.N(ceiling) + time.Millisecond)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	ceiling := poll.Backoff(10*time.Millisecond, time.Second, attempt+1)
+	return poll.Sleep(ctx, rand.N(ceiling)+time.Millisecond)
 }
 
 // Delete removes every object of the cluster: state last, so a crash midway

@@ -261,8 +261,37 @@ func checkVPCCIDR(c string) (netip.Prefix, error) {
 
 // Validate checks the whole state and returns the first problem, naming the
 // field (nodes[i].private_ip, …) and the value. docs/state.md lists the
-// rules and where each limit comes from.
+// rules and where each limit comes from. The sections are checked in the
+// order of the state's fields; the first failing one answers.
 func (s *State) Validate() error {
+	if err := s.validateHeader(); err != nil {
+		return err
+	}
+	vpc, err := s.validateNetwork()
+	if err != nil {
+		return err
+	}
+	if err := s.validateDNS(); err != nil {
+		return err
+	}
+	if err := s.validateAppSection(); err != nil {
+		return err
+	}
+	if err := s.validateSecrets(); err != nil {
+		return err
+	}
+	if err := checkAdvertInterval(s.HA.AdvertInterval); err != nil {
+		return fieldErr("ha.advert_interval", FormatAdvertInterval(s.HA.AdvertInterval), "%v", err)
+	}
+	if err := s.validateNodes(vpc); err != nil {
+		return err
+	}
+	return s.validateRecentOps()
+}
+
+// validateHeader checks the schema, generation and the cluster's identity:
+// name, region, size and image.
+func (s *State) validateHeader() error {
 	if s.SchemaVersion != SchemaVersion {
 		return fieldErr("schema_version", fmt.Sprint(s.SchemaVersion), "unsupported (this build reads %d)", SchemaVersion)
 	}
@@ -286,52 +315,72 @@ func (s *State) Validate() error {
 	if s.Image != "" && !dropletImageRE.MatchString(s.Image) {
 		return fieldErr("image", s.Image, "must be a snapshot id or an image slug like debian-12-x64")
 	}
+	return nil
+}
+
+// validateNetwork checks the VPC, the firewall, the admin ranges and the
+// Reserved IP, and returns the VPC's range (zero when unset) for the nodes'
+// private IPs.
+func (s *State) validateNetwork() (netip.Prefix, error) {
 	if s.VPC.ID != "" && !doIDRE.MatchString(s.VPC.ID) {
-		return fieldErr("vpc.id", s.VPC.ID, "not a DigitalOcean id")
+		return netip.Prefix{}, fieldErr("vpc.id", s.VPC.ID, "not a DigitalOcean id")
 	}
 	var vpc netip.Prefix
 	if s.VPC.CIDR != "" {
 		p, err := checkVPCCIDR(s.VPC.CIDR)
 		if err != nil {
-			return fieldErr("vpc.cidr", s.VPC.CIDR, "%v", err)
+			return netip.Prefix{}, fieldErr("vpc.cidr", s.VPC.CIDR, "%v", err)
 		}
 		vpc = p
 	}
 	if s.FirewallID != "" && !doIDRE.MatchString(s.FirewallID) {
-		return fieldErr("firewall_id", s.FirewallID, "not a DigitalOcean id")
+		return netip.Prefix{}, fieldErr("firewall_id", s.FirewallID, "not a DigitalOcean id")
 	}
 	if len(s.AdminCIDRs) > MaxAdminCIDRs {
-		return fieldErr("admin_cidrs", fmt.Sprint(len(s.AdminCIDRs)), "more than %d entries", MaxAdminCIDRs)
+		return netip.Prefix{}, fieldErr("admin_cidrs", fmt.Sprint(len(s.AdminCIDRs)), "more than %d entries", MaxAdminCIDRs)
 	}
 	for i, c := range s.AdminCIDRs {
 		if err := ValidateAdminCIDR(c); err != nil {
-			return fieldErr(fmt.Sprintf("admin_cidrs[%d]", i), c, "%v", err)
+			return netip.Prefix{}, fieldErr(fmt.Sprintf("admin_cidrs[%d]", i), c, "%v", err)
 		}
 	}
 	if s.ReservedIP != "" {
 		if err := checkPublicIPv4(s.ReservedIP); err != nil {
-			return fieldErr("reserved_ip", s.ReservedIP, "%v", err)
+			return netip.Prefix{}, fieldErr("reserved_ip", s.ReservedIP, "%v", err)
 		}
 	}
-	if d := s.DNS; d != nil {
-		switch d.Provider {
-		case "", DNSDigitalOcean, DNSCloudflare:
-		default:
-			return fieldErr("dns.provider", d.Provider, "must be %s or %s", DNSDigitalOcean, DNSCloudflare)
-		}
-		if d.Domain == "" {
-			return fieldErr("dns.domain", "", "must not be empty when dns is set")
-		}
-		if err := ValidateDomain(d.Domain); err != nil {
-			return fieldErr("dns.domain", d.Domain, "%v", err)
-		}
-		if d.Name == "" || (d.Name != "@" && ValidateDomain(d.FQDN()) != nil) {
-			return fieldErr("dns.name", d.Name, "must be @ (the apex) or a lowercase name within dns.domain like app")
-		}
-		if !dnsRecordIDRE.MatchString(d.RecordID) {
-			return fieldErr("dns.record_id", d.RecordID, "not a DNS provider's record id (letters and digits)")
-		}
+	return vpc, nil
+}
+
+// validateDNS checks the DNS record dynia manages, if any.
+func (s *State) validateDNS() error {
+	d := s.DNS
+	if d == nil {
+		return nil
 	}
+	switch d.Provider {
+	case "", DNSDigitalOcean, DNSCloudflare:
+	default:
+		return fieldErr("dns.provider", d.Provider, "must be %s or %s", DNSDigitalOcean, DNSCloudflare)
+	}
+	if d.Domain == "" {
+		return fieldErr("dns.domain", "", "must not be empty when dns is set")
+	}
+	if err := ValidateDomain(d.Domain); err != nil {
+		return fieldErr("dns.domain", d.Domain, "%v", err)
+	}
+	if d.Name == "" || (d.Name != "@" && ValidateDomain(d.FQDN()) != nil) {
+		return fieldErr("dns.name", d.Name, "must be @ (the apex) or a lowercase name within dns.domain like app")
+	}
+	if !dnsRecordIDRE.MatchString(d.RecordID) {
+		return fieldErr("dns.record_id", d.RecordID, "not a DNS provider's record id (letters and digits)")
+	}
+	return nil
+}
+
+// validateAppSection checks the app's port and health path, the app
+// (validateApp) and TLS (validateTLS).
+func (s *State) validateAppSection() error {
 	if err := checkAppPort(s.App.Port); err != nil {
 		return fieldErr("app.port", fmt.Sprint(s.App.Port), "%v", err)
 	}
@@ -341,90 +390,113 @@ func (s *State) Validate() error {
 	if err := s.validateApp(); err != nil {
 		return err
 	}
-	if err := s.validateTLS(); err != nil {
-		return err
-	}
+	return s.validateTLS()
+}
+
+// validateSecrets checks the secrets recipient, the keys and the nodes'
+// Spaces key.
+func (s *State) validateSecrets() error {
 	if s.SecretsRecipient != "" && !recipientRE.MatchString(s.SecretsRecipient) {
 		return fieldErr("secrets_recipient", s.SecretsRecipient, "not an age X25519 recipient (age1…)")
 	}
 	if err := s.validateKeys(); err != nil {
 		return err
 	}
-	if err := s.validateNodeSpacesKey(); err != nil {
-		return err
-	}
-	if err := checkAdvertInterval(s.HA.AdvertInterval); err != nil {
-		return fieldErr("ha.advert_interval", FormatAdvertInterval(s.HA.AdvertInterval), "%v", err)
-	}
+	return s.validateNodeSpacesKey()
+}
 
-	ids := map[string]int{}
-	prios := map[int]string{}
-	privs := map[string]string{}
-	active := ""
+// nodeSeen is what validateNode remembers across nodes: ids, priorities
+// and private IPs must be unique, and one node at most is active.
+type nodeSeen struct {
+	ids    map[string]int
+	prios  map[int]string
+	privs  map[string]string
+	active string
+}
+
+// validateNodes checks every node, in order; vpc is the VPC's range (zero:
+// unknown).
+func (s *State) validateNodes(vpc netip.Prefix) error {
+	seen := &nodeSeen{ids: map[string]int{}, prios: map[int]string{}, privs: map[string]string{}}
 	for i, n := range s.Nodes {
-		f := func(name string) string { return fmt.Sprintf("nodes[%d].%s", i, name) }
-		if err := ValidateNodeID(n.ID); err != nil {
-			return fieldErr(f("id"), n.ID, "must be a two-word id like misty-owl")
-		}
-		if j, dup := ids[n.ID]; dup {
-			return fieldErr(f("id"), n.ID, "duplicate of nodes[%d]", j)
-		}
-		ids[n.ID] = i
-		if n.Priority < MinPriority || n.Priority > MaxPriority {
-			return fieldErr(f("priority"), fmt.Sprint(n.Priority), "must be %d-%d", MinPriority, MaxPriority)
-		}
-		if other, dup := prios[n.Priority]; dup {
-			return fieldErr(f("priority"), fmt.Sprint(n.Priority), "same as node %s", other)
-		}
-		prios[n.Priority] = n.ID
-		switch n.Role {
-		case RoleActive:
-			if active != "" {
-				return fieldErr(f("role"), string(n.Role), "two active nodes (%s and %s)", active, n.ID)
-			}
-			active = n.ID
-		case RoleStandby:
-		default:
-			return fieldErr(f("role"), string(n.Role), "must be active or standby")
-		}
-		switch n.Lifecycle {
-		case Provisioning, Ready, Draining, Removing:
-		default:
-			return fieldErr(f("lifecycle"), string(n.Lifecycle), "must be provisioning, ready, draining or removing")
-		}
-		if n.DropletID < 0 {
-			return fieldErr(f("droplet_id"), fmt.Sprint(n.DropletID), "must not be negative")
-		}
-		if n.PublicIP != "" {
-			if err := checkPublicIPv4(n.PublicIP); err != nil {
-				return fieldErr(f("public_ip"), n.PublicIP, "%v", err)
-			}
-		}
-		if n.PrivateIP != "" {
-			if err := checkPrivateIPv4(n.PrivateIP, vpc); err != nil {
-				return fieldErr(f("private_ip"), n.PrivateIP, "%v", err)
-			}
-			if other, dup := privs[n.PrivateIP]; dup {
-				return fieldErr(f("private_ip"), n.PrivateIP, "same as node %s", other)
-			}
-			privs[n.PrivateIP] = n.ID
-		} else if n.Lifecycle == Ready || n.Lifecycle == Draining {
-			return fieldErr(f("private_ip"), "", "a %s node needs a private IP", n.Lifecycle)
-		}
-		if n.AppPort != 0 {
-			if err := checkAppPort(n.AppPort); err != nil {
-				return fieldErr(f("app_port"), fmt.Sprint(n.AppPort), "%v (0: app.port)", err)
-			}
-		}
-		if n.Image != "" && !dropletImageRE.MatchString(n.Image) {
-			return fieldErr(f("image"), n.Image, "must be a snapshot id or an image slug like debian-12-x64")
-		}
-		if n.Replaces != "" {
-			if err := ValidateNodeID(n.Replaces); err != nil || n.Replaces == n.ID {
-				return fieldErr(f("replaces"), n.Replaces, "must be another node's two-word id")
-			}
+		if err := validateNode(i, n, vpc, seen); err != nil {
+			return err
 		}
 	}
+	return nil
+}
+
+// validateNode checks nodes[i] on its own and against the nodes before it
+// (seen, which it updates).
+func validateNode(i int, n Node, vpc netip.Prefix, seen *nodeSeen) error {
+	f := func(name string) string { return fmt.Sprintf("nodes[%d].%s", i, name) }
+	if err := ValidateNodeID(n.ID); err != nil {
+		return fieldErr(f("id"), n.ID, "must be a two-word id like misty-owl")
+	}
+	if j, dup := seen.ids[n.ID]; dup {
+		return fieldErr(f("id"), n.ID, "duplicate of nodes[%d]", j)
+	}
+	seen.ids[n.ID] = i
+	if n.Priority < MinPriority || n.Priority > MaxPriority {
+		return fieldErr(f("priority"), fmt.Sprint(n.Priority), "must be %d-%d", MinPriority, MaxPriority)
+	}
+	if other, dup := seen.prios[n.Priority]; dup {
+		return fieldErr(f("priority"), fmt.Sprint(n.Priority), "same as node %s", other)
+	}
+	seen.prios[n.Priority] = n.ID
+	switch n.Role {
+	case RoleActive:
+		if seen.active != "" {
+			return fieldErr(f("role"), string(n.Role), "two active nodes (%s and %s)", seen.active, n.ID)
+		}
+		seen.active = n.ID
+	case RoleStandby:
+	default:
+		return fieldErr(f("role"), string(n.Role), "must be active or standby")
+	}
+	switch n.Lifecycle {
+	case Provisioning, Ready, Draining, Removing:
+	default:
+		return fieldErr(f("lifecycle"), string(n.Lifecycle), "must be provisioning, ready, draining or removing")
+	}
+	if n.DropletID < 0 {
+		return fieldErr(f("droplet_id"), fmt.Sprint(n.DropletID), "must not be negative")
+	}
+	if n.PublicIP != "" {
+		if err := checkPublicIPv4(n.PublicIP); err != nil {
+			return fieldErr(f("public_ip"), n.PublicIP, "%v", err)
+		}
+	}
+	if n.PrivateIP != "" {
+		if err := checkPrivateIPv4(n.PrivateIP, vpc); err != nil {
+			return fieldErr(f("private_ip"), n.PrivateIP, "%v", err)
+		}
+		if other, dup := seen.privs[n.PrivateIP]; dup {
+			return fieldErr(f("private_ip"), n.PrivateIP, "same as node %s", other)
+		}
+		seen.privs[n.PrivateIP] = n.ID
+	} else if n.Lifecycle == Ready || n.Lifecycle == Draining {
+		return fieldErr(f("private_ip"), "", "a %s node needs a private IP", n.Lifecycle)
+	}
+	if n.AppPort != 0 {
+		if err := checkAppPort(n.AppPort); err != nil {
+			return fieldErr(f("app_port"), fmt.Sprint(n.AppPort), "%v (0: app.port)", err)
+		}
+	}
+	if n.Image != "" && !dropletImageRE.MatchString(n.Image) {
+		return fieldErr(f("image"), n.Image, "must be a snapshot id or an image slug like debian-12-x64")
+	}
+	if n.Replaces != "" {
+		if err := ValidateNodeID(n.Replaces); err != nil || n.Replaces == n.ID {
+			return fieldErr(f("replaces"), n.Replaces, "must be another node's two-word id")
+		}
+	}
+	return nil
+}
+
+// validateRecentOps checks the ids of the last operations applied: at most
+// MaxRecentOps, each well-formed and unique.
+func (s *State) validateRecentOps() error {
 	if len(s.RecentOps) > MaxRecentOps {
 		return fieldErr("recent_ops", fmt.Sprint(len(s.RecentOps)), "more than %d operation ids", MaxRecentOps)
 	}

@@ -13,6 +13,8 @@ import (
 
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/client"
+
+	"github.com/dynia/dynia/internal/poll"
 )
 
 // Log bounds: Logs returns at most MaxLogLines lines, each cut to
@@ -151,46 +153,46 @@ func (r *Runtime) WaitHealthy(ctx context.Context, inst Instance, path string, t
 		return e
 	}
 	last := "no answer yet"
-	delay := 100 * time.Millisecond
-	for {
+	err := poll.UntilBackoff(ctx, 100*time.Millisecond, time.Second, func() error {
 		st, err := r.inspect(ctx, inst.ID)
 		if err != nil && ctx.Err() == nil {
-			return fmt.Errorf("wait for %s to be healthy: %w", inst.Name, err)
+			return poll.Stop(fmt.Errorf("wait for %s to be healthy: %w", inst.Name, err))
 		}
-		if err == nil {
-			switch {
-			case st.RestartCount > inst.RestartCount && st.State == "running" && st.ExitCode == 0:
-				// Docker clears the exit code when the policy starts the
-				// container again: a poll that came after the restart (a
-				// busy machine) cannot see how it ended.
-				st.ExitCode = -1
-				return fail(fmt.Sprintf("crashed and was restarted %d times (its exit status was gone by the time it was seen)%s", st.RestartCount-inst.RestartCount, oom(st)), st, true)
-			case st.RestartCount > inst.RestartCount:
-				return fail(fmt.Sprintf("exited with status %d and was restarted %d times%s", st.ExitCode, st.RestartCount-inst.RestartCount, oom(st)), st, true)
-			case st.State != "running":
-				return fail(fmt.Sprintf("%s with status %d%s", st.State, st.ExitCode, oom(st)), st, true)
-			}
-			code, err := r.probe(ctx, url)
-			if err == nil && code == http.StatusOK {
-				r.log.Info("release container healthy", "container", inst.Name, "url", url)
-				return nil
-			}
-			if err != nil {
-				last = err.Error()
-			} else {
-				last = strconv.Itoa(code) + " " + http.StatusText(code)
-			}
+		if err != nil {
+			return errNotHealthy // ctx is done: the wait ends below
 		}
-		select {
-		case <-ctx.Done():
-			return fail(fmt.Sprintf("no 200 after %v (last: %s)", timeout, last), Instance{}, false)
-		case <-time.After(delay):
+		switch {
+		case st.RestartCount > inst.RestartCount && st.State == "running" && st.ExitCode == 0:
+			// Docker clears the exit code when the policy starts the
+			// container again: a poll that came after the restart (a
+			// busy machine) cannot see how it ended.
+			st.ExitCode = -1
+			return poll.Stop(fail(fmt.Sprintf("crashed and was restarted %d times (its exit status was gone by the time it was seen)%s", st.RestartCount-inst.RestartCount, oom(st)), st, true))
+		case st.RestartCount > inst.RestartCount:
+			return poll.Stop(fail(fmt.Sprintf("exited with status %d and was restarted %d times%s", st.ExitCode, st.RestartCount-inst.RestartCount, oom(st)), st, true))
+		case st.State != "running":
+			return poll.Stop(fail(fmt.Sprintf("%s with status %d%s", st.State, st.ExitCode, oom(st)), st, true))
 		}
-		if delay < time.Second {
-			delay = min(2*delay, time.Second)
+		code, err := r.probe(ctx, url)
+		if err == nil && code == http.StatusOK {
+			r.log.Info("release container healthy", "container", inst.Name, "url", url)
+			return nil
 		}
+		if err != nil {
+			last = err.Error()
+		} else {
+			last = strconv.Itoa(code) + " " + http.StatusText(code)
+		}
+		return errNotHealthy
+	})
+	if errors.Is(err, errNotHealthy) {
+		return fail(fmt.Sprintf("no 200 after %v (last: %s)", timeout, last), Instance{}, false)
 	}
+	return err
 }
+
+// errNotHealthy is WaitHealthy's condition not holding yet.
+var errNotHealthy = errors.New("not healthy yet")
 
 func oom(st Instance) string {
 	if st.OOMKilled {

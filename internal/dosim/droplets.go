@@ -120,109 +120,161 @@ func (s *Server) createDroplets(q *request) {
 		return
 	}
 	q.do(func() (int, any) {
-		names := req.Names
-		multi := len(names) > 0
-		if !multi {
-			if req.Name == "" {
-				return fail(http.StatusUnprocessableEntity, "Name is required.")
-			}
-			names = []string{req.Name}
-		} else if req.Name != "" {
-			return fail(http.StatusUnprocessableEntity, "Specify either name or names, not both.")
+		plan, f := s.planDropletCreateLocked(&req)
+		if f != nil {
+			return f.status, *f
 		}
-		if len(names) > 10 {
-			return fail(http.StatusUnprocessableEntity, "You may only create up to 10 Droplets at a time.")
+		created, f := s.createDropletsLocked(plan, &req)
+		if f != nil {
+			return f.status, *f
 		}
-		for _, n := range names {
-			if len(n) > 255 || !dropletNameRE.MatchString(n) {
-				return fail(http.StatusUnprocessableEntity, "Name is invalid: %q. Only valid hostname characters are allowed. (a-z, A-Z, 0-9, . and -)", n)
-			}
-		}
-		region := req.Region
-		if region == "" {
-			region = s.opts.Regions[0]
-		}
-		if !s.hasRegion(region) {
-			return fail(http.StatusUnprocessableEntity, "Region is not available.")
-		}
-		sz, ok := s.size(req.Size)
-		if !ok {
-			return fail(http.StatusUnprocessableEntity, "Size is not available in this region.")
-		}
-		img := s.findImageLocked(req.Image)
-		if img == nil {
-			return fail(http.StatusUnprocessableEntity, "You specified an invalid image for Droplet creation.")
-		}
-		if !containsString(img.Regions, region) {
-			return fail(http.StatusUnprocessableEntity, "The image is not available in the %s region.", region)
-		}
-		if len(req.UserData) > maxUserData {
-			return fail(http.StatusUnprocessableEntity, "user_data is too large: limit is 64 KiB.")
-		}
-		for _, t := range req.Tags {
-			if !tagNameRE.MatchString(t) {
-				return fail(http.StatusUnprocessableEntity, "Tag name %q is invalid.", t)
-			}
-		}
-		var vpc *VPC
-		if req.VPCUUID != "" {
-			vpc = s.vpcs[req.VPCUUID]
-			if vpc == nil {
-				return fail(http.StatusUnprocessableEntity, "The VPC could not be found.")
-			}
-			if vpc.Region != region {
-				return fail(http.StatusUnprocessableEntity, "The VPC must be in the same region as the Droplet.")
-			}
-		} else {
-			vpc = s.defaultVPCLocked(region)
-		}
-		public := req.PublicNetworking == nil || *req.PublicNetworking
-		var keys []string
-		for _, k := range req.SSHKeys {
-			keys = append(keys, fmt.Sprint(k))
-		}
-		now := s.opts.Now().UTC()
-		var created []*droplet
-		for _, n := range names {
-			d := &droplet{Droplet: Droplet{
-				ID: s.nextDropletID, Name: n, Region: region, Size: sz.Slug, ImageID: img.ID, ImageSlug: img.Slug,
-				Status: "new", Tags: dedupe(req.Tags), UserData: req.UserData, SSHKeys: keys, VPCUUID: vpc.ID,
-				PublicNetworking: public, Monitoring: req.Monitoring, IPv6: req.IPv6, CreatedAt: now.Truncate(time.Second),
-			}}
-			if msg := s.allocNetworksLocked(d, vpc); msg != "" {
-				return fail(http.StatusUnprocessableEntity, "%s", msg)
-			}
-			s.nextDropletID++
-			d.activeAt = now.Add(s.opts.DropletActiveDelay)
-			for _, t := range d.Tags {
-				if _, ok := s.tags[t]; !ok {
-					s.tags[t] = now
-				}
-			}
-			a := s.newActionLocked("create", d.ID, "droplet", region, 0, nil)
-			a.dropletCreate = true
-			d.createActionID = a.ID
-			s.droplets[d.ID] = d
-			created = append(created, d)
-			snap := d.snapshot()
-			if h := s.opts.OnDropletCreate; h != nil {
-				s.queueHook(func() { h(snap) })
-			}
-			s.scheduleLocked(s.opts.DropletActiveDelay)
-		}
-		var links []any
-		for _, d := range created {
-			links = append(links, map[string]any{"id": d.createActionID, "rel": "create", "href": q.abs("/v2/actions/" + strconv.Itoa(d.createActionID))})
-		}
-		if !multi {
-			return http.StatusAccepted, map[string]any{"droplet": s.dropletJSON(created[0]), "links": map[string]any{"actions": links}}
-		}
-		var out []any
-		for _, d := range created {
-			out = append(out, s.dropletJSON(d))
-		}
-		return http.StatusAccepted, map[string]any{"droplets": out, "links": map[string]any{"actions": links}}
+		return http.StatusAccepted, s.dropletCreateAnswer(q, plan.multi, created)
 	})
+}
+
+// dropletCreatePlan is a checked create request: what its droplets get.
+type dropletCreatePlan struct {
+	names  []string
+	multi  bool // names given (the answer lists "droplets")
+	region string
+	size   Size
+	image  *Image
+	vpc    *VPC
+	public bool
+	keys   []string
+}
+
+// unprocessable is DO's 422 answer to a request it cannot apply.
+func unprocessable(format string, args ...any) *failure {
+	return &failure{status: http.StatusUnprocessableEntity, msg: fmt.Sprintf(format, args...)}
+}
+
+// dropletNames checks the request's name or names (DO takes one or the
+// other, up to 10 hostnames).
+func dropletNames(req *dropletCreateRequest) ([]string, bool, *failure) {
+	names := req.Names
+	multi := len(names) > 0
+	if !multi {
+		if req.Name == "" {
+			return nil, false, unprocessable("Name is required.")
+		}
+		names = []string{req.Name}
+	} else if req.Name != "" {
+		return nil, false, unprocessable("Specify either name or names, not both.")
+	}
+	if len(names) > 10 {
+		return nil, false, unprocessable("You may only create up to 10 Droplets at a time.")
+	}
+	for _, n := range names {
+		if len(n) > 255 || !dropletNameRE.MatchString(n) {
+			return nil, false, unprocessable("Name is invalid: %q. Only valid hostname characters are allowed. (a-z, A-Z, 0-9, . and -)", n)
+		}
+	}
+	return names, multi, nil
+}
+
+// planDropletCreateLocked checks a create request in DO's order and
+// resolves its region, size, image and VPC.
+func (s *Server) planDropletCreateLocked(req *dropletCreateRequest) (dropletCreatePlan, *failure) {
+	var pl dropletCreatePlan
+	var f *failure
+	if pl.names, pl.multi, f = dropletNames(req); f != nil {
+		return pl, f
+	}
+	pl.region = req.Region
+	if pl.region == "" {
+		pl.region = s.opts.Regions[0]
+	}
+	if !s.hasRegion(pl.region) {
+		return pl, unprocessable("Region is not available.")
+	}
+	var ok bool
+	if pl.size, ok = s.size(req.Size); !ok {
+		return pl, unprocessable("Size is not available in this region.")
+	}
+	if pl.image = s.findImageLocked(req.Image); pl.image == nil {
+		return pl, unprocessable("You specified an invalid image for Droplet creation.")
+	}
+	if !containsString(pl.image.Regions, pl.region) {
+		return pl, unprocessable("The image is not available in the %s region.", pl.region)
+	}
+	if len(req.UserData) > maxUserData {
+		return pl, unprocessable("user_data is too large: limit is 64 KiB.")
+	}
+	for _, t := range req.Tags {
+		if !tagNameRE.MatchString(t) {
+			return pl, unprocessable("Tag name %q is invalid.", t)
+		}
+	}
+	if req.VPCUUID != "" {
+		pl.vpc = s.vpcs[req.VPCUUID]
+		if pl.vpc == nil {
+			return pl, unprocessable("The VPC could not be found.")
+		}
+		if pl.vpc.Region != pl.region {
+			return pl, unprocessable("The VPC must be in the same region as the Droplet.")
+		}
+	} else {
+		pl.vpc = s.defaultVPCLocked(pl.region)
+	}
+	pl.public = req.PublicNetworking == nil || *req.PublicNetworking
+	for _, k := range req.SSHKeys {
+		pl.keys = append(pl.keys, fmt.Sprint(k))
+	}
+	return pl, nil
+}
+
+// createDropletsLocked creates the plan's droplets, each with its networks,
+// tags and create action, and queues OnDropletCreate for each. Droplets
+// created before an address runs out stay (as on DO, each is its own).
+func (s *Server) createDropletsLocked(pl dropletCreatePlan, req *dropletCreateRequest) ([]*droplet, *failure) {
+	now := s.opts.Now().UTC()
+	var created []*droplet
+	for _, n := range pl.names {
+		d := &droplet{Droplet: Droplet{
+			ID: s.nextDropletID, Name: n, Region: pl.region, Size: pl.size.Slug, ImageID: pl.image.ID, ImageSlug: pl.image.Slug,
+			Status: "new", Tags: dedupe(req.Tags), UserData: req.UserData, SSHKeys: pl.keys, VPCUUID: pl.vpc.ID,
+			PublicNetworking: pl.public, Monitoring: req.Monitoring, IPv6: req.IPv6, CreatedAt: now.Truncate(time.Second),
+		}}
+		if msg := s.allocNetworksLocked(d, pl.vpc); msg != "" {
+			return nil, unprocessable("%s", msg)
+		}
+		s.nextDropletID++
+		d.activeAt = now.Add(s.opts.DropletActiveDelay)
+		for _, t := range d.Tags {
+			if _, ok := s.tags[t]; !ok {
+				s.tags[t] = now
+			}
+		}
+		a := s.newActionLocked("create", d.ID, "droplet", pl.region, 0, nil)
+		a.dropletCreate = true
+		d.createActionID = a.ID
+		s.droplets[d.ID] = d
+		created = append(created, d)
+		snap := d.snapshot()
+		if h := s.opts.OnDropletCreate; h != nil {
+			s.queueHook(func() { h(snap) })
+		}
+		s.scheduleLocked(s.opts.DropletActiveDelay)
+	}
+	return created, nil
+}
+
+// dropletCreateAnswer is DO's 202 body: the droplet (or, for names, the
+// droplets) and links to their create actions.
+func (s *Server) dropletCreateAnswer(q *request, multi bool, created []*droplet) map[string]any {
+	var links []any
+	for _, d := range created {
+		links = append(links, map[string]any{"id": d.createActionID, "rel": "create", "href": q.abs("/v2/actions/" + strconv.Itoa(d.createActionID))})
+	}
+	if !multi {
+		return map[string]any{"droplet": s.dropletJSON(created[0]), "links": map[string]any{"actions": links}}
+	}
+	var out []any
+	for _, d := range created {
+		out = append(out, s.dropletJSON(d))
+	}
+	return map[string]any{"droplets": out, "links": map[string]any{"actions": links}}
 }
 
 func dedupe(in []string) []string {

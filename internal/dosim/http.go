@@ -207,64 +207,90 @@ func (s *Server) serveAPI(w http.ResponseWriter, hr *http.Request) {
 	sw.Header().Set("x-request-id", reqID)
 	start := time.Now()
 	wire := sw // what the client gets, also when a fault replaces sw
-	defer func() {
-		c := Call{Method: hr.Method, Path: hr.URL.Path, Query: hr.URL.RawQuery, Status: wire.status}
-		s.mu.Lock()
-		s.calls = append(s.calls, c)
-		s.mu.Unlock()
-		if s.opts.OnCall != nil {
-			s.opts.OnCall(c, hostOnly(hr.RemoteAddr), start)
-		}
-		s.opts.Logger.Debug("dosim api", "method", hr.Method, "path", hr.URL.Path, "status", wire.status, "request_id", reqID, "duration", time.Since(start))
-	}()
+	defer s.recordCall(hr, wire, reqID, start)
 
 	token := bearer(hr)
 	s.rateHeaders(sw, token, false)
-
 	if f := s.takeFault(hr); f != nil {
-		if f.Latency > 0 {
-			// Read the body first: net/http notices a client that gave
-			// up (and cancels the request's context) only once the
-			// handler has read the body to its end. Without this a
-			// create (POST with a body) that the client timed out on was
-			// applied after the latency, though the client never learns
-			// of it: not a timeout, a lost answer (AnswerLost tests those).
-			body, err := io.ReadAll(io.LimitReader(hr.Body, 1<<20)) // DO bodies are small
-			if err != nil {
-				return
-			}
-			hr.Body = io.NopCloser(bytes.NewReader(body))
-			t := time.NewTimer(f.Latency)
-			select {
-			case <-t.C:
-			case <-hr.Context().Done():
-				t.Stop()
-				return
-			}
-		}
-		if f.AnswerLost {
-			// Handled below as usual, into a writer nobody reads; the
-			// client gets the fault's answer, or a dropped connection.
-			sw = &statusWriter{ResponseWriter: &discardWriter{h: http.Header{}}}
-			defer func() {
-				if f.Status == 0 {
-					panic(http.ErrAbortHandler)
-				}
-				writeError(wire, reqID, f.Status, errorID(f.Status), "injected fault (the request was applied)")
-			}()
-		} else if f.Status != 0 {
-			if f.Status == http.StatusTooManyRequests {
-				sw.Header().Set("retry-after", "1")
-			}
-			msg := f.Message
-			if msg == "" {
-				msg = "injected fault"
-			}
-			writeError(sw, reqID, f.Status, errorID(f.Status), msg)
+		var answered bool
+		if sw, answered = injectFault(sw, hr, reqID, f); answered {
 			return
 		}
+		if f.AnswerLost {
+			defer answerLost(wire, reqID, f)
+		}
 	}
+	s.dispatch(sw, hr, reqID, token)
+}
 
+// recordCall logs a finished request (Calls, OnCall, the debug log) with
+// the status the client got.
+func (s *Server) recordCall(hr *http.Request, wire *statusWriter, reqID string, start time.Time) {
+	c := Call{Method: hr.Method, Path: hr.URL.Path, Query: hr.URL.RawQuery, Status: wire.status}
+	s.mu.Lock()
+	s.calls = append(s.calls, c)
+	s.mu.Unlock()
+	if s.opts.OnCall != nil {
+		s.opts.OnCall(c, hostOnly(hr.RemoteAddr), start)
+	}
+	s.opts.Logger.Debug("dosim api", "method", hr.Method, "path", hr.URL.Path, "status", wire.status, "request_id", reqID, "duration", time.Since(start))
+}
+
+// injectFault applies f before the request is handled: its latency, then
+// either its answer (answered: the request is not handled) or, for an
+// AnswerLost fault, a writer nobody reads to handle it into.
+func injectFault(sw *statusWriter, hr *http.Request, reqID string, f *Fault) (_ *statusWriter, answered bool) {
+	if f.Latency > 0 {
+		// Read the body first: net/http notices a client that gave
+		// up (and cancels the request's context) only once the
+		// handler has read the body to its end. Without this a
+		// create (POST with a body) that the client timed out on was
+		// applied after the latency, though the client never learns
+		// of it: not a timeout, a lost answer (AnswerLost tests those).
+		body, err := io.ReadAll(io.LimitReader(hr.Body, 1<<20)) // DO bodies are small
+		if err != nil {
+			return sw, true
+		}
+		hr.Body = io.NopCloser(bytes.NewReader(body))
+		t := time.NewTimer(f.Latency)
+		select {
+		case <-t.C:
+		case <-hr.Context().Done():
+			t.Stop()
+			return sw, true
+		}
+	}
+	if f.AnswerLost {
+		// Handled as usual, into a writer nobody reads; the client gets
+		// the fault's answer (answerLost), or a dropped connection.
+		return &statusWriter{ResponseWriter: &discardWriter{h: http.Header{}}}, false
+	}
+	if f.Status != 0 {
+		if f.Status == http.StatusTooManyRequests {
+			sw.Header().Set("retry-after", "1")
+		}
+		msg := f.Message
+		if msg == "" {
+			msg = "injected fault"
+		}
+		writeError(sw, reqID, f.Status, errorID(f.Status), msg)
+		return sw, true
+	}
+	return sw, false
+}
+
+// answerLost ends a request an AnswerLost fault let through: the client
+// gets the fault's status, or (none) a dropped connection.
+func answerLost(wire *statusWriter, reqID string, f *Fault) {
+	if f.Status == 0 {
+		panic(http.ErrAbortHandler)
+	}
+	writeError(wire, reqID, f.Status, errorID(f.Status), "injected fault (the request was applied)")
+}
+
+// dispatch authenticates the request, counts it against the token's rate
+// limit, and hands it to its route if the token's scopes allow.
+func (s *Server) dispatch(sw *statusWriter, hr *http.Request, reqID, token string) {
 	if token == "" {
 		writeError(sw, reqID, http.StatusUnauthorized, "unauthorized", "Unable to authenticate you")
 		return

@@ -26,7 +26,14 @@ const (
 // nil; once ctx is done it returns cond's last error instead. An error made
 // with Stop ends the wait at once: Until returns the error Stop was given.
 func Until(ctx context.Context, cond func() error) error {
-	delay := FirstDelay
+	return UntilBackoff(ctx, FirstDelay, MaxDelay, cond)
+}
+
+// UntilBackoff is Until with its own schedule: first between the first two
+// calls, doubling up to max. For waits whose condition costs a request to
+// a rate-limited service (the state bucket) or a container runtime.
+func UntilBackoff(ctx context.Context, first, max time.Duration, cond func() error) error {
+	delay := first
 	for {
 		err := cond()
 		if err == nil {
@@ -41,7 +48,7 @@ func Until(ctx context.Context, cond func() error) error {
 			return err
 		case <-time.After(delay):
 		}
-		delay = min(delay*2, MaxDelay)
+		delay = min(delay*2, max)
 	}
 }
 
@@ -63,6 +70,19 @@ func Backoff(first, max time.Duration, n int) time.Duration {
 		d *= 2
 	}
 	return min(d, max)
+}
+
+// Sleep waits d, or until ctx is done: then it returns ctx's error. The
+// wait between two tries of a retry loop (with Backoff's schedule).
+func Sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // Within is Until for at most timeout.

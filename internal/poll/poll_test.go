@@ -122,3 +122,31 @@ func TestGetOK(t *testing.T) {
 		t.Error("GetOK of a closed server: nil, want an error")
 	}
 }
+
+// TestUntilBackoffStop: UntilBackoff keeps Until's contract (a Stop error
+// ends the wait at once) on its own schedule.
+func TestUntilBackoffStop(t *testing.T) {
+	calls := 0
+	err := UntilBackoff(context.Background(), time.Millisecond, 2*time.Millisecond, func() error {
+		calls++
+		if calls == 5 {
+			return Stop(errors.New("gone"))
+		}
+		return errors.New("not yet")
+	})
+	if calls != 5 || err == nil || err.Error() != "gone" {
+		t.Errorf("UntilBackoff: %v after %d calls, want gone after 5", err, calls)
+	}
+}
+
+// TestSleepCancel: Sleep on a done context returns its error, not after d.
+func TestSleepCancel(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := Sleep(ctx, time.Hour); !errors.Is(err, context.Canceled) {
+		t.Errorf("Sleep(cancelled, 1h) = %v, want context.Canceled", err)
+	}
+	if err := Sleep(context.Background(), time.Millisecond); err != nil {
+		t.Errorf("Sleep(1ms) = %v, want nil", err)
+	}
+}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/poll"
 	"github.com/dynia/dynia/internal/render"
 	"github.com/dynia/dynia/internal/report"
 	"github.com/dynia/dynia/internal/secrets"
@@ -524,20 +525,11 @@ func (d *Daemon) waitOldWorkers(ctx context.Context, max time.Duration) {
 			if err != nil {
 				// No master socket (haproxy run by systemd without one):
 				// give in-flight requests a moment.
-				sleepCtx(ctx, 2*time.Second)
+				_ = poll.Sleep(ctx, 2*time.Second)
 			}
 			return
 		}
-		sleepCtx(ctx, 250*time.Millisecond)
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
+		_ = poll.Sleep(ctx, 250*time.Millisecond)
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/poll"
 	"github.com/dynia/dynia/internal/procstat"
 	"github.com/dynia/dynia/internal/report"
 	"github.com/dynia/dynia/internal/secrets"
@@ -222,7 +223,7 @@ func (p *processApp) Stop(ctx context.Context, inst appInstance) error {
 	_ = syscall.Kill(-rec.PID, syscall.SIGTERM)
 	deadline := time.Now().Add(appStopGrace)
 	for procstat.Alive(rec.PID, rec.Tick) && time.Now().Before(deadline) {
-		sleepCtx(ctx, 100*time.Millisecond)
+		_ = poll.Sleep(ctx, 100*time.Millisecond)
 	}
 	if procstat.Alive(rec.PID, rec.Tick) {
 		_ = syscall.Kill(-rec.PID, syscall.SIGKILL)

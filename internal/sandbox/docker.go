@@ -11,6 +11,7 @@ import (
 
 	"github.com/dynia/dynia/internal/dockerd"
 	"github.com/dynia/dynia/internal/nodeconfig"
+	"github.com/dynia/dynia/internal/poll"
 	"github.com/dynia/dynia/internal/procstat"
 )
 
@@ -160,8 +161,7 @@ func powerCutDocker(ddir, ns string) error {
 	var errs []error
 	// Container processes may still fork while the first ones die: kill
 	// until the cgroup is empty (bounded).
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	err := poll.Within(30*time.Second, func() error {
 		var live []int
 		for _, pid := range dockerd.CgroupProcs(parent) {
 			// A zombie is dead already; it waits for a parent to reap it
@@ -171,16 +171,15 @@ func powerCutDocker(ddir, ns string) error {
 			}
 		}
 		if len(live) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			errs = append(errs, fmt.Errorf("docker containers of %s: processes %v survive SIGKILL", ns, live))
-			break
+			return nil
 		}
 		for _, pid := range live {
 			_ = syscall.Kill(pid, syscall.SIGKILL) // ESRCH: gone already
 		}
-		time.Sleep(50 * time.Millisecond)
+		return fmt.Errorf("docker containers of %s: processes %v survive SIGKILL", ns, live)
+	})
+	if err != nil {
+		errs = append(errs, err)
 	}
 	for _, t := range e.Tasks() {
 		if err := os.Remove(e.ShimSocket(t.ID)); err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dynia/dynia/internal/fsutil"
+	"github.com/dynia/dynia/internal/poll"
 	"github.com/dynia/dynia/internal/procstat"
 )
 
@@ -116,10 +117,12 @@ func stopPid(pid int, grace time.Duration) {
 	if grace > 0 {
 		_ = syscall.Kill(-pid, syscall.SIGTERM)
 		_ = syscall.Kill(pid, syscall.SIGTERM)
-		deadline := time.Now().Add(grace)
-		for alive() && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
+		_ = poll.Within(grace, func() error {
+			if alive() {
+				return errStillRunning
+			}
+			return nil
+		})
 	}
 	_ = syscall.Kill(-pid, syscall.SIGKILL)
 	_ = syscall.Kill(pid, syscall.SIGKILL)
@@ -150,6 +153,9 @@ type supervised struct {
 	done    chan struct{}
 }
 
+// errStillRunning is a wait's condition not met yet: the process lives.
+var errStillRunning = errors.New("still running")
+
 const (
 	restartMin   = 500 * time.Millisecond
 	restartMax   = 30 * time.Second
@@ -164,7 +170,7 @@ func supervise(spec procSpec, log *slog.Logger) *supervised {
 
 func (p *supervised) loop() {
 	defer close(p.done)
-	delay := restartMin
+	n := 1 // the restart's number in internal/poll's doubling schedule
 	for {
 		if !p.waitAfter() {
 			return
@@ -190,17 +196,17 @@ func (p *supervised) loop() {
 			if stopped {
 				return
 			}
-			p.log.Warn("process exited; restarting", "err", err, "after", delay)
+			p.log.Warn("process exited; restarting", "err", err, "after", poll.Backoff(restartMin, restartMax, n))
 		}
 		if time.Since(began) > restartReset {
-			delay = restartMin
+			n = 1
 		}
 		select {
 		case <-p.stopCh:
 			return
-		case <-time.After(delay):
+		case <-time.After(poll.Backoff(restartMin, restartMax, n)):
 		}
-		delay = min(delay*2, restartMax)
+		n++
 	}
 }
 

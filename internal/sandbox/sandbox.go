@@ -554,9 +554,12 @@ func Down(ctx context.Context, dir string) error {
 	// The kernel tears a namespace down asynchronously: give the veth a
 	// moment to vanish before deleting it by hand.
 	if m.HostVeth != "" {
-		for i := 0; i < 50 && linkExists(ctx, m.HostVeth); i++ {
-			time.Sleep(50 * time.Millisecond)
-		}
+		_ = poll.Within(2500*time.Millisecond, func() error {
+			if linkExists(ctx, m.HostVeth) {
+				return fmt.Errorf("link %s still there", m.HostVeth)
+			}
+			return nil
+		})
 		if linkExists(ctx, m.HostVeth) {
 			if err := ip(ctx, "link", "del", m.HostVeth); err != nil && linkExists(ctx, m.HostVeth) {
 				errs = append(errs, fmt.Errorf("delete %s: %w", m.HostVeth, err))

@@ -41,9 +41,72 @@ const (
 // hooks driving the droplet namespaces, and versitygw as the S3 store. It
 // returns when ctx is done or on SIGTERM/SIGINT, after stopping the
 // droplets' processes; the network stays until Down.
+//
+// It starts, in order: versitygw, the registry (its demo images pushed
+// meanwhile), the state bucket, the droplet manager and firewalls, the
+// simulator with its hooks, then the TLS services; each started piece is
+// stopped on the way out, in reverse.
 func Serve(ctx context.Context, opts ServeOptions) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	sv, err := newServer(opts)
+	if err != nil {
+		return err
+	}
+	gw, err := sv.startS3()
+	if err != nil {
+		return fmt.Errorf("sandbox serve: %w", err)
+	}
+	defer gw.Stop(context.WithoutCancel(ctx), 5*time.Second)
+	// The container registry, and the demo images pushed to it meanwhile.
+	reg, err := startRegistry(ctx, sv.dir, sv.cfg, sv.plan, sv.log)
+	if err != nil {
+		return fmt.Errorf("sandbox serve: %w", err)
+	}
+	defer reg.Stop(context.WithoutCancel(ctx), 5*time.Second)
+	if err := sv.bucketAndImages(ctx, reg); err != nil {
+		return fmt.Errorf("sandbox serve: %w", err)
+	}
+	if err := sv.startDroplets(); err != nil {
+		return err
+	}
+	closeCalls, err := sv.startSimulator(ctx)
+	if err != nil {
+		return fmt.Errorf("sandbox serve: %w", err)
+	}
+	defer closeCalls()
+	// Pebble, the DNS server and the Cloudflare simulator (tls.go), ready
+	// before the status that lists them is written.
+	tlsSvc, err := startTLSServices(ctx, sv.dir, sv.cfg, sv.plan, sv.sim, sv.info, sv.log)
+	if err != nil {
+		return fmt.Errorf("sandbox serve: %w", err)
+	}
+	defer tlsSvc.Stop(context.WithoutCancel(ctx))
+	return sv.serve(ctx)
+}
+
+// server is one run of Serve: the sandbox's config and what Serve has
+// started so far.
+type server struct {
+	dir     string
+	log     *slog.Logger
+	cfg     config
+	plan    plan
+	runtime string
+	info    *Info
+
+	mgr  *manager
+	fw   *firewaller // nil (Sync does nothing) unless firewalls are enforced
+	keys *spacesKeys
+	sim  *dosim.Server
+
+	// statusMu orders writeStatus calls; lastStatus is the one last written.
+	statusMu   sync.Mutex
+	lastStatus *Info
+}
+
+// newServer reads the config Up wrote and mints the run's tokens and keys.
+func newServer(opts ServeOptions) (*server, error) {
 	if opts.Dir == "" {
 		opts.Dir = DefaultDir
 	}
@@ -53,15 +116,15 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	}
 	var cfg config
 	if err := readJSON(configPath(opts.Dir), &cfg); err != nil {
-		return fmt.Errorf("sandbox serve: %w (start it with `dynia sandbox up`)", err)
+		return nil, fmt.Errorf("sandbox serve: %w (start it with `dynia sandbox up`)", err)
 	}
 	p, err := newPlan(cfg.Prefix, cfg.PublicRange)
 	if err != nil {
-		return fmt.Errorf("sandbox serve: %w", err)
+		return nil, fmt.Errorf("sandbox serve: %w", err)
 	}
 	runtime, err := ParseRuntime(cfg.Runtime)
 	if err != nil {
-		return fmt.Errorf("sandbox serve: runtime %q: %w", cfg.Runtime, err)
+		return nil, fmt.Errorf("sandbox serve: runtime %q: %w", cfg.Runtime, err)
 	}
 	info := &Info{
 		APIURL:          p.APIURL(),
@@ -84,95 +147,112 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		ServePID:        os.Getpid(),
 		Running:         true,
 	}
+	return &server{dir: opts.Dir, log: log, cfg: cfg, plan: p, runtime: runtime, info: info}, nil
+}
 
-	s3dir, iamDir := filepath.Join(opts.Dir, "s3"), filepath.Join(opts.Dir, "s3iam")
+// startS3 starts versitygw, the S3 store, with the run's root key.
+func (sv *server) startS3() (*supervised, error) {
+	s3dir, iamDir := filepath.Join(sv.dir, "s3"), filepath.Join(sv.dir, "s3iam")
 	for _, d := range []string{s3dir, iamDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
-			return fmt.Errorf("sandbox serve: %w", err)
+			return nil, err
 		}
 	}
-	gwArgs := []string{"--port", p.S3Addr(), "--region", s3Region, "--quiet", "--iam-dir", iamDir, "posix", s3dir}
-	if cfg.RequestLogs {
-		gwArgs = append([]string{"--access-log", filepath.Join(opts.Dir, "logs", "s3-access.log")}, gwArgs...)
+	gwArgs := []string{"--port", sv.plan.S3Addr(), "--region", s3Region, "--quiet", "--iam-dir", iamDir, "posix", s3dir}
+	if sv.cfg.RequestLogs {
+		gwArgs = append([]string{"--access-log", filepath.Join(sv.dir, "logs", "s3-access.log")}, gwArgs...)
 	}
-	gw := supervise(procSpec{
-		Name: "versitygw", Path: cfg.VersitygwBinary,
+	return supervise(procSpec{
+		Name: "versitygw", Path: sv.cfg.VersitygwBinary,
 		// --iam-dir: versitygw's own accounts, one per Spaces key the
 		// simulator mints (spaces.go); its users.json is 0600.
 		Args: gwArgs,
 		// Keys in the environment, not argv: /proc/PID/cmdline is world-readable.
-		Env:     []string{"ROOT_ACCESS_KEY_ID=" + info.AccessKeyID, "ROOT_SECRET_ACCESS_KEY=" + info.SecretAccessKey},
-		Dir:     opts.Dir,
-		LogPath: filepath.Join(opts.Dir, "logs", "versitygw.log"),
-		PidPath: filepath.Join(opts.Dir, "run", "versitygw.pid"),
-	}, log)
-	defer gw.Stop(context.WithoutCancel(ctx), 5*time.Second)
-	// The container registry, and the demo images pushed to it meanwhile.
-	reg, err := startRegistry(ctx, opts.Dir, cfg, p, log)
-	if err != nil {
-		return fmt.Errorf("sandbox serve: %w", err)
-	}
-	defer reg.Stop(context.WithoutCancel(ctx), 5*time.Second)
-	if err := createBucket(ctx, info); err != nil {
-		return fmt.Errorf("sandbox serve: %w", err)
-	}
-	if info.Registry, info.Images, err = reg.Wait(ctx); err != nil {
-		return fmt.Errorf("sandbox serve: %w", err)
-	}
+		Env:     []string{"ROOT_ACCESS_KEY_ID=" + sv.info.AccessKeyID, "ROOT_SECRET_ACCESS_KEY=" + sv.info.SecretAccessKey},
+		Dir:     sv.dir,
+		LogPath: filepath.Join(sv.dir, "logs", "versitygw.log"),
+		PidPath: filepath.Join(sv.dir, "run", "versitygw.pid"),
+	}, sv.log), nil
+}
 
-	var sim *dosim.Server
-	// writeStatus never calls into the simulator: a simulator call can fire
-	// hooks, which call writeStatus.
-	var statusMu sync.Mutex
-	var lastStatus *Info
-	var mgr *manager
-	writeStatus := func() {
-		statusMu.Lock()
-		defer statusMu.Unlock()
-		cur := *info
-		cur.Droplets, cur.ReservedIPs = mgr.Snapshot()
-		if lastStatus != nil && reflect.DeepEqual(*lastStatus, cur) {
-			return
-		}
-		if err := writeJSON(statusPath(opts.Dir), cur); err != nil {
-			log.Error("write status", "err", err)
-			return
-		}
-		lastStatus = &cur
+// bucketAndImages creates the state bucket, then waits for the registry's
+// demo images.
+func (sv *server) bucketAndImages(ctx context.Context, reg *sandboxRegistry) error {
+	if err := createBucket(ctx, sv.info); err != nil {
+		return err
 	}
-	boot := cloudBooter{plan: p, binary: cfg.Binary, pullBinary: cfg.PullBinary, runtime: runtime, registry: info.Registry}
-	mgr = newManager(opts.Dir, p, boot, log, nil)
-	if info.Firewalls, err = ParseFirewalls(cfg.Firewalls); err != nil {
-		return fmt.Errorf("sandbox serve: firewalls %q: %w", cfg.Firewalls, err)
+	var err error
+	sv.info.Registry, sv.info.Images, err = reg.Wait(ctx)
+	return err
+}
+
+// startDroplets makes the droplet manager, the firewalls (when enforced)
+// and the Spaces keys' sync; their sources are set once the simulator
+// exists, and no hook fires before that.
+func (sv *server) startDroplets() error {
+	boot := cloudBooter{plan: sv.plan, binary: sv.cfg.Binary, pullBinary: sv.cfg.PullBinary, runtime: sv.runtime, registry: sv.info.Registry}
+	sv.mgr = newManager(sv.dir, sv.plan, boot, sv.log, nil)
+	var err error
+	if sv.info.Firewalls, err = ParseFirewalls(sv.cfg.Firewalls); err != nil {
+		return fmt.Errorf("sandbox serve: firewalls %q: %w", sv.cfg.Firewalls, err)
 	}
-	// fw stays nil (Sync does nothing) unless firewalls are enforced. Its
-	// source is set once the simulator exists; no hook fires before that.
-	var fw *firewaller
-	if info.Firewalls == FirewallsEnforce {
-		fw = newFirewaller(nil, p.DropletNS, log)
+	if sv.info.Firewalls == FirewallsEnforce {
+		sv.fw = newFirewaller(nil, sv.plan.DropletNS, sv.log)
 	}
 	// Spaces keys minted through the API become versitygw accounts limited
-	// to their buckets; src is set once the simulator exists.
-	keys := newSpacesKeys(info.S3Endpoint, s3Region, info.AccessKeyID, info.SecretAccessKey, nil, log)
+	// to their buckets.
+	sv.keys = newSpacesKeys(sv.info.S3Endpoint, s3Region, sv.info.AccessKeyID, sv.info.SecretAccessKey, nil, sv.log)
+	return nil
+}
 
-	// Hooks run synchronously inside the simulator's request, outside its
-	// lock: by the time an assign action completes, the route has moved.
-	hctx := context.WithoutCancel(ctx)
+// startSimulator makes the DO API simulator with the hooks that drive the
+// droplets, gives it the run's tokens and images, and points the
+// firewalls and the Spaces keys at it. It does not listen yet (serve
+// does). closeCalls closes the API call log (Options.RequestLogs).
+func (sv *server) startSimulator(ctx context.Context) (closeCalls func(), err error) {
+	closeCalls = func() {}
 	var onCall func(dosim.Call, string, time.Time)
-	if cfg.RequestLogs {
-		calls, err := newCallLog(filepath.Join(opts.Dir, "logs", "api-calls.log"))
+	if sv.cfg.RequestLogs {
+		calls, err := newCallLog(filepath.Join(sv.dir, "logs", "api-calls.log"))
 		if err != nil {
-			return fmt.Errorf("sandbox serve: %w", err)
+			return nil, err
 		}
-		defer func() { _ = calls.Close() }()
+		closeCalls = func() { _ = calls.Close() }
 		onCall = calls.record
 	}
-	sim = dosim.New(dosim.Options{
-		OnCall:      onCall,
-		PublicRange: p.AllocRange(),
-		Regions:     cfg.Regions,
-		ActionDelay: cfg.ActionDelay,
-		Logger:      log,
+	o := sv.hooks(context.WithoutCancel(ctx))
+	o.OnCall = onCall
+	o.PublicRange = sv.plan.AllocRange()
+	o.Regions = sv.cfg.Regions
+	o.ActionDelay = sv.cfg.ActionDelay
+	o.Logger = sv.log
+	sim := dosim.New(o)
+	sv.sim = sim
+	if sv.fw != nil {
+		sv.fw.src = sim
+	}
+	sv.keys.src = sim.SpacesKeys
+	// Accounts a previous serve left (its keys died with its simulator).
+	sv.keys.Sync(ctx)
+	sim.AddToken(sv.info.Token, dosim.FullScopes()...)
+	sim.AddToken(sv.info.NodeToken, dosim.NodeScopes()...)
+	registered := time.Now()
+	sim.RegisterImage(dosim.Image{Name: sv.info.Image, Description: "dynia node image (sandbox)", CreatedAt: registered})
+	for i, name := range sv.cfg.ExtraImages {
+		// Newer by a second each: the CLI's default, the newest
+		// dynia-node-* snapshot, is the last one given.
+		sim.RegisterImage(dosim.Image{Name: name, Description: "dynia node image (sandbox, --extra-image: the same node binaries)",
+			CreatedAt: registered.Add(time.Duration(i+1) * time.Second)})
+	}
+	return closeCalls, nil
+}
+
+// hooks are the simulator's hooks. They run synchronously inside the
+// simulator's request, outside its lock (hctx outlives the request): by
+// the time an assign action completes, the route has moved.
+func (sv *server) hooks(hctx context.Context) dosim.Options {
+	mgr, fw, keys, log := sv.mgr, sv.fw, sv.keys, sv.log
+	return dosim.Options{
 		OnDropletCreate: func(d dosim.Droplet) {
 			spec, err := specFromDosim(d)
 			if err == nil {
@@ -184,22 +264,22 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 			// Its own rules, and its addresses in the tag and droplet
 			// sources of everyone else's.
 			fw.Sync(hctx)
-			writeStatus()
+			sv.writeStatus()
 		},
-		OnDropletActive: func(d dosim.Droplet) { mgr.SetStatus(d.ID, d.Status); writeStatus() },
+		OnDropletActive: func(d dosim.Droplet) { mgr.SetStatus(d.ID, d.Status); sv.writeStatus() },
 		OnDropletPower: func(d dosim.Droplet, on bool) {
 			if err := mgr.Power(hctx, d.ID, on); err != nil {
 				log.Error("power droplet", "droplet", d.ID, "on", on, "err", err)
 			}
 			fw.Sync(hctx)
-			writeStatus()
+			sv.writeStatus()
 		},
 		OnDropletDelete: func(d dosim.Droplet) {
 			if err := mgr.Delete(hctx, d.ID); err != nil {
 				log.Error("delete droplet", "droplet", d.ID, "err", err)
 			}
 			fw.Sync(hctx)
-			writeStatus()
+			sv.writeStatus()
 		},
 		OnFirewallChange: func(dosim.Firewall, bool) { fw.Sync(hctx) },
 		OnDropletTags:    func(dosim.Droplet) { fw.Sync(hctx) },
@@ -211,37 +291,36 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 				log.Error("assign reserved IP", "ip", ip, "droplet", id, "err", err)
 			}
 			log.Info("reserved IP routed", "ip", ip, "droplet", id)
-			writeStatus()
+			sv.writeStatus()
 		},
-	})
-	if fw != nil {
-		fw.src = sim
 	}
-	keys.src = sim.SpacesKeys
-	// Accounts a previous serve left (its keys died with its simulator).
-	keys.Sync(ctx)
-	sim.AddToken(info.Token, dosim.FullScopes()...)
-	sim.AddToken(info.NodeToken, dosim.NodeScopes()...)
-	registered := time.Now()
-	sim.RegisterImage(dosim.Image{Name: info.Image, Description: "dynia node image (sandbox)", CreatedAt: registered})
-	for i, name := range cfg.ExtraImages {
-		// Newer by a second each: the CLI's default, the newest
-		// dynia-node-* snapshot, is the last one given.
-		sim.RegisterImage(dosim.Image{Name: name, Description: "dynia node image (sandbox, --extra-image: the same node binaries)",
-			CreatedAt: registered.Add(time.Duration(i+1) * time.Second)})
-	}
-	// Pebble, the DNS server and the Cloudflare simulator (tls.go), ready
-	// before the status that lists them is written.
-	tlsSvc, err := startTLSServices(ctx, opts.Dir, cfg, p, sim, info, log)
-	if err != nil {
-		return fmt.Errorf("sandbox serve: %w", err)
-	}
-	defer tlsSvc.Stop(context.WithoutCancel(ctx))
+}
 
+// writeStatus writes status.json when it changed. It never calls into the
+// simulator: a simulator call can fire hooks, which call writeStatus.
+func (sv *server) writeStatus() {
+	sv.statusMu.Lock()
+	defer sv.statusMu.Unlock()
+	cur := *sv.info
+	cur.Droplets, cur.ReservedIPs = sv.mgr.Snapshot()
+	if sv.lastStatus != nil && reflect.DeepEqual(*sv.lastStatus, cur) {
+		return
+	}
+	if err := writeJSON(statusPath(sv.dir), cur); err != nil {
+		sv.log.Error("write status", "err", err)
+		return
+	}
+	sv.lastStatus = &cur
+}
+
+// serve runs the simulator's listeners until ctx is done or they fail,
+// reconciling every 2 s, then stops the droplets' processes.
+func (sv *server) serve(ctx context.Context) error {
+	sim, mgr, info := sv.sim, sv.mgr, sv.info
 	errc := make(chan error, 1)
-	go func() { errc <- sim.ListenAndServe(ctx, p.APIAddr(), p.MetadataAddr()) }()
-	writeStatus()
-	log.Info("sandbox serving", "api", info.APIURL, "s3", info.S3Endpoint, "metadata", p.MetadataAddr(), "firewalls", info.Firewalls)
+	go func() { errc <- sim.ListenAndServe(ctx, sv.plan.APIAddr(), sv.plan.MetadataAddr()) }()
+	sv.writeStatus()
+	sv.log.Info("sandbox serving", "api", info.APIURL, "s3", info.S3Endpoint, "metadata", sv.plan.MetadataAddr(), "firewalls", info.Firewalls)
 
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
@@ -257,12 +336,12 @@ loop:
 			// Adopt Reserved IPs created without an assign hook.
 			mgr.SyncReservedIPs(ctx, simReservedIPs(sim))
 			// The safety net: a failed apply, or a change no hook reported.
-			fw.Sync(ctx)
-			keys.Sync(ctx)
-			writeStatus()
+			sv.fw.Sync(ctx)
+			sv.keys.Sync(ctx)
+			sv.writeStatus()
 		}
 	}
-	log.Info("sandbox stopping")
+	sv.log.Info("sandbox stopping")
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
 	defer cancel()
 	mgr.StopAll(stopCtx, 5*time.Second)

@@ -37,6 +37,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/dynia/dynia/internal/fsutil"
 )
 
 // Kinds of signed documents.
@@ -258,29 +260,15 @@ func WritePrivateKey(path string, key ed25519.PrivateKey) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("signing key: %w", err)
 	}
-	// Written under a temporary name and linked into place: the key file
-	// appears whole or not at all, and link(2) fails when it exists.
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".key-*")
+	// Written under a temporary name (fsutil.Stage: 0600, fsynced) and
+	// linked into place: the key file appears whole or not at all, and
+	// link(2) fails when it exists.
+	tmp, err := fsutil.Stage(path, []byte(PrivateKeyString(key)+"\n"), 0o600)
 	if err != nil {
 		return fmt.Errorf("signing key: %w", err)
 	}
-	defer func() { _ = os.Remove(tmp.Name()) }() // the link is the file now, or it failed
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("signing key: %w", err)
-	}
-	if _, err := tmp.WriteString(PrivateKeyString(key) + "\n"); err != nil {
-		tmp.Close()
-		return fmt.Errorf("signing key: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("signing key: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("signing key: %w", err)
-	}
-	if err := os.Link(tmp.Name(), path); err != nil {
+	defer func() { _ = os.Remove(tmp) }() // the link is the file now, or it failed
+	if err := os.Link(tmp, path); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("signing key %s: %w", path, fs.ErrExist)
 		}

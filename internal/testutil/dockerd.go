@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/dynia/dynia/internal/dockerd"
+	"github.com/dynia/dynia/internal/extcmd"
 	"github.com/dynia/dynia/internal/procstat"
 )
 
@@ -35,14 +37,8 @@ type Dockerd struct {
 	ownNetNS bool
 
 	mu        sync.Mutex
-	dockerd   *daemonProc
-	container *daemonProc
-}
-
-type daemonProc struct {
-	cmd    *exec.Cmd
-	exited chan struct{}
-	err    error
+	dockerd   *child
+	container *child
 }
 
 // PID is dockerd's current pid (it changes across PowerCut and Start).
@@ -96,8 +92,8 @@ func StartDockerd(t testing.TB, netns string, extraArgs ...string) *Dockerd {
 		mustRun(t, "ip", "netns", "add", d.NetNS)
 		d.ownNetNS = true
 		t.Cleanup(func() {
-			if out, err := exec.Command("ip", "netns", "del", d.NetNS).CombinedOutput(); err != nil {
-				t.Logf("dockerd cleanup: ip netns del %s: %v %s", d.NetNS, err, out)
+			if _, err := extcmd.Combined(exec.Command("ip", "netns", "del", d.NetNS)); err != nil {
+				t.Logf("dockerd cleanup: %v", err)
 			}
 		})
 		mustRun(t, "ip", "-n", d.NetNS, "link", "set", "lo", "up")
@@ -146,7 +142,7 @@ func (d *Dockerd) Start() {
 
 // spawn starts one daemon with its output appended to Dir/<name>.log.
 // nsenter execs the daemon in place, so the pid is the daemon's.
-func (d *Dockerd) spawn(name, bin string, args ...string) (*daemonProc, error) {
+func (d *Dockerd) spawn(name, bin string, args ...string) (*child, error) {
 	logf, err := os.OpenFile(filepath.Join(d.Dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
@@ -154,36 +150,22 @@ func (d *Dockerd) spawn(name, bin string, args ...string) (*daemonProc, error) {
 	defer logf.Close()
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
+	p, err := startChild(cmd)
+	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &daemonProc{cmd: cmd, exited: make(chan struct{})}
-	go func() { p.err = cmd.Wait(); close(p.exited) }()
 	return p, nil
 }
 
-func (d *Dockerd) waitReady(name string, p *daemonProc, ready func() error) {
+func (d *Dockerd) waitReady(name string, p *child, ready func() error) {
 	t := d.t
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	delay := 10 * time.Millisecond
-	for {
-		select {
-		case <-p.exited:
-			t.Fatalf("%s exited during start (%v):\n%s", name, p.err, d.LogTail(name, 30))
-		default:
-		}
-		err := ready()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready after 60s: %v\n%s", name, err, d.LogTail(name, 30))
-		}
-		time.Sleep(delay)
-		if delay < 200*time.Millisecond {
-			delay *= 2
-		}
+	err := waitStarted(p.exited, 60*time.Second, func(context.Context) error { return ready() })
+	if errors.Is(err, errExited) {
+		t.Fatalf("%s exited during start (%v):\n%s", name, p.err, d.LogTail(name, 30))
+	}
+	if err != nil {
+		t.Fatalf("%s not ready after 60s: %v\n%s", name, err, d.LogTail(name, 30))
 	}
 }
 
@@ -215,7 +197,7 @@ func (d *Dockerd) PowerCut() {
 	d.dockerd, d.container = nil, nil
 	d.mu.Unlock()
 	var pids []int
-	for _, p := range []*daemonProc{dd, ctd} {
+	for _, p := range []*child{dd, ctd} {
 		if p != nil {
 			pids = append(pids, p.cmd.Process.Pid)
 		}
@@ -227,7 +209,7 @@ func (d *Dockerd) PowerCut() {
 	for _, pid := range pids {
 		_ = syscall.Kill(pid, syscall.SIGKILL) // ESRCH: already gone
 	}
-	for _, p := range []*daemonProc{dd, ctd} {
+	for _, p := range []*child{dd, ctd} {
 		if p != nil {
 			<-p.exited
 		}
@@ -273,7 +255,7 @@ func (d *Dockerd) stop() {
 	dd, ctd := d.dockerd, d.container
 	d.mu.Unlock()
 	for _, s := range []struct {
-		p     *daemonProc
+		p     *child
 		grace time.Duration
 	}{{dd, 60 * time.Second}, {ctd, 30 * time.Second}} {
 		if s.p == nil {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/dynia/dynia/internal/extcmd"
 )
 
 // NetLab is a private network of node namespaces for one test: a router
@@ -123,8 +125,8 @@ func (l *NetLab) destroy() {
 			}
 		}
 		// A namespace left behind would outlive the test: say so.
-		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
-			l.t.Logf("netlab cleanup: ip netns del %s: %v %s", ns, err, out)
+		if _, err := extcmd.Combined(exec.Command("ip", "netns", "del", ns)); err != nil {
+			l.t.Logf("netlab cleanup: %v", err)
 		}
 	}
 	// Deleting the router namespace normally takes the host veth and its
@@ -135,9 +137,9 @@ func (l *NetLab) destroy() {
 
 func mustRun(t testing.TB, name string, args ...string) string {
 	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
+	out, err := extcmd.Combined(exec.Command(name, args...))
 	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		t.Fatal(err)
 	}
-	return string(out)
+	return out
 }

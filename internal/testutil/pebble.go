@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -15,7 +16,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -68,6 +68,28 @@ type Pebble struct {
 func StartPebble(t testing.TB, opts PebbleOptions) *Pebble {
 	t.Helper()
 	bin := NeedBinary(t, "pebble")
+	opts = pebbleDefaults(t, opts)
+	addr := netip.MustParseAddr("127.0.0.1")
+	if opts.Node != nil {
+		addr = opts.Node.Addr
+	}
+	dir := t.TempDir()
+	p := &Pebble{
+		Addr:          addr,
+		DirectoryURL:  fmt.Sprintf("https://%s/dir", net.JoinHostPort(addr.String(), strconv.Itoa(opts.Port))),
+		ManagementURL: "https://" + net.JoinHostPort(addr.String(), strconv.Itoa(opts.ManagementPort)),
+		TLSRootFile:   filepath.Join(dir, "pebble-tls-root.pem"),
+		LogPath:       filepath.Join(dir, "pebble.log"),
+	}
+	cfgFile := p.writeConfig(t, dir, opts)
+	proc := p.start(t, bin, cfgFile, opts)
+	p.waitReady(t, proc)
+	return p
+}
+
+// pebbleDefaults fills the ports and the validity period opts leaves zero.
+func pebbleDefaults(t testing.TB, opts PebbleOptions) PebbleOptions {
+	t.Helper()
 	if opts.Node != nil {
 		// A namespace of the test's own: Pebble's usual ports are free.
 		if opts.Port == 0 {
@@ -100,20 +122,15 @@ func StartPebble(t testing.TB, opts PebbleOptions) *Pebble {
 	if opts.ValidityPeriod == 0 {
 		opts.ValidityPeriod = 90 * 24 * time.Hour
 	}
-	addr := netip.MustParseAddr("127.0.0.1")
-	if opts.Node != nil {
-		addr = opts.Node.Addr
-	}
-	dir := t.TempDir()
-	p := &Pebble{
-		Addr:          addr,
-		DirectoryURL:  fmt.Sprintf("https://%s/dir", net.JoinHostPort(addr.String(), strconv.Itoa(opts.Port))),
-		ManagementURL: "https://" + net.JoinHostPort(addr.String(), strconv.Itoa(opts.ManagementPort)),
-		TLSRootFile:   filepath.Join(dir, "pebble-tls-root.pem"),
-		LogPath:       filepath.Join(dir, "pebble.log"),
-	}
+	return opts
+}
+
+// writeConfig writes Pebble's listener certificate (setting TLSRoots) and
+// its configuration into dir, and returns the configuration's path.
+func (p *Pebble) writeConfig(t testing.TB, dir string, opts PebbleOptions) string {
+	t.Helper()
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	roots, err := writeListenerCert(p.TLSRootFile, certFile, keyFile, addr)
+	roots, err := writeListenerCert(p.TLSRootFile, certFile, keyFile, p.Addr)
 	if err != nil {
 		t.Fatalf("pebble: listener certificate: %v", err)
 	}
@@ -123,8 +140,8 @@ func StartPebble(t testing.TB, opts PebbleOptions) *Pebble {
 		Pebble map[string]any `json:"pebble"`
 	}
 	cfg.Pebble = map[string]any{
-		"listenAddress":                  net.JoinHostPort(addr.String(), strconv.Itoa(opts.Port)),
-		"managementListenAddress":        net.JoinHostPort(addr.String(), strconv.Itoa(opts.ManagementPort)),
+		"listenAddress":                  net.JoinHostPort(p.Addr.String(), strconv.Itoa(opts.Port)),
+		"managementListenAddress":        net.JoinHostPort(p.Addr.String(), strconv.Itoa(opts.ManagementPort)),
 		"certificate":                    certFile,
 		"privateKey":                     keyFile,
 		"httpPort":                       opts.HTTPPort,
@@ -142,7 +159,13 @@ func StartPebble(t testing.TB, opts PebbleOptions) *Pebble {
 	if err := os.WriteFile(cfgFile, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return cfgFile
+}
 
+// start runs Pebble (in opts.Node if set), logging to p.LogPath, and kills
+// it when the test ends, logging the log's tail if the test failed.
+func (p *Pebble) start(t testing.TB, bin, cfgFile string, opts PebbleOptions) *child {
+	t.Helper()
 	args := []string{"-config", cfgFile}
 	if opts.DNSServer != "" {
 		args = append(args, "-dnsserver", opts.DNSServer)
@@ -160,52 +183,38 @@ func StartPebble(t testing.TB, opts PebbleOptions) *Pebble {
 	}
 	defer func() { _ = logf.Close() }() // the child holds its own descriptor
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
+	proc, err := startChild(cmd)
+	if err != nil {
 		t.Fatalf("start pebble: %v", err)
 	}
 	p.PID = cmd.Process.Pid
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			_ = cmd.Process.Kill() // our own child, by PID
-			<-exited
-		})
-	}
 	t.Cleanup(func() {
-		stop()
+		proc.kill()
 		if t.Failed() {
 			if out, err := os.ReadFile(p.LogPath); err == nil {
 				t.Logf("pebble log (%s):\n%s", p.LogPath, tail(out))
 			}
 		}
 	})
+	return proc
+}
 
-	// Wait for the directory; Pebble exiting ends the wait at once.
+// waitReady waits up to 30 s for the directory to answer; Pebble exiting
+// ends the wait at once. Either failure fails the test with the log's tail.
+func (p *Pebble) waitReady(t testing.TB, proc *child) {
+	t.Helper()
 	client := p.HTTPClient()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	go func() {
-		select {
-		case <-exited:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	err = poll.Until(ctx, func() error { return poll.GetOK(ctx, client, p.DirectoryURL) })
-	select {
-	case <-exited:
+	err := waitStarted(proc.exited, 30*time.Second, func(ctx context.Context) error {
+		return poll.GetOK(ctx, client, p.DirectoryURL)
+	})
+	if errors.Is(err, errExited) {
 		out, _ := os.ReadFile(p.LogPath)
-		t.Fatalf("pebble exited (%v): %s", waitErr, tail(out))
-	default:
+		t.Fatalf("pebble exited (%v): %s", proc.err, tail(out))
 	}
 	if err != nil {
 		out, _ := os.ReadFile(p.LogPath)
 		t.Fatalf("pebble directory %s not answering after 30s (%v): %s", p.DirectoryURL, err, tail(out))
 	}
-	return p
 }
 
 // pebbleEnv is the environment without any PEBBLE_* the caller may have

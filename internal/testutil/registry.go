@@ -1,14 +1,14 @@
 package testutil
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -114,54 +114,44 @@ func startRegistry(t testing.TB, bin, confPath, addr, logPath string) (int, erro
 	defer logf.Close()
 	cmd := exec.Command(bin, "serve", confPath)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
+	proc, err := startChild(cmd)
+	if err != nil {
 		return 0, fmt.Errorf("start %s: %w", bin, err)
 	}
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	var once sync.Once
-	kill := func() {
-		once.Do(func() {
-			_ = cmd.Process.Signal(syscall.SIGKILL) // our own child, by pid
-			<-exited
-		})
-	}
 	client := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(30 * time.Second)
-	delay := 10 * time.Millisecond
-	for {
-		select {
-		case <-exited:
-			out, _ := os.ReadFile(logPath)
-			return 0, fmt.Errorf("docker-registry exited (%v): %s", waitErr, tail(out))
-		default:
-		}
+	err = waitStarted(proc.exited, 30*time.Second, func(ctx context.Context) error {
 		// /v2/ answers 200, or 401 with authentication: either way it serves.
-		resp, err := client.Get("http://" + addr + "/v2/")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusUnauthorized {
-				client.CloseIdleConnections()
-				t.Cleanup(func() {
-					kill()
-					if t.Failed() {
-						if out, err := os.ReadFile(logPath); err == nil && len(out) > 0 {
-							t.Logf("docker-registry log (%s):\n%s", logPath, tail(out))
-						}
-					}
-				})
-				return cmd.Process.Pid, nil
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v2/", nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusUnauthorized {
+			return fmt.Errorf("GET /v2/: %s", resp.Status)
+		}
+		return nil
+	})
+	if errors.Is(err, errExited) {
+		out, _ := os.ReadFile(logPath)
+		return 0, fmt.Errorf("docker-registry exited (%v): %s", proc.err, tail(out))
+	}
+	if err != nil {
+		proc.kill()
+		out, _ := os.ReadFile(logPath)
+		return 0, fmt.Errorf("docker-registry not serving on %s after 30s (%v): %s", addr, err, tail(out))
+	}
+	client.CloseIdleConnections()
+	t.Cleanup(func() {
+		proc.kill()
+		if t.Failed() {
+			if out, err := os.ReadFile(logPath); err == nil && len(out) > 0 {
+				t.Logf("docker-registry log (%s):\n%s", logPath, tail(out))
 			}
 		}
-		if time.Now().After(deadline) {
-			kill()
-			out, _ := os.ReadFile(logPath)
-			return 0, fmt.Errorf("docker-registry not serving on %s after 30s (%v): %s", addr, err, tail(out))
-		}
-		time.Sleep(delay)
-		if delay < 200*time.Millisecond {
-			delay *= 2
-		}
-	}
+	})
+	return cmd.Process.Pid, nil
 }

@@ -2,15 +2,16 @@ package testutil
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -135,52 +136,39 @@ func startVersity(t testing.TB, bin, addr string, srv *S3Server, logPath string)
 		cmd.Args = append(append(cmd.Args[:1:1], "--iam-dir", srv.IAMDir), cmd.Args[1:]...)
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
+	proc, err := startChild(cmd)
+	if err != nil {
 		return 0, fmt.Errorf("start %s: %w", bin, err)
 	}
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	var once sync.Once
-	kill := func() {
-		once.Do(func() {
-			_ = cmd.Process.Kill() // our own child, by PID
-			<-exited
-		})
-	}
 
-	deadline := time.Now().Add(15 * time.Second)
-	delay := 5 * time.Millisecond
-	for {
-		select {
-		case <-exited:
-			out, _ := os.ReadFile(logPath)
-			return 0, fmt.Errorf("versitygw exited (%v): %s", waitErr, tail(out))
-		default:
+	var dialer net.Dialer
+	err = waitStarted(proc.exited, 15*time.Second, func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		c, err := dialer.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return err
 		}
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			_ = c.Close() // only probing that it listens
-			t.Cleanup(func() {
-				kill()
-				if t.Failed() {
-					if out, err := os.ReadFile(logPath); err == nil && len(out) > 0 {
-						t.Logf("versitygw log (%s):\n%s", logPath, tail(out))
-					}
-				}
-			})
-			return cmd.Process.Pid, nil
-		}
-		if time.Now().After(deadline) {
-			kill()
-			out, _ := os.ReadFile(logPath)
-			return 0, fmt.Errorf("versitygw not listening on %s after 15s: %s", addr, tail(out))
-		}
-		time.Sleep(delay)
-		if delay < 100*time.Millisecond {
-			delay *= 2
-		}
+		return c.Close() // only probing that it listens
+	})
+	if errors.Is(err, errExited) {
+		out, _ := os.ReadFile(logPath)
+		return 0, fmt.Errorf("versitygw exited (%v): %s", proc.err, tail(out))
 	}
+	if err != nil {
+		proc.kill()
+		out, _ := os.ReadFile(logPath)
+		return 0, fmt.Errorf("versitygw not listening on %s after 15s: %s", addr, tail(out))
+	}
+	t.Cleanup(func() {
+		proc.kill()
+		if t.Failed() {
+			if out, err := os.ReadFile(logPath); err == nil && len(out) > 0 {
+				t.Logf("versitygw log (%s):\n%s", logPath, tail(out))
+			}
+		}
+	})
+	return cmd.Process.Pid, nil
 }
 
 func freeLoopbackAddr() (string, error) {
