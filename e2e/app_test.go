@@ -60,6 +60,13 @@ func startLoads(url string) loads {
 	return loads{startLoad(url, 40*time.Millisecond, 5*time.Minute), startPosts(url, 40*time.Millisecond, 5*time.Minute)}
 }
 
+// waitAnswered is loadLoop.waitAnswered for both loops.
+func (l loads) waitAnswered(t testing.TB, since time.Time, n int) {
+	t.Helper()
+	l.gets.waitAnswered(t, since, n)
+	l.posts.waitAnswered(t, since, n)
+}
+
 // finish stops both and returns every answer's version, failing the test
 // on a single failed request.
 func (l loads) finish(t *testing.T, what string) map[string]int {
@@ -104,9 +111,9 @@ func TestAppReleases(t *testing.T) {
 	onDigest(v1)
 
 	l := startLoads(url)
-	time.Sleep(time.Second)
+	l.waitAnswered(t, time.Time{}, 25)
 	e.mustRun("app", "deploy", "--name", "shop", "--image", e.demo("v2"), "--soak", "2s")
-	time.Sleep(2 * time.Second)
+	l.waitAnswered(t, time.Now(), 50)
 	got := l.finish(t, "deploy v2")
 	onDigest(v2)
 	if got["v2"] == 0 {
@@ -146,7 +153,7 @@ func TestAppReleases(t *testing.T) {
 
 	l = startLoads(url)
 	e.mustRun("app", "rollback", "--name", "shop", "--to", "1")
-	time.Sleep(2 * time.Second)
+	l.waitAnswered(t, time.Now(), 50)
 	l.finish(t, "rollback to 1")
 	onDigest(v1)
 	hist := e.mustRun("app", "history", "--name", "shop").stdout

@@ -237,7 +237,7 @@ func TestNodeTokenRefused(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		full := append([]string{"--config", filepath.Join(cfgDir, "config.yaml"), "--state", "s3://creds-e2e/dynia"}, args...)
-		cmd := exec.CommandContext(ctx, filepath.Join(binDir, "dynia"), full...)
+		cmd := exec.CommandContext(ctx, dyniaBin(t), full...)
 		cmd.Dir = dir
 		cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + dir, "XDG_CONFIG_HOME=" + cfgDir,
 			"DIGITALOCEAN_ACCESS_TOKEN=dop_v1_creds_e2e_operator_token_0123456789",

@@ -85,7 +85,7 @@ func TestFailoverTruth(t *testing.T) {
 		t.Fatalf("before: %+v", active)
 	}
 	load := startLoad(url, 50*time.Millisecond, 3*time.Minute)
-	time.Sleep(time.Second)
+	load.waitAnswered(t, time.Time{}, 20)
 	off := time.Now()
 	if err := e.cloud().PowerOff(context.Background(), active.DropletID); err != nil {
 		t.Fatal(err)
@@ -119,9 +119,9 @@ func TestFailoverTruth(t *testing.T) {
 	}
 	holder := e.ripHolder(rip)
 	load = startLoad(url, 50*time.Millisecond, time.Minute)
-	time.Sleep(time.Second)
+	load.waitAnswered(t, time.Time{}, 20)
 	e.mustRun("node", "repair-ha", "--name", "fo", "--force")
-	time.Sleep(2 * time.Second)
+	load.waitAnswered(t, time.Now(), 40)
 	total, failed, _, _ = load.finish()
 	t.Logf("repair-ha --force after the failover: %d of %d requests failed", failed, total)
 	if failed != 0 {
@@ -171,7 +171,7 @@ func TestClaimWithoutMetadataOrBucket(t *testing.T) {
 	e.inNetns(ns, "iptables", "-I", "OUTPUT", "-d", "169.254.169.254", "-j", "DROP")
 	e.inNetns(ns, "iptables", "-I", "OUTPUT", "-p", "tcp", "-d", s3.Hostname(), "--dport", s3.Port(), "-j", "DROP")
 	load := startLoad("http://"+rip+"/", 50*time.Millisecond, 2*time.Minute)
-	time.Sleep(time.Second)
+	load.waitAnswered(t, time.Time{}, 20)
 	if err := e.cloud().PowerOff(context.Background(), holder.DropletID); err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +230,7 @@ func TestBadNodeTokenHeals(t *testing.T) {
 	writeToken(e.info.NodeToken)
 	e.waitUp("tok")
 	load := startLoad("http://"+rip+"/", 50*time.Millisecond, 2*time.Minute)
-	time.Sleep(time.Second)
+	load.waitAnswered(t, time.Time{}, 20)
 	if err := e.cloud().PowerOff(ctx, holder.DropletID); err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -27,8 +28,11 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
+	flag.Parse() // for testing.Short
 	binDir = os.Getenv("DYNIA_BIN_DIR")
-	if binDir == "" {
+	// Under -short every test here skips (each needs root and a sandbox:
+	// testutil.NeedRoot), so nothing is built.
+	if binDir == "" && !testing.Short() {
 		dir, err := os.MkdirTemp("", "dynia-e2e-bin")
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -46,6 +50,18 @@ func run(m *testing.M) int {
 		binDir = dir
 	}
 	return m.Run()
+}
+
+// dyniaBin is the dynia binary the tests run: DYNIA_BIN_DIR's, else the one
+// TestMain built. Under -short TestMain builds none and a test that runs
+// the binary skips (the CLI's own tests, internal/cli, cover its bad
+// input in-process).
+func dyniaBin(t testing.TB) string {
+	t.Helper()
+	if binDir == "" {
+		t.Skip("no dynia binary under -short (set DYNIA_BIN_DIR=$PWD/bin after `make build` to run it)")
+	}
+	return filepath.Join(binDir, "dynia")
 }
 
 // sandboxEnv is one sandbox of the test's own: its own dir, name prefix,
@@ -181,7 +197,7 @@ func (e *sandboxEnv) run(args ...string) result {
 	if args[0] == "sandbox" {
 		full = append([]string{"--config", e.config, "sandbox", "--dir", e.dir}, args[1:]...)
 	}
-	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "dynia"), full...)
+	cmd := exec.CommandContext(ctx, dyniaBin(e.t), full...)
 	cmd.Env = append(os.Environ(), "PATH="+binDir+":"+os.Getenv("PATH")+":/root/go/bin:/usr/sbin:/sbin")
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
@@ -256,8 +272,11 @@ func (e *sandboxEnv) dumpLogs() {
 }
 
 // get does one request with a short timeout; it returns the body's first line.
-func get(url string) (string, error) {
-	c := &http.Client{Timeout: 2 * time.Second}
+func get(url string) (string, error) { return getWithin(url, 2*time.Second) }
+
+// getWithin is get with the given timeout.
+func getWithin(url string, timeout time.Duration) (string, error) {
+	c := &http.Client{Timeout: timeout}
 	resp, err := c.Get(url)
 	if err != nil {
 		return "", err
@@ -340,6 +359,26 @@ func (l *loadLoop) healthyFor(n int) error {
 		}
 	}
 	return nil
+}
+
+// waitAnswered waits until n requests started at or after since (the
+// zero time: any) were answered: a phase is observed for n answers, not
+// for a fixed time a loaded machine fills with fewer. The deadline is
+// generous; a service that does not answer fails the test here.
+func (l *loadLoop) waitAnswered(t testing.TB, since time.Time, n int) {
+	t.Helper()
+	testutil.WaitFor(t, 2*time.Minute, func() error {
+		ok := 0
+		for _, s := range l.Samples() {
+			if s.OK && !s.At.Before(since) {
+				ok++
+			}
+		}
+		if ok < n {
+			return fmt.Errorf("%d requests answered since %s, want %d", ok, since.Format("15:04:05.000"), n)
+		}
+		return nil
+	})
 }
 
 // slowest is the longest a successful request took: a failover that no

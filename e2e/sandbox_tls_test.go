@@ -353,7 +353,7 @@ func TestSandboxHTTPS(t *testing.T) {
 
 	t.Run("a forced renewal reaches every node without a failed request", func(t *testing.T) {
 		load := startLoadWith(p.get, 50*time.Millisecond, 3*time.Minute)
-		time.Sleep(time.Second)
+		load.waitAnswered(t, time.Time{}, 20)
 		// Renewing 2200 h before expiry: Pebble's 90-day certificate is due now.
 		r := run("tls", "enable", "--name", "web", "--domain", name, "--renew-before", "2200h", "--timeout", "3m")
 		if !strings.Contains(r.stdout+r.stderr, "issued, serial") {
@@ -364,7 +364,7 @@ func TestSandboxHTTPS(t *testing.T) {
 			t.Fatalf("still serving serial %s after the renewal", serial)
 		}
 		e.everyNodeServes("web", renewed)
-		time.Sleep(2 * time.Second)
+		load.waitAnswered(t, time.Now(), 40)
 		total, failed, _, _ := load.finish()
 		t.Logf("renewal %s → %s: %d of %d HTTPS requests (each a new handshake) failed", serial, renewed, failed, total)
 		if failed != 0 || total == 0 {

@@ -81,6 +81,12 @@ var apiFaults = []apiFault{
 // duplicate), one Reserved IP and one firewall, state and DO agreeing;
 // after destroy nothing of it is left.
 func TestAPIFaultsEveryCommand(t *testing.T) {
+	if testing.Short() {
+		// Every fault at every request of every command: minutes, not
+		// seconds, of simulator work (TestCommandsSurviveFaults is the
+		// short form).
+		t.Skip("exhaustive fault sweep skipped under -short")
+	}
 	for _, kind := range apiFaults {
 		t.Run(kind.name, func(t *testing.T) {
 			t.Parallel()
@@ -248,6 +254,7 @@ func (e *testEnv) nothingLeft(what, name string) {
 // provisioning, and the re-run creates a droplet that does become active
 // and finishes the add: one droplet per node, none orphaned.
 func TestNeverActiveDroplet(t *testing.T) {
+	t.Parallel() // its own environment; mostly waiting on the simulator
 	e := newEnv(t)
 	e.stuckAfter = time.Second
 	defer e.fakeNodes("stuck")()

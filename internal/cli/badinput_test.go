@@ -78,16 +78,18 @@ func TestBadConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The env's config has a `contexts: test:` map with state: and
-	// path_style: keys; each case breaks one thing.
+	// The env's config has a `contexts: test:` map with a state: key;
+	// each case breaks one thing. (A number where a string belongs is not
+	// one: sigs.k8s.io/yaml reads `spaces_region: 123` as "123".)
 	for _, tc := range []struct {
 		name, old, new string
 		want           []string
 	}{
 		{"unknown context key", "    state:", "    stat:", []string{`contexts.test: unknown key "stat"`, "known: state,"}},
 		{"unknown top-level key", "current-context:", "current-contxt:", []string{`unknown key "current-contxt"`}},
-		{"bool typo", "path_style: true", "path_style: maybe", []string{`contexts.test.path_style: "maybe" is not true or false`}},
-		{"number for a string", "    state:", "    spaces_region: 123\n    state:", []string{`contexts.test.spaces_region: 123 is not a string`}},
+		{"bool typo", "    state:", "    path_style: maybe\n    state:", []string{`contexts.test.path_style: "maybe" is not true or false`}},
+		{"list for a string", "    state:", "    spaces_region: [sgp1]\n    state:", []string{`contexts.test.spaces_region: ["sgp1"] is not a string`}},
+		{"duplicate key", "    state:", "    api_url: http://127.0.0.1:1\n    state:", []string{`key "api_url" already set`}},
 		{"not yaml", "contexts:", "contexts: [", []string{"config "}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

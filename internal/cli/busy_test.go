@@ -44,6 +44,7 @@ func (e *testEnv) busyOnce(method, pathPrefix, message string) (check func()) {
 // gets one pending-event refusal and the command still succeeds, with the
 // state and DigitalOcean in agreement.
 func TestCommandsRideOutPendingEvents(t *testing.T) {
+	t.Parallel() // its own environment; mostly waiting on the simulator
 	e := newEnv(t)
 	defer e.fakeNodes("busy")()
 

@@ -17,6 +17,7 @@ import (
 // nothing (no provisioning node, no orphan droplet); the Reserved IP is on
 // the active node; state, DO and `node list` agree.
 func TestConcurrentOperators(t *testing.T) {
+	t.Parallel() // its own environment; mostly waiting on the simulator
 	e := newEnv(t)
 	defer e.fakeNodes("crowd")()
 	e.mustRun("node", "create-ha", "--name", "crowd", "--region", "sgp1", "--size", "s-1vcpu-1gb")

@@ -171,33 +171,36 @@ func TestNodeTokenChecked(t *testing.T) {
 	}
 }
 
+// credFileCase is one credential file of TestCredentialFileModes: its
+// mode, content, where it is named (the context, set, or a flag in args)
+// and the name the refusal must give.
+type credFileCase struct {
+	name    string
+	mode    os.FileMode
+	content string
+	set     func(c *Context, path string)
+	args    func(path string) []string
+	want    string
+}
+
 // TestCredentialFileModes: every file a credential is read from — the DO
-// token, the node token (flag and context), the Spaces key, the Cloudflare
-// token, the registry login — is refused when its group or others may read
-// it: exit 2, one line naming the file and its mode, with chmod 600.
+// token, the node token (flag and context), the Cloudflare token, the
+// registry login (and, on S3, the Spaces key: TestSpacesCredentialFileMode)
+// — is refused when its group or others may read it: exit 2, one line
+// naming the file and its mode, with chmod 600.
 func TestCredentialFileModes(t *testing.T) {
 	e := newEnv(t)
 	stop := e.fakeNodes("modes")
 	defer stop()
 	e.mustRun("node", "create-ha", "--name", "modes", "--region", "sgp1", "--size", "s-1vcpu-1gb")
 	dir := t.TempDir()
-	cred, _ := json.Marshal(map[string]string{"access_key_id": e.s3.AccessKeyID, "secret_access_key": e.s3.SecretAccessKey})
-	for _, tc := range []struct {
-		name    string
-		mode    os.FileMode
-		content string
-		set     func(c *Context, path string)
-		args    func(path string) []string
-		want    string
-	}{
+	for _, tc := range []credFileCase{
 		{"context token_file", 0o644, fullToken, func(c *Context, p string) { c.TokenFile = p },
 			func(string) []string { return []string{"node", "add", "--name", "modes"} }, "contexts.test.token_file"},
 		{"context node_token_file", 0o640, nodeToken, func(c *Context, p string) { c.NodeTokenFile = p },
 			func(string) []string { return []string{"node", "add", "--name", "modes"} }, "contexts.test.node_token_file"},
 		{"--node-token-file", 0o604, nodeToken, nil,
 			func(p string) []string { return []string{"node", "add", "--name", "modes", "--node-token-file", p} }, "--node-token-file"},
-		{"context spaces_credentials_file", 0o644, string(cred), func(c *Context, p string) { c.SpacesCredentialsFile = p },
-			func(string) []string { return []string{"node", "list", "--name", "modes"} }, "contexts.test.spaces_credentials_file"},
 		{"context cloudflare_token_file", 0o644, "cf-token", func(c *Context, p string) { c.CloudflareTokenFile = p },
 			func(string) []string {
 				return []string{"dns", "set", "--name", "modes", "--record", "app.example.com", "--provider", "cloudflare"}
@@ -207,20 +210,38 @@ func TestCredentialFileModes(t *testing.T) {
 				return []string{"app", "deploy", "--name", "modes", "--image", "registry.example.com/app:v1", "--registry-auth-file", p}
 			}, "--registry-auth-file"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			p := writeSecret(t, dir, strings.NewReplacer(" ", "-", "/", "-").Replace(tc.name), tc.content, tc.mode)
-			if tc.set != nil {
-				old, _ := LoadConfig(e.cfg)
-				saved := *old.Contexts["test"]
-				e.setContext(func(c *Context) { tc.set(c, p) })
-				defer e.setContext(func(c *Context) { *c = saved })
-			}
-			writes := e.writes.Load()
-			wantUsage(t, e.run(tc.args(p)...), tc.want, p, fmt.Sprintf("mode %04o", tc.mode), "chmod 600")
-			if n := e.writes.Load() - writes; n != 0 {
-				t.Errorf("%d bucket writes", n)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { e.wantCredFileRefused(t, dir, tc) })
+	}
+}
+
+// TestSpacesCredentialFileMode is TestCredentialFileModes' case for the
+// Spaces key, which only an s3:// state reads.
+func TestSpacesCredentialFileMode(t *testing.T) {
+	e := newS3Env(t)
+	stop := e.fakeNodes("modes")
+	defer stop()
+	e.mustRun("node", "create-ha", "--name", "modes", "--region", "sgp1", "--size", "s-1vcpu-1gb")
+	cred, _ := json.Marshal(map[string]string{"access_key_id": e.s3.AccessKeyID, "secret_access_key": e.s3.SecretAccessKey})
+	e.wantCredFileRefused(t, t.TempDir(), credFileCase{"context spaces_credentials_file", 0o644, string(cred),
+		func(c *Context, p string) { c.SpacesCredentialsFile = p },
+		func(string) []string { return []string{"node", "list", "--name", "modes"} }, "contexts.test.spaces_credentials_file"})
+}
+
+// wantCredFileRefused writes tc's file into dir with tc's mode, names it
+// and checks the command refuses it (exit 2) without a bucket write.
+func (e *testEnv) wantCredFileRefused(t *testing.T, dir string, tc credFileCase) {
+	t.Helper()
+	p := writeSecret(t, dir, strings.NewReplacer(" ", "-", "/", "-").Replace(tc.name), tc.content, tc.mode)
+	if tc.set != nil {
+		old, _ := LoadConfig(e.cfg)
+		saved := *old.Contexts["test"]
+		e.setContext(func(c *Context) { tc.set(c, p) })
+		defer e.setContext(func(c *Context) { *c = saved })
+	}
+	writes := e.writes.Load()
+	wantUsage(t, e.run(tc.args(p)...), tc.want, p, fmt.Sprintf("mode %04o", tc.mode), "chmod 600")
+	if n := e.writes.Load() - writes; n != 0 {
+		t.Errorf("%d bucket writes", n)
 	}
 }
 
@@ -233,7 +254,7 @@ func TestCredentialFileModes(t *testing.T) {
 // dynia's back is replaced; destroy deletes it. No output
 // shows a secret.
 func TestNodeSpacesKey(t *testing.T) {
-	e := newEnv(t)
+	e := newS3Env(t)
 	stop := e.fakeNodes("keys")
 	defer stop()
 	name := nodeKeyName("keys", e.s3.URL("dynia"))
@@ -396,7 +417,7 @@ func TestSecretEnvFile(t *testing.T) {
 // deleted); a cluster whose state names no key (made before nodes had their
 // own) is destroyed with a warning that an orphan key, if any, remains.
 func TestDestroyWithoutSpacesKeyScopes(t *testing.T) {
-	e := newEnv(t)
+	e := newS3Env(t)
 	var noKeys []string
 	for _, sc := range dosim.FullScopes() {
 		if !strings.HasPrefix(sc, "spaces_key:") {

@@ -26,20 +26,24 @@ import (
 	"github.com/dynia/dynia/internal/testutil"
 )
 
-// testEnv is a simulated DigitalOcean (dosim) and a real S3 server
-// (versitygw), with a dynia config whose current context points at both.
+// testEnv is a simulated DigitalOcean (dosim, in-process) and a state
+// store, with a dynia config whose current context points at both. The
+// store is a file:// directory (newEnv: no root, no S3 server, runs under
+// -short) or a real S3 server, versitygw (newS3Env: an integration test).
 type testEnv struct {
-	t      *testing.T
-	sim    *dosim.Server
-	api    *httptest.Server
+	t   *testing.T
+	sim *dosim.Server
+	api *httptest.Server
+	// s3 is the S3 server of newS3Env; nil for a file:// state.
 	s3     *testutil.S3Server
 	cfg    string
 	env    map[string]string
 	bucket bucket.Store
-	// writes counts the S3 requests other than GET and HEAD that dynia
-	// (not the test's own bucket client) sent: PUTs, DELETEs, POSTs.
+	// writes counts the bucket requests other than reads (GET, HEAD,
+	// List) that dynia (not the test's own bucket client) sent: PUTs,
+	// DELETEs, POSTs.
 	writes atomic.Int64
-	// requests counts every S3 request dynia sent, reads included.
+	// requests counts every bucket request dynia sent, reads included.
 	requests atomic.Int64
 	// onBucketWrite, when set, is called before each bucket write dynia
 	// sends (a test acting between a command's checks and its writes).
@@ -78,27 +82,79 @@ func (c writeCounter) RoundTrip(r *http.Request) (*http.Response, error) {
 	return c.next.RoundTrip(r)
 }
 
+// countingStore is writeCounter for a store dynia gets through
+// Factory.StoreOverride (a file:// state): Put and Delete count as writes
+// (n), every call in all.
+type countingStore struct {
+	bucket.Store
+	n, all  *atomic.Int64
+	onWrite func()
+}
+
+func (c countingStore) write() {
+	c.n.Add(1)
+	c.all.Add(1)
+	if c.onWrite != nil {
+		c.onWrite()
+	}
+}
+
+func (c countingStore) Get(ctx context.Context, key, ifNoneMatch string) (*bucket.Object, error) {
+	c.all.Add(1)
+	return c.Store.Get(ctx, key, ifNoneMatch)
+}
+
+func (c countingStore) List(ctx context.Context, prefix string) ([]bucket.Info, error) {
+	c.all.Add(1)
+	return c.Store.List(ctx, prefix)
+}
+
+func (c countingStore) Put(ctx context.Context, key string, body []byte, cond bucket.Cond) (string, error) {
+	c.write()
+	return c.Store.Put(ctx, key, body, cond)
+}
+
+func (c countingStore) Delete(ctx context.Context, key string) error {
+	c.write()
+	return c.Store.Delete(ctx, key)
+}
+
 const fullToken = "test-full-token"
 const nodeToken = "test-node-token"
 
+// newEnv is the default environment of the command tests: the simulator
+// in-process and the state in a file:// directory. It needs no root and
+// no S3 server, so it runs under -short. A simulator's API URL is not
+// DO's, so the CLI accepts a file:// state with it
+// (checkStateReachableByDroplets), as it does in the sandbox.
 func newEnv(t *testing.T) *testEnv {
 	t.Helper()
-	testutil.Integration(t)
-	sim := dosim.New(dosim.Options{})
-	sim.AddToken(fullToken, dosim.FullScopes()...)
-	sim.AddToken(nodeToken, dosim.NodeScopes()...)
-	for _, r := range []string{"sgp1", "nyc3"} {
-		sim.RegisterImage(dosim.Image{Name: "dynia-node-test-1", Regions: []string{r}, CreatedAt: time.Now().Add(-time.Hour)})
-	}
-	api := httptest.NewServer(sim)
-	t.Cleanup(api.Close)
-	t.Cleanup(sim.Close)
-	s3 := testutil.StartVersityGW(t)
-	dir := t.TempDir()
-	tokFile := filepath.Join(dir, "node-token")
-	if err := os.WriteFile(tokFile, []byte(nodeToken), 0o600); err != nil {
+	e, dir := newSimEnv(t)
+	stateDir := filepath.Join(dir, "state")
+	c := &Config{path: filepath.Join(dir, "config.yaml"), CurrentContext: "test", Contexts: map[string]*Context{
+		"test": {State: "file://" + stateDir, APIURL: e.api.URL, NodeTokenFile: filepath.Join(dir, "node-token")},
+	}}
+	if err := c.Save(); err != nil {
 		t.Fatal(err)
 	}
+	b, err := bucket.Open(context.Background(), "file://"+stateDir, bucket.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.cfg, e.bucket = c.path, b
+	return e
+}
+
+// newS3Env is newEnv with the state on a real S3 server (versitygw) the
+// context reaches with a Spaces endpoint, region and credentials file: for
+// what only S3 has (conditional PUTs over HTTP, answers lost on the wire,
+// write counts over HTTP, the nodes' Spaces key and endpoint). It is an
+// integration test: skipped under -short.
+func newS3Env(t *testing.T) *testEnv {
+	t.Helper()
+	testutil.Integration(t)
+	e, dir := newSimEnv(t)
+	s3 := testutil.StartVersityGW(t)
 	credFile := filepath.Join(dir, "spaces.json")
 	cred, _ := json.Marshal(map[string]string{"access_key_id": s3.AccessKeyID, "secret_access_key": s3.SecretAccessKey})
 	if err := os.WriteFile(credFile, cred, 0o600); err != nil {
@@ -107,7 +163,7 @@ func newEnv(t *testing.T) *testEnv {
 	c := &Config{path: filepath.Join(dir, "config.yaml"), CurrentContext: "test", Contexts: map[string]*Context{
 		"test": {
 			State: s3.URL("dynia"), SpacesEndpoint: s3.Endpoint, SpacesRegion: s3.Region, PathStyle: true,
-			SpacesCredentialsFile: credFile, APIURL: api.URL, NodeTokenFile: tokFile,
+			SpacesCredentialsFile: credFile, APIURL: e.api.URL, NodeTokenFile: filepath.Join(dir, "node-token"),
 		},
 	}}
 	if err := c.Save(); err != nil {
@@ -119,8 +175,40 @@ func newEnv(t *testing.T) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &testEnv{t: t, sim: sim, api: api, s3: s3, cfg: c.path, bucket: b,
-		env: map[string]string{"DIGITALOCEAN_ACCESS_TOKEN": fullToken, "DYNIA_JOURNAL_DIR": filepath.Join(dir, "journal")}}
+	e.s3, e.cfg, e.bucket = s3, c.path, b
+	return e
+}
+
+// newSimEnv starts the DO simulator (the tokens, an image in sgp1 and
+// nyc3) and writes the node token file into the returned directory; the
+// caller adds the state and the config.
+func newSimEnv(t *testing.T) (*testEnv, string) {
+	t.Helper()
+	sim := dosim.New(dosim.Options{})
+	sim.AddToken(fullToken, dosim.FullScopes()...)
+	sim.AddToken(nodeToken, dosim.NodeScopes()...)
+	for _, r := range []string{"sgp1", "nyc3"} {
+		sim.RegisterImage(dosim.Image{Name: "dynia-node-test-1", Regions: []string{r}, CreatedAt: time.Now().Add(-time.Hour)})
+	}
+	api := httptest.NewServer(sim)
+	t.Cleanup(api.Close)
+	t.Cleanup(sim.Close)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "node-token"), []byte(nodeToken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &testEnv{t: t, sim: sim, api: api,
+		env: map[string]string{"DIGITALOCEAN_ACCESS_TOKEN": fullToken, "DYNIA_JOURNAL_DIR": filepath.Join(dir, "journal")}}, dir
+}
+
+// secrets are the environment's credentials no output may show: the
+// tokens and, on S3, the Spaces secret.
+func (e *testEnv) secrets() []string {
+	s := []string{fullToken, nodeToken}
+	if e.s3 != nil {
+		s = append(s, e.s3.SecretAccessKey)
+	}
+	return s
 }
 
 type result struct {
@@ -138,7 +226,17 @@ func (e *testEnv) run(args ...string) result {
 		PollInterval: 10 * time.Millisecond, PollMax: 50 * time.Millisecond, RequestTimeout: e.requestTimeout}
 	f.BucketHTTPClient = &http.Client{Transport: writeCounter{next: http.DefaultTransport, n: &e.writes, all: &e.requests,
 		onWrite: e.onBucketWrite}}
-	f.StoreOverride = e.store
+	// An S3 state is counted by its HTTP requests (BucketHTTPClient), a
+	// file:// one (or a test's own store) as the commands call it.
+	count := func(b bucket.Store) bucket.Store {
+		return countingStore{Store: b, n: &e.writes, all: &e.requests, onWrite: e.onBucketWrite}
+	}
+	if e.s3 == nil {
+		f.WrapStore = count
+	}
+	if e.store != nil {
+		f.StoreOverride = count(e.store)
+	}
 	f.StuckAfter = e.stuckAfter
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -273,11 +371,13 @@ func (e *testEnv) reportNodes(name string) (*nodeHealth, func()) {
 						s.UpgradeRequired, s.AppliedGeneration = need, st.Generation-1
 						s.StateError = "upgrade_required: upgrade required: the state needs dynia-pull " + need + " or newer"
 					}
-					h.mu.Unlock()
 					// Signed with the node's key from its user-data, as
-					// dynia-pull on the droplet signs it.
+					// dynia-pull on the droplet signs it. Written under
+					// h.mu: once silence returns, no report of that node
+					// is still on its way to overwrite the test's own.
 					b, _ := report.SignReport(s, e.reportKey(n))
 					_, _ = e.bucket.Put(ctx, cluster.StatusKey(name, n.ID), b, bucket.Cond{})
+					h.mu.Unlock()
 				}
 			}
 			select {
@@ -345,7 +445,12 @@ func (e *testEnv) consistent(name string) *cluster.State {
 	return st
 }
 
-func (e *testEnv) String() string { return fmt.Sprintf("env(%s)", e.api.URL) }
+func (e *testEnv) String() string {
+	if e.s3 != nil {
+		return fmt.Sprintf("env(%s, %s)", e.api.URL, e.s3.Endpoint)
+	}
+	return fmt.Sprintf("env(%s)", e.api.URL)
+}
 
 type cloudDropletSpec = cloud.DropletSpec
 

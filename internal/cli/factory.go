@@ -32,6 +32,9 @@ type Factory struct {
 	// BucketHTTPClient, when set, carries every S3 request of the built
 	// store (tests count the writes a command makes with it).
 	BucketHTTPClient *http.Client
+	// WrapStore, when set, wraps the store Store opens from the state URL
+	// (tests count the requests to a file:// state with it).
+	WrapStore func(bucket.Store) bucket.Store
 	// StuckAfter is how old a droplet still "new" must be to count as one
 	// that never becomes active (default ops.StuckDropletAge).
 	StuckAfter time.Duration
@@ -154,6 +157,9 @@ func (f *Factory) Store(ctx context.Context) (*cluster.Store, error) {
 		if err != nil {
 			f.storeErr = fmt.Errorf("open state %s: %w", u, err)
 			return
+		}
+		if f.WrapStore != nil {
+			b = f.WrapStore(b)
 		}
 		f.store = f.guarded(cluster.NewSignedStore(b, f.stateKeys()))
 	})

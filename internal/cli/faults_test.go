@@ -45,6 +45,7 @@ func (e *testEnv) clearAPIFaults() {
 // of all calls, every command still finishes (godo retries, dynia's waits
 // poll on).
 func TestCommandsSurviveFaults(t *testing.T) {
+	t.Parallel() // its own environment; mostly waiting on the simulator
 	e := newEnv(t)
 	stop := e.fakeNodes("shaky")
 	defer stop()
@@ -63,6 +64,7 @@ func TestCommandsSurviveFaults(t *testing.T) {
 // leaves out (removing the active node, repair-ha, cluster list/get/destroy)
 // finish under the same deterministic 429s and 500s.
 func TestMoreCommandsSurviveFaults(t *testing.T) {
+	t.Parallel() // its own environment; mostly waiting on the simulator
 	e := newEnv(t)
 	defer e.fakeNodes("shaky2")()
 	e.injectAPIFaults()
@@ -101,6 +103,7 @@ func TestMoreCommandsSurviveFaults(t *testing.T) {
 // the same command completes with exactly the nodes asked for; repair-ha
 // --force does the same for a second interrupted add.
 func TestInterruptedAddResumes(t *testing.T) {
+	t.Parallel() // its own environment; mostly waiting on the simulator
 	e := newEnv(t)
 	stop := e.fakeNodes("halfway")
 	defer stop()

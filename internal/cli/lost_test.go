@@ -150,13 +150,16 @@ func (e *testEnv) loseFileAnswers() answerLoser {
 // --count 2` adds exactly two ready nodes (no orphan provisioning node),
 // create-ha makes one cluster, and state, droplets and Reserved IP agree.
 func TestLostAnswers(t *testing.T) {
+	t.Parallel() // its own environment; mostly waiting on the simulator
 	for _, backend := range []string{"s3", "file"} {
 		t.Run(backend, func(t *testing.T) {
-			e := newEnv(t)
+			var e *testEnv
 			var l answerLoser
 			if backend == "s3" {
+				e = newS3Env(t)
 				l = e.loseS3Answers()
 			} else {
+				e = newEnv(t)
 				l = e.loseFileAnswers()
 			}
 			// run runs a command with the answer to its nth state write

@@ -224,18 +224,29 @@ func TestRepairHA(t *testing.T) {
 	}
 }
 
+// TestStateCheck: `state check` finds conditional writes honoured on both
+// backends (a file:// directory, versitygw) and prints no secret.
 func TestStateCheck(t *testing.T) {
-	e := newEnv(t)
-	r := e.mustRun("state", "check", "-o", "json")
-	var got struct {
-		ConditionalWrites bool     `json:"conditional_writes"`
-		Problems          []string `json:"problems"`
-	}
-	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil || !got.ConditionalWrites {
-		t.Fatalf("state check on versitygw: %v %+v", err, got)
-	}
-	if strings.Contains(r.stdout+r.stderr, e.s3.SecretAccessKey) {
-		t.Fatal("state check printed the secret key")
+	for _, tc := range []struct {
+		backend string
+		env     func(*testing.T) *testEnv
+	}{{"file", newEnv}, {"s3", newS3Env}} {
+		t.Run(tc.backend, func(t *testing.T) {
+			e := tc.env(t)
+			r := e.mustRun("state", "check", "-o", "json")
+			var got struct {
+				ConditionalWrites bool     `json:"conditional_writes"`
+				Problems          []string `json:"problems"`
+			}
+			if err := json.Unmarshal([]byte(r.stdout), &got); err != nil || !got.ConditionalWrites {
+				t.Fatalf("state check on %s: %v %+v", tc.backend, err, got)
+			}
+			for _, secret := range e.secrets() {
+				if strings.Contains(r.stdout+r.stderr, secret) {
+					t.Fatal("state check printed a secret")
+				}
+			}
+		})
 	}
 }
 
@@ -246,7 +257,7 @@ func TestCreateDryRun(t *testing.T) {
 	if !strings.Contains(r.stdout, "Plan for cluster plan") || !strings.Contains(r.stdout, "#cloud-config") {
 		t.Fatalf("dry run output:\n%s", r.stdout)
 	}
-	for _, secret := range []string{nodeToken, e.s3.SecretAccessKey} {
+	for _, secret := range e.secrets() {
 		if strings.Contains(r.stdout+r.stderr, secret) {
 			t.Fatalf("dry run printed a secret")
 		}
@@ -263,7 +274,7 @@ func TestCreateDryRun(t *testing.T) {
 // image and its user-data fetches the dynia-pull the CLI uploaded, through
 // a presigned URL, checking its sha256.
 func TestCreateBootstrap(t *testing.T) {
-	e := newEnv(t)
+	e := newS3Env(t) // droplets fetch dynia-pull by a presigned URL: S3 only
 	bin := filepath.Join(t.TempDir(), "dynia-pull")
 	content := []byte("#!/bin/sh\necho pretend dynia-pull\n")
 	if err := os.WriteFile(bin, content, 0o755); err != nil {

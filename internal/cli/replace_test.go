@@ -105,6 +105,7 @@ func TestReplaceBadInput(t *testing.T) {
 // priority; the active one's replacement holds the Reserved IP; state,
 // simulator and `node list` agree after each.
 func TestReplaceNode(t *testing.T) {
+	t.Parallel() // its own environment; mostly waiting on the simulator
 	e := newEnv(t)
 	stop := e.fakeNodes("rep")
 	defer stop()
@@ -167,6 +168,7 @@ func TestReplaceNode(t *testing.T) {
 // by running it again: the droplet is adopted, not made twice; every node
 // ends on the new image, the Reserved IP on the active node.
 func TestUpgradeResumes(t *testing.T) {
+	t.Parallel() // its own environment; mostly waiting on the simulator
 	e := newEnv(t)
 	stop := e.fakeNodes("up")
 	defer stop()
@@ -234,6 +236,7 @@ func TestUpgradeResumes(t *testing.T) {
 // still there, ready and holding what it held; once the replacement gets
 // healthy, the same command finishes.
 func TestUpgradeHaltsOnUnhealthyReplacement(t *testing.T) {
+	t.Parallel() // its own environment; mostly waiting on the simulator
 	e := newEnv(t)
 	h, stop := e.reportNodes("halt")
 	defer stop()
@@ -318,6 +321,7 @@ func TestUpgradeHaltsOnUnhealthyReplacement(t *testing.T) {
 // re-run the same command: it finishes, with 3 droplets created in all
 // (none twice), exactly one droplet per node, every node on the new image.
 func TestKilledUpgradeResumes(t *testing.T) {
+	t.Parallel() // its own environment; mostly waiting on the simulator
 	e := newEnv(t)
 	defer e.fakeNodes("kup")()
 	e.mustRun("node", "create-ha", "--name", "kup", "--region", "sgp1", "--size", "s-1vcpu-1gb")
@@ -378,6 +382,7 @@ func TestKilledUpgradeResumes(t *testing.T) {
 // was removed by `node remove` before the replacement finished; the upgrade
 // finishes the replacement (its `replaces` cleared) instead of looping on it.
 func TestUpgradeAfterOldNodeRemovedByHand(t *testing.T) {
+	t.Parallel() // its own environment; mostly waiting on the simulator
 	e := newEnv(t)
 	defer e.fakeNodes("hand")()
 	e.mustRun("node", "create-ha", "--name", "hand", "--region", "sgp1", "--size", "s-1vcpu-1gb")

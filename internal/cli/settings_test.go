@@ -75,7 +75,7 @@ func TestAdminCIDRsAreKept(t *testing.T) {
 // nodes read the state where the CLI wrote it (they used to fall back to
 // nyc3 and never report).
 func TestNodesGetTheCLIsSpacesEndpoint(t *testing.T) {
-	e := newEnv(t)
+	e := newS3Env(t)
 	defer e.fakeNodes("ep")()
 	good, err := os.ReadFile(e.cfg)
 	if err != nil {
