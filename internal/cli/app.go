@@ -538,11 +538,7 @@ func NewCmdAppStatus(f *Factory) *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			store, err := f.Store(ctx)
-			if err != nil {
-				return err
-			}
-			st, _, err := store.Load(ctx, name)
+			store, st, err := f.loadState(ctx, name)
 			if err != nil {
 				return err
 			}

@@ -110,11 +110,7 @@ func NewCmdClusterGet(f *Factory, runF func(name string) error) *cobra.Command {
 
 // getCluster prints one cluster, its nodes' health observed.
 func getCluster(ctx context.Context, f *Factory, name string) error {
-	store, err := f.Store(ctx)
-	if err != nil {
-		return err
-	}
-	st, _, err := store.Load(ctx, name)
+	store, st, err := f.loadState(ctx, name)
 	if err != nil {
 		return err
 	}

@@ -66,11 +66,7 @@ func completeNodeIDs(f *Factory) cobra.CompletionFunc {
 		}
 		ctx, cancel := completionContext(cmd)
 		defer cancel()
-		store, err := f.Store(ctx)
-		if err != nil {
-			return nil, cobra.ShellCompDirectiveNoFileComp
-		}
-		st, _, err := store.Load(ctx, name)
+		_, st, err := f.loadState(ctx, name)
 		if err != nil {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}

@@ -296,11 +296,7 @@ func NewCmdDNSShow(f *Factory, runF func(name string) error) *cobra.Command {
 }
 
 func showDNS(ctx context.Context, f *Factory, name string) error {
-	store, err := f.Store(ctx)
-	if err != nil {
-		return err
-	}
-	st, _, err := store.Load(ctx, name)
+	_, st, err := f.loadState(ctx, name)
 	if err != nil {
 		return err
 	}

@@ -289,6 +289,20 @@ func (f *Factory) checkStateReachableByDroplets() error {
 	return nil
 }
 
+// loadState opens the store and reads cluster name's state (verified, as
+// every read): the start of every command that only looks.
+func (f *Factory) loadState(ctx context.Context, name string) (*cluster.Store, *cluster.State, error) {
+	store, err := f.Store(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, _, err := store.Load(ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	return store, st, nil
+}
+
 // openCluster starts every command that acts on an existing cluster; see
 // openClusterNode.
 func (f *Factory) openCluster(ctx context.Context, name string, write bool) (*cluster.Store, *cluster.State, *cloud.Client, error) {
@@ -302,11 +316,7 @@ func (f *Factory) openCluster(ctx context.Context, name string, write bool) (*cl
 // after one read-only DO call has accepted the token, does the
 // conditional-write probe put its scratch objects in the bucket.
 func (f *Factory) openClusterNode(ctx context.Context, name, node string, write bool) (*cluster.Store, *cluster.State, *cloud.Client, error) {
-	store, err := f.Store(ctx)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	st, _, err := store.Load(ctx, name)
+	store, st, err := f.loadState(ctx, name)
 	if err != nil {
 		return nil, nil, nil, err
 	}

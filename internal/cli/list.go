@@ -188,11 +188,7 @@ var nodeColumns = []column{
 }
 
 func listNodes(ctx context.Context, f *Factory, o *ListOptions) error {
-	store, err := f.Store(ctx)
-	if err != nil {
-		return err
-	}
-	st, _, err := store.Load(ctx, o.Name)
+	store, st, err := f.loadState(ctx, o.Name)
 	if err != nil {
 		return err
 	}

@@ -67,11 +67,7 @@ func NewCmdNodeLogs(f *Factory, runF func(*LogsOptions) error) *cobra.Command {
 }
 
 func nodeLogs(ctx context.Context, f *Factory, o *LogsOptions) error {
-	store, err := f.Store(ctx)
-	if err != nil {
-		return err
-	}
-	st, _, err := store.Load(ctx, o.Name)
+	store, st, err := f.loadState(ctx, o.Name)
 	if err != nil {
 		return err
 	}

@@ -260,11 +260,7 @@ func printDriftJSON(f *Factory, name string, drifts []ops.Drift) error {
 // --allow-operator-token), checked before any API call, like create-ha's.
 // The state is only read. nil when no droplet will be made.
 func repairBoot(ctx context.Context, f *Factory, o *RepairOptions) (*ops.BootSpec, error) {
-	store, err := f.Store(ctx)
-	if err != nil {
-		return nil, err
-	}
-	st, _, err := store.Load(ctx, o.Name)
+	_, st, err := f.loadState(ctx, o.Name)
 	if err != nil {
 		return nil, err
 	}

@@ -365,11 +365,7 @@ var tlsColumns = []column{
 }
 
 func tlsStatus(ctx context.Context, f *Factory, name string, to TableOptions) error {
-	store, err := f.Store(ctx)
-	if err != nil {
-		return err
-	}
-	st, _, err := store.Load(ctx, name)
+	store, st, err := f.loadState(ctx, name)
 	if err != nil {
 		return err
 	}
