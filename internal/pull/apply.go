@@ -143,12 +143,32 @@ func (ap *applier) install(ctx context.Context, log *slog.Logger, res *render.Re
 		return out, nil // nothing changed, nothing pending
 	}
 	did, err := ap.reload(ctx, log, haproxy, keepalived, res.Backends)
+	// Clear only what this reload did: a daemon marked meanwhile (an
+	// adopted one found predating its config when the reload started the
+	// daemons) or one whose reload failed stays pending for the next try.
+	ap.clearReload(did.haproxy, did.keepalived)
+	out.HAProxy.Reloaded, out.Keepalived.Reloaded = did.haproxy, did.keepalived
 	if err != nil {
 		return out, err
 	}
-	ap.clearReload(true, true)
-	out.HAProxy.Reloaded, out.Keepalived.Reloaded = did.haproxy, did.keepalived
 	return out, nil
+}
+
+// reloadPendingKeepalived reloads keepalived if a reload is pending for
+// it (the mesh interface was re-made under it) and clears that mark; it
+// says whether it reloaded. Like install, the caller serializes it with
+// Daemon.Apply (applyMu), so two reloads never start daemons at once and
+// a mark set by an apply is never cleared unseen.
+func (ap *applier) reloadPendingKeepalived(ctx context.Context, log *slog.Logger) (bool, *ApplyError) {
+	if _, keepalived := ap.pending(); !keepalived {
+		return false, nil
+	}
+	did, err := ap.reload(ctx, log, false, true, nil)
+	ap.clearReload(did.haproxy, did.keepalived)
+	if err != nil {
+		return false, err
+	}
+	return did.keepalived, nil
 }
 
 // stage writes each job's content next to its target and validates it,

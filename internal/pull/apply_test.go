@@ -78,3 +78,49 @@ func TestApplyResultValidationFails(t *testing.T) {
 		t.Errorf("haproxy.cfg installed after a failed validation: %v", err)
 	}
 }
+
+// TestReloadClearsOnlyWhatItReloaded: a keepalived reload marked pending
+// while an apply reloads HAProxy only (here: the supervisor, started by
+// that reload, finds an adopted keepalived older than its config) is not
+// cleared by that reload; it stays pending, and the next reload of
+// keepalived runs it and clears it.
+func TestReloadClearsOnlyWhatItReloaded(t *testing.T) {
+	t.Parallel()
+	d, _, set, log := newRecordingDaemon(t)
+	ctx := context.Background()
+	if _, err := d.apply(ctx, testState(1, 2)); err != nil {
+		t.Fatal(err)
+	}
+	// Supervise mode only for the reload's start of the daemons, which
+	// here marks keepalived as an adopted daemon predating its config.
+	set.Supervise = true
+	d.ap.settings = func() Settings { return set }
+	d.ap.startDaemons = func(context.Context) { d.ap.markReload(false, true) }
+	drained := testState(2, 2)
+	drained.Node("brisk-owl").Lifecycle = cluster.Draining
+	got, err := d.apply(ctx, drained)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.HAProxy.Reloaded || got.Keepalived.Reloaded {
+		t.Fatalf("result %+v; want HAProxy reloaded, keepalived not", got)
+	}
+	if hp, ka := d.ap.pending(); hp || !ka {
+		t.Fatalf("pending after the HAProxy-only reload: haproxy %v keepalived %v; want keepalived only", hp, ka)
+	}
+	d.ap.startDaemons = func(context.Context) {}
+	did, aerr := d.ap.reloadPendingKeepalived(ctx, d.log)
+	if aerr != nil || !did {
+		t.Fatalf("reloadPendingKeepalived = %v, %v; want a reload", did, aerr)
+	}
+	if hp, ka := d.ap.pending(); hp || ka {
+		t.Errorf("pending after keepalived's reload: haproxy %v keepalived %v; want none", hp, ka)
+	}
+	if b, _ := os.ReadFile(log); string(b) != "haproxy\nkeepalived\nhaproxy\nkeepalived\n" {
+		t.Errorf("reloads run:\n%s", b)
+	}
+	// Nothing pending: nothing reloaded.
+	if did, aerr := d.ap.reloadPendingKeepalived(ctx, d.log); aerr != nil || did {
+		t.Errorf("reloadPendingKeepalived with nothing pending = %v, %v", did, aerr)
+	}
+}

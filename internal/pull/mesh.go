@@ -223,16 +223,8 @@ func (d *Daemon) meshPoll(ctx context.Context) {
 		return
 	}
 	d.seedKeys(st)
-	d.learnKeys(ctx, st)
-	err := d.syncMesh(ctx, st, false)
-	if _, pending := d.ap.pending(); err == nil && pending {
-		if _, rerr := d.ap.reload(ctx, d.log, false, true, nil); rerr != nil {
-			err = rerr
-		} else {
-			d.ap.clearReload(false, true)
-			d.log.Info("keepalived reloaded: the mesh interface was re-made under it")
-		}
-	}
+	d.learnKeys(ctx, st) // bucket reads: outside applyMu, so an apply never waits on them
+	err := d.syncPeers(ctx)
 	m := d.mesh
 	m.mu.Lock()
 	last := m.lastErr
@@ -246,6 +238,34 @@ func (d *Daemon) meshPoll(ctx context.Context) {
 	case err != nil && err.Error() != last:
 		_ = d.meshFailed(st.Generation, err) // recorded in the status; the loop goes on
 	}
+}
+
+// syncPeers is meshPoll's interface step, serialized with Apply by
+// applyMu: Apply also configures the interface (syncMesh) and reloads, and
+// run side by side the two could start a daemon twice or clear a pending
+// reload the other had just marked. It syncs the peers to the applied
+// state as it is under the lock (an apply may have replaced it since
+// meshPoll read it) and reloads keepalived when the interface was re-made
+// under it. Nothing that holds applyMu waits on meshPoll (it runs on the
+// poll loop's goroutine, after Step returned), so this cannot deadlock.
+func (d *Daemon) syncPeers(ctx context.Context) error {
+	d.applyMu.Lock()
+	defer d.applyMu.Unlock()
+	st := d.appliedState()
+	if st == nil {
+		return nil
+	}
+	if err := d.syncMesh(ctx, st, false); err != nil {
+		return err
+	}
+	did, rerr := d.ap.reloadPendingKeepalived(ctx, d.log)
+	if rerr != nil {
+		return rerr
+	}
+	if did {
+		d.log.Info("keepalived reloaded: the mesh interface was re-made under it")
+	}
+	return nil
 }
 
 // vrrpPeers are st's VRRP members other than self: the nodes the mesh
