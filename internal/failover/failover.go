@@ -108,8 +108,12 @@ type Outcome int
 
 // Outcomes.
 const (
+	// Unknown is the zero Outcome: a Result no Claim or Check filled in.
+	// It holds nothing and moved nothing, so a forgotten assignment is
+	// never mistaken for a real answer.
+	Unknown Outcome = iota
 	// NoReservedIP: the state has no Reserved IP; nothing to hold.
-	NoReservedIP Outcome = iota
+	NoReservedIP
 	// AlreadyHere: the IP is on this droplet as far as this call knows.
 	AlreadyHere
 	// Assigned: this call assigned the IP to this droplet.
@@ -124,14 +128,20 @@ const (
 	Failed
 )
 
-var outcomeNames = [...]string{"no_reserved_ip", "already_here", "assigned", "yielding", "cooling_off", "failed"}
+var outcomeNames = [...]string{"unknown", "no_reserved_ip", "already_here", "assigned", "yielding", "cooling_off", "failed"}
 
+// String is the outcome's name as docs/pull.md spells it ("already_here"),
+// or "Outcome(N)" for a value outside the list.
 func (o Outcome) String() string {
-	if int(o) < len(outcomeNames) {
+	if o >= 0 && int(o) < len(outcomeNames) {
 		return outcomeNames[o]
 	}
 	return fmt.Sprintf("Outcome(%d)", int(o))
 }
+
+// MarshalText is String, so log/slog's JSON and text handlers (and
+// encoding/json) write the name, not the number.
+func (o Outcome) MarshalText() ([]byte, error) { return []byte(o.String()), nil }
 
 // Result says what a Claim or Check did, for the node's status report.
 type Result struct {

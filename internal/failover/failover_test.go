@@ -342,4 +342,16 @@ func TestOutcomes(t *testing.T) {
 	if got := Assigned.String(); got != "assigned" {
 		t.Errorf("Assigned.String() = %q", got)
 	}
+	// The zero Result is Unknown: it holds and moved nothing.
+	check("zero Result", Result{}, nil, false, want{Unknown, false, false})
+	if Unknown == NoReservedIP {
+		t.Error("the zero Outcome is NoReservedIP")
+	}
+	for o, name := range map[Outcome]string{Unknown: "unknown", NoReservedIP: "no_reserved_ip", AlreadyHere: "already_here",
+		Failed: "failed", Outcome(99): "Outcome(99)", Outcome(-1): "Outcome(-1)"} {
+		b, err := o.MarshalText()
+		if o.String() != name || string(b) != name || err != nil {
+			t.Errorf("outcome %d: String %q, MarshalText %q %v; want %q", int(o), o.String(), b, err, name)
+		}
+	}
 }
