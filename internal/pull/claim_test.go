@@ -1,7 +1,9 @@
 package pull
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -10,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -158,6 +161,52 @@ func TestRecordClaimOutcome(t *testing.T) {
 		})
 	}
 }
+
+// TestClaimLogNamesOutcome: the "reserved ip not moved" line in
+// dynia-pull's JSON log carries the outcome's name, not its number.
+func TestClaimLogNamesOutcome(t *testing.T) {
+	t.Parallel()
+	for _, o := range []failover.Outcome{failover.AlreadyHere, failover.CoolingOff, failover.NoReservedIP} {
+		t.Run(o.String(), func(t *testing.T) {
+			t.Parallel()
+			var buf syncBuffer
+			log := slog.New(slog.NewJSONHandler(&buf, nil))
+			d := New(Settings{Cluster: "shop", NodeID: "amber-fox", RunDir: t.TempDir(), PollInterval: time.Second}, newMemStore(), Options{Logger: log})
+			d.onVRRP(report.VRRPMaster)
+			d.claim.record("vrrp BACKUP -> MASTER", failover.Result{Outcome: o, Reason: "x"}, nil)
+			var found bool
+			for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+				var rec map[string]any
+				if err := json.Unmarshal([]byte(line), &rec); err != nil {
+					t.Fatalf("log line %q: %v", line, err)
+				}
+				if rec["msg"] != "reserved ip not moved" {
+					continue
+				}
+				found = true
+				if got, want := rec["outcome"], o.String(); got != want {
+					t.Errorf("outcome logged as %#v, want %q: %s", got, want, line)
+				}
+			}
+			if !found {
+				t.Fatalf("no \"reserved ip not moved\" line in:\n%s", buf.String())
+			}
+		})
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // fileStoreWithState makes a file:// bucket under dir holding a one-node
 // cluster's state ("shop", node amber-fox), and returns it with its URL's
