@@ -369,7 +369,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 			if st := d.appliedState(); st != nil {
 				gen = st.Generation
 			}
-			d.notify(readyState(gen, err))
+			_, cerr := os.Stat(set.HAProxyConfig)
+			d.notify(readyState(gen, err, cerr == nil))
 		}
 		var ae *ApplyError
 		refused := errors.As(err, &ae) && (ae.Reason == "decode" || ae.Reason == "signature" || ae.Reason == "replay")

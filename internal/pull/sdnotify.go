@@ -14,7 +14,8 @@ import (
 // The daemon is ready when its first poll-and-apply attempt has finished
 // (Daemon.Run): the state's config is installed and HAProxy and keepalived
 // were reloaded (or started, in supervise mode), or the attempt failed and
-// the node serves its last good config; STATUS= says which. STOPPING=1 is
+// the node serves its last good config (or, on a fresh node with none on
+// disk, has no config yet); STATUS= says which. STOPPING=1 is
 // sent when shutdown begins. Without $NOTIFY_SOCKET (not under systemd,
 // tests) nothing is sent.
 
@@ -34,17 +35,23 @@ func sdNotify(log *slog.Logger) notifyFunc {
 }
 
 // readyState is the READY=1 message for the first apply attempt's outcome.
-func readyState(gen int64, err error) string {
+// haveConfig says whether a haproxy.cfg is on disk: a failed first attempt
+// serves the last good config only if there is one (not on a fresh node).
+func readyState(gen int64, err error, haveConfig bool) string {
 	msg := daemon.SdNotifyReady + "\nSTATUS="
 	var ae *ApplyError
+	reason := ""
+	if errors.As(err, &ae) {
+		reason = " (" + ae.Reason + ")"
+	}
 	switch {
 	case err == nil && gen > 0:
 		return msg + "serving generation " + strconv.FormatInt(gen, 10)
 	case err == nil:
 		return msg + "serving; no state applied yet"
-	case errors.As(err, &ae):
-		return msg + "serving the last good config; state not applied (" + ae.Reason + ")"
+	case !haveConfig:
+		return msg + "no config yet" + reason
 	default:
-		return msg + "serving the last good config; state not applied"
+		return msg + "serving the last good config; state not applied" + reason
 	}
 }

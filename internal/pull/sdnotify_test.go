@@ -121,24 +121,43 @@ func TestReadyAfterFirstApply(t *testing.T) {
 }
 
 // TestReadyWhenFirstApplyFails: a first apply that fails still ends the
-// start (the node serves its last good config), and STATUS= says why.
+// start, and STATUS= says why: a node with a config on disk serves it (the
+// last good one); a fresh node with none says it has no config yet.
 func TestReadyWhenFirstApplyFails(t *testing.T) {
-	sock := listenNotify(t)
-	d, m, _, _ := newRecordingDaemon(t)
-	if _, err := m.Put(context.Background(), cluster.StateKey("shop"), []byte("{not json"), bucket.Cond{}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	got := readNotify(t, sock, time.Now().Add(longWait))
-	if want := "READY=1\nSTATUS=serving the last good config; state not applied (decode)"; got != want {
-		t.Fatalf("first notification %q, want %q", got, want)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("Run: %v", err)
+	for _, tc := range []struct {
+		name       string
+		haveConfig bool
+		want       string
+	}{
+		{"fresh node", false, "READY=1\nSTATUS=no config yet (decode)"},
+		{"last good config on disk", true, "READY=1\nSTATUS=serving the last good config; state not applied (decode)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sock := listenNotify(t)
+			d, m, set, _ := newRecordingDaemon(t)
+			if tc.haveConfig {
+				if err := os.MkdirAll(filepath.Dir(set.HAProxyConfig), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(set.HAProxyConfig, []byte("# the last good config\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := m.Put(context.Background(), cluster.StateKey("shop"), []byte("{not json"), bucket.Cond{}); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- d.Run(ctx) }()
+			if got := readNotify(t, sock, time.Now().Add(longWait)); got != tc.want {
+				t.Errorf("first notification %q, want %q", got, tc.want)
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+		})
 	}
 }
 
