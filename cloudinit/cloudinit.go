@@ -278,8 +278,9 @@ func (p Params) addBoot(cc *Config) {
 	case Snapshot:
 		// The image enables the unit, and its ConditionPathExists usually
 		// starts it once write_files has run; this covers the boot where
-		// systemd evaluated the condition first.
-		cc.RunCmd = []Command{{"systemctl", "enable", "--now", UnitName}}
+		// systemd evaluated the condition first. --no-block: the unit is
+		// Type=notify, and cloud-init need not wait for its READY=1.
+		cc.RunCmd = []Command{{"systemctl", "enable", "--now", "--no-block", UnitName}}
 	case Bootstrap:
 		cc.WriteFiles = append(cc.WriteFiles,
 			secretFile(PullBinaryURLPath, p.PullBinaryURL),

@@ -226,7 +226,7 @@ func TestParseRoundTrip(t *testing.T) {
 
 			switch p.Mode {
 			case Snapshot:
-				wantCmd := []Command{{"systemctl", "enable", "--now", UnitName}}
+				wantCmd := []Command{{"systemctl", "enable", "--now", "--no-block", UnitName}}
 				if diff := cmp.Diff(wantCmd, c.RunCmd); diff != "" {
 					t.Errorf("runcmd (-want +got):\n%s", diff)
 				}

@@ -32,8 +32,11 @@ mv -f "$tmp" "$DEST"
 rm -f "$URL_FILE"
 "$DEST" version >&2
 if [[ -d /run/systemd/system ]]; then
-	systemctl enable --now dynia-pull.service
-	echo "bootstrap: dynia-pull started" >&2
+	# --no-block: the unit is Type=notify, so a blocking start would hold
+	# cloud-init until dynia-pull's READY=1 (up to TimeoutStartSec) and,
+	# under set -e, fail it if dynia-pull exits first (systemd retries it).
+	systemctl enable --now --no-block dynia-pull.service
+	echo "bootstrap: dynia-pull starting" >&2
 else
 	# Not booted with systemd (the image test's chroot): enable only.
 	systemctl enable dynia-pull.service
