@@ -84,7 +84,7 @@ func TestFailoverTruth(t *testing.T) {
 	if active.Role != "active" || !active.HoldsReservedIP {
 		t.Fatalf("before: %+v", active)
 	}
-	load := startLoad(url, 50*time.Millisecond, 3*time.Minute)
+	load := startLoad(url, 50*time.Millisecond, loadBound)
 	load.waitAnswered(t, time.Time{}, 20)
 	off := time.Now()
 	if err := e.cloud().PowerOff(context.Background(), active.DropletID); err != nil {
@@ -118,7 +118,7 @@ func TestFailoverTruth(t *testing.T) {
 		t.Fatalf("check-only after the failover: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	holder := e.ripHolder(rip)
-	load = startLoad(url, 50*time.Millisecond, time.Minute)
+	load = startLoad(url, 50*time.Millisecond, loadBound)
 	load.waitAnswered(t, time.Time{}, 20)
 	e.mustRun("node", "repair-ha", "--name", "fo", "--force")
 	load.waitAnswered(t, time.Now(), 40)
@@ -170,7 +170,7 @@ func TestClaimWithoutMetadataOrBucket(t *testing.T) {
 	}
 	e.inNetns(ns, "iptables", "-I", "OUTPUT", "-d", "169.254.169.254", "-j", "DROP")
 	e.inNetns(ns, "iptables", "-I", "OUTPUT", "-p", "tcp", "-d", s3.Hostname(), "--dport", s3.Port(), "-j", "DROP")
-	load := startLoad("http://"+rip+"/", 50*time.Millisecond, 2*time.Minute)
+	load := startLoad("http://"+rip+"/", 50*time.Millisecond, loadBound)
 	load.waitAnswered(t, time.Time{}, 20)
 	if err := e.cloud().PowerOff(context.Background(), holder.DropletID); err != nil {
 		t.Fatal(err)
@@ -229,7 +229,7 @@ func TestBadNodeTokenHeals(t *testing.T) {
 	}
 	writeToken(e.info.NodeToken)
 	e.waitUp("tok")
-	load := startLoad("http://"+rip+"/", 50*time.Millisecond, 2*time.Minute)
+	load := startLoad("http://"+rip+"/", 50*time.Millisecond, loadBound)
 	load.waitAnswered(t, time.Time{}, 20)
 	if err := e.cloud().PowerOff(ctx, holder.DropletID); err != nil {
 		t.Fatal(err)

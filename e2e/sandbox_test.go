@@ -79,6 +79,12 @@ func (e *sandboxEnv) ripHolder(ip string) int {
 	return r.DropletID
 }
 
+// loadBound bounds a request loop that finish() stops: it only keeps a
+// forgotten loop from running for ever, so it is far beyond any phase a
+// loaded machine makes slow (a loop that stopped by itself before the
+// phase's answers were counted would fail waitAnswered).
+const loadBound = 10 * time.Minute
+
 // TestSandboxCluster is the product's main promise, end to end: a cluster
 // created and grown in the sandbox serves through its Reserved IP, and
 // keeps serving when the active droplet is powered off.
@@ -151,7 +157,7 @@ func TestSandboxCluster(t *testing.T) {
 		if target.ID == "" {
 			t.Fatalf("no up standby to promote: %+v", rows)
 		}
-		load := startLoad(url, 50*time.Millisecond, 60*time.Second)
+		load := startLoad(url, 50*time.Millisecond, loadBound)
 		load.waitAnswered(t, time.Time{}, 10)
 		e.mustRun("node", "make-active", "--name", "demo", "--node", target.ID)
 		load.waitAnswered(t, time.Now(), 40)
@@ -173,7 +179,7 @@ func TestSandboxCluster(t *testing.T) {
 	t.Run("remove a standby under load", func(t *testing.T) {
 		rows := e.nodes("demo")
 		standby := rows[len(rows)-1]
-		load := startLoad(url, 50*time.Millisecond, 60*time.Second)
+		load := startLoad(url, 50*time.Millisecond, loadBound)
 		e.mustRun("node", "remove", "--name", "demo", "--node", standby.ID, "--yes")
 		load.waitAnswered(t, time.Now(), 40)
 		total, failed, _, _ := load.finish()
@@ -186,7 +192,7 @@ func TestSandboxCluster(t *testing.T) {
 	t.Run("remove the active node under load", func(t *testing.T) {
 		rows := e.nodes("demo")
 		active := rows[0]
-		load := startLoad(url, 50*time.Millisecond, 60*time.Second)
+		load := startLoad(url, 50*time.Millisecond, loadBound)
 		e.mustRun("node", "remove", "--name", "demo", "--node", active.ID, "--yes")
 		load.waitAnswered(t, time.Now(), 40)
 		total, failed, outage, _ := load.finish()
@@ -211,7 +217,7 @@ func powerOffActive(t *testing.T, e *sandboxEnv, active nodeRow, rip string) {
 	if active.Role != "active" || e.ripHolder(rip) != active.DropletID {
 		t.Fatalf("before: active %+v, RIP on droplet %d", active, e.ripHolder(rip))
 	}
-	load := startLoad(url, 50*time.Millisecond, 90*time.Second)
+	load := startLoad(url, 50*time.Millisecond, loadBound)
 	load.waitAnswered(t, time.Time{}, 20)
 	if err := e.cloud().PowerOff(context.Background(), active.DropletID); err != nil {
 		t.Fatal(err)
@@ -295,11 +301,15 @@ func TestVRRPCut(t *testing.T) {
 	// beside the holder.
 	testutil.WaitFor(t, 2*time.Minute, func() error {
 		for _, r := range e.nodes("split") {
-			if r.ID == standby.ID && r.VRRPState != "MASTER" {
+			if r.ID != standby.ID {
+				continue
+			}
+			if r.VRRPState != "MASTER" {
 				return fmt.Errorf("standby %s: VRRP %q, want MASTER (split brain)", r.ID, r.VRRPState)
 			}
+			return nil
 		}
-		return nil
+		return fmt.Errorf("standby %s is not in node list", standby.ID)
 	})
 	// The split brain lasts cutFor: the window the moves are counted in.
 	time.Sleep(cutFor)
@@ -312,6 +322,12 @@ func TestVRRPCut(t *testing.T) {
 	e.waitVRRPAgreed("split", 3*time.Minute)
 	holders := w.stop()
 	total, failed, outage, _ := load.finish()
+	// The watch started before the cut, with the holder holding: no read
+	// at all, or a first holder other than it, would make the count below
+	// meaningless.
+	if len(holders) == 0 || holders[0] != holder.DropletID {
+		t.Fatalf("Reserved IP holders seen %v; want the first to be the holder %s's droplet %d", holders, holder.ID, holder.DropletID)
+	}
 	moves := len(holders) - 1
 	t.Logf("VRRP cut for %v: Reserved IP holders %v (first %d, %d move(s)); %d of %d requests failed (longest outage %v)",
 		cutFor, holders, holder.DropletID, moves, failed, total, outage)

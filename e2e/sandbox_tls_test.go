@@ -352,7 +352,7 @@ func TestSandboxHTTPS(t *testing.T) {
 	})
 
 	t.Run("a forced renewal reaches every node without a failed request", func(t *testing.T) {
-		load := startLoadWith(p.get, 50*time.Millisecond, 3*time.Minute)
+		load := startLoadWith(p.get, 50*time.Millisecond, loadBound)
 		load.waitAnswered(t, time.Time{}, 20)
 		// Renewing 2200 h before expiry: Pebble's 90-day certificate is due now.
 		r := run("tls", "enable", "--name", "web", "--domain", name, "--renew-before", "2200h", "--timeout", "3m")
