@@ -7,6 +7,7 @@ package extcmd
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 )
@@ -64,11 +65,46 @@ func Tail(out string) string {
 	return s
 }
 
+// private are the variables that address this process alone and that a
+// child must not inherit: NOTIFY_SOCKET is where systemd takes
+// dynia-pull's sd_notify messages (sd_notify(3)); a child that inherits it
+// (haproxy, keepalived, an app) could speak for the unit, or send a
+// READY=1 of its own. The unit's NotifyAccess=main makes systemd ignore
+// them, but only because nothing else should send.
+var private = []string{"NOTIFY_SOCKET"}
+
+// Environ is what a child process should get: this process's environment
+// without the private variables (NOTIFY_SOCKET), then extra (KEY=value
+// each, in order; a later one wins as with exec.Cmd.Env). Every process
+// dynia-pull and the sandbox start takes its environment from here, or
+// runs through Run or Combined, which strip the same.
+func Environ(extra ...string) []string {
+	return append(withoutPrivate(os.Environ()), extra...)
+}
+
+// withoutPrivate is env without the private variables.
+func withoutPrivate(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		key, _, _ := strings.Cut(kv, "=")
+		drop := false
+		for _, p := range private {
+			drop = drop || key == p
+		}
+		if !drop {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
 // Run runs cmd (made by exec.Command or exec.CommandContext, its Stdout and
-// Stderr unset) and returns its standard output; a failure is an *Error
+// Stderr unset; its environment cmd.Env, or this process's, without the
+// private variables) and returns its standard output; a failure is an *Error
 // whose Output is the standard error. The output so far is returned with
 // the error.
 func Run(cmd *exec.Cmd) (string, error) {
+	cmd.Env = withoutPrivate(cmd.Environ())
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -77,10 +113,12 @@ func Run(cmd *exec.Cmd) (string, error) {
 	return stdout.String(), nil
 }
 
-// Combined runs cmd (its Stdout and Stderr unset) and returns its standard
+// Combined runs cmd (its Stdout and Stderr unset; environment as for Run)
+// and returns its standard
 // output and standard error interleaved; a failure is an *Error whose Output
 // is the same text, which is also returned.
 func Combined(cmd *exec.Cmd) (string, error) {
+	cmd.Env = withoutPrivate(cmd.Environ())
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {

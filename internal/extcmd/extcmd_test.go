@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 
@@ -97,5 +99,49 @@ func TestTail(t *testing.T) {
 				t.Errorf("Tail (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestChildEnvironment: NOTIFY_SOCKET (systemd's address for this process's
+// sd_notify messages) reaches no child: not through Environ, not through
+// Run or Combined, whether the command inherits the environment or sets
+// its own; every other variable does. Not parallel: it sets the process's
+// environment.
+func TestChildEnvironment(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", "/run/systemd/notify")
+	t.Setenv("DYNIA_EXTCMD_KEPT", "kept")
+	check := func(what, env string) {
+		t.Helper()
+		lines := strings.Split(env, "\n")
+		if slices.ContainsFunc(lines, func(l string) bool { return strings.HasPrefix(l, "NOTIFY_SOCKET=") }) {
+			t.Errorf("%s: NOTIFY_SOCKET inherited:\n%s", what, env)
+		}
+		if !slices.Contains(lines, "DYNIA_EXTCMD_KEPT=kept") {
+			t.Errorf("%s: DYNIA_EXTCMD_KEPT=kept missing:\n%s", what, env)
+		}
+	}
+	check("Environ", strings.Join(Environ(), "\n"))
+	if got := Environ("A=1", "B=2"); !slices.Equal(got[len(got)-2:], []string{"A=1", "B=2"}) {
+		t.Errorf("Environ(A=1, B=2) ends %q, want the extras last", got[len(got)-2:])
+	}
+	out, err := Run(exec.Command("env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("Run", out)
+	out, err = Combined(exec.Command("env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("Combined", out)
+	cmd := exec.Command("env")
+	cmd.Env = append(os.Environ(), "EXTRA=1")
+	out, err = Run(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("Run with its own Env", out)
+	if !slices.Contains(strings.Split(out, "\n"), "EXTRA=1") {
+		t.Errorf("Run with its own Env lost EXTRA=1:\n%s", out)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/extcmd"
 	"github.com/dynia/dynia/internal/poll"
 	"github.com/dynia/dynia/internal/procstat"
 	"github.com/dynia/dynia/internal/report"
@@ -101,7 +102,7 @@ func (p *processApp) Start(ctx context.Context, rel cluster.Release, sec secrets
 		return appInstance{}, &appFailure{Reason: "pick a port: " + err.Error(), Retry: true}
 	}
 	addr := netip.AddrPortFrom(bind, port)
-	env := os.Environ()
+	env := extcmd.Environ() // dynia-pull's, without NOTIFY_SOCKET
 	for k, v := range rel.Env {
 		env = append(env, k+"="+v)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/dynia/dynia/internal/extcmd"
 	"github.com/dynia/dynia/internal/procstat"
 )
 
@@ -57,7 +58,7 @@ type daemonSpec struct {
 	// the foreground), so the supervisor writes pidFile for the next
 	// dynia-pull to adopt it.
 	writePid bool
-	env      []string // added to dynia-pull's environment
+	env      []string // added to dynia-pull's environment (extcmd.Environ)
 }
 
 // adopted describes a daemon found running at start.
@@ -249,9 +250,7 @@ func (s *supervisor) runOnce(ctx context.Context, log *slog.Logger, spec daemonS
 		out = f
 	}
 	cmd.Stdout, cmd.Stderr = out, out
-	if len(spec.env) > 0 {
-		cmd.Env = append(os.Environ(), spec.env...)
-	}
+	cmd.Env = extcmd.Environ(spec.env...) // never our NOTIFY_SOCKET: the daemon is not the unit's voice
 	began := time.Now() // before the exec: the daemon reads its config after
 	if err := cmd.Start(); err != nil {
 		return err

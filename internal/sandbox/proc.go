@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dynia/dynia/internal/extcmd"
 	"github.com/dynia/dynia/internal/fsutil"
 	"github.com/dynia/dynia/internal/poll"
 	"github.com/dynia/dynia/internal/procstat"
@@ -56,7 +57,7 @@ func (s procSpec) command() *exec.Cmd {
 	}
 	cmd := exec.Command(name, args...)
 	cmd.Dir = s.Dir
-	cmd.Env = append(os.Environ(), s.Env...)
+	cmd.Env = extcmd.Environ(s.Env...) // never the caller's NOTIFY_SOCKET
 	// Own process group, stopped as a whole. haproxy and keepalived are
 	// not in dynia-pull's group: they outlive it by design (the next
 	// dynia-pull adopts them), so stopping a droplet also kills whatever
