@@ -250,7 +250,8 @@ func (s *supervisor) runOnce(ctx context.Context, log *slog.Logger, spec daemonS
 		out = f
 	}
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.Env = extcmd.Environ(spec.env...) // never our NOTIFY_SOCKET: the daemon is not the unit's voice
+	// Never our NOTIFY_SOCKET: the daemon does not speak for the unit.
+	cmd.Env = extcmd.Environ(spec.env...)
 	began := time.Now() // before the exec: the daemon reads its config after
 	if err := cmd.Start(); err != nil {
 		return err
