@@ -168,11 +168,11 @@ func (e *testEnv) apiFaultLife(kind apiFault, k int, name string) (hits, fails i
 	st = e.state(name)
 	step("node", "replace", "--name", name, "--node", st.Active().ID)
 	st = e.state(name)
-	step("node", "remove", "--name", name, "--node", st.Nodes[2].ID, "--confirm")
+	step("node", "remove", "--name", name, "--node", st.Nodes[2].ID, "--yes")
 	st = e.state(name)
 	e.sim.DeleteDropletBehindBack(st.Nodes[1].DropletID)
 	step("node", "repair-ha", "--name", name, "--force")
-	step("cluster", "destroy", "--name", name, "--confirm")
+	step("cluster", "destroy", "--name", name, "--yes")
 	return hits, fails
 }
 

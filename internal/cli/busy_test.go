@@ -73,7 +73,7 @@ func TestCommandsRideOutPendingEvents(t *testing.T) {
 
 	standby := st.Nodes[2]
 	check = e.busyOnce("DELETE", "/v2/droplets/", dropletPending)
-	e.mustRun("node", "remove", "--name", "busy", "--node", standby.ID, "--confirm")
+	e.mustRun("node", "remove", "--name", "busy", "--node", standby.ID, "--yes")
 	check()
 	if st := e.consistent("busy"); st.Node(standby.ID) != nil || len(st.Nodes) != 3 {
 		t.Fatalf("remove of a standby: %+v", st.Nodes)
@@ -81,7 +81,7 @@ func TestCommandsRideOutPendingEvents(t *testing.T) {
 
 	// Removing the active node moves the Reserved IP first.
 	check = e.busyOnce("POST", "/v2/reserved_ips/", dropletPending)
-	e.mustRun("node", "remove", "--name", "busy", "--node", target, "--confirm")
+	e.mustRun("node", "remove", "--name", "busy", "--node", target, "--yes")
 	check()
 	if st := e.consistent("busy"); st.Node(target) != nil || len(st.Nodes) != 2 || st.Active() == nil {
 		t.Fatalf("remove of the active node: %+v", st.Nodes)
@@ -113,7 +113,7 @@ func TestCommandsRideOutPendingEvents(t *testing.T) {
 	}
 
 	check = e.busyOnce("DELETE", "/v2/reserved_ips/", ripPending)
-	e.mustRun("cluster", "destroy", "--name", "busy", "--confirm")
+	e.mustRun("cluster", "destroy", "--name", "busy", "--yes")
 	check()
 	if n := len(e.sim.ReservedIPs()); n != 0 {
 		t.Fatalf("%d Reserved IPs left after destroy", n)

@@ -34,7 +34,7 @@ func TestConcurrentOperators(t *testing.T) {
 		ops = append(ops, op{args: []string{"node", "add", "--name", "crowd", "--timeout", "2m"}})
 	}
 	for _, id := range removed {
-		ops = append(ops, op{args: []string{"node", "remove", "--name", "crowd", "--node", id, "--confirm", "--timeout", "2m"}})
+		ops = append(ops, op{args: []string{"node", "remove", "--name", "crowd", "--node", id, "--yes", "--timeout", "2m"}})
 	}
 	for i := range ops {
 		ops[i].p = e.startDynia(ops[i].args...)

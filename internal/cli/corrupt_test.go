@@ -35,13 +35,13 @@ func TestCorruptStateIsNeverOverwritten(t *testing.T) {
 	commands := [][]string{
 		{"node", "list", "--name", "inputs"},
 		{"node", "add", "--name", "inputs"},
-		{"node", "remove", "--name", "inputs", "--node", standby, "--confirm"},
+		{"node", "remove", "--name", "inputs", "--node", standby, "--yes"},
 		{"node", "make-active", "--name", "inputs", "--node", standby},
 		{"node", "repair-ha", "--name", "inputs", "--force"},
 		{"node", "create-ha", "--name", "inputs", "--region", "sgp1", "--size", "s-1vcpu-1gb"},
 		{"cluster", "update", "--name", "inputs", "--admin-cidr", "192.0.2.7/32"},
 		{"cluster", "get", "--name", "inputs"},
-		{"cluster", "destroy", "--name", "inputs", "--confirm"},
+		{"cluster", "destroy", "--name", "inputs", "--yes"},
 		{"app", "deploy", "--name", "inputs", "--image", "registry.example/app@sha256:" + strings.Repeat("a", 64)},
 	}
 	for _, tc := range []struct {

@@ -348,7 +348,7 @@ func TestNodeSpacesKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	add(e.mustRun("cluster", "destroy", "--name", "keys", "--confirm"))
+	add(e.mustRun("cluster", "destroy", "--name", "keys", "--yes"))
 	if keys := e.sim.SpacesKeys(); len(keys) != 0 {
 		t.Errorf("destroy left Spaces keys: %v", keyNames(keys))
 	}
@@ -437,11 +437,11 @@ func TestDestroyWithoutSpacesKeyScopes(t *testing.T) {
 	keyed := e.state("keyed").NodeSpacesKey
 	e.sim.AddToken(fullToken, noKeys...)
 
-	r := e.run("cluster", "destroy", "--name", "keyed", "--confirm")
+	r := e.run("cluster", "destroy", "--name", "keyed", "--yes")
 	if r.code == 0 || !strings.Contains(r.stderr, "spaces_key:delete") {
 		t.Errorf("destroy without spaces_key:delete: exit %d, want a failure naming the scope:\n%s", r.code, r.stderr)
 	}
-	r = e.mustRun("cluster", "destroy", "--name", "unkeyed", "--confirm")
+	r = e.mustRun("cluster", "destroy", "--name", "unkeyed", "--yes")
 	if !strings.Contains(r.stderr, "warning: cannot list Spaces keys") {
 		t.Errorf("destroy of a cluster without a key, token without spaces_key:read: no warning:\n%s", r.stderr)
 	}
@@ -450,7 +450,7 @@ func TestDestroyWithoutSpacesKeyScopes(t *testing.T) {
 	}
 
 	e.sim.AddToken(fullToken, dosim.FullScopes()...)
-	e.mustRun("cluster", "destroy", "--name", "keyed", "--confirm")
+	e.mustRun("cluster", "destroy", "--name", "keyed", "--yes")
 	if keys := e.sim.SpacesKeys(); len(keys) != 0 {
 		t.Errorf("Spaces keys after the re-run: %v, want none (%s deleted)", keyNames(keys), keyed.AccessKeyID)
 	}

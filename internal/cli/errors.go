@@ -7,6 +7,7 @@ import (
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/ops"
 )
 
 // Exit codes (README.md, "Exit codes"): the only place they are decided.
@@ -44,17 +45,24 @@ type AuthError struct{ Err error }
 func (e *AuthError) Error() string { return e.Err.Error() }
 func (e *AuthError) Unwrap() error { return e.Err }
 
+// isUsage says err is bad input: the CLI's own *UsageError or one an
+// operation found (*ops.InputError), wherever it is wrapped.
+func isUsage(err error) bool {
+	var ue *UsageError
+	var ie *ops.InputError
+	return errors.As(err, &ue) || errors.As(err, &ie)
+}
+
 // exitCode maps an error to the process exit code. DigitalOcean's 401/403
 // are typed where they arise (*cloud.AuthError, internal/cloud's wrap):
 // exit 4 from every command, whatever step met them.
 func exitCode(err error) int {
-	var ue *UsageError
 	var ae *AuthError
 	var cae *cloud.AuthError
 	switch {
 	case err == nil:
 		return ExitOK
-	case errors.As(err, &ue), errors.Is(err, cluster.ErrClusterNotFound):
+	case isUsage(err), errors.Is(err, cluster.ErrClusterNotFound):
 		return ExitUsage
 	case errors.Is(err, cluster.ErrConflict):
 		return ExitConflict
@@ -85,9 +93,8 @@ func tokenHint(err error) string {
 // answer, or kept answering 429/5xx. "" for everything else. Every dynia command can be
 // re-run (docs/reliability.md): a re-run finishes what this one left.
 func retryable(err error) string {
-	var ue *UsageError
 	switch {
-	case err == nil, errors.As(err, &ue):
+	case err == nil, isUsage(err):
 		return ""
 	case errors.Is(err, bucket.ErrUnavailable), errors.Is(err, bucket.ErrThrottled):
 		return "the state store did not answer: retryable, re-run the same command once it does"

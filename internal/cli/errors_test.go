@@ -16,6 +16,7 @@ import (
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/ops"
 )
 
 // TestRetryableErrors: a failure because a service did not answer is
@@ -112,5 +113,21 @@ func TestExitCodeNotByText(t *testing.T) {
 				t.Errorf("dynia %q: stderr %q, want one line", tc.args, errOut.String())
 			}
 		})
+	}
+}
+
+// TestExitCodeOfOperationInput: bad input an operation in internal/ops
+// finds is exit 2 however it comes back (wrapped or not), like the CLI's
+// own usage errors; it is not retryable.
+func TestExitCodeOfOperationInput(t *testing.T) {
+	t.Parallel()
+	in := ops.Inputf("--region %q: not a region", "xx1")
+	for _, err := range []error{in, fmt.Errorf("replace node: %w", in), &ops.StepError{Step: "region", Err: in}} {
+		if got := exitCode(err); got != ExitUsage {
+			t.Errorf("exitCode(%v) = %d, want %d", err, got, ExitUsage)
+		}
+		if r := retryable(err); r != "" {
+			t.Errorf("retryable(%v) = %q, want none", err, r)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -27,7 +28,6 @@ type Factory struct {
 
 	// Overrides for tests: when set, used instead of building from config.
 	StoreOverride bucket.Store
-	CloudOverride *cloud.Client
 	CloudOptions  cloud.Options // merged into the built client's options
 	// BucketHTTPClient, when set, carries every S3 request of the built
 	// store (tests count the writes a command makes with it).
@@ -228,10 +228,6 @@ func (f *Factory) contextKey(key string) string {
 // Cloud returns the DO API client.
 func (f *Factory) Cloud() (*cloud.Client, error) {
 	f.once.cloud.Do(func() {
-		if f.CloudOverride != nil {
-			f.cl = f.CloudOverride
-			return
-		}
 		tok, err := f.Token()
 		if err != nil {
 			f.clErr = err
@@ -276,7 +272,7 @@ func (f *Factory) apiBaseURL(c *Context) string {
 // URL other than DO's) may use one.
 func (f *Factory) checkStateReachableByDroplets() error {
 	u, err := f.StateURL()
-	if err != nil || !strings.HasPrefix(u, "file://") || f.CloudOverride != nil {
+	if err != nil || !strings.HasPrefix(u, "file://") {
 		return err
 	}
 	_, c, err := f.Config()
@@ -315,7 +311,9 @@ func (f *Factory) openCluster(ctx context.Context, name string, write bool) (*cl
 // (when not empty) to be one of its nodes. Only then, when write is set, and
 // after one read-only DO call has accepted the token, does the
 // conditional-write probe put its scratch objects in the bucket.
-func (f *Factory) openClusterNode(ctx context.Context, name, node string, write bool) (*cluster.Store, *cluster.State, *cloud.Client, error) {
+// Each check runs on the state as read, before any API call: bad input
+// that only the state shows (e.g. the last node) is refused there.
+func (f *Factory) openClusterNode(ctx context.Context, name, node string, write bool, checks ...func(*cluster.State) error) (*cluster.Store, *cluster.State, *cloud.Client, error) {
 	store, st, err := f.loadState(ctx, name)
 	if err != nil {
 		return nil, nil, nil, err
@@ -323,14 +321,22 @@ func (f *Factory) openClusterNode(ctx context.Context, name, node string, write 
 	if node != "" && st.Node(node) == nil {
 		return nil, nil, nil, usagef("--node %q: not a node of cluster %s", node, name)
 	}
+	for _, check := range checks {
+		if err := check(st); err != nil {
+			return nil, nil, nil, err
+		}
+	}
 	cl, err := f.Cloud()
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	if write {
 		// A token DigitalOcean refuses fails here, before the write probe
-		// puts its scratch objects in the bucket: nothing is written.
-		if err := ops.CheckCloud(ctx, cl, name); err != nil {
+		// puts its scratch objects in the bucket: nothing is written. Any
+		// other failure (DO down) is not this command's concern: app and
+		// TLS commands only write the bucket, and must work without DO.
+		var ae *cloud.AuthError
+		if err := ops.CheckCloud(ctx, cl, name); errors.As(err, &ae) {
 			return nil, nil, nil, err
 		}
 		if _, err := f.WritableStore(ctx); err != nil {

@@ -54,7 +54,7 @@ func TestCommandsSurviveFaults(t *testing.T) {
 	e.mustRun("node", "add", "--name", "shaky", "--count", "2")
 	st := e.state("shaky")
 	e.mustRun("node", "make-active", "--name", "shaky", "--node", st.Nodes[1].ID)
-	e.mustRun("node", "remove", "--name", "shaky", "--node", st.Nodes[2].ID, "--confirm")
+	e.mustRun("node", "remove", "--name", "shaky", "--node", st.Nodes[2].ID, "--yes")
 	e.mustRun("node", "list", "--name", "shaky")
 	e.clearAPIFaults()
 	e.consistent("shaky")
@@ -72,7 +72,7 @@ func TestMoreCommandsSurviveFaults(t *testing.T) {
 	e.mustRun("node", "add", "--name", "shaky2", "--count", "2")
 	st := e.state("shaky2")
 	active := st.Active().ID
-	e.mustRun("node", "remove", "--name", "shaky2", "--node", active, "--confirm")
+	e.mustRun("node", "remove", "--name", "shaky2", "--node", active, "--yes")
 	if st := e.state("shaky2"); len(st.Nodes) != 2 || st.Node(active) != nil || st.Active() == nil {
 		t.Fatalf("after removing the active node: %+v", st.Nodes)
 	}
@@ -85,7 +85,7 @@ func TestMoreCommandsSurviveFaults(t *testing.T) {
 	if r := e.mustRun("cluster", "get", "--name", "shaky2", "-o", "json"); !strings.Contains(r.stdout, st.ReservedIP) {
 		t.Fatalf("cluster get: %s", r.stdout)
 	}
-	e.mustRun("cluster", "destroy", "--name", "shaky2", "--confirm")
+	e.mustRun("cluster", "destroy", "--name", "shaky2", "--yes")
 	e.clearAPIFaults()
 	if n := len(e.sim.Droplets()); n != 0 {
 		t.Errorf("%d droplets left after destroy", n)
@@ -209,7 +209,7 @@ func TestDestroyDeletesVPCOfCrashedCreate(t *testing.T) {
 	}
 	for _, name := range []string{"crashed", "mine"} {
 		e.mustRun("node", "create-ha", "--name", name, "--region", "sgp1", "--size", "s-1vcpu-1gb")
-		e.mustRun("cluster", "destroy", "--name", name, "--confirm")
+		e.mustRun("cluster", "destroy", "--name", name, "--yes")
 	}
 	var left []string
 	for _, v := range e.sim.VPCs() {

@@ -197,7 +197,7 @@ func TestLostAnswers(t *testing.T) {
 					t.Fatalf("a clean create-ha wrote the state %d times, want %d (update this test with the new write)", g, createWrites)
 				}
 				stop()
-				e.mustRun("cluster", "destroy", "--name", "lost-clean", "--confirm")
+				e.mustRun("cluster", "destroy", "--name", "lost-clean", "--yes")
 			}
 			for n := 1; n <= int(createWrites); n++ {
 				name := fmt.Sprintf("lost-create-%d", n)
@@ -269,7 +269,7 @@ func TestLostAnswers(t *testing.T) {
 						victim = nd.ID
 					}
 				}
-				if d := run(name, n, "node", "remove", "--name", name, "--node", victim, "--confirm"); d != removeWrites {
+				if d := run(name, n, "node", "remove", "--name", name, "--node", victim, "--yes"); d != removeWrites {
 					t.Errorf("remove, write %d lost: generation %d, want %d", n, d, removeWrites)
 				}
 				after := e.consistent(name)
@@ -313,7 +313,7 @@ func (e *testEnv) runLosingDelete(l answerLoser, name string) {
 	e.t.Helper()
 	lost := l.lostSoFar()
 	l.loseDelete(name)
-	e.mustRun("cluster", "destroy", "--name", name, "--confirm")
+	e.mustRun("cluster", "destroy", "--name", name, "--yes")
 	if l.lostSoFar() != lost+1 {
 		e.t.Fatalf("cluster destroy %s: the state's DELETE answer was not lost: tested nothing", name)
 	}

@@ -260,7 +260,7 @@ func NewCmdNodeRemove(f *Factory, runF func(*RemoveOptions) error) *cobra.Comman
 	cmd.Flags().StringVar(&o.Name, "name", "", "cluster name")
 	cmd.Flags().StringVar(&o.Node, "node", "", "two-word node id")
 	addYesFlag(cmd, &o.Confirm)
-	cmd.Flags().BoolVar(&o.Force, "force", false, "allow removing the cluster's last node (refused otherwise; `dynia cluster destroy` removes everything)")
+	cmd.Flags().BoolVar(&o.Force, "force", false, "allow removing the cluster's last node (refused otherwise; dynia cluster destroy removes everything)")
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", 5*time.Minute, "how long to wait for draining and the Reserved IP")
 	return cmd
 }

@@ -65,6 +65,13 @@ func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
 	if err != nil {
 		return err
 	}
+	// Checked before the first write: the droplets of a --bootstrap cluster
+	// fetch dynia-pull through a presigned URL, which a file:// state has
+	// not (found only after the state, VPC and firewall were made, the
+	// cluster could never boot a node).
+	if _, ok := store.B.(bucket.Presigner); o.Bootstrap && !ok {
+		return usagef("--bootstrap: droplets download dynia-pull through a presigned URL, and the state %s cannot presign one: use an S3/Spaces state", store.B)
+	}
 	boot, err := bootSpec(f, token)
 	if err != nil {
 		return err
@@ -215,17 +222,21 @@ func addNodes(ctx context.Context, f *Factory, o *AddOptions) error {
 
 // removeNode drains a node, hands the Reserved IP on if it holds it,
 // destroys its droplet and removes it from the state (ops.RemoveNode). An
-// id the state does not know is bad input, reported before any API call.
+// id the state does not know, or the last node without --force, is bad
+// input, reported before any API call or write.
 func removeNode(ctx context.Context, f *Factory, o *RemoveOptions) error {
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	p := NewProgress(f.IO, f.Global.Output == "json")
-	store, st, cl, err := f.openClusterNode(ctx, o.Name, o.Node, true)
+	lastNode := func(st *cluster.State) error {
+		if len(st.Nodes) == 1 && !o.Force {
+			return usagef("--node %q: the last node of %s; use --force (or `dynia cluster destroy`)", o.Node, o.Name)
+		}
+		return nil
+	}
+	store, st, cl, err := f.openClusterNode(ctx, o.Name, o.Node, true, lastNode)
 	if err != nil {
 		return err
-	}
-	if len(st.Nodes) == 1 && !o.Force {
-		return usagef("--node %q: the last node of %s; use --force (or `dynia cluster destroy`)", o.Node, o.Name)
 	}
 	if st, err = ops.RemoveNode(ctx, deps(store, cl, p, nil), st, o.Node); err != nil {
 		return cliError(err)

@@ -29,12 +29,12 @@ func TestRejectedTokenWritesNoState(t *testing.T) {
 	e.env["DIGITALOCEAN_ACCESS_TOKEN"] = "no-such-token"
 	for _, args := range [][]string{
 		{"node", "add", "--name", "tok", "--count", "1"},
-		{"node", "remove", "--name", "tok", "--node", standby, "--confirm"},
+		{"node", "remove", "--name", "tok", "--node", standby, "--yes"},
 		{"cluster", "update", "--name", "tok", "--admin-cidr", "192.0.2.7/32"},
 	} {
 		r := e.run(args...)
-		if r.code == 0 {
-			t.Fatalf("%v with a rejected token: exit 0\n%s", args, r.stderr)
+		if r.code != ExitAuth {
+			t.Fatalf("%v with a rejected token: exit %d, want %d\n%s", args, r.code, ExitAuth, r.stderr)
 		}
 		after := e.state("tok")
 		if after.Generation != before.Generation {
@@ -43,5 +43,30 @@ func TestRejectedTokenWritesNoState(t *testing.T) {
 		if diff := cmp.Diff(before.Nodes, after.Nodes); diff != "" {
 			t.Errorf("%v with a rejected token changed the node table (-before +after):\n%s", args, diff)
 		}
+	}
+}
+
+// TestRemoveLastNodeIsBadInput: removing a cluster's last node without
+// --force is bad input found in the state: exit 2 before any API call
+// and before any write (the write probe, the failover follow-up), so
+// nothing in the bucket or at DigitalOcean changes. With --force it goes.
+func TestRemoveLastNodeIsBadInput(t *testing.T) {
+	e := newEnv(t)
+	stop := e.fakeNodes("last")
+	defer stop()
+	e.mustRun("node", "create-ha", "--name", "last", "--region", "sgp1", "--size", "s-1vcpu-1gb")
+	st := e.state("last")
+	writes, calls := e.writes.Load(), len(e.sim.Calls())
+	r := e.run("node", "remove", "--name", "last", "--node", st.Nodes[0].ID, "--yes")
+	wantUsage(t, r, "--node", "the last node", "--force")
+	if n := e.writes.Load() - writes; n != 0 {
+		t.Errorf("bucket writes: %d, want 0", n)
+	}
+	if n := len(e.sim.Calls()) - calls; n != 0 {
+		t.Errorf("DO API calls: %d, want 0", n)
+	}
+	e.mustRun("node", "remove", "--name", "last", "--node", st.Nodes[0].ID, "--yes", "--force")
+	if got := e.state("last"); len(got.Nodes) != 0 {
+		t.Errorf("after remove --force: nodes %+v, want none", got.Nodes)
 	}
 }

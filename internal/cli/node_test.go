@@ -46,9 +46,9 @@ func TestBadInput(t *testing.T) {
 		{"count 0", []string{"node", "add", "--name", "exists", "--count", "0"}, `--count 0`, false},
 		{"count 11", []string{"node", "add", "--name", "exists", "--count", "11"}, `--count 11`, false},
 		{"count text", []string{"node", "add", "--name", "exists", "--count", "two"}, `"two"`, false},
-		{"unknown node", []string{"node", "remove", "--name", "exists", "--node", "blue-whale", "--confirm"}, `--node "blue-whale"`, false},
+		{"unknown node", []string{"node", "remove", "--name", "exists", "--node", "blue-whale", "--yes"}, `--node "blue-whale"`, false},
 		{"unknown node make-active", []string{"node", "make-active", "--name", "exists", "--node", "blue-whale"}, `--node "blue-whale"`, false},
-		{"remove from no such cluster", []string{"node", "remove", "--name", "ghost", "--node", "blue-whale", "--confirm"}, `ghost`, false},
+		{"remove from no such cluster", []string{"node", "remove", "--name", "ghost", "--node", "blue-whale", "--yes"}, `ghost`, false},
 		{"create-ha: existing cluster, other size", []string{"node", "create-ha", "--name", "exists", "--region", "sgp1", "--size", "s-2vcpu-2gb"}, `--size "s-2vcpu-2gb"`, false},
 		{"missing node token file", []string{"node", "add", "--name", "exists", "--node-token-file", "/nonexistent/tok"}, `--node-token-file "/nonexistent/tok"`, false},
 		{"bad node id", []string{"node", "make-active", "--name", "exists", "--node", "Blue Whale"}, `--node "Blue Whale"`, false},
@@ -143,17 +143,17 @@ func TestNodeLifecycle(t *testing.T) {
 
 	// Remove a standby, then the active node.
 	other := rows[1].ID
-	e.mustRun("node", "remove", "--name", "myapp", "--node", other, "--confirm")
+	e.mustRun("node", "remove", "--name", "myapp", "--node", other, "--yes")
 	st = e.consistent("myapp")
 	if st.Node(other) != nil || len(st.Nodes) != 2 {
 		t.Fatalf("after removing a standby: %+v", st.Nodes)
 	}
-	e.mustRun("node", "remove", "--name", "myapp", "--node", standby, "--confirm")
+	e.mustRun("node", "remove", "--name", "myapp", "--node", standby, "--yes")
 	st = e.consistent("myapp")
 	if st.Node(standby) != nil || len(st.Nodes) != 1 || st.Active() == nil {
 		t.Fatalf("after removing the active node: %+v", st.Nodes)
 	}
-	if r := e.run("node", "remove", "--name", "myapp", "--node", st.Nodes[0].ID, "--confirm"); r.code != ExitUsage {
+	if r := e.run("node", "remove", "--name", "myapp", "--node", st.Nodes[0].ID, "--yes"); r.code != ExitUsage {
 		t.Fatalf("removing the last node without --force: exit %d", r.code)
 	}
 
@@ -163,7 +163,7 @@ func TestNodeLifecycle(t *testing.T) {
 		t.Fatalf("cluster get: %v %+v", err, view)
 	}
 
-	e.mustRun("cluster", "destroy", "--name", "myapp", "--confirm")
+	e.mustRun("cluster", "destroy", "--name", "myapp", "--yes")
 	if n := len(e.sim.Droplets()); n != 0 {
 		t.Fatalf("%d droplets left after destroy", n)
 	}
@@ -366,7 +366,7 @@ func TestCreateWithDNS(t *testing.T) {
 	if got := records(); len(got) != 1 {
 		t.Fatalf("A records after re-run: %v", got)
 	}
-	e.mustRun("cluster", "destroy", "--name", "web", "--confirm")
+	e.mustRun("cluster", "destroy", "--name", "web", "--yes")
 	if got := records(); len(got) != 0 {
 		t.Fatalf("A records after destroy: %v", got)
 	}
@@ -393,13 +393,13 @@ func TestRemoveResumes(t *testing.T) {
 	}
 	e.sim.DeleteDropletBehindBack(gone.DropletID)
 	for _, n := range []cluster.Node{alive, gone} {
-		e.mustRun("node", "remove", "--name", "again", "--node", n.ID, "--confirm")
+		e.mustRun("node", "remove", "--name", "again", "--node", n.ID, "--yes")
 	}
 	st = e.consistent("again")
 	if len(st.Nodes) != 1 || st.Node(alive.ID) != nil || st.Node(gone.ID) != nil {
 		t.Fatalf("after resumed removes: %+v", st.Nodes)
 	}
-	if r := e.run("node", "remove", "--name", "again", "--node", alive.ID, "--confirm"); r.code != ExitUsage {
+	if r := e.run("node", "remove", "--name", "again", "--node", alive.ID, "--yes"); r.code != ExitUsage {
 		t.Fatalf("removing a removed node again: exit %d, want 2", r.code)
 	}
 }

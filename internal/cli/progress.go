@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -29,9 +28,8 @@ func (p *Progress) Step(name string, fn func() (string, error)) error {
 	}
 	detail, err := fn()
 	el := time.Since(start).Round(10 * time.Millisecond)
-	var ue *UsageError
 	switch {
-	case errors.As(err, &ue):
+	case isUsage(err):
 		// Bad input is reported once, by the error line itself.
 	case err != nil:
 		if p.tty {

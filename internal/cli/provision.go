@@ -127,12 +127,8 @@ func loadNodeToken(f *Factory, tokenFile string, allow bool, p *Progress) (strin
 
 // checkNodeToken asks DigitalOcean whether the node token can make the
 // reads dynia-pull needs (ops.CheckNodeToken), with a client of its own.
-// The CLI's own token (allowed) is not checked, nor any with a client the
-// test set (Factory.CloudOverride).
+// The CLI's own token (allowed) is not checked.
 func checkNodeToken(ctx context.Context, f *Factory, token string, p *Progress) error {
-	if f.CloudOverride != nil {
-		return nil
-	}
 	op, err := f.Token()
 	if err != nil || op == token {
 		return err

@@ -47,7 +47,7 @@ func TestRemoveNodeReportDeleteFails(t *testing.T) {
 	h.silence(victim) // dynia-pull writes no report once its node is removing
 
 	e.store = refuseDelete{Store: e.bucket, key: key}
-	r := e.run("node", "remove", "--name", "tidy", "--node", victim, "--confirm")
+	r := e.run("node", "remove", "--name", "tidy", "--node", victim, "--yes")
 	if r.code != ExitFailure || !strings.Contains(r.stderr, "delete the report of node "+victim+": injected: delete refused") {
 		t.Fatalf("remove with the report's delete refused: exit %d, stderr %q; want 1 naming the delete", r.code, r.stderr)
 	}
@@ -56,7 +56,7 @@ func TestRemoveNodeReportDeleteFails(t *testing.T) {
 	}
 
 	e.store = nil
-	e.mustRun("node", "remove", "--name", "tidy", "--node", victim, "--confirm")
+	e.mustRun("node", "remove", "--name", "tidy", "--node", victim, "--yes")
 	if n := e.state("tidy").Node(victim); n != nil {
 		t.Errorf("after the re-run: node %+v still in the state", n)
 	}

@@ -127,7 +127,7 @@ func TestDestroyFindsUnrecordedRIPAndFirewall(t *testing.T) {
 	e.mustRun("node", "add", "--name", "leaky")
 	e.updateState("leaky", func(s *cluster.State) { s.ReservedIP, s.FirewallID = "", "" })
 
-	e.mustRun("cluster", "destroy", "--name", "leaky", "--confirm")
+	e.mustRun("cluster", "destroy", "--name", "leaky", "--yes")
 
 	for _, d := range e.sim.Droplets() {
 		if slices.Contains(d.Tags, cloud.ClusterTag("leaky")) {

@@ -281,7 +281,7 @@ type ReplacementUnhealthyError struct {
 
 func (e *ReplacementUnhealthyError) Error() string {
 	return fmt.Sprintf("replacement %s of node %s did not become healthy: %v; %s still serves, nothing was moved or destroyed: "+
-		"re-run the same command to keep waiting, or `dynia node remove --name %s --node %s --confirm` to drop the replacement",
+		"re-run the same command to keep waiting, or `dynia node remove --name %s --node %s --yes` to drop the replacement",
 		e.New, e.Old, e.Err, e.Old, e.Cluster, e.New)
 }
 

@@ -395,7 +395,7 @@ func TestUpgradeAfterOldNodeRemovedByHand(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	e.mustRun("node", "remove", "--name", "hand", "--node", standby.ID, "--confirm")
+	e.mustRun("node", "remove", "--name", "hand", "--node", standby.ID, "--yes")
 	e.mustRun("cluster", "upgrade", "--name", "hand")
 	st := e.consistent("hand")
 	if len(st.Nodes) != 2 {

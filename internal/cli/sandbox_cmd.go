@@ -70,7 +70,7 @@ func NewCmdSandboxUp(f *Factory, runF func(*sandbox.Options) error) *cobra.Comma
 	cmd.Flags().StringVar(&o.Runtime, "runtime", sandbox.DefaultRuntime,
 		"how droplets run the app: docker (a dockerd per droplet, as on the node image) or process (no Docker)")
 	cmd.Flags().StringSliceVar(&o.ExtraImages, "extra-image", nil,
-		"another snapshot name to offer (repeatable), newer than dynia-node-<version>, booting the same node binaries: an image to `cluster upgrade` to")
+		"`name` of another snapshot to offer (repeatable), newer than dynia-node-<version>, booting the same node binaries: an image for cluster upgrade")
 	cmd.Flags().StringVar(&o.PullBinary, "pull-binary", "", "dynia-pull binary (default: next to dynia, else PATH)")
 	cmd.Flags().BoolVar(&o.RequestLogs, "request-logs", false, "log every DO API request (logs/api-calls.log) and S3 request (logs/s3-access.log): the benchmarks count calls with them")
 	cmd.Flags().StringVar(&o.Prefix, "prefix", "", "name prefix of namespaces and links (tests run several sandboxes)")

@@ -1,8 +1,12 @@
 package cli
 
 import (
+	"io"
 	"strings"
 	"testing"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // TestTypoSuggestions: a mistyped command or flag is bad usage (exit 2,
@@ -78,4 +82,28 @@ func TestHelpBoolFlags(t *testing.T) {
 			t.Errorf("help has no line starting %q:\n%s", strings.TrimRight(want, " "), r.stdout)
 		}
 	}
+}
+
+// TestHelpFlagValueNames: pflag takes a `backquoted` word in a flag's usage
+// as the name of its value, so help prints `--force dynia cluster destroy`
+// for a boolean. No boolean flag of any command has a value name, and a
+// value name is one word.
+func TestHelpFlagValueNames(t *testing.T) {
+	t.Parallel()
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		c.Flags().VisitAll(func(fl *pflag.Flag) {
+			name, _ := pflag.UnquoteUsage(fl)
+			if fl.Value.Type() == "bool" && name != "" {
+				t.Errorf("%s --%s: help shows a value %q for a boolean flag", c.CommandPath(), fl.Name, name)
+			}
+			if strings.ContainsAny(name, " \t") {
+				t.Errorf("%s --%s: value name %q is more than one word", c.CommandPath(), fl.Name, name)
+			}
+		})
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(NewCmdRoot(NewFactory(&IOStreams{In: strings.NewReader(""), Out: io.Discard, ErrOut: io.Discard})))
 }

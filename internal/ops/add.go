@@ -12,7 +12,7 @@ import (
 type AddOptions struct {
 	Name  string
 	Count int
-	// JournalDir is where add journals live (JournalDir by default).
+	// JournalDir is where add journals live; "" is JournalDir().
 	JournalDir string
 }
 
@@ -24,6 +24,9 @@ type AddOptions struct {
 // write: a refused token leaves the state as it was. It returns the state
 // at the end and the ids added.
 func AddNodes(ctx context.Context, d Deps, o AddOptions) (*cluster.State, []string, error) {
+	if o.JournalDir == "" {
+		o.JournalDir = JournalDir()
+	}
 	a := &addition{d: d, o: o}
 	err := Run(ctx, d.Report,
 		Step{"", func(ctx context.Context) (string, error) { return "", CheckCloud(ctx, d.Cloud, o.Name) }},

@@ -3,8 +3,10 @@
 // that node replace and cluster upgrade build on — as functions over
 // explicit dependencies: the state store (*cluster.Store), the DigitalOcean
 // client (*cloud.Client), what new droplets boot with (BootSpec) and a step
-// reporter. It knows nothing of flags, output formats or exit codes (package
-// cli keeps those) and imports no cobra.
+// reporter. It parses no flags and knows no output formats or exit codes
+// (package cli keeps those) and imports no cobra. Its bad-input errors
+// (InputError) name the flag a user gave, since the CLI prints them as
+// they are.
 //
 // A multi-step operation is a list of named Steps run in order by Run: the
 // first failure stops the rest and names its step. Every step looks before

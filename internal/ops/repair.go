@@ -168,7 +168,7 @@ func CheckVPC(ctx context.Context, d Deps, st *cluster.State) ([]Drift, error) {
 	return []Drift{{
 		What: fmt.Sprintf("VPC %s (%s) no longer exists", st.VPC.ID, st.VPC.CIDR),
 		Fix: fmt.Sprintf("none automatic: droplets cannot move into a new VPC and `node add` needs this one; "+
-			"re-create the cluster (`dynia cluster destroy --name %s --confirm`, then `dynia node create-ha`)", st.Name),
+			"re-create the cluster (`dynia cluster destroy --name %s --yes`, then `dynia node create-ha`)", st.Name),
 	}}, nil
 }
 
