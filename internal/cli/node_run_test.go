@@ -70,3 +70,18 @@ func TestRemoveLastNodeIsBadInput(t *testing.T) {
 		t.Errorf("after remove --force: nodes %+v, want none", got.Nodes)
 	}
 }
+
+// TestBucketOnlyWriteWithoutDO: a command that only writes the bucket
+// works while DigitalOcean's API does not answer. Checking the token
+// before a write stops only on a refused token, not on an outage.
+func TestBucketOnlyWriteWithoutDO(t *testing.T) {
+	e := newEnv(t)
+	stop := e.fakeNodes("nodo")
+	defer stop()
+	e.mustRun("node", "create-ha", "--name", "nodo", "--region", "sgp1", "--size", "s-1vcpu-1gb")
+	e.api.Close() // connections refused from now on
+	e.mustRun("cluster", "update", "--name", "nodo", "--min-pull-version", "v0.0.1", "--force")
+	if st := e.state("nodo"); st.MinPullVersion != "v0.0.1" {
+		t.Errorf("min_pull_version %q, want v0.0.1", st.MinPullVersion)
+	}
+}
