@@ -18,13 +18,13 @@ var errDrift = errors.New("drift found")
 // VPC, the Reserved IP, the nodes' failover readiness, the firewall. The
 // two that read the nodes' reports share one gathering of the evidence.
 func driftChecks() []ops.Check {
-	var ev *Evidence
-	evidence := func(ctx context.Context, d ops.Deps, st *cluster.State) (*Evidence, error) {
+	var ev *ops.Evidence
+	evidence := func(ctx context.Context, d ops.Deps, st *cluster.State) (*ops.Evidence, error) {
 		if ev != nil {
 			return ev, nil
 		}
 		var err error
-		ev, err = gatherEvidence(ctx, d.Store, d.Cloud, st)
+		ev, err = ops.GatherEvidence(ctx, d.Store, d.Cloud, st)
 		return ev, err
 	}
 	return []ops.Check{
@@ -51,11 +51,11 @@ func driftChecks() []ops.Check {
 
 // failoverDrift: a ready node whose fresh report says it cannot move the
 // Reserved IP to itself (its token, most likely).
-func failoverDrift(st *cluster.State, ev *Evidence) []ops.Drift {
+func failoverDrift(st *cluster.State, ev *ops.Evidence) []ops.Drift {
 	var out []ops.Drift
 	for _, n := range st.Nodes {
 		r := ev.Report(n.ID)
-		if n.Lifecycle != cluster.Ready || r == nil || !ev.fresh(r) || r.Failover.Ready || r.Failover.CheckedAt == nil {
+		if n.Lifecycle != cluster.Ready || r == nil || !ev.Fresh(r) || r.Failover.Ready || r.Failover.CheckedAt == nil {
 			continue
 		}
 		out = append(out, ops.Drift{
@@ -75,7 +75,7 @@ func failoverDrift(st *cluster.State, ev *Evidence) []ops.Drift {
 // does not serve loses the IP to the serving node the state prefers (its
 // active node, else the highest priority); when no node is proven to
 // serve, nothing moves.
-func ripDrift(d ops.Deps, st *cluster.State, ev *Evidence) ([]ops.Drift, error) {
+func ripDrift(d ops.Deps, st *cluster.State, ev *ops.Evidence) ([]ops.Drift, error) {
 	if !ev.HolderKnown {
 		if errors.Is(ev.APIErr, cloud.ErrNotFound) {
 			return []ops.Drift{{What: fmt.Sprintf("Reserved IP %s no longer exists", st.ReservedIP), Fix: "none automatic: re-run create-ha after clearing it"}}, nil
@@ -100,12 +100,12 @@ func ripDrift(d ops.Deps, st *cluster.State, ev *Evidence) ([]ops.Drift, error) 
 }
 
 // serves says whether n is a ready node the evidence shows serving.
-func serves(ev *Evidence, n *cluster.Node) bool {
+func serves(ev *ops.Evidence, n *cluster.Node) bool {
 	return n != nil && n.Lifecycle == cluster.Ready && ev.Of(*n).Health.Serves()
 }
 
 // describe is a node with its health: "brave-panda (down: no report)".
-func describe(ev *Evidence, n *cluster.Node) string {
+func describe(ev *ops.Evidence, n *cluster.Node) string {
 	h := ev.Of(*n)
 	if h.Reason == "" {
 		return fmt.Sprintf("%s (%s)", n.ID, h.Health)
@@ -115,7 +115,7 @@ func describe(ev *Evidence, n *cluster.Node) string {
 
 // followHolder: the holder serves, so it stays; the state follows it when
 // it calls another node active.
-func followHolder(d ops.Deps, st *cluster.State, ev *Evidence, holder *cluster.Node) []ops.Drift {
+func followHolder(d ops.Deps, st *cluster.State, ev *ops.Evidence, holder *cluster.Node) []ops.Drift {
 	active := st.Active()
 	if active != nil && active.ID == holder.ID {
 		return nil
@@ -133,7 +133,7 @@ func followHolder(d ops.Deps, st *cluster.State, ev *Evidence, holder *cluster.N
 
 // moveToServing: the holder does not serve; the IP goes to the serving
 // node the state prefers, or stays when none is proven to serve.
-func moveToServing(d ops.Deps, st *cluster.State, ev *Evidence, holder *cluster.Node) []ops.Drift {
+func moveToServing(d ops.Deps, st *cluster.State, ev *ops.Evidence, holder *cluster.Node) []ops.Drift {
 	active := st.Active()
 	where := fmt.Sprintf("droplet %d, not a node of the cluster", ev.Holder)
 	switch {
@@ -154,7 +154,7 @@ func moveToServing(d ops.Deps, st *cluster.State, ev *Evidence, holder *cluster.
 		}
 	}
 	if target == nil {
-		if holder != nil && holder.Lifecycle == cluster.Ready && ev.Of(*holder).Health != HealthDown {
+		if holder != nil && holder.Lifecycle == cluster.Ready && ev.Of(*holder).Health != ops.HealthDown {
 			// Nobody is proven to serve, the holder included (a cluster
 			// still starting, reports not flowing): moving the IP between
 			// nodes none of which is known to serve would only add a

@@ -368,7 +368,7 @@ func waitServing(ctx context.Context, store *cluster.Store, cl *cloud.Client, na
 		if n == nil {
 			return false, "", fmt.Errorf("node %s is no longer in the state", id)
 		}
-		ev, err := gatherEvidence(ctx, store, cl, st)
+		ev, err := ops.GatherEvidence(ctx, store, cl, st)
 		if err != nil {
 			return false, "", err
 		}
@@ -377,9 +377,9 @@ func waitServing(ctx context.Context, store *cluster.Store, cl *cloud.Client, na
 		if h.Reason != "" {
 			why += ": " + h.Reason
 		}
-		if h.Health == HealthUp {
-			up, down := ev.peersSee(id)
-			if down == 0 && (up > 0 || !ev.peersCheck(id)) {
+		if h.Health == ops.HealthUp {
+			up, down := ev.PeersSee(id)
+			if down == 0 && (up > 0 || !ev.PeersCheck(id)) {
 				return true, "", nil
 			}
 			why = fmt.Sprintf("peers' health checks: %d up, %d down", up, down)
@@ -390,17 +390,6 @@ func waitServing(ctx context.Context, store *cluster.Store, cl *cloud.Client, na
 		}
 		return false, fmt.Sprintf("node %s is not serving (%s)", id, why), nil
 	})
-}
-
-// peersCheck says whether any other node's fresh report lists HAProxy
-// backends at all (real nodes do; a node that lists none cannot vouch).
-func (e *Evidence) peersCheck(id string) bool {
-	for peer, r := range e.reports {
-		if peer != id && e.fresh(r) && len(r.Backends) > 0 {
-			return true
-		}
-	}
-	return false
 }
 
 func upgradeCluster(ctx context.Context, f *Factory, o *UpgradeOptions) error {

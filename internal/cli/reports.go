@@ -9,27 +9,10 @@ import (
 
 	"github.com/dynia/dynia/cloudinit"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/ops"
 	"github.com/dynia/dynia/internal/poll"
 	"github.com/dynia/dynia/internal/report"
 )
-
-// readReport reads a node's status.json (written by dynia-pull), verified
-// against st, whose node table holds each node's report key
-// (report.ReadReport): a node that has not reported yet is nil; a report
-// that cannot be believed (not signed with its node's key: forged, or
-// replaced) is nil too, with why in refused, so the node counts as
-// unheard-of and nothing acts on what it says. err is a failed read.
-func readReport(ctx context.Context, store *cluster.Store, st *cluster.State, id string) (r *report.Status, refused string, err error) {
-	r, err = report.ReadReport(ctx, store.B, st, id)
-	var re *report.ReportError
-	if errors.As(err, &re) {
-		return nil, re.Reason, nil
-	}
-	if err != nil {
-		return nil, "", fmt.Errorf("node %s: %w", id, err)
-	}
-	return r, "", nil
-}
 
 // waitApplied waits until every node of st that should be serving reports
 // st's generation (or a later one) applied.
@@ -65,7 +48,7 @@ func waitReports(ctx context.Context, store *cluster.Store, st *cluster.State, p
 			if now == nil || !match(*now) {
 				continue
 			}
-			r, refused, err := readReport(ctx, store, st, n.ID)
+			r, refused, err := ops.ReadReport(ctx, store, st, n.ID)
 			if err != nil {
 				return false, "", err
 			}

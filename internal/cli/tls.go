@@ -15,6 +15,7 @@ import (
 	"github.com/dynia/dynia/internal/acme"
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/ops"
 	"github.com/dynia/dynia/internal/secrets"
 )
 
@@ -224,7 +225,7 @@ func enableTLS(ctx context.Context, f *Factory, p *Progress, store *cluster.Stor
 				if n.Lifecycle != cluster.Ready {
 					continue
 				}
-				r, _, err := readReport(ctx, store, st, n.ID)
+				r, _, err := ops.ReadReport(ctx, store, st, n.ID)
 				if err != nil {
 					return false, "", err
 				}
@@ -377,7 +378,7 @@ func tlsStatus(ctx context.Context, f *Factory, name string, to TableOptions) er
 	var views []TLSNodeView
 	for _, n := range cluster.SortedByPriority(st.Nodes) {
 		v := TLSNodeView{Node: n.ID}
-		r, refused, err := readReport(ctx, store, st, n.ID)
+		r, refused, err := ops.ReadReport(ctx, store, st, n.ID)
 		if refused != "" {
 			v.Error = "report not believed: " + refused
 		}
