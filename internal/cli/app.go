@@ -328,7 +328,7 @@ func waitRollout(ctx context.Context, f *Factory, p *Progress, store *cluster.St
 	said := map[string]string{}
 	var failed []string
 	err := p.Step(fmt.Sprintf("nodes run release %d", n), func() (string, error) {
-		return "", pollUntil(ctx, func() (bool, string, error) {
+		return "", ops.PollUntil(ctx, func() (bool, string, error) {
 			st, _, err := store.Load(ctx, name)
 			if err != nil {
 				return false, "", err

@@ -2,15 +2,12 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/dynia/dynia/cloudinit"
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/ops"
-	"github.com/dynia/dynia/internal/poll"
 	"github.com/dynia/dynia/internal/report"
 )
 
@@ -37,7 +34,7 @@ func waitOthers(ctx context.Context, store *cluster.Store, st *cluster.State, id
 // not waited for, since it will never report again.
 func waitReports(ctx context.Context, store *cluster.Store, st *cluster.State, p *Progress, match func(cluster.Node) bool) error {
 	said := map[string]string{}
-	return pollUntil(ctx, func() (bool, string, error) {
+	return ops.PollUntil(ctx, func() (bool, string, error) {
 		cur := st
 		if now, _, err := store.Load(ctx, st.Name); err == nil {
 			cur = now
@@ -88,29 +85,5 @@ func waitPhase(r *report.Status, gen int64) string {
 	}
 	return phase
 }
-
-// pollUntil polls cond with backoff (250 ms to 2 s) until it holds or ctx
-// ends; a cancelled wait is an error naming what it waited for.
-func pollUntil(ctx context.Context, cond func() (bool, string, error)) error {
-	var what string
-	err := poll.UntilBackoff(ctx, 250*time.Millisecond, 2*time.Second, func() error {
-		ok, w, err := cond()
-		switch {
-		case err != nil:
-			return poll.Stop(err)
-		case !ok:
-			what = w
-			return errNotYet
-		}
-		return nil
-	})
-	if errors.Is(err, errNotYet) {
-		return fmt.Errorf("%s: %w", what, ctx.Err())
-	}
-	return err
-}
-
-// errNotYet is pollUntil's condition not holding yet.
-var errNotYet = errors.New("not yet")
 
 func maskUserData(ud []byte) []byte { return cloudinit.Mask(ud) }

@@ -212,7 +212,7 @@ func enableTLS(ctx context.Context, f *Factory, p *Progress, store *cluster.Stor
 		return st, nil
 	}
 	return st, p.Step("every node serves the certificate", func() (string, error) {
-		return "", pollUntil(ctx, func() (bool, string, error) {
+		return "", ops.PollUntil(ctx, func() (bool, string, error) {
 			info, _, err := acme.ReadInfo(ctx, clusterStore(store, st.Name), "")
 			if errors.Is(err, bucket.ErrNotFound) {
 				return false, "no certificate stored yet", nil

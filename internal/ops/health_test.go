@@ -3,60 +3,92 @@ package ops
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/dynia/dynia/cloudinit"
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/dosim"
 	"github.com/dynia/dynia/internal/report"
 	"github.com/dynia/dynia/internal/signing"
 )
 
 // reportKey is node n's report key, read from its droplet's user-data as
-// dynia-pull reads it on the droplet.
-func (e *env) reportKey(n cluster.Node) ed25519.PrivateKey {
-	e.t.Helper()
+// dynia-pull reads it on the droplet (an error: no droplet, or no key).
+func (e *env) reportKey(n cluster.Node) (ed25519.PrivateKey, error) {
 	for _, d := range e.sim.Droplets() {
 		if d.ID != n.DropletID {
 			continue
 		}
 		cc, err := cloudinit.Parse([]byte(d.UserData))
 		if err != nil {
-			e.t.Fatal(err)
+			return nil, err
 		}
 		for _, f := range cc.WriteFiles {
 			if f.Path == cloudinit.ReportKeyPath {
-				k, err := signing.ParsePrivateKey(f.Content)
-				if err != nil {
-					e.t.Fatal(err)
-				}
-				return k
+				return signing.ParsePrivateKey(f.Content)
 			}
 		}
 	}
-	e.t.Fatalf("node %s: no report key in droplet %d's user-data", n.ID, n.DropletID)
-	return nil
+	return nil, fmt.Errorf("node %s: no report key in droplet %d's user-data", n.ID, n.DropletID)
 }
 
-// reportUp writes every node's signed report, as dynia-pull does: st's
+// writeReport writes node n's signed report, as dynia-pull does: st's
 // generation applied, app healthy, failover ready, written now.
+func (e *env) writeReport(ctx context.Context, st *cluster.State, n cluster.Node) error {
+	key, err := e.reportKey(n)
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC()
+	s := report.Status{NodeID: n.ID, Cluster: st.Name, AppliedGeneration: st.Generation, VRRPState: report.VRRPBackup,
+		AppHealthy: true, UpdatedAt: now, Failover: report.FailoverStatus{Ready: true, CheckedAt: &now}}
+	b, err := report.SignReport(s, key)
+	if err != nil {
+		return err
+	}
+	_, err = e.d.Store.B.Put(ctx, cluster.StatusKey(st.Name, n.ID), b, bucket.Cond{})
+	return err
+}
+
+// reportUp writes every node's report once (writeReports).
 func (e *env) reportUp(st *cluster.State) {
 	e.t.Helper()
 	for _, n := range st.Nodes {
-		now := time.Now().UTC()
-		s := report.Status{NodeID: n.ID, Cluster: st.Name, AppliedGeneration: st.Generation, VRRPState: report.VRRPBackup,
-			AppHealthy: true, UpdatedAt: now, Failover: report.FailoverStatus{Ready: true, CheckedAt: &now}}
-		b, err := report.SignReport(s, e.reportKey(n))
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		if _, err := e.d.Store.B.Put(context.Background(), cluster.StatusKey(st.Name, n.ID), b, bucket.Cond{}); err != nil {
+		if err := e.writeReport(context.Background(), st, n); err != nil {
 			e.t.Fatal(err)
 		}
 	}
+}
+
+// fakeNodes stands in for dynia-pull on every node until stopped: every
+// 20 ms each node with a droplet reports the current state applied, up.
+func (e *env) fakeNodes() (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			if st, _, err := e.d.Store.Load(ctx, "ops"); err == nil {
+				for _, n := range st.Nodes {
+					_ = e.writeReport(ctx, st, n) // a node without its droplet (yet, or any more) reports nothing
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 // load is the cluster's state now.
@@ -218,5 +250,69 @@ func TestFollowFailover(t *testing.T) {
 	}
 	if s := e.rec.lines[steps:]; len(s) != 1 || !strings.HasPrefix(s[0], "record "+standby.ID+" as the active node") {
 		t.Errorf("FollowFailover's steps: %q", s)
+	}
+}
+
+// TestReplaceNode replaces the active node of a two-node cluster with one
+// made from another image while the nodes report up: the replacement takes
+// the old node's priority, becomes active and holds the Reserved IP, the
+// old node and its droplet are gone, and the steps run in order. Without
+// reports the replacement never serves: a *ReplacementUnhealthyError, and
+// the old node is left active, holding the IP.
+func TestReplaceNode(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if _, err := CreateHA(ctx, e.d, CreateHAOptions{Name: "ops", Region: "sgp1", Size: "s-1vcpu-1gb",
+		RequireSafe: func(context.Context) error { return nil }}); err != nil {
+		t.Fatalf("CreateHA: %v", err)
+	}
+	if _, _, err := AddNodes(ctx, e.d, AddOptions{Name: "ops", Count: 1, JournalDir: t.TempDir()}); err != nil {
+		t.Fatalf("AddNodes: %v", err)
+	}
+	st := e.check("after add", 2)
+	old := *st.Active()
+	image := strconv.Itoa(e.sim.RegisterImage(dosim.Image{Name: "dynia-node-test-2", Regions: []string{"sgp1"}, CreatedAt: time.Now()}))
+
+	// No reports: the replacement never serves.
+	_, err := ReplaceNode(ctx, e.d, ReplaceOptions{Name: "ops", Node: old.ID, Image: image, HealthTimeout: 300 * time.Millisecond})
+	var ue *ReplacementUnhealthyError
+	if !errors.As(err, &ue) || ue.Old != old.ID || ue.New == "" {
+		t.Fatalf("ReplaceNode without reports: %v, want a *ReplacementUnhealthyError", err)
+	}
+	st = e.load()
+	if a := st.Active(); a == nil || a.ID != old.ID || e.holder(st.ReservedIP) != old.DropletID {
+		t.Fatalf("after the unhealthy replacement: active %v, Reserved IP on %d; want %s on %d", a, e.holder(st.ReservedIP), old.ID, old.DropletID)
+	}
+
+	// The nodes report: the re-run resumes the same replacement.
+	defer e.fakeNodes()()
+	e.rec.lines = nil
+	st, err = ReplaceNode(ctx, e.d, ReplaceOptions{Name: "ops", Node: old.ID, Image: image, HealthTimeout: time.Minute})
+	if err != nil {
+		t.Fatalf("ReplaceNode: %v", err)
+	}
+	st = e.check("after replace", 2)
+	repl := st.Node(ue.New)
+	if st.Node(old.ID) != nil || repl == nil || repl.Role != cluster.RoleActive || repl.Priority != old.Priority || repl.Replaces != "" {
+		t.Fatalf("after replace: nodes %v, replacement %+v; want %s gone, %s active with priority %d", nodes(st), repl, old.ID, ue.New, old.Priority)
+	}
+	var steps []string
+	for _, l := range e.rec.lines {
+		if strings.Contains(l, ": ok ") {
+			steps = append(steps, l[:strings.Index(l, ": ok ")])
+		}
+	}
+	want := []string{"replacement for " + old.ID, ue.New + " serves", "move the Reserved IP to " + ue.New}
+	var got []string
+	for _, s := range steps {
+		if slices.Contains(want, s) {
+			got = append(got, s)
+		}
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("steps (-want +got):\n%s\nall: %q", diff, e.rec.lines)
+	}
+	if !slices.Contains(e.rec.lines, "replacement for "+old.ID+": ok "+ue.New+" (resumed)") {
+		t.Errorf("the re-run did not resume %s: %q", ue.New, e.rec.lines)
 	}
 }
