@@ -142,10 +142,10 @@ func roleNote(st *cluster.State, e *ops.Evidence) string {
 		h := e.Of(*holder)
 		if h.Health.Serves() {
 			return fmt.Sprintf("Reserved IP %s is on %s, not on the state's active node %s: the state is behind a failover (any write, e.g. `dynia node repair-ha --name %s --force`, records %s as active)",
-				st.ReservedIP, holder.ID, activeID(st), st.Name, holder.ID)
+				st.ReservedIP, holder.ID, ops.ActiveID(st), st.Name, holder.ID)
 		}
 		return fmt.Sprintf("Reserved IP %s is on %s, which is %s (%s), not on the state's active node %s (run `dynia node repair-ha --name %s`)",
-			st.ReservedIP, holder.ID, h.Health, h.Reason, activeID(st), st.Name)
+			st.ReservedIP, holder.ID, h.Health, h.Reason, ops.ActiveID(st), st.Name)
 	case len(masters) > 1:
 		return fmt.Sprintf("Reserved IP %s is on %s, but %d nodes report VRRP MASTER (%v): VRRP between them is cut", st.ReservedIP, holder.ID, len(masters), masters)
 	}
@@ -328,13 +328,6 @@ func shortVersion(v string) string {
 	return v
 }
 
-func activeID(st *cluster.State) string {
-	if a := st.Active(); a != nil {
-		return a.ID
-	}
-	return "-"
-}
-
 func dash(s string) string {
 	if s == "" {
 		return "-"
@@ -348,14 +341,14 @@ func printCluster(f *Factory, st *cluster.State) error {
 		return writeJSON(f.IO.Out, viewOf(st, nil))
 	}
 	fmt.Fprintf(f.IO.Out, "cluster %s: %d node(s), active %s, Reserved IP %s, generation %d\n",
-		st.Name, len(st.Nodes), activeID(st), dash(st.ReservedIP), st.Generation)
+		st.Name, len(st.Nodes), ops.ActiveID(st), dash(st.ReservedIP), st.Generation)
 	return nil
 }
 
 func viewOf(st *cluster.State, rs []NodeRow) ClusterView {
 	v := ClusterView{
 		Name: st.Name, Region: st.Region, Size: st.Size, Image: st.Image, ReservedIP: st.ReservedIP,
-		ActiveNode: activeID(st), Generation: st.Generation, VPCID: st.VPC.ID, FirewallID: st.FirewallID, Nodes: rs,
+		ActiveNode: ops.ActiveID(st), Generation: st.Generation, VPCID: st.VPC.ID, FirewallID: st.FirewallID, Nodes: rs,
 		AdminCIDRs: st.AdminCIDRs, MinPullVersion: st.MinPullVersion,
 	}
 	if v.Nodes != nil {

@@ -1,6 +1,7 @@
 package ops
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -229,7 +230,7 @@ func (e *Evidence) Of(n cluster.Node) NodeHealth {
 	}
 	if r.UpgradeRequired != "" {
 		return NodeHealth{HealthUpgradeRequired, fmt.Sprintf("dynia-pull %s refuses the state, which needs %s: it serves its last good config (generation %d); replace the node with a newer image",
-			dash(r.Version), r.UpgradeRequired, r.AppliedGeneration)}
+			cmp.Or(r.Version, "-"), r.UpgradeRequired, r.AppliedGeneration)}
 	}
 	if r.AppliedGeneration < e.st.Generation {
 		return NodeHealth{HealthApplying, fmt.Sprintf("applied generation %d of %d", r.AppliedGeneration, e.st.Generation)}
@@ -313,7 +314,7 @@ func FollowFailover(ctx context.Context, d Deps, st *cluster.State) (*cluster.St
 		return st, nil
 	}
 	id := h.ID
-	err = d.Report.Step(fmt.Sprintf("record %s as the active node (it holds the Reserved IP since a failover; the state said %s)", id, activeID(st)), func() (string, error) {
+	err = d.Report.Step(fmt.Sprintf("record %s as the active node (it holds the Reserved IP since a failover; the state said %s)", id, ActiveID(st)), func() (string, error) {
 		st, err = d.Store.Update(ctx, st.Name, func(s *cluster.State) (*cluster.State, error) { return cluster.MakeActive(s, id) })
 		return "", err
 	})
@@ -323,18 +324,11 @@ func FollowFailover(ctx context.Context, d Deps, st *cluster.State) (*cluster.St
 	return st, nil
 }
 
-// activeID is the state's active node's id, "-" when none.
-func activeID(st *cluster.State) string {
+// ActiveID is the id of st's active node, "-" when there is none (as
+// tables and messages print it).
+func ActiveID(st *cluster.State) string {
 	if a := st.Active(); a != nil {
 		return a.ID
 	}
 	return "-"
-}
-
-// dash is s, or "-" when empty.
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }

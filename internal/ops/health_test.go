@@ -111,6 +111,22 @@ func (e *env) holder(ip string) int {
 	return 0
 }
 
+// newTwoNodes is a two-node cluster "ops" (create-ha, then add) and its
+// state.
+func newTwoNodes(t *testing.T) (*env, *cluster.State) {
+	t.Helper()
+	e := newEnv(t)
+	ctx := context.Background()
+	if _, err := CreateHA(ctx, e.d, CreateHAOptions{Name: "ops", Region: "sgp1", Size: "s-1vcpu-1gb",
+		RequireSafe: func(context.Context) error { return nil }}); err != nil {
+		t.Fatalf("CreateHA: %v", err)
+	}
+	if _, _, err := AddNodes(ctx, e.d, AddOptions{Name: "ops", Count: 1, JournalDir: t.TempDir()}); err != nil {
+		t.Fatalf("AddNodes: %v", err)
+	}
+	return e, e.check("after add", 2)
+}
+
 // writes counts the simulator's non-GET calls.
 func (e *env) writes() int {
 	n := 0
@@ -129,16 +145,8 @@ func (e *env) writes() int {
 // with a serving standby is a drift whose fix moves the IP there and
 // records it active; once fixed, repair's checks find nothing.
 func TestReservedIPDrift(t *testing.T) {
-	e := newEnv(t)
+	e, st := newTwoNodes(t)
 	ctx := context.Background()
-	if _, err := CreateHA(ctx, e.d, CreateHAOptions{Name: "ops", Region: "sgp1", Size: "s-1vcpu-1gb",
-		RequireSafe: func(context.Context) error { return nil }}); err != nil {
-		t.Fatalf("CreateHA: %v", err)
-	}
-	if _, _, err := AddNodes(ctx, e.d, AddOptions{Name: "ops", Count: 1, JournalDir: t.TempDir()}); err != nil {
-		t.Fatalf("AddNodes: %v", err)
-	}
-	st := e.check("after add", 2)
 	a := *st.Active()
 	var b cluster.Node
 	for _, n := range st.Nodes {
@@ -213,16 +221,8 @@ func TestReservedIPDrift(t *testing.T) {
 // a serving node that holds it (a step named for it, no API write); with
 // the IP on the active node it writes nothing.
 func TestFollowFailover(t *testing.T) {
-	e := newEnv(t)
+	e, st := newTwoNodes(t)
 	ctx := context.Background()
-	if _, err := CreateHA(ctx, e.d, CreateHAOptions{Name: "ops", Region: "sgp1", Size: "s-1vcpu-1gb",
-		RequireSafe: func(context.Context) error { return nil }}); err != nil {
-		t.Fatalf("CreateHA: %v", err)
-	}
-	if _, _, err := AddNodes(ctx, e.d, AddOptions{Name: "ops", Count: 1, JournalDir: t.TempDir()}); err != nil {
-		t.Fatalf("AddNodes: %v", err)
-	}
-	st := e.check("after add", 2)
 	e.reportUp(st)
 	got, err := FollowFailover(ctx, e.d, st)
 	if err != nil || got.Generation != st.Generation {
@@ -260,16 +260,8 @@ func TestFollowFailover(t *testing.T) {
 // reports the replacement never serves: a *ReplacementUnhealthyError, and
 // the old node is left active, holding the IP.
 func TestReplaceNode(t *testing.T) {
-	e := newEnv(t)
+	e, st := newTwoNodes(t)
 	ctx := context.Background()
-	if _, err := CreateHA(ctx, e.d, CreateHAOptions{Name: "ops", Region: "sgp1", Size: "s-1vcpu-1gb",
-		RequireSafe: func(context.Context) error { return nil }}); err != nil {
-		t.Fatalf("CreateHA: %v", err)
-	}
-	if _, _, err := AddNodes(ctx, e.d, AddOptions{Name: "ops", Count: 1, JournalDir: t.TempDir()}); err != nil {
-		t.Fatalf("AddNodes: %v", err)
-	}
-	st := e.check("after add", 2)
 	old := *st.Active()
 	image := strconv.Itoa(e.sim.RegisterImage(dosim.Image{Name: "dynia-node-test-2", Regions: []string{"sgp1"}, CreatedAt: time.Now()}))
 

@@ -402,7 +402,7 @@ func moveToServing(d Deps, st *cluster.State, ev *Evidence, holder *cluster.Node
 			}
 			return []Drift{{
 				What: fmt.Sprintf("Reserved IP %s is on %s, not on the state's active node %s; no node is proven to serve, so it stays where it is",
-					st.ReservedIP, where, activeID(st)),
+					st.ReservedIP, where, ActiveID(st)),
 				Fix: "record " + holder.ID + " as the active node (the Reserved IP stays where it is)",
 				Do:  RecordActive(d, st.Name, holder.ID),
 			}}
