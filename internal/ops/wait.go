@@ -1,40 +1,46 @@
-package cli
+package ops
 
 import (
 	"context"
 	"fmt"
 	"strings"
 
-	"github.com/dynia/dynia/cloudinit"
 	"github.com/dynia/dynia/internal/cluster"
-	"github.com/dynia/dynia/internal/ops"
 	"github.com/dynia/dynia/internal/report"
 )
 
-// waitApplied waits until every node of st that should be serving reports
-// st's generation (or a later one) applied.
-func waitApplied(ctx context.Context, f *Factory, store *cluster.Store, st *cluster.State, p *Progress) error {
-	return p.Step(fmt.Sprintf("nodes apply generation %d", st.Generation), func() (string, error) {
-		return "", waitReports(ctx, store, st, p, func(n cluster.Node) bool { return n.Lifecycle != cluster.Removing })
+// WaitApplied waits, as a step reported through r, until every node of st
+// that should be serving (all but those being removed) reports st's
+// generation (or a later one) applied (WaitReports).
+func WaitApplied(ctx context.Context, store *cluster.Store, st *cluster.State, r Reporter) error {
+	return r.Step(fmt.Sprintf("nodes apply generation %d", st.Generation), func() (string, error) {
+		return "", WaitReports(ctx, store, st, r, func(n cluster.Node) bool { return n.Lifecycle != cluster.Removing })
 	})
 }
 
-// waitOthers waits until every other ready node applied st (where id is
-// draining: HAProxy there no longer sends it new requests).
-func waitOthers(ctx context.Context, store *cluster.Store, st *cluster.State, id string, p *Progress) error {
-	return waitReports(ctx, store, st, p, func(n cluster.Node) bool { return n.ID != id && n.Lifecycle == cluster.Ready })
+// ReportWatcher is the Watcher that reads the nodes' reports from Store,
+// saying through Report what it waits for.
+type ReportWatcher struct {
+	Store  *cluster.Store
+	Report Reporter
 }
 
-// waitReports polls the reports of the nodes that match until each has
+// WaitOthers waits until every other ready node applied st (where id is
+// draining: HAProxy there no longer sends it new requests).
+func (w ReportWatcher) WaitOthers(ctx context.Context, st *cluster.State, id string) error {
+	return WaitReports(ctx, w.Store, st, w.Report, func(n cluster.Node) bool { return n.ID != id && n.Lifecycle == cluster.Ready })
+}
+
+// WaitReports polls the reports of the nodes that match until each has
 // applied st's generation. Every wait says why: whenever what a waiting
 // node reports changes (its phase, its last error), one line says so.
 //
 // The nodes are those of the current state, re-read at every poll, as they
 // are now: a node another operator removed (or is removing) meanwhile is
 // not waited for, since it will never report again.
-func waitReports(ctx context.Context, store *cluster.Store, st *cluster.State, p *Progress, match func(cluster.Node) bool) error {
+func WaitReports(ctx context.Context, store *cluster.Store, st *cluster.State, p Reporter, match func(cluster.Node) bool) error {
 	said := map[string]string{}
-	return ops.PollUntil(ctx, func() (bool, string, error) {
+	return PollUntil(ctx, func() (bool, string, error) {
 		cur := st
 		if now, _, err := store.Load(ctx, st.Name); err == nil {
 			cur = now
@@ -45,7 +51,7 @@ func waitReports(ctx context.Context, store *cluster.Store, st *cluster.State, p
 			if now == nil || !match(*now) {
 				continue
 			}
-			r, refused, err := ops.ReadReport(ctx, store, st, n.ID)
+			r, refused, err := ReadReport(ctx, store, st, n.ID)
 			if err != nil {
 				return false, "", err
 			}
@@ -85,5 +91,3 @@ func waitPhase(r *report.Status, gen int64) string {
 	}
 	return phase
 }
-
-func maskUserData(ud []byte) []byte { return cloudinit.Mask(ud) }
