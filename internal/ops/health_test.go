@@ -3,20 +3,15 @@ package ops
 import (
 	"context"
 	"crypto/ed25519"
-	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
-
 	"github.com/dynia/dynia/cloudinit"
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
-	"github.com/dynia/dynia/internal/dosim"
 	"github.com/dynia/dynia/internal/report"
 	"github.com/dynia/dynia/internal/signing"
 )
@@ -250,105 +245,5 @@ func TestFollowFailover(t *testing.T) {
 	}
 	if s := e.rec.lines[steps:]; len(s) != 1 || !strings.HasPrefix(s[0], "record "+standby.ID+" as the active node") {
 		t.Errorf("FollowFailover's steps: %q", s)
-	}
-}
-
-// TestReplaceNode replaces the active node of a two-node cluster with one
-// made from another image while the nodes report up: the replacement takes
-// the old node's priority, becomes active and holds the Reserved IP, the
-// old node and its droplet are gone, and the steps run in order. Without
-// reports the replacement never serves: a *ReplacementUnhealthyError, and
-// the old node is left active, holding the IP.
-func TestReplaceNode(t *testing.T) {
-	e, st := newTwoNodes(t)
-	ctx := context.Background()
-	old := *st.Active()
-	image := strconv.Itoa(e.sim.RegisterImage(dosim.Image{Name: "dynia-node-test-2", Regions: []string{"sgp1"}, CreatedAt: time.Now()}))
-
-	// No reports: the replacement never serves.
-	_, err := ReplaceNode(ctx, e.d, ReplaceOptions{Name: "ops", Node: old.ID, Image: image, HealthTimeout: 300 * time.Millisecond})
-	var ue *ReplacementUnhealthyError
-	if !errors.As(err, &ue) || ue.Old != old.ID || ue.New == "" {
-		t.Fatalf("ReplaceNode without reports: %v, want a *ReplacementUnhealthyError", err)
-	}
-	st = e.load()
-	if a := st.Active(); a == nil || a.ID != old.ID || e.holder(st.ReservedIP) != old.DropletID {
-		t.Fatalf("after the unhealthy replacement: active %v, Reserved IP on %d; want %s on %d", a, e.holder(st.ReservedIP), old.ID, old.DropletID)
-	}
-
-	// The nodes report: the re-run resumes the same replacement.
-	defer e.fakeNodes()()
-	e.rec.lines = nil
-	st, err = ReplaceNode(ctx, e.d, ReplaceOptions{Name: "ops", Node: old.ID, Image: image, HealthTimeout: time.Minute})
-	if err != nil {
-		t.Fatalf("ReplaceNode: %v", err)
-	}
-	st = e.check("after replace", 2)
-	repl := st.Node(ue.New)
-	if st.Node(old.ID) != nil || repl == nil || repl.Role != cluster.RoleActive || repl.Priority != old.Priority || repl.Replaces != "" {
-		t.Fatalf("after replace: nodes %v, replacement %+v; want %s gone, %s active with priority %d", nodes(st), repl, old.ID, ue.New, old.Priority)
-	}
-	var steps []string
-	for _, l := range e.rec.lines {
-		if strings.Contains(l, ": ok ") {
-			steps = append(steps, l[:strings.Index(l, ": ok ")])
-		}
-	}
-	want := []string{"replacement for " + old.ID, ue.New + " serves", "move the Reserved IP to " + ue.New}
-	var got []string
-	for _, s := range steps {
-		if slices.Contains(want, s) {
-			got = append(got, s)
-		}
-	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("steps (-want +got):\n%s\nall: %q", diff, e.rec.lines)
-	}
-	if !slices.Contains(e.rec.lines, "replacement for "+old.ID+": ok "+ue.New+" (resumed)") {
-		t.Errorf("the re-run did not resume %s: %q", ue.New, e.rec.lines)
-	}
-}
-
-// TestWaitReports: WaitApplied waits until every node reports the state's
-// generation applied, saying what each still waits for; WaitOthers does
-// not wait for the node being drained.
-func TestWaitReports(t *testing.T) {
-	e, st := newTwoNodes(t)
-	ctx := context.Background()
-	e.reportUp(st)
-	if err := WaitApplied(ctx, e.d.Store, st, e.rec); err != nil {
-		t.Fatalf("WaitApplied with every node on generation %d: %v", st.Generation, err)
-	}
-	if err := SetClusterImage(ctx, e.d, "ops", "4242"); err != nil {
-		t.Fatal(err)
-	}
-	next := e.load()
-	e.rec.lines = nil
-	wctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-	defer cancel()
-	err := WaitApplied(wctx, e.d.Store, next, e.rec)
-	phase := fmt.Sprintf("applied generation %d, not %d yet", st.Generation, next.Generation)
-	if err == nil || !strings.Contains(err.Error(), "waiting for ") || !strings.Contains(err.Error(), phase) {
-		t.Fatalf("WaitApplied with the nodes behind: %v, want it to name %q", err, phase)
-	}
-	for _, n := range next.Nodes {
-		if !slices.Contains(e.rec.lines, "  waiting for "+n.ID+": "+phase) {
-			t.Errorf("no line saying what %s waits for: %q", n.ID, e.rec.lines)
-		}
-	}
-	// The standby drains: the watcher waits for the other node only.
-	var standby, active cluster.Node
-	for _, n := range next.Nodes {
-		if n.Role == cluster.RoleStandby {
-			standby = n
-		} else {
-			active = n
-		}
-	}
-	if err := e.writeReport(ctx, next, active); err != nil {
-		t.Fatal(err)
-	}
-	if err := (ReportWatcher{Store: e.d.Store, Report: e.rec}).WaitOthers(ctx, next, standby.ID); err != nil {
-		t.Fatalf("WaitOthers with %s on generation %d: %v", active.ID, next.Generation, err)
 	}
 }
