@@ -41,11 +41,14 @@ func TestReplaceNode(t *testing.T) {
 	// The nodes report: the re-run resumes the same replacement.
 	defer e.fakeNodes()()
 	e.rec.lines = nil
-	st, err = ReplaceNode(ctx, e.d, ReplaceOptions{Name: "ops", Node: old.ID, Image: image, HealthTimeout: time.Minute})
+	done, err := ReplaceNode(ctx, e.d, ReplaceOptions{Name: "ops", Node: old.ID, Image: image, HealthTimeout: time.Minute})
 	if err != nil {
 		t.Fatalf("ReplaceNode: %v", err)
 	}
 	st = e.check("after replace", 2)
+	if done.Generation != st.Generation {
+		t.Errorf("ReplaceNode returned generation %d, the state is at %d", done.Generation, st.Generation)
+	}
 	repl := st.Node(ue.New)
 	if st.Node(old.ID) != nil || repl == nil || repl.Role != cluster.RoleActive || repl.Priority != old.Priority || repl.Replaces != "" {
 		t.Fatalf("after replace: nodes %v, replacement %+v; want %s gone, %s active with priority %d", nodes(st), repl, old.ID, ue.New, old.Priority)
