@@ -17,6 +17,7 @@ import (
 
 	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/ops"
 	"github.com/dynia/dynia/internal/report"
 	"github.com/dynia/dynia/internal/secrets"
 )
@@ -327,7 +328,7 @@ func waitRollout(ctx context.Context, f *Factory, p *Progress, store *cluster.St
 	said := map[string]string{}
 	var failed []string
 	err := p.Step(fmt.Sprintf("nodes run release %d", n), func() (string, error) {
-		return "", pollUntil(ctx, func() (bool, string, error) {
+		return "", ops.PollUntil(ctx, func() (bool, string, error) {
 			st, _, err := store.Load(ctx, name)
 			if err != nil {
 				return false, "", err
@@ -341,7 +342,7 @@ func waitRollout(ctx context.Context, f *Factory, p *Progress, store *cluster.St
 				if node.Lifecycle != cluster.Ready {
 					continue
 				}
-				r, refused, err := readReport(ctx, store, st, node.ID)
+				r, refused, err := ops.ReadReport(ctx, store, st, node.ID)
 				if err != nil {
 					return false, "", err
 				}
@@ -379,7 +380,7 @@ func waitRollout(ctx context.Context, f *Factory, p *Progress, store *cluster.St
 	}
 	if len(failed) > 0 {
 		for _, id := range failed {
-			r, _, _ := readReport(ctx, store, st, id)
+			r, _, _ := ops.ReadReport(ctx, store, st, id)
 			if r == nil || r.App == nil {
 				continue
 			}
@@ -545,7 +546,7 @@ func NewCmdAppStatus(f *Factory) *cobra.Command {
 			var views []AppNodeView
 			for _, n := range cluster.SortedByPriority(st.Nodes) {
 				v := AppNodeView{Node: n.ID, State: "unknown"}
-				r, refused, err := readReport(ctx, store, st, n.ID)
+				r, refused, err := ops.ReadReport(ctx, store, st, n.ID)
 				if refused != "" {
 					v.Error = "report not believed: " + refused
 				}

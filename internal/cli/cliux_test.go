@@ -17,6 +17,7 @@ import (
 
 	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/ops"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite testdata/golden/*")
@@ -48,10 +49,10 @@ func golden(t *testing.T, name, got string) {
 func goldenNodeRows() []NodeRow {
 	return []NodeRow{
 		{ID: "brave-panda", Role: "active", Priority: 150, PublicIP: "192.0.2.10", PrivateIP: "10.110.0.2", Status: "up",
-			Health: HealthUp, HoldsReservedIP: true, VRRPState: "MASTER", Version: "v1.4.0"},
+			Health: ops.HealthUp, HoldsReservedIP: true, VRRPState: "MASTER", Version: "v1.4.0"},
 		{ID: "calm-otter", Role: "standby", Priority: 100, PublicIP: "192.0.2.11", PrivateIP: "10.110.0.3", Status: "applying",
-			Health: HealthApplying, VRRPState: "BACKUP", Version: "v1.4.0"},
-		{ID: "eager-lynx", Role: "standby", Priority: 99, Status: "stale", Health: HealthStale},
+			Health: ops.HealthApplying, VRRPState: "BACKUP", Version: "v1.4.0"},
+		{ID: "eager-lynx", Role: "standby", Priority: 99, Status: "stale", Health: ops.HealthStale},
 	}
 }
 
@@ -65,7 +66,7 @@ func TestTablesGolden(t *testing.T) {
 		viewOf(testState("myapp", "sgp1", "192.0.2.100", "brave-panda"), nodes),
 		viewOf(testState("shop", "nyc3", "", ""), []NodeRow{}),
 		viewOf(testState("blog", "ams3", "192.0.2.101", "quiet-heron"), []NodeRow{
-			{ID: "quiet-heron", Status: "down", Health: HealthDown}, {ID: "lucky-finch", Status: "unknown", Health: HealthUnknown},
+			{ID: "quiet-heron", Status: "down", Health: ops.HealthDown}, {ID: "lucky-finch", Status: "unknown", Health: ops.HealthUnknown},
 		}),
 	}
 	for _, tc := range []struct {
@@ -112,16 +113,16 @@ func testState(name, region, rip, active string) *cluster.State {
 func TestClusterHealth(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		healths []Health
-		want    Health
+		healths []ops.Health
+		want    ops.Health
 		serving int
 	}{
-		{nil, HealthUnknown, 0},
-		{[]Health{HealthUp, HealthUp}, HealthUp, 2},
-		{[]Health{HealthUp, HealthApplying}, HealthDegraded, 2},
-		{[]Health{HealthUp, HealthDown, HealthStale}, HealthDegraded, 1},
-		{[]Health{HealthDown, HealthStarting}, HealthDown, 0},
-		{[]Health{HealthUnknown}, HealthDown, 0},
+		{nil, ops.HealthUnknown, 0},
+		{[]ops.Health{ops.HealthUp, ops.HealthUp}, ops.HealthUp, 2},
+		{[]ops.Health{ops.HealthUp, ops.HealthApplying}, ops.HealthDegraded, 2},
+		{[]ops.Health{ops.HealthUp, ops.HealthDown, ops.HealthStale}, ops.HealthDegraded, 1},
+		{[]ops.Health{ops.HealthDown, ops.HealthStarting}, ops.HealthDown, 0},
+		{[]ops.Health{ops.HealthUnknown}, ops.HealthDown, 0},
 	} {
 		var rs []NodeRow
 		for _, h := range tc.healths {
@@ -297,7 +298,7 @@ func TestDestroyPromptNoWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(views) != 1 || views[0].Name != "keep" || views[0].Region != "sgp1" || len(views[0].Nodes) != 1 ||
-		views[0].ReservedIP != st.ReservedIP || views[0].ActiveNode != st.Nodes[0].ID || views[0].Health != HealthUp || views[0].NodesServing != 1 {
+		views[0].ReservedIP != st.ReservedIP || views[0].ActiveNode != st.Nodes[0].ID || views[0].Health != ops.HealthUp || views[0].NodesServing != 1 {
 		t.Errorf("cluster list -o json: %+v", views)
 	}
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/ops"
 )
 
 // Versions across a cluster (docs/state.md, Compatibility): the CLI shows
@@ -17,7 +18,7 @@ import (
 
 // checkPullVersions is the store's CheckRaise: before a write raises
 // min_pull_version, every ready node's fresh report (written within
-// reportStaleAfter) is read, and a node whose version is below the new
+// ops.ReportStaleAfter) is read, and a node whose version is below the new
 // minimum (cluster.VersionBelow) stops the write: a UsageError naming the
 // nodes and their versions (exit 2). A node without a fresh report, or
 // whose version names no release, is not counted: nothing says it is old.
@@ -28,11 +29,11 @@ func (f *Factory) checkPullVersions(ctx context.Context, store *cluster.Store, c
 		if n.Lifecycle != cluster.Ready || cur.Node(n.ID) == nil {
 			continue
 		}
-		r, _, err := readReport(ctx, store, cur, n.ID)
+		r, _, err := ops.ReadReport(ctx, store, cur, n.ID)
 		if err != nil {
 			return fmt.Errorf("check the nodes' dynia-pull versions: %w", err)
 		}
-		if r == nil || now.Sub(r.UpdatedAt) > reportStaleAfter {
+		if r == nil || now.Sub(r.UpdatedAt) > ops.ReportStaleAfter {
 			continue
 		}
 		if cluster.VersionBelow(r.Version, next.MinPullVersion) {

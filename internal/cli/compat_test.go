@@ -10,6 +10,7 @@ import (
 
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/ops"
 	"github.com/dynia/dynia/internal/signing"
 	"github.com/dynia/dynia/internal/testutil"
 )
@@ -106,7 +107,7 @@ func TestVersionsAndMinPullVersion(t *testing.T) {
 	h.setVersion(older, "v1.2.0", "v1.3.0")
 	testutil.WaitFor(t, time.Minute, func() error {
 		for _, r := range e.listRows("ver") {
-			if r.ID == older && (r.Status != "upgrade-required" || r.Health != HealthUpgradeRequired || r.UpgradeRequired != "v1.3.0") {
+			if r.ID == older && (r.Status != "upgrade-required" || r.Health != ops.HealthUpgradeRequired || r.UpgradeRequired != "v1.3.0") {
 				return fmt.Errorf("older node: status %q health %q upgrade_required %q", r.Status, r.Health, r.UpgradeRequired)
 			}
 			if r.ID == newer && r.Status != "up" {
@@ -119,7 +120,7 @@ func TestVersionsAndMinPullVersion(t *testing.T) {
 	if !strings.Contains(r.stderr, older+": upgrade-required: dynia-pull v1.2.0 refuses the state, which needs v1.3.0") {
 		t.Fatalf("node list stderr:\n%s", r.stderr)
 	}
-	if !HealthUpgradeRequired.Serves() {
+	if !ops.HealthUpgradeRequired.Serves() {
 		t.Fatal("an upgrade-required node serves its last config")
 	}
 

@@ -342,7 +342,8 @@ func (f *Factory) openClusterNode(ctx context.Context, name, node string, write 
 		if _, err := f.WritableStore(ctx); err != nil {
 			return nil, nil, nil, err
 		}
-		if st, err = followFailover(ctx, f, store, cl, st); err != nil {
+		p := NewProgress(f.IO, f.Global.Output == "json")
+		if st, err = ops.FollowFailover(ctx, ops.Deps{Store: store, Cloud: cl, Report: reporter{p}}, st); err != nil {
 			return nil, nil, nil, err
 		}
 	}

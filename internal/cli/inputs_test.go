@@ -10,6 +10,7 @@ import (
 
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/ops"
 	"github.com/dynia/dynia/internal/report"
 )
 
@@ -108,12 +109,12 @@ func TestHostileReport(t *testing.T) {
 		{"unknown vrrp state", func(s *report.Status) { s.VRRPState = "MASTER\x1b[2J" }},
 	} {
 		put(tc.mutate)
-		if got := status(); got == string(HealthUp) {
+		if got := status(); got == string(ops.HealthUp) {
 			t.Errorf("report %s: node listed as %s", tc.name, got)
 		}
 	}
 	put(func(*report.Status) {})
-	if got := status(); got != string(HealthUp) {
+	if got := status(); got != string(ops.HealthUp) {
 		t.Errorf("good report: node listed as %s, want up", got)
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/ops"
 	"github.com/dynia/dynia/internal/report"
 )
 
@@ -24,10 +25,10 @@ type NodeRow struct {
 	Status    string `json:"status"`
 	DropletID int    `json:"droplet_id"`
 	Lifecycle string `json:"lifecycle"`
-	// Health is the node's observed health (health.go) and HealthReason
+	// Health is the node's observed health (ops.Evidence.Of) and HealthReason
 	// the evidence for it.
-	Health       Health `json:"health"`
-	HealthReason string `json:"health_reason,omitempty"`
+	Health       ops.Health `json:"health"`
+	HealthReason string     `json:"health_reason,omitempty"`
 	// DropletStatus is DO's (new, active, off, archive; "" unknown).
 	DropletStatus string `json:"droplet_status,omitempty"`
 	// HoldsReservedIP: the DO API says the Reserved IP is on this droplet.
@@ -83,13 +84,13 @@ type ClusterView struct {
 	// unknown) and NodesServing counts those that serve (absent: none);
 	// both only where the nodes' health was observed (cluster list,
 	// cluster get), not in a command's result.
-	Health       Health    `json:"health,omitempty"`
-	NodesServing int       `json:"nodes_serving,omitempty"`
-	Nodes        []NodeRow `json:"nodes"`
+	Health       ops.Health `json:"health,omitempty"`
+	NodesServing int        `json:"nodes_serving,omitempty"`
+	Nodes        []NodeRow  `json:"nodes"`
 }
 
 // rows is the node table from the evidence.
-func rows(st *cluster.State, e *Evidence) []NodeRow {
+func rows(st *cluster.State, e *ops.Evidence) []NodeRow {
 	out := []NodeRow{}
 	for _, n := range cluster.SortedByPriority(st.Nodes) {
 		status, h := e.Status(n)
@@ -99,7 +100,7 @@ func rows(st *cluster.State, e *Evidence) []NodeRow {
 			Health: h.Health, HealthReason: h.Reason,
 			HoldsReservedIP: e.HolderKnown && e.Holder != 0 && e.Holder == n.DropletID,
 		}
-		if d, ok := e.droplets[n.DropletID]; ok {
+		if d, ok := e.Droplet(n.DropletID); ok {
 			row.DropletStatus = d.Status
 		}
 		if r := e.Report(n.ID); r != nil {
@@ -122,7 +123,7 @@ func rows(st *cluster.State, e *Evidence) []NodeRow {
 // roleNote is one line when the roles as they are differ from the state:
 // the Reserved IP elsewhere than on the active node, or not on a node at
 // all, or several VRRP MASTERs ("" when all agree).
-func roleNote(st *cluster.State, e *Evidence) string {
+func roleNote(st *cluster.State, e *ops.Evidence) string {
 	if st.ReservedIP == "" {
 		return ""
 	}
@@ -141,20 +142,20 @@ func roleNote(st *cluster.State, e *Evidence) string {
 		h := e.Of(*holder)
 		if h.Health.Serves() {
 			return fmt.Sprintf("Reserved IP %s is on %s, not on the state's active node %s: the state is behind a failover (any write, e.g. `dynia node repair-ha --name %s --force`, records %s as active)",
-				st.ReservedIP, holder.ID, activeID(st), st.Name, holder.ID)
+				st.ReservedIP, holder.ID, ops.ActiveID(st), st.Name, holder.ID)
 		}
 		return fmt.Sprintf("Reserved IP %s is on %s, which is %s (%s), not on the state's active node %s (run `dynia node repair-ha --name %s`)",
-			st.ReservedIP, holder.ID, h.Health, h.Reason, activeID(st), st.Name)
+			st.ReservedIP, holder.ID, h.Health, h.Reason, ops.ActiveID(st), st.Name)
 	case len(masters) > 1:
 		return fmt.Sprintf("Reserved IP %s is on %s, but %d nodes report VRRP MASTER (%v): VRRP between them is cut", st.ReservedIP, holder.ID, len(masters), masters)
 	}
 	return ""
 }
 
-func vrrpMasters(st *cluster.State, e *Evidence) []string {
+func vrrpMasters(st *cluster.State, e *ops.Evidence) []string {
 	var out []string
 	for _, n := range cluster.SortedByPriority(st.Nodes) {
-		if r := e.Report(n.ID); r != nil && e.fresh(r) && r.VRRPState == report.VRRPMaster {
+		if r := e.Report(n.ID); r != nil && e.Fresh(r) && r.VRRPState == report.VRRPMaster {
 			out = append(out, n.ID)
 		}
 	}
@@ -165,12 +166,12 @@ func vrrpMasters(st *cluster.State, e *Evidence) []string {
 // when a token is configured. A token DigitalOcean refuses is an error
 // (exit 4), not a table without its DO half: the user has a token, and it
 // is wrong.
-func observe(ctx context.Context, f *Factory, store *cluster.Store, st *cluster.State) (*Evidence, error) {
+func observe(ctx context.Context, f *Factory, store *cluster.Store, st *cluster.State) (*ops.Evidence, error) {
 	cl, err := f.Cloud()
 	if err != nil {
 		cl = nil // no token: the table still shows what the reports say
 	}
-	e, err := gatherEvidence(ctx, store, cl, st)
+	e, err := ops.GatherEvidence(ctx, store, cl, st)
 	if err != nil {
 		return nil, err
 	}
@@ -206,7 +207,7 @@ func listNodes(ctx context.Context, f *Factory, o *ListOptions) error {
 	// Why each node that is not up is what it is, and what differs from
 	// the state, on stderr: stdout stays the table.
 	for _, r := range rs {
-		if r.Health != HealthUp && r.HealthReason != "" {
+		if r.Health != ops.HealthUp && r.HealthReason != "" {
 			fmt.Fprintf(f.IO.ErrOut, "%s: %s: %s\n", r.ID, r.Health, r.HealthReason)
 		}
 	}
@@ -245,31 +246,31 @@ var clusterColumns = []column{
 // clusterHealth sums up the nodes' health as `node list` computes it: up
 // when every node is up, down when none serves (the app is unreachable),
 // else degraded; serving counts the nodes that serve.
-func clusterHealth(rs []NodeRow) (h Health, serving int) {
+func clusterHealth(rs []NodeRow) (h ops.Health, serving int) {
 	up := 0
 	for _, r := range rs {
 		if r.Health.Serves() {
 			serving++
 		}
-		if r.Health == HealthUp {
+		if r.Health == ops.HealthUp {
 			up++
 		}
 	}
 	switch {
 	case len(rs) == 0:
-		return HealthUnknown, 0
+		return ops.HealthUnknown, 0
 	case up == len(rs):
-		return HealthUp, serving
+		return ops.HealthUp, serving
 	case serving == 0:
-		return HealthDown, 0
+		return ops.HealthDown, 0
 	}
-	return HealthDegraded, serving
+	return ops.HealthDegraded, serving
 }
 
 // healthCell is the HEALTH column: the word, and how many nodes serve
 // when not all are up.
 func healthCell(v ClusterView) string {
-	if v.Health == HealthUp || v.Health == HealthUnknown || v.Health == "" {
+	if v.Health == ops.HealthUp || v.Health == ops.HealthUnknown || v.Health == "" {
 		return dash(string(v.Health))
 	}
 	return fmt.Sprintf("%s (%d/%d serve)", v.Health, v.NodesServing, len(v.Nodes))
@@ -327,13 +328,6 @@ func shortVersion(v string) string {
 	return v
 }
 
-func activeID(st *cluster.State) string {
-	if a := st.Active(); a != nil {
-		return a.ID
-	}
-	return "-"
-}
-
 func dash(s string) string {
 	if s == "" {
 		return "-"
@@ -347,14 +341,14 @@ func printCluster(f *Factory, st *cluster.State) error {
 		return writeJSON(f.IO.Out, viewOf(st, nil))
 	}
 	fmt.Fprintf(f.IO.Out, "cluster %s: %d node(s), active %s, Reserved IP %s, generation %d\n",
-		st.Name, len(st.Nodes), activeID(st), dash(st.ReservedIP), st.Generation)
+		st.Name, len(st.Nodes), ops.ActiveID(st), dash(st.ReservedIP), st.Generation)
 	return nil
 }
 
 func viewOf(st *cluster.State, rs []NodeRow) ClusterView {
 	v := ClusterView{
 		Name: st.Name, Region: st.Region, Size: st.Size, Image: st.Image, ReservedIP: st.ReservedIP,
-		ActiveNode: activeID(st), Generation: st.Generation, VPCID: st.VPC.ID, FirewallID: st.FirewallID, Nodes: rs,
+		ActiveNode: ops.ActiveID(st), Generation: st.Generation, VPCID: st.VPC.ID, FirewallID: st.FirewallID, Nodes: rs,
 		AdminCIDRs: st.AdminCIDRs, MinPullVersion: st.MinPullVersion,
 	}
 	if v.Nodes != nil {

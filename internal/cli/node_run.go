@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/dynia/dynia/cloudinit"
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
@@ -102,7 +103,7 @@ func afterCreate(ctx context.Context, f *Factory, o *CreateOptions, p *Progress,
 		}
 	}
 	if !o.NoWait {
-		if err := waitApplied(ctx, f, store, st, p); err != nil {
+		if err := ops.WaitApplied(ctx, store, st, reporter{p}); err != nil {
 			return nil, err
 		}
 	}
@@ -174,7 +175,7 @@ func createDryRun(f *Factory, o *CreateOptions, p *Progress) error {
 		fmt.Fprintf(w, "  6. DNS A record %s (%s) pointing at the Reserved IP\n", o.DNS.Record, o.DNS.Provider)
 	}
 	fmt.Fprintf(w, "User-data (%d bytes, secrets masked):\n", len(ud))
-	_, err = w.Write(maskUserData(ud))
+	_, err = w.Write(cloudinit.Mask(ud))
 	return err
 }
 
@@ -213,7 +214,7 @@ func addNodes(ctx context.Context, f *Factory, o *AddOptions) error {
 		return cliError(err)
 	}
 	if !o.NoWait {
-		if err := waitApplied(ctx, f, store, st, p); err != nil {
+		if err := ops.WaitApplied(ctx, store, st, reporter{p}); err != nil {
 			return err
 		}
 	}

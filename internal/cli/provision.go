@@ -63,17 +63,7 @@ func cliError(err error) error {
 // client, the progress as its reporter, the nodes' reports as its watcher;
 // boot when it creates droplets.
 func deps(store *cluster.Store, cl *cloud.Client, p *Progress, boot *ops.BootSpec) ops.Deps {
-	return ops.Deps{Store: store, Cloud: cl, Report: reporter{p}, Boot: boot, Nodes: watcher{store: store, p: p}}
-}
-
-// watcher waits on the nodes' reports for the operations.
-type watcher struct {
-	store *cluster.Store
-	p     *Progress
-}
-
-func (w watcher) WaitOthers(ctx context.Context, st *cluster.State, id string) error {
-	return waitOthers(ctx, w.store, st, id, w.p)
+	return ops.Deps{Store: store, Cloud: cl, Report: reporter{p}, Boot: boot, Nodes: ops.ReportWatcher{Store: store, Report: reporter{p}}}
 }
 
 // nodeTokenHint says, on one line, how to give nodes a token of their own.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/ops"
 )
 
 // simGodo is a plain godo client on the simulator, for what the user (or
@@ -51,7 +52,7 @@ func (e *testEnv) waitReported(name string) {
 		st := e.state(name)
 		ok := true
 		for _, n := range st.Nodes {
-			r, _, err := readReport(ctx, store, st, n.ID)
+			r, _, err := ops.ReadReport(ctx, store, st, n.ID)
 			if err != nil || r == nil || r.AppliedGeneration < st.Generation {
 				ok = false
 			}
@@ -76,7 +77,7 @@ func (e *testEnv) waitStatus(name, id string, want ...string) {
 		st := e.state(name)
 		var got string
 		if n := st.Node(id); n != nil {
-			ev, err := gatherEvidence(context.Background(), store, e.cloud(), st)
+			ev, err := ops.GatherEvidence(context.Background(), store, e.cloud(), st)
 			if err != nil {
 				e.t.Fatal(err)
 			}

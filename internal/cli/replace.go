@@ -3,11 +3,9 @@ package cli
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"regexp"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -19,14 +17,9 @@ import (
 	"github.com/dynia/dynia/internal/ops"
 )
 
-// Replacing a node (`node replace`) and every node (`cluster upgrade`) is
-// built from the commands' own steps: the replacement is a node added to
-// the state (carrying `replaces: <old id>`) and provisioned like `node add`
-// does (ops.ProvisionNodes), the Reserved IP moves to it like `make-active`
-// does (ops.Promote) when the old node holds it, and the old node is retired
-// like `node remove` does (ops.RetireNode). Each step looks before it acts, so
-// a re-run after a crash finds the replacement in the state and finishes
-// it instead of creating a second one.
+// `node replace` and `cluster upgrade`: the flags, the node token, the
+// image chosen, then ops.ReplaceNode and ops.Upgrade (internal/ops
+// replace.go: add, provision, serve, move the Reserved IP, retire).
 
 // ReplaceOptions are `node replace`'s inputs.
 type ReplaceOptions struct {
@@ -265,142 +258,11 @@ func replaceNode(ctx context.Context, f *Factory, o *ReplaceOptions) error {
 	if err != nil {
 		return err
 	}
-	st, err := replaceOne(ctx, deps(store, cl, p, boot), o.Name, o.Node, image, o.HealthTimeout, p)
+	st, err := ops.ReplaceNode(ctx, deps(store, cl, p, boot), ops.ReplaceOptions{Name: o.Name, Node: o.Node, Image: image, HealthTimeout: o.HealthTimeout})
 	if err != nil {
-		return err
+		return cliError(err)
 	}
 	return printCluster(f, st)
-}
-
-// ReplacementUnhealthyError is a replacement that did not serve in time:
-// the old node was left as it was, serving.
-type ReplacementUnhealthyError struct {
-	Cluster, Old, New string
-	Err               error
-}
-
-func (e *ReplacementUnhealthyError) Error() string {
-	return fmt.Sprintf("replacement %s of node %s did not become healthy: %v; %s still serves, nothing was moved or destroyed: "+
-		"re-run the same command to keep waiting, or `dynia node remove --name %s --node %s --yes` to drop the replacement",
-		e.New, e.Old, e.Err, e.Old, e.Cluster, e.New)
-}
-
-func (e *ReplacementUnhealthyError) Unwrap() error { return e.Err }
-
-// replaceOne replaces node old with a node made from image: it adds (or
-// finds, after a crash) the replacement, provisions it, waits until it
-// serves and reports healthy (at most health), moves the Reserved IP to it
-// if old holds it, then drains and destroys old; the replacement takes
-// old's priority. When the replacement does not serve in time it returns a
-// *ReplacementUnhealthyError and old is untouched.
-func replaceOne(ctx context.Context, d ops.Deps, name, old, image string, health time.Duration, p *Progress) (*cluster.State, error) {
-	store, cl := d.Store, d.Cloud
-	var repl string
-	if err := p.Step("replacement for "+old, func() (string, error) {
-		resumed := false
-		_, err := store.Update(ctx, name, func(s *cluster.State) (*cluster.State, error) {
-			next, id, err := cluster.AddReplacement(s, old, image, cluster.NewNamer(0), time.Now())
-			repl, resumed = id, errors.Is(err, cluster.ErrNoChange)
-			return next, err
-		})
-		if resumed {
-			return repl + " (resumed)", err
-		}
-		return repl + " (image " + image + ")", err
-	}); err != nil {
-		return nil, err
-	}
-	if _, err := ops.ProvisionNodes(ctx, d, name, []string{repl}); err != nil {
-		return nil, fmt.Errorf("%w (replacement %s of %s is in the state; re-run the same command to finish it)", err, repl, old)
-	}
-	if err := p.Step(repl+" serves", func() (string, error) {
-		hctx, cancel := context.WithTimeout(ctx, health)
-		defer cancel()
-		return "", waitServing(hctx, store, cl, name, repl, p)
-	}); err != nil {
-		if ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
-			return nil, err
-		}
-		return nil, &ReplacementUnhealthyError{Cluster: name, Old: old, New: repl, Err: err}
-	}
-	st, _, err := store.Load(ctx, name)
-	if err != nil {
-		return nil, err
-	}
-	if o := st.Node(old); o != nil && o.Lifecycle != cluster.Removing {
-		holds := o.Role == cluster.RoleActive
-		if st.ReservedIP != "" && o.DropletID != 0 {
-			r, err := cl.GetReservedIP(ctx, st.ReservedIP)
-			if err != nil {
-				return nil, err
-			}
-			holds = holds || r.DropletID == o.DropletID
-		}
-		if holds {
-			if err := p.Step("move the Reserved IP to "+repl, func() (string, error) {
-				return st.ReservedIP, cliError(ops.Promote(ctx, d, name, repl))
-			}); err != nil {
-				return nil, err
-			}
-			if st, _, err = store.Load(ctx, name); err != nil {
-				return nil, err
-			}
-		}
-	}
-	st, err = ops.RetireNode(ctx, d, st, old, func(s *cluster.State) (*cluster.State, error) {
-		return cluster.FinishReplacement(s, old)
-	})
-	return st, cliError(err)
-}
-
-// waitServing polls until node id serves: the CLI's health verdict on it is
-// up (droplet active, fresh report, app healthy, the newest generation
-// applied, failover ready) and no peer's HAProxy checks it DOWN, with at
-// least one checking it UP once peers report their backends.
-func waitServing(ctx context.Context, store *cluster.Store, cl *cloud.Client, name, id string, p *Progress) error {
-	said := ""
-	return pollUntil(ctx, func() (bool, string, error) {
-		st, _, err := store.Load(ctx, name)
-		if err != nil {
-			return false, "", err
-		}
-		n := st.Node(id)
-		if n == nil {
-			return false, "", fmt.Errorf("node %s is no longer in the state", id)
-		}
-		ev, err := gatherEvidence(ctx, store, cl, st)
-		if err != nil {
-			return false, "", err
-		}
-		h := ev.Of(*n)
-		why := string(h.Health)
-		if h.Reason != "" {
-			why += ": " + h.Reason
-		}
-		if h.Health == HealthUp {
-			up, down := ev.peersSee(id)
-			if down == 0 && (up > 0 || !ev.peersCheck(id)) {
-				return true, "", nil
-			}
-			why = fmt.Sprintf("peers' health checks: %d up, %d down", up, down)
-		}
-		if why != said {
-			said = why
-			p.Info("  waiting for %s: %s", id, why)
-		}
-		return false, fmt.Sprintf("node %s is not serving (%s)", id, why), nil
-	})
-}
-
-// peersCheck says whether any other node's fresh report lists HAProxy
-// backends at all (real nodes do; a node that lists none cannot vouch).
-func (e *Evidence) peersCheck(id string) bool {
-	for peer, r := range e.reports {
-		if peer != id && e.fresh(r) && len(r.Backends) > 0 {
-			return true
-		}
-	}
-	return false
 }
 
 func upgradeCluster(ctx context.Context, f *Factory, o *UpgradeOptions) error {
@@ -416,118 +278,16 @@ func upgradeCluster(ctx context.Context, f *Factory, o *UpgradeOptions) error {
 		cancel()
 		return err
 	}
+	d := deps(store, cl, p, boot)
 	// The cluster's image first: nodes added from now on get it too.
-	err = p.Step("cluster image "+image, func() (string, error) {
-		_, err := store.Update(pctx, o.Name, func(s *cluster.State) (*cluster.State, error) {
-			if s.Image == image {
-				return nil, cluster.ErrNoChange
-			}
-			s.Image = image
-			return s, nil
-		})
-		return "", err
-	})
+	err = ops.SetClusterImage(pctx, d, o.Name, image)
 	cancel()
 	if err != nil {
 		return err
 	}
-	start := time.Now()
-	replaced := 0
-	st0, _, err := store.Load(ctx, o.Name)
+	st, err := ops.Upgrade(ctx, d, ops.UpgradeOptions{Name: o.Name, Image: image, HealthTimeout: o.HealthTimeout, Timeout: o.Timeout})
 	if err != nil {
-		return err
-	}
-	// Each node is replaced once, plus a replacement a crashed run left:
-	// past that the loop is not converging (a droplet that never reports
-	// the image asked for), and must not create droplets for ever.
-	limit := len(st0.Nodes) + 1
-	for {
-		nctx, cancel := context.WithTimeout(ctx, o.Timeout)
-		old, img, err := nextReplacement(nctx, store, cl, o.Name, image, p)
-		if err == nil && old != "" {
-			_, err = replaceOne(nctx, deps(store, cl, p, boot), o.Name, old, img, o.HealthTimeout, p)
-		}
-		cancel()
-		if err != nil {
-			return fmt.Errorf("upgrade of %s halted after %d replacement(s): %w", o.Name, replaced, err)
-		}
-		if old == "" {
-			break
-		}
-		replaced++
-		if replaced >= limit {
-			if next, _, err := nextReplacement(ctx, store, cl, o.Name, image, p); err != nil || next != "" {
-				return fmt.Errorf("upgrade of %s halted after %d replacement(s): nodes still not on image %s (next: %q, %v); the droplets do not report the image asked for", o.Name, replaced, image, next, err)
-			}
-			break
-		}
-	}
-	p.Info("cluster %s: every node on image %s (%d replaced in %v)", o.Name, image, replaced, time.Since(start).Round(time.Second))
-	st, _, err := store.Load(ctx, o.Name)
-	if err != nil {
-		return err
+		return cliError(err)
 	}
 	return printCluster(f, st)
-}
-
-// nextReplacement picks the next node `cluster upgrade` replaces and the
-// image to make its replacement from: a replacement a crashed run left
-// under way first (with its own image); else a ready node whose droplet is
-// not on image, standbys first (lowest priority first), the Reserved IP's
-// holder last. "" when every node is on image.
-func nextReplacement(ctx context.Context, store *cluster.Store, cl *cloud.Client, name, image string, p *Progress) (string, string, error) {
-	st, _, err := store.Load(ctx, name)
-	if err != nil {
-		return "", "", err
-	}
-	for _, n := range st.Nodes {
-		if n.Replaces != "" {
-			p.Info("resuming the replacement of %s by %s", n.Replaces, n.ID)
-			return n.Replaces, n.ImageOr(st.Image), nil
-		}
-	}
-	ds, err := cl.ListDropletsByTag(ctx, cloud.ClusterTag(name))
-	if err != nil {
-		return "", "", err
-	}
-	imageOf := map[int]int{}
-	for _, d := range ds {
-		imageOf[d.ID] = d.ImageID
-	}
-	holder := 0
-	if st.ReservedIP != "" {
-		r, err := cl.GetReservedIP(ctx, st.ReservedIP)
-		if err != nil {
-			return "", "", err
-		}
-		holder = r.DropletID
-	}
-	var todo []cluster.Node
-	var skipped []string
-	for _, n := range st.Nodes {
-		if n.DropletID != 0 && strconv.Itoa(imageOf[n.DropletID]) == image {
-			continue
-		}
-		if n.DropletID == 0 || n.Lifecycle != cluster.Ready {
-			p.Info("node %s is %s: not replaced (finish or undo what left it so, then re-run)", n.ID, n.Lifecycle)
-			skipped = append(skipped, fmt.Sprintf("%s (%s)", n.ID, n.Lifecycle))
-			continue
-		}
-		todo = append(todo, n)
-	}
-	if len(todo) == 0 && len(skipped) > 0 {
-		// Not "every node on image": say which are not, and fail.
-		return "", "", fmt.Errorf("node(s) %s are not on image %s and not ready to be replaced: finish or undo what left them so (node list, repair-ha), then re-run", strings.Join(skipped, ", "), image)
-	}
-	if len(todo) == 0 {
-		return "", "", nil
-	}
-	last := func(n cluster.Node) bool { return n.DropletID == holder || n.Role == cluster.RoleActive }
-	sort.SliceStable(todo, func(i, j int) bool {
-		if li, lj := last(todo[i]), last(todo[j]); li != lj {
-			return lj
-		}
-		return todo[i].Priority < todo[j].Priority
-	})
-	return todo[0].ID, image, nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/nodeconfig"
+	"github.com/dynia/dynia/internal/ops"
 	"github.com/dynia/dynia/internal/report"
 	"github.com/dynia/dynia/internal/signing"
 )
@@ -129,7 +130,7 @@ func TestStateAndReportSigning(t *testing.T) {
 	}
 	rows := e.nodeRows(name)
 	for _, r := range rows {
-		if r.Report != "verified" || r.Health != HealthUp {
+		if r.Report != "verified" || r.Health != ops.HealthUp {
 			t.Fatalf("node list before any forgery: %+v", r)
 		}
 	}
@@ -204,7 +205,7 @@ func TestStateAndReportSigning(t *testing.T) {
 	h.silence(standby.ID)
 	forge(standby.ID, stranger)
 	r := row(e.nodeRows(name), standby.ID)
-	if r.Report != "invalid" || r.Health != HealthUnknown || !strings.Contains(r.HealthReason, "report signature invalid") || r.VRRPState != "" {
+	if r.Report != "invalid" || r.Health != ops.HealthUnknown || !strings.Contains(r.HealthReason, "report signature invalid") || r.VRRPState != "" {
 		t.Fatalf("standby with a forged report: %+v", r)
 	}
 	if r := e.run("node", "repair-ha", "--name", name, "--check-only"); r.code != 0 {
@@ -214,7 +215,7 @@ func TestStateAndReportSigning(t *testing.T) {
 	h.silence(holder.ID)
 	forge(holder.ID, stranger)
 	r = row(e.nodeRows(name), holder.ID)
-	if r.Report != "invalid" || r.Health != HealthUnknown || !r.HoldsReservedIP {
+	if r.Report != "invalid" || r.Health != ops.HealthUnknown || !r.HoldsReservedIP {
 		t.Fatalf("holder with a forged report: %+v", r)
 	}
 	calls := e.mutations()

@@ -15,6 +15,7 @@ import (
 	"github.com/dynia/dynia/internal/acme"
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
+	"github.com/dynia/dynia/internal/ops"
 	"github.com/dynia/dynia/internal/secrets"
 )
 
@@ -160,7 +161,7 @@ func enableTLS(ctx context.Context, f *Factory, p *Progress, store *cluster.Stor
 	}); err != nil {
 		return nil, err
 	}
-	if err := waitApplied(ctx, f, store, st, p); err != nil {
+	if err := ops.WaitApplied(ctx, store, st, reporter{p}); err != nil {
 		return nil, err
 	}
 	iss, err := acme.NewIssuer(acme.Config{
@@ -211,7 +212,7 @@ func enableTLS(ctx context.Context, f *Factory, p *Progress, store *cluster.Stor
 		return st, nil
 	}
 	return st, p.Step("every node serves the certificate", func() (string, error) {
-		return "", pollUntil(ctx, func() (bool, string, error) {
+		return "", ops.PollUntil(ctx, func() (bool, string, error) {
 			info, _, err := acme.ReadInfo(ctx, clusterStore(store, st.Name), "")
 			if errors.Is(err, bucket.ErrNotFound) {
 				return false, "no certificate stored yet", nil
@@ -224,7 +225,7 @@ func enableTLS(ctx context.Context, f *Factory, p *Progress, store *cluster.Stor
 				if n.Lifecycle != cluster.Ready {
 					continue
 				}
-				r, _, err := readReport(ctx, store, st, n.ID)
+				r, _, err := ops.ReadReport(ctx, store, st, n.ID)
 				if err != nil {
 					return false, "", err
 				}
@@ -377,7 +378,7 @@ func tlsStatus(ctx context.Context, f *Factory, name string, to TableOptions) er
 	var views []TLSNodeView
 	for _, n := range cluster.SortedByPriority(st.Nodes) {
 		v := TLSNodeView{Node: n.ID}
-		r, refused, err := readReport(ctx, store, st, n.ID)
+		r, refused, err := ops.ReadReport(ctx, store, st, n.ID)
 		if refused != "" {
 			v.Error = "report not believed: " + refused
 		}

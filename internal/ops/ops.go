@@ -1,6 +1,6 @@
 // Package ops holds dynia's operations on a cluster — create-ha, add,
-// remove, make-active, repair, destroy, and the provisioning and retiring
-// that node replace and cluster upgrade build on — as functions over
+// remove, make-active, repair, destroy, node replace and cluster upgrade,
+// and the observed health they decide by (GatherEvidence) — as functions over
 // explicit dependencies: the state store (*cluster.Store), the DigitalOcean
 // client (*cloud.Client), what new droplets boot with (BootSpec) and a step
 // reporter. It parses no flags and knows no output formats or exit codes

@@ -22,8 +22,12 @@ type Drift struct {
 // returns its drifts. It only reads.
 type Check func(ctx context.Context, d Deps, st *cluster.State) ([]Drift, error)
 
-// FindDrift runs checks in order and returns their drifts, in that order.
+// FindDrift runs checks in order and returns their drifts, in that order;
+// without checks it runs repair-ha's (DriftChecks).
 func FindDrift(ctx context.Context, d Deps, st *cluster.State, checks ...Check) ([]Drift, error) {
+	if len(checks) == 0 {
+		checks = DriftChecks()
+	}
 	var out []Drift
 	for _, c := range checks {
 		ds, err := c(ctx, d, st)
@@ -223,4 +227,201 @@ func RecordActive(d Deps, name, id string) func(ctx context.Context) error {
 		_, err := d.Store.Update(ctx, name, func(s *cluster.State) (*cluster.State, error) { return cluster.MakeActive(s, id) })
 		return err
 	}
+}
+
+// DriftChecks are repair-ha's checks, one per resource, in the order their
+// drifts are reported and fixed: nodes left provisioning, droplets, the
+// VPC, the Reserved IP, the nodes' failover readiness, the firewall. The
+// two that read the nodes' reports share one gathering of the evidence
+// (GatherEvidence), made when the Reserved IP's check runs.
+func DriftChecks() []Check {
+	m := &evidenceMemo{}
+	return []Check{
+		CheckProvisioning,
+		CheckDroplets,
+		CheckVPC,
+		m.checkReservedIP,
+		m.checkFailover,
+		CheckFirewall,
+	}
+}
+
+// evidenceMemo gathers the evidence once for the checks that share it.
+type evidenceMemo struct{ ev *Evidence }
+
+func (m *evidenceMemo) get(ctx context.Context, d Deps, st *cluster.State) (*Evidence, error) {
+	if m.ev != nil {
+		return m.ev, nil
+	}
+	var err error
+	m.ev, err = GatherEvidence(ctx, d.Store, d.Cloud, st)
+	return m.ev, err
+}
+
+// CheckReservedIP: the Reserved IP must be on a node that serves, and the
+// state's active node must be its holder (ripDrift). It reads the nodes'
+// reports, the cluster's droplets and the IP's holder (GatherEvidence).
+func CheckReservedIP(ctx context.Context, d Deps, st *cluster.State) ([]Drift, error) {
+	return (&evidenceMemo{}).checkReservedIP(ctx, d, st)
+}
+
+// CheckFailover: every ready node must be able to move the Reserved IP to
+// itself, as its fresh report says (failoverDrift).
+func CheckFailover(ctx context.Context, d Deps, st *cluster.State) ([]Drift, error) {
+	return (&evidenceMemo{}).checkFailover(ctx, d, st)
+}
+
+func (m *evidenceMemo) checkReservedIP(ctx context.Context, d Deps, st *cluster.State) ([]Drift, error) {
+	e, err := m.get(ctx, d, st)
+	if err != nil || st.ReservedIP == "" {
+		return nil, err
+	}
+	return ripDrift(d, st, e)
+}
+
+func (m *evidenceMemo) checkFailover(ctx context.Context, d Deps, st *cluster.State) ([]Drift, error) {
+	e, err := m.get(ctx, d, st)
+	if err != nil {
+		return nil, err
+	}
+	return failoverDrift(st, e), nil
+}
+
+// failoverDrift: a ready node whose fresh report says it cannot move the
+// Reserved IP to itself (its token, most likely).
+func failoverDrift(st *cluster.State, ev *Evidence) []Drift {
+	var out []Drift
+	for _, n := range st.Nodes {
+		r := ev.Report(n.ID)
+		if n.Lifecycle != cluster.Ready || r == nil || !ev.Fresh(r) || r.Failover.Ready || r.Failover.CheckedAt == nil {
+			continue
+		}
+		out = append(out, Drift{
+			What: fmt.Sprintf("node %s cannot move the Reserved IP to itself: %s", n.ID, r.Failover.Error),
+			Fix: "none automatic: give the node a working token (a token with reserved_ip:update and its reads, in " +
+				"/etc/dynia/do-token on the droplet); the node picks a replaced file up without a restart",
+		})
+	}
+	return out
+}
+
+// ripDrift compares where the Reserved IP is with where it belongs. It
+// never moves the IP away from a node that serves, and never to a node not
+// proven to serve now (droplet active, fresh report, app healthy, peers'
+// checks passing): a healthy holder stays and the state follows it (a
+// failover the state missed, fixed without any API call); a holder that
+// does not serve loses the IP to the serving node the state prefers (its
+// active node, else the highest priority); when no node is proven to
+// serve, nothing moves.
+func ripDrift(d Deps, st *cluster.State, ev *Evidence) ([]Drift, error) {
+	if !ev.HolderKnown {
+		if errors.Is(ev.APIErr, cloud.ErrNotFound) {
+			return []Drift{{What: fmt.Sprintf("Reserved IP %s no longer exists", st.ReservedIP), Fix: "none automatic: re-run create-ha after clearing it"}}, nil
+		}
+		return nil, ev.APIErr
+	}
+	holder := ev.HolderNode()
+	if holder != nil {
+		if why := ev.Refused(holder.ID); why != "" {
+			// Someone other than the holder wrote its report: whatever it
+			// claims (or hides), it is no ground for moving the IP.
+			return []Drift{{
+				What: fmt.Sprintf("Reserved IP %s is on %s, whose report is not believed (%s)", st.ReservedIP, holder.ID, why),
+				Fix:  "none automatic: the IP stays; find out who writes that report (docs/security.md)",
+			}}, nil
+		}
+	}
+	if serves(ev, holder) {
+		return followHolder(d, st, ev, holder), nil
+	}
+	return moveToServing(d, st, ev, holder), nil
+}
+
+// serves says whether n is a ready node the evidence shows serving.
+func serves(ev *Evidence, n *cluster.Node) bool {
+	return n != nil && n.Lifecycle == cluster.Ready && ev.Of(*n).Health.Serves()
+}
+
+// describe is a node with its health: "brave-panda (down: no report)".
+func describe(ev *Evidence, n *cluster.Node) string {
+	h := ev.Of(*n)
+	if h.Reason == "" {
+		return fmt.Sprintf("%s (%s)", n.ID, h.Health)
+	}
+	return fmt.Sprintf("%s (%s: %s)", n.ID, h.Health, h.Reason)
+}
+
+// followHolder: the holder serves, so it stays; the state follows it when
+// it calls another node active.
+func followHolder(d Deps, st *cluster.State, ev *Evidence, holder *cluster.Node) []Drift {
+	active := st.Active()
+	if active != nil && active.ID == holder.ID {
+		return nil
+	}
+	what := fmt.Sprintf("state behind a failover: Reserved IP %s is on %s, which serves", st.ReservedIP, describe(ev, holder))
+	if active != nil {
+		what += fmt.Sprintf("; the state's active node is %s", describe(ev, active))
+	}
+	return []Drift{{
+		What: what,
+		Fix:  "record " + holder.ID + " as the active node (the Reserved IP stays where it is)",
+		Do:   RecordActive(d, st.Name, holder.ID),
+	}}
+}
+
+// moveToServing: the holder does not serve; the IP goes to the serving
+// node the state prefers, or stays when none is proven to serve.
+func moveToServing(d Deps, st *cluster.State, ev *Evidence, holder *cluster.Node) []Drift {
+	active := st.Active()
+	where := fmt.Sprintf("droplet %d, not a node of the cluster", ev.Holder)
+	switch {
+	case ev.Holder == 0:
+		where = "no droplet"
+	case holder != nil:
+		where = describe(ev, holder)
+	}
+	var target *cluster.Node
+	if serves(ev, active) {
+		target = active
+	} else {
+		for _, n := range cluster.SortedByPriority(st.Nodes) {
+			if serves(ev, st.Node(n.ID)) {
+				target = st.Node(n.ID)
+				break
+			}
+		}
+	}
+	if target == nil {
+		if holder != nil && holder.Lifecycle == cluster.Ready && ev.Of(*holder).Health != HealthDown {
+			// Nobody is proven to serve, the holder included (a cluster
+			// still starting, reports not flowing): moving the IP between
+			// nodes none of which is known to serve would only add a
+			// failover. The state follows placement.
+			if active != nil && active.ID == holder.ID {
+				return nil
+			}
+			return []Drift{{
+				What: fmt.Sprintf("Reserved IP %s is on %s, not on the state's active node %s; no node is proven to serve, so it stays where it is",
+					st.ReservedIP, where, ActiveID(st)),
+				Fix: "record " + holder.ID + " as the active node (the Reserved IP stays where it is)",
+				Do:  RecordActive(d, st.Name, holder.ID),
+			}}
+		}
+		return []Drift{{
+			What: fmt.Sprintf("Reserved IP %s is on %s, and no node is proven to serve", st.ReservedIP, where),
+			Fix:  "none automatic: bring a node back or add one (`dynia node add`)",
+		}}
+	}
+	tid, tnode := target.DropletID, target.ID
+	record := RecordActive(d, st.Name, tnode)
+	return []Drift{{
+		What: fmt.Sprintf("Reserved IP %s is on %s; %s serves", st.ReservedIP, where, describe(ev, target)),
+		Fix:  "assign it to " + tnode + " and record " + tnode + " as the active node",
+		Do: func(ctx context.Context) error {
+			if err := d.Cloud.AssignReservedIP(ctx, st.ReservedIP, tid); err != nil {
+				return err
+			}
+			return record(ctx)
+		},
+	}}
 }

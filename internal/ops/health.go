@@ -1,6 +1,7 @@
-package cli
+package ops
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +12,7 @@ import (
 	"github.com/dynia/dynia/internal/report"
 )
 
-// Health is what the CLI concludes about a ready node from everything it
+// Health is what dynia concludes about a ready node from everything it
 // can see now. Code switches on it; the table prints it.
 type Health string
 
@@ -34,7 +35,7 @@ const (
 	// HealthDown: not serving: droplet off, peers' checks fail, app
 	// unhealthy or VRRP FAULT.
 	HealthDown Health = "down"
-	// HealthStale: no report for reportStaleAfter and nothing else says
+	// HealthStale: no report for ReportStaleAfter and nothing else says
 	// whether it serves.
 	HealthStale Health = "stale"
 	// HealthUnknown: no report at all.
@@ -50,13 +51,13 @@ func (h Health) Serves() bool {
 // A node writes its report on every change (VRRP, backend health, errors)
 // and otherwise about once a minute (Spaces limits writes per object);
 // three missed beats is stale.
-const reportStaleAfter = 3 * time.Minute
+const ReportStaleAfter = 3 * time.Minute
 
 // startupGrace is how long a new node may be unhealthy and still be shown as
 // "starting" rather than "down".
 const startupGrace = 2 * time.Minute
 
-// Evidence is what the CLI knows about a cluster's nodes right now: the
+// Evidence is what dynia knows about a cluster's nodes right now: the
 // state (desired), the DO API (placement: droplet status, the Reserved
 // IP's holder) and the node reports (observed). The DO half is missing
 // (APIErr set) when there is no token or the API failed: health then rests
@@ -83,13 +84,13 @@ type NodeHealth struct {
 	Reason string
 }
 
-// gatherEvidence reads every node's report and, with cl, the cluster's
+// GatherEvidence reads every node's report and, with cl, the cluster's
 // droplets and the Reserved IP's holder (two API reads). An unreadable
 // report counts as missing; a failed API read leaves the DO half empty.
-func gatherEvidence(ctx context.Context, store *cluster.Store, cl *cloud.Client, st *cluster.State) (*Evidence, error) {
+func GatherEvidence(ctx context.Context, store *cluster.Store, cl *cloud.Client, st *cluster.State) (*Evidence, error) {
 	e := &Evidence{st: st, reports: map[string]*report.Status{}, refused: map[string]string{}, now: time.Now()}
 	for _, n := range st.Nodes {
-		r, refused, err := readReport(ctx, store, st, n.ID)
+		r, refused, err := ReadReport(ctx, store, st, n.ID)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, err
@@ -133,6 +134,13 @@ func (e *Evidence) Report(id string) *report.Status { return e.reports[id] }
 // there is none).
 func (e *Evidence) Refused(id string) string { return e.refused[id] }
 
+// Droplet is the cluster's droplet id as the API listed it (false: not
+// listed, or the DO half is missing).
+func (e *Evidence) Droplet(id int) (cloud.Droplet, bool) {
+	d, ok := e.droplets[id]
+	return d, ok
+}
+
 // HolderNode is the node whose droplet holds the Reserved IP, or nil.
 func (e *Evidence) HolderNode() *cluster.Node {
 	if !e.HolderKnown || e.Holder == 0 {
@@ -146,16 +154,16 @@ func (e *Evidence) HolderNode() *cluster.Node {
 	return nil
 }
 
-// fresh says whether r was written within reportStaleAfter.
-func (e *Evidence) fresh(r *report.Status) bool {
-	return r != nil && e.now.Sub(r.UpdatedAt) <= reportStaleAfter
+// Fresh says whether r was written within ReportStaleAfter.
+func (e *Evidence) Fresh(r *report.Status) bool {
+	return r != nil && e.now.Sub(r.UpdatedAt) <= ReportStaleAfter
 }
 
-// peersSee counts the fresh reports of other nodes whose HAProxy checks n:
+// PeersSee counts the fresh reports of other nodes whose HAProxy checks n:
 // how many see it UP, how many DOWN.
-func (e *Evidence) peersSee(id string) (up, down int) {
+func (e *Evidence) PeersSee(id string) (up, down int) {
 	for peer, r := range e.reports {
-		if peer == id || !e.fresh(r) {
+		if peer == id || !e.Fresh(r) {
 			continue
 		}
 		for _, b := range r.Backends {
@@ -192,7 +200,7 @@ func (e *Evidence) Of(n cluster.Node) NodeHealth {
 	if why := e.refused[n.ID]; why != "" {
 		// Whatever it claims, it is not the node speaking: its peers'
 		// checks (below) are still evidence, its own words are not.
-		if up, down := e.peersSee(n.ID); down > 0 && up == 0 {
+		if up, down := e.PeersSee(n.ID); down > 0 && up == 0 {
 			return NodeHealth{HealthDown, fmt.Sprintf("%d peer(s) fail its health check; its own %s", down, why)}
 		}
 		return NodeHealth{HealthUnknown, why}
@@ -203,11 +211,11 @@ func (e *Evidence) Of(n cluster.Node) NodeHealth {
 		}
 		return NodeHealth{HealthUnknown, "no report from the node"}
 	}
-	if up, down := e.peersSee(n.ID); down > 0 && up == 0 {
+	if up, down := e.PeersSee(n.ID); down > 0 && up == 0 {
 		return NodeHealth{HealthDown, fmt.Sprintf("%d peer(s) fail its health check", down)}
 	}
 	age := e.now.Sub(r.UpdatedAt).Round(time.Second)
-	if !e.fresh(r) {
+	if !e.Fresh(r) {
 		return NodeHealth{HealthStale, fmt.Sprintf("last report %v ago", age)}
 	}
 	if r.VRRPState == report.VRRPFault || !r.AppHealthy {
@@ -222,7 +230,7 @@ func (e *Evidence) Of(n cluster.Node) NodeHealth {
 	}
 	if r.UpgradeRequired != "" {
 		return NodeHealth{HealthUpgradeRequired, fmt.Sprintf("dynia-pull %s refuses the state, which needs %s: it serves its last good config (generation %d); replace the node with a newer image",
-			dash(r.Version), r.UpgradeRequired, r.AppliedGeneration)}
+			cmp.Or(r.Version, "-"), r.UpgradeRequired, r.AppliedGeneration)}
 	}
 	if r.AppliedGeneration < e.st.Generation {
 		return NodeHealth{HealthApplying, fmt.Sprintf("applied generation %d of %d", r.AppliedGeneration, e.st.Generation)}
@@ -250,16 +258,47 @@ func (e *Evidence) Status(n cluster.Node) (string, NodeHealth) {
 	return string(h.Health), h
 }
 
-// followFailover makes the state follow an automatic failover before a
+// PeersCheck says whether any other node's fresh report lists HAProxy
+// backends at all (real nodes do; a node that lists none cannot vouch).
+func (e *Evidence) PeersCheck(id string) bool {
+	for peer, r := range e.reports {
+		if peer != id && e.Fresh(r) && len(r.Backends) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// ReadReport reads a node's status.json (written by dynia-pull), verified
+// against st, whose node table holds each node's report key
+// (report.ReadReport): a node that has not reported yet is nil; a report
+// that cannot be believed (not signed with its node's key: forged, or
+// replaced) is nil too, with why in refused, so the node counts as
+// unheard-of and nothing acts on what it says. err is a failed read.
+func ReadReport(ctx context.Context, store *cluster.Store, st *cluster.State, id string) (r *report.Status, refused string, err error) {
+	r, err = report.ReadReport(ctx, store.B, st, id)
+	var re *report.ReportError
+	if errors.As(err, &re) {
+		return nil, re.Reason, nil
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("node %s: %w", id, err)
+	}
+	return r, "", nil
+}
+
+// FollowFailover makes the state follow an automatic failover before a
 // command writes it: when the Reserved IP sits on a ready node that serves
 // and the state calls another node active, that holder becomes the active
-// node (top priority). The IP is never moved back: the nodes moved it for a
-// reason. A cluster whose placement cannot be read is left as it is.
-func followFailover(ctx context.Context, f *Factory, store *cluster.Store, cl *cloud.Client, st *cluster.State) (*cluster.State, error) {
-	if st.ReservedIP == "" || cl == nil {
+// node (top priority), a step reported through d.Report. The IP is never
+// moved back: the nodes moved it for a reason. A cluster whose placement
+// cannot be read is left as it is; a token DigitalOcean refuses is an
+// error (*cloud.AuthError), with nothing written.
+func FollowFailover(ctx context.Context, d Deps, st *cluster.State) (*cluster.State, error) {
+	if st.ReservedIP == "" || d.Cloud == nil {
 		return st, nil
 	}
-	ev, err := gatherEvidence(ctx, store, cl, st)
+	ev, err := GatherEvidence(ctx, d.Store, d.Cloud, st)
 	if err != nil {
 		return nil, err
 	}
@@ -275,13 +314,21 @@ func followFailover(ctx context.Context, f *Factory, store *cluster.Store, cl *c
 		return st, nil
 	}
 	id := h.ID
-	p := NewProgress(f.IO, f.Global.Output == "json")
-	err = p.Step(fmt.Sprintf("record %s as the active node (it holds the Reserved IP since a failover; the state said %s)", id, activeID(st)), func() (string, error) {
-		st, err = store.Update(ctx, st.Name, func(s *cluster.State) (*cluster.State, error) { return cluster.MakeActive(s, id) })
+	err = d.Report.Step(fmt.Sprintf("record %s as the active node (it holds the Reserved IP since a failover; the state said %s)", id, ActiveID(st)), func() (string, error) {
+		st, err = d.Store.Update(ctx, st.Name, func(s *cluster.State) (*cluster.State, error) { return cluster.MakeActive(s, id) })
 		return "", err
 	})
 	if err != nil {
 		return nil, err
 	}
 	return st, nil
+}
+
+// ActiveID is the id of st's active node, "-" when there is none (as
+// tables and messages print it).
+func ActiveID(st *cluster.State) string {
+	if a := st.Active(); a != nil {
+		return a.ID
+	}
+	return "-"
 }
