@@ -309,7 +309,7 @@ func (f *Factory) openCluster(ctx context.Context, name string, write bool) (*cl
 // API client. Bad input is reported first, with nothing written and no API
 // call: the state is only read until the cluster is known to exist and node
 // (when not empty) to be one of its nodes. Only then, when write is set, and
-// after one read-only DO call has accepted the token, does the
+// unless a read-only DO call was refused the token, does the
 // conditional-write probe put its scratch objects in the bucket.
 // Each check runs on the state as read, before any API call: bad input
 // that only the state shows (e.g. the last node) is refused there.
@@ -336,15 +336,21 @@ func (f *Factory) openClusterNode(ctx context.Context, name, node string, write 
 		// other failure (DO down) is not this command's concern: app and
 		// TLS commands only write the bucket, and must work without DO.
 		var ae *cloud.AuthError
-		if err := ops.CheckCloud(ctx, cl, name); errors.As(err, &ae) {
-			return nil, nil, nil, err
+		cloudErr := ops.CheckCloud(ctx, cl, name)
+		if errors.As(cloudErr, &ae) {
+			return nil, nil, nil, cloudErr
 		}
 		if _, err := f.WritableStore(ctx); err != nil {
 			return nil, nil, nil, err
 		}
-		p := NewProgress(f.IO, f.Global.Output == "json")
-		if st, err = ops.FollowFailover(ctx, ops.Deps{Store: store, Cloud: cl, Report: reporter{p}}, st); err != nil {
-			return nil, nil, nil, err
+		// Following a failover needs DO's view of the Reserved IP: when
+		// DO just did not answer (after its retries), asking again would
+		// only wait as long once more.
+		if cloudErr == nil {
+			p := NewProgress(f.IO, f.Global.Output == "json")
+			if st, err = ops.FollowFailover(ctx, ops.Deps{Store: store, Cloud: cl, Report: reporter{p}}, st); err != nil {
+				return nil, nil, nil, err
+			}
 		}
 	}
 	return store, st, cl, nil

@@ -92,7 +92,7 @@ func TestHelpFlagValueNames(t *testing.T) {
 	t.Parallel()
 	var walk func(c *cobra.Command)
 	walk = func(c *cobra.Command) {
-		c.Flags().VisitAll(func(fl *pflag.Flag) {
+		check := func(fl *pflag.Flag) {
 			name, _ := pflag.UnquoteUsage(fl)
 			if fl.Value.Type() == "bool" && name != "" {
 				t.Errorf("%s --%s: help shows a value %q for a boolean flag", c.CommandPath(), fl.Name, name)
@@ -100,7 +100,11 @@ func TestHelpFlagValueNames(t *testing.T) {
 			if strings.ContainsAny(name, " \t") {
 				t.Errorf("%s --%s: value name %q is more than one word", c.CommandPath(), fl.Name, name)
 			}
-		})
+		}
+		// Unparsed, Flags() holds the command's own; the persistent ones
+		// (root's, sandbox's --dir) are visited where they are defined.
+		c.Flags().VisitAll(check)
+		c.PersistentFlags().VisitAll(check)
 		for _, sub := range c.Commands() {
 			walk(sub)
 		}

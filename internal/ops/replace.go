@@ -60,6 +60,7 @@ func ReplaceNode(ctx context.Context, d Deps, o ReplaceOptions) (*cluster.State,
 	name, old := o.Name, o.Node
 	var repl string
 	var st *cluster.State
+	moving := false // the old node is no longer left as it was
 	err := Run(ctx, d.Report,
 		Step{"replacement for " + old, func(ctx context.Context) (string, error) {
 			resumed := false
@@ -93,6 +94,7 @@ func ReplaceNode(ctx context.Context, d Deps, o ReplaceOptions) (*cluster.State,
 			return "", err
 		}},
 		Step{"", func(ctx context.Context) (string, error) {
+			moving = true
 			var err error
 			st, err = moveFromOld(ctx, d, name, old, repl)
 			return "", err
@@ -105,6 +107,13 @@ func ReplaceNode(ctx context.Context, d Deps, o ReplaceOptions) (*cluster.State,
 			return "", err
 		}},
 	)
+	var unhealthy *ReplacementUnhealthyError
+	if err != nil && repl != "" && !moving && ctx.Err() != nil && !errors.As(err, &unhealthy) {
+		// The time ran out before the replacement was seen serving (Run
+		// stops between steps on a done context): the old node is as it
+		// was, and a re-run keeps waiting.
+		err = &ReplacementUnhealthyError{Cluster: name, Old: old, New: repl, Err: err}
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -73,3 +73,42 @@ func TestReplaceNode(t *testing.T) {
 		t.Errorf("the re-run did not resume %s: %q", ue.New, e.rec.lines)
 	}
 }
+
+// cancelAfter is a Reporter that cancels the operation's context once the
+// step named after has run: the time running out between two steps.
+type cancelAfter struct {
+	Reporter
+	after  string
+	cancel context.CancelFunc
+}
+
+func (r cancelAfter) Step(name string, fn func() (string, error)) error {
+	err := r.Reporter.Step(name, fn)
+	if strings.HasPrefix(name, r.after) {
+		r.cancel()
+	}
+	return err
+}
+
+// TestReplaceNodeTimeBeforeServing: when the time runs out after the
+// replacement is in the state but before it was seen serving, the result
+// is still a *ReplacementUnhealthyError (the old node serves untouched; a
+// re-run keeps waiting), not a bare context error.
+func TestReplaceNodeTimeBeforeServing(t *testing.T) {
+	e, st := newTwoNodes(t)
+	old := *st.Active()
+	image := strconv.Itoa(e.sim.RegisterImage(dosim.Image{Name: "dynia-node-test-2", Regions: []string{"sgp1"}, CreatedAt: time.Now()}))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d := e.d
+	d.Report = cancelAfter{Reporter: e.d.Report, after: "replacement for", cancel: cancel}
+	_, err := ReplaceNode(ctx, d, ReplaceOptions{Name: "ops", Node: old.ID, Image: image, HealthTimeout: time.Minute})
+	var ue *ReplacementUnhealthyError
+	if !errors.As(err, &ue) || ue.Old != old.ID || ue.New == "" || !errors.Is(err, context.Canceled) {
+		t.Fatalf("ReplaceNode with the time out after its first step: %v, want a *ReplacementUnhealthyError wrapping context.Canceled", err)
+	}
+	st = e.load()
+	if a := st.Active(); a == nil || a.ID != old.ID || e.holder(st.ReservedIP) != old.DropletID {
+		t.Fatalf("after: active %v, Reserved IP on %d; want %s on %d", a, e.holder(st.ReservedIP), old.ID, old.DropletID)
+	}
+}
