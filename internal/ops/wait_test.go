@@ -47,6 +47,13 @@ func TestWaitReports(t *testing.T) {
 			active = n
 		}
 	}
+	// Before the active node applied it, WaitOthers waits (and here runs
+	// out of time): it does not pass by skipping every node.
+	octx, ocancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer ocancel()
+	if err := (ReportWatcher{Store: e.d.Store, Report: e.rec}).WaitOthers(octx, next, standby.ID); err == nil || !strings.Contains(err.Error(), active.ID) {
+		t.Fatalf("WaitOthers with %s behind: %v, want it to wait for %s", active.ID, err, active.ID)
+	}
 	if err := e.writeReport(ctx, next, active); err != nil {
 		t.Fatal(err)
 	}
