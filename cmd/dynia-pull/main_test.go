@@ -118,12 +118,5 @@ func TestForwardHUP(t *testing.T) {
 		return nil
 	})
 	cancel()
-	testutil.WaitFor(t, 30*time.Second, func() error {
-		select {
-		case <-done:
-			return nil
-		default:
-			return errors.New("forwarder still running after its context ended")
-		}
-	})
+	testutil.WaitClosed(t, 30*time.Second, done, "forwarder still running after its context ended")
 }

@@ -69,14 +69,7 @@ func TestNotifyLoopStopsWhileWaiting(t *testing.T) {
 		t.Errorf("logged %q, want the open error", got)
 	}
 	cancel()
-	testutil.WaitFor(t, 30*time.Second, func() error {
-		select {
-		case <-done:
-			return nil
-		default:
-			return errors.New("notifyLoop still waiting to retry after its context ended")
-		}
-	})
+	testutil.WaitClosed(t, 30*time.Second, done, "notifyLoop still waiting to retry after its context ended")
 	if n := h.count(); n != 1 {
 		t.Errorf("%d errors logged, want 1 (no retry before the hour)", n)
 	}

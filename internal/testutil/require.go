@@ -7,6 +7,7 @@
 package testutil
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"testing"
@@ -88,4 +89,18 @@ func WaitFor(t testing.TB, timeout time.Duration, cond func() error) {
 	if err := poll.Within(timeout, cond); err != nil {
 		t.Fatalf("condition not met after %v: %v", timeout, err)
 	}
+}
+
+// WaitClosed waits until done is closed (a goroutine under test has
+// returned), failing the test with what after timeout.
+func WaitClosed(t testing.TB, timeout time.Duration, done <-chan struct{}, what string) {
+	t.Helper()
+	WaitFor(t, timeout, func() error {
+		select {
+		case <-done:
+			return nil
+		default:
+			return errors.New(what)
+		}
+	})
 }
