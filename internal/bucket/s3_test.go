@@ -1,7 +1,6 @@
 package bucket_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -178,7 +176,7 @@ func TestS3ThrottleRetried(t *testing.T) {
 	}))
 	t.Cleanup(front.Close)
 
-	var logs syncBuffer
+	var logs testutil.Buffer
 	opts := s3Options(srv)
 	opts.Endpoint = front.URL
 	opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
@@ -346,24 +344,6 @@ func TestS3ProbeDetectsIgnoredConditions(t *testing.T) {
 	if err := bucket.RequireSafe(context.Background(), direct, false); err != nil {
 		t.Errorf("RequireSafe direct: %v", err)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestS3LostAnswer: behind testutil.S3Proxy, a conditional put whose answer

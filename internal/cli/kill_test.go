@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"net/http"
 	"os"
 	"os/exec"
@@ -80,28 +79,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// lockedBuffer collects a subprocess's output while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // proc is a dynia subprocess; done closes when it has exited.
 type proc struct {
 	cmd  *exec.Cmd
-	out  *lockedBuffer
+	out  *testutil.Buffer
 	done chan struct{}
 }
 
@@ -109,7 +90,7 @@ type proc struct {
 // config file and environment variables run() gives the in-process CLI.
 func (e *testEnv) startDynia(args ...string) *proc {
 	e.t.Helper()
-	p := &proc{cmd: exec.Command(dyniaBinary(e.t), append([]string{"--config", e.cfg}, args...)...), out: &lockedBuffer{}, done: make(chan struct{})}
+	p := &proc{cmd: exec.Command(dyniaBinary(e.t), append([]string{"--config", e.cfg}, args...)...), out: &testutil.Buffer{}, done: make(chan struct{})}
 	p.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + e.t.TempDir()}
 	for k, v := range e.env {
 		p.cmd.Env = append(p.cmd.Env, k+"="+v)

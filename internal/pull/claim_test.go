@@ -1,7 +1,6 @@
 package pull
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +20,7 @@ import (
 	"github.com/dynia/dynia/internal/dosim"
 	"github.com/dynia/dynia/internal/failover"
 	"github.com/dynia/dynia/internal/report"
+	"github.com/dynia/dynia/internal/testutil"
 )
 
 // TestBadNodeTokenIsVisibleAndHeals is the reproduction of a standby with
@@ -169,7 +168,7 @@ func TestClaimLogNamesOutcome(t *testing.T) {
 	for _, o := range []failover.Outcome{failover.AlreadyHere, failover.CoolingOff, failover.NoReservedIP} {
 		t.Run(o.String(), func(t *testing.T) {
 			t.Parallel()
-			var buf syncBuffer
+			var buf testutil.Buffer
 			log := slog.New(slog.NewJSONHandler(&buf, nil))
 			d := New(Settings{Cluster: "shop", NodeID: "amber-fox", RunDir: t.TempDir(), PollInterval: time.Second}, newMemStore(), Options{Logger: log})
 			d.onVRRP(report.VRRPMaster)
@@ -194,19 +193,6 @@ func TestClaimLogNamesOutcome(t *testing.T) {
 		})
 	}
 }
-
-// syncBuffer is a bytes.Buffer safe for a logger and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // fileStoreWithState makes a file:// bucket under dir holding a one-node
 // cluster's state ("shop", node amber-fox), and returns it with its URL's

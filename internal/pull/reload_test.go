@@ -1,7 +1,6 @@
 package pull_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -45,7 +43,7 @@ type reloadEnv struct {
 	creds   string
 	metrics string // host:port of /status
 	tool    string // /bin/true: validates everything, runs nothing
-	logs    *logBuffer
+	logs    *testutil.Buffer
 	reload  chan struct{}
 	haproxy string // the rendered haproxy.cfg
 	poll    string // poll_interval written by config
@@ -62,7 +60,7 @@ func newReloadEnv(t *testing.T) *reloadEnv {
 		t.Fatalf("true not on PATH: %v", err)
 	}
 	dir := t.TempDir()
-	e := &reloadEnv{t: t, s3: s3, lab: lab, dir: dir, tool: tool, logs: &logBuffer{},
+	e := &reloadEnv{t: t, s3: s3, lab: lab, dir: dir, tool: tool, logs: &testutil.Buffer{},
 		cfgPath: filepath.Join(dir, "pull.json"), creds: filepath.Join(dir, "creds.json"),
 		reload: make(chan struct{}), haproxy: filepath.Join(dir, "haproxy.cfg"),
 		gens: map[string]int64{}, poll: "200ms"}
@@ -338,7 +336,7 @@ func TestReloadConfigChange(t *testing.T) {
 	bad["poll_intervall"] = "1s"
 	writeJSON(t, e.cfgPath, bad)
 	testutil.WaitFor(t, 30*time.Second, func() error {
-		if !e.logs.has("node config not reloaded; keeping the old one") {
+		if !logHas(e.logs.String(), "node config not reloaded; keeping the old one") {
 			return errors.New("no log line for the bad config")
 		}
 		s, err := e.status()
@@ -387,7 +385,7 @@ func TestReloadChannel(t *testing.T) {
 	e.waitApplied(genA, []string{"amber-fox", "brisk-owl"}, nil)
 
 	writeJSON(t, target, e.config("b"))
-	if e.logs.has("node config reloaded") {
+	if logHas(e.logs.String(), "node config reloaded") {
 		t.Fatal("the config was reloaded by fsnotify: this test would not exercise Reload")
 	}
 	select {
@@ -396,42 +394,12 @@ func TestReloadChannel(t *testing.T) {
 		t.Fatal("Run did not take the reload request within 30s")
 	}
 	e.waitApplied(genB, []string{"amber-fox", "calm-heron"}, []string{"brisk-owl"})
-	if !e.logs.has("node config reloaded") {
+	if !logHas(e.logs.String(), "node config reloaded") {
 		t.Error("no log line for the reload")
 	}
 }
 
-// logBuffer collects the daemon's JSON log lines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 // has reports whether a log line has exactly this message.
-func (l *logBuffer) has(msg string) bool {
-	for _, line := range strings.Split(l.String(), "\n") {
-		var rec struct {
-			Msg string `json:"msg"`
-		}
-		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == msg {
-			return true
-		}
-	}
-	return false
-}
-
 // freeAddr is a loopback address that was free a moment ago, for the
 // metrics listener (Run does not report the port it got for ":0").
 func freeAddr(t *testing.T) string {
@@ -459,4 +427,17 @@ func TestReloadWakesThePoller(t *testing.T) {
 	e.poll = "200ms"
 	writeJSON(t, e.cfgPath, e.config("b"))
 	e.waitApplied(genB, []string{"amber-fox", "calm-heron"}, []string{"brisk-owl"})
+}
+
+// logHas says whether the daemon's JSON log lines hold one with msg.
+func logHas(logs, msg string) bool {
+	for _, line := range strings.Split(logs, "\n") {
+		var rec struct {
+			Msg string `json:"msg"`
+		}
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == msg {
+			return true
+		}
+	}
+	return false
 }
