@@ -346,13 +346,7 @@ func TestAuthInitTerminal(t *testing.T) {
 	// echo it before dynia could stop it, as it would for a person); if
 	// echo never goes off, type it anyway, and the check below fails.
 	go func() {
-		_ = poll.Within(30*time.Second, func() error {
-			tio, err := unix.IoctlGetTermios(int(pts.Fd()), unix.TCGETS)
-			if err == nil && tio.Lflag&unix.ECHO != 0 {
-				return errors.New("echo on")
-			}
-			return nil
-		})
+		waitEchoOff(pts)
 		_, _ = ptm.Write([]byte(fullToken + "\n"))
 	}()
 
@@ -405,13 +399,7 @@ func TestAuthInitTerminalInterrupted(t *testing.T) {
 	go func() {
 		// Interrupt once dynia is waiting with echo off (or after 30 s,
 		// and the check of the echo below fails).
-		_ = poll.Within(30*time.Second, func() error {
-			tio, err := unix.IoctlGetTermios(int(pts.Fd()), unix.TCGETS)
-			if err == nil && tio.Lflag&unix.ECHO != 0 {
-				return errors.New("echo on")
-			}
-			return nil
-		})
+		waitEchoOff(pts)
 		cancel()
 	}()
 	var errOut bytes.Buffer
@@ -430,4 +418,16 @@ func TestAuthInitTerminalInterrupted(t *testing.T) {
 	if e.config() != "" {
 		t.Error("an interrupted auth init wrote the config")
 	}
+}
+
+// waitEchoOff waits, at most 30 s, until the terminal's echo is off (dynia
+// is reading a secret); the caller's checks fail if it never goes off.
+func waitEchoOff(pts *os.File) {
+	_ = poll.Within(30*time.Second, func() error {
+		tio, err := unix.IoctlGetTermios(int(pts.Fd()), unix.TCGETS)
+		if err == nil && tio.Lflag&unix.ECHO != 0 {
+			return errors.New("echo on")
+		}
+		return nil
+	})
 }
