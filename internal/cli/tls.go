@@ -16,6 +16,7 @@ import (
 	"github.com/dynia/dynia/internal/bucket"
 	"github.com/dynia/dynia/internal/cluster"
 	"github.com/dynia/dynia/internal/ops"
+	"github.com/dynia/dynia/internal/report"
 	"github.com/dynia/dynia/internal/secrets"
 )
 
@@ -351,13 +352,9 @@ func NewCmdTLSStatus(f *Factory) *cobra.Command {
 
 // TLSNodeView is one node's certificate, as `tls status` shows it.
 type TLSNodeView struct {
-	Node        string     `json:"node"`
-	Serial      string     `json:"serial,omitempty"`
-	Names       []string   `json:"names,omitempty"`
-	NotAfter    *time.Time `json:"not_after,omitempty"`
-	InstalledAt *time.Time `json:"installed_at,omitempty"`
-	Placeholder bool       `json:"placeholder,omitempty"`
-	Error       string     `json:"error,omitempty"`
+	Node string `json:"node"`
+	// The node's report says, as it says it (JSON: its fields inline).
+	report.TLSStatus
 }
 
 // tlsColumns are `tls status`'s table.
@@ -383,9 +380,7 @@ func tlsStatus(ctx context.Context, f *Factory, name string, to TableOptions) er
 			v.Error = "report not believed: " + refused
 		}
 		if err == nil && r != nil && r.TLS != nil {
-			t := r.TLS
-			v = TLSNodeView{Node: n.ID, Serial: t.Serial, Names: t.Names, NotAfter: t.NotAfter, InstalledAt: t.InstalledAt,
-				Placeholder: t.Placeholder, Error: t.Error}
+			v = TLSNodeView{Node: n.ID, TLSStatus: *r.TLS}
 		}
 		views = append(views, v)
 	}
