@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 )
 
@@ -86,12 +87,7 @@ func Environ(extra ...string) []string {
 func withoutPrivate(env []string) []string {
 	out := make([]string, 0, len(env))
 	for _, kv := range env {
-		key, _, _ := strings.Cut(kv, "=")
-		drop := false
-		for _, p := range private {
-			drop = drop || key == p
-		}
-		if !drop {
+		if key, _, _ := strings.Cut(kv, "="); !slices.Contains(private, key) {
 			out = append(out, kv)
 		}
 	}
