@@ -83,15 +83,11 @@ func ReplaceNode(ctx context.Context, d Deps, o ReplaceOptions) (*cluster.State,
 		// Reported under the replacement's name, known once the first
 		// step ran.
 		Step{"", func(ctx context.Context) (string, error) {
-			err := d.Report.Step(repl+" serves", func() (string, error) {
+			return "", d.Report.Step(repl+" serves", func() (string, error) {
 				hctx, cancel := context.WithTimeout(ctx, o.HealthTimeout)
 				defer cancel()
 				return "", waitServing(hctx, d, name, repl)
 			})
-			if err != nil && (ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded)) {
-				return "", &ReplacementUnhealthyError{Cluster: name, Old: old, New: repl, Err: err}
-			}
-			return "", err
 		}},
 		Step{"", func(ctx context.Context) (string, error) {
 			moving = true
@@ -108,10 +104,10 @@ func ReplaceNode(ctx context.Context, d Deps, o ReplaceOptions) (*cluster.State,
 		}},
 	)
 	var unhealthy *ReplacementUnhealthyError
-	if err != nil && repl != "" && !moving && ctx.Err() != nil && !errors.As(err, &unhealthy) {
-		// The time ran out before the replacement was seen serving (Run
-		// stops between steps on a done context): the old node is as it
-		// was, and a re-run keeps waiting.
+	if err != nil && repl != "" && !moving && (ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded)) && !errors.As(err, &unhealthy) {
+		// The time ran out (the health wait's, or the command's, also
+		// between steps) before the replacement was seen serving: the
+		// old node is as it was, and a re-run keeps waiting.
 		err = &ReplacementUnhealthyError{Cluster: name, Old: old, New: repl, Err: err}
 	}
 	if err != nil {
