@@ -44,7 +44,7 @@ func updateCluster(ctx context.Context, f *Factory, o *updateOptions) error {
 		MinPullVersion: o.MinPullVersion, SetMinPull: o.SetMinPull, AdminCIDRs: o.AdminCIDRs, SetAdmin: o.SetAdmin,
 	})
 	if err != nil {
-		return cliError(err)
+		return err
 	}
 	return printCluster(f, st)
 }
@@ -259,7 +259,7 @@ func destroyCluster(ctx context.Context, f *Factory, o *destroyOptions) error {
 		DeleteDNS: func(ctx context.Context, st *cluster.State) error { return deleteDNS(ctx, f, p, cl, st, false) },
 	})
 	if err != nil {
-		return cliError(err)
+		return err
 	}
 	if f.Global.Output == "json" {
 		return writeJSON(f.IO.Out, map[string]any{"destroyed": o.Name})

@@ -348,7 +348,7 @@ func (f *Factory) openClusterNode(ctx context.Context, name, node string, write 
 		// only wait as long once more.
 		if cloudErr == nil {
 			p := NewProgress(f.IO, f.Global.Output == "json")
-			if st, err = ops.FollowFailover(ctx, ops.Deps{Store: store, Cloud: cl, Report: reporter{p}}, st); err != nil {
+			if st, err = ops.FollowFailover(ctx, ops.Deps{Store: store, Cloud: cl, Report: p}, st); err != nil {
 				return nil, nil, nil, err
 			}
 		}

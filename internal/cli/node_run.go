@@ -83,7 +83,7 @@ func createHA(ctx context.Context, f *Factory, o *CreateOptions) error {
 		RequireSafe:    func(ctx context.Context) error { return bucket.RequireSafe(ctx, store.B, f.Global.AllowUnsafeWrites) },
 	})
 	if err != nil {
-		return cliError(err)
+		return err
 	}
 	if st, err = afterCreate(ctx, f, o, p, store, cl, st, app, tlsSettings); err != nil {
 		return err
@@ -103,7 +103,7 @@ func afterCreate(ctx context.Context, f *Factory, o *CreateOptions, p *Progress,
 		}
 	}
 	if !o.NoWait {
-		if err := ops.WaitApplied(ctx, store, st, reporter{p}); err != nil {
+		if err := ops.WaitApplied(ctx, store, st, p); err != nil {
 			return nil, err
 		}
 	}
@@ -211,10 +211,10 @@ func addNodes(ctx context.Context, f *Factory, o *AddOptions) error {
 	}
 	st, _, err := ops.AddNodes(ctx, deps(store, cl, p, boot), ops.AddOptions{Name: o.Name, Count: o.Count, JournalDir: journalDir(f)})
 	if err != nil {
-		return cliError(err)
+		return err
 	}
 	if !o.NoWait {
-		if err := ops.WaitApplied(ctx, store, st, reporter{p}); err != nil {
+		if err := ops.WaitApplied(ctx, store, st, p); err != nil {
 			return err
 		}
 	}
@@ -240,7 +240,7 @@ func removeNode(ctx context.Context, f *Factory, o *RemoveOptions) error {
 		return err
 	}
 	if st, err = ops.RemoveNode(ctx, deps(store, cl, p, nil), st, o.Node); err != nil {
-		return cliError(err)
+		return err
 	}
 	return printCluster(f, st)
 }
@@ -256,7 +256,7 @@ func makeActive(ctx context.Context, f *Factory, o *MakeActiveOptions) error {
 		return err
 	}
 	if st, err = ops.MakeActive(ctx, deps(store, cl, p, nil), st, o.Node); err != nil {
-		return cliError(err)
+		return err
 	}
 	return printCluster(f, st)
 }

@@ -31,39 +31,15 @@ func resourceName(cluster string) string           { return ops.ResourceName(clu
 func vpcName(cluster, region string) string        { return ops.VPCName(cluster, region) }
 func nodeTags(clusterName, nodeID string) []string { return ops.NodeTags(clusterName, nodeID) }
 
-// Progress is a step reporter as the operations want one.
+// Progress is a step reporter as the operations want one (bad input an
+// operation finds, an *ops.InputError, prints no failure line: isUsage).
 var _ ops.Reporter = (*Progress)(nil)
-
-// reporter is Progress as the operations' step reporter: bad input an
-// operation finds inside a step becomes the CLI's UsageError there, so
-// Progress prints no failure line for it (the error line says it all).
-type reporter struct{ p *Progress }
-
-func (r reporter) Step(name string, fn func() (string, error)) error {
-	return r.p.Step(name, func() (string, error) {
-		d, err := fn()
-		return d, cliError(err)
-	})
-}
-
-func (r reporter) Info(format string, args ...any) { r.p.Info(format, args...) }
-
-// cliError is err with an operation's bad input (*ops.InputError) made a
-// UsageError (exit 2), its text unchanged.
-func cliError(err error) error {
-	var ie *ops.InputError
-	var ue *UsageError
-	if errors.As(err, &ie) && !errors.As(err, &ue) {
-		return &UsageError{Msg: err.Error()}
-	}
-	return err
-}
 
 // deps are an operation's dependencies for this run: the store, the API
 // client, the progress as its reporter, the nodes' reports as its watcher;
 // boot when it creates droplets.
 func deps(store *cluster.Store, cl *cloud.Client, p *Progress, boot *ops.BootSpec) ops.Deps {
-	return ops.Deps{Store: store, Cloud: cl, Report: reporter{p}, Boot: boot, Nodes: ops.ReportWatcher{Store: store, Report: reporter{p}}}
+	return ops.Deps{Store: store, Cloud: cl, Report: p, Boot: boot, Nodes: ops.ReportWatcher{Store: store, Report: p}}
 }
 
 // nodeTokenHint says, on one line, how to give nodes a token of their own.
@@ -132,7 +108,7 @@ func checkNodeToken(ctx context.Context, f *Factory, token string, p *Progress) 
 		return usagef("--node-token-file: %v", err)
 	}
 	defer cl.CloseIdleConnections()
-	return cliError(ops.CheckNodeToken(ctx, cl, reporter{p}))
+	return ops.CheckNodeToken(ctx, cl, p)
 }
 
 // bootSpec is what this run's droplets boot with: token (loadNodeToken's),

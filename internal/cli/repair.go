@@ -33,7 +33,7 @@ func repairHA(ctx context.Context, f *Factory, o *RepairOptions) error {
 	d := deps(store, cl, NewProgress(f.IO, f.Global.Output == "json"), boot)
 	drifts, err := ops.FindDrift(ctx, d, st)
 	if err != nil {
-		return cliError(err)
+		return err
 	}
 	if f.Global.Output == "json" && o.CheckOnly {
 		if err := printDriftJSON(f, o.Name, drifts); err != nil {
@@ -54,9 +54,9 @@ func repairHA(ctx context.Context, f *Factory, o *RepairOptions) error {
 		}
 		return fmt.Errorf("cluster %s: %d drift(s); run with --force to fix: %w", o.Name, len(drifts), errDrift)
 	}
-	manual, err := ops.Repair(ctx, reporter{NewProgress(f.IO, false)}, drifts)
+	manual, err := ops.Repair(ctx, NewProgress(f.IO, false), drifts)
 	if err != nil {
-		return cliError(err)
+		return err
 	}
 	if st, _, err = store.Load(ctx, o.Name); err != nil {
 		return err

@@ -260,7 +260,7 @@ func replaceNode(ctx context.Context, f *Factory, o *ReplaceOptions) error {
 	}
 	st, err := ops.ReplaceNode(ctx, deps(store, cl, p, boot), ops.ReplaceOptions{Name: o.Name, Node: o.Node, Image: image, HealthTimeout: o.HealthTimeout})
 	if err != nil {
-		return cliError(err)
+		return err
 	}
 	return printCluster(f, st)
 }
@@ -287,7 +287,7 @@ func upgradeCluster(ctx context.Context, f *Factory, o *UpgradeOptions) error {
 	}
 	st, err := ops.Upgrade(ctx, d, ops.UpgradeOptions{Name: o.Name, Image: image, HealthTimeout: o.HealthTimeout, Timeout: o.Timeout})
 	if err != nil {
-		return cliError(err)
+		return err
 	}
 	return printCluster(f, st)
 }

@@ -162,7 +162,7 @@ func enableTLS(ctx context.Context, f *Factory, p *Progress, store *cluster.Stor
 	}); err != nil {
 		return nil, err
 	}
-	if err := ops.WaitApplied(ctx, store, st, reporter{p}); err != nil {
+	if err := ops.WaitApplied(ctx, store, st, p); err != nil {
 		return nil, err
 	}
 	iss, err := acme.NewIssuer(acme.Config{
