@@ -36,6 +36,7 @@ func TestDeps(t *testing.T) {
 		{mod + "internal/pull", notInPull, "dynia-pull's body"},
 		{mod + "cmd/dynia", notInCLI, "the CLI links no daemon: report types live in internal/report"},
 		{mod + "internal/cli", notInCLI, "the CLI links no daemon: report types live in internal/report"},
+		{mod + "internal/ops", append([]string{"github.com/spf13/cobra", mod + "internal/cli"}, notInCLI...), "operations know no flags, output or exit codes, and no daemon"},
 		{mod + "internal/report", append([]string{
 			"github.com/docker", mod + "internal/render",
 		}, append(notInCLI, notInPull...)...), "the report types are shared by the CLI and dynia-pull, and link neither"},

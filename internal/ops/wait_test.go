@@ -57,7 +57,10 @@ func TestWaitReports(t *testing.T) {
 	if err := e.writeReport(ctx, next, active); err != nil {
 		t.Fatal(err)
 	}
-	if err := (ReportWatcher{Store: e.d.Store, Report: e.rec}).WaitOthers(ctx, next, standby.ID); err != nil {
+	// Bounded: a regression fails here instead of hanging the package.
+	wctx2, cancel2 := context.WithTimeout(ctx, time.Minute)
+	defer cancel2()
+	if err := (ReportWatcher{Store: e.d.Store, Report: e.rec}).WaitOthers(wctx2, next, standby.ID); err != nil {
 		t.Fatalf("WaitOthers with %s on generation %d: %v", active.ID, next.Generation, err)
 	}
 }

@@ -28,6 +28,14 @@ func missing(t testing.TB, format string, args ...any) {
 	t.Skipf("integration prerequisite missing: "+format, args...)
 }
 
+// Missing is a prerequisite the test found missing on its own (a device,
+// a built binary): skipped outside CI, a failure with
+// DYNIA_REQUIRE_INTEGRATION=1.
+func Missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	missing(t, format, args...)
+}
+
 // Integration marks a test as an integration test: skipped under -short.
 // With DYNIA_REQUIRE_INTEGRATION=1, -short is an error: CI must run them.
 func Integration(t testing.TB) {
