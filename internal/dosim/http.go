@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/dynia/dynia/internal/poll"
 	"io"
 	"math"
 	"math/rand/v2"
@@ -252,11 +253,7 @@ func injectFault(sw *statusWriter, hr *http.Request, reqID string, f *Fault) (_ 
 			return sw, true
 		}
 		hr.Body = io.NopCloser(bytes.NewReader(body))
-		t := time.NewTimer(f.Latency)
-		select {
-		case <-t.C:
-		case <-hr.Context().Done():
-			t.Stop()
+		if poll.Sleep(hr.Context(), f.Latency) != nil {
 			return sw, true
 		}
 	}

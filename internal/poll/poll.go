@@ -43,10 +43,8 @@ func UntilBackoff(ctx context.Context, first, max time.Duration, cond func() err
 		if errors.As(err, &stop) {
 			return stop.err
 		}
-		select {
-		case <-ctx.Done():
+		if Sleep(ctx, delay) != nil {
 			return err
-		case <-time.After(delay):
 		}
 		delay = min(delay*2, max)
 	}

@@ -242,10 +242,13 @@ func (ap *applier) reload(ctx context.Context, log *slog.Logger, haproxy, keepal
 	wait := minReloadInterval - time.Since(ap.lastReload)
 	ap.mu.Unlock()
 	if wait > 0 {
-		select {
-		case <-ctx.Done():
-			return reloaded{}, &ApplyError{"reload_haproxy", ctx.Err()}
-		case <-time.After(wait):
+		if err := poll.Sleep(ctx, wait); err != nil {
+			// Named by what was to be reloaded, as a reload's own failure is.
+			reason := "reload_haproxy"
+			if !haproxy {
+				reason = "reload_keepalived"
+			}
+			return reloaded{}, &ApplyError{reason, err}
 		}
 	}
 	defer func() {

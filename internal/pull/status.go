@@ -3,6 +3,7 @@ package pull
 import (
 	"context"
 	"crypto/ed25519"
+	"github.com/dynia/dynia/internal/poll"
 	"log/slog"
 	"net"
 	"net/http"
@@ -101,10 +102,8 @@ func (r *statusReporter) loop(ctx context.Context) {
 		case <-tick.C:
 		}
 		r.write(ctx)
-		select {
-		case <-ctx.Done():
+		if poll.Sleep(ctx, statusMinGap) != nil {
 			return
-		case <-time.After(statusMinGap):
 		}
 	}
 }

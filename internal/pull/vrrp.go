@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/dynia/dynia/internal/poll"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -76,12 +77,8 @@ func notifyLoop(ctx context.Context, log *slog.Logger, path string, onState func
 	for ctx.Err() == nil {
 		if err := readFIFO(ctx, path, onState); err != nil {
 			log.Error("notify fifo", "err", err)
-			t := time.NewTimer(retry)
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if poll.Sleep(ctx, retry) != nil {
 				return
-			case <-t.C:
 			}
 		}
 	}
