@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"github.com/dynia/dynia/internal/poll"
 	"io"
 	"math"
 	"math/rand/v2"
@@ -13,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dynia/dynia/internal/poll"
 )
 
 // route is one API operation: method, path pattern with {wildcards}, the

@@ -3,7 +3,6 @@ package pull
 import (
 	"context"
 	"crypto/ed25519"
-	"github.com/dynia/dynia/internal/poll"
 	"log/slog"
 	"net"
 	"net/http"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dynia/dynia/internal/bucket"
+	"github.com/dynia/dynia/internal/poll"
 	"github.com/dynia/dynia/internal/render"
 	"github.com/dynia/dynia/internal/report"
 )

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/dynia/dynia/internal/poll"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -14,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dynia/dynia/internal/poll"
 	"github.com/dynia/dynia/internal/report"
 )
 
