@@ -3,14 +3,11 @@ package ops
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/dynia/dynia/internal/cloud"
 	"github.com/dynia/dynia/internal/cluster"
-	"github.com/dynia/dynia/internal/poll"
 )
 
 // DestroyOptions are destroy's inputs.
@@ -85,24 +82,18 @@ func deleteFirewalls(ctx context.Context, d Deps, st *cluster.State) error {
 // deleteVPC deletes the VPC, waiting while DO refuses because droplets are
 // still leaving it (backoff 250 ms to 2 s, until ctx ends).
 func deleteVPC(ctx context.Context, cl *cloud.Client, id string) error {
-	for i := 0; ; i++ {
+	return PollUntil(ctx, func() (bool, string, error) {
 		err := IgnoreNotFound(cl.DeleteVPC(ctx, id))
 		switch {
 		case err != nil && strings.Contains(err.Error(), "default VPC"):
 			// DO makes the first VPC of a region its default and never
 			// deletes a default VPC; it costs nothing to keep.
-			return nil
-		case !errors.Is(err, cloud.ErrUnprocessable):
-			return err
+			return true, "", nil
+		case errors.Is(err, cloud.ErrUnprocessable):
+			return false, "VPC still has members", nil
 		}
-		t := time.NewTimer(poll.Backoff(250*time.Millisecond, 2*time.Second, i+1))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("VPC still has members: %w", ctx.Err())
-		case <-t.C:
-		}
-	}
+		return err == nil, "", err
+	})
 }
 
 // ClusterReservedIPs is the state's Reserved IP plus any held by one of the
