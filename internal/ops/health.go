@@ -310,7 +310,7 @@ func FollowFailover(ctx context.Context, d Deps, st *cluster.State) (*cluster.St
 		return nil, ev.APIErr
 	}
 	h := ev.HolderNode()
-	if h == nil || h.Lifecycle != cluster.Ready || h.Role == cluster.RoleActive || !ev.Of(*h).Health.Serves() {
+	if !serves(ev, h) || h.Role == cluster.RoleActive {
 		return st, nil
 	}
 	id := h.ID

@@ -412,16 +412,10 @@ func moveToServing(d Deps, st *cluster.State, ev *Evidence, holder *cluster.Node
 			Fix:  "none automatic: bring a node back or add one (`dynia node add`)",
 		}}
 	}
-	tid, tnode := target.DropletID, target.ID
-	record := RecordActive(d, st.Name, tnode)
+	tnode := target.ID
 	return []Drift{{
 		What: fmt.Sprintf("Reserved IP %s is on %s; %s serves", st.ReservedIP, where, describe(ev, target)),
 		Fix:  "assign it to " + tnode + " and record " + tnode + " as the active node",
-		Do: func(ctx context.Context) error {
-			if err := d.Cloud.AssignReservedIP(ctx, st.ReservedIP, tid); err != nil {
-				return err
-			}
-			return record(ctx)
-		},
+		Do:   func(ctx context.Context) error { return Promote(ctx, d, st.Name, tnode) },
 	}}
 }
