@@ -265,12 +265,6 @@ func CheckReservedIP(ctx context.Context, d Deps, st *cluster.State) ([]Drift, e
 	return (&evidenceMemo{}).checkReservedIP(ctx, d, st)
 }
 
-// CheckFailover: every ready node must be able to move the Reserved IP to
-// itself, as its fresh report says (failoverDrift).
-func CheckFailover(ctx context.Context, d Deps, st *cluster.State) ([]Drift, error) {
-	return (&evidenceMemo{}).checkFailover(ctx, d, st)
-}
-
 func (m *evidenceMemo) checkReservedIP(ctx context.Context, d Deps, st *cluster.State) ([]Drift, error) {
 	e, err := m.get(ctx, d, st)
 	if err != nil || st.ReservedIP == "" {
@@ -279,6 +273,8 @@ func (m *evidenceMemo) checkReservedIP(ctx context.Context, d Deps, st *cluster.
 	return ripDrift(d, st, e)
 }
 
+// checkFailover: every ready node must be able to move the Reserved IP to
+// itself, as its fresh report says (failoverDrift).
 func (m *evidenceMemo) checkFailover(ctx context.Context, d Deps, st *cluster.State) ([]Drift, error) {
 	e, err := m.get(ctx, d, st)
 	if err != nil {
