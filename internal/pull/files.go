@@ -12,19 +12,26 @@ import (
 	"github.com/dynia/dynia/internal/fsutil"
 )
 
-// writeFileAtomic writes data next to path, fsyncs it and renames it over
-// path, so readers see the old or the new file, never a half-written one.
+// writeFileAtomic writes data, mode perm, next to path, fsyncs it and
+// renames it over path (its directory made 0755 when missing), so readers
+// see the old or the new file, never a half-written one: fsutil's write,
+// with a failed directory sync not a failure (commitFile).
 func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp, err := stageFile(path, data, perm)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp, err := fsutil.Stage(path, data, perm)
 	if err == nil {
 		err = commitFile(tmp, path)
 	}
 	return err
 }
 
-// stageFile writes data to a temporary file in path's directory (made 0755
-// when missing) and fsyncs it (fsutil.Stage). An existing file's mode is
-// kept.
+// stageFile writes a daemon's config to a temporary file in path's
+// directory (made 0755 when missing) and fsyncs it (fsutil.Stage), for a
+// check before commitFile installs it. An existing config's mode is kept:
+// an operator's (or the image's) choice for haproxy.cfg or
+// keepalived.conf survives dynia's rewrites.
 func stageFile(path string, data []byte, perm os.FileMode) (string, error) {
 	if st, err := os.Stat(path); err == nil {
 		perm = st.Mode().Perm()
