@@ -329,10 +329,7 @@ func (ap *applier) reloadKeepalived(ctx context.Context, log *slog.Logger, set S
 		ap.m.reloadSeconds.WithLabelValues("keepalived").Observe(time.Since(began).Seconds())
 		return nil
 	}
-	pid := ap.sup.pid("keepalived")
-	if pid == 0 {
-		pid = readPid(ap.paths.KeepalivedPid)
-	}
+	pid := keepalivedPid(ap.sup, ap.paths)
 	if pid == 0 {
 		log.Info("keepalived not running yet; it will load the new config when it starts")
 		return nil
@@ -457,4 +454,14 @@ func countInstalled(r ApplyResult) int {
 		}
 	}
 	return n
+}
+
+// keepalivedPid is the node's keepalived: the one dynia-pull supervises,
+// else the one its pid file names (started before this dynia-pull, or by
+// systemd); 0 when none runs.
+func keepalivedPid(sup *supervisor, paths render.Paths) int {
+	if pid := sup.pid("keepalived"); pid != 0 {
+		return pid
+	}
+	return readPid(paths.KeepalivedPid)
 }

@@ -141,7 +141,7 @@ func (d *Daemon) meshReady() bool { return d.mesh == nil || d.mesh.dev.Ready() }
 
 // keepalivedRunning says whether a keepalived runs for this node.
 func (d *Daemon) keepalivedRunning() bool {
-	return d.sup.pid("keepalived") != 0 || readPid(d.paths.KeepalivedPid) != 0
+	return keepalivedPid(d.sup, d.paths) != 0
 }
 
 // syncMesh makes the interface match st: key, port, this node's address
