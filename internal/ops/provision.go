@@ -144,13 +144,15 @@ func provisioning(st *cluster.State, only []string) []cluster.Node {
 // is deleted, so its node gets a new one.
 func adoptDroplets(ctx context.Context, d Deps, name string, pending []cluster.Node) (dropletOf map[string]int, toMake []cluster.Node, adopted int, err error) {
 	dropletOf = map[string]int{}
+	// One list of the cluster's droplets (every droplet is tagged with
+	// its cluster and its node at creation), not one per node.
+	all, err := d.Cloud.ListDropletsByTag(ctx, cloud.ClusterTag(name))
+	if err != nil {
+		return nil, nil, 0, err
+	}
 	for _, n := range pending {
-		ds, err := d.Cloud.ListDropletsByTag(ctx, cloud.NodeTag(n.ID))
-		if err != nil {
-			return nil, nil, 0, err
-		}
-		for _, dr := range ds {
-			if !hasTag(dr.Tags, cloud.ClusterTag(name)) {
+		for _, dr := range all {
+			if nodeIDFromTags(dr.Tags) != n.ID {
 				continue
 			}
 			if d.Boot.stuck(dr) {
