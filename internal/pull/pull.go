@@ -93,10 +93,6 @@ type Options struct {
 	// App runs the app's releases on this node; nil: no app (tests, or a
 	// node whose app something else runs on its app port).
 	App appRuntime
-	// Notify sends a systemd notification (sd_notify(3): READY=1 after the
-	// first apply attempt, STOPPING=1 at shutdown; sdnotify.go); nil: to
-	// $NOTIFY_SOCKET when set.
-	Notify func(state string)
 }
 
 // New returns a daemon for the given settings and store.
@@ -111,10 +107,9 @@ func New(set Settings, store bucket.Store, opts Options) *Daemon {
 		paths: render.PathsIn(set.RunDir), set: set, store: store,
 		sup: newSupervisor(log, set.LogDir), mesh: newMeshState(set.Mesh), wake: make(chan struct{}, 1),
 	}
-	d.notify = opts.Notify
-	if d.notify == nil {
-		d.notify = sdNotify(log)
-	}
+	// systemd notifications (sd_notify(3): READY=1 after the first apply
+	// attempt, STOPPING=1 at shutdown) go to $NOTIFY_SOCKET when set.
+	d.notify = sdNotify(log)
 	d.m = newMetrics(d.sinceLastPoll)
 	d.rep = &statusReporter{log: log, m: d.m, kickc: make(chan struct{}, 1),
 		refresh: func(ctx context.Context) { d.refreshHealth(ctx); d.refreshMesh() },
